@@ -1,0 +1,145 @@
+"""Build GLIDE's networks from typed settings and load safetensors checkpoints into them.
+
+Loading builds the network on the `meta` device and assigns the file's tensors directly
+(loaded straight onto the target device), so a checkpoint is never held twice in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from .clip import ClipImageEncoder, ClipTextEncoder
+from .config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig
+from .layers import NORM_TYPES
+from .unet import Text2ImUNet
+
+Network = Union[Text2ImUNet, ClipImageEncoder, ClipTextEncoder]
+ArchConfig = Union[UNetConfig, ClipConfig]
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or does not fit the network; the message is one line."""
+
+
+def build_network(kind: str, arch: ArchConfig) -> Network:
+    """A network of the given kind, on the current default device, weights uninitialized."""
+    if kind in UNET_KINDS:
+        if not isinstance(arch, UNetConfig):
+            raise TypeError(f"kind {kind!r} needs a UNetConfig")
+        if arch.kind != kind:
+            raise CheckpointError(f"settings describe a {arch.kind} model, not {kind}")
+        return Text2ImUNet(arch)
+    if kind in CLIP_KINDS:
+        if not isinstance(arch, ClipConfig):
+            raise TypeError(f"kind {kind!r} needs a ClipConfig")
+        return ClipImageEncoder(arch) if kind == "clip-image" else ClipTextEncoder(arch)
+    raise CheckpointError(f"unknown model kind {kind!r}; known: {', '.join(UNET_KINDS + CLIP_KINDS)}")
+
+
+def _examples(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict key and shape matching, with one line naming what is missing, extra or mis-shaped."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    misshaped = sorted(k for k in expected if k in state and tuple(state[k].shape) != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+    if misshaped:
+        first = misshaped[0]
+        problems.append(
+            f"{len(misshaped)} keys with the wrong shape (e.g. {first}: file {list(state[first].shape)}, "
+            f"model {list(expected[first])})"
+        )
+    if problems:
+        raise CheckpointError(f"{source} does not fit the configured network: " + "; ".join(problems))
+
+
+def fp32_parameter_names(model: nn.Module) -> set[str]:
+    """Parameters kept in float32 under fp16/bf16 inference: those of normalization layers."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, NORM_TYPES) or getattr(module, "keep_fp32", False):
+            prefix = f"{module_name}." if module_name else ""
+            names.update(prefix + n for n, _ in module.named_parameters(recurse=False))
+    return names
+
+
+def read_safetensors(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors file ({first_line})") from None
+
+
+def load_network(
+    kind: str,
+    arch: ArchConfig,
+    path: Union[str, Path],
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Network:
+    """Build the network for `arch` and load `path` into it, ready for inference (eval, no grad)."""
+    with torch.device("meta"):
+        model = build_network(kind, arch)
+    state = read_safetensors(path, device)
+    check_state_dict(model, state, str(path))
+    keep_fp32 = fp32_parameter_names(model)
+    for name, tensor in state.items():
+        target = torch.float32 if name in keep_fp32 else dtype
+        if tensor.dtype != target:
+            state[name] = tensor.to(target)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def save_network(model: nn.Module, path: Union[str, Path], metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write the network's weights as safetensors, atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def random_init_(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
+    """Fill every weight with small random values (normalization gains near 1): for tests and
+    for training a fresh model. Deterministic for a seed."""
+    generator = torch.Generator().manual_seed(seed)
+    gains = {n for n in fp32_parameter_names(model) if n.endswith((".weight", ".g"))}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            values = torch.randn(param.shape, generator=generator) * std
+            if name in gains:
+                values += 1.0
+            param.copy_(values)
+    return model

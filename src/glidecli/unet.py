@@ -1,0 +1,271 @@
+"""GLIDE's text-conditional ADM U-Net (base, upsampler and their inpainting variants).
+
+Parameter names and shapes follow the official checkpoints exactly, so they load one-to-one.
+The text is encoded once per prompt batch (`encode_text`) and the result is passed to every
+`forward` call of the sampling loop.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import UNetConfig
+from .layers import GroupNorm32, LayerNorm32, timestep_embedding
+from .transformer import TextTransformer
+
+
+class TextEmbedding(NamedTuple):
+    """What the U-Net needs from a prompt batch: `pooled` [B, 4C] is added to the timestep
+    embedding; `tokens` [B, ctx, width] is attended to by every attention block."""
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor
+
+    def repeat(self, times: int) -> "TextEmbedding":
+        """Repeat each prompt `times` times along the batch (one embedding, several images)."""
+        return TextEmbedding(
+            self.pooled.repeat_interleave(times, dim=0), self.tokens.repeat_interleave(times, dim=0)
+        )
+
+
+class ResBlock(nn.Module):
+    """Residual block with timestep conditioning (scale-shift norm) and optional 2x resampling."""
+
+    def __init__(self, channels: int, emb_dim: int, out_channels: int, cfg: UNetConfig, resample: str = ""):
+        super().__init__()
+        self.resample = resample  # "", "up" or "down"
+        self.use_scale_shift_norm = cfg.use_scale_shift_norm
+        self.in_layers = nn.Sequential(
+            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
+        emb_out = 2 * out_channels if cfg.use_scale_shift_norm else out_channels
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, emb_out))
+        self.out_layers = nn.Sequential(
+            GroupNorm32(out_channels),
+            nn.SiLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip_connection = (
+            nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        )
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "up":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        if self.resample == "down":
+            return F.avg_pool2d(x, kernel_size=2, stride=2)
+        return x
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        in_norm, in_act, in_conv = self.in_layers
+        # Resampling sits between the activation and the convolution, on both paths.
+        h = in_conv(self._resample(in_act(in_norm(x))))
+        x = self._resample(x)
+
+        emb_out = self.emb_layers(emb).to(h.dtype)[..., None, None]
+        out_norm, out_act, out_dropout, out_conv = self.out_layers
+        if self.use_scale_shift_norm:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = out_norm(h) * (1 + scale) + shift
+        else:
+            h = out_norm(h + emb_out)
+        h = out_conv(out_dropout(out_act(h)))
+        return self.skip_connection(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the feature map whose keys and values also include the text tokens."""
+
+    def __init__(self, channels: int, cfg: UNetConfig):
+        super().__init__()
+        if cfg.num_head_channels > 0:
+            if channels % cfg.num_head_channels:
+                raise ValueError(f"{channels} channels are not divisible by {cfg.num_head_channels}")
+            self.heads = channels // cfg.num_head_channels
+        else:
+            self.heads = cfg.num_heads
+        self.norm = GroupNorm32(channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.encoder_kv = nn.Conv1d(cfg.xf_width, 2 * channels, 1) if cfg.xf_width else None
+        self.proj_out = nn.Conv1d(channels, channels, 1)
+
+    def _heads(self, packed: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        """[B, L, heads*parts*d] -> `parts` tensors [B, heads, L, d]; the checkpoint packs each
+        head's q, k, v (or k, v) channels together."""
+        batch, length, channels = packed.shape
+        split = packed.view(batch, length, self.heads, parts, channels // (self.heads * parts))
+        return tuple(split.permute(3, 0, 2, 1, 4))
+
+    def forward(self, x: torch.Tensor, text_tokens: Optional[torch.Tensor]) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+        q, k, v = self._heads(F.linear(h, self.qkv.weight[..., 0], self.qkv.bias), 3)
+        if self.encoder_kv is not None and text_tokens is not None:
+            text_kv = F.linear(text_tokens.to(h.dtype), self.encoder_kv.weight[..., 0], self.encoder_kv.bias)
+            text_k, text_v = self._heads(text_kv, 2)
+            # Text tokens come first in the key sequence, as in the reference.
+            k = torch.cat([text_k, k], dim=2)
+            v = torch.cat([text_v, v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, d]
+        out = out.transpose(1, 2).reshape(batch, height * width, channels)
+        out = F.linear(out, self.proj_out.weight[..., 0], self.proj_out.bias)
+        return x + out.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class Stage(nn.ModuleList):
+    """One entry of the U-Net's block lists: a conv, a ResBlock, or ResBlock + attention (+ resample)."""
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, text_tokens: Optional[torch.Tensor]) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, AttentionBlock):
+                h = layer(h, text_tokens)
+            else:
+                h = layer(h)
+        return h
+
+
+class Text2ImUNet(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.config = cfg
+        ch = cfg.model_channels
+        emb_dim = cfg.time_embed_dim
+        self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        if cfg.xf_width:
+            self.token_embedding = nn.Embedding(cfg.n_vocab, cfg.xf_width)
+            self.positional_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
+            self.padding_embedding = (
+                nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width)) if cfg.xf_padding else None
+            )
+            self.transformer = TextTransformer(cfg.xf_width, cfg.xf_layers, cfg.xf_heads)
+            self.final_ln = LayerNorm32(cfg.xf_width) if cfg.xf_final_ln else None
+            self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim)
+
+        # Attention resolutions are feature-map sizes; the U-Net tracks its downsampling factor.
+        attention_factors = {cfg.image_size // r for r in cfg.attention_resolutions}
+
+        def stage(in_ch: int, out_ch: int, factor: int, resample: str = "") -> Stage:
+            layers: list[nn.Module] = [ResBlock(in_ch, emb_dim, out_ch, cfg)]
+            if factor in attention_factors:
+                layers.append(AttentionBlock(out_ch, cfg))
+            return Stage(layers)
+
+        first = cfg.channel_mult[0] * ch
+        skip_channels = [first]
+        self.input_blocks = nn.ModuleList([Stage([nn.Conv2d(cfg.in_channels, first, 3, padding=1)])])
+        factor, current = 1, first
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                self.input_blocks.append(stage(current, mult * ch, factor))
+                current = mult * ch
+                skip_channels.append(current)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(Stage([self._resampler(current, "down", cfg)]))
+                skip_channels.append(current)
+                factor *= 2
+
+        self.middle_block = Stage(
+            [
+                ResBlock(current, emb_dim, current, cfg),
+                AttentionBlock(current, cfg),
+                ResBlock(current, emb_dim, current, cfg),
+            ]
+        )
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                block = stage(current + skip_channels.pop(), mult * ch, factor)
+                current = mult * ch
+                if level and i == cfg.num_res_blocks:
+                    block.append(self._resampler(current, "up", cfg))
+                    factor //= 2
+                self.output_blocks.append(block)
+
+        self.out = nn.Sequential(GroupNorm32(current), nn.SiLU(), nn.Conv2d(first, cfg.out_channels, 3, padding=1))
+
+    @staticmethod
+    def _resampler(channels: int, direction: str, cfg: UNetConfig) -> nn.Module:
+        if not cfg.resblock_updown:
+            raise NotImplementedError("only resblock_updown=True U-Nets (as GLIDE's) are supported")
+        return ResBlock(channels, cfg.time_embed_dim, channels, cfg, resample=direction)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.time_embed[0].weight.dtype
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> TextEmbedding:
+        """Run the text transformer once for a batch of token ids [B, ctx] and mask [B, ctx]."""
+        cfg = self.config
+        if not cfg.xf_width:
+            raise ValueError("this model has no text encoder")
+        x = self.token_embedding(tokens.long()) + self.positional_embedding
+        if self.padding_embedding is not None:
+            # Padded positions get a learned embedding instead of the pad token's.
+            x = torch.where(mask[..., None], x, self.padding_embedding)
+        x = self.transformer(x.to(self.dtype))
+        if self.final_ln is not None:
+            x = self.final_ln(x)
+        # The last position (a padding slot for any prompt shorter than the context) is pooled.
+        pooled = self.transformer_proj(x[:, -1])
+        return TextEmbedding(pooled=pooled, tokens=x)
+
+    def conditioning_input(
+        self,
+        x: torch.Tensor,
+        low_res: Optional[torch.Tensor] = None,
+        inpaint_image: Optional[torch.Tensor] = None,
+        inpaint_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Concatenate the variant's conditioning images to x_t, in the checkpoint's channel order:
+        x_t, masked source image, mask (inpainting), bilinearly upsampled low-res image (upsampling)."""
+        cfg = self.config
+        parts = [x]
+        if cfg.inpaint:
+            if inpaint_image is None:
+                inpaint_image = torch.zeros_like(x)
+            if inpaint_mask is None:
+                inpaint_mask = torch.zeros_like(x[:, :1])
+            parts += [inpaint_image * inpaint_mask, inpaint_mask]
+        if cfg.super_res:
+            if low_res is None:
+                raise ValueError("an upsampling model needs a low-resolution image (low_res)")
+            parts.append(F.interpolate(low_res, x.shape[-2:], mode="bilinear", align_corners=False))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: Optional[TextEmbedding] = None,
+        *,
+        low_res: Optional[torch.Tensor] = None,
+        inpaint_image: Optional[torch.Tensor] = None,
+        inpaint_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Predict [eps, variance interpolation] for x_t [B, 3, H, W] at integer timesteps [B]."""
+        if self.config.xf_width and text is None:
+            raise ValueError("a text-conditional model needs a text embedding (see encode_text)")
+        h = self.conditioning_input(x, low_res, inpaint_image, inpaint_mask).to(self.dtype)
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(self.dtype))
+        text_tokens = None
+        if text is not None:
+            emb = emb + text.pooled.to(emb.dtype)
+            text_tokens = text.tokens
+
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb, text_tokens)
+            skips.append(h)
+        h = self.middle_block(h, emb, text_tokens)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, text_tokens)
+        return self.out(h).to(x.dtype)
