@@ -22,7 +22,7 @@ from .guidance import (
     keep_known_region,
 )
 from .noise import ImageNoise
-from .samplers import SAMPLERS, SOLVERS, Callback, denoiser_from_model, dynamic_threshold, sample, solver_timesteps
+from .samplers import SAMPLERS, SOLVERS, Callback, denoiser_from_model, dynamic_threshold, sample, timesteps_for
 from .schedule import Schedule
 from .tokenizer import GlideTokenizer
 from .unet import Text2ImUNet, TextEmbedding
@@ -52,10 +52,8 @@ class SamplerChoice:
             raise ValueError(f"threshold percentile must be in [0.5, 1], got {self.threshold}")
 
     def schedule(self, noise_schedule: str, diffusion_steps: int = 1000) -> Schedule:
-        if self.name in SOLVERS:
-            timesteps = solver_timesteps(noise_schedule, int(self.steps), diffusion_steps)
-            return Schedule.from_timesteps(noise_schedule, timesteps, diffusion_steps)
-        return Schedule.create(noise_schedule, diffusion_steps, str(self.steps))
+        timesteps = timesteps_for(self.name, noise_schedule, str(self.steps), diffusion_steps)
+        return Schedule.from_timesteps(noise_schedule, timesteps, diffusion_steps)
 
 
 @dataclass(frozen=True)
