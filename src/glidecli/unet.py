@@ -117,6 +117,28 @@ class AttentionBlock(nn.Module):
         return x + out.transpose(1, 2).reshape(batch, channels, height, width)
 
 
+class ConvDownsample(nn.Module):
+    """Strided 3x3 convolution (ADM's resampler when resblock_updown is off)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ConvUpsample(nn.Module):
+    """Nearest 2x upsampling then a 3x3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
 class Stage(nn.ModuleList):
     """One entry of the U-Net's block lists: a conv, a ResBlock, or ResBlock + attention (+ resample)."""
 
@@ -194,9 +216,9 @@ class Text2ImUNet(nn.Module):
 
     @staticmethod
     def _resampler(channels: int, direction: str, cfg: UNetConfig) -> nn.Module:
-        if not cfg.resblock_updown:
-            raise NotImplementedError("only resblock_updown=True U-Nets (as GLIDE's) are supported")
-        return ResBlock(channels, cfg.time_embed_dim, channels, cfg, resample=direction)
+        if cfg.resblock_updown:  # GLIDE's choice
+            return ResBlock(channels, cfg.time_embed_dim, channels, cfg, resample=direction)
+        return ConvDownsample(channels) if direction == "down" else ConvUpsample(channels)
 
     @property
     def dtype(self) -> torch.dtype:
