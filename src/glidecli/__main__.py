@@ -1,0 +1,5 @@
+"""`python -m glidecli` runs the `glide` command."""
+
+from .cli import main
+
+main()
