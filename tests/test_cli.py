@@ -24,7 +24,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from glidecli import __version__, cli, cli_options, render, session
 from glidecli.checkpoint import build_network, random_init_, save_network
 from glidecli.fetch import sha256_file
-from glidecli.images import FIT_MODES, load_image, load_mask, read_png_metadata, tensor_to_pil
+from glidecli.images import FIT_MODES, load_image, load_mask, tensor_to_pil
+from glidecli.pngfile import read_png_metadata
 from glidecli.manifest import load_manifest
 from glidecli.noise import MAX_SEED
 from glidecli.pipeline import SamplerChoice

@@ -1,4 +1,4 @@
-"""Tests for glidecli.images: loading, fitting, masks, PNG metadata, writing, naming."""
+"""Tests for glidecli.images (loading, fitting, masks) and glidecli.pngfile (metadata, writing, naming)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,23 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from glidecli.images import (
-    ImageError,
-    build_parameters_text,
     check_same_size,
     has_alpha,
     load_image,
     load_image_rgba,
     load_mask,
     mask_from_alpha,
+    pil_to_tensor,
+    tensor_to_pil,
+)
+from glidecli.pngfile import (
+    ImageError,
+    build_parameters_text,
     next_free_index,
     parse_parameters_text,
-    pil_to_tensor,
     read_png_metadata,
     render_output_path,
     slugify,
-    tensor_to_pil,
     write_png,
 )
 

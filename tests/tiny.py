@@ -51,5 +51,9 @@ def tiny_unet_config(kind: str = "base", **changes) -> UNetConfig:
 
 
 def tiny_network(kind: str, seed: int = 0, **changes):
-    arch = TINY_CLIP if kind.startswith("clip") else tiny_unet_config(kind, **changes)
+    """A tiny random-weight network; `changes` override fields of its config."""
+    if kind.startswith("clip"):
+        arch = dataclasses.replace(TINY_CLIP, **changes)
+    else:
+        arch = tiny_unet_config(kind, **changes)
     return random_init_(build_network(kind, arch), seed=seed).eval()

@@ -307,7 +307,7 @@ _FAILURES = (
     ("glidecli.manifest", "ManifestError"),
     ("glidecli.fetch", "WeightsError"),
     ("glidecli.checkpoint", "CheckpointError"),
-    ("glidecli.images", "ImageError"),
+    ("glidecli.pngfile", "ImageError"),
     ("glidecli.tokenizer", "TokenizerFileError"),
     ("glidecli.session", "RenderError"),
     ("glidecli.cli_run", "CommandError"),

@@ -151,7 +151,7 @@ def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optio
 
 def plan_outputs(opts: RunOptions, jobs: list["Job"], console) -> list[tuple["Job", Path]]:
     """The jobs still to do with their files; refuses clashes before any work."""
-    from .images import ImageError, render_output_path
+    from .pngfile import ImageError, render_output_path
 
     planned = [
         (job, render_output_path(opts.out, index=job.index, seed=job.seed, prompt=job.prompt, pattern=opts.pattern, count=len(jobs)))
@@ -182,7 +182,7 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console) -> list[tuple["Jo
 
 
 def _check_writable(directory: Path) -> None:
-    from .images import ImageError
+    from .pngfile import ImageError
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     returns the number written. Ctrl-C raises Interrupted with that number."""
     from rich.console import Console
 
-    from .images import write_png
+    from .pngfile import write_png
     from .render import Session
 
     console = Console(stderr=True)

@@ -170,7 +170,7 @@ def info_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the recorded settings as JSON.")] = False,
 ) -> None:
     """Print the settings recorded in a PNG made by glide (--json: raw)."""
-    from .images import read_png_metadata
+    from .pngfile import read_png_metadata
 
     meta = read_png_metadata(image)
     if not meta:

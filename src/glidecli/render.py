@@ -24,7 +24,8 @@ from PIL import Image
 
 from . import __version__
 from .config import ClipConfig, UNetConfig
-from .images import ImageError, check_same_size, load_image, load_image_rgba, load_mask, mask_from_alpha, tensor_to_pil
+from .images import check_same_size, load_image, load_image_rgba, load_mask, mask_from_alpha, tensor_to_pil
+from .pngfile import ImageError
 from .noise import ImageNoise
 from .pipeline import ClipGuidance, Inpainting, SamplerChoice, encode_prompts, quantize_to_8bit, sample_stage
 from .session import (  # noqa: F401 - re-exported: the Python API lives here

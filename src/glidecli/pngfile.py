@@ -1,0 +1,348 @@
+"""Writing glide's PNGs: settings in text chunks, atomic writes, and output file names.
+
+Every PNG carries two text chunks: `parameters` in A1111's format (what most image tools
+show) and `glide`, the full JSON record needed to reproduce the image. Files are written to
+a temporary name and renamed, and never overwrite an existing file unless asked. This module
+needs no torch, so `glide info` starts quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import string
+import unicodedata
+from pathlib import Path
+from typing import Any, Mapping
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+DEFAULT_PATTERN = "{index:05d}-{seed}-{slug}.png"
+PATTERN_FIELDS = ("index", "seed", "slug", "prompt_hash")
+# Suffixes that mean the user asked for a format we do not write (not a directory name).
+_OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+# PNG text chunks: A1111's human-readable one, and our full JSON record.
+PARAMETERS_KEY = "parameters"
+GLIDE_KEY = "glide"
+
+
+class ImageError(Exception):
+    """A problem with a user's image, mask or output path; the message is one line."""
+
+
+# --------------------------------------------------------------------------- metadata
+
+# meta key (and accepted aliases) -> label in A1111's settings line, in A1111's order.
+_PARAMETER_LABELS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("steps",), "Steps"),
+    (("sampler",), "Sampler"),
+    (("scale", "cfg_scale"), "CFG scale"),
+    (("seed",), "Seed"),
+    (("size",), "Size"),
+    (("model",), "Model"),
+    (("model_hash",), "Model hash"),
+    (("upsample_steps",), "Upsample steps"),
+    (("upsample_temp",), "Upsample temp"),
+)
+_NEGATIVE_KEYS = ("negative_prompt", "negative")
+_NEGATIVE_PREFIX = "Negative prompt: "
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # A1111 writes "CFG scale: 3", not "3.0"
+    return str(value)
+
+
+def _format_size(meta: Mapping[str, Any]) -> str | None:
+    size = meta.get("size")
+    if size is None and "width" in meta and "height" in meta:
+        size = (meta["width"], meta["height"])
+    if size is None:
+        return None
+    if isinstance(size, (list, tuple)):
+        return f"{size[0]}x{size[1]}"
+    if isinstance(size, int):
+        return f"{size}x{size}"
+    return str(size)
+
+
+def _quote(text: str) -> str:
+    """Quote a value that would otherwise break the "Key: value, Key: value" line."""
+    if any(c in text for c in ',:"\n'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _first_present(meta: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if meta.get(key) is not None:
+            return meta[key]
+    return None
+
+
+def _setting_text(meta: Mapping[str, Any], keys: tuple[str, ...], label: str) -> str | None:
+    if label == "Size":
+        return _format_size(meta)
+    value = _first_present(meta, keys)
+    return None if value is None else _format_value(value)
+
+
+def build_parameters_text(meta: Mapping[str, Any]) -> str:
+    """A1111's `parameters` text: the prompt, an optional "Negative prompt: ..." line,
+    then one "Key: value, ..." line holding only the settings present in `meta`."""
+    lines = [str(meta.get("prompt", ""))]
+    negative = _first_present(meta, _NEGATIVE_KEYS)
+    if negative:
+        lines.append(_NEGATIVE_PREFIX + str(negative))
+    settings = []
+    for keys, label in _PARAMETER_LABELS:
+        text = _setting_text(meta, keys, label)
+        if text is not None:
+            settings.append(f"{label}: {_quote(text)}")
+    if settings:
+        lines.append(", ".join(settings))
+    return "\n".join(lines)
+
+
+# One "Label: value" pair, the value either a JSON string or plain text up to a comma.
+_SETTING_PAIR = re.compile(r'\s*([^:,]+):\s*("(?:\\.|[^"\\])*"|[^,]*)\s*(?:,|$)')
+_SETTINGS_LINE = re.compile(r"^\s*[A-Za-z][\w ]*: ")
+
+
+def _parse_setting_value(raw: str) -> Any:
+    if raw.startswith('"'):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_parameters_text(text: str) -> dict[str, Any]:
+    """Best-effort inverse of build_parameters_text (also reads other tools' text):
+    known labels map back to meta keys, others become snake_case keys."""
+    lines = text.split("\n")
+    settings_line = ""
+    if len(lines) > 1 and _SETTINGS_LINE.match(lines[-1]):
+        settings_line = lines.pop()
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    for line in lines:
+        if line.startswith(_NEGATIVE_PREFIX) and not negative_lines:
+            negative_lines.append(line[len(_NEGATIVE_PREFIX):])
+        elif negative_lines:
+            negative_lines.append(line)  # a multi-line negative prompt continues
+        else:
+            prompt_lines.append(line)
+
+    meta: dict[str, Any] = {"prompt": "\n".join(prompt_lines)}
+    if negative_lines:
+        meta["negative_prompt"] = "\n".join(negative_lines)
+    keys_by_label = {label: keys[0] for keys, label in _PARAMETER_LABELS}
+    for label, raw in _SETTING_PAIR.findall(settings_line):
+        label = label.strip()
+        key = keys_by_label.get(label, re.sub(r"\W+", "_", label.lower()).strip("_"))
+        value = _parse_setting_value(raw.strip())
+        meta[key] = str(value) if key in ("sampler", "model", "model_hash", "size") else value
+    return meta
+
+
+def _add_text_chunk(info: PngImagePlugin.PngInfo, key: str, text: str) -> None:
+    """tEXt holds Latin-1 only; anything else (Japanese, emoji) must go in UTF-8 iTXt."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        info.add_itxt(key, text)
+    else:
+        info.add_text(key, text)
+
+
+def _png_info(meta: Mapping[str, Any]) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    _add_text_chunk(info, PARAMETERS_KEY, build_parameters_text(meta))
+    _add_text_chunk(info, GLIDE_KEY, json.dumps(dict(meta), ensure_ascii=False, default=str))
+    return info
+
+
+def read_png_metadata(path: str | Path) -> dict[str, Any]:
+    """The settings stored in a PNG: the `glide` JSON when present, else whatever can be
+    parsed from A1111's `parameters`, else {}."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise ImageError(f"{path} is a {image.format} file, not a PNG")
+            texts = dict(image.text)  # reads every text chunk, also those after the pixels
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path} is not a PNG image") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot read {path}: {error}") from None
+    if GLIDE_KEY in texts:
+        try:
+            return json.loads(texts[GLIDE_KEY])
+        except json.JSONDecodeError:
+            pass  # damaged or foreign; fall back to the readable chunk
+    if PARAMETERS_KEY in texts:
+        return parse_parameters_text(texts[PARAMETERS_KEY])
+    return {}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageError(f"cannot create output directory {path.parent}: {error.strerror or error}") from None
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside `path`. os.open (not mkstemp) so that the final file
+    gets the usual umask permissions instead of mkstemp's private 0600."""
+    while True:
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+def _publish(temp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished temp file into place in one step."""
+    if overwrite:
+        os.replace(temp, path)
+        return
+    # A hard link fails if `path` appeared meanwhile (say another glide run), where
+    # os.replace would silently clobber it.
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise _exists_error(path) from None
+    except OSError:
+        os.replace(temp, path)  # file system without hard links
+    else:
+        os.unlink(temp)
+
+
+def _exists_error(path: Path) -> ImageError:
+    return ImageError(f"output file {path} already exists; use --overwrite to replace it")
+
+
+def write_png(image: Image.Image, path: str | Path, meta: Mapping[str, Any], *, overwrite: bool = False) -> Path:
+    """Write `image` as a PNG with `parameters` and `glide` metadata, atomically: the
+    data goes to a temp file in the same directory that then replaces `path`, so a crash
+    or Ctrl-C never leaves a partial image (or the temp file) behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"output path {path} is a directory; give a file name ending in .png")
+    if path.exists() and not overwrite:
+        raise _exists_error(path)
+    _make_parent(path)
+    try:
+        fd, temp = _create_temp(path)
+    except OSError as error:
+        raise ImageError(f"cannot write to directory {path.parent}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            image.save(file, format="PNG", pnginfo=_png_info(meta))
+            file.flush()
+            os.fsync(file.fileno())  # data on disk before the rename makes it visible
+        _publish(temp, path, overwrite)
+    except BaseException as error:
+        temp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ImageError(f"cannot write {path}: {error.strerror or error}") from error
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def slugify(prompt: str, max_len: int = 48) -> str:
+    """A file-name-safe summary of a prompt: lowercase ASCII words joined by hyphens,
+    cut at a word boundary, "untitled" when nothing is left (e.g. a Japanese prompt)."""
+    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    if len(slug) > max_len:
+        cut = slug[:max_len]
+        # Prefer ending on a whole word unless that would throw most of it away.
+        slug = cut.rsplit("-", 1)[0] if "-" in cut[max_len // 2:] else cut
+        slug = slug.strip("-")
+    return slug or "untitled"
+
+
+def prompt_hash(prompt: str) -> str:
+    """Short stable id of a prompt, for names that must not depend on its wording."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8]
+
+
+def _check_pattern(pattern: str) -> None:
+    allowed = ", ".join(PATTERN_FIELDS)
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError as error:
+        raise ImageError(f"bad output pattern {pattern!r}: {error}") from None
+    for name in fields:
+        # Exact names only: no positional "{}" and no attribute or index access.
+        if name not in PATTERN_FIELDS:
+            raise ImageError(f"unknown field {{{name}}} in output pattern {pattern!r}; allowed: {allowed}")
+
+
+def render_output_path(
+    out: str | Path,
+    *,
+    index: int,
+    seed: int,
+    prompt: str,
+    pattern: str = DEFAULT_PATTERN,
+    count: int,
+) -> Path:
+    """Where image `index` of `count` goes.
+
+    A `out` ending in .png names the file itself; with several images each gets
+    "-{index}" before the suffix (zero-padded so they sort). Otherwise `out` is a
+    directory and `pattern` (fields: index, seed, slug, prompt_hash) names the file;
+    ".png" is appended when the pattern lacks it."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    out = Path(out)
+    if out.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
+        raise ImageError(f"output {out}: glide writes PNG files only; use a .png name or a directory")
+    if out.suffix.lower() == ".png" and not out.is_dir():
+        if count == 1:
+            return out
+        return out.with_name(f"{out.stem}-{index:0{len(str(count))}d}{out.suffix}")
+    _check_pattern(pattern)
+    fields = {"index": index, "seed": seed, "slug": slugify(prompt), "prompt_hash": prompt_hash(prompt)}
+    try:
+        name = pattern.format(**fields)
+    except (ValueError, TypeError) as error:
+        raise ImageError(f"bad output pattern {pattern!r}: {error}") from None
+    if not name.lower().endswith(".png"):
+        name += ".png"
+    return out / name
+
+
+def next_free_index(directory: str | Path) -> int:
+    """One past the largest number that starts a .png name in `directory` (0 if none),
+    so numbered outputs continue across runs as in A1111."""
+    numbers = [
+        int(match.group())
+        for entry in Path(directory).glob("*.png")
+        if (match := re.match(r"\d+", entry.name))
+    ]
+    return max(numbers, default=-1) + 1
