@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .clip import NoisedClip
 from .samplers import Denoiser, MeanShift, ModelFn, Prediction, X0Transform
-from .schedule import Schedule
+from .schedule import Schedule, coefficient
 from .unet import Text2ImUNet, TextEmbedding
 
 
@@ -100,8 +100,11 @@ def clip_guided_denoiser(denoise: Denoiser, schedule: Schedule, grad: ClipGrad) 
 
     def guided(x: Tensor, i: int) -> Prediction:
         pred = denoise(x, i)
-        sigma = (1.0 - schedule.alpha_bar(i)) ** 0.5
+        # sqrt(1 - alpha_bar) from the rounded table value, and eps re-derived from the new
+        # x0, round like the reference does, so results match it to the bit.
+        sigma = (1 - coefficient(schedule.alpha_bar(i), pred.eps)).sqrt()
         eps = pred.eps - sigma * grad(x, i).to(pred.eps.dtype)
-        return Prediction(schedule.predict_x0(x, i, eps), eps, pred.var_interp)
+        x0 = schedule.predict_x0(x, i, eps)
+        return Prediction(x0, schedule.predict_eps(x, i, x0), pred.var_interp)
 
     return guided
