@@ -144,6 +144,22 @@ def test_save_load_round_trip(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
 
 
+def test_channels_last_gives_the_same_outputs():
+    model = tiny_network("upsample-inpaint", seed=2)
+    x = torch.randn(2, 3, 32, 32)
+    t = torch.tensor([3, 600])
+    images = dict(low_res=torch.randn(2, 3, 16, 16), inpaint_image=torch.randn(2, 3, 32, 32), inpaint_mask=torch.ones(2, 1, 32, 32))
+    with torch.no_grad():
+        text = model.encode_text(*tokens_and_mask())
+        default = model(x, t, text, **images)
+        assert not model.channels_last
+        model.use_channels_last()
+        assert model.channels_last
+        nhwc = model(x, t, text, **images)
+    assert nhwc.is_contiguous()
+    torch.testing.assert_close(nhwc, default, rtol=1e-4, atol=1e-5)
+
+
 def test_low_precision_load_keeps_norms_in_float32(tmp_path):
     model = tiny_network("base", seed=1)
     path = save_network(model, tmp_path / "tiny.safetensors")

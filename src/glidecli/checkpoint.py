@@ -110,6 +110,8 @@ def load_network(
         if tensor.dtype != target:
             state[name] = tensor.to(target)
     model.load_state_dict(state, strict=True, assign=True)
+    if isinstance(model, Text2ImUNet):
+        model.use_channels_last()  # faster convolutions on CPU (oneDNN) and GPU (cuDNN)
     return model.eval().requires_grad_(False)
 
 
