@@ -4,7 +4,8 @@
   in ONE batched call; eps = eps(x|empty) + s * (eps(x|text) - eps(x|empty)); the learned
   variance comes from the conditional half, as in the reference.
 - CLIP guidance: the gradient of exp(logit_scale) * <z_image(x_t, t), z_text> shifts the
-  ancestral mean (`clip_mean_shift`) or the score (`clip_guided_denoiser`).
+  ancestral mean (`clip_gradient` as the ddpm sampler's mean_shift: mean + variance * grad)
+  or the score (`clip_guided_denoiser`).
 - Inpainting: the known region of every x0 estimate is replaced by the source.
 """
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .clip import NoisedClip
-from .samplers import Denoiser, MeanShift, ModelFn, Prediction, X0Transform
+from .samplers import Denoiser, ModelFn, Prediction, X0Transform
 from .schedule import Schedule, coefficient
 from .unet import Text2ImUNet, TextEmbedding
 
@@ -86,11 +87,6 @@ def clip_gradient(clip: NoisedClip, text_embeddings: Tensor, scale: float, sched
         t = schedule.model_timesteps(i, x.shape[0], x.device)
         return clip.similarity_grad(x.float(), t, text_embeddings) * scale
 
-    return grad
-
-
-def clip_mean_shift(grad: ClipGrad) -> MeanShift:
-    """For the ancestral sampler: the mean moves by variance * grad (the sampler multiplies)."""
     return grad
 
 
