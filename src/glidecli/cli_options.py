@@ -28,7 +28,7 @@ Negative = Annotated[
 ]
 Steps = Annotated[
     str,
-    typer.Option("--steps", help="Base steps: a count ('100'), sections ('10,10,5'), 'ddimN' or 'fast27'; a count for plms/dpmpp_2m.", rich_help_panel=SAMPLING),
+    typer.Option("--steps", help="Base steps: a count ('100'), sections ('10,10,5'), 'ddimN' or 'fast27' (dpmpp_2m: a count only). A fast mode: --sampler plms --steps 25.", rich_help_panel=SAMPLING),
 ]
 Eta = Annotated[float, typer.Option("--eta", min=0.0, help="DDIM noise (0 = deterministic); ddim only.", rich_help_panel=SAMPLING)]
 Threshold = Annotated[
