@@ -368,7 +368,7 @@ USAGE_ERRORS = [
     (["generate", "x", "--steps", "abc"], "--steps"),
     (["generate", "x", "--upsample-steps", "fast9"], "--upsample-steps"),
     (["generate", "x", "--sampler", "euler"], "euler"),
-    (["generate", "x", "--sampler", "plms", "--steps", "fast27"], "fast27"),
+    (["generate", "x", "--sampler", "dpmpp_2m", "--steps", "fast27"], "fast27"),
     (["generate", "x", "--eta", "0.5"], "eta"),
     (["generate", "x", "--threshold", "0.2"], "threshold"),
     (["generate", "x", "--seed", str(MAX_SEED + 1)], "--seed"),
