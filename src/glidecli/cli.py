@@ -19,6 +19,7 @@ import typer
 from . import __version__
 from . import cli_options as opt
 from .cli_run import Interrupted, RunOptions, build_stage, click_errors, collect_prompts, make_jobs, render_to_files, wants_upsampler
+from .cli_train import Stopped, dataset_app, train_command
 from .cli_weights import info_command, weights_app
 from .manifest import load_manifest
 
@@ -33,6 +34,8 @@ app = typer.Typer(
 )
 app.add_typer(weights_app, name="weights")
 app.command("info")(info_command)
+app.command("train")(train_command)
+app.add_typer(dataset_app, name="dataset")
 
 def _version(value: bool) -> None:
     if value:
@@ -311,6 +314,8 @@ _FAILURES = (
     ("glidecli.tokenizer", "TokenizerFileError"),
     ("glidecli.session", "RenderError"),
     ("glidecli.cli_run", "CommandError"),
+    ("glidecli.dataset", "DatasetError"),
+    ("glidecli.training", "TrainingError"),
 )
 
 
@@ -350,6 +355,9 @@ def run(argv: Optional[list[str]] = None) -> int:
         return error.exit_code
     except Interrupted as stop:
         sys.stderr.write(f"interrupted; {stop.written} image{'s' if stop.written != 1 else ''} written\n")
+        return 130
+    except Stopped as stop:
+        sys.stderr.write(f"{stop}\n")
         return 130
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted; 0 images written\n")

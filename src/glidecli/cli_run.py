@@ -89,11 +89,13 @@ def build_stage(
 
 
 def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
-    """--size picks the base model's size (no upsampler) or the upsampler's (default)."""
+    """--size picks the base model's size (no upsampler) or the upsampler's (default). A
+    manifest without the default upsampler (e.g. one written by `glide train` for a base
+    model) gives the base model's pictures."""
     from .render import model_entry
 
     if size is None:
-        return True
+        return upsampler != up_kind or upsampler in manifest.models
     base_size = model_entry(manifest, base, base_kind).arch.image_size
     if size == base_size:
         return False

@@ -40,10 +40,11 @@ _SUFFIX_FORMATS = {
     ".ckpt": "pt",
 }
 _SOURCE_KEYS = ("hub", "url", "path")
-_MODEL_KEYS = frozenset({"kind", "hub", "file", "revision", "url", "path", "format", "sha256", "size", "arch"})
+_MODEL_KEYS = frozenset({"kind", "hub", "file", "revision", "url", "path", "format", "sha256", "size", "arch", "tokenizer"})
 _TOKENIZER_KEYS = frozenset({"hub", "file", "revision", "url", "path", "sha256"})
 _TOP_LEVEL_KEYS = frozenset({"version", "models", "tokenizers"})
 _SCHEMA_VERSION = 1
+DEFAULT_TOKENIZER = "gpt2"  # the [tokenizers.NAME] a U-Net's prompts use unless its entry names another
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _URL_SCHEMES = ("https", "http", "file")
 
@@ -99,6 +100,8 @@ class ModelEntry:
     arch: UNetConfig | ClipConfig
     # The manifest this entry came from, so that error messages can say what to edit.
     manifest_path: Path | None = field(default=None, compare=False)
+    # The [tokenizers.NAME] entry that turns prompts into this U-Net's tokens.
+    tokenizer: str = DEFAULT_TOKENIZER
 
     @property
     def file_name(self) -> str:
@@ -195,6 +198,13 @@ def _parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
         name: _parse_tokenizer(name, _table(table, path, f"tokenizers.{name}"), path)
         for name, table in tokenizers_table.items()
     }
+    for entry in models.values():
+        if entry.tokenizer != DEFAULT_TOKENIZER and entry.tokenizer not in tokenizers:
+            known = ", ".join(tokenizers) or "none"
+            raise ManifestError(
+                f"{path}: model {entry.name!r} uses tokenizer {entry.tokenizer!r}, which has no"
+                f" [tokenizers.{entry.tokenizer}] entry; known tokenizers: {known}"
+            )
     return Manifest(path=path, models=models, tokenizers=tokenizers)
 
 
@@ -216,6 +226,11 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ManifestError(f"{where}: size must be a positive whole number of bytes, not {size!r}")
     arch_table = _table(table.get("arch", {}), path, f"models.{name}.arch")
+    tokenizer = table.get("tokenizer", DEFAULT_TOKENIZER)
+    if not isinstance(tokenizer, str) or not tokenizer:
+        raise ManifestError(f"{where}: tokenizer must be the name of a [tokenizers.NAME] entry, not {tokenizer!r}")
+    if "tokenizer" in table and kind not in UNET_KINDS:
+        raise ManifestError(f"{where}: 'tokenizer' applies to U-Net models only, not {kind}")
     return ModelEntry(
         name=name,
         kind=kind,
@@ -225,6 +240,7 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
         size=size,
         arch=_build_arch(kind, arch_table, where),
         manifest_path=path,
+        tokenizer=tokenizer,
     )
 
 

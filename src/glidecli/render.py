@@ -130,7 +130,7 @@ class _Renderer:
 
     def run_stage(self, stage: Stage, kind: str, jobs: list[Job], noise: ImageNoise, **conditions: Any) -> torch.Tensor:
         model = self.session.unet(stage.model, kind)
-        tokenizer = self.session.tokenizer(model.config.text_ctx)
+        tokenizer = self.session.tokenizer(model.config.text_ctx, stage.model)
         guided = stage.scale != 1.0
         prompts = [job.prompt for job in jobs]
         negatives = [job.negative or "" for job in jobs] if guided else None

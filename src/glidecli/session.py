@@ -12,14 +12,13 @@ import torch
 from .checkpoint import load_network
 from .clip import NoisedClip
 from .fetch import fetch_entry, recorded_sha256
-from .manifest import Manifest, ManifestError, ModelEntry
+from .manifest import DEFAULT_TOKENIZER, Manifest, ManifestError, ModelEntry
 from .samplers import StepInfo
 from .tokenizer import ClipTokenizer, GlideTokenizer
 from .unet import Text2ImUNet
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEFAULT_TOKENIZER = "gpt2"
 
 log = logging.getLogger("glidecli")
 
@@ -98,17 +97,17 @@ class Session:
         dtype: str | torch.dtype = "auto",
         offline: bool | None = None,
         show_progress: bool = False,
-        tokenizer: str = DEFAULT_TOKENIZER,
+        tokenizer: str | None = None,
     ):
         self.manifest = manifest
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, self.device)
         self.offline = offline
         self.show_progress = show_progress
-        self.tokenizer_name = tokenizer
+        self.tokenizer_name = tokenizer  # None: each model's own (its entry's `tokenizer`)
         self._networks: dict[str, Any] = {}
         self._paths: dict[str, Path] = {}
-        self._tokenizers: dict[int, GlideTokenizer] = {}
+        self._tokenizers: dict[tuple[str, int], GlideTokenizer] = {}
         self._clip_tokenizers: dict[int, ClipTokenizer] = {}
 
     def entry(self, name: str, kind: str) -> ModelEntry:
@@ -128,13 +127,22 @@ class Session:
     def clip(self, image_model: str, text_model: str) -> NoisedClip:
         return NoisedClip(self._load(image_model, "clip-image"), self._load(text_model, "clip-text"))
 
-    def tokenizer(self, text_ctx: int) -> GlideTokenizer:
-        """GLIDE's tokenizer padded to `text_ctx` (a model's context length)."""
-        if text_ctx not in self._tokenizers:
-            entry = self.manifest.tokenizer(self.tokenizer_name)
+    def tokenizer(self, text_ctx: int, model: str | None = None) -> GlideTokenizer:
+        """The prompt tokenizer of `model` (its entry's `tokenizer`, GPT-2's by default),
+        padded to `text_ctx` (the model's context length)."""
+        name = self.tokenizer_name or (self.manifest.model(model).tokenizer if model else DEFAULT_TOKENIZER)
+        if (name, text_ctx) not in self._tokenizers:
+            entry = self.manifest.tokenizer(name)
             path = fetch_entry(entry, offline=self.offline, progress=self.show_progress)
-            self._tokenizers[text_ctx] = GlideTokenizer.from_file(path, text_ctx=text_ctx)
-        return self._tokenizers[text_ctx]
+            tokenizer = GlideTokenizer.from_file(path, text_ctx=text_ctx)
+            n_vocab = self.manifest.model(model).arch.n_vocab if model else None
+            if n_vocab is not None and tokenizer.max_token >= n_vocab:
+                raise RenderError(
+                    f"tokenizer {name!r} makes ids up to {tokenizer.max_token}, but model {model!r} knows"
+                    f" only {n_vocab} (n_vocab); give the model the tokenizer it was trained with"
+                )
+            self._tokenizers[(name, text_ctx)] = tokenizer
+        return self._tokenizers[(name, text_ctx)]
 
     def clip_tokenizer(self, text_ctx: int) -> ClipTokenizer:
         if text_ctx not in self._clip_tokenizers:

@@ -3,7 +3,9 @@
 Both reproduce the token ids of openai/glide-text2im exactly:
 
 * ``GlideTokenizer``: GPT-2 byte-level BPE on the lowercased prompt, padded
-  with ``<|endoftext|>`` (50256) to ``text_ctx`` tokens, with a mask.
+  with ``<|endoftext|>`` (50256) to ``text_ctx`` tokens, with a mask. Any other
+  byte-level BPE vocabulary with an ``<|endoftext|>`` token works the same way
+  (small models trained with ``glide train`` ship their own).
 * ``ClipTokenizer``: CLIP's BPE wrapped in start/end tokens, padded with 0,
   with the sequence length the CLIP text encoder pools at.
 """
@@ -19,6 +21,7 @@ import torch
 
 GLIDE_TEXT_CTX = 128
 GLIDE_PAD_TOKEN = 50256  # GPT-2's <|endoftext|>
+END_OF_TEXT = "<|endoftext|>"  # pads GLIDE's prompts, whatever its id in the vocabulary
 
 CLIP_TEXT_CTX = 77
 CLIP_START_TOKEN = 49406
@@ -27,7 +30,7 @@ CLIP_PAD_TOKEN = 0
 
 
 class TokenizerFileError(ValueError):
-    """The tokenizer file is missing or is not a GPT-2 BPE tokenizer JSON."""
+    """The tokenizer file is missing or is not a byte-level BPE tokenizer JSON."""
 
 
 class TokenBatch(NamedTuple):
@@ -43,17 +46,20 @@ class ClipTokenBatch(NamedTuple):
 
 
 class GlideTokenizer:
-    """GLIDE's prompt tokenizer (GPT-2 BPE, lowercased, padded with 50256)."""
+    """GLIDE's prompt tokenizer (GPT-2 BPE, lowercased, padded with 50256; another
+    vocabulary pads with its own <|endoftext|> id)."""
 
-    def __init__(self, bpe: tokenizers.Tokenizer, text_ctx: int = GLIDE_TEXT_CTX):
+    def __init__(self, bpe: tokenizers.Tokenizer, text_ctx: int = GLIDE_TEXT_CTX, pad_token: int = GLIDE_PAD_TOKEN):
         if text_ctx < 1:
             raise ValueError(f"text_ctx must be positive, got {text_ctx}")
         self._bpe = bpe
         self.text_ctx = text_ctx
+        self.pad_token = pad_token
 
     @classmethod
     def from_file(cls, path: str | Path, text_ctx: int = GLIDE_TEXT_CTX) -> GlideTokenizer:
-        """Load the GPT-2 BPE from a `tokenizers` JSON file (e.g. gpt2's tokenizer.json)."""
+        """Load a byte-level BPE from a `tokenizers` JSON file (e.g. gpt2's tokenizer.json);
+        its <|endoftext|> token is the padding."""
         path = Path(path)
         if not path.is_file():
             raise TokenizerFileError(f"tokenizer file not found: {path}")
@@ -67,25 +73,32 @@ class GlideTokenizer:
         model = spec.get("model")
         if not isinstance(model, dict) or model.get("type") != "BPE":
             raise TokenizerFileError(f"{path} does not hold a BPE tokenizer model")
-        if model.get("vocab", {}).get("<|endoftext|>") != GLIDE_PAD_TOKEN:
-            raise TokenizerFileError(f"{path} is not a GPT-2 vocabulary (no <|endoftext|> at {GLIDE_PAD_TOKEN})")
+        vocab = model.get("vocab")
+        pad_token = vocab.get(END_OF_TEXT) if isinstance(vocab, dict) else None
+        if not isinstance(pad_token, int) or isinstance(pad_token, bool) or pad_token < 0:
+            raise TokenizerFileError(f"{path} has no {END_OF_TEXT} token to pad prompts with (GPT-2's is {GLIDE_PAD_TOKEN})")
 
         try:
             bpe = tokenizers.Tokenizer.from_str(json.dumps(_plain_gpt2_bpe(spec)))
         except Exception as err:  # the Rust parser raises a bare Exception
             raise TokenizerFileError(f"{path} is not a valid tokenizer JSON file: {err}") from err
-        return cls(bpe, text_ctx=text_ctx)
+        return cls(bpe, text_ctx=text_ctx, pad_token=pad_token)
 
     @property
     def vocab_size(self) -> int:
         return self._bpe.get_vocab_size()
+
+    @property
+    def max_token(self) -> int:
+        """The largest id this tokenizer produces (a network needs n_vocab above it)."""
+        return max(self.pad_token, *self._bpe.get_vocab().values())
 
     def encode(self, prompt: str) -> list[int]:
         """Ids of the lowercased prompt, neither truncated nor padded."""
         return self._bpe.encode(prompt.lower(), add_special_tokens=False).ids
 
     def batch(self, prompts: list[str]) -> TokenBatch:
-        tokens = torch.full((len(prompts), self.text_ctx), GLIDE_PAD_TOKEN, dtype=torch.long)
+        tokens = torch.full((len(prompts), self.text_ctx), self.pad_token, dtype=torch.long)
         mask = torch.zeros((len(prompts), self.text_ctx), dtype=torch.bool)
         truncated = []
         for row, prompt in enumerate(prompts):

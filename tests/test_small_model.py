@@ -1,0 +1,142 @@
+"""The small model shipped in models/ (trained with `glide train` on the shapes data set; see
+models/README.md): with classifier-free guidance its pictures show the colours the prompt
+asks for, measured on the pixels (object = centre, background = border), far more often
+than without guidance or without a prompt. Runs offline from the repository alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glidecli import cli
+from glidecli.dataset import SHAPE_COLOURS, shape_caption
+from glidecli.manifest import load_manifest
+from glidecli.pipeline import SamplerChoice
+from glidecli.render import Job, Session, Stage, render_generate
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+MANIFEST = MODELS / "weights.toml"
+MODEL = "shapes"
+
+# A fixed set of prompts: every colour appears as an object and as a background.
+PROMPTS = [
+    ("red", "circle", "blue"),
+    ("blue", "square", "yellow"),
+    ("yellow", "triangle", "purple"),
+    ("green", "circle", "white"),
+    ("white", "square", "black"),
+    ("black", "triangle", "orange"),
+    ("orange", "circle", "green"),
+    ("purple", "square", "red"),
+]
+SEEDS = (0, 1)
+# glide generate's sampler (ddpm) with half its default 100 steps, to keep the test short.
+SAMPLER = SamplerChoice("ddpm", "50")
+
+pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"the small model is absent: {MANIFEST}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    names = list(SHAPE_COLOURS)
+    distances = [float(np.sum((rgb - np.array(SHAPE_COLOURS[n], dtype=np.float64)) ** 2)) for n in names]
+    return names[int(np.argmin(distances))]
+
+
+def centre_and_border(picture: np.ndarray) -> tuple[str, str]:
+    """The named colours nearest to the mean of the central quarter-side square (the object)
+    and of the outermost eighth of each side (the background)."""
+    size = picture.shape[0]
+    lo, hi = size * 3 // 8, size * 5 // 8
+    band = max(1, size // 8)
+    centre = picture[lo:hi, lo:hi].reshape(-1, 3).mean(axis=0)
+    ring = np.ones(picture.shape[:2], dtype=bool)
+    ring[band:-band, band:-band] = False
+    border = picture[ring].mean(axis=0)
+    return nearest_colour(centre), nearest_colour(border)
+
+
+def colour_hits(pictures: list[np.ndarray], targets: list[tuple[str, str]]) -> tuple[int, int]:
+    """(pictures whose object AND background colours are right, individual colours right)."""
+    both = single = 0
+    for picture, (colour, background) in zip(pictures, targets):
+        centre, border = centre_and_border(picture)
+        both += centre == colour and border == background
+        single += (centre == colour) + (border == background)
+    return both, single
+
+
+def render(session: Session, prompts: list[str], scale: float) -> list[np.ndarray]:
+    jobs = [Job(prompt, seed, index) for index, (prompt, seed) in enumerate((p, s) for p in prompts for s in SEEDS)]
+    stage = Stage(MODEL, SAMPLER, scale=scale)
+    done = render_generate(session, jobs, stage, None, batch_size=len(jobs))
+    return [np.asarray(item.image.convert("RGB"), dtype=np.float64) for item in done]
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    return Session(load_manifest(MANIFEST), device="cpu", dtype="fp32", offline=True)
+
+
+@pytest.fixture(scope="module")
+def scores(session) -> dict[str, tuple[int, int]]:
+    captions = [shape_caption(*p) for p in PROMPTS]
+    targets = [(colour, background) for colour, _, background in PROMPTS for _ in SEEDS]
+    return {
+        "guided": colour_hits(render(session, captions, 3.0), targets),
+        "scale1": colour_hits(render(session, captions, 1.0), targets),
+        # The empty prompt is the unconditional model at any scale (both halves agree).
+        "empty": colour_hits(render(session, [""] * len(captions), 1.0), targets),
+    }
+
+
+def test_the_manifest_is_self_contained():
+    manifest = load_manifest(MANIFEST)
+    entry = manifest.model(MODEL)
+    assert entry.kind == "base" and entry.tokenizer in manifest.tokenizers
+    assert entry.source.path.is_file() and entry.source.path.parent == MODELS
+    assert manifest.tokenizer(entry.tokenizer).source.path.parent == MODELS
+    assert entry.source.path.stat().st_size < 8_000_000
+
+
+def test_guided_pictures_have_the_prompted_colours(scores):
+    total = len(PROMPTS) * len(SEEDS)
+    both, _ = scores["guided"]
+    print({name: f"{b}/{total} pictures right, {s}/{2 * total} colours right" for name, (b, s) in scores.items()})
+    assert both >= 0.75 * total, scores
+
+
+def test_guidance_beats_scale_1_and_the_empty_prompt(scores):
+    total = len(PROMPTS) * len(SEEDS)
+    guided, scale1, empty = scores["guided"], scores["scale1"], scores["empty"]
+    assert guided[1] > scale1[1], scores
+    assert guided[0] >= scale1[0] + 0.2 * total, scores
+    assert empty[0] <= 0.25 * total and guided[0] >= empty[0] + 0.5 * total, scores
+
+
+def test_glide_generate_uses_the_small_model(tmp_path, capsys, monkeypatch):
+    """The command the README shows works offline: base model only (the manifest has no
+    upsampler), a 32x32 picture with its settings recorded."""
+    from glidecli.pngfile import read_png_metadata
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GLIDE_WEIGHTS", raising=False)
+    code = cli.run(["generate", "a red circle on a blue background", "--weights", str(MANIFEST), "--model", MODEL,
+                    "--steps", "20", "--seed", "0", "--quiet", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    [path] = [Path(line) for line in out.splitlines()]
+    meta = read_png_metadata(path)
+    assert (meta["size"], meta["model"], meta["scale"]) == (32, MODEL, 3.0)
+    assert "upsample_model" not in meta
