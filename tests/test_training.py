@@ -413,6 +413,10 @@ def test_train_then_generate_with_the_result(glide, shapes, tmp_path, monkeypatc
     assert result.code == 0, result.err
     weights, manifest = (Path(line) for line in result.out.splitlines())
     assert weights == tmp_path / "run" / "m.safetensors" and manifest == tmp_path / "run" / "weights.toml"
+    from glidecli.dataset import default_mode
+
+    for path in (weights, manifest, tmp_path / "run" / "m.tokenizer.json"):
+        assert path.stat().st_mode & 0o777 == default_mode()  # not the temporary file's 0600
     assert "12 examples" in result.err and "--model m" in result.err
     assert "# Training command: glide train DATA --steps 2" in manifest.read_text()
     made = glide("generate", "a red circle on a blue background", "--weights", manifest, "--model", "m",

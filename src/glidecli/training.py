@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from . import __version__
 from .checkpoint import build_network, check_state_dict, load_network, read_safetensors, save_network
 from .config import UNetConfig, unet_defaults
-from .dataset import Dataset, build_caption_tokenizer, scan_dataset
+from .dataset import Dataset, build_caption_tokenizer, default_mode, scan_dataset
 from .losses import hybrid_loss, q_sample
 from .manifest import Manifest
 from .schedule import Schedule
@@ -378,6 +378,7 @@ def _write_json(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
+    os.chmod(tmp, default_mode())
     os.replace(tmp, path)
 
 
@@ -590,6 +591,9 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             }
             _write_json(tmp / "state.json", state)
+            for item in tmp.iterdir():
+                os.chmod(item, default_mode())
+            os.chmod(tmp, default_mode(directory=True))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -606,6 +610,7 @@ class Trainer:
         dtype = SAVE_DTYPES[self.plan.save_dtype]
         exported = _network_from(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
         weights = save_network(exported, self.out / f"{name}.safetensors", metadata={"glidecli.step": str(self.step)})
+        os.chmod(weights, default_mode())  # save_network writes through a private temporary file
         manifest = write_manifest(self.out / "weights.toml", name, self.source.kind, self.cfg, weights, self.tokenizer_path, self._comment())
         return weights, manifest
 
@@ -641,6 +646,7 @@ class Trainer:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         Image.fromarray(row).save(tmp, format="PNG")
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
         return path
 
@@ -804,6 +810,7 @@ def write_manifest(path: Path, name: str, kind: str, cfg: UNetConfig, weights: P
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
+    os.chmod(tmp, default_mode())
     os.replace(tmp, path)
     return path
 
