@@ -19,6 +19,12 @@ CLIP_KINDS = ("clip-image", "clip-text")
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 
 
+def _check_known(cls: type, values: Mapping[str, Any], what: str) -> None:
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {', '.join(unknown)}")
+
+
 def _as_int_tuple(value: Any) -> tuple[int, ...]:
     if isinstance(value, str):
         return tuple(int(v) for v in value.split(",") if v.strip())
@@ -86,10 +92,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "UNetConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown UNet settings: {', '.join(unknown)}")
+        _check_known(cls, values, "UNet")
         return cls(**values)
 
     @classmethod
@@ -183,10 +186,7 @@ class ClipConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ClipConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown CLIP settings: {', '.join(unknown)}")
+        _check_known(cls, values, "CLIP")
         values = dict(values)
         for key in ("pixel_mean", "pixel_std"):
             if key in values:
