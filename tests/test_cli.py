@@ -26,7 +26,7 @@ from glidecli.checkpoint import build_network, random_init_, save_network
 from glidecli.fetch import sha256_file
 from glidecli.images import FIT_MODES, load_image, load_mask, tensor_to_pil
 from glidecli.pngfile import read_png_metadata
-from glidecli.manifest import load_manifest
+from glidecli.manifest import load_manifest, toml_value
 from glidecli.noise import MAX_SEED
 from glidecli.pipeline import SamplerChoice
 from glidecli.samplers import SAMPLERS
@@ -37,23 +37,13 @@ KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip-image", "
 FAST = ["--steps", "2", "--upsample-steps", "2", "--quiet"]
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-
-
 def write_manifest(path: Path, entries: dict[str, tuple[str, str, object]], tokenizer: str, extra: str = "") -> Path:
     """entries: name -> (kind, file or https URL, arch config)."""
     lines = ["version = 1"]
     for name, (kind, file, arch) in entries.items():
         source = "url" if file.startswith("https://") else "path"
         lines += [f"[models.{name}]", f'kind = "{kind}"', f"{source} = {json.dumps(file)}", extra, f"[models.{name}.arch]"]
-        lines += [f"{key} = {_toml_value(value)}" for key, value in dataclasses.asdict(arch).items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in dataclasses.asdict(arch).items()]
     lines += ["[tokenizers.gpt2]", f"path = {json.dumps(tokenizer)}"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -9,6 +9,7 @@ names the file and the problem, before any download starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -381,3 +382,14 @@ def _reject_unknown_keys(table: Mapping[str, Any], allowed: frozenset[str], wher
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a setting (bool, number, string or list of them), for writing manifests."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"

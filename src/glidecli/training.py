@@ -52,7 +52,7 @@ from .checkpoint import build_network, check_state_dict, load_network, read_safe
 from .config import UNetConfig, unet_defaults
 from .dataset import Dataset, build_caption_tokenizer, default_mode, scan_dataset
 from .losses import hybrid_loss, q_sample
-from .manifest import Manifest
+from .manifest import Manifest, toml_value
 from .schedule import Schedule
 from .tokenizer import GlideTokenizer
 from .unet import Text2ImUNet
@@ -771,16 +771,6 @@ def _arch_dict(cfg: UNetConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    return "[" + ", ".join(_toml(v) for v in value) + "]"
-
-
 def write_manifest(path: Path, name: str, kind: str, cfg: UNetConfig, weights: Path, tokenizer: Path, comment: list[str]) -> Path:
     """A manifest with one model and its tokenizer, paths relative to the manifest."""
     from .fetch import sha256_file
@@ -792,20 +782,20 @@ def write_manifest(path: Path, name: str, kind: str, cfg: UNetConfig, weights: P
         "version = 1",
         "",
         f"[models.{json.dumps(name)}]",
-        f"kind = {_toml(kind)}",
-        f"path = {_toml(os.path.relpath(weights, path.parent))}",
-        f"sha256 = {_toml(sha256_file(weights))}",
+        f"kind = {toml_value(kind)}",
+        f"path = {toml_value(os.path.relpath(weights, path.parent))}",
+        f"sha256 = {toml_value(sha256_file(weights))}",
         f"size = {weights.stat().st_size}",
-        f"tokenizer = {_toml(tokenizer_name)}",
+        f"tokenizer = {toml_value(tokenizer_name)}",
         "",
         f"[models.{json.dumps(name)}.arch]",
     ]
-    lines += [f"{key} = {_toml(value)}" for key, value in _arch_dict(cfg).items()]
+    lines += [f"{key} = {toml_value(value)}" for key, value in _arch_dict(cfg).items()]
     lines += [
         "",
         f"[tokenizers.{json.dumps(tokenizer_name)}]",
-        f"path = {_toml(os.path.relpath(tokenizer, path.parent))}",
-        f"sha256 = {_toml(sha256_file(tokenizer))}",
+        f"path = {toml_value(os.path.relpath(tokenizer, path.parent))}",
+        f"sha256 = {toml_value(sha256_file(tokenizer))}",
     ]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
