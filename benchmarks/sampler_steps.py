@@ -86,7 +86,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glidecli.samplers import denoiser_from_model, sample, solver_timesteps, timesteps_for
+from glidecli.samplers import denoiser_from_model, needs_noise, sample, timesteps_for
 from glidecli.schedule import Schedule, betas_for
 
 LEVEL = 1 / 127.5  # one 8-bit level on the [-1, 1] scale
@@ -117,7 +117,7 @@ class Variant:
 
     def timesteps(self, schedule_name: str, count: int) -> list[int]:
         if self.grid == "lambda":
-            return log_snr_timesteps(schedule_name, count)
+            return timesteps_for(self.sampler, schedule_name, f"logsnr{count}")
         if self.grid == "fast27":
             return timesteps_for(self.sampler, schedule_name, "fast27")
         # 27 DDIM steps on the linear schedule are GLIDE's upsampler preset.
@@ -133,21 +133,14 @@ DDPM_PV = Variant("ddpm (posterior var.)", "ddpm", (25, 50, 100, 250), learned_v
 DDIM = Variant("ddim", "ddim", (10, 15, 20, 27, 50))
 PLMS = Variant("plms", "plms", (10, 15, 20, 25, 50))
 DPMPP = Variant("dpmpp_2m", "dpmpp_2m", (10, 15, 20, 25, 50))
-DPMPP_LAMBDA = Variant("dpmpp_2m, log-SNR grid (what-if)", "dpmpp_2m", (10, 15, 20, 25, 50), grid="lambda")
+DPMPP_LAMBDA = Variant("dpmpp_2m, log-SNR grid", "dpmpp_2m", (10, 15, 20, 25, 50), grid="lambda")
+PLMS_LAMBDA = Variant("plms, log-SNR grid", "plms", (10, 15, 20, 25, 50), grid="lambda")
+SDE = Variant("dpmpp_2m_sde", "dpmpp_2m_sde", (10, 15, 20, 25, 50))
+SDE_LAMBDA = Variant("dpmpp_2m_sde, log-SNR grid", "dpmpp_2m_sde", (10, 15, 20, 25, 50), grid="lambda")
+STOCHASTIC = (DDPM, DDPM_PV, SDE, SDE_LAMBDA)
 PLMS_FAST27 = Variant("plms, fast27 timesteps (what-if)", "plms", (27,), grid="fast27", linear_only=True)
 DPMPP_FAST27 = Variant("dpmpp_2m, fast27 timesteps (what-if)", "dpmpp_2m", (27,), grid="fast27", linear_only=True)
-ODE_VARIANTS = (DDIM, PLMS, DPMPP, DPMPP_LAMBDA, PLMS_FAST27, DPMPP_FAST27)
-
-
-def log_snr_timesteps(schedule_name: str, count: int) -> list[int]:
-    """The integer timesteps nearest to `count` values evenly spaced in lambda = log(alpha /
-    sigma), from the solvers' top timestep (lambda clipped at -5.1) down to t = 0; repeats
-    are dropped (50 points on these schedules give 49 timesteps)."""
-    ab = np.cumprod(1.0 - betas_for(schedule_name))
-    lam = 0.5 * (np.log(ab) - np.log1p(-ab))
-    top = solver_timesteps(schedule_name, 2)[-1]
-    targets = np.linspace(lam[top], lam[0], count)
-    return sorted({int(np.argmin(np.abs(lam[: top + 1] - value))) for value in targets})
+ODE_VARIANTS = (DDIM, PLMS, PLMS_LAMBDA, DPMPP, DPMPP_LAMBDA, PLMS_FAST27, DPMPP_FAST27)
 
 
 def limit_schedule(top: int, schedule_name: str) -> Schedule:
@@ -282,7 +275,7 @@ def run_analytic(model_fn, sampler: str, schedule: Schedule, start: Tensor, seed
     generator = torch.Generator().manual_seed(seed)
     noise = lambda like: torch.randn(like.shape, generator=generator, dtype=like.dtype)  # noqa: E731
     parts = [
-        sample(sampler, denoise, chunk.clone(), schedule, noise=noise if sampler == "ddpm" else None).clamp(-1, 1)
+        sample(sampler, denoise, chunk.clone(), schedule, noise=noise if needs_noise(sampler) else None).clamp(-1, 1)
         for chunk in start.split(CHUNK)
     ]
     return torch.cat(parts)
@@ -342,10 +335,10 @@ def analytic_rows(n: int) -> tuple[list[Row], list[str]]:
                 limits[top] = run_analytic(models[False], "dpmpp_2m", limit_schedule(top, schedule_name), start, seed=0)
             return limits[top]
 
-        for variant in (DDPM, DDPM_PV):
+        for variant in STOCHASTIC:
             row = Row(case, variant.label, "SW1 to target")
             for count in variant.counts:
-                out = run_analytic(models[variant.learned_variance], "ddpm", variant.schedule(schedule_name, count), start, seed=100 + count)
+                out = run_analytic(models[variant.learned_variance], variant.sampler, variant.schedule(schedule_name, count), start, seed=100 + count)
                 row.put(count, distance(out))
             rows.append(row)
         for variant in ODE_VARIANTS:

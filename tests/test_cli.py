@@ -144,9 +144,9 @@ def test_generate_runs_both_stages_and_records_everything(glide, tmp_path):
     meta = read_png_metadata(path)
     assert meta["prompt"] == "a red hat" and meta["negative_prompt"] == "blur"
     assert (meta["seed"], meta["index"], meta["size"], meta["scale"]) == (11, 0, 32, 3.0)
-    assert (meta["model"], meta["sampler"], meta["steps"]) == ("base", "ddpm", "2")
+    assert (meta["model"], meta["sampler"], meta["steps"]) == ("base", "dpmpp_2m_sde", "2")
     assert (meta["upsample_model"], meta["upsample_sampler"], meta["upsample_steps"], meta["upsample_temp"]) == (
-        "upsample", "ddim", "2", 0.997)
+        "upsample", "dpmpp_2m", "2", 0.997)
     assert meta["command"] == "generate" and meta["glidecli_version"] == __version__
     assert "Negative prompt: blur" in Image.open(path).text["parameters"]
 
@@ -219,7 +219,7 @@ def test_json_lines_and_overwrite(glide, tmp_path):
 def test_info_prints_the_recorded_settings(glide, tmp_path):
     [path] = glide("generate", "owl", *FAST, "--size", 16, "--seed", 9, "--out", tmp_path).paths
     human = glide("info", path)
-    assert human.code == 0 and "owl" in human.out and "seed" in human.out and "ddpm" in human.out
+    assert human.code == 0 and "owl" in human.out and "seed" in human.out and "dpmpp_2m_sde" in human.out
     raw = glide("info", path, "--json")
     assert json.loads(raw.out) == read_png_metadata(path)
     Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
@@ -491,7 +491,7 @@ def test_choices_mirror_the_modules_that_define_them():
         (cli.inpaint, render.DEFAULT_INPAINT_BASE, render.DEFAULT_INPAINT_UPSAMPLE),
     ],
 )
-def test_command_defaults_are_the_reference_settings(command, base, upsample):
+def test_command_defaults_are_the_documented_settings(command, base, upsample):
     default = {name: param.default for name, param in inspect.signature(command).parameters.items()}
     assert (default["model"], default["sampler"], default["steps"], default["scale"]) == (
         base.model, base.sampler.name, base.sampler.steps, base.scale)

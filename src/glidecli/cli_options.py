@@ -10,7 +10,7 @@ import typer
 from .cli_run import MAX_SEED
 
 # Mirrors of names defined in modules that import torch; tests keep them in sync.
-SamplerName = Literal["ddpm", "ddim", "plms", "dpmpp_2m"]
+SamplerName = Literal["ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde"]
 FitMode = Literal["crop", "pad", "stretch"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DtypeName = Literal["auto", "fp32", "fp16", "bf16"]
@@ -28,7 +28,7 @@ Negative = Annotated[
 ]
 Steps = Annotated[
     str,
-    typer.Option("--steps", help="Base steps: a count ('100'), sections ('10,10,5'), 'ddimN' or 'fast27' (dpmpp_2m: a count only). A fast mode: --sampler plms --steps 25.", rich_help_panel=SAMPLING),
+    typer.Option("--steps", help="Base steps: a count ('25'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.", rich_help_panel=SAMPLING),
 ]
 Eta = Annotated[float, typer.Option("--eta", min=0.0, help="DDIM noise (0 = deterministic); ddim only.", rich_help_panel=SAMPLING)]
 Threshold = Annotated[

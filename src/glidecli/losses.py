@@ -3,6 +3,11 @@
 
     loss = MSE(eps_pred, eps) + VB * num_timesteps / 1000
 
+Optionally the MSE is weighted per timestep by min(SNR, gamma) / SNR ("Min-SNR-gamma", Hang
+et al. 2023): low-noise steps, where eps is hard to see but matters little to the picture,
+count less, so the noisy steps that decide layout and colour get relatively more of the
+gradient (the same idea as P2 weighting, Choi et al. 2022).
+
 The VB term is the variational bound at the sampled timestep, in bits per dimension: the KL
 between the true posterior q(x_{t-1} | x_t, x_0) and the model's Gaussian, or at t = 0 the
 negative log-likelihood of x_0 under a Gaussian discretized to 8-bit levels. It trains only
@@ -28,8 +33,8 @@ _LOG2 = math.log(2.0)
 
 
 class LossTerms(NamedTuple):
-    loss: Tensor  # [B] what is minimized: mse + vb
-    mse: Tensor  # [B]
+    loss: Tensor  # [B] what is minimized: weighted mse + vb
+    mse: Tensor  # [B] unweighted
     vb: Tensor  # [B] already rescaled by num_timesteps / 1000
 
 
@@ -74,9 +79,27 @@ def q_sample(schedule: Schedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor
     return _gather(alpha_bar.sqrt(), t, x0) * x0 + _gather((1.0 - alpha_bar).sqrt(), t, x0) * noise
 
 
-def hybrid_loss(schedule: Schedule, model_output: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> LossTerms:
+def min_snr_weight(schedule: Schedule, t: Tensor, gamma: float) -> Tensor:
+    """min(SNR_t, gamma) / SNR_t per example [B], SNR = alpha_bar / (1 - alpha_bar)."""
+    if not gamma > 0:
+        raise ValueError(f"min-SNR gamma must be positive, got {gamma}")
+    snr = schedule.alphas_cumprod / (1.0 - schedule.alphas_cumprod)
+    return (snr.clamp(max=gamma) / snr).to(t.device)[t].float()
+
+
+def hybrid_loss(
+    schedule: Schedule,
+    model_output: Tensor,
+    x0: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    *,
+    min_snr_gamma: float = 0.0,
+) -> LossTerms:
     """The hybrid loss per example for a model output [B, 2C, H, W] = [eps | variance interpolation]
-    at timesteps t [B] (indices into `schedule`, which must not be respaced)."""
+    at timesteps t [B] (indices into `schedule`, which must not be respaced). A positive
+    ``min_snr_gamma`` weights the MSE by :func:`min_snr_weight`; 0 is GLIDE's plain loss."""
     if len(schedule) != schedule.num_train_timesteps:
         raise ValueError("training needs the full (not respaced) diffusion schedule")
     output = model_output.float()
@@ -103,4 +126,5 @@ def hybrid_loss(schedule: Schedule, model_output: Tensor, x0: Tensor, x_t: Tenso
     kl = _mean_per_example(normal_kl(true_mean, min_log, model_mean, model_log_var)) / _LOG2
     nll = -_mean_per_example(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)) / _LOG2
     vb = torch.where(t.to(kl.device) == 0, nll, kl) * (schedule.num_train_timesteps / 1000.0)
-    return LossTerms(mse + vb, mse, vb)
+    weighted = mse * min_snr_weight(schedule, t, min_snr_gamma).to(mse.device) if min_snr_gamma else mse
+    return LossTerms(weighted + vb, mse, vb)

@@ -33,8 +33,9 @@ class SamplerChoice:
     """Which sampler, how many steps, and how x0 estimates are kept in range.
 
     `steps` is a respacing spec for ddpm/ddim/plms ("100", "fast27", "ddim50", "10,10,5");
-    a bare count given to a solver (plms, dpmpp_2m) means the solvers' own timestep grid
-    (`samplers.solver_timesteps`), and dpmpp_2m takes a count only.
+    a count given to a solver (plms, dpmpp_2m, dpmpp_2m_sde) means the solvers' own grid
+    (`samplers.solver_timesteps`), evenly spaced in t ("time20") or in log-SNR ("logsnr20");
+    a bare count takes the solver's default grid. DPM-Solver++ takes counts only.
     `threshold` is a dynamic-thresholding percentile (e.g. 0.995); None clips x0 to [-1, 1]."""
 
     name: str = "ddpm"
@@ -45,11 +46,6 @@ class SamplerChoice:
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.name!r}; choose from {', '.join(SAMPLERS)}")
-        # PLMS also follows explicit respacings (on fast27 it is much closer to the ODE than
-        # DDIM, benchmarks/README.md); DPM-Solver++'s step-ratio extrapolation is unstable on
-        # fast27's uneven grid (199 -> 200), so it takes a count only.
-        if self.name == "dpmpp_2m" and not str(self.steps).isdigit():
-            raise ValueError(f"sampler {self.name} takes a number of steps, not {self.steps!r}")
         if self.eta and self.name != "ddim":
             raise ValueError("eta applies to the ddim sampler only")
         if self.threshold is not None and not 0.5 <= self.threshold <= 1.0:

@@ -17,6 +17,7 @@ kept anywhere but in local variables.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -225,6 +226,7 @@ def sample_dpmpp_2m(
     denoise: Denoiser,
     x: Tensor,
     schedule: Schedule,
+    noise: Optional[NoiseFn] = None,
     *,
     lower_order_final: bool = True,
     callback: Optional[Callback] = None,
@@ -236,6 +238,11 @@ def sample_dpmpp_2m(
     this one, x0 is extrapolated linearly in lambda, D = x0 + (x0 - x0_prev) / (2 r), and
     x_next = (sigma_next / sigma) x + alpha_next (1 - e^-h) D.
 
+    With ``noise``, the stochastic form (SDE-DPM-Solver++(2M), midpoint): x_next =
+    (sigma_next / sigma) e^-h x + alpha_next (1 - e^-2h) D + sigma_next sqrt(1 - e^-2h) z.
+    It solves the reverse SDE, so as steps grow it tends to ancestral (DDPM) sampling
+    rather than to the ODE's sharper, less varied guided distribution.
+
     First-order steps (D = x0, i.e. DDIM):
     - the first step, which has no history;
     - the final step, from the lowest timestep to clean data (sigma = 0, h infinite): it
@@ -244,8 +251,7 @@ def sample_dpmpp_2m(
       whatever the step count. On a time-uniform grid that ends at t = 0 this step is
       long in lambda (cosine, 20 steps: 2.4 -> 5.05, r ~ 0.24) and extrapolating x0
       across it overshoots; in the Gaussian tests it made 2M worse than DDIM at 15-30
-      steps, while with it 2M beats DDIM at every count tried. (diffusers lowers the
-      final order only below 15 steps, but its grid does not end with this long step.)
+      steps, while with it 2M beats DDIM at every count tried.
     """
     total = len(schedule)
     previous_x0: Optional[Tensor] = None
@@ -259,14 +265,22 @@ def sample_dpmpp_2m(
             lambda_s = 0.5 * (math.log(ab) - math.log1p(-ab))
             lambda_t = 0.5 * (math.log(ab_prev) - math.log1p(-ab_prev))
             h = lambda_t - lambda_s
-            sigma_ratio = math.sqrt((1 - ab_prev) / (1 - ab))
-            data_weight = -math.sqrt(ab_prev) * math.expm1(-h)  # alpha_t (1 - e^-h)
             if previous_x0 is None or (lower_order_final and i == 1):
                 data = pred.x0
             else:
                 half_inv_r = 0.5 * h / previous_h
                 data = (1 + half_inv_r) * pred.x0 - half_inv_r * previous_x0
-            x = coefficient(sigma_ratio, x) * x + coefficient(data_weight, x) * data
+            sigma_ratio = math.sqrt((1 - ab_prev) / (1 - ab))
+            if noise is None:
+                x_weight = sigma_ratio
+                data_weight = -math.sqrt(ab_prev) * math.expm1(-h)  # alpha_t (1 - e^-h)
+            else:
+                x_weight = sigma_ratio * math.exp(-h)
+                data_weight = -math.sqrt(ab_prev) * math.expm1(-2 * h)
+            x = coefficient(x_weight, x) * x + coefficient(data_weight, x) * data
+            if noise is not None:
+                noise_std = math.sqrt(1 - ab_prev) * math.sqrt(-math.expm1(-2 * h))
+                x = x + coefficient(noise_std, x) * noise(x)
             previous_h = h
         previous_x0 = pred.x0
         _notify(callback, total - i, total, x, pred.x0)
@@ -276,11 +290,20 @@ def sample_dpmpp_2m(
 DEFAULT_LAMBDA_MIN = -5.1
 
 
+GRIDS = ("time", "logsnr")
+
+
 def solver_timesteps(
-    name: str, count: int, steps: int = 1000, lambda_min: Optional[float] = DEFAULT_LAMBDA_MIN
+    name: str,
+    count: int,
+    steps: int = 1000,
+    lambda_min: Optional[float] = DEFAULT_LAMBDA_MIN,
+    grid: str = "time",
 ) -> list[int]:
-    """Timesteps for the deterministic solvers (PLMS, DPM-Solver++): ``count`` of them,
-    evenly spaced in t from 0 up to ``t_top``, both ends included ("linspace"/"trailing").
+    """Timesteps for the multistep solvers (PLMS, DPM-Solver++): ``count`` of them from 0
+    up to ``t_top``, both ends included. ``grid`` "time" spaces them evenly in t
+    ("linspace"/"trailing"); "logsnr" evenly in lambda, i.e. the integer timesteps nearest
+    to evenly spaced lambda values, nudged apart where several round to the same one.
 
     ``t_top`` is the largest timestep whose log-SNR is at least ``lambda_min`` (None: the
     last one). The default -5.1 is DPM-Solver's clipping for i-DDPM/GLIDE models: the
@@ -302,11 +325,26 @@ def solver_timesteps(
         if eligible.size == 0:
             raise ValueError(f"no timestep of {name!r} has log-SNR >= {lambda_min}")
         top = int(eligible.max())
+    if grid not in GRIDS:
+        raise ValueError(f"unknown timestep grid {grid!r}; choose from {', '.join(GRIDS)}")
     if count > top + 1:
         raise ValueError(f"cannot place {count} distinct timesteps in 0..{top}")
     if count == 1:
         return [top]
-    return [int(t) for t in np.round(np.linspace(0.0, top, count))]
+    if grid == "time":
+        return [int(t) for t in np.round(np.linspace(0.0, top, count))]
+    # log_snr falls with t: search the reversed (rising) table for each target value.
+    rising = log_snr[: top + 1][::-1]
+    targets = np.linspace(log_snr[top], log_snr[0], count)
+    above = np.clip(np.searchsorted(rising, targets), 1, top)
+    nearer_below = np.abs(rising[above - 1] - targets) <= np.abs(rising[above] - targets)
+    timesteps = sorted(int(top - (a - 1 if below else a)) for a, below in zip(above, nearer_below))
+    for k in range(1, count):  # the dense low-noise end can round several values to one t
+        timesteps[k] = max(timesteps[k], timesteps[k - 1] + 1)
+    timesteps[-1] = top  # ... and the nudges must not pass the top
+    for k in range(count - 2, -1, -1):
+        timesteps[k] = min(timesteps[k], timesteps[k + 1] - 1)
+    return timesteps
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -314,33 +352,58 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddim": sample_ddim,
     "plms": sample_plms,
     "dpmpp_2m": sample_dpmpp_2m,
+    "dpmpp_2m_sde": sample_dpmpp_2m,  # with a noise function: the stochastic form
 }
 
 # The multistep ODE solvers: by default they get :func:`solver_timesteps`, while DDPM and
 # DDIM keep the reference's respacing rules (and so its results).
-SOLVERS = frozenset({"plms", "dpmpp_2m"})
+SOLVERS = frozenset({"plms", "dpmpp_2m", "dpmpp_2m_sde"})
+
+
+# The grid a bare count gives each solver (benchmarks/README.md has the evidence). DPM-Solver++
+# steps in lambda and on GLIDE's schedules converges far faster on a lambda-uniform grid:
+# on the time-uniform one the whole low-noise range, where detail forms, falls into the last
+# step or two. PLMS steps in t, and at strong guidance is unstable on the lambda grid.
+DEFAULT_GRID = {"plms": "time", "dpmpp_2m": "logsnr", "dpmpp_2m_sde": "logsnr"}
+_SOLVER_SPEC = re.compile(r"(time|logsnr)?(\d+)")
+
+
+def solver_spec(sampler: str, spec: str) -> Optional[tuple[str, int]]:
+    """(grid, count) for a solver's step spec: "20" (the solver's default grid), "logsnr20"
+    or "time20"; None when ``spec`` is not of that form (e.g. "fast27") or ``sampler`` is
+    not a solver."""
+    match = _SOLVER_SPEC.fullmatch(spec.strip())
+    if sampler not in SOLVERS or match is None:
+        return None
+    return match.group(1) or DEFAULT_GRID[sampler], int(match.group(2))
 
 
 def timesteps_for(sampler: str, schedule_name: str, spec: str, steps: int = 1000) -> list[int]:
     """The original timesteps a sampler should visit for a step ``spec``.
 
-    A plain count given to a solver means :func:`solver_timesteps`; anything else (all
-    specs for DDPM/DDIM, and explicit ones such as ``"fast27"`` or sections for solvers)
-    follows :func:`~glidecli.schedule.space_timesteps`.
+    A solver's count, optionally prefixed by its grid ("20", "logsnr20", "time20"), means
+    :func:`solver_timesteps` (a bare count: the solver's :data:`DEFAULT_GRID`); anything else (all specs for DDPM/DDIM, and explicit ones
+    such as ``"fast27"`` or sections for solvers) follows
+    :func:`~glidecli.schedule.space_timesteps`.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
-    text = spec.strip()
-    if sampler in SOLVERS and text.isdigit():
-        return solver_timesteps(schedule_name, int(text), steps)
-    return space_timesteps(steps, text)
+    solver = solver_spec(sampler, spec)
+    if solver is not None:
+        grid, count = solver
+        return solver_timesteps(schedule_name, count, steps, grid=grid)
+    if sampler.startswith("dpmpp_2m"):
+        # Its step-ratio extrapolation is unstable on uneven respacings such as fast27's
+        # (199 -> 200); PLMS follows them (on fast27 it is far closer to the ODE than DDIM).
+        raise ValueError(f"sampler {sampler} takes a number of steps ('20', 'logsnr20' or 'time20'), not {spec!r}")
+    return space_timesteps(steps, spec.strip())
 
 
 def needs_noise(sampler: str, eta: float = 0.0) -> bool:
     """Whether ``sampler`` draws fresh noise at each step (DDIM only when eta > 0)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
-    return sampler == "ddpm" or (sampler == "ddim" and eta > 0)
+    return sampler in ("ddpm", "dpmpp_2m_sde") or (sampler == "ddim" and eta > 0)
 
 
 def sample(
@@ -365,4 +428,6 @@ def sample(
         return sample_ddpm(denoise, x, schedule, noise, mean_shift=mean_shift, callback=callback)
     if sampler == "ddim":
         return sample_ddim(denoise, x, schedule, noise, eta=eta, callback=callback)
+    if sampler == "dpmpp_2m_sde":
+        return sample_dpmpp_2m(denoise, x, schedule, noise, callback=callback)
     return SAMPLERS[sampler](denoise, x, schedule, callback=callback)

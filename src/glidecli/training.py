@@ -116,6 +116,7 @@ class Hyper:
     caption_dropout: float = 0.2
     crop_min: float = 0.8  # random crops keep 80..100% of the picture's short side
     amp: str = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16
+    min_snr: float = 0.0  # Min-SNR-gamma weighting of the MSE (losses.py); 0: GLIDE's plain loss
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -132,6 +133,8 @@ class Hyper:
             raise ValueError(f"crop minimum must be in (0, 1], got {self.crop_min}")
         if self.warmup < 0 or self.grad_clip < 0:
             raise ValueError("warm-up and gradient clipping must not be negative")
+        if self.min_snr < 0:
+            raise ValueError(f"min-SNR gamma must not be negative, got {self.min_snr}")
         if self.amp not in AMP_DTYPES:
             raise ValueError(f"unknown mixed-precision dtype {self.amp!r}; choose fp32, bf16 or fp16")
 
@@ -551,7 +554,7 @@ class Trainer:
                 text = self.model.encode_text(batch.tokens.to(device), batch.mask.to(device))
                 low_res = batch.low_res.to(device) if batch.low_res is not None else None
                 output = self.model(x_t, t, text, low_res=low_res)
-            terms = hybrid_loss(self.schedule, output, x0, x_t, t, noise)
+            terms = hybrid_loss(self.schedule, output, x0, x_t, t, noise, min_snr_gamma=self.hyper.min_snr)
             loss = terms.loss.mean()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
