@@ -615,6 +615,50 @@ def trained_rows(models_dir: Path, seeds: int, budget_s: float) -> tuple[list[Ro
     return rows, notes
 
 
+def colour_rows(models_dir: Path, seeds: int) -> tuple[list[Row], list[str]]:
+    """For a base model trained on `glide dataset shapes`: how many pictures of the fixed
+    EVAL_SCENES prompts (guidance 3) show both prompted colours, per sampler and step count,
+    rendered exactly as `glide generate` renders them. A real measure of picture quality."""
+    manifest_path = models_dir / "weights.toml"
+    if not manifest_path.is_file():
+        return [], [f"colours: no trained model in {models_dir}; skipped"]
+    from glidecli.dataset import EVAL_SCENES, colour_hits, shape_caption
+    from glidecli.manifest import load_manifest
+    from glidecli.pipeline import SamplerChoice
+    from glidecli.render import Job, Session, Stage, render_generate
+
+    manifest = load_manifest(manifest_path)
+    session = Session(manifest, device="cpu", dtype="fp32", offline=True)
+    scenes = [scene for scene in EVAL_SCENES for _ in range(seeds)]
+    jobs = [Job(shape_caption(*scene), seed % seeds, index) for index, (seed, scene) in enumerate(enumerate(scenes))]
+    plan = [
+        ("ddpm (learned var.)", "ddpm", (25, 50, 100)),
+        ("dpmpp_2m_sde, log-SNR grid", "dpmpp_2m_sde", (10, 15, 20, 25, 50)),
+        ("dpmpp_2m, log-SNR grid", "dpmpp_2m", (15, 25, 50)),
+        ("plms", "plms", (15, 25, 50)),
+        ("ddim", "ddim", (25, 50)),
+    ]
+    rows, notes = [], []
+    for entry in manifest.models.values():
+        if entry.kind != "base":
+            continue
+        t0 = time.perf_counter()
+        case = f"trained {entry.name}: shapes prompts, guided s=3"
+        for label, sampler, counts in plan:
+            row = Row(case, label, f"pictures with both colours right, of {len(jobs)}")
+            for count in counts:
+                stage = Stage(entry.name, SamplerChoice(sampler, str(count)), scale=GUIDANCE)
+                done = render_generate(session, jobs, stage, None, batch_size=len(jobs))
+                pictures = [np.asarray(item.image.convert("RGB"), dtype=np.float64) for item in done]
+                both, _ = colour_hits(pictures, scenes)
+                row.put(count, float(both))
+                row.cells[count] = str(both)
+            rows.append(row)
+        notes.append(f"{case}: {len(EVAL_SCENES)} prompts x {seeds} seeds; {time.perf_counter() - t0:.0f} s")
+        log(notes[-1])
+    return rows, notes
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -636,6 +680,12 @@ def smallest(row: Row, limit: float, own: bool = False) -> str:
         if all(values[k] <= limit for k in values if k >= c):
             return str(c)
     return f">{max(values)}" if values else "-"
+
+
+def fewest_at_least(row: Row, score: float) -> str:
+    """The smallest count from which every larger count scores at least `score`."""
+    counts = [c for c in sorted(row.value) if all(row.value[k] >= score for k in row.value if k >= c)]
+    return str(counts[0]) if counts else "-"
 
 
 def summary(rows: list[Row]) -> list[str]:
@@ -663,9 +713,20 @@ def summary(rows: list[Row]) -> list[str]:
                 default = max(rows_of[DDPM.label].value[100], floor)
                 candidates = solvers
             matches = ", ".join(f"{s} {smallest(rows_of[s], default, own=True)}" for s in candidates if s in rows_of)
+            if not upsampler:  # stochastic solvers aim at the target itself, not at an ODE limit
+                matches += ", " + ", ".join(f"{v.label} {smallest(rows_of[v.label], default)} (to the target)" for v in (SDE, SDE_LAMBDA))
             within = ", ".join(f"{s} {smallest(rows_of[s], 1.0, own=True)}" for s in solvers)
             bound = "that" if upsampler else f"max(that, floor) = {default:.2f}"
             lines.append(f"- {case}: {what}. Own-limit error at most {bound}: {matches}. Within 1 level of own limit: {within}.")
+            continue
+        colours = {label: row for (label, kind), row in table.items() if kind == "pictures"}
+        if colours:
+            reference = colours[DDPM.label].value[100]
+            lines.append(
+                f"- {case}: ddpm-100 gets {reference:.0f} pictures right; fewest steps with at least as many: "
+                + ", ".join(f"{label} {fewest_at_least(row, reference)}" for label, row in colours.items())
+                + "."
+            )
             continue
         ode = {label: row for (label, kind), row in table.items() if kind == "RMS"}
         text = f"- {case}: within 1 level RMS of the converged ODE: " + ", ".join(
@@ -694,7 +755,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--only", choices=("analytic", "model", "trained"), action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--only", choices=("analytic", "model", "trained", "colours"), action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--colour-seeds", type=int, default=6, help="seeds per shapes prompt for the colour measure (default 6)")
     parser.add_argument("--samples", type=int, default=None, help="analytic points per sampler run (default 32768; --quick 16384)")
     parser.add_argument("--seeds", type=int, default=None, help="images per tiny-network case (default 2; --quick 1)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder of a trained model: weights.toml + .safetensors (default: %(default)s)")
@@ -705,7 +767,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    parts = set(args.only or ("analytic", "model", "trained"))
+    parts = set(args.only or ("analytic", "model", "trained", "colours"))
     samples = args.samples or (16384 if args.quick else 32768)
     seeds = args.seeds or (1 if args.quick else 2)
     started = time.perf_counter()
@@ -721,6 +783,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes += new_notes
     if "trained" in parts:
         new_rows, new_notes = trained_rows(args.models, args.trained_seeds, args.trained_budget)
+        rows += new_rows
+        notes += new_notes
+    if "colours" in parts:
+        new_rows, new_notes = colour_rows(args.models, args.colour_seeds)
         rows += new_rows
         notes += new_notes
 

@@ -75,16 +75,6 @@ def world(tmp_path_factory) -> World:
     return World(root, write_manifest(root / "weights.toml", entries, "gpt2.json"), entries)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny networks are far faster on one thread; OpenMP threads contending for busy
-    # cores slow them down twentyfold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def environment(world, tmp_path, monkeypatch):
     monkeypatch.setenv("GLIDE_WEIGHTS", str(world.manifest))

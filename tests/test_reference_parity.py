@@ -30,16 +30,6 @@ LAYOUTS = Path(__file__).resolve().parents[1].parent / "shared" / "glide" / "che
 TIMESTEPS = (0, 417, 999)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread for this module: on a busy 2-core machine, torch's spinning worker
-    threads made these tests ~3x slower (104 s vs 33 s measured); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def assert_parity(actual: torch.Tensor, expected: torch.Tensor, what: str) -> float:
     """Elementwise float32 agreement; returns max|diff| / max|expected| (printed with -s)."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"

@@ -30,7 +30,6 @@ from glidecli.samplers import (
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
-    sample_plms,
     solver_timesteps,
     timesteps_for,
 )
@@ -38,16 +37,6 @@ from glidecli.schedule import Schedule, betas_for, space_timesteps
 
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "glide" / "diffusion-vectors.json"
 SCHEDULES = ("squaredcos_cap_v2", "linear")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # The tensors here are small; intra-op threads only add synchronisation, which gets
-    # very slow when the cores are busy with other work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -62,15 +62,6 @@ UPSAMPLE_TEMP = 0.997
 OUTPUT_GAIN = 0.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread for this module (others share the 2 cores); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- builders
 
 

@@ -9,71 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from glidecli import cli
-from glidecli.dataset import SHAPE_COLOURS, shape_caption
+from glidecli.dataset import EVAL_SCENES, colour_hits, shape_caption
 from glidecli.manifest import load_manifest
-from glidecli.pipeline import SamplerChoice
-from glidecli.render import Job, Session, Stage, render_generate
+from glidecli.render import DEFAULT_BASE, Job, Session, Stage, render_generate
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MANIFEST = MODELS / "weights.toml"
 MODEL = "shapes"
 
-# A fixed set of prompts: every colour appears as an object and as a background.
-PROMPTS = [
-    ("red", "circle", "blue"),
-    ("blue", "square", "yellow"),
-    ("yellow", "triangle", "purple"),
-    ("green", "circle", "white"),
-    ("white", "square", "black"),
-    ("black", "triangle", "orange"),
-    ("orange", "circle", "green"),
-    ("purple", "square", "red"),
-]
+PROMPTS = EVAL_SCENES
 SEEDS = (0, 1)
-# glide generate's sampler (ddpm) with half its default 100 steps, to keep the test short.
-SAMPLER = SamplerChoice("ddpm", "50")
+SAMPLER = DEFAULT_BASE.sampler  # what glide generate uses
 
 pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"the small model is absent: {MANIFEST}")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def nearest_colour(rgb: np.ndarray) -> str:
-    names = list(SHAPE_COLOURS)
-    distances = [float(np.sum((rgb - np.array(SHAPE_COLOURS[n], dtype=np.float64)) ** 2)) for n in names]
-    return names[int(np.argmin(distances))]
-
-
-def centre_and_border(picture: np.ndarray) -> tuple[str, str]:
-    """The named colours nearest to the mean of the central quarter-side square (the object)
-    and of the outermost eighth of each side (the background)."""
-    size = picture.shape[0]
-    lo, hi = size * 3 // 8, size * 5 // 8
-    band = max(1, size // 8)
-    centre = picture[lo:hi, lo:hi].reshape(-1, 3).mean(axis=0)
-    ring = np.ones(picture.shape[:2], dtype=bool)
-    ring[band:-band, band:-band] = False
-    border = picture[ring].mean(axis=0)
-    return nearest_colour(centre), nearest_colour(border)
-
-
-def colour_hits(pictures: list[np.ndarray], targets: list[tuple[str, str]]) -> tuple[int, int]:
-    """(pictures whose object AND background colours are right, individual colours right)."""
-    both = single = 0
-    for picture, (colour, background) in zip(pictures, targets):
-        centre, border = centre_and_border(picture)
-        both += centre == colour and border == background
-        single += (centre == colour) + (border == background)
-    return both, single
 
 
 def render(session: Session, prompts: list[str], scale: float) -> list[np.ndarray]:
@@ -91,7 +41,7 @@ def session() -> Session:
 @pytest.fixture(scope="module")
 def scores(session) -> dict[str, tuple[int, int]]:
     captions = [shape_caption(*p) for p in PROMPTS]
-    targets = [(colour, background) for colour, _, background in PROMPTS for _ in SEEDS]
+    targets = [scene for scene in PROMPTS for _ in SEEDS]
     return {
         "guided": colour_hits(render(session, captions, 3.0), targets),
         "scale1": colour_hits(render(session, captions, 1.0), targets),

@@ -44,14 +44,6 @@ QUICK = RunPlan(steps=4, save_every=0, samples=False, log_every=1)
 HYPER = Hyper(batch_size=2, lr=1e-3, warmup=2, ema=0.9)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("shapes")

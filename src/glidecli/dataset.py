@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -262,6 +263,51 @@ def shape_scene(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
         )
     image = image.resize((size, size), Image.Resampling.BOX)
     return image, shape_caption(colour, shape, background)
+
+
+# A fixed set of scenes for measuring a shapes model: every colour appears once as an
+# object and once as a background.
+EVAL_SCENES = (
+    ("red", "circle", "blue"),
+    ("blue", "square", "yellow"),
+    ("yellow", "triangle", "purple"),
+    ("green", "circle", "white"),
+    ("white", "square", "black"),
+    ("black", "triangle", "orange"),
+    ("orange", "circle", "green"),
+    ("purple", "square", "red"),
+)
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """The name of the SHAPE_COLOURS entry nearest to an RGB triple (0-255)."""
+    names = list(SHAPE_COLOURS)
+    palette = np.array([SHAPE_COLOURS[name] for name in names], dtype=np.float64)
+    return names[int(np.argmin(((palette - np.asarray(rgb, dtype=np.float64)) ** 2).sum(axis=1)))]
+
+
+def scene_colours(picture: np.ndarray) -> tuple[str, str]:
+    """(object, background) colour names of a shapes picture [H, W, 3] (0-255): the colours
+    nearest to the mean of the central quarter-side square and of the outermost eighth of
+    each side. Shapes are drawn centred, at least half the picture wide."""
+    size = picture.shape[0]
+    lo, hi = size * 3 // 8, size * 5 // 8
+    band = max(1, size // 8)
+    centre = picture[lo:hi, lo:hi].reshape(-1, 3).mean(axis=0)
+    ring = np.ones(picture.shape[:2], dtype=bool)
+    ring[band:-band, band:-band] = False
+    return nearest_colour(centre), nearest_colour(picture[ring].mean(axis=0))
+
+
+def colour_hits(pictures: Sequence[np.ndarray], scenes: Sequence[tuple[str, str, str]]) -> tuple[int, int]:
+    """(pictures whose object AND background colours are those of their scene, single
+    colours right), for pictures of (colour, shape, background) scenes."""
+    both = single = 0
+    for picture, (colour, _, background) in zip(pictures, scenes):
+        found = scene_colours(picture)
+        both += found == (colour, background)
+        single += (found[0] == colour) + (found[1] == background)
+    return both, single
 
 
 def shape_caption(colour: str, shape: str, background: str) -> str:
