@@ -87,7 +87,7 @@ import torch
 from torch import Tensor
 
 from glidecli.samplers import denoiser_from_model, needs_noise, sample, timesteps_for
-from glidecli.schedule import Schedule, betas_for
+from glidecli.schedule import Schedule, betas_for, space_timesteps
 
 LEVEL = 1 / 127.5  # one 8-bit level on the [-1, 1] scale
 COSINE, LINEAR = "squaredcos_cap_v2", "linear"
@@ -118,8 +118,8 @@ class Variant:
     def timesteps(self, schedule_name: str, count: int) -> list[int]:
         if self.grid == "lambda":
             return timesteps_for(self.sampler, schedule_name, f"logsnr{count}")
-        if self.grid == "fast27":
-            return timesteps_for(self.sampler, schedule_name, "fast27")
+        if self.grid == "fast27":  # (glide accepts this for plms only)
+            return space_timesteps(1000, "fast27")
         # 27 DDIM steps on the linear schedule are GLIDE's upsampler preset.
         spec = "fast27" if (self.sampler == "ddim" and count == 27 and schedule_name == LINEAR) else str(count)
         return timesteps_for(self.sampler, schedule_name, spec)

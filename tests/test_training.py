@@ -24,18 +24,9 @@ from glidecli.losses import discretized_gaussian_log_likelihood, hybrid_loss, no
 from glidecli.manifest import ManifestError, load_manifest
 from glidecli.schedule import Schedule
 from glidecli.tokenizer import GlideTokenizer
-from glidecli.training import (
-    BatchMaker,
-    Hyper,
-    ModelSource,
-    RunPlan,
-    Trainer,
-    TrainingError,
-    TrainingStopped,
-    enable_gradient_checkpointing,
-    init_fresh_,
-    preset_config,
-)
+from glidecli.training import Hyper, ModelSource, RunPlan, Trainer, TrainingError, TrainingStopped, preset_config
+from glidecli.training_data import BatchMaker
+from glidecli.training_state import enable_gradient_checkpointing, init_fresh_
 from glidecli.checkpoint import build_network
 from tiny import tiny_network
 

