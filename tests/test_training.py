@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 from glidecli import cli
 from glidecli.checkpoint import save_network
 from glidecli.dataset import SHAPE_COLOURS, DatasetError, build_caption_tokenizer, scan_dataset, shape_scene, write_shapes
-from glidecli.losses import discretized_gaussian_log_likelihood, hybrid_loss, normal_kl, q_sample
+from glidecli.losses import discretized_gaussian_log_likelihood, hybrid_loss, min_snr_weight, normal_kl, q_sample
 from glidecli.manifest import ManifestError, load_manifest
 from glidecli.schedule import Schedule
 from glidecli.tokenizer import GlideTokenizer
 from glidecli.training import Hyper, ModelSource, RunPlan, Trainer, TrainingError, TrainingStopped, preset_config
-from glidecli.training_data import BatchMaker
+from glidecli.training_data import BatchMaker, noisy_start
 from glidecli.training_state import enable_gradient_checkpointing, init_fresh_
 from glidecli.checkpoint import build_network
 from tiny import tiny_network
@@ -91,6 +91,26 @@ def test_hybrid_loss_is_mse_plus_rescaled_vb_that_trains_only_the_variance():
     # Gradients: the VB term reaches only the variance channels.
     terms.vb.sum().backward()
     assert output.grad[:, :3].abs().max() == 0 and output.grad[:, 3:].abs().max() > 0
+
+
+def test_min_snr_weighting_scales_only_the_mse_of_low_noise_steps():
+    schedule = Schedule.create("squaredcos_cap_v2")
+    snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+    t = torch.tensor([10, 300, 500, 700, 990])
+    weight = min_snr_weight(schedule, t, 5.0)
+    expected = (snr[t].clamp(max=5.0) / snr[t]).float()
+    torch.testing.assert_close(weight, expected)
+    assert weight[0] < 0.01 and float(weight[-1]) == 1.0  # noisy steps keep weight 1
+    generator = torch.Generator().manual_seed(3)
+    x0, noise = torch.rand(5, 3, 4, 4, generator=generator) * 2 - 1, torch.randn(5, 3, 4, 4, generator=generator)
+    x_t = q_sample(schedule, x0, t, noise)
+    output = torch.randn(5, 6, 4, 4, generator=generator)
+    plain = hybrid_loss(schedule, output, x0, x_t, t, noise)
+    weighted = hybrid_loss(schedule, output, x0, x_t, t, noise, min_snr_gamma=5.0)
+    torch.testing.assert_close(weighted.mse, plain.mse)
+    torch.testing.assert_close(weighted.loss, plain.mse * weight + plain.vb)
+    with pytest.raises(ValueError, match="gamma"):
+        min_snr_weight(schedule, t, 0.0)
 
 
 def test_hybrid_loss_rejects_a_respaced_schedule():
@@ -228,6 +248,21 @@ def test_dropped_captions_are_all_padding(shapes, tmp_path):
         assert not batch.mask[batch.dropped].any()
         assert batch.mask[~batch.dropped].any(dim=1).all()
     assert not _batch_maker(shapes, tmp_path, batch_size=12, caption_dropout=0.0)(0).dropped.any()
+
+
+def test_noisy_share_draws_that_share_of_timesteps_from_the_noisiest_stretch(shapes, tmp_path):
+    start = noisy_start(1000)
+    assert start == 850
+    uniform = [_batch_maker(shapes, tmp_path, batch_size=12)(step).t for step in range(10)]
+    half = [_batch_maker(shapes, tmp_path, batch_size=12, noisy_share=0.5)(step).t for step in range(10)]
+    every = torch.cat([_batch_maker(shapes, tmp_path, batch_size=12, noisy_share=1.0)(step).t for step in range(10)])
+    assert every.min() >= start and len(set(every.tolist())) > 50
+    share = lambda ts: float((torch.cat(ts) >= start).float().mean())  # noqa: E731
+    assert share(uniform) < 0.3 and 0.45 < share(half) < 0.8
+    # Examples that keep a uniform draw keep exactly the draw a plain run makes.
+    for plain, mixed in zip(uniform, half):
+        kept = mixed < start
+        assert torch.equal(mixed[kept], plain[kept])
 
 
 def test_upsampler_batches_carry_the_4x_smaller_crop(shapes, tmp_path):

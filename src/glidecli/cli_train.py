@@ -69,6 +69,7 @@ def train_command(
     caption_dropout: Annotated[Optional[float], typer.Option("--caption-dropout", min=0.0, max=1.0, help="Share of examples trained without caption (for classifier-free guidance).  [default: 0.2]", show_default=False, rich_help_panel=TRAINING)] = None,
     crop_min: Annotated[Optional[float], typer.Option("--crop-min", min=0.05, max=1.0, help="Random crops keep this much of the short side, or more.  [default: 0.8]", show_default=False, rich_help_panel=TRAINING)] = None,
     min_snr: Annotated[Optional[float], typer.Option("--min-snr", min=0.0, help="Weight the eps loss by min(SNR, GAMMA)/SNR (Min-SNR-gamma): noisy steps, which decide layout and colour, count relatively more. 0 = GLIDE's plain loss.  [default: 0]", show_default=False, rich_help_panel=TRAINING)] = None,
+    noisy_share: Annotated[Optional[float], typer.Option("--noisy-share", min=0.0, max=1.0, help="Share of examples whose timestep is drawn from the noisiest 15% (t >= 850 of 1000), where the prompt alone decides colour and layout; the rest stay uniform. 0 = GLIDE's uniform timesteps.  [default: 0]", show_default=False, rich_help_panel=TRAINING)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seeds the data order, crops, noise and a fresh network.  [default: 0]", show_default=False, rich_help_panel=TRAINING)] = None,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="Checkpoint every N steps (0: only at the end).", rich_help_panel=SCHEDULE)] = 500,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Checkpoints to keep.", rich_help_panel=SCHEDULE)] = 2,
@@ -106,7 +107,7 @@ def train_command(
         key: value
         for key, value in dict(
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema=ema, warmup=warmup, grad_clip=grad_clip,
-            caption_dropout=caption_dropout, crop_min=crop_min, min_snr=min_snr, seed=seed,
+            caption_dropout=caption_dropout, crop_min=crop_min, min_snr=min_snr, noisy_share=noisy_share, seed=seed,
         ).items()
         if value is not None
     }

@@ -132,6 +132,7 @@ class Hyper:
     crop_min: float = 0.8  # random crops keep 80..100% of the picture's short side
     amp: str = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16
     min_snr: float = 0.0  # Min-SNR-gamma weighting of the MSE (losses.py); 0: GLIDE's plain loss
+    noisy_share: float = 0.0  # share of examples with t in the noisiest 15% (training_data.noisy_start)
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -148,6 +149,8 @@ class Hyper:
             raise ValueError(f"crop minimum must be in (0, 1], got {self.crop_min}")
         if self.warmup < 0 or self.grad_clip < 0:
             raise ValueError("warm-up and gradient clipping must not be negative")
+        if not 0 <= self.noisy_share <= 1:
+            raise ValueError(f"noisy share must be in [0, 1], got {self.noisy_share}")
         if self.min_snr < 0:
             raise ValueError(f"min-SNR gamma must not be negative, got {self.min_snr}")
         if self.amp not in AMP_DTYPES:
