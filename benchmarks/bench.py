@@ -35,8 +35,16 @@ from glidecli.clip import NoisedClip, normalize
 from glidecli.config import ClipConfig, unet_defaults
 from glidecli.guidance import clip_gradient, guided_model_fn
 from glidecli.pipeline import SamplerChoice
+from glidecli.render import DEFAULT_BASE, DEFAULT_INPAINT_BASE, DEFAULT_UPSAMPLE
 
 STAGES = ("base", "upsample", "clip", "inpaint")
+# Sampling steps per image: the defaults of the commands that run each stage (render.py).
+DEFAULT_STEPS = {
+    "base": len(DEFAULT_BASE.sampler.schedule("squaredcos_cap_v2")),
+    "upsample": len(DEFAULT_UPSAMPLE.sampler.schedule("linear")),
+    "clip": 100,  # glide clip-guide: ddpm, 100 steps
+    "inpaint": len(DEFAULT_INPAINT_BASE.sampler.schedule("squaredcos_cap_v2")),
+}
 KIND = {"base": "base", "upsample": "upsample", "clip": "base", "inpaint": "base-inpaint"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_BATCHES = {"cpu": (1, 2, 4), "cuda": (1, 8, 32, 64)}
@@ -234,8 +242,9 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=30.0,
                     help="stop repeating a batch size once its timed calls took this long (default 30; n column)")
     ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    ap.add_argument("--base-steps", type=int, default=100, help="sampling steps of base/clip/inpaint (default 100)")
-    ap.add_argument("--upsample-steps", type=int, default=27, help="sampling steps of the upsampler (default 27, fast27)")
+    ap.add_argument("--base-steps", type=int, help="sampling steps of base/clip/inpaint (default: the commands' defaults, "
+                    + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items() if k != "upsample") + ")")
+    ap.add_argument("--upsample-steps", type=int, default=DEFAULT_STEPS["upsample"], help="sampling steps of the upsampler (default %(default)s)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU runs")
     ap.add_argument("--quick", action="store_true", help="batch 1 (8 on GPU), 1 repeat")
     args = ap.parse_args()
@@ -270,7 +279,7 @@ def main() -> None:
         header.append(f"{device} matmul peak (torch.mm {4096 if device == 'cpu' else 8192}^2, best of {tries}): "
                       + ", ".join(f"{str(d).replace('torch.', '')} {v:.0f} GFLOP/s" for d, v in measured.items()))
         for stage in stages:
-            steps = args.upsample_steps if stage == "upsample" else args.base_steps
+            steps = args.upsample_steps if stage == "upsample" else args.base_steps or DEFAULT_STEPS[stage]
             rows += run_stage(stage, device, dtype, batches, repeats, max_seconds, steps, measured[dtype])
         if device == "cpu":  # the CPU may be shared: say whether its speed moved during the run
             again = matmul_peak(device, dtype, tries)
@@ -295,8 +304,8 @@ def main() -> None:
               f"{s} {sum(r['by_op'].values()) / r['batch'] / 1e9:.1f} (conv "
               f"{sum(v for k, v in r['by_op'].items() if k.startswith('conv')) / r['batch'] / 1e9:.1f})"
               for s, r in first.items()) + " GFLOP. The text encoder runs once per batch and is not counted.")
-    print(f"# s/image = steps x s/call / images (base, clip, inpaint: {args.base_steps} steps; upsample:"
-          f" {args.upsample_steps}); % of peak = GFLOP/s at the median over the {args.dtype} matmul peak above.")
+    steps_used = {k: args.upsample_steps if k == "upsample" else args.base_steps or v for k, v in DEFAULT_STEPS.items()}
+    print(f"# s/image = steps x s/call / images (steps: {', '.join(f'{k} {v}' for k, v in steps_used.items())}); % of peak = GFLOP/s at the median over the {args.dtype} matmul peak above.")
     print("# peak mem: CPU = process peak RSS (ru_maxrss, monotonic over the run, so it includes earlier rows);"
           " GPU = torch.cuda.max_memory_allocated per batch size. CPU busy = process CPU time / (wall x threads):"
           " well under 100% means other processes shared the cores (on a shared machine compare with --threads 1).")

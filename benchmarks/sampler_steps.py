@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How many DPM-Solver++(2M) / PLMS steps match GLIDE's default samplers?
+"""How many DPM-Solver++(2M) / SDE-DPM-Solver++(2M) / PLMS steps match GLIDE's samplers?
 
 Evidence for choosing sampler defaults. GLIDE's defaults: the base model samples ancestrally
 (ddpm, learned variance) with 100 steps on the cosine schedule, with classifier-free
@@ -56,17 +56,23 @@ trained   Only when a trained model exists (DIR/weights.toml, as `glide train` w
           with ddpm-100 from the same start noise (max over channels of |d mean| +
           |d std|); "floor" is ddpm-100 on other seeds.
 
-Rows marked "what-if" are not reachable through `glide` today: a log-SNR-uniform solver grid
-(timesteps nearest to evenly spaced lambda between the solver's top timestep and t=0), and
-the solvers on GLIDE's fast27 timesteps (timesteps_for accepts "fast27" for a solver, but
-SamplerChoice only takes a count).
+colours   Only for a base model trained on `glide dataset shapes` (models/ by default): the
+          fixed EVAL_SCENES prompts ("a red circle on a blue background", ...) times
+          --colour-seeds seeds, guidance 3, rendered exactly as `glide generate` renders them;
+          the count of pictures whose object and background colours are both the prompted
+          ones (glidecli.dataset.scene_colours). A measure of the pictures themselves.
+
+Solvers run on the time-uniform grid unless the row says "log-SNR grid" (timesteps nearest
+to evenly spaced lambda between the solver's top timestep and t=0, glide's default for
+DPM-Solver++). Rows marked "what-if" are not reachable through `glide`: DPM-Solver++ on
+GLIDE's fast27 timesteps (glide accepts fast27 for plms only).
 
 Below the table, per case: the smallest step count whose error is at most the default's,
 and the smallest that lands within one 8-bit level.
 
-    python benchmarks/sampler_steps.py                    # everything: ~4-5 min on one core
+    python benchmarks/sampler_steps.py                    # everything: ~12 min on one core
     python benchmarks/sampler_steps.py --quick            # fewer points and seeds (~2.5 min)
-    python benchmarks/sampler_steps.py --only analytic    # or: model, trained
+    python benchmarks/sampler_steps.py --only analytic    # or: model, trained, colours
     python benchmarks/sampler_steps.py --models runs/shapes   # a `glide train --out` folder
 """
 
@@ -111,15 +117,17 @@ class Variant:
     label: str
     sampler: str
     counts: tuple[int, ...]
-    grid: str = "default"  # default: timesteps_for; "lambda": log-SNR-uniform; "fast27"
+    grid: str = "time"  # "time": uniform in t; "lambda": uniform in log-SNR; "fast27"; ddpm/ddim: their respacing
     learned_variance: bool = True  # ddpm only: False gives the posterior variance
     linear_only: bool = False
 
     def timesteps(self, schedule_name: str, count: int) -> list[int]:
-        if self.grid == "lambda":
-            return timesteps_for(self.sampler, schedule_name, f"logsnr{count}")
         if self.grid == "fast27":  # (glide accepts this for plms only)
             return space_timesteps(1000, "fast27")
+        if self.grid == "lambda":
+            return timesteps_for(self.sampler, schedule_name, f"logsnr{count}")
+        if self.sampler in ("plms", "dpmpp_2m", "dpmpp_2m_sde"):
+            return timesteps_for(self.sampler, schedule_name, f"time{count}")
         # 27 DDIM steps on the linear schedule are GLIDE's upsampler preset.
         spec = "fast27" if (self.sampler == "ddim" and count == 27 and schedule_name == LINEAR) else str(count)
         return timesteps_for(self.sampler, schedule_name, spec)
@@ -138,7 +146,7 @@ PLMS_LAMBDA = Variant("plms, log-SNR grid", "plms", (10, 15, 20, 25, 50), grid="
 SDE = Variant("dpmpp_2m_sde", "dpmpp_2m_sde", (10, 15, 20, 25, 50))
 SDE_LAMBDA = Variant("dpmpp_2m_sde, log-SNR grid", "dpmpp_2m_sde", (10, 15, 20, 25, 50), grid="lambda")
 STOCHASTIC = (DDPM, DDPM_PV, SDE, SDE_LAMBDA)
-PLMS_FAST27 = Variant("plms, fast27 timesteps (what-if)", "plms", (27,), grid="fast27", linear_only=True)
+PLMS_FAST27 = Variant("plms, fast27 timesteps", "plms", (27,), grid="fast27", linear_only=True)
 DPMPP_FAST27 = Variant("dpmpp_2m, fast27 timesteps (what-if)", "dpmpp_2m", (27,), grid="fast27", linear_only=True)
 ODE_VARIANTS = (DDIM, PLMS, PLMS_LAMBDA, DPMPP, DPMPP_LAMBDA, PLMS_FAST27, DPMPP_FAST27)
 
@@ -722,9 +730,12 @@ def summary(rows: list[Row]) -> list[str]:
         colours = {label: row for (label, kind), row in table.items() if kind == "pictures"}
         if colours:
             reference = colours[DDPM.label].value[100]
+            total = int(next(iter(colours.values())).measure.rsplit(" ", 1)[1])
+            error = math.sqrt(reference * (1 - reference / total))  # binomial standard error
             lines.append(
-                f"- {case}: ddpm-100 gets {reference:.0f} pictures right; fewest steps with at least as many: "
-                + ", ".join(f"{label} {fewest_at_least(row, reference)}" for label, row in colours.items())
+                f"- {case}: ddpm-100 gets {reference:.0f} of {total} pictures right (standard error {error:.1f}); "
+                "fewest steps from which every count scores within one standard error of that or better: "
+                + ", ".join(f"{label} {fewest_at_least(row, reference - error)}" for label, row in colours.items())
                 + "."
             )
             continue
@@ -792,8 +803,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(
         f"Sampler step counts against GLIDE's defaults (torch {torch.__version__}, {args.threads} thread(s), "
-        f"{platform.machine()}). Units: 8-bit levels (1/127.5). Column = steps (network calls; the "
-        f"log-SNR grid at 50 has 49). ddim's 27 is fast27 on the linear schedule."
+        f"{platform.machine()}). Units: 8-bit levels (1/127.5). Column = steps (network calls). "
+        f"ddim's 27 is fast27 on the linear schedule. Solvers without 'log-SNR grid' use the time-uniform grid."
     )
     print()
     print("\n".join(markdown_table(rows)))

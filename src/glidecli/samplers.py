@@ -333,12 +333,9 @@ def solver_timesteps(
         return [top]
     if grid == "time":
         return [int(t) for t in np.round(np.linspace(0.0, top, count))]
-    # log_snr falls with t: search the reversed (rising) table for each target value.
-    rising = log_snr[: top + 1][::-1]
-    targets = np.linspace(log_snr[top], log_snr[0], count)
-    above = np.clip(np.searchsorted(rising, targets), 1, top)
-    nearer_below = np.abs(rising[above - 1] - targets) <= np.abs(rising[above] - targets)
-    timesteps = sorted(int(top - (a - 1 if below else a)) for a, below in zip(above, nearer_below))
+    targets = np.linspace(log_snr[0], log_snr[top], count)
+    nearest = np.abs(log_snr[None, : top + 1] - targets[:, None]).argmin(axis=1)
+    timesteps = sorted(int(t) for t in nearest)
     for k in range(1, count):  # the dense low-noise end can round several values to one t
         timesteps[k] = max(timesteps[k], timesteps[k - 1] + 1)
     timesteps[-1] = top  # ... and the nudges must not pass the top
