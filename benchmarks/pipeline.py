@@ -25,10 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from glidecli.render import DEFAULT_BASE, DEFAULT_UPSAMPLE
+
+REFERENCE = ["--sampler", "ddpm", "--steps", "100", "--upsample-sampler", "ddim", "--upsample-steps", "fast27"]
 SETTINGS = {
     # name: (extra glide arguments, base network calls, upsampler network calls)
-    "default": ([], 25, 15),
-    "reference": (["--sampler", "ddpm", "--steps", "100", "--upsample-sampler", "ddim", "--upsample-steps", "fast27"], 100, 27),
+    "default": ([], len(DEFAULT_BASE.sampler.schedule("squaredcos_cap_v2")), len(DEFAULT_UPSAMPLE.sampler.schedule("linear"))),
+    "reference": (REFERENCE, 100, 27),
 }
 
 

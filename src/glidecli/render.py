@@ -55,9 +55,9 @@ class Stage:
 
 # The commands' defaults (the CLI repeats them; a test keeps them in sync). Text-to-image
 # uses fast solvers where benchmarks/README.md shows they match the reference notebook's
-# sampling: SDE-DPM-Solver++(2M) with 25 steps for ddpm-100 (guided), DPM-Solver++(2M) with
+# sampling: SDE-DPM-Solver++(2M) with 20 steps for ddpm-100 (guided), DPM-Solver++(2M) with
 # 15 steps for ddim-fast27. Inpainting keeps the notebook's settings (no evidence yet).
-DEFAULT_BASE = Stage("base", SamplerChoice("dpmpp_2m_sde", "25"), scale=3.0)
+DEFAULT_BASE = Stage("base", SamplerChoice("dpmpp_2m_sde", "20"), scale=3.0)
 DEFAULT_UPSAMPLE = Stage("upsample", SamplerChoice("dpmpp_2m", "15"), temperature=0.997)
 # The reference notebooks' text-to-image settings: --sampler ddpm --steps 100
 # --upsample-sampler ddim --upsample-steps fast27.
