@@ -25,13 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from glidecli.render import DEFAULT_BASE, DEFAULT_UPSAMPLE
+from glidecli.render import DEFAULT_BASE, DEFAULT_UPSAMPLE, REFERENCE_BASE, REFERENCE_UPSAMPLE, Stage
 
-REFERENCE = ["--sampler", "ddpm", "--steps", "100", "--upsample-sampler", "ddim", "--upsample-steps", "fast27"]
+
+
+def _arguments(base: Stage, upsample: Stage) -> list[str]:
+    return ["--sampler", base.sampler.name, "--steps", base.sampler.steps,
+            "--upsample-sampler", upsample.sampler.name, "--upsample-steps", upsample.sampler.steps]
+
+
+def _calls(base: Stage, upsample: Stage) -> tuple[int, int]:
+    return len(base.sampler.schedule("squaredcos_cap_v2")), len(upsample.sampler.schedule("linear"))
+
+
 SETTINGS = {
     # name: (extra glide arguments, base network calls, upsampler network calls)
-    "default": ([], len(DEFAULT_BASE.sampler.schedule("squaredcos_cap_v2")), len(DEFAULT_UPSAMPLE.sampler.schedule("linear"))),
-    "reference": (REFERENCE, 100, 27),
+    "default": ([], *_calls(DEFAULT_BASE, DEFAULT_UPSAMPLE)),
+    "reference": (_arguments(REFERENCE_BASE, REFERENCE_UPSAMPLE), *_calls(REFERENCE_BASE, REFERENCE_UPSAMPLE)),
 }
 
 

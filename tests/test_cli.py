@@ -350,6 +350,7 @@ USAGE_ERRORS = [
     (["generate", "x", "--sampler", "euler"], "euler"),
     (["generate", "x", "--sampler", "dpmpp_2m", "--steps", "fast27"], "fast27"),
     (["generate", "x", "--eta", "0.5"], "eta"),
+    (["clip-guide", "x", "--sampler", "plms"], "--sampler"),
     (["generate", "x", "--threshold", "0.2"], "threshold"),
     (["generate", "x", "--seed", str(MAX_SEED + 1)], "--seed"),
     (["generate", "x", "--seed", "-1"], "--seed"),

@@ -28,7 +28,7 @@ Negative = Annotated[
 ]
 Steps = Annotated[
     str,
-    typer.Option("--steps", help="Base steps: a count ('25'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.", rich_help_panel=SAMPLING),
+    typer.Option("--steps", help="Base steps: a count ('20'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.", rich_help_panel=SAMPLING),
 ]
 Eta = Annotated[float, typer.Option("--eta", min=0.0, help="DDIM noise (0 = deterministic); ddim only.", rich_help_panel=SAMPLING)]
 Threshold = Annotated[
