@@ -20,7 +20,7 @@ MANIFEST = MODELS / "weights.toml"
 MODEL = "shapes"
 
 PROMPTS = EVAL_SCENES
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2, 3)
 SAMPLER = DEFAULT_BASE.sampler  # what glide generate uses
 
 pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"the small model is absent: {MANIFEST}")
@@ -60,11 +60,11 @@ def test_the_manifest_is_self_contained():
 
 
 # What the issue asks of the small model. The shipped model does not reach it yet (measured
-# with the settings above: guided 6/16 pictures fully right, 13/32 colours; scale 1: 3/16,
-# 9/32; empty prompt: 0/16, 4/32; see models/README.md). These stay strict and xfail, so a
+# with the settings above: guided 12/32 pictures fully right, 34/64 colours; scale 1: 7/32,
+# 22/64; empty prompt: 0/32, 8/64; see models/README.md). These stay strict and xfail, so a
 # better model shows as XPASS rather than being hidden by softer thresholds.
 NOT_YET = pytest.mark.xfail(
-    reason="the shipped 9000-step model gets 6/16 pictures right with guidance (models/README.md)", strict=False
+    reason="the shipped model gets 12/32 pictures right with guidance (models/README.md)", strict=False
 )
 
 
@@ -86,9 +86,11 @@ def test_guidance_is_clearly_better_than_scale_1_and_the_empty_prompt(scores):
 # What the shipped model does achieve, kept as a floor so that a regression (in sampling,
 # guidance, tokenization or loading) is caught.
 def test_guidance_gets_more_colours_right_than_scale_1_or_no_prompt(scores):
+    total = len(PROMPTS) * len(SEEDS)
     guided, scale1, empty = scores["guided"], scores["scale1"], scores["empty"]
     assert guided[1] > scale1[1] > empty[1], scores
-    assert guided[0] > scale1[0] and guided[0] >= empty[0] + 4, scores
+    assert guided[0] > scale1[0] and guided[0] >= empty[0] + 0.25 * total, scores
+    assert guided[0] >= 0.3 * total, scores
 
 
 def test_the_empty_prompt_is_near_chance(scores):
