@@ -390,6 +390,15 @@ def analytic_rows(n: int) -> tuple[list[Row], list[str]]:
             out = run_analytic(model, variant.sampler, schedule, start, seed=0)
             row.put(count, sliced_w1(out, limits[top], directions) / LEVEL)
         rows.append(row)
+    # The stochastic samplers against the ancestral limit at this guidance.
+    learned = analytic_model(COSINE, uncond, cond, STRESS_GUIDANCE, learned_variance=True)
+    target = run_analytic(learned, "ddpm", limit_schedule(999, COSINE), quasi_normal(n, dims, seed=4), seed=14)
+    for variant in (DDPM, SDE_LAMBDA):
+        row = Row(case, variant.label, "SW1 to ancestral limit")
+        for count in (c for c in variant.counts if c <= 100):
+            out = run_analytic(learned if variant is DDPM else model, variant.sampler, variant.schedule(COSINE, count), start, seed=100 + count)
+            row.put(count, sliced_w1(out, target, directions) / LEVEL)
+        rows.append(row)
     log(f"{case}: {time.perf_counter() - t0:.0f} s")
     return rows, notes
 
@@ -706,9 +715,13 @@ def summary(rows: list[Row]) -> list[str]:
         upsampler = "linear" in case
         if case.startswith("analytic"):
             rows_of = {label: row for (label, _), row in table.items()}
-            if DDPM.label not in rows_of and not upsampler:  # the stress case
+            if case.endswith(f"s={STRESS_GUIDANCE:g}"):
                 within = ", ".join(f"{s} {smallest(rows_of[s], 1.0)}" for s in solvers)
-                lines.append(f"- {case}: within 1 level of own limit: {within}.")
+                ancestral = rows_of[DDPM.label].value[100]
+                lines.append(
+                    f"- {case}: within 1 level of own limit: {within}. ddpm-100 is {ancestral:.2f} from the ancestral "
+                    f"limit; {SDE_LAMBDA.label} within 1 level of it from {smallest(rows_of[SDE_LAMBDA.label], 1.0)} steps."
+                )
                 continue
             if upsampler:
                 default = rows_of[DDIM.label].own[27]

@@ -141,6 +141,13 @@ def test_generate_runs_both_stages_and_records_everything(glide, tmp_path):
     assert "Negative prompt: blur" in Image.open(path).text["parameters"]
 
 
+def test_strong_guidance_with_few_solver_steps_warns_and_runs(glide, tmp_path):
+    result = glide("generate", "x", *FAST, "--scale", "10", "--size", "16", "--seed", 1, "--out", tmp_path)
+    assert result.code == 0 and "warning: --scale 10 with 2 dpmpp_2m_sde steps" in result.err
+    calm = glide("generate", "x", *FAST, "--size", "16", "--seed", 1, "--out", tmp_path / "calm")
+    assert calm.code == 0 and "warning" not in calm.err
+
+
 def test_size_of_the_base_model_skips_the_upsampler(glide, tmp_path):
     result = glide("generate", "hat", *FAST, "--size", 16, "--seed", 1, "--out", tmp_path)
     assert result.code == 0, result.err

@@ -59,6 +59,12 @@ class RunOptions:
 # --- options against the manifest ------------------------------------------------------------
 
 
+# Multistep solvers amplify strong guidance: on the analytic test at scale 10 they are
+# 17-27 levels off at 15 steps and within ~1 level from 25 (benchmarks/README.md).
+STRONG_GUIDANCE = 5.0
+STRONG_GUIDANCE_MIN_STEPS = {"dpmpp_2m_sde": 25, "plms": 25}
+
+
 def build_stage(
     manifest: Manifest,
     name: str,
@@ -85,6 +91,13 @@ def build_stage(
         check_sampler(choice, arch)
     except ValueError as error:
         raise click_errors.BadParameter(str(error), param_hint=f"'{steps_option}'") from None
+    count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
+    if scale > STRONG_GUIDANCE and sampler in STRONG_GUIDANCE_MIN_STEPS and count < STRONG_GUIDANCE_MIN_STEPS[sampler]:
+        print(
+            f"warning: --scale {scale:g} with {count} {sampler} steps may diverge; use {steps_option} "
+            f"{STRONG_GUIDANCE_MIN_STEPS[sampler]} or more (benchmarks/README.md)",
+            file=sys.stderr,
+        )
     return Stage(name, choice, scale=scale, temperature=temperature)
 
 
