@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import io
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from glidecli.noise import MAX_SEED
 from glidecli.pipeline import SamplerChoice
 from glidecli.samplers import SAMPLERS
 from glidecli.unet import Text2ImUNet
+from glide_cli import assert_one_error_line, invoker
 from tiny import TINY_CLIP, tiny_network
 
 KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip-image", "clip-text")
@@ -85,41 +85,14 @@ def environment(world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-    @property
-    def paths(self) -> list[Path]:
-        return [Path(line) for line in self.out.splitlines()]
-
-
 @pytest.fixture
 def glide(capsys, monkeypatch):
-    def invoke(*args, stdin: str | None = None) -> Result:
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        code = cli.run([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+    return invoker(capsys, monkeypatch)
 
 
 def pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def assert_one_error_line(result: Result, code: int, *fragments: str) -> None:
-    assert result.code == code, result
-    assert "Traceback" not in result.err
-    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 # --- generate ------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from glidecli import cli
 from glidecli.checkpoint import save_network
 from glidecli.dataset import SHAPE_COLOURS, DatasetError, build_caption_tokenizer, scan_dataset, shape_scene, write_shapes
 from glidecli.losses import discretized_gaussian_log_likelihood, hybrid_loss, min_snr_weight, normal_kl, q_sample
@@ -28,6 +26,7 @@ from glidecli.training import Hyper, ModelSource, RunPlan, Trainer, TrainingErro
 from glidecli.training_data import BatchMaker, noisy_start
 from glidecli.training_state import enable_gradient_checkpointing, init_fresh_
 from glidecli.checkpoint import build_network
+from glide_cli import assert_one_error_line, invoker
 from tiny import tiny_network
 
 MICRO = ModelSource(name="micro", preset="micro")
@@ -390,12 +389,6 @@ def test_fine_tuning_an_upsampler_from_a_manifest(shapes, tmp_path):
 # --- the command line --------------------------------------------------------------------------
 
 
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
 def glide(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -403,23 +396,7 @@ def glide(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("GLIDE_WEIGHTS", raising=False)
     monkeypatch.delenv("GLIDE_DEBUG", raising=False)
-
-    def invoke(*args) -> Result:
-        capsys.readouterr()
-        code = cli.run([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
-
-
-def _one_error(result: Result, code: int, *fragments: str) -> None:
-    assert result.code == code, result
-    assert "Traceback" not in result.err
-    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.err
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
+    return invoker(capsys, monkeypatch)
 
 
 TRAIN = ["--preset", "micro", "--model", "m", "--batch-size", "2", "--lr", "1e-3", "--no-samples", "--device", "cpu"]
@@ -459,7 +436,7 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(glide, shapes, tmp_p
     text = manifest.read_text()
     manifest.write_text(text.replace('path = "m.tokenizer.json"', 'path = "gpt2.json"').replace("sha256 = ", "# sha256 = "))
     result = glide("generate", "a red circle", "--weights", manifest, "--model", "m", "--steps", 2, "--quiet", "--out", tmp_path / "p")
-    _one_error(result, 1, "ids up to 50256", "n_vocab")
+    assert_one_error_line(result, 1, "ids up to 50256", "n_vocab")
 
 
 def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):
@@ -467,9 +444,9 @@ def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):
     first = glide("train", shapes, *TRAIN, "--steps", 2, "--out", tmp_path / "split", "--quiet")
     assert first.code == 0, first.err
     again = glide("train", shapes, *TRAIN, "--steps", 4, "--out", tmp_path / "split", "--quiet")
-    _one_error(again, 1, "already holds a training run", "--resume")
+    assert_one_error_line(again, 1, "already holds a training run", "--resume")
     conflict = glide("train", shapes, "--resume", "--seed", 5, "--steps", 4, "--out", tmp_path / "split")
-    _one_error(conflict, 1, "--seed 5 differs")
+    assert_one_error_line(conflict, 1, "--seed 5 differs")
     resumed = glide("train", shapes, "--resume", "--steps", 4, "--out", tmp_path / "split", "--device", "cpu")
     assert resumed.code == 0, resumed.err
     assert "resuming at step 2" in resumed.err
@@ -478,8 +455,8 @@ def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):
 
 def test_train_reports_bad_data_clearly(glide, tmp_path):
     (tmp_path / "empty").mkdir()
-    _one_error(glide("train", tmp_path / "empty", *TRAIN, "--out", tmp_path / "o"), 1, "no images in folder")
-    _one_error(glide("train", tmp_path / "absent", *TRAIN, "--out", tmp_path / "o"), 1, "data set not found")
+    assert_one_error_line(glide("train", tmp_path / "empty", *TRAIN, "--out", tmp_path / "o"), 1, "no images in folder")
+    assert_one_error_line(glide("train", tmp_path / "absent", *TRAIN, "--out", tmp_path / "o"), 1, "data set not found")
     mixed = tmp_path / "mixed"
     list(write_shapes(mixed, 3, size=16, seed=0))
     (mixed / "00001.txt").unlink()
@@ -492,11 +469,11 @@ def test_train_reports_bad_data_clearly(glide, tmp_path):
 
 
 def test_train_usage_errors(glide, shapes, tmp_path):
-    _one_error(glide("train", shapes, "--out", tmp_path / "o"), 2, "missing --model")
-    _one_error(glide("train", shapes, *TRAIN, "--out", tmp_path / "o", "--caption-dropout", 2), 2, "--caption-dropout")
-    _one_error(glide("train", shapes, "--resume", "--model", "m", "--out", tmp_path / "o"), 2, "--resume")
-    _one_error(glide("train", shapes, "--model", "nope", "--out", tmp_path / "o"), 1, "no model named 'nope'")
-    _one_error(glide("train", shapes, "--resume", "--out", tmp_path / "o"), 1, "nothing to resume")
+    assert_one_error_line(glide("train", shapes, "--out", tmp_path / "o"), 2, "missing --model")
+    assert_one_error_line(glide("train", shapes, *TRAIN, "--out", tmp_path / "o", "--caption-dropout", 2), 2, "--caption-dropout")
+    assert_one_error_line(glide("train", shapes, "--resume", "--model", "m", "--out", tmp_path / "o"), 2, "--resume")
+    assert_one_error_line(glide("train", shapes, "--model", "nope", "--out", tmp_path / "o"), 1, "no model named 'nope'")
+    assert_one_error_line(glide("train", shapes, "--resume", "--out", tmp_path / "o"), 1, "nothing to resume")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
@@ -506,7 +483,7 @@ def test_dataset_shapes_command(glide, tmp_path):
     assert result.out.strip() == str(tmp_path / "d")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["00000.png", "00000.txt", "00001.png", "00001.txt", "00002.png", "00002.txt"]
     assert Image.open(tmp_path / "d" / "00000.png").size == (24, 24)
-    _one_error(glide("dataset", "shapes", tmp_path / "d", "-n", 3), 1, "already holds a data set", "--overwrite")
+    assert_one_error_line(glide("dataset", "shapes", tmp_path / "d", "-n", 3), 1, "already holds a data set", "--overwrite")
     assert glide("dataset", "shapes", tmp_path / "d", "-n", 2, "--overwrite", "--jsonl").code == 0
     assert len((tmp_path / "d" / "captions.jsonl").read_text().splitlines()) == 2
 
