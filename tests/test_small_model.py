@@ -1,7 +1,9 @@
-"""The small model shipped in models/ (trained with `glide train` on the shapes data set; see
-models/README.md): with classifier-free guidance its pictures show the colours the prompt
-asks for, measured on the pixels (object = centre, background = border), far more often
-than without guidance or without a prompt. Runs offline from the repository alone."""
+"""The small models shipped in models/ (trained with `glide train` on the shapes data set; see
+models/README.md): with classifier-free guidance the base model's pictures show the colours
+the prompt asks for, measured on the pixels (object = centre, background = border), far
+more often than without guidance or without a prompt; the inpainting model paints the
+prompted colour into the region it repaints; the upsampler keeps the colours and sharpens
+the edges. Runs offline from the repository alone."""
 
 from __future__ import annotations
 
@@ -9,11 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from glidecli import cli
-from glidecli.dataset import EVAL_SCENES, colour_hits, shape_caption
+from glidecli.dataset import EVAL_SCENES, SHAPE_COLOURS, colour_hits, draw_scene, scene_colours, shape_caption
 from glidecli.manifest import load_manifest
-from glidecli.render import DEFAULT_BASE, Job, Session, Stage, render_generate
+from glidecli.noise import ImageNoise
+from glidecli.pipeline import Inpainting, encode_prompts, sample_stage
+from glidecli.render import DEFAULT_BASE, DEFAULT_INPAINT_BASE, DEFAULT_UPSAMPLE, Job, Session, Stage, render_generate
+from glidecli.training_data import pil_to_tensor
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MANIFEST = MODELS / "weights.toml"
@@ -114,3 +121,96 @@ def test_glide_generate_uses_the_small_model(tmp_path, capsys, monkeypatch):
     meta = read_png_metadata(path)
     assert (meta["size"], meta["model"], meta["scale"]) == (32, MODEL, 3.0)
     assert "upsample_model" not in meta
+
+
+# --- the small inpainting and upsampling models ---------------------------------------------
+# Each is tested on the shapes scenes the same way: pixel colours of the repainted (or
+# upsampled) region against the prompt, through the Python API with the commands' defaults.
+
+def _present(name: str) -> bool:
+    return MANIFEST.is_file() and name in load_manifest(MANIFEST).models
+
+
+def _other_colour(*taken: str) -> str:
+    """A colour for the source picture that the prompt does not ask for."""
+    return next(c for c in reversed(list(SHAPE_COLOURS)) if c not in taken)
+
+
+def _pixels(images: torch.Tensor) -> list[np.ndarray]:
+    return [((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255) for x in images.float().cpu()]
+
+
+def _inpaint(session: Session, region: str, scale: float, empty: bool = False) -> list[np.ndarray]:
+    """Repaint the object ("object": the middle half of each side) or everything around it
+    ("background") of pictures whose colour there is not the one the prompt asks for."""
+    model = session.unet(INPAINT_MODEL, "base-inpaint")
+    size = model.config.image_size
+    sources, prompts, seeds = [], [], []
+    for colour, shape, background in PROMPTS:
+        if region == "object":
+            source = draw_scene(_other_colour(colour, background), shape, background, size)
+        else:
+            source = draw_scene(colour, shape, _other_colour(colour, background), size)
+        for seed in SEEDS:
+            sources.append(pil_to_tensor(source))
+            prompts.append("" if empty else shape_caption(colour, shape, background))
+            seeds.append(seed)
+    middle = torch.zeros(1, 1, size, size)
+    middle[..., size // 4 : size - size // 4, size // 4 : size - size // 4] = 1.0
+    keep = (1.0 - middle if region == "object" else middle).expand(len(sources), 1, size, size)
+    tokenizer = session.tokenizer(model.config.text_ctx, INPAINT_MODEL)
+    conditioning = encode_prompts(model, tokenizer, prompts, guided=scale != 1.0)
+    images = sample_stage(model, conditioning, ImageNoise(seeds), DEFAULT_INPAINT_BASE.sampler, scale=scale,
+                          inpainting=Inpainting(torch.stack(sources), keep.contiguous()))
+    return _pixels(images)
+
+
+def _region_hits(pictures: list[np.ndarray], region: str) -> int:
+    targets = [scene for scene in PROMPTS for _ in SEEDS]
+    found = [scene_colours(p) for p in pictures]
+    if region == "object":
+        return sum(f[0] == t[0] for f, t in zip(found, targets))
+    return sum(f[1] == t[2] for f, t in zip(found, targets))
+
+
+INPAINT_MODEL, UPSAMPLE_MODEL = "shapes-inpaint", "shapes-upsample"
+
+
+@pytest.mark.skipif(not _present(INPAINT_MODEL), reason=f"no {INPAINT_MODEL} in {MANIFEST}")
+@pytest.mark.parametrize("region", ["object", "background"])
+def test_inpainting_paints_the_prompted_colour_into_the_region(session, region):
+    total = len(PROMPTS) * len(SEEDS)
+    guided = _region_hits(_inpaint(session, region, DEFAULT_INPAINT_BASE.scale), region)
+    scale1 = _region_hits(_inpaint(session, region, 1.0), region)
+    empty = _region_hits(_inpaint(session, region, 1.0, empty=True), region)
+    print({"region": region, "guided": guided, "scale1": scale1, "empty": empty, "of": total})
+    assert guided >= 0.75 * total and guided >= empty + 0.5 * total, (guided, scale1, empty)
+    assert guided >= scale1
+
+
+def _upsample(session: Session, prompts: list[str], lows: list[Image.Image], seeds: list[int]) -> list[np.ndarray]:
+    model = session.unet(UPSAMPLE_MODEL, "upsample")
+    tokenizer = session.tokenizer(model.config.text_ctx, UPSAMPLE_MODEL)
+    conditioning = encode_prompts(model, tokenizer, prompts, guided=False)
+    low_res = torch.stack([pil_to_tensor(low) for low in lows])
+    images = sample_stage(model, conditioning, ImageNoise(seeds), DEFAULT_UPSAMPLE.sampler, low_res=low_res,
+                          temperature=DEFAULT_UPSAMPLE.temperature)
+    return _pixels(images)
+
+
+@pytest.mark.skipif(not _present(UPSAMPLE_MODEL), reason=f"no {UPSAMPLE_MODEL} in {MANIFEST}")
+def test_upsampling_keeps_the_colours_and_sharpens_the_edges(session):
+    """4x upsampling of small shapes pictures: the colours stay those of the prompt, and the
+    result is closer to the picture drawn at full size than a bicubic enlargement is."""
+    size = session.unet(UPSAMPLE_MODEL, "upsample").config.image_size
+    truths = [draw_scene(*scene, size) for scene in PROMPTS for _ in SEEDS]
+    lows = [truth.resize((size // 4, size // 4), Image.Resampling.BICUBIC) for truth in truths]
+    prompts = [shape_caption(*scene) for scene in PROMPTS for _ in SEEDS]
+    upsampled = _upsample(session, prompts, lows, [seed for _ in PROMPTS for seed in SEEDS])
+    right = colour_hits(upsampled, [scene for scene in PROMPTS for _ in SEEDS])[0]
+    assert right >= 0.9 * len(truths), right
+    target = [np.asarray(t, dtype=np.float64) for t in truths]
+    bicubic = [np.asarray(low.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64) for low in lows]
+    error = lambda pictures: float(np.mean([np.abs(p - t).mean() for p, t in zip(pictures, target)]))  # noqa: E731
+    print({"colours right": right, "upsampler error": error(upsampled), "bicubic error": error(bicubic)})
+    assert error(upsampled) < 0.8 * error(bicubic)

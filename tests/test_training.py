@@ -272,6 +272,56 @@ def test_upsampler_batches_carry_the_4x_smaller_crop(shapes, tmp_path):
     assert (shrunk - batch.low_res).abs().mean() < 0.05
 
 
+def test_inpainting_batches_erase_random_rectangles_in_the_stated_shares(shapes, tmp_path):
+    batches = [_batch_maker(shapes, tmp_path, kind="base-inpaint", batch_size=12)(step) for step in range(20)]
+    masks = torch.cat([b.keep_mask for b in batches])
+    assert masks.shape == (240, 1, 16, 16) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    erased = 1.0 - masks.flatten(1).mean(dim=1)
+    everything = erased == 1.0
+
+    def is_rectangle(region: torch.Tensor) -> bool:  # [S, S] bool: fills its bounding box
+        rows, cols = region.any(dim=1).nonzero(), region.any(dim=0).nonzero()
+        return bool(region.any()) and int(region.sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)
+
+    hole = torch.tensor([is_rectangle(m[0] == 0) and not e for m, e in zip(masks, everything)])
+    kept_box = torch.tensor([is_rectangle(m[0] == 1) for m in masks])
+    assert not (hole & kept_box).any() and bool((hole | kept_box | everything).all())
+    shares = {name: float(m.float().mean()) for name, m in (("hole", hole), ("surroundings", kept_box), ("everything", everything))}
+    assert abs(shares["hole"] - 0.6) < 0.12 and abs(shares["surroundings"] - 0.25) < 0.1 and abs(shares["everything"] - 0.15) < 0.08, shares
+    # Rectangles are 30-70% of each side: a hole erases 9-49% of the picture.
+    assert erased[hole].min() >= 0.3**2 - 0.02 and erased[hole].max() <= 0.7**2 + 0.02
+    # The masks are drawn after everything else: the rest of the batch is a base model's batch.
+    plain = _batch_maker(shapes, tmp_path, batch_size=12)(3)
+    assert plain.keep_mask is None
+    for name in ("x0", "tokens", "t", "noise"):
+        assert torch.equal(getattr(plain, name), getattr(batches[3], name))
+
+
+@pytest.mark.parametrize("kind", ["base", "upsample"])
+def test_an_inpainting_model_starts_as_the_model_it_is_made_from(kind):
+    """GLIDE's recipe: the new input channels (masked picture and mask) start at zero, so
+    before fine-tuning the inpainting network computes exactly what the old one did."""
+    from glidecli.training_state import inpainting_weights, network_from_weights
+
+    network = tiny_network(kind)
+    cfg = dataclasses.replace(network.config, inpaint=True)
+    widened = network_from_weights(f"{kind}-inpaint", cfg, inpainting_weights(network.state_dict(), network.config), torch.device("cpu"))
+    size = cfg.image_size
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=generator)
+    low_res = torch.randn(2, 3, size // 4, size // 4, generator=generator) if cfg.super_res else None
+    tokens = torch.randint(0, cfg.n_vocab, (2, cfg.text_ctx), generator=generator)
+    mask = torch.ones(2, cfg.text_ctx, dtype=torch.bool)
+    t = torch.tensor([5, 700])
+    with torch.no_grad():
+        before = network(x, t, network.encode_text(tokens, mask), low_res=low_res)
+        known = torch.randint(0, 2, (2, 1, size, size), generator=generator).float()
+        after = widened(x, t, widened.encode_text(tokens, mask), low_res=low_res, inpaint_image=x.flip(0), inpaint_mask=known)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="already"):
+        inpainting_weights(widened.state_dict(), cfg)
+
+
 def test_gradient_checkpointing_computes_the_same_gradients():
     torch.manual_seed(0)
     cfg = preset_config("base", "micro", n_vocab=50)
@@ -358,24 +408,30 @@ def test_training_lowers_the_loss(shapes, tmp_path):
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 
-def test_fine_tuning_an_upsampler_from_a_manifest(shapes, tmp_path):
-    """A manifest entry (here a tiny upsampler with a GPT-2-shaped tokenizer) is fine-tuned,
-    and the result names the same tokenizer vocabulary."""
+def _manifest_with(network, name: str, folder: Path) -> Path:
+    """folder/weights.toml naming `network` (saved next to it) with a GPT-2-shaped tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     vocab = {char: i for i, char in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     vocab["<|endoftext|>"] = 50256
     bpe = Tokenizer(models.BPE(vocab, []))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.save(str(tmp_path / "gpt2.json"))
-    network = tiny_network("upsample", n_vocab=50257)
-    save_network(network, tmp_path / "up.safetensors")
+    bpe.save(str(folder / "gpt2.json"))
+    save_network(network, folder / f"{name}.safetensors")
     arch = "\n".join(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in dataclasses.asdict(network.config).items())
-    manifest_path = tmp_path / "weights.toml"
+    manifest_path = folder / "weights.toml"
     manifest_path.write_text(
-        f'version = 1\n[models.up]\nkind = "upsample"\npath = "up.safetensors"\n[models.up.arch]\n{arch}\n'
+        f'version = 1\n[models.{name}]\nkind = "{network.config.kind}"\npath = "{name}.safetensors"\n[models.{name}.arch]\n{arch}\n'
         '[tokenizers.gpt2]\npath = "gpt2.json"\n'
     )
+    return manifest_path
+
+
+def test_fine_tuning_an_upsampler_from_a_manifest(shapes, tmp_path):
+    """A manifest entry (here a tiny upsampler with a GPT-2-shaped tokenizer) is fine-tuned,
+    and the result names the same tokenizer vocabulary."""
+    network = tiny_network("upsample", n_vocab=50257)
+    manifest_path = _manifest_with(network, "up", tmp_path)
     source = ModelSource(name="up-ft", kind="upsample", entry="up")
     plan = dataclasses.replace(QUICK, steps=1, samples=True)
     result = Trainer(shapes, tmp_path / "out", source, HYPER, plan, manifest=load_manifest(manifest_path)).run()
@@ -384,6 +440,35 @@ def test_fine_tuning_an_upsampler_from_a_manifest(shapes, tmp_path):
     assert entry.kind == "upsample" and entry.arch == network.config
     assert GlideTokenizer.from_file(trained.tokenizer(entry.tokenizer).source.path).pad_token == 50256
     assert Image.open(tmp_path / "out" / "samples" / "step-1.png").size == (4 * 32, 32)
+
+
+def test_an_inpainting_model_trained_from_a_base_model_inpaints(glide, shapes, tmp_path):
+    """glide train --kind base-inpaint starts an inpainting model from a base model; the
+    result works with glide inpaint at once, and the Python API refuses other kinds."""
+    manifest = _manifest_with(tiny_network("base", n_vocab=50257), "b", tmp_path)
+    source = ModelSource(name="b-inpaint", kind="base-inpaint", entry="b")
+    plan = dataclasses.replace(QUICK, steps=2, samples=True)
+    result = Trainer(shapes, tmp_path / "out", source, HYPER, plan, manifest=load_manifest(manifest)).run()
+    entry = load_manifest(result.manifest).model("b-inpaint")
+    assert entry.kind == "base-inpaint" and entry.arch.inpaint and entry.arch.image_size == 16
+    assert Image.open(tmp_path / "out" / "samples" / "step-2.png").size == (4 * 16, 16)
+    with pytest.raises(TrainingError, match="started as base-inpaint"):
+        Trainer(shapes, tmp_path / "up", ModelSource(name="u", kind="upsample-inpaint", entry="b"), HYPER, plan, manifest=load_manifest(manifest))
+
+    picture, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    Image.new("RGB", (16, 16), (30, 60, 220)).save(picture)
+    hole = Image.new("L", (16, 16), 0)  # black: keep; white: repaint
+    hole.paste(255, (4, 4, 12, 12))
+    hole.save(mask)
+    made = glide("inpaint", picture, mask, "a red circle", "--weights", result.manifest, "--model", "b-inpaint",
+                 "--steps", 3, "--seed", 0, "--quiet", "--out", tmp_path / "pics")
+    assert made.code == 0, made.err
+    [path] = made.out.splitlines()
+    kept = np.asarray(Image.open(path).convert("RGB"))
+    assert (kept[0] == (30, 60, 220)).all()  # outside the hole the picture is kept exactly
+
+    bad = glide("train", shapes, "--model", "b", "--kind", "upsample", "--weights", manifest, "--out", tmp_path / "o")
+    assert_one_error_line(bad, 2, "'b' is a base model", "base-inpaint")
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ SCHEDULE = "Checkpoints and samples"
 MODEL = "Model and device"
 
 PresetName = Literal["micro", "tiny", "small", "full"]
-KindName = Literal["base", "upsample"]
+KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint"]
 AmpName = Literal["auto", "fp32", "bf16", "fp16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -56,7 +56,7 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: weights, weights.toml, checkpoints/, samples/.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", help="Manifest model to fine-tune; with --preset, the new model's name.", rich_help_panel=MODEL)] = None,
     preset: Annotated[Optional[PresetName], typer.Option("--preset", help="Train a fresh network of this size instead (micro 16px, tiny 32px, small 64px, full = GLIDE's).", rich_help_panel=MODEL)] = None,
-    kind: Annotated[KindName, typer.Option("--kind", help="Kind of a fresh network (--preset).", rich_help_panel=MODEL)] = "base",
+    kind: Annotated[Optional[KindName], typer.Option("--kind", help="Kind of a fresh network (--preset; default base). With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.", show_default=False, rich_help_panel=MODEL)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of the trained model (default: --model).", rich_help_panel=MODEL)] = None,
     tokenizer_vocab: Annotated[int, typer.Option("--tokenizer-vocab", min=260, help="Vocabulary of the tokenizer a fresh network gets, built from the captions.", rich_help_panel=MODEL)] = 512,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Train up to this step (total, counting resumed steps).", rich_help_panel=TRAINING)] = 1000,
@@ -139,11 +139,17 @@ def train_command(
         if not new_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise click_errors.BadParameter(f"{new_name!r}: use letters, digits, '-', '_' and '.'", param_hint="'--name'")
         if preset is not None:
-            source = ModelSource(name=new_name, kind=kind, preset=preset, tokenizer_vocab=tokenizer_vocab)
+            source = ModelSource(name=new_name, kind=kind or "base", preset=preset, tokenizer_vocab=tokenizer_vocab)
         else:
             manifest = load_manifest(weights)
             entry = manifest.model(model)
-            source = ModelSource(name=new_name, kind=entry.kind, entry=model)
+            if kind is not None and kind not in (entry.kind, f"{entry.kind}-inpaint"):
+                raise click_errors.BadParameter(
+                    f"{model!r} is a {entry.kind} model; it trains as {entry.kind}"
+                    + ("" if entry.kind.endswith("-inpaint") else f" or, to start an inpainting model, {entry.kind}-inpaint"),
+                    param_hint="'--kind'",
+                )
+            source = ModelSource(name=new_name, kind=kind or entry.kind, entry=model)
     plan = RunPlan(
         steps=steps, save_every=save_every, sample_every=sample_every, samples=not no_samples, keep_checkpoints=keep,
         log_every=log_every, grad_checkpointing=grad_checkpointing, save_dtype=save_dtype,

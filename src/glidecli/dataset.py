@@ -239,30 +239,37 @@ def _jsonl_candidates(path: Path, skipped: Skipped) -> list[tuple[Path, str]]:
 
 
 def shape_scene(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
-    """One picture of a coloured shape on a coloured background, and its caption."""
-    names = list(SHAPE_COLOURS)
-    colour, background = rng.sample(names, 2)
+    """One picture of a random coloured shape on a coloured background, and its caption."""
+    colour, background = rng.sample(list(SHAPE_COLOURS), 2)
     shape = rng.choice(SHAPES)
+    return draw_scene(colour, shape, background, size, rng), shape_caption(colour, shape, background)
+
+
+def draw_scene(colour: str, shape: str, background: str, size: int = 64, rng: Optional[random.Random] = None) -> Image.Image:
+    """A `colour` `shape` on a `background`: centred and a third of the picture wide without
+    `rng`, else of random size (24-34% of the side from centre to edge) and place (within 8%
+    of the centre)."""
     factor = 4  # drawn large, then shrunk: smooth edges
     big = size * factor
     image = Image.new("RGB", (big, big), SHAPE_COLOURS[background])
     draw = ImageDraw.Draw(image)
-    radius = rng.uniform(0.24, 0.34) * big  # half the shape's extent
+    radius = (rng.uniform(0.24, 0.34) if rng else 0.29) * big  # half the shape's extent
     jitter = 0.08 * big
-    cx = big / 2 + rng.uniform(-jitter, jitter)
-    cy = big / 2 + rng.uniform(-jitter, jitter)
+    cx = big / 2 + (rng.uniform(-jitter, jitter) if rng else 0.0)
+    cy = big / 2 + (rng.uniform(-jitter, jitter) if rng else 0.0)
     fill = SHAPE_COLOURS[colour]
     if shape == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
     elif shape == "square":
         half = radius * 0.9
         draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=fill)
-    else:  # an upward triangle whose centroid sits at the centre
+    elif shape == "triangle":  # upward, its centroid at the centre
         draw.polygon(
             [(cx, cy - 1.15 * radius), (cx - 1.1 * radius, cy + 0.75 * radius), (cx + 1.1 * radius, cy + 0.75 * radius)], fill=fill
         )
-    image = image.resize((size, size), Image.Resampling.BOX)
-    return image, shape_caption(colour, shape, background)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    return image.resize((size, size), Image.Resampling.BOX)
 
 
 # A fixed set of scenes for measuring a shapes model: every colour appears once as an

@@ -5,7 +5,8 @@ on a captioned data set (see dataset.py) with GLIDE's recipe: random square crop
 to the model's resolution (and, for upsamplers, the bicubic 4x-smaller version of the crop,
 rounded to 8 bits like the base model's output, as the low-resolution input), the caption
 dropped for 20% of examples (all padding, as the sampler's unconditional half) so that
-classifier-free guidance works, uniform timesteps, and the hybrid loss (losses.py). AdamW
+classifier-free guidance works, uniform timesteps, and the hybrid loss (losses.py);
+inpainting models also see the picture with a random region erased and its mask. AdamW
 with a linear warm-up, an exponential moving average (EMA) of the weights, optional mixed
 precision (autocast) and gradient checkpointing.
 
@@ -62,6 +63,7 @@ from .training_state import (
     checkpoint_dirs,
     enable_gradient_checkpointing,
     init_fresh_,
+    inpainting_weights,
     load_optimizer_tensors,
     network_from_weights,
     optimizer_tensors,
@@ -73,11 +75,12 @@ from .training_state import (
 )
 from .unet import Text2ImUNet
 
-TRAINABLE_KINDS = ("base", "upsample")
+TRAINABLE_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# Fresh networks by size. Upsamplers see 4x-smaller pictures as their low-resolution input.
+# Fresh networks by size. Upsamplers see 4x-smaller pictures as their low-resolution input;
+# inpainting variants take the sizes of their base or upsample kind.
 _TEXT_SMALL = dict(text_ctx=16, xf_width=64, xf_layers=2, xf_heads=4)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "base": {
@@ -184,11 +187,12 @@ class ModelSource:
 
 
 def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:
-    if kind not in PRESETS:
+    if kind not in TRAINABLE_KINDS:
         raise ValueError(f"cannot train {kind!r} models; choose one of {', '.join(TRAINABLE_KINDS)}")
-    if preset not in PRESETS[kind]:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS[kind])}")
-    return dataclasses.replace(unet_defaults(kind), **{**PRESETS[kind][preset], **changes})
+    sizes = PRESETS[kind.removesuffix("-inpaint")]
+    if preset not in sizes:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(sizes)}")
+    return dataclasses.replace(unet_defaults(kind), **{**sizes[preset], **changes})
 
 
 # --- the optimization schedule ---------------------------------------------------------------
@@ -274,7 +278,7 @@ class Trainer:
             )
         self.hyper, self.source = hyper, source
         if source.kind not in TRAINABLE_KINDS:
-            raise TrainingError(f"training {source.kind} models is not supported; train a base or upsample model")
+            raise TrainingError(f"training {source.kind} models is not supported; train one of {', '.join(TRAINABLE_KINDS)}")
         if hyper.amp == "fp16" and self.device.type == "cpu":
             raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
 
@@ -283,8 +287,11 @@ class Trainer:
             if manifest is None:
                 raise TrainingError("fine-tuning a manifest model needs the manifest")
             entry = manifest.model(source.entry)
-            if entry.kind != source.kind:
-                raise TrainingError(f"model {source.entry!r} is of kind {entry.kind}; glide train trains base and upsample models")
+            if source.kind not in (entry.kind, f"{entry.kind}-inpaint"):
+                raise TrainingError(
+                    f"model {source.entry!r} is of kind {entry.kind}; it can be fine-tuned as {entry.kind}"
+                    + ("" if entry.kind.endswith("-inpaint") else f" or started as {entry.kind}-inpaint")
+                )
         self.dataset = scan_dataset(data, max_side=2 * _image_size(source, state, entry))
         if state is not None and state["data"]["fingerprint"] != self.dataset.fingerprint():
             raise TrainingError(
@@ -338,7 +345,10 @@ class Trainer:
             model = load_network(entry.kind, entry.arch, path, "cpu", torch.float32)
             tokenizer_file = fetch_entry(manifest.tokenizer(entry.tokenizer), offline=offline)
             shutil.copyfile(tokenizer_file, self.tokenizer_path)
-            return entry.arch, model
+            if source.kind == entry.kind:
+                return entry.arch, model
+            cfg = dataclasses.replace(entry.arch, inpaint=True)  # a new inpainting model from a base or upsampler
+            return cfg, network_from_weights(source.kind, cfg, inpainting_weights(model.state_dict(), entry.arch), torch.device("cpu"))
         build_caption_tokenizer([e.caption for e in self.dataset.examples], self.tokenizer_path, source.tokenizer_vocab)
         vocab = GlideTokenizer.from_file(self.tokenizer_path).max_token + 1
         try:
@@ -373,7 +383,10 @@ class Trainer:
             with autocast:
                 text = self.model.encode_text(batch.tokens.to(device), batch.mask.to(device))
                 low_res = batch.low_res.to(device) if batch.low_res is not None else None
-                output = self.model(x_t, t, text, low_res=low_res)
+                known = {}
+                if batch.keep_mask is not None:  # the model multiplies the picture by the mask itself
+                    known = dict(inpaint_image=x0, inpaint_mask=batch.keep_mask.to(device))
+                output = self.model(x_t, t, text, low_res=low_res, **known)
             terms = hybrid_loss(self.schedule, output, x0, x_t, t, noise, min_snr_gamma=self.hyper.min_snr)
             loss = terms.loss.mean()
             self.optimizer.zero_grad(set_to_none=True)
@@ -429,21 +442,29 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, count: int = 4) -> Path:
         """A row of EMA samples (classifier-free guidance 3, 50 DDIM steps) for the first
-        captions of the data set; upsamplers get those pictures' low-resolution versions."""
+        captions of the data set; upsamplers get those pictures' low-resolution versions, and
+        inpainting models those pictures with the middle half of each side to fill."""
         from .noise import ImageNoise
-        from .pipeline import SamplerChoice, encode_prompts, sample_stage
+        from .pipeline import Inpainting, SamplerChoice, encode_prompts, sample_stage
 
         count = min(count, len(self.dataset))
         captions = [self.dataset.examples[i].caption for i in range(count)]
-        low_res = None
-        if self.cfg.super_res:
-            low = max(1, self.cfg.image_size // 4)
-            low_res = torch.stack(
-                [pil_to_tensor(random_crop(self.dataset.image(i), low, 1.0, torch.full((3,), 0.5))) for i in range(count)]
-            ).to(self.device)
+
+        def pictures(size: int) -> Tensor:
+            centre = torch.full((3,), 0.5)
+            return torch.stack([pil_to_tensor(random_crop(self.dataset.image(i), size, 1.0, centre)) for i in range(count)]).to(self.device)
+
+        size = self.cfg.image_size
+        low_res = pictures(max(1, size // 4)) if self.cfg.super_res else None
+        inpainting = None
+        if self.cfg.inpaint:
+            keep = torch.ones(count, 1, size, size, device=self.device)
+            keep[:, :, size // 4 : size - size // 4, size // 4 : size - size // 4] = 0.0
+            inpainting = Inpainting(pictures(size), keep)
         conditioning = encode_prompts(self.ema, self.tokenizer, captions, guided=True)
         images = sample_stage(
-            self.ema, conditioning, ImageNoise(list(range(count))), SamplerChoice("ddim", "50"), scale=3.0, low_res=low_res
+            self.ema, conditioning, ImageNoise(list(range(count))), SamplerChoice("ddim", "50"), scale=3.0,
+            low_res=low_res, inpainting=inpainting,
         )
         pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         row = torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy()
@@ -516,7 +537,7 @@ def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
         return int(state["arch"]["image_size"])
     if entry is not None:
         return entry.arch.image_size
-    preset = PRESETS.get(source.kind, {}).get(source.preset or "tiny")
+    preset = PRESETS.get(source.kind.removesuffix("-inpaint"), {}).get(source.preset or "tiny")
     default = unet_defaults(source.kind if source.kind in TRAINABLE_KINDS else "base").image_size
     return int(source.arch_changes.get("image_size", (preset or {}).get("image_size", default)))
 

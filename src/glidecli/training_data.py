@@ -3,7 +3,8 @@ and (seed, step) alone, which is what makes a resumed run continue exactly.
 
 Holds the derived random generators, the per-epoch data order, the random square crops
 (and, for upsamplers, their bicubic 4x-smaller low-resolution versions), the caption
-dropout, and the Batch that one training step consumes.
+dropout, the random regions an inpainting model learns to fill, and the Batch that one
+training step consumes.
 """
 
 from __future__ import annotations
@@ -74,6 +75,31 @@ def random_crop(image: Image.Image, size: int, crop_min: float, u: Tensor) -> Im
     return crop if crop.size == (size, size) else crop.resize((size, size), Image.Resampling.BICUBIC)
 
 
+# How an inpainting model's training examples are masked (GLIDE: "random regions of training
+# examples are erased"): erase a rectangle (fill a hole), keep a rectangle and erase the rest
+# (redraw the surroundings), or erase everything (plain text-to-image), in these shares.
+ERASE_SHARES = {"hole": 0.6, "surroundings": 0.25, "everything": 0.15}
+RECTANGLE_SIDES = (0.3, 0.7)  # of the picture's side
+
+
+def inpaint_keep_mask(size: int, draws: Tensor) -> Tensor:
+    """A [1, S, S] keep mask (1 = known, 0 = to fill) from five uniform draws: the first picks
+    the kind of erasure (ERASE_SHARES), the others the rectangle's width, height and place."""
+    low, high = RECTANGLE_SIDES
+    width = round(size * (low + (high - low) * float(draws[1])))
+    height = round(size * (low + (high - low) * float(draws[2])))
+    left = min(size - width, int(float(draws[3]) * (size - width + 1)))
+    top = min(size - height, int(float(draws[4]) * (size - height + 1)))
+    inside = torch.zeros(1, size, size)
+    inside[:, top : top + height, left : left + width] = 1.0
+    choice = float(draws[0])
+    if choice < ERASE_SHARES["hole"]:
+        return 1.0 - inside
+    if choice < ERASE_SHARES["hole"] + ERASE_SHARES["surroundings"]:
+        return inside
+    return torch.zeros(1, size, size)
+
+
 @dataclass
 class Batch:
     x0: Tensor  # [B, 3, S, S] in [-1, 1]
@@ -82,6 +108,7 @@ class Batch:
     t: Tensor  # [B]
     noise: Tensor  # [B, 3, S, S]
     low_res: Optional[Tensor]  # [B, 3, S/4, S/4] for upsamplers
+    keep_mask: Optional[Tensor]  # [B, 1, S, S] for inpainting models: 1 = known, 0 = to fill
     indices: list[int]
     dropped: Tensor  # [B] bool
 
@@ -111,6 +138,9 @@ class BatchMaker:
         if hyper.noisy_share:  # (drawn last, so that runs without it keep their random streams)
             noisiest = torch.randint(noisy_start(cfg.diffusion_steps), cfg.diffusion_steps, (batch,), generator=generator)
             t = torch.where(torch.rand(batch, generator=generator) < hyper.noisy_share, noisiest, t)
+        keep_mask = None
+        if cfg.inpaint:
+            keep_mask = torch.stack([inpaint_keep_mask(size, draws) for draws in torch.rand(batch, 5, generator=generator)])
         images, lows = [], []
         for j, index in enumerate(indices):
             picture = random_crop(self.dataset.image(index), size, hyper.crop_min, crops[j])
@@ -129,6 +159,7 @@ class BatchMaker:
             t=t,
             noise=noise,
             low_res=torch.stack(lows) if lows else None,
+            keep_mask=keep_mask,
             indices=indices,
             dropped=dropped,
         )

@@ -98,6 +98,21 @@ def network_from_weights(kind: str, cfg: UNetConfig, weights: dict[str, Tensor],
     return network
 
 
+INPUT_CONV = "input_blocks.0.0.weight"  # the first convolution: the only layer that sees the inputs
+
+
+def inpainting_weights(weights: dict[str, Tensor], cfg: UNetConfig) -> dict[str, Tensor]:
+    """The weights of a base or upsample network `cfg`, as its inpainting variant: as in GLIDE,
+    the four new input channels (masked picture and mask, after x_t) start at zero, so the
+    new network computes exactly what the old one did until fine-tuning teaches it to use them."""
+    if cfg.inpaint:
+        raise ValueError("the network already is an inpainting model")
+    conv = weights[INPUT_CONV]
+    channels = cfg.image_channels
+    extra = conv.new_zeros(conv.shape[0], channels + 1, *conv.shape[2:])
+    return {**weights, INPUT_CONV: torch.cat([conv[:, :channels], extra, conv[:, channels:]], dim=1)}
+
+
 # --- checkpoints ----------------------------------------------------------------------------
 
 
