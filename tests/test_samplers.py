@@ -475,6 +475,32 @@ def test_denoiser_clips_x0_and_rederives_eps():
     torch.testing.assert_close(unclipped.x0, raw_x0)
 
 
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_a_v_predicting_network_samples_exactly_as_its_eps_twin(name):
+    """A network that outputs v = sqrt(ab) eps - sqrt(1 - ab) x0 for the exact Gaussian
+    predictor, read with prediction="v", gives the same x0 and eps at every step and the
+    same samples as the eps network itself."""
+    timesteps = solver_timesteps(name, 20)
+    schedule = Schedule.from_timesteps(name, timesteps)
+    eps_model = _gaussian_model(name)
+    full = Schedule.create(name)
+
+    def v_model(x, t):
+        ab = full.alphas_cumprod.to(x.dtype)[t].view(-1, *([1] * (x.dim() - 1)))
+        eps = eps_model(x, t)
+        x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    as_eps = denoiser_from_model(eps_model, schedule, clip=False)
+    as_v = denoiser_from_model(v_model, schedule, clip=False, prediction="v")
+    x = torch.randn(4, DIMS, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for i in (0, len(schedule) // 2, len(schedule) - 1):
+        a, b = as_eps(x, i), as_v(x, i)
+        torch.testing.assert_close(b.x0, a.x0, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(b.eps, a.eps, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sample_dpmpp_2m(as_v, x, schedule), sample_dpmpp_2m(as_eps, x, schedule), rtol=1e-8, atol=1e-8)
+
+
 def test_denoiser_applies_transform_before_clipping():
     schedule = Schedule.create("linear", respacing="10")
     x = torch.linspace(-0.5, 0.5, 12, dtype=torch.float64).view(1, 3, 2, 2)

@@ -112,6 +112,33 @@ def test_min_snr_weighting_scales_only_the_mse_of_low_noise_steps():
         min_snr_weight(schedule, t, 0.0)
 
 
+def test_v_prediction_loss_is_the_eps_loss_weighted_by_one_plus_inverse_snr():
+    """For a v output and the eps it implies (eps = sqrt(1-ab) x_t + sqrt(ab) v), the v MSE is
+    the eps MSE times 1 + 1/SNR, the VB term is the same, and Min-SNR-gamma gives the same
+    weighted eps loss either way."""
+    schedule = Schedule.create("squaredcos_cap_v2")
+    generator = torch.Generator().manual_seed(4)
+    x0 = torch.rand(5, 3, 4, 4, generator=generator) * 2 - 1
+    noise = torch.randn(5, 3, 4, 4, generator=generator)
+    t = torch.tensor([0, 50, 500, 900, 990])
+    x_t = q_sample(schedule, x0, t, noise)
+    v_out = torch.randn(5, 6, 4, 4, generator=generator, dtype=torch.float64).float()
+    ab = schedule.alphas_cumprod[t].view(-1, 1, 1, 1).float()
+    eps_out = torch.cat([(1 - ab).sqrt() * x_t + ab.sqrt() * v_out[:, :3], v_out[:, 3:]], dim=1)
+    as_v = hybrid_loss(schedule, v_out, x0, x_t, t, noise, prediction="v")
+    as_eps = hybrid_loss(schedule, eps_out, x0, x_t, t, noise)
+    snr = (schedule.alphas_cumprod / (1 - schedule.alphas_cumprod))[t].float()
+    torch.testing.assert_close(as_v.mse, as_eps.mse * (1 + 1 / snr), rtol=2e-4, atol=1e-6)
+    torch.testing.assert_close(as_v.vb, as_eps.vb, rtol=1e-3, atol=1e-5)
+    # The exact v gives zero MSE.
+    v_true = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    exact = hybrid_loss(schedule, torch.cat([v_true, v_out[:, 3:]], dim=1), x0, x_t, t, noise, prediction="v")
+    assert float(exact.mse.max()) < 1e-10
+    weighted_v = hybrid_loss(schedule, v_out, x0, x_t, t, noise, min_snr_gamma=5.0, prediction="v")
+    weighted_eps = hybrid_loss(schedule, eps_out, x0, x_t, t, noise, min_snr_gamma=5.0)
+    torch.testing.assert_close(weighted_v.loss - weighted_v.vb, weighted_eps.loss - weighted_eps.vb, rtol=2e-4, atol=1e-6)
+
+
 def test_hybrid_loss_rejects_a_respaced_schedule():
     schedule = Schedule.create("linear", 1000, "100")
     x = torch.zeros(1, 3, 2, 2)
@@ -522,6 +549,26 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(glide, shapes, tmp_p
     manifest.write_text(text.replace('path = "m.tokenizer.json"', 'path = "gpt2.json"').replace("sha256 = ", "# sha256 = "))
     result = glide("generate", "a red circle", "--weights", manifest, "--model", "m", "--steps", 2, "--quiet", "--out", tmp_path / "p")
     assert_one_error_line(result, 1, "ids up to 50256", "n_vocab")
+
+
+def test_prediction_v_trains_fresh_networks_and_converts_fine_tuned_ones(glide, shapes, tmp_path):
+    """--prediction v is recorded in the exported manifest, which glide generate then reads
+    (a misspelt value there is one clear error); --resume keeps the run's."""
+    fresh = glide("train", shapes, *TRAIN, "--prediction", "v", "--steps", 1, "--out", tmp_path / "fresh", "--quiet")
+    assert fresh.code == 0, fresh.err
+    manifest = tmp_path / "fresh" / "weights.toml"
+    assert load_manifest(manifest).model("m").arch.prediction == "v"
+    converted = glide("train", shapes, "--model", "m", "--weights", manifest, "--name", "m2", "--prediction", "eps",
+                      "--steps", 1, "--batch-size", 2, "--no-samples", "--device", "cpu", "--out", tmp_path / "back", "--quiet")
+    assert converted.code == 0, converted.err
+    assert load_manifest(tmp_path / "back" / "weights.toml").model("m2").arch.prediction == "eps"
+    made = glide("generate", "a red circle", "--weights", manifest, "--model", "m", "--steps", 2, "--quiet", "--out", tmp_path / "p")
+    assert made.code == 0, made.err
+    again = glide("train", shapes, "--resume", "--prediction", "eps", "--steps", 2, "--out", tmp_path / "fresh")
+    assert_one_error_line(again, 2, "--resume", "--prediction")
+    manifest.write_text(manifest.read_text().replace('prediction = "v"', 'prediction = "x0"'))
+    bad = glide("generate", "a red circle", "--weights", manifest, "--model", "m", "--steps", 2, "--quiet", "--out", tmp_path / "p")
+    assert_one_error_line(bad, 1, "prediction", "'x0'")
 
 
 def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):

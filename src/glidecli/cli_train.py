@@ -18,6 +18,7 @@ MODEL = "Model and device"
 
 PresetName = Literal["micro", "tiny", "small", "full"]
 KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint"]
+PredictionName = Literal["eps", "v"]
 AmpName = Literal["auto", "fp32", "bf16", "fp16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -58,6 +59,7 @@ def train_command(
     preset: Annotated[Optional[PresetName], typer.Option("--preset", help="Train a fresh network of this size instead (micro 16px, tiny 32px, small 64px, full = GLIDE's).", rich_help_panel=MODEL)] = None,
     kind: Annotated[Optional[KindName], typer.Option("--kind", help="Kind of a fresh network (--preset; default base). With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.", show_default=False, rich_help_panel=MODEL)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of the trained model (default: --model).", rich_help_panel=MODEL)] = None,
+    prediction: Annotated[Optional[PredictionName], typer.Option("--prediction", help="What the network predicts: eps (GLIDE's models) or v, which learns the prompt's colours far better where the picture is almost pure noise. Given with --model, the model is converted and learns the new target. [default: the model's own; eps for --preset]", show_default=False, rich_help_panel=MODEL)] = None,
     tokenizer_vocab: Annotated[int, typer.Option("--tokenizer-vocab", min=260, help="Vocabulary of the tokenizer a fresh network gets, built from the captions.", rich_help_panel=MODEL)] = 512,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Train up to this step (total, counting resumed steps).", rich_help_panel=TRAINING)] = 1000,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Pictures per step.  [default: 8]", show_default=False, rich_help_panel=TRAINING)] = None,
@@ -130,16 +132,19 @@ def train_command(
     manifest = None
     if resume:
         source = ModelSource(name="")  # replaced by the checkpoint's
-        if preset is not None or model is not None or name is not None:
-            raise click_errors.UsageError("--resume continues the run in --out; leave out --model, --preset and --name")
+        if preset is not None or model is not None or name is not None or kind is not None or prediction is not None:
+            raise click_errors.UsageError(
+                "--resume continues the run in --out; leave out --model, --preset, --name, --kind and --prediction"
+            )
     else:
         if model is None:
             raise click_errors.UsageError("missing --model NAME (the model to fine-tune, or with --preset the new model's name)")
         new_name = name or model
         if not new_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise click_errors.BadParameter(f"{new_name!r}: use letters, digits, '-', '_' and '.'", param_hint="'--name'")
+        changes = {"prediction": prediction} if prediction is not None else {}
         if preset is not None:
-            source = ModelSource(name=new_name, kind=kind or "base", preset=preset, tokenizer_vocab=tokenizer_vocab)
+            source = ModelSource(name=new_name, kind=kind or "base", preset=preset, tokenizer_vocab=tokenizer_vocab, arch_changes=changes)
         else:
             manifest = load_manifest(weights)
             entry = manifest.model(model)
@@ -149,7 +154,7 @@ def train_command(
                     + ("" if entry.kind.endswith("-inpaint") else f" or, to start an inpainting model, {entry.kind}-inpaint"),
                     param_hint="'--kind'",
                 )
-            source = ModelSource(name=new_name, kind=kind or entry.kind, entry=model)
+            source = ModelSource(name=new_name, kind=kind or entry.kind, entry=model, arch_changes=changes)
     plan = RunPlan(
         steps=steps, save_every=save_every, sample_every=sample_every, samples=not no_samples, keep_checkpoints=keep,
         log_every=log_every, grad_checkpointing=grad_checkpointing, save_dtype=save_dtype,

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 UNET_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
 CLIP_KINDS = ("clip-image", "clip-text")
 
+PREDICTIONS = ("eps", "v")  # what a U-Net's first output channels predict
+
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 
 
@@ -38,7 +40,7 @@ class UNetConfig:
     image_size: int = 64
     image_channels: int = 3
     model_channels: int = 192
-    out_channels: int = 6  # eps and the learned-variance interpolation
+    out_channels: int = 6  # eps (or v) and the learned-variance interpolation
     num_res_blocks: int = 3
     channel_mult: tuple[int, ...] = (1, 2, 3, 4)
     attention_resolutions: tuple[int, ...] = (32, 16, 8)  # feature-map sizes, in pixels
@@ -61,12 +63,18 @@ class UNetConfig:
     # Diffusion the network was trained with.
     diffusion_steps: int = 1000
     noise_schedule: str = "squaredcos_cap_v2"
+    # What the first image_channels outputs are: "eps", the noise (GLIDE's models), or "v" =
+    # sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022), which stays well
+    # conditioned where the picture is almost pure noise (see losses.py).
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", _as_int_tuple(self.channel_mult))
         object.__setattr__(self, "attention_resolutions", _as_int_tuple(self.attention_resolutions))
         if self.num_head_channels <= 0 and self.num_heads <= 0:
             raise ValueError("either num_head_channels or num_heads must be positive")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
         if self.xf_width and self.xf_width % self.xf_heads:
             raise ValueError(f"xf_width {self.xf_width} is not divisible by xf_heads {self.xf_heads}")
 

@@ -3,10 +3,16 @@
 
     loss = MSE(eps_pred, eps) + VB * num_timesteps / 1000
 
+Networks that predict v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 instead (config
+`prediction = "v"`) take MSE(v_pred, v), which is the eps MSE weighted by 1 + 1/SNR. Where
+the picture is almost pure noise, an eps network must reproduce its input to within
+sqrt(SNR) to say anything about x0 (the colours the prompt asks for), and the eps loss
+barely notices when it does not; a v network outputs about -x0 there directly.
+
 Optionally the MSE is weighted per timestep by min(SNR, gamma) / SNR ("Min-SNR-gamma", Hang
-et al. 2023): low-noise steps, where eps is hard to see but matters little to the picture,
-count less, so the noisy steps that decide layout and colour get relatively more of the
-gradient (the same idea as P2 weighting, Choi et al. 2022).
+et al. 2023; min(SNR, gamma) / (SNR + 1) for v): low-noise steps, where eps is hard to see
+but matters little to the picture, count less, so the noisy steps that decide layout and
+colour get relatively more of the gradient (the same idea as P2 weighting, Choi et al. 2022).
 
 The VB term is the variational bound at the sampled timestep, in bits per dimension: the KL
 between the true posterior q(x_{t-1} | x_t, x_0) and the model's Gaussian, or at t = 0 the
@@ -34,7 +40,7 @@ _LOG2 = math.log(2.0)
 
 class LossTerms(NamedTuple):
     loss: Tensor  # [B] what is minimized: weighted mse + vb
-    mse: Tensor  # [B] unweighted
+    mse: Tensor  # [B] unweighted (of eps, or of v for v-predicting networks)
     vb: Tensor  # [B] already rescaled by num_timesteps / 1000
 
 
@@ -79,12 +85,13 @@ def q_sample(schedule: Schedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor
     return _gather(alpha_bar.sqrt(), t, x0) * x0 + _gather((1.0 - alpha_bar).sqrt(), t, x0) * noise
 
 
-def min_snr_weight(schedule: Schedule, t: Tensor, gamma: float) -> Tensor:
-    """min(SNR_t, gamma) / SNR_t per example [B], SNR = alpha_bar / (1 - alpha_bar)."""
+def min_snr_weight(schedule: Schedule, t: Tensor, gamma: float, prediction: str = "eps") -> Tensor:
+    """min(SNR_t, gamma) / SNR_t per example [B], SNR = alpha_bar / (1 - alpha_bar); for v
+    prediction min(SNR_t, gamma) / (SNR_t + 1), the same weight on the eps MSE."""
     if not gamma > 0:
         raise ValueError(f"min-SNR gamma must be positive, got {gamma}")
     snr = schedule.alphas_cumprod / (1.0 - schedule.alphas_cumprod)
-    return (snr.clamp(max=gamma) / snr).to(t.device)[t].float()
+    return (snr.clamp(max=gamma) / (snr + 1.0 if prediction == "v" else snr)).to(t.device)[t].float()
 
 
 def hybrid_loss(
@@ -96,22 +103,29 @@ def hybrid_loss(
     noise: Tensor,
     *,
     min_snr_gamma: float = 0.0,
+    prediction: str = "eps",
 ) -> LossTerms:
-    """The hybrid loss per example for a model output [B, 2C, H, W] = [eps | variance interpolation]
-    at timesteps t [B] (indices into `schedule`, which must not be respaced). A positive
-    ``min_snr_gamma`` weights the MSE by :func:`min_snr_weight`; 0 is GLIDE's plain loss."""
+    """The hybrid loss per example for a model output [B, 2C, H, W] = [eps (or v) | variance
+    interpolation] at timesteps t [B] (indices into `schedule`, which must not be respaced).
+    A positive ``min_snr_gamma`` weights the MSE by :func:`min_snr_weight`; 0 is GLIDE's plain loss."""
     if len(schedule) != schedule.num_train_timesteps:
         raise ValueError("training needs the full (not respaced) diffusion schedule")
     output = model_output.float()
     channels = x0.shape[1]
     if output.shape[1] != 2 * channels:
         raise ValueError(f"expected {2 * channels} output channels (eps and variance), got {output.shape[1]}")
-    eps, var_interp = output[:, :channels], output[:, channels:]
-    mse = _mean_per_example((noise - eps) ** 2)
+    predicted, var_interp = output[:, :channels], output[:, channels:]
+    alpha_bar = schedule.alphas_cumprod
+    if prediction == "v":
+        signal, noise_level = _gather(alpha_bar.sqrt(), t, x0), _gather((1.0 - alpha_bar).sqrt(), t, x0)
+        mse = _mean_per_example((signal * noise - noise_level * x0 - predicted) ** 2)
+        eps = noise_level * x_t + signal * predicted
+    else:
+        eps = predicted
+        mse = _mean_per_example((noise - eps) ** 2)
 
     # The VB term sees the mean with its gradient stopped: it trains only the variance.
     eps_frozen = eps.detach()
-    alpha_bar = schedule.alphas_cumprod
     x0_pred = _gather((1.0 / alpha_bar).sqrt(), t, x0) * x_t - _gather((1.0 / alpha_bar - 1.0).sqrt(), t, x0) * eps_frozen
     # (x0_pred is not clipped to [-1, 1] in training.)
     coef1 = _gather(schedule.posterior_mean_coef1, t, x0)
@@ -126,5 +140,5 @@ def hybrid_loss(
     kl = _mean_per_example(normal_kl(true_mean, min_log, model_mean, model_log_var)) / _LOG2
     nll = -_mean_per_example(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)) / _LOG2
     vb = torch.where(t.to(kl.device) == 0, nll, kl) * (schedule.num_train_timesteps / 1000.0)
-    weighted = mse * min_snr_weight(schedule, t, min_snr_gamma).to(mse.device) if min_snr_gamma else mse
+    weighted = mse * min_snr_weight(schedule, t, min_snr_gamma, prediction).to(mse.device) if min_snr_gamma else mse
     return LossTerms(weighted + vb, mse, vb)

@@ -142,7 +142,9 @@ def sample_stage(
     if sampler.threshold is not None:
         percentile = sampler.threshold
         threshold = lambda x0, i: dynamic_threshold(x0, percentile)  # noqa: E731
-    denoise = denoiser_from_model(model_fn, schedule, x0_transform=chain_x0_transforms(threshold, known_region))
+    denoise = denoiser_from_model(
+        model_fn, schedule, x0_transform=chain_x0_transforms(threshold, known_region), prediction=cfg.prediction
+    )
 
     mean_shift = None
     if clip_guidance is not None:

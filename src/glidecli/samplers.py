@@ -56,12 +56,14 @@ def denoiser_from_model(
     *,
     x0_transform: Optional[X0Transform] = None,
     clip: bool = True,
+    prediction: str = "eps",
 ) -> Denoiser:
-    """Wrap an eps-predicting network as a :data:`Denoiser`.
+    """Wrap an eps-predicting (or, with ``prediction="v"``, v-predicting) network as a
+    :data:`Denoiser`.
 
     ``model_fn(x, t)`` receives the original timesteps ``t`` (LongTensor[B]) and returns
     C channels (eps) or 2C channels (eps, then the variance interpolation). The x0 built
-    from eps goes through ``x0_transform(x0, i)`` (inpainting paste, dynamic thresholding)
+    from them goes through ``x0_transform(x0, i)`` (inpainting paste, dynamic thresholding)
     and then ``clamp(-1, 1)`` when ``clip``; eps is then re-derived from the final x0 so
     that every sampler sees a consistent (x0, eps) pair, as the reference's DDIM does.
     """
@@ -70,17 +72,21 @@ def denoiser_from_model(
         channels = x.shape[1]
         output = model_fn(x, schedule.model_timesteps(i, x.shape[0], x.device))
         if output.shape[1] == 2 * channels:
-            eps, var_interp = output[:, :channels], output[:, channels:]
+            predicted, var_interp = output[:, :channels], output[:, channels:]
         elif output.shape[1] == channels:
-            eps, var_interp = output, None
+            predicted, var_interp = output, None
         else:
             raise ValueError(
                 f"model returned {output.shape[1]} channels for a {channels}-channel image; "
-                f"expected {channels} (eps) or {2 * channels} (eps and variance)"
+                f"expected {channels} (eps or v) or {2 * channels} (and the variance)"
             )
-        x0 = schedule.predict_x0(x, i, eps)
+        if prediction == "v":
+            x0, eps = schedule.x0_from_v(x, i, predicted), schedule.eps_from_v(x, i, predicted)
+        else:
+            eps = predicted
+            x0 = schedule.predict_x0(x, i, eps)
         if x0_transform is None and not clip:
-            # Nothing changed x0: the network's own eps is exact, no round trip needed.
+            # Nothing changed x0: the network's own prediction is exact, no round trip needed.
             return Prediction(x0, eps, var_interp)
         if x0_transform is not None:
             x0 = x0_transform(x0, i)

@@ -260,6 +260,16 @@ class Schedule:
         ab = self.alpha_bar(i)
         return (coefficient(math.sqrt(1.0 / ab), x) * x - x0) / coefficient(math.sqrt(1.0 / ab - 1.0), x)
 
+    def x0_from_v(self, x: Tensor, i: int, v: Tensor) -> Tensor:
+        """x0 = sqrt(alpha_bar) x - sqrt(1 - alpha_bar) v, for v-predicting networks."""
+        ab = self.alpha_bar(i)
+        return coefficient(math.sqrt(ab), x) * x - coefficient(math.sqrt(1.0 - ab), x) * v
+
+    def eps_from_v(self, x: Tensor, i: int, v: Tensor) -> Tensor:
+        """eps = sqrt(1 - alpha_bar) x + sqrt(alpha_bar) v."""
+        ab = self.alpha_bar(i)
+        return coefficient(math.sqrt(1.0 - ab), x) * x + coefficient(math.sqrt(ab), x) * v
+
     def posterior_mean(self, x0: Tensor, x: Tensor, i: int) -> Tensor:
         """Mean of q(x_{i-1} | x_i, x0)."""
         return (

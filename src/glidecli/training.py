@@ -182,7 +182,7 @@ class ModelSource:
     kind: str = "base"
     entry: Optional[str] = None  # manifest entry to fine-tune
     preset: Optional[str] = None  # size preset of a fresh network
-    arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's settings
+    arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
     tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
 
 
@@ -345,10 +345,12 @@ class Trainer:
             model = load_network(entry.kind, entry.arch, path, "cpu", torch.float32)
             tokenizer_file = fetch_entry(manifest.tokenizer(entry.tokenizer), offline=offline)
             shutil.copyfile(tokenizer_file, self.tokenizer_path)
-            if source.kind == entry.kind:
-                return entry.arch, model
-            cfg = dataclasses.replace(entry.arch, inpaint=True)  # a new inpainting model from a base or upsampler
-            return cfg, network_from_weights(source.kind, cfg, inpainting_weights(model.state_dict(), entry.arch), torch.device("cpu"))
+            # arch_changes may only say what the outputs predict; the weights keep their shapes.
+            cfg = dataclasses.replace(entry.arch, inpaint=source.kind.endswith("-inpaint"), **source.arch_changes)
+            weights = model.state_dict()
+            if cfg.inpaint and not entry.arch.inpaint:  # a new inpainting model from a base or upsampler
+                weights = inpainting_weights(weights, entry.arch)
+            return cfg, network_from_weights(source.kind, cfg, weights, torch.device("cpu"))
         build_caption_tokenizer([e.caption for e in self.dataset.examples], self.tokenizer_path, source.tokenizer_vocab)
         vocab = GlideTokenizer.from_file(self.tokenizer_path).max_token + 1
         try:
@@ -387,7 +389,9 @@ class Trainer:
                 if batch.keep_mask is not None:  # the model multiplies the picture by the mask itself
                     known = dict(inpaint_image=x0, inpaint_mask=batch.keep_mask.to(device))
                 output = self.model(x_t, t, text, low_res=low_res, **known)
-            terms = hybrid_loss(self.schedule, output, x0, x_t, t, noise, min_snr_gamma=self.hyper.min_snr)
+            terms = hybrid_loss(
+                self.schedule, output, x0, x_t, t, noise, min_snr_gamma=self.hyper.min_snr, prediction=self.cfg.prediction
+            )
             loss = terms.loss.mean()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
