@@ -583,6 +583,9 @@ def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):
     assert resumed.code == 0, resumed.err
     assert "resuming at step 2" in resumed.err
     _assert_identical(tmp_path / "whole" / "checkpoints" / "step-4", tmp_path / "split" / "checkpoints" / "step-4")
+    # Resuming a finished run exports it again; no step ran, so there is no loss to show.
+    done = glide("train", shapes, "--resume", "--steps", 4, "--out", tmp_path / "split", "--device", "cpu")
+    assert done.code == 0 and "done: step 4. Try it:  glide generate" in done.err and "nan" not in done.err, done.err
 
 
 def test_train_reports_bad_data_clearly(glide, tmp_path):

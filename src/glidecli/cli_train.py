@@ -3,6 +3,7 @@ and making the generated shapes data set. torch is imported only when training s
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -182,13 +183,23 @@ def train_command(
     except TrainingStopped as stop:
         raise Stopped(str(stop)) from None
     if not quiet:
-        console.print(
-            f"done: step {result.step}, loss {result.last_loss:.4f}. Try it:  glide generate \"...\" --weights {result.manifest}"
-            f" --model {trainer.source.name} --size {trainer.cfg.image_size}",
-            highlight=False, markup=False,
-        )
+        loss = f", loss {result.last_loss:.4f}" if math.isfinite(result.last_loss) else ""  # nan: no step ran
+        console.print(f"done: step {result.step}{loss}. Try it:  {_try_command(trainer.source, trainer.cfg, result.manifest)}",
+                      highlight=False, markup=False)
     typer.echo(str(result.weights))
     typer.echo(str(result.manifest))
+
+
+def _try_command(source, cfg, manifest: Path) -> str:
+    """The glide command that uses a freshly trained model."""
+    where = f"--weights {manifest} --model {source.name}"
+    if source.kind == "base":
+        return f'glide generate "..." {where} --size {cfg.image_size}'
+    if source.kind == "upsample":
+        return f'glide upsample IMAGE "..." {where}'
+    if source.kind == "base-inpaint":
+        return f'glide inpaint IMAGE MASK "..." {where} --size {cfg.image_size}'
+    return f'glide inpaint IMAGE MASK "..." --weights {manifest} --upsample-model {source.name} (with a base-inpaint model in that manifest)'
 
 
 class _ConsoleProgress:
