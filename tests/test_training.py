@@ -401,6 +401,15 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(shapes, tmp_p
     assert steps == [1, 2, 3, 4]
 
 
+def test_a_resumed_run_exports_in_the_precision_it_was_set_up_with(shapes, tmp_path):
+    with pytest.raises(TrainingStopped):
+        Trainer(shapes, tmp_path / "run", MICRO, HYPER, dataclasses.replace(QUICK, save_dtype="fp16")).run(should_stop=lambda step: step == 1)
+    Trainer(shapes, tmp_path / "run", MICRO, HYPER, QUICK, resume=True).run()
+    assert {t.dtype for t in load_file(str(tmp_path / "run" / "micro.safetensors")).values()} == {torch.float16}
+    Trainer(shapes, tmp_path / "run", MICRO, HYPER, dataclasses.replace(QUICK, save_dtype="fp32"), resume=True).run()
+    assert {t.dtype for t in load_file(str(tmp_path / "run" / "micro.safetensors")).values()} == {torch.float32}
+
+
 def test_seeds_make_runs_reproducible(shapes, tmp_path):
     plan = dataclasses.replace(QUICK, steps=2)
     for folder, seed in (("a", 1), ("b", 1), ("c", 2)):

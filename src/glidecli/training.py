@@ -171,7 +171,7 @@ class RunPlan:
     keep_checkpoints: int = 2
     log_every: int = 50
     grad_checkpointing: bool = False
-    save_dtype: str = "fp32"
+    save_dtype: Optional[str] = None  # None: the resumed run's, else fp32
 
 
 @dataclass
@@ -277,6 +277,8 @@ class Trainer:
                 " use --resume to continue it or choose another --out"
             )
         self.hyper, self.source = hyper, source
+        if plan.save_dtype is None:  # a resumed run exports as it was set up to
+            self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
         if source.kind not in TRAINABLE_KINDS:
             raise TrainingError(f"training {source.kind} models is not supported; train one of {', '.join(TRAINABLE_KINDS)}")
         if hyper.amp == "fp16" and self.device.type == "cpu":
@@ -421,6 +423,7 @@ class Trainer:
             "arch": arch_dict(self.cfg),
             "data": {"source": str(self.dataset.source), "examples": len(self.dataset), "fingerprint": self.dataset.fingerprint()},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "save_dtype": self.plan.save_dtype,
         }
         tensors = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": optimizer_tensors(self.optimizer)}
         path = write_checkpoint(self.out, self.step, tensors, state)
