@@ -70,8 +70,8 @@ def test_the_manifest_is_self_contained():
 # prompt asks for, far more than with an empty prompt (which is near chance). Measured with
 # the settings above: guided 28/32 pictures fully right, scale 1 32/32, empty prompt 0/32
 # (models/README.md). Since the model predicts v it follows the prompt without guidance too;
-# guidance 3 only over-saturates a little (purple drifts to blue), so it is not better than
-# scale 1 here.
+# guidance 3 only over-saturates a little (the orange circle comes out yellow), so it is not
+# better than scale 1 here.
 def test_guided_pictures_have_the_prompted_colours(scores):
     total = len(PROMPTS) * len(SEEDS)
     print({name: f"{b}/{total} pictures right, {s}/{2 * total} colours right" for name, (b, s) in scores.items()})
