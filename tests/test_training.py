@@ -488,6 +488,9 @@ def test_an_inpainting_model_trained_from_a_base_model_inpaints(glide, shapes, t
     entry = load_manifest(result.manifest).model("b-inpaint")
     assert entry.kind == "base-inpaint" and entry.arch.inpaint and entry.arch.image_size == 16
     assert Image.open(tmp_path / "out" / "samples" / "step-2.png").size == (4 * 16, 16)
+    resized = ModelSource(name="b2", entry="b", arch_changes={"image_size": 32})
+    with pytest.raises(TrainingError, match="keeps its architecture"):
+        Trainer(shapes, tmp_path / "resized", resized, HYPER, plan, manifest=load_manifest(manifest))
     with pytest.raises(TrainingError, match="started as base-inpaint"):
         Trainer(shapes, tmp_path / "up", ModelSource(name="u", kind="upsample-inpaint", entry="b"), HYPER, plan, manifest=load_manifest(manifest))
 

@@ -289,6 +289,8 @@ class Trainer:
             if manifest is None:
                 raise TrainingError("fine-tuning a manifest model needs the manifest")
             entry = manifest.model(source.entry)
+            if set(source.arch_changes) - {"prediction"}:
+                raise TrainingError("a fine-tuned model keeps its architecture; only its prediction (eps or v) can change")
             if source.kind not in (entry.kind, f"{entry.kind}-inpaint"):
                 raise TrainingError(
                     f"model {source.entry!r} is of kind {entry.kind}; it can be fine-tuned as {entry.kind}"
