@@ -246,9 +246,8 @@ def shape_scene(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
 
 
 def draw_scene(colour: str, shape: str, background: str, size: int = 64, rng: Optional[random.Random] = None) -> Image.Image:
-    """A `colour` `shape` on a `background`: centred and a third of the picture wide without
-    `rng`, else of random size (24-34% of the side from centre to edge) and place (within 8%
-    of the centre)."""
+    """A `colour` `shape` on a `background`: without `rng` centred, 29% of the side from centre
+    to edge; with it of random size (24-34%) and place (within 8% of the side from the centre)."""
     factor = 4  # drawn large, then shrunk: smooth edges
     big = size * factor
     image = Image.new("RGB", (big, big), SHAPE_COLOURS[background])
