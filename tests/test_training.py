@@ -478,6 +478,15 @@ def test_fine_tuning_an_upsampler_from_a_manifest(shapes, tmp_path):
     assert Image.open(tmp_path / "out" / "samples" / "step-1.png").size == (4 * 32, 32)
 
 
+def test_a_fresh_inpainting_upsampler_trains_and_samples(shapes, tmp_path):
+    """Both conditioning images at once: the low-resolution picture and the masked one."""
+    source = ModelSource(name="up-inpaint", kind="upsample-inpaint", preset="micro")
+    result = Trainer(shapes, tmp_path / "run", source, HYPER, dataclasses.replace(QUICK, steps=1, samples=True)).run()
+    entry = load_manifest(result.manifest).model("up-inpaint")
+    assert entry.kind == "upsample-inpaint" and entry.arch.super_res and entry.arch.inpaint
+    assert Image.open(tmp_path / "run" / "samples" / "step-1.png").size == (4 * 32, 32)
+
+
 def test_an_inpainting_model_trained_from_a_base_model_inpaints(glide, shapes, tmp_path):
     """glide train --kind base-inpaint starts an inpainting model from a base model; the
     result works with glide inpaint at once, and the Python API refuses other kinds."""
