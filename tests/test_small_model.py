@@ -1,9 +1,9 @@
 """The small models shipped in models/ (trained with `glide train` on the shapes data set; see
-models/README.md): with classifier-free guidance the base model's pictures show the colours
-the prompt asks for, measured on the pixels (object = centre, background = border), far
-more often than without guidance or without a prompt; the inpainting model paints the
-prompted colour into the region it repaints; the upsampler keeps the colours and sharpens
-the edges. Runs offline from the repository alone."""
+models/README.md): with classifier-free guidance most of the base model's pictures show the
+colours the prompt asks for, measured on the pixels (object = centre, background = border),
+as they do without guidance, and far more often than with an empty prompt; the inpainting
+model paints the prompted colour into the region it repaints; the upsampler keeps the
+colours and sharpens the edges. Runs offline from the repository alone."""
 
 from __future__ import annotations
 
