@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from glidecli.render import DEFAULT_BASE, DEFAULT_UPSAMPLE, REFERENCE_BASE, REFERENCE_UPSAMPLE, Stage
+from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, REFERENCE_BASE, REFERENCE_UPSAMPLE, Stage
 
 
 
@@ -51,9 +51,9 @@ def log(message: str) -> None:
 
 def prepare(work: Path) -> Path:
     """Random full-size base and upsampler checkpoints plus a manifest (kept for reuse)."""
-    from glidecli.checkpoint import build_network, random_init_, save_network
-    from glidecli.config import unet_defaults
-    from glidecli.dataset import build_caption_tokenizer
+    from glidecli.nets.checkpoint import build_network, random_init_, save_network
+    from glidecli.nets.config import unet_defaults
+    from glidecli.train.dataset import build_caption_tokenizer
 
     work.mkdir(parents=True, exist_ok=True)
     manifest = work / "weights.toml"

@@ -7,7 +7,7 @@ guidance 3; the upsampler samples with DDIM on the "fast27" timesteps of the lin
 schedule, unguided. The script prints ONE markdown table. Every number is in 8-bit levels:
 1 level = 1/127.5 on the [-1, 1] image scale, so "below 1" means "below one PNG level".
 All sampling goes through glidecli's own code: denoiser_from_model (x0 clipped to [-1, 1]
-every step, as the reference does), glidecli.samplers.sample, timesteps_for, and
+every step, as the reference does), glidecli.diffusion.samplers.sample, timesteps_for, and
 guided_model_fn for the networks; the result is clamped to [-1, 1] as sample_stage does.
 
 analytic  Data with an exactly known noise predictor: a mixture of two Gaussians in 8
@@ -60,7 +60,7 @@ colours   Only for a base model trained on `glide dataset shapes` (models/ by de
           fixed EVAL_SCENES prompts ("a red circle on a blue background", ...) times
           --colour-seeds seeds, guidance 3, rendered exactly as `glide generate` renders them;
           the count of pictures whose object and background colours are both the prompted
-          ones (glidecli.dataset.scene_colours). A measure of the pictures themselves.
+          ones (glidecli.train.dataset.scene_colours). A measure of the pictures themselves.
 
 Solvers run on the time-uniform grid unless the row says "log-SNR grid" (timesteps nearest
 to evenly spaced lambda between the solver's top timestep and t=0, glide's default for
@@ -92,8 +92,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glidecli.samplers import denoiser_from_model, needs_noise, sample, timesteps_for
-from glidecli.schedule import Schedule, betas_for, space_timesteps
+from glidecli.diffusion.samplers import denoiser_from_model, needs_noise, sample, timesteps_for
+from glidecli.diffusion.schedule import Schedule, betas_for, space_timesteps
 
 LEVEL = 1 / 127.5  # one 8-bit level on the [-1, 1] scale
 COSINE, LINEAR = "squaredcos_cap_v2", "linear"
@@ -408,7 +408,7 @@ def analytic_rows(n: int) -> tuple[list[Row], list[str]]:
 
 def tiny_config(kind: str):
     """The tests' tiny U-Net settings (tests/tiny.py), repeated so as not to import tests."""
-    from glidecli.config import UNetConfig
+    from glidecli.nets.config import UNetConfig
 
     upsample = kind == "upsample"
     return UNetConfig(
@@ -431,7 +431,7 @@ def tiny_config(kind: str):
 
 def shapes(count: int, size: int, seed: int) -> tuple[Tensor, list[str]]:
     """Pictures of the shapes data set in [-1, 1] and their captions."""
-    from glidecli.dataset import shape_scene
+    from glidecli.train.dataset import shape_scene
 
     rng = random.Random(seed)
     scenes = [shape_scene(rng, size) for _ in range(count)]
@@ -509,9 +509,9 @@ def ode_agreement_rows(case: str, model_fn, schedule_name: str, start: Tensor, v
 
 
 def random_model_rows(seeds: int) -> tuple[list[Row], list[str]]:
-    from glidecli.checkpoint import build_network, random_init_
-    from glidecli.guidance import guided_model_fn
-    from glidecli.noise import ImageNoise
+    from glidecli.nets.checkpoint import build_network, random_init_
+    from glidecli.diffusion.guidance import guided_model_fn
+    from glidecli.diffusion.noise import ImageNoise
 
     rows: list[Row] = []
     notes: list[str] = []
@@ -555,11 +555,11 @@ def trained_rows(models_dir: Path, seeds: int, budget_s: float) -> tuple[list[Ro
     manifest_path = models_dir / "weights.toml"
     if not manifest_path.is_file() or not any(models_dir.glob("*.safetensors")):
         return [], [f"trained: no trained model in {models_dir} (looked for weights.toml and *.safetensors); skipped"]
-    from glidecli.guidance import guided_model_fn
-    from glidecli.manifest import load_manifest
-    from glidecli.noise import ImageNoise
-    from glidecli.pipeline import encode_prompts
-    from glidecli.session import Session
+    from glidecli.diffusion.guidance import guided_model_fn
+    from glidecli.files.manifest import load_manifest
+    from glidecli.diffusion.noise import ImageNoise
+    from glidecli.render.pipeline import encode_prompts
+    from glidecli.render.session import Session
 
     manifest = load_manifest(manifest_path)
     session = Session(manifest, device="cpu", dtype=torch.float32, offline=True)
@@ -639,10 +639,10 @@ def colour_rows(models_dir: Path, seeds: int) -> tuple[list[Row], list[str]]:
     manifest_path = models_dir / "weights.toml"
     if not manifest_path.is_file():
         return [], [f"colours: no trained model in {models_dir}; skipped"]
-    from glidecli.dataset import EVAL_SCENES, colour_hits, shape_caption
-    from glidecli.manifest import load_manifest
-    from glidecli.pipeline import SamplerChoice
-    from glidecli.render import Job, Session, Stage, render_generate
+    from glidecli.train.dataset import EVAL_SCENES, colour_hits, shape_caption
+    from glidecli.files.manifest import load_manifest
+    from glidecli.render.pipeline import SamplerChoice
+    from glidecli.render.engine import Job, Session, Stage, render_generate
 
     manifest = load_manifest(manifest_path)
     session = Session(manifest, device="cpu", dtype="fp32", offline=True)

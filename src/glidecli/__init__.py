@@ -1,3 +1,59 @@
-"""glidecli: text-to-image generation and editing with OpenAI's GLIDE models."""
+"""glidecli: text-to-image generation and editing with OpenAI's GLIDE models.
+
+The package is built in wings, each importing only the wings below it:
+
+    cli        the `glide` command: one module per command group, main.py holds the app
+    train      the training loop, its data and run state, the shapes data set
+    render     prompt -> picture: the Session that loads models, the sampling of each stage
+    files      the weights manifest, fetching and caching, pictures in, PNGs with metadata out
+    diffusion  schedules, samplers, guidance, per-image noise, losses (no network in sight)
+    nets       the networks, their configs, checkpoints and tokenizers
+
+The names below are the Python API (`from glidecli import Session, Job, render_generate`).
+They load lazily, so `import glidecli` (and `glide --help`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_API = {
+    "Session": "glidecli.render.session",
+    "Reporter": "glidecli.render.session",
+    "Job": "glidecli.render.engine",
+    "Stage": "glidecli.render.engine",
+    "ClipSteering": "glidecli.render.engine",
+    "InpaintSource": "glidecli.render.engine",
+    "RenderedImage": "glidecli.render.engine",
+    "render_generate": "glidecli.render.engine",
+    "render_upsample": "glidecli.render.engine",
+    "render_inpaint": "glidecli.render.engine",
+    "SamplerChoice": "glidecli.render.pipeline",
+    "load_manifest": "glidecli.files.manifest",
+    "write_png": "glidecli.files.pngfile",
+    "ManifestError": "glidecli.files.manifest",
+    "WeightsError": "glidecli.files.fetch",
+    "ImageError": "glidecli.files.pngfile",
+    "CheckpointError": "glidecli.nets.checkpoint",
+    "TokenizerFileError": "glidecli.nets.tokenizer",
+    "RenderError": "glidecli.render.session",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glidecli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -1,5 +1,5 @@
 """`python -m glidecli` runs the `glide` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

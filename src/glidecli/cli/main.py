@@ -1,0 +1,139 @@
+"""The `glide` command line: generate, upsample, inpaint and clip-guide pictures with GLIDE,
+read back a PNG's settings, and manage weights.
+
+torch is imported only by the commands that render (through `glidecli.render`), so
+`--help`, `info` and `weights list` answer quickly. Every expected failure reaches `run()`
+as an exception and leaves as ONE "error: ..." line on stderr: exit 2 for usage errors,
+1 for failures, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from .edit import inpaint, upsample
+from .generate import clip_guide, generate
+from .run import Interrupted, click_errors
+from .train import Stopped, dataset_app, train_command
+from .weights import info_command, weights_app
+
+app = typer.Typer(
+    name="glide",
+    help="Generate and edit pictures from text with OpenAI's GLIDE diffusion models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command()(generate)
+app.command("clip-guide")(clip_guide)
+app.command()(upsample)
+app.command()(inpaint)
+app.add_typer(weights_app, name="weights")
+app.command("info")(info_command)
+app.command("train")(train_command)
+app.add_typer(dataset_app, name="dataset")
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"glide (glidecli) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """Generate and edit pictures from text with OpenAI's GLIDE diffusion models.
+
+    Written files go to stdout (one path per line, or JSON with --json); progress and
+    messages go to stderr. Weights are fetched on first use (see `glide weights`).
+    """
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+# Exceptions whose message is a complete one-line explanation for the user, by module; a
+# module that was never imported cannot have raised its error, so none is imported here.
+_FAILURES = (
+    ("glidecli.files.manifest", "ManifestError"),
+    ("glidecli.files.fetch", "WeightsError"),
+    ("glidecli.nets.checkpoint", "CheckpointError"),
+    ("glidecli.files.pngfile", "ImageError"),
+    ("glidecli.nets.tokenizer", "TokenizerFileError"),
+    ("glidecli.render.session", "RenderError"),
+    ("glidecli.cli.run", "CommandError"),
+    ("glidecli.train.dataset", "DatasetError"),
+    ("glidecli.train.loop", "TrainingError"),
+)
+
+
+# click >= 8.2 reports "no arguments, show the help" as an error carrying the help text.
+_NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())
+
+
+def _is_known_failure(error: BaseException) -> bool:
+    for module_name, class_name in _FAILURES:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(error, getattr(module, class_name)):
+            return True
+    return False
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()
+
+
+def run(argv: Optional[list[str]] = None) -> int:
+    """Run `glide` with `argv` (default: sys.argv[1:]) and return the exit status."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="glide", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as help_request:
+        text = help_request.format_message()  # empty when Typer has printed the help itself
+        if text:
+            typer.echo(text)
+        return 0
+    except click_errors.UsageError as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+        _error(error.format_message() + hint)
+        return 2
+    except click_errors.ClickException as error:
+        _error(error.format_message())
+        return error.exit_code
+    except Interrupted as stop:
+        sys.stderr.write(f"interrupted; {stop.written} image{'s' if stop.written != 1 else ''} written\n")
+        return 130
+    except Stopped as stop:
+        sys.stderr.write(f"{stop}\n")
+        return 130
+    except (KeyboardInterrupt, typer.Abort):
+        sys.stderr.write("interrupted; 0 images written\n")
+        return 130
+    except Exception as error:  # noqa: BLE001 - sorted below; the rest are bugs
+        if os.environ.get("GLIDE_DEBUG"):
+            raise
+        if _is_known_failure(error):
+            _error(str(error))
+            return 1
+        if isinstance(error, ValueError):  # option values checked deeper down
+            _error(str(error))
+            return 2
+        if isinstance(error, OSError):
+            _error(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
+            return 1
+        raise
+    if result == 130:  # Ctrl-C while click itself was running
+        sys.stderr.write("interrupted; 0 images written\n")
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

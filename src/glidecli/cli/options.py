@@ -1,0 +1,72 @@
+"""Options that several `glide` commands share, declared once (Typer's Annotated style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from .run import MAX_SEED
+
+# Mirrors of names defined in modules that import torch; tests keep them in sync.
+SamplerName = Literal["ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde"]
+FitMode = Literal["crop", "pad", "stretch"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DtypeName = Literal["auto", "fp32", "fp16", "bf16"]
+
+SAMPLING = "Sampling"
+UPSAMPLING = "Upsampler"
+OUTPUT = "Output"
+MODELS = "Models and device"
+
+# --- options shared by the rendering commands --------------------------------------------
+
+Negative = Annotated[
+    Optional[str],
+    typer.Option("--negative", "--negative-prompt", help="Replaces the empty prompt of the unguided half (classifier-free guidance).", rich_help_panel=SAMPLING),
+]
+Steps = Annotated[
+    str,
+    typer.Option("--steps", help="Base steps: a count ('20'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.", rich_help_panel=SAMPLING),
+]
+Eta = Annotated[float, typer.Option("--eta", min=0.0, help="DDIM noise (0 = deterministic); ddim only.", rich_help_panel=SAMPLING)]
+Threshold = Annotated[
+    Optional[float],
+    typer.Option("--threshold", help="Dynamic thresholding percentile of x0, e.g. 0.995 (off: clip to [-1, 1]).", rich_help_panel=SAMPLING),
+]
+UpsampleSteps = Annotated[str, typer.Option("--upsample-steps", help="Upsampler steps (same forms as --steps).", rich_help_panel=UPSAMPLING)]
+UpsampleTemp = Annotated[
+    float, typer.Option("--upsample-temp", min=0.0, help="Scales the upsampler's starting noise (the reference uses 0.997).", rich_help_panel=UPSAMPLING)
+]
+Size = Annotated[
+    Optional[int],
+    typer.Option("--size", help="64: base model only; 256: base then upsampler (sizes of the configured models).", show_default="256", rich_help_panel=OUTPUT),
+]
+PromptsFile = Annotated[
+    Optional[Path],
+    typer.Option("--prompts-file", help="One prompt per line ('-' reads stdin); blank lines are skipped. Each prompt gets -n images.", rich_help_panel=OUTPUT),
+]
+Num = Annotated[int, typer.Option("-n", "--num", min=1, help="Images per prompt; image i uses seed + i.", rich_help_panel=OUTPUT)]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images through the network at once (does not change the images).", rich_help_panel=OUTPUT)]
+Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the first image (random when omitted; always printed and recorded).", show_default=False, rich_help_panel=OUTPUT)]
+Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
+Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}.", rich_help_panel=OUTPUT)]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists (resume a batch run).", rich_help_panel=OUTPUT)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files (default: refuse before any work).", rich_help_panel=OUTPUT)]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT)]
+Device = Annotated[DeviceName, typer.Option("--device", help="auto: CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
+Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU, bf16 (or fp16) on a GPU.", rich_help_panel=MODELS)]
+Weights = Annotated[
+    Optional[Path],
+    typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False, rich_help_panel=MODELS),
+]
+Offline = Annotated[bool, typer.Option("--offline", help="Never download; use cached or local weights only.", rich_help_panel=MODELS)]
+Fit = Annotated[FitMode, typer.Option("--fit", help="Making the picture square: crop (centre), pad (black borders, kept), stretch.", rich_help_panel=SAMPLING)]
+Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file).", show_default=False)]
+Scale = Annotated[float, typer.Option("--scale", "--cfg-scale", min=0.0, help="Classifier-free guidance scale (1 = off).", rich_help_panel=SAMPLING)]
+Sampler = Annotated[SamplerName, typer.Option("--sampler", help="Base sampler.", rich_help_panel=SAMPLING)]
+UpsampleSampler = Annotated[SamplerName, typer.Option("--upsample-sampler", help="Upsampler sampler.", rich_help_panel=UPSAMPLING)]
+BaseModel = Annotated[str, typer.Option("--model", help="Base model (manifest name).", rich_help_panel=MODELS)]
+UpsampleModel = Annotated[str, typer.Option("--upsample-model", help="Upsampler (manifest name).", rich_help_panel=MODELS)]

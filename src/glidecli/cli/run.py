@@ -1,0 +1,331 @@
+"""What every rendering command of `glide` shares: checking options against the manifest,
+turning prompts into jobs, planning output files, and writing each picture as it arrives.
+
+Everything that can be refused (bad options, files in the way, unwritable directories)
+is checked before any model loads. torch is imported only once rendering starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
+
+from ..files.manifest import Manifest
+
+try:  # recent typer ships its own copy of click, and its commands raise that copy's errors
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from ..render.engine import Job, RenderedImage, Reporter, Session, Stage
+
+MAX_SEED = 2**32 - 1  # as glidecli.noise.MAX_SEED, which imports torch
+
+
+class CommandError(Exception):
+    """A failure the user can fix that no other module names (unreadable prompts file...)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a render; `written` pictures were saved completely before it."""
+
+    def __init__(self, written: int):
+        super().__init__(f"interrupted; {written} images written")
+        self.written = written
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a rendering command writes, and what it renders on."""
+
+    out: Path
+    pattern: str
+    skip_existing: bool
+    overwrite: bool
+    json_output: bool
+    quiet: bool
+    device: str
+    dtype: str
+    weights: Optional[Path]
+    offline: bool
+
+    @classmethod
+    def pick(cls, arguments: Mapping[str, Any]) -> "RunOptions":
+        """The run options among a command's arguments, which use the same names."""
+        return cls(**{item.name: arguments[item.name] for item in dataclasses.fields(cls)})
+
+
+# --- options against the manifest ------------------------------------------------------------
+
+
+# Multistep solvers amplify strong guidance: on the analytic test at scale 10 they are
+# 17-27 levels off at 15 steps and within ~1 level from 25 (benchmarks/README.md).
+STRONG_GUIDANCE = 5.0
+STRONG_GUIDANCE_MIN_STEPS = {"dpmpp_2m_sde": 25, "plms": 25}
+
+
+def build_stage(
+    manifest: Manifest,
+    name: str,
+    kind: str,
+    sampler: str,
+    steps: str,
+    *,
+    eta: float = 0.0,
+    threshold: Optional[float] = None,
+    scale: float = 1.0,
+    temperature: float = 1.0,
+    steps_option: str = "--steps",
+) -> "Stage":
+    """A render stage for model `name`, with the sampler checked against its diffusion."""
+    from ..render.engine import Stage, check_sampler, model_entry
+    from ..render.pipeline import SamplerChoice
+
+    arch = model_entry(manifest, name, kind).arch
+    try:
+        choice = SamplerChoice(sampler, steps, eta, threshold)
+    except ValueError as error:
+        raise click_errors.UsageError(str(error)) from None
+    try:
+        check_sampler(choice, arch)
+    except ValueError as error:
+        raise click_errors.BadParameter(str(error), param_hint=f"'{steps_option}'") from None
+    count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
+    if scale > STRONG_GUIDANCE and sampler in STRONG_GUIDANCE_MIN_STEPS and count < STRONG_GUIDANCE_MIN_STEPS[sampler]:
+        print(
+            f"warning: --scale {scale:g} with {count} {sampler} steps may diverge; use {steps_option} "
+            f"{STRONG_GUIDANCE_MIN_STEPS[sampler]} or more (benchmarks/README.md)",
+            file=sys.stderr,
+        )
+    return Stage(name, choice, scale=scale, temperature=temperature)
+
+
+def upsampler_stage(
+    manifest: Manifest, size: Optional[int], base: str, base_kind: str, name: str, kind: str, sampler: str, steps: str, temperature: float
+) -> Optional["Stage"]:
+    """The upsampling stage of a two-stage command, or None when --size asks for the base
+    model's pictures alone."""
+    if not wants_upsampler(size, manifest, base, base_kind, name, kind):
+        return None
+    return build_stage(manifest, name, kind, sampler, steps, temperature=temperature, steps_option="--upsample-steps")
+
+
+def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
+    """--size picks the base model's size (no upsampler) or the upsampler's (default). A
+    manifest without the default upsampler (e.g. one written by `glide train` for a base
+    model) gives the base model's pictures."""
+    from ..render.engine import model_entry
+
+    if size is None:
+        return upsampler != up_kind or upsampler in manifest.models
+    base_size = model_entry(manifest, base, base_kind).arch.image_size
+    if size == base_size:
+        return False
+    up_size = model_entry(manifest, upsampler, up_kind).arch.image_size
+    if size == up_size:
+        return True
+    raise click_errors.BadParameter(
+        f"{size} is neither {base_size} (base model only) nor {up_size} (with the upsampler)", param_hint="'--size'"
+    )
+
+
+# --- prompts and seeds ---------------------------------------------------------------------------
+
+
+def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list[str]:
+    if prompt is not None and prompts_file is not None:
+        raise click_errors.UsageError("give PROMPT or --prompts-file, not both")
+    if prompts_file is None:
+        if prompt is None:
+            raise click_errors.UsageError("missing PROMPT (or --prompts-file FILE)")
+        return [prompt]
+    if str(prompts_file) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CommandError(f"prompts file not found: {prompts_file}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"prompts file {prompts_file} is not UTF-8 text") from None
+        except OSError as error:
+            raise CommandError(f"cannot read prompts file {prompts_file}: {error.strerror or error}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise CommandError(f"no prompts in {'stdin' if str(prompts_file) == '-' else prompts_file}")
+    return prompts
+
+
+def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optional[str]) -> list["Job"]:
+    """`num` pictures per prompt; picture i of every prompt uses seed + i, and indexes run
+    over the whole command (prompt k, picture i -> k * num + i)."""
+    from ..render.engine import Job
+
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED - num + 2)
+    elif seed + num - 1 > MAX_SEED:
+        raise click_errors.BadParameter(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", param_hint="'--seed'")
+    return [
+        Job(prompt, seed + i, k * num + i, negative) for k, prompt in enumerate(prompts) for i in range(num)
+    ]
+
+
+# --- output files ---------------------------------------------------------------------------------
+
+
+def plan_outputs(opts: RunOptions, jobs: list["Job"], console) -> list[tuple["Job", Path]]:
+    """The jobs still to do with their files; refuses clashes before any work."""
+    from ..files.pngfile import ImageError, render_output_path
+
+    planned = [
+        (job, render_output_path(opts.out, index=job.index, seed=job.seed, prompt=job.prompt, pattern=opts.pattern, count=len(jobs)))
+        for job in jobs
+    ]
+    seen: dict[Path, int] = {}
+    for job, path in planned:
+        if path in seen:
+            raise click_errors.BadParameter(
+                f"images {seen[path]} and {job.index} would both be written to {path}; put {{index}} or {{seed}} in it",
+                param_hint="'--pattern'",
+            )
+        seen[path] = job.index
+    existing = [path for _, path in planned if path.exists()]
+    if opts.skip_existing and opts.overwrite:
+        raise click_errors.UsageError("--skip-existing and --overwrite exclude each other")
+    if existing and opts.skip_existing:
+        console.print(f"skipping {len(existing)} of {len(planned)} images that already exist", highlight=False)
+        planned = [(job, path) for job, path in planned if not path.exists()]
+    elif existing and not opts.overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ImageError(
+            f"output file {existing[0]} already exists{more}; use --skip-existing to resume or --overwrite to replace"
+        )
+    for directory in sorted({path.parent for _, path in planned}):
+        _check_writable(directory)
+    return planned
+
+
+def _check_writable(directory: Path) -> None:
+    from ..files.pngfile import ImageError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageError(f"cannot create output directory {directory}: {error.strerror or error}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ImageError(f"cannot write to output directory {directory}: permission denied")
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+RenderFn = Callable[["Session", list["Job"], "Reporter", dict[str, Any]], Iterator["RenderedImage"]]
+
+
+def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: list["Job"], render: RenderFn) -> int:
+    """Check outputs, load models, render, and write each picture as soon as it is ready;
+    returns the number written. Ctrl-C raises Interrupted with that number."""
+    from rich.console import Console
+
+    from ..files.pngfile import write_png
+    from ..render.engine import Session
+
+    console = Console(stderr=True)
+    planned = plan_outputs(opts, jobs, console)
+    if not planned:
+        console.print("nothing to do: every image exists", highlight=False)
+        return 0
+    session = Session(manifest, device=opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet)
+    seeds = sorted({job.seed for job in jobs})
+    console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
+    paths = {job.index: path for job, path in planned}
+    written = 0
+    try:
+        with _ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
+            for rendered in render(session, [job for job, _ in planned], reporter, {"command": command}):
+                path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+                written += 1
+                reporter.image_done()
+                _announce(path, rendered, opts.json_output)
+    except KeyboardInterrupt:
+        raise Interrupted(written) from None
+    return written
+
+
+def _announce(path: Path, rendered: "RenderedImage", as_json: bool) -> None:
+    if as_json:
+        job = rendered.job
+        record = {"path": str(path), "prompt": job.prompt, "seed": job.seed, "index": job.index, "settings": rendered.meta}
+        line = json.dumps(record, ensure_ascii=False)
+    else:
+        line = str(path)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()  # a caller reading the pipe sees each file as it lands
+
+
+class _ConsoleReporter:
+    """A render.Reporter: warnings on stderr and, on a terminal unless --quiet, a progress
+    bar per stage plus one for the pictures. The bars start with the first sampling step,
+    after the models are loaded, so that download bars (fetch.py) never overlap them."""
+
+    def __init__(self, console, quiet: bool, total: int):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = console
+        self.total = total
+        self.bars = None
+        if console.is_terminal and not quiet:
+            self.bars = Progress(
+                TextColumn("{task.description:>16}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                # Paths printed to a terminal go above the bars; piped, stdout is left alone.
+                redirect_stdout=sys.stdout.isatty(),
+                redirect_stderr=False,
+            )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "_ConsoleReporter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._tasks:
+            self.bars.stop()
+
+    def _task(self, name: str, total: int) -> Any:
+        if not self._tasks:
+            self.bars.start()
+            self._tasks["images"] = self.bars.add_task("images", total=self.total)
+        if name not in self._tasks:
+            self._tasks[name] = self.bars.add_task(name, total=total)
+        return self._tasks[name]
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", style="yellow", highlight=False, markup=False)
+
+    def step(self, stage: str, info) -> None:
+        if self.bars is None:
+            return
+        task = self._task(stage, info.total)
+        if info.index == 1:  # a new batch
+            self.bars.reset(task, total=info.total)
+        self.bars.update(task, completed=info.index)
+
+    def image_done(self) -> None:
+        if self.bars is not None:
+            self.bars.advance(self._task("images", self.total))

@@ -1,0 +1,590 @@
+"""Getting weight files onto the local disk, checking them, and turning pickles into
+safetensors.
+
+Where files live:
+- hub sources: the Hugging Face cache (HF_HOME / HF_HUB_CACHE), managed by huggingface_hub
+  and never modified here;
+- url sources: `cache_dir()/downloads/<stem>-<hash of the URL>/<file name>`;
+- local sources: where the manifest says.
+A `.pt` file is converted once to `.safetensors`: next to its download for url sources,
+else under `cache_dir()/converted/`. The converted file records the source's size,
+modification time and sha256 in its safetensors metadata, so it is reused only while it
+still matches its source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Union
+from urllib.parse import unquote, urlparse
+
+from .. import __version__
+from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
+
+Entry = Union[ModelEntry, TokenizerEntry]
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+_TRUE = {"1", "true", "yes", "on"}
+# Keys this module writes into the metadata of converted files.
+_META_SHA256 = "glidecli.source_sha256"
+_META_SIZE = "glidecli.source_size"
+_META_MTIME = "glidecli.source_mtime_ns"
+_META_PATH = "glidecli.source_path"
+
+
+class WeightsError(Exception):
+    """A weight file that is missing, corrupt or unusable; the message is one line."""
+
+
+def cache_dir() -> Path:
+    """Where url downloads and converted files go: $GLIDE_CACHE, else $HF_HOME/glidecli."""
+    explicit = os.environ.get("GLIDE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME")
+    if not hf_home:
+        # huggingface_hub's own default, so both caches sit side by side.
+        xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+        hf_home = os.path.join(xdg, "huggingface")
+    return Path(hf_home).expanduser() / "glidecli"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_entry(
+    entry: Entry, *, offline: bool | None = None, progress: bool = True, force: bool = False
+) -> Path:
+    """A local path for `entry`: a .safetensors file for a model, the file itself for a
+    tokenizer. Downloads, checks and converts as needed; `offline=None` follows
+    $HF_HUB_OFFLINE; `force` downloads and converts again even if files are present."""
+    if offline is None:
+        offline = _env_flag("HF_HUB_OFFLINE")
+    show_progress = progress and not _env_flag("HF_HUB_DISABLE_PROGRESS_BARS")
+    source = entry.source
+    if isinstance(entry, ModelEntry) and entry.format == "pt" and not force and not isinstance(source, HubSource):
+        # The converted file answers without touching the source or the network. Hub files
+        # still go through hf_hub_download, which notices when a revision has moved.
+        ready = _up_to_date_conversion(entry)
+        if ready is not None:
+            return ready
+    if isinstance(source, LocalSource):
+        original = _local_file(entry)
+        fresh_hash = None
+    elif isinstance(source, HubSource):
+        original = _hub_file(entry, offline=offline, progress=show_progress, force=force)
+        fresh_hash = None
+    else:
+        original, fresh_hash = _url_file(entry, offline=offline, progress=show_progress, force=force)
+    if entry.sha256 is not None:
+        _check_hash(entry, original, fresh_hash or _stamped_hash(original) or sha256_file(original))
+        _write_stamp(original, entry.sha256)
+    if not isinstance(entry, ModelEntry) or entry.format == "safetensors":
+        return original
+    converted = _converted_path(entry, original)
+    if not force and _matches_source(converted, original, entry.sha256):
+        return converted
+    source_hash = entry.sha256 or fresh_hash or _stamped_hash(original)
+    if source_hash is None:
+        source_hash = sha256_file(original)
+        _write_stamp(original, source_hash)
+    if show_progress:
+        _status(f"Converting {original.name} to safetensors (once) ...")
+    stat = original.stat()
+    convert_pt_to_safetensors(
+        original,
+        converted,
+        metadata={
+            _META_SHA256: source_hash,
+            _META_SIZE: str(stat.st_size),
+            _META_MTIME: str(stat.st_mtime_ns),
+            _META_PATH: str(original),
+        },
+    )
+    return converted
+
+
+def verify_file(entry: Entry, path: str | Path | None = None) -> str:
+    """Hash the file as distributed and check it against the entry's sha256 (if any).
+
+    `path` defaults to the cached source file. A file converted by `fetch_entry` stands
+    for its source: the .pt it was made from is hashed instead. Returns the hash."""
+    if path is None:
+        found = cached_source(entry)
+        if found is None:
+            raise WeightsError(f"{_label(entry)}: not downloaded yet; run `glide weights download {entry.name}`")
+        path = found
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{_label(entry)}: {path} does not exist")
+    recorded = _conversion_metadata(path)
+    if recorded is not None and _META_PATH in recorded and isinstance(entry, ModelEntry) and entry.format == "pt":
+        path = Path(recorded[_META_PATH])
+        if not path.is_file():
+            raise WeightsError(
+                f"{_label(entry)}: {path}, the file that was converted, is gone, so its hash cannot be"
+                f" checked; run `glide weights download {entry.name}` to fetch it again"
+            )
+    actual = sha256_file(path)
+    _check_hash(entry, path, actual)
+    _write_stamp(path, actual)
+    return actual
+
+
+def cached_path(entry: Entry) -> Path | None:
+    """Where the entry already is on disk, without any network access: the converted
+    .safetensors when it is up to date, else the source file, else None."""
+    if isinstance(entry, ModelEntry) and entry.format == "pt":
+        ready = _up_to_date_conversion(entry)
+        if ready is not None:
+            return ready
+    return cached_source(entry)
+
+
+def cached_source(entry: Entry) -> Path | None:
+    """The file as distributed (.pt or .safetensors), if it is on disk."""
+    source = entry.source
+    if isinstance(source, LocalSource):
+        return source.path if source.path.is_file() else None
+    if isinstance(source, UrlSource):
+        path = _download_path(source)
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(source.repo, source.file, revision=source.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def recorded_sha256(path: str | Path) -> str | None:
+    """The sha256 of the file as distributed, when known without hashing: what a converted
+    file recorded about its source, or a still-valid record of an earlier check."""
+    path = Path(path)
+    recorded = _conversion_metadata(path)
+    if recorded is not None and _META_SHA256 in recorded:
+        return recorded[_META_SHA256]
+    return _stamped_hash(path)
+
+
+def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
+    """Convert a pickled state dict of tensors to safetensors.
+
+    The pickle is read with weights_only=True, so a file holding anything but tensors and
+    plain containers is refused before any of its code can run. The result is written to a
+    temporary name and moved into place, so `dst` is either absent or complete."""
+    import torch
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    state = _load_pickled_tensors(src)
+    if not isinstance(state, dict):
+        raise WeightsError(f"{src}: expected a state dict of tensors, found a {type(state).__name__}")
+    tensors: dict[str, torch.Tensor] = {}
+    seen_storages: set[int] = set()
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise WeightsError(
+                f"{src}: expected a flat state dict of tensors, but key {key!r} holds a {type(value).__name__}"
+            )
+        tensor = value.detach()
+        if tensor.numel():
+            # safetensors refuses tensors that share memory (tied weights); give each its own.
+            storage = tensor.untyped_storage().data_ptr()
+            if storage in seen_storages:
+                tensor = tensor.clone()
+            else:
+                seen_storages.add(storage)
+        tensors[key] = tensor.contiguous()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    temporary = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata={"format": "pt", **(metadata or {})})
+        os.replace(temporary, dst)
+    except OSError as exc:
+        raise WeightsError(f"{dst}: cannot write the converted file: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    return dst
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def _local_file(entry: Entry) -> Path:
+    path = entry.source.path  # type: ignore[union-attr]
+    if not path.is_file():
+        raise WeightsError(f"{_label(entry)}: {path} does not exist; fix its `path` in {_manifest_name(entry)}")
+    return path
+
+
+def _hub_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> Path:
+    import inspect
+
+    import huggingface_hub
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+    )
+
+    source: HubSource = entry.source  # type: ignore[assignment]
+    options: dict = {"revision": source.revision, "local_files_only": offline, "force_download": force}
+    if not progress and "tqdm_class" in inspect.signature(huggingface_hub.hf_hub_download).parameters:
+        options["tqdm_class"] = _silent_tqdm()
+    try:
+        return Path(huggingface_hub.hf_hub_download(source.repo, source.file, **options))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        if offline or isinstance(exc, OfflineModeIsEnabled):
+            raise WeightsError(
+                f"{_label(entry)}: {source.file} from {source.repo} is not in the Hugging Face cache"
+                f" and offline mode is on; {_offline_fix(entry)}"
+            ) from None
+        raise WeightsError(
+            f"{_label(entry)}: cannot download {source} and it is not in the Hugging Face cache"
+            f" ({_first_line(exc)}); check the connection, or {_offline_fix(entry)}"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise WeightsError(f"{_label(entry)}: cannot download {source}: {_first_line(exc)}") from None
+
+
+def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tuple[Path, str | None]:
+    """The downloaded file, and its sha256 when this call downloaded it."""
+    source: UrlSource = entry.source  # type: ignore[assignment]
+    dest = _download_path(source)
+    part = dest.with_name(dest.name + ".part")
+    if force:
+        for stale in (dest, part):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+    if dest.is_file():
+        return dest, None
+    is_file_url = urlparse(source.url).scheme == "file"
+    if offline and not is_file_url:
+        raise WeightsError(f"{_label(entry)}: {dest} is not downloaded and offline mode is on; {_offline_fix(entry)}")
+    try:
+        digest = _download(source.url, part, label=entry.name, progress=progress)
+    except WeightsError as exc:
+        raise WeightsError(f"{_label(entry)}: {exc}") from None
+    if entry.sha256 is not None and digest != entry.sha256:
+        part.unlink()  # a retry should start clean, not resume a bad file
+        raise WeightsError(
+            f"{_label(entry)}: download of {source.url} has sha256 {digest}, expected {entry.sha256};"
+            f" the file at the url differs from the manifest: fix `url` or `sha256` in {_manifest_name(entry)}"
+        )
+    os.replace(part, dest)
+    return dest, digest
+
+
+def _download(url: str, part: Path, *, label: str, progress: bool) -> str:
+    """Download `url` into `part`, resuming what is already there; returns its sha256."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.exists() else 0
+    stream, total, resumed = _open_url(url, offset)
+    digest = hashlib.sha256()
+    if resumed:
+        with open(part, "rb") as existing:  # hash the part we keep, so the file is read once
+            while chunk := existing.read(_CHUNK):
+                digest.update(chunk)
+    else:
+        offset = 0
+    written = offset
+    try:
+        with stream, open(part, "ab" if resumed else "wb") as out, _progress_bar(
+            label, total, offset, progress
+        ) as advance:
+            while chunk := stream.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+                advance(len(chunk))
+    except OSError as exc:  # includes socket timeouts and resets
+        raise WeightsError(
+            f"download of {url} stopped after {written} bytes ({_first_line(exc)}); run the command again to resume"
+        ) from None
+    if total is not None and written != total:
+        raise WeightsError(
+            f"download of {url} stopped after {written} of {total} bytes; run the command again to resume"
+        )
+    return digest.hexdigest()
+
+
+def _open_url(url: str, offset: int):
+    """Open `url` from byte `offset`: (stream, total size or None, whether it resumed)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        # urllib's file handler ignores Range, so local copies resume by seeking.
+        path = Path(urllib.request.url2pathname(parsed.path))
+        try:
+            stream = open(path, "rb")
+        except OSError as exc:
+            raise WeightsError(f"cannot read {url}: {exc.strerror or exc}") from None
+        total = os.fstat(stream.fileno()).st_size
+        resumed = 0 < offset <= total
+        if resumed:
+            stream.seek(offset)
+        return stream, total, resumed
+    headers = {"User-Agent": f"glidecli/{__version__}", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            # The part may already hold everything; otherwise start again from zero.
+            total = _content_range_total(exc.headers.get("Content-Range"))
+            if total == offset:
+                return _EmptyStream(), total, True
+            return _open_url(url, 0)
+        raise WeightsError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise WeightsError(f"cannot download {url}: {_first_line(exc.reason)}") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot download {url}: {_first_line(exc)}") from None
+    if offset and response.status == 206:
+        total = _content_range_total(response.headers.get("Content-Range"))
+        return response, total, True
+    length = response.headers.get("Content-Length")
+    return response, int(length) if length and length.isdigit() else None, False
+
+
+class _EmptyStream:
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def __enter__(self) -> "_EmptyStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+
+def _content_range_total(header: str | None) -> int | None:
+    # "bytes 100-199/200" or "bytes */200"; the total may be "*" (unknown).
+    match = re.search(r"/(\d+)\s*$", header or "")
+    return int(match.group(1)) if match else None
+
+
+# --- cache layout ------------------------------------------------------------------------
+
+
+def _download_path(source: UrlSource) -> Path:
+    name = Path(unquote(urlparse(source.url).path)).name or "download"
+    key = hashlib.sha256(source.url.encode()).hexdigest()[:12]
+    return cache_dir() / "downloads" / f"{Path(name).stem}-{key}" / name
+
+
+def _converted_path(entry: ModelEntry, original: Path) -> Path:
+    name = Path(original.name).with_suffix(".safetensors").name
+    if isinstance(entry.source, UrlSource):
+        return original.with_name(name)
+    if isinstance(entry.source, HubSource):
+        identity = f"hub:{entry.source.repo}:{entry.source.revision or 'main'}:{entry.source.file}"
+    else:
+        identity = f"path:{entry.source.path}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return cache_dir() / "converted" / f"{Path(name).stem}-{key}" / name
+
+
+def _up_to_date_conversion(entry: ModelEntry) -> Path | None:
+    original = cached_source(entry)
+    if original is None:
+        return None
+    converted = _converted_path(entry, original)
+    return converted if _matches_source(converted, original, entry.sha256) else None
+
+
+def _matches_source(converted: Path, original: Path, sha256: str | None) -> bool:
+    """Whether `converted` was made from `original` as it is now (and from the right bytes)."""
+    recorded = _conversion_metadata(converted)
+    if recorded is None:
+        return False
+    try:
+        stat = original.stat()
+    except OSError:
+        return False
+    return (
+        recorded.get(_META_SIZE) == str(stat.st_size)
+        and recorded.get(_META_MTIME) == str(stat.st_mtime_ns)
+        and (sha256 is None or recorded.get(_META_SHA256) == sha256)
+    )
+
+
+def _conversion_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a safetensors file written by this module, read from its header only."""
+    try:
+        with open(path, "rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            if header_size > 100_000_000:
+                return None
+            header = json.loads(handle.read(header_size))
+    except (OSError, struct.error, ValueError):
+        return None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or _META_SHA256 not in metadata:
+        return None
+    return metadata
+
+
+# Hashing a multi-gigabyte file on every run is slow, so a successful check leaves a small
+# record keyed by the file's path, size and modification time; any change forces a re-hash.
+
+
+def _stamp_path(path: Path) -> Path:
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    return cache_dir() / "verified" / f"{key}.json"
+
+
+def _stamped_hash(path: Path) -> str | None:
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    if stamp.get("size") == stat.st_size and stamp.get("mtime_ns") == stat.st_mtime_ns:
+        return stamp.get("sha256")
+    return None
+
+
+def _write_stamp(path: Path, sha256: str) -> None:
+    try:
+        stat = path.stat()
+        stamp = _stamp_path(path)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        record = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+        temporary = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, stamp)
+    except OSError:
+        pass  # only an optimisation: a read-only cache means hashing again next time
+
+
+# --- checks and messages -----------------------------------------------------------------
+
+
+def _check_hash(entry: Entry, path: Path, actual: str) -> None:
+    if entry.sha256 is None or actual == entry.sha256:
+        return
+    if isinstance(entry.source, LocalSource):
+        fix = f"replace the file or fix `sha256` in {_manifest_name(entry)}"
+    elif isinstance(entry.source, HubSource):
+        # Deleting the snapshot link alone would leave the bad blob for reuse.
+        fix = (
+            f"fetch it again with `hf download {entry.source.repo} {entry.source.file} --force-download`"
+            f" or fix `sha256` in {_manifest_name(entry)}"
+        )
+    else:
+        fix = f"delete it and run `glide weights download {entry.name}`"
+    raise WeightsError(f"{_label(entry)}: {path} has sha256 {actual}, expected {entry.sha256}; {fix}")
+
+
+def _load_pickled_tensors(src: Path):
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            return torch.load(src, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            # Files from torch's legacy (non-zip) format cannot be memory-mapped.
+            return torch.load(src, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{src}: no such file") from None
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{src}: refused to load: the file is not a plain tensor checkpoint ({_unpickling_reason(exc)});"
+            " only pickles of tensors are read, and nothing in them is executed"
+        ) from None
+    except Exception as exc:  # a damaged file can fail inside the unpickler in many ways
+        raise WeightsError(f"{src}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    # torch's message is long; its "WeightsUnpickler error:" part says what was refused.
+    text = " ".join(str(exc).split())
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|$)", text)
+    return match.group(1) if match else _first_line(exc)
+
+
+def _offline_fix(entry: Entry) -> str:
+    return (
+        f"run `glide weights download {entry.name}` on a connected machine and copy the cache,"
+        f" or point it at a local file with `path = ...` in a manifest ($GLIDE_WEIGHTS)"
+    )
+
+
+def _label(entry: Entry) -> str:
+    return f"{'model' if isinstance(entry, ModelEntry) else 'tokenizer'} {entry.name}"
+
+
+def _manifest_name(entry: Entry) -> str:
+    return str(entry.manifest_path) if entry.manifest_path else "the manifest"
+
+
+def _first_line(value: object) -> str:
+    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+    return lines[0] if lines else type(value).__name__
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _status(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(message, highlight=False, markup=False)
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(f"Downloading {label}", total=total, completed=done)
+        yield lambda n: bar.advance(task, n)
+
+
+def _silent_tqdm():
+    from tqdm.auto import tqdm
+
+    class SilentTqdm(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return SilentTqdm

@@ -1,0 +1,395 @@
+"""The weights manifest: which files hold each model, where to get them, and how the
+network that reads them is shaped.
+
+A manifest is a TOML file (the packaged `weights.toml` by default; see that file for the
+schema). Loading it validates everything up front so that a typo fails with one line that
+names the file and the problem, before any download starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Union
+from urllib.parse import unquote, urlparse
+
+from ..nets.config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig, unet_defaults
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError:  # pragma: no cover - depends on the environment
+        tomllib = None  # type: ignore[assignment]
+
+MANIFEST_ENV = "GLIDE_WEIGHTS"
+MODEL_KINDS = UNET_KINDS + CLIP_KINDS
+FORMATS = ("safetensors", "pt")
+
+# File suffixes whose format is unambiguous; anything else needs an explicit `format`.
+_SUFFIX_FORMATS = {
+    ".safetensors": "safetensors",
+    ".pt": "pt",
+    ".pth": "pt",
+    ".bin": "pt",
+    ".ckpt": "pt",
+}
+_SOURCE_KEYS = ("hub", "url", "path")
+_MODEL_KEYS = frozenset({"kind", "hub", "file", "revision", "url", "path", "format", "sha256", "size", "arch", "tokenizer"})
+_TOKENIZER_KEYS = frozenset({"hub", "file", "revision", "url", "path", "sha256"})
+_TOP_LEVEL_KEYS = frozenset({"version", "models", "tokenizers"})
+_SCHEMA_VERSION = 1
+DEFAULT_TOKENIZER = "gpt2"  # the [tokenizers.NAME] a U-Net's prompts use unless its entry names another
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_URL_SCHEMES = ("https", "http", "file")
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be read or is invalid; the message is one line."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A file in a Hugging Face Hub repository, fetched with `hf_hub_download`."""
+
+    repo: str
+    file: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        return f"hf://{self.repo}/{self.file}{at}"
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A plain download (https, http, or file:// for copies on a local disk)."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A file already on disk, used in place; `path` is absolute once loaded."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+Source = Union[HubSource, UrlSource, LocalSource]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str
+    source: Source
+    format: str
+    sha256: str | None
+    size: int | None
+    arch: UNetConfig | ClipConfig
+    # The manifest this entry came from, so that error messages can say what to edit.
+    manifest_path: Path | None = field(default=None, compare=False)
+    # The [tokenizers.NAME] entry that turns prompts into this U-Net's tokens.
+    tokenizer: str = DEFAULT_TOKENIZER
+
+    @property
+    def file_name(self) -> str:
+        """The source's file name (what a download is saved as)."""
+        return _source_file_name(self.source)
+
+
+@dataclass(frozen=True)
+class TokenizerEntry:
+    name: str
+    source: Source
+    sha256: str | None
+    manifest_path: Path | None = field(default=None, compare=False)
+
+    @property
+    def file_name(self) -> str:
+        return _source_file_name(self.source)
+
+
+@dataclass
+class Manifest:
+    path: Path
+    models: dict[str, ModelEntry]
+    tokenizers: dict[str, TokenizerEntry]
+
+    def model(self, name: str) -> ModelEntry:
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(self.models) or "none"
+            raise ManifestError(f"{self.path}: no model named {name!r}; known models: {known}") from None
+
+    def tokenizer(self, name: str) -> TokenizerEntry:
+        try:
+            return self.tokenizers[name]
+        except KeyError:
+            known = ", ".join(self.tokenizers) or "none"
+            raise ManifestError(f"{self.path}: no tokenizer named {name!r}; known tokenizers: {known}") from None
+
+    def models_of_kind(self, kind: str) -> list[ModelEntry]:
+        """Entries of one kind, in manifest order."""
+        return [entry for entry in self.models.values() if entry.kind == kind]
+
+
+def packaged_manifest_path() -> Path:
+    """The `weights.toml` shipped inside the package."""
+    return Path(str(resources.files("glidecli.files").joinpath("weights.toml")))
+
+
+def load_manifest(path: str | Path | None = None) -> Manifest:
+    """Read and validate a manifest: `path`, else $GLIDE_WEIGHTS, else the packaged one."""
+    origin = ""
+    if path is None or str(path) == "":
+        env_path = os.environ.get(MANIFEST_ENV, "")
+        if env_path:
+            path, origin = env_path, f" (from ${MANIFEST_ENV})"
+        else:
+            path = packaged_manifest_path()
+    manifest_path = Path(path).expanduser()
+    if tomllib is None:
+        raise ManifestError(f"{manifest_path}: reading TOML on this Python needs the 'tomli' package (pip install tomli)")
+    try:
+        raw = manifest_path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{manifest_path}{origin}: no such manifest file") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{manifest_path}{origin}: is a directory, not a manifest file") from None
+    except OSError as exc:
+        raise ManifestError(f"{manifest_path}{origin}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{manifest_path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message already ends with "(at line L, column C)".
+        raise ManifestError(f"{manifest_path}: invalid TOML: {_one_line(str(exc))}") from None
+    return _parse_manifest(data, manifest_path.resolve())
+
+
+def _parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    if unknown:
+        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; expected models, tokenizers or version")
+    version = data.get("version", _SCHEMA_VERSION)
+    if version != _SCHEMA_VERSION:
+        raise ManifestError(f"{path}: unsupported manifest version {version!r}; this glidecli reads version {_SCHEMA_VERSION}")
+    models_table = _table(data.get("models", {}), path, "models")
+    tokenizers_table = _table(data.get("tokenizers", {}), path, "tokenizers")
+    models = {
+        name: _parse_model(name, _table(table, path, f"models.{name}"), path)
+        for name, table in models_table.items()
+    }
+    tokenizers = {
+        name: _parse_tokenizer(name, _table(table, path, f"tokenizers.{name}"), path)
+        for name, table in tokenizers_table.items()
+    }
+    for entry in models.values():
+        if entry.tokenizer != DEFAULT_TOKENIZER and entry.tokenizer not in tokenizers:
+            known = ", ".join(tokenizers) or "none"
+            raise ManifestError(
+                f"{path}: model {entry.name!r} uses tokenizer {entry.tokenizer!r}, which has no"
+                f" [tokenizers.{entry.tokenizer}] entry; known tokenizers: {known}"
+            )
+    return Manifest(path=path, models=models, tokenizers=tokenizers)
+
+
+def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
+    where = f"{path}: model {name!r}"
+    _reject_unknown_keys(table, _MODEL_KEYS, where)
+    kind = table.get("kind")
+    if kind is None:
+        raise ManifestError(f"{where}: missing 'kind' (one of {', '.join(MODEL_KINDS)})")
+    if kind not in MODEL_KINDS:
+        raise ManifestError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    source = _parse_source(table, path, where)
+    file_format = table.get("format")
+    if file_format is None:
+        file_format = _format_from_name(_source_file_name(source), where)
+    elif file_format not in FORMATS:
+        raise ManifestError(f"{where}: unknown format {file_format!r}; expected safetensors or pt")
+    size = table.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ManifestError(f"{where}: size must be a positive whole number of bytes, not {size!r}")
+    arch_table = _table(table.get("arch", {}), path, f"models.{name}.arch")
+    tokenizer = table.get("tokenizer", DEFAULT_TOKENIZER)
+    if not isinstance(tokenizer, str) or not tokenizer:
+        raise ManifestError(f"{where}: tokenizer must be the name of a [tokenizers.NAME] entry, not {tokenizer!r}")
+    if "tokenizer" in table and kind not in UNET_KINDS:
+        raise ManifestError(f"{where}: 'tokenizer' applies to U-Net models only, not {kind}")
+    return ModelEntry(
+        name=name,
+        kind=kind,
+        source=source,
+        format=file_format,
+        sha256=_parse_sha256(table, where),
+        size=size,
+        arch=_build_arch(kind, arch_table, where),
+        manifest_path=path,
+        tokenizer=tokenizer,
+    )
+
+
+def _parse_tokenizer(name: str, table: Mapping[str, Any], path: Path) -> TokenizerEntry:
+    where = f"{path}: tokenizer {name!r}"
+    _reject_unknown_keys(table, _TOKENIZER_KEYS, where)
+    return TokenizerEntry(
+        name=name,
+        source=_parse_source(table, path, where),
+        sha256=_parse_sha256(table, where),
+        manifest_path=path,
+    )
+
+
+def _parse_source(table: Mapping[str, Any], path: Path, where: str) -> Source:
+    given = [key for key in _SOURCE_KEYS if key in table]
+    if len(given) != 1:
+        found = f"found {', '.join(given)}" if given else "found none"
+        raise ManifestError(f"{where}: give exactly one source, hub (with file), url or path; {found}")
+    kind = given[0]
+    for key in ("hub", "file", "revision", "url", "path"):
+        if key in table and not (isinstance(table[key], str) and table[key]):
+            raise ManifestError(f"{where}: {key} must be a non-empty string")
+    if kind != "hub":
+        for key in ("file", "revision"):
+            if key in table:
+                raise ManifestError(f"{where}: {key!r} only goes with hub sources")
+    if kind == "hub":
+        repo = table["hub"]
+        if repo.count("/") != 1 or repo.startswith("/") or repo.endswith("/"):
+            raise ManifestError(f"{where}: hub must be 'owner/repo', not {repo!r}")
+        if "file" not in table:
+            raise ManifestError(f"{where}: hub source needs file = \"...\" (the file's path in {repo})")
+        return HubSource(repo=repo, file=table["file"], revision=table.get("revision"))
+    if kind == "url":
+        url = table["url"]
+        scheme = urlparse(url).scheme
+        if scheme not in _URL_SCHEMES:
+            raise ManifestError(f"{where}: url must start with https://, http:// or file://, not {url!r}")
+        if not _source_file_name(UrlSource(url)):
+            raise ManifestError(f"{where}: url {url!r} does not end in a file name")
+        return UrlSource(url=url)
+    local = Path(table["path"]).expanduser()
+    if not local.is_absolute():
+        local = path.parent / local  # relative to the manifest, not the working directory
+    return LocalSource(path=Path(os.path.normpath(local)))
+
+
+def _parse_sha256(table: Mapping[str, Any], where: str) -> str | None:
+    digest = table.get("sha256")
+    if digest is None:
+        return None
+    if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+        raise ManifestError(f"{where}: sha256 must be 64 hexadecimal digits, not {digest!r}")
+    return digest.lower()
+
+
+def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> UNetConfig | ClipConfig:
+    defaults: UNetConfig | ClipConfig = unet_defaults(kind) if kind in UNET_KINDS else ClipConfig()
+    known = {f.name for f in dataclasses.fields(defaults)}
+    changes = {}
+    for key, value in arch.items():
+        if key not in known:
+            raise ManifestError(
+                f"{where}: unknown arch setting {key!r} for a {kind} model"
+                f" (known: {', '.join(sorted(known))})"
+            )
+        changes[key] = _coerce_setting(value, getattr(defaults, key), f"{where}: arch.{key}")
+    try:
+        config = dataclasses.replace(defaults, **changes)
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{where}: invalid arch: {_one_line(str(exc))}") from None
+    if isinstance(config, UNetConfig) and config.kind != kind:
+        # super_res/inpaint decide the network's inputs; they must agree with the kind.
+        raise ManifestError(
+            f"{where}: arch super_res={str(config.super_res).lower()}, inpaint={str(config.inpaint).lower()}"
+            f" describe kind {config.kind!r}, but the entry's kind is {kind!r}"
+        )
+    return config
+
+
+def _coerce_setting(value: Any, default: Any, where: str) -> Any:
+    """Check a TOML value against the type of the setting's default; convert where lossless."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        expected = "true or false"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "a whole number"
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        expected = "a string"
+    elif isinstance(default, tuple):
+        floats = any(isinstance(v, float) for v in default)
+        if isinstance(value, list) and all(
+            isinstance(v, (int, float) if floats else int) and not isinstance(v, bool) for v in value
+        ):
+            return tuple(float(v) if floats else v for v in value)
+        expected = "a list of numbers" if floats else "a list of whole numbers"
+    else:  # pragma: no cover - every setting has one of the types above
+        return value
+    raise ManifestError(f"{where} must be {expected}, not {value!r}")
+
+
+def _source_file_name(source: Source) -> str:
+    if isinstance(source, HubSource):
+        return source.file.rsplit("/", 1)[-1]
+    if isinstance(source, UrlSource):
+        return unquote(urlparse(source.url).path).rsplit("/", 1)[-1]
+    return source.path.name
+
+
+def _format_from_name(file_name: str, where: str) -> str:
+    suffix = Path(file_name).suffix.lower()
+    if suffix not in _SUFFIX_FORMATS:
+        raise ManifestError(f"{where}: cannot tell the format of {file_name!r}; add format = \"safetensors\" or \"pt\"")
+    return _SUFFIX_FORMATS[suffix]
+
+
+def _table(value: Any, path: Path, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ManifestError(f"{path}: [{key}] must be a table, not {type(value).__name__}")
+    return value
+
+
+def _reject_unknown_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ManifestError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a setting (bool, number, string or list of them), for writing manifests."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"

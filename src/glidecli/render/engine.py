@@ -1,0 +1,342 @@
+"""Rendering pictures with GLIDE from Python: the engine behind the `glide` commands.
+
+The `render_*` generators take a list of `Job`s (prompt, seed, output index) and yield one
+`RenderedImage` per job, batch by batch, so a caller can save each picture as soon as its
+batch is done: an interruption loses at most the batch in flight. Models come from a
+`Session` (see session.py), which loads each one once, on first use.
+
+Every image of a batch shares ONE `ImageNoise` for all of its stages (base, then
+upsampler), so image i depends on its own seed alone, whatever the batch it ran in.
+
+    session = Session(load_manifest())          # device and dtype "auto"
+    for done in render_generate(session, [Job("a corgi", seed=0)]):
+        done.image.save("corgi.png")            # or images.write_png(..., done.meta)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..diffusion.noise import ImageNoise
+from ..files.images import (
+    check_same_size,
+    load_image,
+    load_image_rgba,
+    load_mask,
+    mask_from_alpha,
+    tensor_to_pil,
+)
+from ..files.pngfile import ImageError
+from ..nets.config import ClipConfig, UNetConfig
+from .pipeline import (
+    ClipGuidance,
+    Inpainting,
+    SamplerChoice,
+    encode_prompts,
+    quantize_to_8bit,
+    sample_stage,
+)
+from .session import (  # noqa: F401 - re-exported: the Python API lives here
+    DEVICES,
+    DTYPES,
+    RenderError,
+    Reporter,
+    Session,
+    dtype_name,
+    model_entry,
+    resolve_device,
+    resolve_dtype,
+)
+
+# --- what to render ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One diffusion stage: which manifest model, how to sample it, how hard to guide it."""
+
+    model: str
+    sampler: SamplerChoice = SamplerChoice()
+    scale: float = 1.0  # classifier-free guidance; 1 runs the conditional model alone
+    temperature: float = 1.0  # multiplies the starting noise (the reference uses 0.997 to upsample)
+
+
+# The commands' defaults (the CLI repeats them; a test keeps them in sync). Text-to-image
+# uses fast solvers where benchmarks/README.md shows they match the reference notebook's
+# sampling: SDE-DPM-Solver++(2M) with 20 steps for ddpm-100 (guided), DPM-Solver++(2M) with
+# 15 steps for ddim-fast27. Inpainting keeps the notebook's settings (no evidence yet).
+DEFAULT_BASE = Stage("base", SamplerChoice("dpmpp_2m_sde", "20"), scale=3.0)
+DEFAULT_UPSAMPLE = Stage("upsample", SamplerChoice("dpmpp_2m", "15"), temperature=0.997)
+# The reference notebooks' text-to-image settings: --sampler ddpm --steps 100
+# --upsample-sampler ddim --upsample-steps fast27.
+REFERENCE_BASE = Stage("base", SamplerChoice("ddpm", "100"), scale=3.0)
+REFERENCE_UPSAMPLE = Stage("upsample", SamplerChoice("ddim", "fast27"), temperature=0.997)
+DEFAULT_INPAINT_BASE = Stage("base-inpaint", SamplerChoice("ddpm", "100"), scale=5.0)
+DEFAULT_INPAINT_UPSAMPLE = Stage("upsample-inpaint", SamplerChoice("ddpm", "fast27"), temperature=0.997)
+
+
+@dataclass(frozen=True)
+class ClipSteering:
+    """CLIP guidance of the base stage with the noised CLIP's two halves."""
+
+    image_model: str = "clip-image"
+    text_model: str = "clip-text"
+    scale: float = 3.0
+
+
+@dataclass(frozen=True)
+class InpaintSource:
+    """The picture to edit and what to repaint: a mask file (white = repaint), or without
+    one the picture's transparent pixels. Both are fitted to each stage's size."""
+
+    image: Path
+    mask: Optional[Path] = None
+    fit: str = "crop"
+    invert_mask: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One picture: its prompt, its own seed and its output index."""
+
+    prompt: str
+    seed: int
+    index: int = 0
+    negative: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """One finished picture, the job it answers, and the settings to record in its PNG."""
+
+    image: Image.Image
+    job: Job
+    meta: dict[str, Any] = field(default_factory=dict)  # everything to record in the PNG
+
+
+def check_sampler(choice: SamplerChoice, arch: UNetConfig) -> None:
+    """Raise ValueError now if `choice`'s steps do not fit the model's diffusion (so a bad
+    spec fails before any weights load)."""
+    choice.schedule(arch.noise_schedule, arch.diffusion_steps)
+
+
+def _batches(jobs: Sequence[Job], size: int) -> Iterator[list[Job]]:
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(jobs), size):
+        yield list(jobs[start : start + size])
+
+
+def _sampler_meta(prefix: str, stage: Stage) -> dict[str, Any]:
+    choice = stage.sampler
+    meta: dict[str, Any] = {f"{prefix}sampler": choice.name, f"{prefix}steps": choice.steps}
+    if choice.eta:
+        meta[f"{prefix}eta"] = choice.eta
+    if choice.threshold is not None:
+        meta[f"{prefix}threshold"] = choice.threshold
+    return meta
+
+
+class _Renderer:
+    """Runs stages for batches of jobs; shared by the render_* functions."""
+
+    def __init__(self, session: Session, reporter: Optional[Reporter]):
+        self.session = session
+        self.reporter = reporter or Reporter()
+        self._warned: set[str] = set()
+
+    def run_stage(self, stage: Stage, kind: str, jobs: list[Job], noise: ImageNoise, **conditions: Any) -> torch.Tensor:
+        model = self.session.unet(stage.model, kind)
+        tokenizer = self.session.tokenizer(model.config.text_ctx, stage.model)
+        guided = stage.scale != 1.0
+        prompts = [job.prompt for job in jobs]
+        negatives = [job.negative or "" for job in jobs] if guided else None
+        conditioning = encode_prompts(model, tokenizer, prompts, guided=guided, negative=negatives)
+        for prompt, cut in zip(prompts, conditioning.truncated):
+            self.warn_truncated(prompt, cut, tokenizer.text_ctx)
+        return sample_stage(
+            model,
+            conditioning,
+            noise,
+            stage.sampler,
+            scale=stage.scale,
+            temperature=stage.temperature,
+            callback=lambda info: self.reporter.step(kind, info),
+            **conditions,
+        )
+
+    def warn_truncated(self, prompt: str, truncated: bool, limit: int) -> None:
+        if truncated and prompt not in self._warned:
+            self._warned.add(prompt)
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            self.reporter.warn(f"prompt is longer than the model's {limit} tokens and was cut: {shown!r}")
+
+    def stage_meta(self, prefix: str, stage: Stage) -> dict[str, Any]:
+        meta = {f"{prefix}model": stage.model, **_sampler_meta(prefix, stage)}
+        digest = self.session.model_hash(stage.model)
+        if digest:
+            meta[f"{prefix}model_hash"] = digest
+        return meta
+
+    def outputs(self, images: torch.Tensor, jobs: list[Job], meta: dict[str, Any]) -> Iterator[RenderedImage]:
+        for picture, job in zip(images, jobs):
+            record = {"prompt": job.prompt}
+            if job.negative:
+                record["negative_prompt"] = job.negative
+            record.update(seed=job.seed, index=job.index, size=int(picture.shape[-1]))
+            record.update(meta)
+            yield RenderedImage(tensor_to_pil(picture), job, record)
+
+
+def _common_meta(session: Session, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "device": session.device.type,
+        "dtype": dtype_name(session.dtype),
+        "glidecli_version": __version__,
+        **dict(extra or {}),
+    }
+
+
+def render_generate(
+    session: Session,
+    jobs: Sequence[Job],
+    base: Stage = DEFAULT_BASE,
+    upsample: Optional[Stage] = DEFAULT_UPSAMPLE,
+    *,
+    clip: Optional[ClipSteering] = None,
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Text to image: the base model (with classifier-free guidance, or steered by CLIP when
+    `clip` is given), then the upsampler unless `upsample` is None."""
+    renderer = _Renderer(session, reporter)
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])
+        conditions: dict[str, Any] = {}
+        if clip is not None:
+            conditions["clip_guidance"] = _clip_guidance(renderer, clip, base, batch)
+        with torch.no_grad():
+            images = renderer.run_stage(base, "base", batch, noise, **conditions)
+            if upsample is not None:
+                images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=quantize_to_8bit(images))
+        meta = renderer.stage_meta("", base)
+        if clip is None:
+            meta["scale"] = base.scale
+        else:
+            meta.update(clip_scale=clip.scale, clip_image_model=clip.image_model, clip_text_model=clip.text_model)
+        if upsample is not None:
+            meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
+        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+
+
+def _clip_guidance(renderer: _Renderer, clip: ClipSteering, base: Stage, batch: list[Job]) -> ClipGuidance:
+    session = renderer.session
+    network = session.clip(clip.image_model, clip.text_model)
+    config: ClipConfig = network.image_encoder.config
+    base_size = session.entry(base.model, "base").arch.image_size
+    if config.image_size != base_size:
+        raise RenderError(
+            f"CLIP model {clip.image_model!r} sees {config.image_size}x{config.image_size} images but base model"
+            f" {base.model!r} makes {base_size}x{base_size}; they must match"
+        )
+    tokens = session.clip_tokenizer(network.text_encoder.config.text_ctx).batch([job.prompt for job in batch])
+    for job, cut in zip(batch, tokens.truncated):
+        renderer.warn_truncated(job.prompt, cut, network.text_encoder.config.text_ctx - 2)
+    with torch.no_grad():
+        embeddings = network.text_embeddings(tokens.tokens.to(session.device), tokens.lengths.to(session.device))
+    return ClipGuidance(network, embeddings.float(), clip.scale)
+
+
+def render_upsample(
+    session: Session,
+    jobs: Sequence[Job],
+    image: torch.Tensor,
+    upsample: Stage = DEFAULT_UPSAMPLE,
+    *,
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """The upsampler on one low-resolution picture `image` [1, 3, s, s] in [-1, 1] (quantized
+    to 8 bits first, as the base model's output is), once per job."""
+    renderer = _Renderer(session, reporter)
+    low_res = quantize_to_8bit(image.float().to(session.device))
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])
+        with torch.no_grad():
+            images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=low_res.expand(len(batch), -1, -1, -1))
+        meta = {**renderer.stage_meta("upsample_", upsample), "upsample_temp": upsample.temperature}
+        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+
+
+def load_inpaint_inputs(source: InpaintSource, size: int) -> Inpainting:
+    """The picture [1, 3, size, size] and its keep mask [1, 1, size, size] (1 = keep)."""
+    if source.mask is not None:
+        check_same_size(source.image, source.mask)
+        picture = load_image(source.image, size, source.fit)
+        keep = load_mask(source.mask, size, source.fit, invert=source.invert_mask)
+    else:
+        picture, alpha = load_image_rgba(source.image, size, source.fit)
+        if alpha is None:
+            raise ImageError(f"image {source.image} has no transparency to use as a mask; give a mask file")
+        keep = mask_from_alpha(source.image, size, source.fit)
+        if source.invert_mask:
+            keep = 1 - keep
+    return Inpainting(picture, keep)
+
+
+def _on_device(inputs: Inpainting, device: torch.device, batch: int) -> Inpainting:
+    expand = lambda t: t.to(device).expand(batch, -1, -1, -1)  # noqa: E731
+    return Inpainting(expand(inputs.source), expand(inputs.keep_mask))
+
+
+def render_inpaint(
+    session: Session,
+    jobs: Sequence[Job],
+    source: InpaintSource,
+    base: Stage = DEFAULT_INPAINT_BASE,
+    upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
+    *,
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Repaint part of a picture: the base inpainting model at its size, then (unless
+    `upsample` is None) the inpainting upsampler. The kept region of each result is the
+    source picture, fitted to the output size, exactly."""
+    renderer = _Renderer(session, reporter)
+    low = load_inpaint_inputs(source, session.entry(base.model, "base-inpaint").arch.image_size)
+    high = None
+    if upsample is not None:
+        high = load_inpaint_inputs(source, session.entry(upsample.model, "upsample-inpaint").arch.image_size)
+    if not bool((low.keep_mask < 0.5).any()):
+        renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])
+        with torch.no_grad():
+            images = renderer.run_stage(
+                base, "base-inpaint", batch, noise, inpainting=_on_device(low, session.device, len(batch))
+            )
+            if upsample is not None:
+                images = renderer.run_stage(
+                    upsample,
+                    "upsample-inpaint",
+                    batch,
+                    noise,
+                    low_res=quantize_to_8bit(images),
+                    inpainting=_on_device(high, session.device, len(batch)),
+                )
+        meta = {**renderer.stage_meta("", base), "scale": base.scale}
+        if upsample is not None:
+            meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
+        meta.update(image=str(source.image), mask=str(source.mask) if source.mask else "alpha", fit=source.fit)
+        if source.invert_mask:
+            meta["invert_mask"] = True
+        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})

@@ -1,0 +1,173 @@
+"""One diffusion stage from prompt to image tensor, usable from Python and driven by the CLI.
+
+prompt -> tokens -> text embedding (once per batch) -> sampling loop (network + guidance)
+-> image tensor in [-1, 1]. A full 256x256 picture is two stages: the base model at 64x64,
+then the upsampler conditioned on the (8-bit quantized) base output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..diffusion.guidance import (
+    chain_x0_transforms,
+    clip_gradient,
+    clip_guided_denoiser,
+    guided_model_fn,
+    keep_known_region,
+)
+from ..diffusion.noise import ImageNoise
+from ..diffusion.samplers import (
+    SAMPLERS,
+    Callback,
+    denoiser_from_model,
+    dynamic_threshold,
+    sample,
+    timesteps_for,
+)
+from ..diffusion.schedule import Schedule
+from ..nets.clip import NoisedClip
+from ..nets.tokenizer import GlideTokenizer
+from ..nets.unet import Text2ImUNet, TextEmbedding
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """Which sampler, how many steps, and how x0 estimates are kept in range.
+
+    `steps` is a respacing spec for ddpm/ddim/plms ("100", "fast27", "ddim50", "10,10,5");
+    a count given to a solver (plms, dpmpp_2m, dpmpp_2m_sde) means the solvers' own grid
+    (`samplers.solver_timesteps`), evenly spaced in t ("time20") or in log-SNR ("logsnr20");
+    a bare count takes the solver's default grid. DPM-Solver++ takes counts only.
+    `threshold` is a dynamic-thresholding percentile (e.g. 0.995); None clips x0 to [-1, 1]."""
+
+    name: str = "ddpm"
+    steps: str = "100"
+    eta: float = 0.0
+    threshold: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.name!r}; choose from {', '.join(SAMPLERS)}")
+        if self.eta and self.name != "ddim":
+            raise ValueError("eta applies to the ddim sampler only")
+        if self.threshold is not None and not 0.5 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold percentile must be in [0.5, 1], got {self.threshold}")
+
+    def schedule(self, noise_schedule: str, diffusion_steps: int = 1000) -> Schedule:
+        timesteps = timesteps_for(self.name, noise_schedule, str(self.steps), diffusion_steps)
+        return Schedule.from_timesteps(noise_schedule, timesteps, diffusion_steps)
+
+
+@dataclass(frozen=True)
+class Inpainting:
+    """The source image and its keep mask (1 = keep) at the stage's resolution, [B,3,H,W] / [B,1,H,W]."""
+
+    source: Tensor
+    keep_mask: Tensor
+
+
+@dataclass(frozen=True)
+class ClipGuidance:
+    clip: NoisedClip
+    text_embeddings: Tensor  # [B, D], normalized
+    scale: float
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The encoded prompts of a batch: one row per image; `uncond` for classifier-free guidance."""
+
+    text: TextEmbedding
+    uncond: Optional[TextEmbedding]
+    truncated: list[bool]
+
+
+def encode_prompts(
+    model: Text2ImUNet,
+    tokenizer: GlideTokenizer,
+    prompts: Sequence[str],
+    *,
+    guided: bool,
+    negative: Optional[Sequence[str]] = None,
+) -> Conditioning:
+    """Tokenize and encode a batch once. The unconditional half uses the empty prompt, or the
+    negative prompts when given (one per image)."""
+    device = next(model.parameters()).device
+    batch = tokenizer.batch(list(prompts))
+    with torch.no_grad():
+        text = model.encode_text(batch.tokens.to(device), batch.mask.to(device))
+        uncond = None
+        truncated = list(batch.truncated)
+        if guided:
+            negatives = list(negative) if negative is not None else [""] * len(prompts)
+            uncond_batch = tokenizer.batch(negatives)
+            uncond = model.encode_text(uncond_batch.tokens.to(device), uncond_batch.mask.to(device))
+    return Conditioning(text, uncond, truncated)
+
+
+def quantize_to_8bit(x: Tensor) -> Tensor:
+    """Round an image to the 256 levels a PNG holds (the reference does this before upsampling)."""
+    return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+
+
+def sample_stage(
+    model: Text2ImUNet,
+    conditioning: Conditioning,
+    noise: ImageNoise,
+    sampler: SamplerChoice,
+    *,
+    scale: float = 1.0,
+    low_res: Optional[Tensor] = None,
+    inpainting: Optional[Inpainting] = None,
+    clip_guidance: Optional[ClipGuidance] = None,
+    temperature: float = 1.0,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """Sample one batch of images [B, 3, S, S] in [-1, 1] from `model` (S = its image size)."""
+    cfg = model.config
+    device = next(model.parameters()).device
+    batch = conditioning.text.pooled.shape[0]
+    if len(noise) != batch:
+        raise ValueError(f"{len(noise)} seeds for a batch of {batch} prompts")
+    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
+
+    images: dict[str, Optional[Tensor]] = {"low_res": low_res}
+    known_region = None
+    if inpainting is not None:
+        images["inpaint_image"] = inpainting.source * inpainting.keep_mask
+        images["inpaint_mask"] = inpainting.keep_mask
+        known_region = keep_known_region(inpainting.source, inpainting.keep_mask)
+    model_fn = guided_model_fn(model, conditioning.text, uncond_text=conditioning.uncond, scale=scale, **images)
+
+    # Threshold first, then paste the source, so the known region stays exact.
+    threshold = None
+    if sampler.threshold is not None:
+        percentile = sampler.threshold
+        threshold = lambda x0, i: dynamic_threshold(x0, percentile)  # noqa: E731
+    denoise = denoiser_from_model(
+        model_fn, schedule, x0_transform=chain_x0_transforms(threshold, known_region), prediction=cfg.prediction
+    )
+
+    mean_shift = None
+    if clip_guidance is not None:
+        grad = clip_gradient(clip_guidance.clip, clip_guidance.text_embeddings, clip_guidance.scale, schedule)
+        if sampler.name == "ddpm":
+            mean_shift = grad
+        else:
+            denoise = clip_guided_denoiser(denoise, schedule, grad)
+
+    x = noise.initial((3, cfg.image_size, cfg.image_size), device, torch.float32) * temperature
+    result = sample(
+        sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, mean_shift=mean_shift, callback=callback
+    )
+    # Multistep solvers may land a hair outside the clipped range; images live in [-1, 1].
+    result = result.clamp(-1.0, 1.0)
+    if inpainting is not None:
+        # The last x0 estimate already holds the source there; make it exact to the bit.
+        result = result * (1 - inpainting.keep_mask) + inpainting.source * inpainting.keep_mask
+    return result

@@ -1,0 +1,158 @@
+"""Where and how GLIDE's networks run: the device, the dtype, and a `Session` that loads
+each model of a manifest (and the tokenizers) the first time it is needed, once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..diffusion.samplers import StepInfo
+from ..files.fetch import fetch_entry, recorded_sha256
+from ..files.manifest import DEFAULT_TOKENIZER, Manifest, ManifestError, ModelEntry
+from ..nets.checkpoint import load_network
+from ..nets.clip import NoisedClip
+from ..nets.tokenizer import ClipTokenizer, GlideTokenizer
+from ..nets.unet import Text2ImUNet
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+log = logging.getLogger("glidecli")
+
+
+class RenderError(Exception):
+    """A render that cannot start (device absent, models that do not fit together); one line."""
+
+
+# --- device and dtype ---------------------------------------------------------------------
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    if name not in DEVICES:
+        raise RenderError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise RenderError("device cuda is not available: PyTorch sees no CUDA GPU on this machine (try --device cpu)")
+    if name == "mps" and not mps:
+        raise RenderError("device mps is not available: PyTorch has no Apple MPS backend here (try --device cpu)")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto`: float32 on the CPU (half precision is slow there), bf16 on GPUs that have
+    it (it cannot overflow like fp16), else fp16."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
+    if name not in DTYPES:
+        raise RenderError(f"unknown dtype {name!r}; choose one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+class Reporter:
+    """Receives warnings and sampling progress. This default logs warnings and shows no
+    progress; the CLI passes one that draws progress bars."""
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+
+    def step(self, stage: str, info: StepInfo) -> None:
+        """Called after every sampling step of `stage` (the model's kind)."""
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def model_entry(manifest: Manifest, name: str, kind: str) -> ModelEntry:
+    """The manifest entry `name`, which must be a model of `kind`."""
+    entry = manifest.model(name)
+    if entry.kind != kind:
+        raise ManifestError(f"{manifest.path}: model {name!r} is of kind {entry.kind}, but this needs one of kind {kind}")
+    return entry
+
+
+class Session:
+    """Models from one manifest on one device, each loaded on first use and kept."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        offline: bool | None = None,
+        show_progress: bool = False,
+        tokenizer: str | None = None,
+    ):
+        self.manifest = manifest
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, self.device)
+        self.offline = offline
+        self.show_progress = show_progress
+        self.tokenizer_name = tokenizer  # None: each model's own (its entry's `tokenizer`)
+        self._networks: dict[str, Any] = {}
+        self._paths: dict[str, Path] = {}
+        self._tokenizers: dict[tuple[str, int], GlideTokenizer] = {}
+        self._clip_tokenizers: dict[int, ClipTokenizer] = {}
+
+    def entry(self, name: str, kind: str) -> ModelEntry:
+        return model_entry(self.manifest, name, kind)
+
+    def _load(self, name: str, kind: str) -> Any:
+        if name not in self._networks:
+            entry = self.entry(name, kind)
+            path = fetch_entry(entry, offline=self.offline, progress=self.show_progress)
+            self._paths[name] = path
+            self._networks[name] = load_network(kind, entry.arch, path, self.device, self.dtype)
+        return self._networks[name]
+
+    def unet(self, name: str, kind: str) -> Text2ImUNet:
+        return self._load(name, kind)
+
+    def clip(self, image_model: str, text_model: str) -> NoisedClip:
+        return NoisedClip(self._load(image_model, "clip-image"), self._load(text_model, "clip-text"))
+
+    def tokenizer(self, text_ctx: int, model: str | None = None) -> GlideTokenizer:
+        """The prompt tokenizer of `model` (its entry's `tokenizer`, GPT-2's by default),
+        padded to `text_ctx` (the model's context length)."""
+        name = self.tokenizer_name or (self.manifest.model(model).tokenizer if model else DEFAULT_TOKENIZER)
+        if (name, text_ctx) not in self._tokenizers:
+            entry = self.manifest.tokenizer(name)
+            path = fetch_entry(entry, offline=self.offline, progress=self.show_progress)
+            tokenizer = GlideTokenizer.from_file(path, text_ctx=text_ctx)
+            n_vocab = self.manifest.model(model).arch.n_vocab if model else None
+            if n_vocab is not None and tokenizer.max_token >= n_vocab:
+                raise RenderError(
+                    f"tokenizer {name!r} makes ids up to {tokenizer.max_token}, but model {model!r} knows"
+                    f" only {n_vocab} (n_vocab); give the model the tokenizer it was trained with"
+                )
+            self._tokenizers[(name, text_ctx)] = tokenizer
+        return self._tokenizers[(name, text_ctx)]
+
+    def clip_tokenizer(self, text_ctx: int) -> ClipTokenizer:
+        if text_ctx not in self._clip_tokenizers:
+            self._clip_tokenizers[text_ctx] = ClipTokenizer(text_ctx)
+        return self._clip_tokenizers[text_ctx]
+
+    def model_hash(self, name: str) -> str | None:
+        """The sha256 of the model's file as distributed, when known without hashing it."""
+        entry = self.manifest.model(name)
+        if entry.sha256:
+            return entry.sha256
+        path = self._paths.get(name)
+        return recorded_sha256(path) if path is not None else None

@@ -1,0 +1,3 @@
+"""`glide train`: the loop (loop.py), its settings (settings.py), its batches (data.py), its
+run state and checkpoints (state.py), and the shapes data set (dataset.py). Imports
+`render` (to draw samples during a run) and below."""

@@ -1,0 +1,404 @@
+"""Training data for `glide train`: reading captioned images, making the generated "shapes"
+data set, and building a small prompt tokenizer from a data set's captions.
+
+A data set is either a folder of images, each with a caption in a same-name `.txt` file
+(`cat.png` + `cat.txt`), or a JSONL file of {"path": ..., "caption": ...} lines (paths
+relative to the JSONL file). Files that cannot be used (unreadable images, missing or empty
+captions, bad JSONL lines) are skipped and counted; `scan_dataset` reads every image once,
+so a run never fails half-way on a bad file.
+
+The shapes data set: one coloured circle, square or triangle near the middle of a plain
+coloured background, captioned "a red circle on a blue background". Small models learn it
+in minutes, which makes it a test of the whole training path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+# Well-separated colours (8-bit RGB) for the shapes data set and for tests that read them back.
+SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 30),
+    "green": (30, 160, 50),
+    "blue": (30, 60, 220),
+    "purple": (140, 40, 180),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+}
+SHAPES = ("circle", "square", "triangle")
+
+
+class DatasetError(Exception):
+    """A data set that cannot be used at all; the message is one line."""
+
+
+# --- reading a data set ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    caption: str
+
+
+@dataclass
+class Skipped:
+    """Files left out of a data set, by reason, with a few examples of each."""
+
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, what: str) -> None:
+        self.reasons.setdefault(reason, []).append(what)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.reasons.values())
+
+    def summary(self) -> str:
+        """'3 without a caption (e.g. a.png), 1 unreadable image (e.g. b.png: ...)'."""
+        parts = []
+        for reason, items in self.reasons.items():
+            parts.append(f"{len(items)} {reason} (e.g. {items[0]})")
+        return "; ".join(parts)
+
+
+@dataclass
+class Dataset:
+    """Usable examples in a fixed order, and what was skipped."""
+
+    source: Path
+    examples: list[Example]
+    skipped: Skipped
+    images: Optional[list[Image.Image]] = None  # decoded RGB images when kept in memory
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def fingerprint(self) -> str:
+        """A hash of the examples (file names and captions) in order: a resumed run must see
+        the same data to continue exactly."""
+        digest = hashlib.sha256()
+        for example in self.examples:
+            digest.update(f"{example.path.name}\t{example.caption}\n".encode("utf-8"))
+        return digest.hexdigest()[:16]
+
+    def image(self, index: int) -> Image.Image:
+        if self.images is not None:
+            return self.images[index]
+        return _read_rgb(self.examples[index].path)
+
+    def report(self) -> str:
+        line = f"{len(self.examples)} examples from {self.source}"
+        if self.skipped.count:
+            line += f"; skipped {self.skipped.count} file{'s' if self.skipped.count != 1 else ''}: {self.skipped.summary()}"
+        return line
+
+
+def _read_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "P", "PA"):
+            # Transparent pixels go to white rather than to whatever colour they hold.
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
+
+
+def _clean_caption(text: str) -> str:
+    return " ".join(text.split())
+
+
+def scan_dataset(source: str | Path, *, max_side: Optional[int] = None, keep_in_memory_mb: int = 1024) -> Dataset:
+    """Read a folder or JSONL data set. Every image is decoded once here; when the decoded
+    images (shrunk so their short side is at most `max_side`) fit in `keep_in_memory_mb`,
+    they are kept, else they are read again when used."""
+    source = Path(source)
+    if not source.exists():
+        raise DatasetError(f"data set not found: {source}")
+    skipped = Skipped()
+    if source.is_dir():
+        candidates = _folder_candidates(source, skipped)
+        what = "images in folder"
+    elif source.suffix.lower() in (".jsonl", ".json"):
+        candidates = _jsonl_candidates(source, skipped)
+        what = "lines in"
+    else:
+        raise DatasetError(f"{source} is neither a folder of captioned images nor a .jsonl file")
+    if not candidates and not skipped.count:
+        raise DatasetError(f"no {what} {source}" + (" (expected .png, .jpg, ... with same-name .txt captions)" if source.is_dir() else ""))
+
+    examples: list[Example] = []
+    images: list[Image.Image] = []
+    budget = keep_in_memory_mb * 1024 * 1024
+    used = 0
+    for path, caption in candidates:
+        try:
+            image = _read_rgb(path)
+        except FileNotFoundError:
+            skipped.add("missing images", str(path))
+            continue
+        except Exception as error:  # PIL raises many types for broken files
+            skipped.add("unreadable images", f"{path.name}: {' '.join(str(error).split()) or type(error).__name__}")
+            continue
+        if min(image.size) < 1:
+            skipped.add("empty images", path.name)
+            continue
+        examples.append(Example(path, caption))
+        if images is not None:
+            if max_side is not None and min(image.size) > max_side:
+                scale = max_side / min(image.size)
+                image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC)
+            used += image.width * image.height * 3
+            images.append(image)
+            if used > budget:
+                images = None  # too big to keep: read each image when it is used
+    if not examples:
+        raise DatasetError(f"no usable examples in {source}: skipped {skipped.count}: {skipped.summary()}")
+    return Dataset(source, examples, skipped, images)
+
+
+def _folder_candidates(folder: Path, skipped: Skipped) -> list[tuple[Path, str]]:
+    found = []
+    try:
+        entries = sorted(folder.rglob("*"))
+    except OSError as error:
+        raise DatasetError(f"cannot read data folder {folder}: {error.strerror or error}") from None
+    image_stems = set()
+    for path in entries:
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        image_stems.add(path.with_suffix(""))
+        caption_path = path.with_suffix(".txt")
+        rel = str(path.relative_to(folder))
+        try:
+            caption = _clean_caption(caption_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            skipped.add("without a caption", rel)
+            continue
+        except (UnicodeDecodeError, OSError):
+            skipped.add("with an unreadable caption", rel)
+            continue
+        if not caption:
+            skipped.add("with an empty caption", rel)
+            continue
+        found.append((path, caption))
+    for path in entries:
+        if path.is_file() and path.suffix.lower() == ".txt" and path.with_suffix("") not in image_stems:
+            skipped.add("captions without an image", str(path.relative_to(folder)))
+    return found
+
+
+def _jsonl_candidates(path: Path, skipped: Skipped) -> list[tuple[Path, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text") from None
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from None
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            skipped.add("lines that are not JSON", f"line {number}")
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not isinstance(record.get("caption"), str):
+            skipped.add('lines without "path" and "caption" strings', f"line {number}")
+            continue
+        caption = _clean_caption(record["caption"])
+        if not caption:
+            skipped.add("with an empty caption", f"line {number}")
+            continue
+        image_path = Path(record["path"]).expanduser()
+        if not image_path.is_absolute():
+            image_path = path.parent / image_path
+        found.append((image_path, caption))
+    return found
+
+
+# --- the shapes data set ---------------------------------------------------------------
+
+
+def shape_scene(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
+    """One picture of a random coloured shape on a coloured background, and its caption."""
+    colour, background = rng.sample(list(SHAPE_COLOURS), 2)
+    shape = rng.choice(SHAPES)
+    return draw_scene(colour, shape, background, size, rng), shape_caption(colour, shape, background)
+
+
+def draw_scene(colour: str, shape: str, background: str, size: int = 64, rng: Optional[random.Random] = None) -> Image.Image:
+    """A `colour` `shape` on a `background`: without `rng` centred, 29% of the side from centre
+    to edge; with it of random size (24-34%) and place (within 8% of the side from the centre)."""
+    factor = 4  # drawn large, then shrunk: smooth edges
+    big = size * factor
+    image = Image.new("RGB", (big, big), SHAPE_COLOURS[background])
+    draw = ImageDraw.Draw(image)
+    radius = (rng.uniform(0.24, 0.34) if rng else 0.29) * big  # half the shape's extent
+    jitter = 0.08 * big
+    cx = big / 2 + (rng.uniform(-jitter, jitter) if rng else 0.0)
+    cy = big / 2 + (rng.uniform(-jitter, jitter) if rng else 0.0)
+    fill = SHAPE_COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
+    elif shape == "square":
+        half = radius * 0.9
+        draw.rectangle([cx - half, cy - half, cx + half, cy + half], fill=fill)
+    elif shape == "triangle":  # upward, its centroid at the centre
+        draw.polygon(
+            [(cx, cy - 1.15 * radius), (cx - 1.1 * radius, cy + 0.75 * radius), (cx + 1.1 * radius, cy + 0.75 * radius)], fill=fill
+        )
+    else:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    return image.resize((size, size), Image.Resampling.BOX)
+
+
+# A fixed set of scenes for measuring a shapes model: every colour appears once as an
+# object and once as a background.
+EVAL_SCENES = (
+    ("red", "circle", "blue"),
+    ("blue", "square", "yellow"),
+    ("yellow", "triangle", "purple"),
+    ("green", "circle", "white"),
+    ("white", "square", "black"),
+    ("black", "triangle", "orange"),
+    ("orange", "circle", "green"),
+    ("purple", "square", "red"),
+)
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    """The name of the SHAPE_COLOURS entry nearest to an RGB triple (0-255)."""
+    names = list(SHAPE_COLOURS)
+    palette = np.array([SHAPE_COLOURS[name] for name in names], dtype=np.float64)
+    return names[int(np.argmin(((palette - np.asarray(rgb, dtype=np.float64)) ** 2).sum(axis=1)))]
+
+
+def scene_colours(picture: np.ndarray) -> tuple[str, str]:
+    """(object, background) colour names of a shapes picture [H, W, 3] (0-255): the colours
+    nearest to the mean of the central quarter-side square and of the outermost eighth of
+    each side. Shapes are drawn centred, at least half the picture wide."""
+    size = picture.shape[0]
+    lo, hi = size * 3 // 8, size * 5 // 8
+    band = max(1, size // 8)
+    centre = picture[lo:hi, lo:hi].reshape(-1, 3).mean(axis=0)
+    ring = np.ones(picture.shape[:2], dtype=bool)
+    ring[band:-band, band:-band] = False
+    return nearest_colour(centre), nearest_colour(picture[ring].mean(axis=0))
+
+
+def colour_hits(pictures: Sequence[np.ndarray], scenes: Sequence[tuple[str, str, str]]) -> tuple[int, int]:
+    """(pictures whose object AND background colours are those of their scene, single
+    colours right), for pictures of (colour, shape, background) scenes."""
+    both = single = 0
+    for picture, (colour, _, background) in zip(pictures, scenes):
+        found = scene_colours(picture)
+        both += found == (colour, background)
+        single += (found[0] == colour) + (found[1] == background)
+    return both, single
+
+
+def shape_caption(colour: str, shape: str, background: str) -> str:
+    """'a red circle on a blue background', 'an orange square on a white background'."""
+    return f"{_article(colour)} {colour} {shape} on {_article(background)} {background} background"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def write_shapes(out: Path, count: int, *, size: int = 64, seed: int = 0, jsonl: bool = False, overwrite: bool = False) -> Iterator[Path]:
+    """Write `count` shape scenes as NNNNN.png with NNNNN.txt captions (or one captions.jsonl);
+    yields each picture's path. The same seed gives the same files."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        clash = next((p for p in sorted(out.iterdir()) if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt", ".jsonl")), None)
+        if clash is not None:
+            raise DatasetError(f"{out} already holds a data set ({clash.name}); choose an empty folder or use --overwrite")
+    rng = random.Random(seed)
+    width = max(5, len(str(count - 1)))
+    lines = []
+    for index in range(count):
+        image, caption = shape_scene(rng, size)
+        path = out / f"{index:0{width}d}.png"
+        _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+        if jsonl:
+            lines.append(json.dumps({"path": path.name, "caption": caption}))
+        else:
+            _atomic_write(path.with_suffix(".txt"), lambda tmp: Path(tmp).write_text(caption + "\n", encoding="utf-8"))
+        yield path
+    if jsonl:
+        _atomic_write(out / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open() or mkdir() would give (temporary files get 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- a tokenizer for a data set's captions ---------------------------------------------
+
+
+def build_caption_tokenizer(captions: Sequence[str], path: Path, vocab_size: int = 512) -> Path:
+    """Train a byte-level BPE (GPT-2's scheme: lowercased text, any string encodable) on the
+    captions and save it as a tokenizers JSON, with <|endoftext|> as the last id (the padding).
+    Whole caption words become single tokens when the vocabulary allows."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from ..nets.tokenizer import END_OF_TEXT
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    scratch = Tokenizer(models.BPE())
+    scratch.pre_tokenizer = byte_level
+    trainer = trainers.BpeTrainer(
+        vocab_size=max(vocab_size - 1, 257),
+        min_frequency=1,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+        special_tokens=[],
+    )
+    scratch.train_from_iterator([c.lower() for c in captions], trainer=trainer)
+    spec = json.loads(scratch.to_str())
+    vocab = dict(spec["model"]["vocab"])
+    vocab[END_OF_TEXT] = len(vocab)
+    if sorted(vocab.values()) != list(range(len(vocab))):  # pragma: no cover - tokenizers guarantees dense ids
+        raise RuntimeError("trained vocabulary ids are not dense")
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    tokenizer = Tokenizer(models.BPE(vocab, merges))
+    tokenizer.pre_tokenizer = byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: tokenizer.save(tmp))
+    return path

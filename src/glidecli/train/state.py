@@ -1,0 +1,261 @@
+"""The state of a `glide train` run (loop.py): the networks' weights and the files the
+run keeps in its output folder.
+
+Holds a fresh network's initialization, float32 working copies of weights, gradient
+checkpointing, the checkpoints (model, EMA and optimizer moments as safetensors, plus
+state.json), the loss log's trimming on resume, the sample pictures, and the manifest of
+the exported model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..files.manifest import toml_value
+from ..nets.checkpoint import build_network
+from ..nets.config import UNetConfig
+from ..nets.unet import Text2ImUNet
+from .dataset import default_mode
+
+STATE_VERSION = 1  # of a checkpoint's state.json
+
+
+# --- the networks ---------------------------------------------------------------------------
+
+
+def init_fresh_(model: Text2ImUNet, seed: int) -> Text2ImUNet:
+    """Initialize a new network as ADM does: PyTorch's default layer init, small random text
+    embeddings, and zero for the last layer of every residual branch and of the output (so
+    each block starts as the identity). Deterministic for a seed."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                bound = 1.0 / math.sqrt(module.weight[0].numel())
+                module.weight.copy_((torch.rand(module.weight.shape, generator=generator) * 2 - 1) * bound)
+                if module.bias is not None:
+                    module.bias.copy_((torch.rand(module.bias.shape, generator=generator) * 2 - 1) * bound)
+            elif isinstance(module, nn.Embedding):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.02)
+            elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
+                module.weight.fill_(1.0)
+                module.bias.fill_(0.0)
+        for name in ("positional_embedding", "padding_embedding"):
+            param = getattr(model, name, None)
+            if param is not None:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
+        zero = [model.out[-1]]
+        for module in model.modules():
+            if hasattr(module, "out_layers"):  # ResBlock
+                zero.append(module.out_layers[-1])
+            if hasattr(module, "proj_out"):  # AttentionBlock
+                zero.append(module.proj_out)
+        for module in zero:
+            module.weight.zero_()
+            if module.bias is not None:
+                module.bias.zero_()
+    return model
+
+
+def enable_gradient_checkpointing(model: Text2ImUNet) -> None:
+    """Recompute each U-Net stage's activations in the backward pass instead of storing
+    them (less memory, about a third more compute). Wraps the stages' forward methods."""
+    from torch.utils.checkpoint import checkpoint
+
+    stages = [*model.input_blocks, model.middle_block, *model.output_blocks]
+    for stage in stages:
+        if getattr(stage, "_glide_checkpointed", False):
+            continue
+        inner = stage.forward
+
+        def forward(*args: Any, _inner: Callable = inner, **kwargs: Any) -> Tensor:
+            if torch.is_grad_enabled():
+                return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+            return _inner(*args, **kwargs)
+
+        stage.forward = forward
+        stage._glide_checkpointed = True
+
+
+def network_from_weights(kind: str, cfg: UNetConfig, weights: dict[str, Tensor], device: torch.device) -> Text2ImUNet:
+    """A float32 network on `device` holding copies of `weights`."""
+    with torch.device("meta"):
+        network = build_network(kind, cfg)
+    copies = {k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}
+    network.load_state_dict(copies, strict=True, assign=True)
+    return network
+
+
+INPUT_CONV = "input_blocks.0.0.weight"  # the first convolution: the only layer that sees the inputs
+
+
+def inpainting_weights(weights: dict[str, Tensor], cfg: UNetConfig) -> dict[str, Tensor]:
+    """The weights of a base or upsample network `cfg`, as its inpainting variant: as in GLIDE,
+    the four new input channels (masked picture and mask, after x_t) start at zero, so the
+    new network computes exactly what the old one did until fine-tuning teaches it to use them."""
+    if cfg.inpaint:
+        raise ValueError("the network already is an inpainting model")
+    conv = weights[INPUT_CONV]
+    channels = cfg.image_channels
+    extra = conv.new_zeros(conv.shape[0], channels + 1, *conv.shape[2:])
+    return {**weights, INPUT_CONV: torch.cat([conv[:, :channels], extra, conv[:, channels:]], dim=1)}
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def checkpoint_dirs(out: Path) -> list[tuple[int, Path]]:
+    """The checkpoints in out/checkpoints, oldest first."""
+    root = out / "checkpoints"
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.is_dir() and path.name.startswith("step-") and path.name[5:].isdigit() and (path / "state.json").is_file():
+                found.append((int(path.name[5:]), path))
+    return sorted(found)
+
+
+def write_checkpoint(out: Path, step: int, tensors: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> Path:
+    """Write out/checkpoints/step-N: NAME.safetensors for each entry of `tensors`, and
+    state.json. It is assembled in a temporary folder and renamed into place, so a run
+    stopped while saving never leaves a half-written checkpoint for --resume to find."""
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step}."))
+    try:
+        for name, values in tensors.items():
+            save_tensors(values, tmp / f"{name}.safetensors")
+        write_json(tmp / "state.json", state)
+        for item in tmp.iterdir():
+            os.chmod(item, default_mode())
+        os.chmod(tmp, default_mode(directory=True))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def prune_checkpoints(out: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (0: keep them all)."""
+    for _, old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The optimizer's per-parameter state as flat tensors ("INDEX.KEY"), for safetensors."""
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            if not isinstance(value, Tensor):
+                value = torch.tensor(value)
+            tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+    return tensors
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> None:
+    """The inverse of optimizer_tensors; the parameter groups stay the optimizer's own."""
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+
+
+def write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written by a run that stopped before its next checkpoint)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+# --- samples and the manifest of a trained model -------------------------------------------
+
+
+def write_png(path: Path, pixels: np.ndarray) -> Path:
+    """Save an [H, W, 3] uint8 picture as PNG through a temporary file, so that a picture
+    being looked at while the run goes on is never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    Image.fromarray(pixels).save(tmp, format="PNG")
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
+    return path
+
+
+
+def arch_dict(cfg: UNetConfig) -> dict[str, Any]:
+    """The network's settings with tuples as lists, as JSON and TOML write them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def write_manifest(path: Path, name: str, kind: str, cfg: UNetConfig, weights: Path, tokenizer: Path, comment: list[str]) -> Path:
+    """A manifest with one model and its tokenizer, paths relative to the manifest."""
+    from ..files.fetch import sha256_file
+
+    tokenizer_name = f"{name}-tokenizer"
+    lines = [f"# {line}" for line in comment]
+    lines += [
+        "",
+        "version = 1",
+        "",
+        f"[models.{json.dumps(name)}]",
+        f"kind = {toml_value(kind)}",
+        f"path = {toml_value(os.path.relpath(weights, path.parent))}",
+        f"sha256 = {toml_value(sha256_file(weights))}",
+        f"size = {weights.stat().st_size}",
+        f"tokenizer = {toml_value(tokenizer_name)}",
+        "",
+        f"[models.{json.dumps(name)}.arch]",
+    ]
+    lines += [f"{key} = {toml_value(value)}" for key, value in arch_dict(cfg).items()]
+    lines += [
+        "",
+        f"[tokenizers.{json.dumps(tokenizer_name)}]",
+        f"path = {toml_value(os.path.relpath(tokenizer, path.parent))}",
+        f"sha256 = {toml_value(sha256_file(tokenizer))}",
+    ]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
+    return path

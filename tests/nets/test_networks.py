@@ -1,0 +1,241 @@
+"""GLIDE's networks: official layouts, variants' wiring, text masking, save/load and strict errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from glidecli.nets.checkpoint import (
+    CheckpointError,
+    build_network,
+    load_network,
+    save_network,
+)
+from glidecli.nets.clip import NoisedClip
+from glidecli.nets.config import ClipConfig, UNetConfig, unet_defaults
+from helpers.paths import SHARED
+from helpers.tiny import TINY_CLIP, tiny_network, tiny_unet_config
+
+GLIDE_SHARED = SHARED / "glide"
+LAYOUTS = GLIDE_SHARED / "checkpoints"
+OFFICIAL = {
+    "base": ("base", 385_030_726),
+    "upsample": ("upsample", 398_361_286),
+    "base-inpaint": ("base-inpaint", 385_037_638),
+    "upsample-inpaint": ("upsample-inpaint", 398_368_198),
+    "clip-image-enc": ("clip-image", 86_443_776),
+    "clip-text-enc": ("clip-text", 71_679_488),
+}
+
+
+@pytest.mark.parametrize("layout_name", sorted(OFFICIAL))
+def test_full_size_layout_matches_official_checkpoint(layout_name):
+    if not LAYOUTS.is_dir():
+        pytest.skip("../shared/glide is not available")
+    layout = json.loads((LAYOUTS / f"{layout_name}.json").read_text())
+    kind, count = OFFICIAL[layout_name]
+    # The official defaults and the layout's recorded settings must describe the same network.
+    if kind.startswith("clip"):
+        arch = ClipConfig()
+        assert ClipConfig.from_reference(layout["architecture"]) == arch
+    else:
+        arch = unet_defaults(kind)
+        assert UNetConfig.from_reference(layout["architecture"]) == arch
+    with torch.device("meta"):
+        model = build_network(kind, arch)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == layout["keys"]
+    assert sum(p.numel() for p in model.parameters()) == count == layout["parameters"]
+    assert len(shapes) == layout["tensors"]
+
+
+def tokens_and_mask(batch=2, ctx=8, lengths=(3, 5), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, 63, (batch, ctx), generator=generator)
+    mask = torch.arange(ctx)[None] < torch.tensor(lengths)[:, None]
+    return torch.where(mask, tokens, torch.full_like(tokens, 63)), mask
+
+
+@pytest.mark.parametrize("kind", ["base", "upsample", "base-inpaint", "upsample-inpaint"])
+def test_unet_variants_shapes_and_input_channels(kind):
+    model = tiny_network(kind)
+    cfg = model.config
+    assert model.input_blocks[0][0].in_channels == {
+        "base": 3, "upsample": 6, "base-inpaint": 7, "upsample-inpaint": 10
+    }[kind]
+    size = cfg.image_size
+    x = torch.randn(2, 3, size, size)
+    text = model.encode_text(*tokens_and_mask())
+    extra = {}
+    if cfg.super_res:
+        extra["low_res"] = torch.randn(2, 3, size // 2, size // 2)
+    with torch.no_grad():
+        out = model(x, torch.tensor([3, 900]), text, **extra)
+    assert out.shape == (2, 6, size, size)
+    assert torch.isfinite(out).all()
+
+
+def test_padding_tokens_do_not_matter_but_real_tokens_do():
+    model = tiny_network("base")
+    tokens, mask = tokens_and_mask()
+    other_padding = torch.where(mask, tokens, torch.zeros_like(tokens))
+    changed_word = tokens.clone()
+    changed_word[0, 0] = (tokens[0, 0] + 1) % 63
+    with torch.no_grad():
+        reference = model.encode_text(tokens, mask)
+        same = model.encode_text(other_padding, mask)
+        different = model.encode_text(changed_word, mask)
+    torch.testing.assert_close(same.pooled, reference.pooled, rtol=0, atol=0)
+    assert not torch.allclose(different.pooled[0], reference.pooled[0])
+    torch.testing.assert_close(different.pooled[1], reference.pooled[1], rtol=0, atol=0)
+
+
+def test_inpaint_model_sees_only_the_kept_region_of_the_source():
+    model = tiny_network("base-inpaint")
+    x = torch.randn(1, 3, 16, 16)
+    text = model.encode_text(*tokens_and_mask(batch=1, lengths=(4,)))
+    t = torch.tensor([500])
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :8] = 1  # keep the left half
+    source = torch.randn(1, 3, 16, 16)
+    edited_right = source.clone()
+    edited_right[..., 8:] = torch.randn(1, 3, 16, 8)
+    edited_left = source.clone()
+    edited_left[..., :8] += 0.5
+    with torch.no_grad():
+        base = model(x, t, text, inpaint_image=source, inpaint_mask=mask)
+        right = model(x, t, text, inpaint_image=edited_right, inpaint_mask=mask)
+        left = model(x, t, text, inpaint_image=edited_left, inpaint_mask=mask)
+        plain = model(x, t, text)
+    torch.testing.assert_close(right, base, rtol=0, atol=0)
+    assert not torch.allclose(left, base)
+    assert not torch.allclose(plain, base)
+
+
+def test_upsampler_uses_the_low_resolution_image():
+    model = tiny_network("upsample")
+    x = torch.randn(1, 3, 32, 32)
+    text = model.encode_text(*tokens_and_mask(batch=1, lengths=(4,)))
+    t = torch.tensor([10])
+    low = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        a = model(x, t, text, low_res=low)
+        b = model(x, t, text, low_res=-low)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="low-resolution"):
+        model(x, t, text)
+
+
+def test_batch_elements_are_independent():
+    model = tiny_network("base")
+    tokens, mask = tokens_and_mask()
+    x = torch.randn(2, 3, 16, 16)
+    t = torch.tensor([100, 700])
+    with torch.no_grad():
+        text = model.encode_text(tokens, mask)
+        both = model(x, t, text)
+        first = model(x[:1], t[:1], model.encode_text(tokens[:1], mask[:1]))
+    torch.testing.assert_close(both[:1], first, rtol=1e-4, atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny_network("upsample-inpaint", seed=3)
+    path = save_network(model, tmp_path / "tiny.safetensors")
+    loaded = load_network("upsample-inpaint", model.config, path)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_channels_last_gives_the_same_outputs():
+    model = tiny_network("upsample-inpaint", seed=2)
+    x = torch.randn(2, 3, 32, 32)
+    t = torch.tensor([3, 600])
+    images = dict(low_res=torch.randn(2, 3, 16, 16), inpaint_image=torch.randn(2, 3, 32, 32), inpaint_mask=torch.ones(2, 1, 32, 32))
+    with torch.no_grad():
+        text = model.encode_text(*tokens_and_mask())
+        default = model(x, t, text, **images)
+        assert not model.channels_last
+        model.use_channels_last()
+        assert model.channels_last
+        nhwc = model(x, t, text, **images)
+    assert nhwc.is_contiguous()
+    torch.testing.assert_close(nhwc, default, rtol=1e-4, atol=1e-5)
+
+
+def test_low_precision_load_keeps_norms_in_float32(tmp_path):
+    model = tiny_network("base", seed=1)
+    path = save_network(model, tmp_path / "tiny.safetensors")
+    loaded = load_network("base", model.config, path, dtype=torch.bfloat16)
+    assert loaded.input_blocks[1][0].in_layers[0].weight.dtype == torch.float32
+    assert loaded.input_blocks[1][0].in_layers[2].weight.dtype == torch.bfloat16
+    assert loaded.final_ln.weight.dtype == torch.float32
+    tokens, mask = tokens_and_mask()
+    x = torch.randn(2, 3, 16, 16)
+    t = torch.tensor([5, 50])
+    with torch.no_grad():
+        low = loaded(x, t, loaded.encode_text(tokens, mask))
+        full = model(x, t, model.encode_text(tokens, mask))
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, full, rtol=0.1, atol=0.1)
+
+
+def test_strict_load_names_missing_unexpected_and_misshaped_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    model = tiny_network("base")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    del state["out.2.bias"]
+    state["extra.weight"] = torch.zeros(2)
+    state["time_embed.0.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "broken.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as info:
+        load_network("base", model.config, path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "out.2.bias" in message and "extra.weight" in message
+    assert "time_embed.0.weight" in message and "[3, 3]" in message
+
+
+def test_wrong_kind_and_unreadable_files(tmp_path):
+    model = tiny_network("base")
+    path = save_network(model, tmp_path / "base.safetensors")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_network("base-inpaint", tiny_unet_config("base-inpaint"), path)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_network("base", model.config, garbage)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_network("base", model.config, tmp_path / "missing.safetensors")
+
+
+def test_clip_text_encoder_is_causal_and_reads_the_end_token():
+    clip = NoisedClip(tiny_network("clip-image"), tiny_network("clip-text"))
+    tokens = torch.randint(1, 60, (2, TINY_CLIP.text_ctx), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([4, 7])
+    after_end = tokens.clone()
+    after_end[:, 8:] = 0
+    with torch.no_grad():
+        a = clip.text_embeddings(tokens, lengths)
+        b = clip.text_embeddings(after_end, lengths)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a.norm(dim=-1), torch.ones(2))
+
+
+def test_clip_image_embedding_depends_on_timestep_and_gives_a_gradient():
+    clip = NoisedClip(tiny_network("clip-image"), tiny_network("clip-text"))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        early = clip.image_embeddings(x, torch.tensor([0, 0]))
+        late = clip.image_embeddings(x, torch.tensor([900, 900]))
+    assert early.shape == (2, TINY_CLIP.embed_dim)
+    assert not torch.allclose(early, late)
+    text = clip.text_embeddings(torch.randint(1, 60, (2, 12)), torch.tensor([3, 3]))
+    grad = clip.similarity_grad(x, torch.tensor([10, 10]), text)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="expected images"):
+        clip.image_embeddings(torch.zeros(1, 3, 8, 8), torch.tensor([0]))
