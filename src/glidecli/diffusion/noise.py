@@ -59,6 +59,18 @@ class ImageNoise:
         check_seed(seed + count - 1)
         return cls(range(seed, seed + count))
 
+    @classmethod
+    def combine(cls, sources: Sequence[tuple["ImageNoise", int]]) -> "ImageNoise":
+        """A batch whose image k continues image ``sources[k][1]`` of ``sources[k][0]``: the
+        generators are shared, not copied, so drawing from the result advances them (best of
+        N: the winners go on to the upsampler with their own noise, as they would alone)."""
+        if not sources:
+            raise ValueError("at least one source is needed")
+        combined = cls.__new__(cls)
+        combined.seeds = tuple(noise.seeds[row] for noise, row in sources)
+        combined._generators = [noise._generators[row] for noise, row in sources]
+        return combined
+
     def __len__(self) -> int:
         return len(self.seeds)
 

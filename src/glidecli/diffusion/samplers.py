@@ -6,7 +6,8 @@ that learn their variance, the raw interpolation channels). :func:`denoiser_from
 turns a GLIDE network (which sees the *original* timestep) into one; guidance, inpainting
 paste and thresholding all live in the denoiser, so every sampler gets them for free.
 
-Every sampler starts from ``x`` (noise at the schedule's top timestep), walks
+Every sampler starts from ``x`` (noise at the schedule's top timestep, or for img2img a
+picture diffused to it: a schedule whose grid stops part-way, see partial.py), walks
 ``i = N-1 ... 0`` with one denoiser call per step, and its last step lands on clean data
 (alpha_bar_prev of index 0 is 1). ``callback`` is called after every step. The samplers
 run under ``torch.no_grad()``; a ``mean_shift`` that needs gradients (CLIP guidance) must
@@ -305,6 +306,7 @@ def solver_timesteps(
     steps: int = 1000,
     lambda_min: Optional[float] = DEFAULT_LAMBDA_MIN,
     grid: str = "time",
+    highest: Optional[int] = None,
 ) -> list[int]:
     """Timesteps for the multistep solvers (PLMS, DPM-Solver++): ``count`` of them from 0
     up to ``t_top``, both ends included. ``grid`` "time" spaces them evenly in t
@@ -319,6 +321,7 @@ def solver_timesteps(
     Starting from pure noise at t_top is still accurate: alpha there is below 0.01.
     Ends included: the top, because the sampler starts from noise; 0, because the last
     network call then sees an almost clean image and the final step just takes its x0.
+    ``highest`` lowers the top to that timestep (img2img starts part-way, see partial.py).
     """
     if count < 1:
         raise ValueError(f"count must be positive, got {count}")
@@ -331,6 +334,8 @@ def solver_timesteps(
         if eligible.size == 0:
             raise ValueError(f"no timestep of {name!r} has log-SNR >= {lambda_min}")
         top = int(eligible.max())
+    if highest is not None:
+        top = min(top, int(highest))
     if grid not in GRIDS:
         raise ValueError(f"unknown timestep grid {grid!r}; choose from {', '.join(GRIDS)}")
     if count > top + 1:

@@ -97,22 +97,26 @@ def _check_fit(fit: str, path: str | Path) -> None:
         raise ImageError(f"unknown fit mode {fit!r} for {path}; choose one of {', '.join(FIT_MODES)}")
 
 
-def _fit_square(image: Image.Image, size: int, fit: str, resample: int, fill: Any) -> Image.Image:
-    """Make `image` size x size. The geometry depends only on the image's dimensions,
-    so an image and its mask of the same dimensions land on the same pixels."""
+def _fit_square(image: Image.Image, size: int | tuple[int, int], fit: str, resample: int, fill: Any) -> Image.Image:
+    """Make `image` size x size (or, for a (width, height) pair, that rectangle). The
+    geometry depends only on the image's dimensions, so an image and its mask of the same
+    dimensions land on the same pixels."""
     width, height = image.size
+    out_w, out_h = (size, size) if isinstance(size, int) else size
     if fit == "stretch":
-        return image.resize((size, size), resample)
+        return image.resize((out_w, out_h), resample)
     if fit == "crop":
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        return image.crop((left, top, left + side, top + side)).resize((size, size), resample)
-    # pad: scale the longer side to `size`, then centre on the border colour. Resizing
+        # The largest centred box of the target's aspect ratio.
+        scale = min(width / out_w, height / out_h)
+        box_w, box_h = min(width, round(out_w * scale)), min(height, round(out_h * scale))
+        left, top = (width - box_w) // 2, (height - box_h) // 2
+        return image.crop((left, top, left + box_w, top + box_h)).resize((out_w, out_h), resample)
+    # pad: scale the picture to fit inside, then centre on the border colour. Resizing
     # before padding keeps the borders exactly `fill` (no bicubic bleed into them).
-    longest = max(width, height)
-    inner = (max(1, round(width * size / longest)), max(1, round(height * size / longest)))
-    canvas = Image.new(image.mode, (size, size), fill)
-    canvas.paste(image.resize(inner, resample), ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    scale = min(out_w / width, out_h / height)
+    inner = (max(1, min(out_w, round(width * scale))), max(1, min(out_h, round(height * scale))))
+    canvas = Image.new(image.mode, (out_w, out_h), fill)
+    canvas.paste(image.resize(inner, resample), ((out_w - inner[0]) // 2, (out_h - inner[1]) // 2))
     return canvas
 
 
@@ -146,8 +150,9 @@ def _mask_tensor(keep: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------- loading
 
 
-def load_image(path: str | Path, size: int, fit: str = "crop") -> torch.Tensor:
-    """Load any image as GLIDE input: tensor [1, 3, size, size] in [-1, 1]."""
+def load_image(path: str | Path, size: int | tuple[int, int], fit: str = "crop") -> torch.Tensor:
+    """Load any image as GLIDE input: tensor [1, 3, size, size] in [-1, 1] (for a
+    (width, height) `size`, [1, 3, height, width])."""
     _check_fit(fit, path)
     rgb = _to_rgb(_open(path))
     return pil_to_tensor(_fit_square(rgb, size, fit, Image.BICUBIC, (0, 0, 0)))[None]

@@ -34,6 +34,8 @@ from ..files.images import (
 )
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
+from .img2img import InitImage
+from .ranking import BestOf, load_ranker, pick_best
 from .pipeline import (
     ClipGuidance,
     Inpainting,
@@ -65,6 +67,9 @@ class Stage:
     sampler: SamplerChoice = SamplerChoice()
     scale: float = 1.0  # classifier-free guidance; 1 runs the conditional model alone
     temperature: float = 1.0  # multiplies the starting noise (the reference uses 0.997 to upsample)
+    # The pictures' sides when not the model's training size (render/sizes.py says which work).
+    width: Optional[int] = None
+    height: Optional[int] = None
 
 
 # The commands' defaults (the CLI repeats them; a test keeps them in sync). Text-to-image
@@ -160,6 +165,9 @@ class _Renderer:
         conditioning = encode_prompts(model, tokenizer, prompts, guided=guided, negative=negatives)
         for prompt, cut in zip(prompts, conditioning.truncated):
             self.warn_truncated(prompt, cut, tokenizer.text_ctx)
+        if stage.width or stage.height:
+            side = model.config.image_size
+            conditions.setdefault("size", (stage.height or side, stage.width or side))
         return sample_stage(
             model,
             conditioning,
@@ -184,13 +192,18 @@ class _Renderer:
             meta[f"{prefix}model_hash"] = digest
         return meta
 
-    def outputs(self, images: torch.Tensor, jobs: list[Job], meta: dict[str, Any]) -> Iterator[RenderedImage]:
-        for picture, job in zip(images, jobs):
+    def outputs(
+        self, images: torch.Tensor, jobs: list[Job], meta: dict[str, Any], per_image: Optional[list[dict[str, Any]]] = None
+    ) -> Iterator[RenderedImage]:
+        for k, (picture, job) in enumerate(zip(images, jobs)):
             record = {"prompt": job.prompt}
             if job.negative:
                 record["negative_prompt"] = job.negative
-            record.update(seed=job.seed, index=job.index, size=int(picture.shape[-1]))
+            height, width = (int(side) for side in picture.shape[-2:])
+            record.update(seed=job.seed, index=job.index, size=width if width == height else [width, height])
             record.update(meta)
+            if per_image is not None:
+                record.update(per_image[k])
             yield RenderedImage(tensor_to_pil(picture), job, record)
 
 
@@ -213,27 +226,65 @@ def render_generate(
     batch_size: int = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
+    init: Optional[InitImage] = None,
+    best_of: Optional[BestOf] = None,
 ) -> Iterator[RenderedImage]:
     """Text to image: the base model (with classifier-free guidance, or steered by CLIP when
-    `clip` is given), then the upsampler unless `upsample` is None."""
+    `clip` is given), then the upsampler unless `upsample` is None. With `init`, stages start
+    from that picture (img2img, render/img2img.py); with `best_of`, each picture is the best
+    of several candidates by a CLIP score (render/ranking.py)."""
     renderer = _Renderer(session, reporter)
-    for batch in _batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])
+    if best_of is not None and init is not None and init.skips_base:
+        raise ValueError("best of N compares the base model's pictures: give the init image a base strength too")
+    ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
+    base_init = up_init = None
+    if init is not None:
+        base_init = init.picture(_stage_size(session, base, "base")).to(session.device)
+        if upsample is not None and init.upsample_strength is not None:
+            up_init = init.picture(_stage_size(session, upsample, "upsample")).to(session.device)
+
+    def first_stage(todo: list[Job], noise: ImageNoise) -> torch.Tensor:
         conditions: dict[str, Any] = {}
         if clip is not None:
-            conditions["clip_guidance"] = _clip_guidance(renderer, clip, base, batch)
+            conditions["clip_guidance"] = _clip_guidance(renderer, clip, base, todo)
+        if init is not None:
+            if init.skips_base:  # the upsampler alone redraws the picture
+                return quantize_to_8bit(base_init.expand(len(todo), -1, -1, -1))
+            conditions.update(init=base_init.expand(len(todo), -1, -1, -1), strength=init.strength)
+        return renderer.run_stage(base, "base", todo, noise, **conditions)
+
+    for batch in _batches(jobs, batch_size):
+        picks = None
         with torch.no_grad():
-            images = renderer.run_stage(base, "base", batch, noise, **conditions)
+            if best_of is None:
+                noise = ImageNoise([job.seed for job in batch])
+                images = first_stage(batch, noise)
+            else:
+                images, noise, picks = pick_best(batch, best_of, ranker, first_stage, batch_size)
             if upsample is not None:
-                images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=quantize_to_8bit(images))
-        meta = renderer.stage_meta("", base)
-        if clip is None:
-            meta["scale"] = base.scale
-        else:
-            meta.update(clip_scale=clip.scale, clip_image_model=clip.image_model, clip_text_model=clip.text_model)
+                conditions = {}
+                if up_init is not None:
+                    conditions.update(init=up_init.expand(len(batch), -1, -1, -1), strength=init.upsample_strength)
+                images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=quantize_to_8bit(images), **conditions)
+        meta = {}
+        if init is None or not init.skips_base:
+            meta.update(renderer.stage_meta("", base))
+            if clip is None:
+                meta["scale"] = base.scale
+            else:
+                meta.update(clip_scale=clip.scale, clip_image_model=clip.image_model, clip_text_model=clip.text_model)
         if upsample is not None:
             meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
-        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+        if init is not None:
+            meta.update(init.meta())
+        per_image = [pick.meta(best_of) for pick in picks] if picks is not None else None
+        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)}, per_image)
+
+
+def _stage_size(session: Session, stage: Stage, kind: str) -> tuple[int, int]:
+    """(height, width) of a stage's pictures: its own, else the model's square."""
+    side = session.entry(stage.model, kind).arch.image_size
+    return (stage.height or side, stage.width or side)
 
 
 def _clip_guidance(renderer: _Renderer, clip: ClipSteering, base: Stage, batch: list[Job]) -> ClipGuidance:

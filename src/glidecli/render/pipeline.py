@@ -21,13 +21,13 @@ from ..diffusion.guidance import (
     keep_known_region,
 )
 from ..diffusion.noise import ImageNoise
+from ..diffusion.partial import partial_timesteps
 from ..diffusion.samplers import (
     SAMPLERS,
     Callback,
     denoiser_from_model,
     dynamic_threshold,
     sample,
-    timesteps_for,
 )
 from ..diffusion.schedule import Schedule
 from ..nets.clip import NoisedClip
@@ -58,8 +58,9 @@ class SamplerChoice:
         if self.threshold is not None and not 0.5 <= self.threshold <= 1.0:
             raise ValueError(f"threshold percentile must be in [0.5, 1], got {self.threshold}")
 
-    def schedule(self, noise_schedule: str, diffusion_steps: int = 1000) -> Schedule:
-        timesteps = timesteps_for(self.name, noise_schedule, str(self.steps), diffusion_steps)
+    def schedule(self, noise_schedule: str, diffusion_steps: int = 1000, strength: float = 1.0) -> Schedule:
+        """The schedule this choice walks; `strength` < 1 starts it part-way (img2img)."""
+        timesteps = partial_timesteps(self.name, noise_schedule, str(self.steps), strength, diffusion_steps)
         return Schedule.from_timesteps(noise_schedule, timesteps, diffusion_steps)
 
 
@@ -127,14 +128,25 @@ def sample_stage(
     clip_guidance: Optional[ClipGuidance] = None,
     temperature: float = 1.0,
     callback: Optional[Callback] = None,
+    init: Optional[Tensor] = None,
+    strength: float = 1.0,
+    size: Optional[tuple[int, int]] = None,
 ) -> Tensor:
-    """Sample one batch of images [B, 3, S, S] in [-1, 1] from `model` (S = its image size)."""
+    """Sample one batch of images [B, 3, H, W] in [-1, 1] from `model`.
+
+    (H, W) is `size`, else the inpainting source's, else the model's square image size.
+    With `init` [B, 3, H, W] and `strength` < 1 (img2img), the picture is diffused to the
+    timestep at fraction `strength` of the sampler's grid and sampled from there
+    (diffusion/partial.py); strength 1 ignores `init`: plain generation."""
     cfg = model.config
     device = next(model.parameters()).device
     batch = conditioning.text.pooled.shape[0]
     if len(noise) != batch:
         raise ValueError(f"{len(noise)} seeds for a batch of {batch} prompts")
-    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
+    partial = init is not None and strength < 1.0
+    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps, strength if partial else 1.0)
+    if size is None:
+        size = tuple(inpainting.source.shape[-2:]) if inpainting is not None else (cfg.image_size, cfg.image_size)
 
     images: dict[str, Optional[Tensor]] = {"low_res": low_res}
     known_region = None
@@ -161,7 +173,10 @@ def sample_stage(
         else:
             denoise = clip_guided_denoiser(denoise, schedule, grad)
 
-    x = noise.initial((3, cfg.image_size, cfg.image_size), device, torch.float32) * temperature
+    x = noise.initial((3, *size), device, torch.float32) * temperature
+    if partial:
+        # The same first draw as plain generation, as the noise of q(x_t | x0) at the top.
+        x = schedule.q_sample(init.to(device, torch.float32), len(schedule) - 1, x)
     result = sample(
         sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, mean_shift=mean_shift, callback=callback
     )

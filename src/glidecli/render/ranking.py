@@ -1,0 +1,208 @@
+"""Best of N: sample several candidates per picture and keep the one CLIP likes best.
+
+Scores are CLIP scores, 100 x the cosine similarity of the picture's and the prompt's
+embeddings, from one of:
+
+- an open_clip model, `NAME:PRETRAINED` (open_clip's pretrained list, e.g. the default
+  ViT-B-32:laion2b_s34b_b79k), `NAME:FILE` (a local checkpoint), or `hf-hub:ORG/REPO`;
+  weights are fetched once by open_clip's hub download into glidecli's cache;
+- `noised-clip`: GLIDE's own noised CLIP (the manifest's clip-image and clip-text models)
+  at timestep 0, which needs no download beyond what CLIP guidance uses, but sees 64x64
+  pictures and is a weaker judge.
+
+Candidates' noise: candidate k of a picture whose seed is s uses seed
+(s + k * CANDIDATE_STRIDE) mod 2^32, candidate 0 being s itself. Each candidate is exactly
+the picture plain generation gives for its seed, so `--seed <candidate seed>` without
+--best-of redraws the winner, and --best-of 1 is plain generation. Candidates are compared
+at the base model's size; only the winner goes through the upsampler (the upsampler adds
+detail, not content, and is the expensive stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..diffusion.noise import MAX_SEED, ImageNoise
+from ..files.fetch import cache_dir
+from .session import RenderError, Session
+
+# The golden-ratio increment (2^32 / phi): candidate seeds of nearby pictures never meet.
+CANDIDATE_STRIDE = 0x9E3779B1
+DEFAULT_RANK_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+NOISED_CLIP = "noised-clip"
+MAX_BEST_OF = 64
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The seed of candidate `candidate` (0, 1, ...) of the picture whose seed is `seed`."""
+    return (seed + candidate * CANDIDATE_STRIDE) % (MAX_SEED + 1)
+
+
+class Ranker(Protocol):
+    name: str
+
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        """CLIP scores [B] of pictures [B, 3, H, W] in [-1, 1], one prompt each."""
+        ...
+
+
+def _square(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """Centre-crop to a square, then resize (bicubic, antialiased) to `size`, as CLIP's
+    preprocessing does with a picture file."""
+    height, width = images.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    cropped = images[..., top : top + side, left : left + side].float()
+    if (side, side) == tuple(size):
+        return cropped
+    return F.interpolate(cropped, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+
+
+class OpenClipRanker:
+    """An open_clip model as the judge."""
+
+    def __init__(self, spec: str, device: torch.device, offline: Optional[bool] = None):
+        import open_clip
+
+        self.name = spec
+        self.device = device
+        name, pretrained = _parse_spec(spec, open_clip)
+        try:
+            model = open_clip.create_model(
+                name, pretrained=pretrained, device=device, cache_dir=str(cache_dir() / "open_clip"), require_pretrained=True
+            )
+            self.tokenizer = open_clip.get_tokenizer(name)
+        except Exception as error:  # noqa: BLE001 - open_clip raises many kinds; all mean "no such judge here"
+            detail = " ".join(str(error).split())[:200]
+            raise RenderError(
+                f"cannot load the rank model {spec!r} ({type(error).__name__}: {detail}); "
+                f"--rank-model {NOISED_CLIP} needs no download"
+            ) from None
+        self.model = model.eval()
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", model.visual.image_size)
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD), device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        pixels = (_square(images.to(self.device), self.size) + 1) / 2
+        image_z = F.normalize(self.model.encode_image((pixels - self.mean) / self.std).float(), dim=-1)
+        text_z = F.normalize(self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)).float(), dim=-1)
+        return 100.0 * (image_z * text_z).sum(-1).cpu()
+
+
+def _parse_spec(spec: str, open_clip: Any) -> tuple[str, Optional[str]]:
+    if spec.startswith("hf-hub:"):
+        return spec, None
+    name, _, pretrained = spec.partition(":")
+    if not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not tags:
+            raise RenderError(f"rank model {spec!r}: give NAME:PRETRAINED (open_clip's pretrained list) or NAME:FILE")
+        pretrained = tags[0]
+    return name, pretrained
+
+
+class NoisedClipRanker:
+    """GLIDE's noised CLIP at timestep 0 (the pictures are clean)."""
+
+    def __init__(self, session: Session, image_model: str = "clip-image", text_model: str = "clip-text"):
+        self.name = NOISED_CLIP
+        self.session = session
+        self.clip = session.clip(image_model, text_model)
+        self.tokenizer = session.clip_tokenizer(self.clip.text_encoder.config.text_ctx)
+        size = self.clip.image_encoder.config.image_size
+        self.size = (size, size)
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        device = self.session.device
+        pictures = _square(images.to(device), self.size)
+        tokens = self.tokenizer.batch(list(prompts))
+        timesteps = torch.zeros(len(pictures), dtype=torch.long, device=device)
+        image_z = self.clip.image_embeddings(pictures, timesteps).float()
+        text_z = self.clip.text_embeddings(tokens.tokens.to(device), tokens.lengths.to(device)).float()
+        return 100.0 * (image_z * text_z).sum(-1).cpu()
+
+
+def load_ranker(session: Session, spec: str) -> Ranker:
+    """The judge `spec` names (see the module's docstring), on the session's device."""
+    if spec == NOISED_CLIP:
+        return NoisedClipRanker(session)
+    return OpenClipRanker(spec, session.device, session.offline)
+
+
+@dataclass(frozen=True)
+class BestOf:
+    """Sample `count` candidates per picture and keep the best by `rank_model`."""
+
+    count: int
+    rank_model: str = DEFAULT_RANK_MODEL
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_BEST_OF:
+            raise ValueError(f"best-of must be between 1 and {MAX_BEST_OF}, got {self.count}")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The winning candidate of one picture, and every candidate's score."""
+
+    candidate: int
+    seed: int
+    scores: tuple[float, ...]
+
+    def meta(self, best_of: BestOf) -> dict[str, Any]:
+        return {
+            "best_of": best_of.count,
+            "rank_model": best_of.rank_model,
+            "rank_score": round(self.scores[self.candidate], 4),
+            "candidate": self.candidate,
+            "candidate_seed": self.seed,
+            "candidate_scores": [round(score, 4) for score in self.scores],
+        }
+
+
+# run(jobs, noise) -> images: one stage (or stages) for a batch of jobs with their noise.
+StageFn = Callable[[list, ImageNoise], Tensor]
+
+
+def pick_best(
+    jobs: Sequence[Any], best_of: BestOf, ranker: Ranker, run: StageFn, batch_size: int
+) -> tuple[Tensor, ImageNoise, list[Pick]]:
+    """Render `best_of.count` candidates of each job, `batch_size` at a time, and keep the
+    best of each (the first on ties). Returns the winners [len(jobs), 3, H, W], their noise
+    (each winner's generator where its candidate left it, so later stages continue it) and
+    the picks."""
+    candidates = [
+        (j, k, dataclasses.replace(job, seed=candidate_seed(job.seed, k))) for j, job in enumerate(jobs) for k in range(best_of.count)
+    ]
+    scores: dict[tuple[int, int], float] = {}
+    kept: dict[tuple[int, int], tuple[Tensor, ImageNoise, int]] = {}
+    for start in range(0, len(candidates), batch_size):
+        part = candidates[start : start + batch_size]
+        noise = ImageNoise([job.seed for _, _, job in part])
+        images = run([job for _, _, job in part], noise)
+        values = ranker.score(images, [job.prompt for _, _, job in part])
+        for row, (j, k, _) in enumerate(part):
+            scores[(j, k)] = float(values[row])
+            best = max(range(k + 1), key=lambda c: (scores[(j, c)], -c))
+            if best == k:  # keep only each job's leader so far
+                kept[j] = (images[row], noise, row)
+    picks, winners, sources = [], [], []
+    for j, job in enumerate(jobs):
+        job_scores = tuple(scores[(j, k)] for k in range(best_of.count))
+        best = max(range(best_of.count), key=lambda c: (job_scores[c], -c))
+        image, noise, row = kept[j]
+        picks.append(Pick(best, candidate_seed(job.seed, best), job_scores))
+        winners.append(image)
+        sources.append((noise, row))
+    return torch.stack(winners), ImageNoise.combine(sources), picks

@@ -1,0 +1,68 @@
+"""Pictures of other sizes and aspect ratios than the models were trained on.
+
+GLIDE's U-Nets are convolutional and their attention takes any number of tokens, so they
+run on any height and width the network can halve at each of its levels: a multiple of
+2^(levels - 1), 8 for the 64x64 base model, 32 for the 256x256 upsampler. How far the
+pictures can stray from the training size before they fall apart is a matter of quality,
+not of the code; the range allowed here, half to twice the training size on each side,
+is where the results stay usable (README.md, "Other sizes").
+
+A two-stage picture of W x H is made by the base model at W/r x H/r, r being the
+upsampler's factor (its size over the base model's: 4 for GLIDE's), then upsampled.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..nets.config import UNetConfig
+
+# Each side between MIN_FACTOR and MAX_FACTOR times the model's training size.
+MIN_FACTOR, MAX_FACTOR = 0.5, 2.0
+
+
+def side_multiple(arch: UNetConfig) -> int:
+    """What every side must be a multiple of: the U-Net halves it at each level but the last."""
+    return 2 ** (len(arch.channel_mult) - 1)
+
+
+def side_range(arch: UNetConfig) -> tuple[int, int]:
+    """The smallest and largest side allowed for `arch`, both multiples of side_multiple."""
+    step = side_multiple(arch)
+    low = max(step, -(-int(arch.image_size * MIN_FACTOR) // step) * step)
+    return low, int(arch.image_size * MAX_FACTOR) // step * step
+
+
+def check_side(arch: UNetConfig, side: int, what: str) -> None:
+    """ValueError (one line) unless `side` suits a network of `arch`."""
+    step = side_multiple(arch)
+    low, high = side_range(arch)
+    if side % step or not low <= side <= high:
+        raise ValueError(
+            f"{what} is {side}, but this model ({arch.image_size}x{arch.image_size}) takes sides that are multiples"
+            f" of {step} from {low} to {high}"
+        )
+
+
+def stage_sizes(
+    width: Optional[int], height: Optional[int], base: UNetConfig, upsampler: Optional[UNetConfig]
+) -> tuple[Optional[tuple[int, int]], Optional[tuple[int, int]]]:
+    """(base, upsampler) stage sizes as (height, width) for a picture of `width` x `height`
+    (None: the final stage's training size), or (None, None) for the models' own squares.
+    Raises ValueError with a one-line reason when a side does not fit."""
+    if width is None and height is None:
+        return None, None
+    final = upsampler if upsampler is not None else base
+    width = final.image_size if width is None else width
+    height = final.image_size if height is None else height
+    if upsampler is None:
+        check_side(base, width, "the width")
+        check_side(base, height, "the height")
+        return (height, width), None
+    factor = upsampler.image_size // base.image_size
+    for side, name in ((width, "width"), (height, "height")):
+        if side % factor:
+            raise ValueError(f"the {name} is {side}, which the {factor}x upsampler cannot reach: use a multiple of {factor * side_multiple(base)}")
+        check_side(base, side // factor, f"the base model's {name} ({name} / {factor})")
+        check_side(upsampler, side, f"the {name}")
+    return (height // factor, width // factor), (height, width)
