@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..files.manifest import load_manifest
+from . import editing
 from . import options as opt
 from .run import (
     RunOptions,
@@ -32,6 +33,14 @@ def generate(
     upsample_sampler: opt.UpsampleSampler = "dpmpp_2m",
     upsample_temp: opt.UpsampleTemp = 0.997,
     size: opt.Size = None,
+    width: editing.Width = None,
+    height: editing.Height = None,
+    init_image: editing.InitImageOption = None,
+    strength: editing.Strength = None,
+    upsample_strength: editing.UpsampleStrength = None,
+    init_fit: editing.InitFit = "crop",
+    best_of: editing.BestOfOption = 1,
+    rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
     prompts_file: opt.PromptsFile = None,
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
@@ -51,6 +60,9 @@ def generate(
 ) -> None:
     """Draw PROMPT: the base model at 64x64, then the upsampler to 256x256.
 
+    --init-image starts from a picture (img2img, --strength); --width/--height make other
+    sizes; --best-of N keeps the best of N candidates by a CLIP score.
+
     The base model uses classifier-free guidance (--scale 3). Default sampling is fast and
     matches the reference notebook's on the project's measures: dpmpp_2m_sde with 20 steps,
     then the upsampler with dpmpp_2m, 15 steps, temperature 0.997. The notebook's own:
@@ -65,6 +77,9 @@ def generate(
     upsample = upsampler_stage(
         manifest, size, model, "base", upsample_model, "upsample", upsample_sampler, upsample_steps, upsample_temp
     )
+    base, upsample = editing.sized_stages(manifest, base, upsample, "base", "upsample", width, height)
+    init = editing.init_image(init_image, strength, upsample_strength, init_fit, upsample is not None)
+    ranking = editing.best_of_choice(best_of, rank_model, init)
     jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative)
     render_to_files(
         "generate",
@@ -72,7 +87,7 @@ def generate(
         manifest,
         jobs,
         lambda session, todo, reporter, meta: render_generate(
-            session, todo, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta
+            session, todo, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta, init=init, best_of=ranking
         ),
     )
 

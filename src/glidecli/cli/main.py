@@ -19,6 +19,7 @@ from .. import __version__
 from .edit import inpaint, upsample
 from .generate import clip_guide, generate
 from .run import Interrupted, click_errors
+from .score import score
 from .train import Stopped, dataset_app, train_command
 from .weights import info_command, weights_app
 
@@ -35,6 +36,7 @@ app.command()(generate)
 app.command("clip-guide")(clip_guide)
 app.command()(upsample)
 app.command()(inpaint)
+app.command()(score)
 app.add_typer(weights_app, name="weights")
 app.command("info")(info_command)
 app.command("train")(train_command)

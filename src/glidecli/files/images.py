@@ -150,12 +150,14 @@ def _mask_tensor(keep: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------- loading
 
 
-def load_image(path: str | Path, size: int | tuple[int, int], fit: str = "crop") -> torch.Tensor:
+def load_image(path: str | Path, size: int | tuple[int, int] | None, fit: str = "crop") -> torch.Tensor:
     """Load any image as GLIDE input: tensor [1, 3, size, size] in [-1, 1] (for a
-    (width, height) `size`, [1, 3, height, width])."""
+    (width, height) `size`, [1, 3, height, width]; for None, the picture's own size)."""
     _check_fit(fit, path)
     rgb = _to_rgb(_open(path))
-    return pil_to_tensor(_fit_square(rgb, size, fit, Image.BICUBIC, (0, 0, 0)))[None]
+    if size is not None:
+        rgb = _fit_square(rgb, size, fit, Image.BICUBIC, (0, 0, 0))
+    return pil_to_tensor(rgb)[None]
 
 
 def load_image_rgba(

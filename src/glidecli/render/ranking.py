@@ -103,6 +103,8 @@ def _parse_spec(spec: str, open_clip: Any) -> tuple[str, Optional[str]]:
     if spec.startswith("hf-hub:"):
         return spec, None
     name, _, pretrained = spec.partition(":")
+    if name not in open_clip.list_models():
+        raise RenderError(f"unknown open_clip model {name!r} in --rank-model {spec!r}; open_clip.list_models() names them")
     if not pretrained:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if not tags:
