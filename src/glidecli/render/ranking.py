@@ -21,7 +21,10 @@ detail, not content, and is the expensive stage).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
@@ -30,6 +33,7 @@ from torch import Tensor
 
 from ..diffusion.noise import MAX_SEED, ImageNoise
 from ..files.fetch import cache_dir
+from .pipeline import quantize_to_8bit
 from .session import RenderError, Session
 
 # The golden-ratio increment (2^32 / phi): candidate seeds of nearby pictures never meet.
@@ -73,10 +77,12 @@ class OpenClipRanker:
         self.name = spec
         self.device = device
         name, pretrained = _parse_spec(spec, open_clip)
+        folder = cache_dir() / "open_clip"
+        if offline or (offline is None and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")):
+            pretrained = _cached_weights(open_clip, name, pretrained, folder, spec)
+        logging.disable(logging.ERROR)  # open_clip and the hub log each retry; the error below says it all
         try:
-            model = open_clip.create_model(
-                name, pretrained=pretrained, device=device, cache_dir=str(cache_dir() / "open_clip"), require_pretrained=True
-            )
+            model = open_clip.create_model(name, pretrained=pretrained, device=device, cache_dir=str(folder), require_pretrained=True)
             self.tokenizer = open_clip.get_tokenizer(name)
         except Exception as error:  # noqa: BLE001 - open_clip raises many kinds; all mean "no such judge here"
             detail = " ".join(str(error).split())[:200]
@@ -84,6 +90,8 @@ class OpenClipRanker:
                 f"cannot load the rank model {spec!r} ({type(error).__name__}: {detail}); "
                 f"--rank-model {NOISED_CLIP} needs no download"
             ) from None
+        finally:
+            logging.disable(logging.NOTSET)
         self.model = model.eval()
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = cfg.get("size", model.visual.image_size)
@@ -111,6 +119,24 @@ def _parse_spec(spec: str, open_clip: Any) -> tuple[str, Optional[str]]:
             raise RenderError(f"rank model {spec!r}: give NAME:PRETRAINED (open_clip's pretrained list) or NAME:FILE")
         pretrained = tags[0]
     return name, pretrained
+
+
+def _cached_weights(open_clip: Any, name: str, pretrained: Optional[str], folder: Path, spec: str) -> Optional[str]:
+    """Offline: the cached file of a pretrained tag (a local file or hf-hub spec as it is)."""
+    if pretrained is None or Path(pretrained).is_file():
+        return pretrained
+    config = open_clip.get_pretrained_cfg(name, pretrained) or {}
+    repo = (config.get("hf_hub") or "").rstrip("/")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for file_name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(repo, file_name, cache_dir=str(folder))
+            if isinstance(found, str):
+                return found
+    raise RenderError(
+        f"rank model {spec!r} is not cached and downloads are off (offline); run once online or use --rank-model {NOISED_CLIP}"
+    )
 
 
 class NoisedClipRanker:
@@ -193,7 +219,8 @@ def pick_best(
         part = candidates[start : start + batch_size]
         noise = ImageNoise([job.seed for _, _, job in part])
         images = run([job for _, _, job in part], noise)
-        values = ranker.score(images, [job.prompt for _, _, job in part])
+        # Scored as the PNG will hold them (8 bits), so `glide score` on a base-size picture agrees.
+        values = ranker.score(quantize_to_8bit(images), [job.prompt for _, _, job in part])
         for row, (j, k, _) in enumerate(part):
             scores[(j, k)] = float(values[row])
             best = max(range(k + 1), key=lambda c: (scores[(j, c)], -c))

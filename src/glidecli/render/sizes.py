@@ -39,7 +39,7 @@ def check_side(arch: UNetConfig, side: int, what: str) -> None:
     low, high = side_range(arch)
     if side % step or not low <= side <= high:
         raise ValueError(
-            f"{what} is {side}, but this model ({arch.image_size}x{arch.image_size}) takes sides that are multiples"
+            f"{what} is {side}, but the model ({arch.image_size}x{arch.image_size}) takes sides that are multiples"
             f" of {step} from {low} to {high}"
         )
 
@@ -61,8 +61,12 @@ def stage_sizes(
         return (height, width), None
     factor = upsampler.image_size // base.image_size
     for side, name in ((width, "width"), (height, "height")):
-        if side % factor:
-            raise ValueError(f"the {name} is {side}, which the {factor}x upsampler cannot reach: use a multiple of {factor * side_multiple(base)}")
-        check_side(base, side // factor, f"the base model's {name} ({name} / {factor})")
+        low, high = side_range(base)
+        step = side_multiple(base)
+        if side % factor or side // factor % step or not low <= side // factor <= high:
+            raise ValueError(
+                f"the {name} is {side}, but with the {factor}x upsampler sides must be multiples of {factor * step} from"
+                f" {factor * low} to {factor * high} ({factor} times the base model's: multiples of {step} from {low} to {high})"
+            )
         check_side(upsampler, side, f"the {name}")
     return (height // factor, width // factor), (height, width)
