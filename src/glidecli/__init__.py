@@ -29,6 +29,8 @@ _API = {
     "ClipSteering": "glidecli.render.engine",
     "InpaintSource": "glidecli.render.engine",
     "RenderedImage": "glidecli.render.engine",
+    "InitImage": "glidecli.render.img2img",
+    "BestOf": "glidecli.render.ranking",
     "render_generate": "glidecli.render.engine",
     "render_upsample": "glidecli.render.engine",
     "render_inpaint": "glidecli.render.engine",
