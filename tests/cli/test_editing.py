@@ -20,7 +20,7 @@ from glidecli.render.ranking import DEFAULT_RANK_MODEL, candidate_seed
 from glidecli.train.dataset import draw_scene
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
-from helpers.tiny import TINY_CLIP
+from helpers.tiny import TINY_CLIP, tiny_open_clip
 
 PROMPT = "a red circle on a blue background"
 TINY_OPEN_CLIP = "GlidecliTestTinyClip"
@@ -47,20 +47,7 @@ def manifest(tmp_path_factory) -> Path:
 def open_clip_judge(tmp_path_factory) -> str:
     """A tiny random open_clip model registered under a test name, and its checkpoint: the
     --rank-model spec NAME:FILE that loads it through open_clip as a real one would."""
-    import open_clip
-
-    root = tmp_path_factory.mktemp("open_clip")
-    config = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    (root / f"{TINY_OPEN_CLIP}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(root / f"{TINY_OPEN_CLIP}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY_OPEN_CLIP)
-    torch.save(model.state_dict(), root / "tiny.pt")
-    return f"{TINY_OPEN_CLIP}:{root / 'tiny.pt'}"
+    return tiny_open_clip(tmp_path_factory.mktemp("open_clip"), TINY_OPEN_CLIP)[0]
 
 
 @pytest.fixture(autouse=True)

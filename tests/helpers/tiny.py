@@ -57,3 +57,29 @@ def tiny_network(kind: str, seed: int = 0, **changes):
     else:
         arch = tiny_unet_config(kind, **changes)
     return random_init_(build_network(kind, arch), seed=seed).eval()
+
+
+# A tiny open_clip CLIP (random weights), for the --best-of judges: open_clip's own code
+# loads it by name once registered, from a checkpoint file, as it would a real model.
+TINY_OPEN_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_open_clip(folder, name: str, seed: int = 0):
+    """Register a tiny random open_clip model as `name` and save its weights in `folder`;
+    returns (the --rank-model spec NAME:FILE, the model, its preprocessing of PIL pictures)."""
+    import json
+
+    import open_clip
+    import torch
+
+    config = folder / f"{name}.json"
+    config.write_text(json.dumps(TINY_OPEN_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    torch.save(model.state_dict(), folder / f"{name}.pt")
+    return f"{name}:{folder / f'{name}.pt'}", model.eval(), preprocess

@@ -4,8 +4,6 @@ file; GLIDE's noised CLIP at t=0 checked against its encoders called directly)."
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -24,7 +22,7 @@ from glidecli.render.ranking import (
     candidate_seed,
     pick_best,
 )
-from helpers.tiny import tiny_network
+from helpers.tiny import tiny_network, tiny_open_clip
 
 
 def test_candidate_seeds_derive_from_the_picture_seed():
@@ -105,17 +103,8 @@ def test_open_clip_judge_scores_as_open_clip_does_with_a_picture_file(tmp_path):
     import open_clip
 
     name = "GlidecliRankTinyClip"
-    config = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / f"{name}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(tmp_path / f"{name}.json")
-    torch.manual_seed(1)
-    model, _, preprocess = open_clip.create_model_and_transforms(name)
-    torch.save(model.state_dict(), tmp_path / "w.pt")
-    judge = OpenClipRanker(f"{name}:{tmp_path / 'w.pt'}", torch.device("cpu"))
+    spec, model, preprocess = tiny_open_clip(tmp_path, name, seed=1)
+    judge = OpenClipRanker(spec, torch.device("cpu"))
 
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(3)]
