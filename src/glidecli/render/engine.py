@@ -35,7 +35,6 @@ from ..files.images import (
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
 from .img2img import InitImage
-from .ranking import BestOf, load_ranker, pick_best
 from .pipeline import (
     ClipGuidance,
     Inpainting,
@@ -44,6 +43,7 @@ from .pipeline import (
     quantize_to_8bit,
     sample_stage,
 )
+from .ranking import BestOf, load_ranker, pick_best
 from .session import (  # noqa: F401 - re-exported: the Python API lives here
     DEVICES,
     DTYPES,
