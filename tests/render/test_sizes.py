@@ -1,12 +1,18 @@
-"""Which sides the networks take (render/sizes.py), and that every U-Net variant runs on
-pictures that are not square."""
+"""Which sides the networks take (render/sizes.py), that every U-Net variant runs on
+pictures that are not square, that pictures and masks fit rectangles, and that inpainting
+works at a rectangle."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from glidecli.diffusion.noise import ImageNoise
+from glidecli.files.images import load_image, load_mask
 from glidecli.files.manifest import load_manifest
+from glidecli.render.pipeline import Conditioning, Inpainting, SamplerChoice, sample_stage
 from glidecli.render.sizes import check_side, side_multiple, side_range, stage_sizes
 from helpers.tiny import tiny_network
 
@@ -58,3 +64,57 @@ def test_every_unet_runs_on_pictures_that_are_not_square(kind):
                        **{k: v.transpose(-1, -2) for k, v in images.items()})
     assert out.shape == (2, cfg.out_channels, height, width) and tall.shape == (2, cfg.out_channels, width, height)
     assert torch.isfinite(out).all() and torch.isfinite(tall).all()
+
+
+# --- pictures fitted to rectangles, and inpainting at a rectangle ------------------------------
+
+
+def _picture(path, width, height):
+    """Left half red, right half blue; a white square in the middle."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, : width // 2] = (255, 0, 0)
+    pixels[:, width // 2 :] = (0, 0, 255)
+    pixels[height // 2 - 2 : height // 2 + 2, width // 2 - 2 : width // 2 + 2] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _rgb(tensor):
+    return ((tensor[0].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+
+
+def test_pictures_fit_rectangles(tmp_path):
+    wide = _picture(tmp_path / "wide.png", 64, 32)
+    assert load_image(wide, None).shape == (1, 3, 32, 64)  # as it is
+    same = _rgb(load_image(wide, (32, 16), "crop"))  # same aspect ratio: a plain resize
+    assert same.shape == (16, 32, 3) and (same[:, 0] == (255, 0, 0)).all() and (same[:, -1] == (0, 0, 255)).all()
+    square = _rgb(load_image(wide, (16, 16), "crop"))  # centre crop: the middle 32x32
+    assert (square[:, 0] == (255, 0, 0)).all() and (square[:, -1] == (0, 0, 255)).all()
+    tall = _rgb(load_image(wide, (16, 32), "pad"))  # letterboxed: black above and below
+    assert tall.shape == (32, 16, 3) and (tall[:12] == 0).all() and (tall[-12:] == 0).all()
+    assert tall[16, 0, 0] > 200 and tall[16, -1, 2] > 200
+    stretched = _rgb(load_image(wide, (16, 32), "stretch"))
+    assert stretched.shape == (32, 16, 3) and (stretched[:, 0] == (255, 0, 0)).all()
+    # A mask of the same file lands on the same pixels as its picture, for every fit.
+    for fit in ("crop", "pad", "stretch"):
+        keep = load_mask(wide, (24, 40), fit)[0, 0].numpy().astype(bool)
+        white = (_rgb(load_image(wide, (24, 40), fit)) > 127).all(-1)
+        # (the picture is resized bicubic and the mask nearest: their edges may differ by a pixel)
+        assert keep.shape == (40, 24) and (~keep).sum() > 0 and white[~keep].mean() >= 0.9
+
+
+def test_inpainting_a_rectangle_keeps_the_known_region_exactly():
+    network = tiny_network("base-inpaint")
+    cfg = network.config
+    height, width = cfg.image_size, cfg.image_size + 2 * side_multiple(cfg)
+    source = torch.rand(2, 3, height, width) * 2 - 1
+    keep = torch.ones(2, 1, height, width)
+    keep[..., 4:10, 6:20] = 0
+    tokenizer_tokens = torch.zeros(2, cfg.text_ctx, dtype=torch.long)
+    text = network.encode_text(tokenizer_tokens, torch.ones(2, cfg.text_ctx, dtype=torch.bool))
+    conditioning = Conditioning(text, None, [False, False])
+    out = sample_stage(network, conditioning, ImageNoise([1, 2]), SamplerChoice("ddim", "5"),
+                       inpainting=Inpainting(source, keep))
+    assert out.shape == (2, 3, height, width)
+    assert torch.equal(out * keep, source * keep)
+    assert not torch.equal(out, source)

@@ -161,7 +161,7 @@ def load_image(path: str | Path, size: int | tuple[int, int] | None, fit: str = 
 
 
 def load_image_rgba(
-    path: str | Path, size: int, fit: str = "crop"
+    path: str | Path, size: int | tuple[int, int], fit: str = "crop"
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Like load_image, plus the alpha channel as [1, 1, size, size] in [0, 1]
     (1 = opaque), or None when the file has no transparency. Alpha is resized nearest,
@@ -181,7 +181,7 @@ def has_alpha(path: str | Path) -> bool:
     return _has_alpha(_open(path))
 
 
-def load_mask(path: str | Path, size: int, fit: str = "crop", invert: bool = False) -> torch.Tensor:
+def load_mask(path: str | Path, size: int | tuple[int, int], fit: str = "crop", invert: bool = False) -> torch.Tensor:
     """Load a user mask (WHITE = repaint, BLACK = keep) as GLIDE's mask [1, 1, size, size]
     with 1 = keep, 0 = repaint. Grey at or above 50% counts as white; `invert` swaps the
     meaning. Transparent pixels of the mask file count as black (keep)."""
@@ -192,7 +192,7 @@ def load_mask(path: str | Path, size: int, fit: str = "crop", invert: bool = Fal
     return _mask_tensor(~keep if invert else keep)
 
 
-def mask_from_alpha(path: str | Path, size: int, fit: str = "crop") -> torch.Tensor:
+def mask_from_alpha(path: str | Path, size: int | tuple[int, int], fit: str = "crop") -> torch.Tensor:
     """GLIDE mask from an RGBA image's transparency: pixels less than 50% opaque are
     repainted (0), the rest kept (1)."""
     _check_fit(fit, path)

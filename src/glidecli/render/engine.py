@@ -327,8 +327,10 @@ def render_upsample(
         yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
 
 
-def load_inpaint_inputs(source: InpaintSource, size: int) -> Inpainting:
-    """The picture [1, 3, size, size] and its keep mask [1, 1, size, size] (1 = keep)."""
+def load_inpaint_inputs(source: InpaintSource, size: int | tuple[int, int]) -> Inpainting:
+    """The picture [1, 3, size, size] and its keep mask [1, 1, size, size] (1 = keep); for a
+    (width, height) `size`, [1, 3, height, width] and [1, 1, height, width] (sample_stage
+    then samples at that size)."""
     if source.mask is not None:
         check_same_size(source.image, source.mask)
         picture = load_image(source.image, size, source.fit)
