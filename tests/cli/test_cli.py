@@ -233,7 +233,7 @@ def half_mask(path: Path, size=(40, 40)) -> Path:
 
 def test_inpaint_keeps_the_unmasked_region_exactly(glide, tmp_path):
     source, mask = random_picture(tmp_path / "src.png"), half_mask(tmp_path / "mask.png")
-    result = glide("inpaint", source, mask, "a hat", *FAST, "--seed", 2, "--out", tmp_path / "o")
+    result = glide("inpaint", source, mask, "a hat", *FAST, "--fit", "crop", "--seed", 2, "--out", tmp_path / "o")
     assert result.code == 0, result.err
     [path] = result.paths
     out, expected = pixels(path), np.asarray(tensor_to_pil(load_image(source, 32)), dtype=np.int16)
@@ -244,7 +244,7 @@ def test_inpaint_keeps_the_unmasked_region_exactly(glide, tmp_path):
     meta = read_png_metadata(path)
     assert (meta["scale"], meta["sampler"], meta["upsample_sampler"], meta["fit"]) == (5.0, "ddpm", "ddpm", "crop")
 
-    inverted = glide("inpaint", source, mask, "a hat", *FAST, "--invert-mask", "--out", tmp_path / "inv")
+    inverted = glide("inpaint", source, mask, "a hat", *FAST, "--fit", "crop", "--invert-mask", "--out", tmp_path / "inv")
     assert inverted.code == 0, inverted.err
     out = pixels(inverted.paths[0])
     assert np.array_equal(out[~keep], expected[~keep]) and read_png_metadata(inverted.paths[0])["invert_mask"] is True
@@ -255,7 +255,7 @@ def test_inpaint_repaints_the_transparent_pixels_of_an_rgba_picture(glide, tmp_p
     rgba[..., 3] = 255
     rgba[:, :12, 3] = 0  # left half transparent = repaint
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
-    result = glide("inpaint", tmp_path / "cut.png", "a hat", *FAST, "--size", 16, "--out", tmp_path / "o")
+    result = glide("inpaint", tmp_path / "cut.png", "a hat", *FAST, "--size", 16, "--fit", "crop", "--out", tmp_path / "o")
     assert result.code == 0, result.err
     out = pixels(result.paths[0])
     expected = np.asarray(tensor_to_pil(load_image(tmp_path / "cut.png", 16)), dtype=np.int16)

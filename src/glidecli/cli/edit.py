@@ -9,6 +9,7 @@ import typer
 
 from ..files.manifest import load_manifest
 from . import options as opt
+from .outpaint import Context, Feather, InpaintFit, inpaint_region
 from .run import (
     RunOptions,
     build_stage,
@@ -76,7 +77,9 @@ def inpaint(
     eta: opt.Eta = 0.0,
     threshold: opt.Threshold = None,
     invert_mask: Annotated[bool, typer.Option("--invert-mask", help="Repaint the black (or opaque) part instead.", rich_help_panel=opt.SAMPLING)] = False,
-    fit: opt.Fit = "crop",
+    fit: InpaintFit = "auto",
+    context: Context = 64,
+    feather: Feather = 8,
     upsample_steps: opt.UpsampleSteps = "fast27",
     upsample_sampler: opt.UpsampleSampler = "ddpm",
     upsample_temp: opt.UpsampleTemp = 0.997,
@@ -101,11 +104,15 @@ def inpaint(
 
     MASK is a picture the size of IMAGE: WHITE = repaint, BLACK = keep (the usual
     convention; --invert-mask swaps them). Without MASK, IMAGE's transparent pixels are
-    repainted. IMAGE may be any size; --fit makes it square. The kept part of the result
-    is the source's pixels exactly. Defaults follow the reference notebook: scale 5, ddpm
-    100 steps; upsampler ddpm fast27, temperature 0.997.
+    repainted. A picture larger than the models' output (256) is edited at its own size: a
+    square around the mask (plus --context pixels) is repainted and pasted back with a
+    --feather edge (--fit region); --fit crop/pad/stretch instead fit the picture to the
+    models' square. Pixels outside the (feathered) mask are the source's exactly. Defaults
+    follow the reference notebook: scale 5, ddpm 100 steps; upsampler ddpm fast27,
+    temperature 0.997.
     """
-    from ..render.engine import InpaintSource, render_inpaint
+    from ..render.engine import InpaintSource, model_entry, render_inpaint
+    from ..render.region_inpaint import render_inpaint_region
 
     if len(arguments) not in (2, 3):
         raise click_errors.UsageError(f"expected IMAGE [MASK] PROMPT, got {len(arguments)} arguments")
@@ -116,14 +123,18 @@ def inpaint(
     upsample = upsampler_stage(
         manifest, size, model, "base-inpaint", upsample_model, "upsample-inpaint", upsample_sampler, upsample_steps, upsample_temp
     )
-    source = InpaintSource(Path(image), Path(mask) if mask else None, fit, invert_mask)
+    final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, model, "base-inpaint")
+    region = inpaint_region(Path(image), Path(mask) if mask else None, invert_mask, fit, context, feather, final.arch.image_size)
+    source = InpaintSource(Path(image), Path(mask) if mask else None, "crop" if fit in ("auto", "region") else fit, invert_mask)
     jobs = make_jobs([prompt], num, seed, negative)
     render_to_files(
         "inpaint",
         opts,
         manifest,
         jobs,
-        lambda session, todo, reporter, meta: render_inpaint(
-            session, todo, source, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta
+        lambda session, todo, reporter, meta: (
+            render_inpaint_region(session, todo, region, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta)
+            if region is not None
+            else render_inpaint(session, todo, source, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta)
         ),
     )

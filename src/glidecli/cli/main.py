@@ -18,6 +18,7 @@ import typer
 from .. import __version__
 from .edit import inpaint, upsample
 from .generate import clip_guide, generate
+from .outpaint import outpaint
 from .run import Interrupted, click_errors
 from .score import score
 from .train import Stopped, dataset_app, train_command
@@ -37,6 +38,7 @@ app.command("clip-guide")(clip_guide)
 app.command()(upsample)
 app.command()(inpaint)
 app.command()(score)
+app.command()(outpaint)
 app.add_typer(weights_app, name="weights")
 app.command("info")(info_command)
 app.command("train")(train_command)

@@ -334,6 +334,11 @@ def render_output_path(
         raise ImageError(f"bad output pattern {pattern!r}: {error}") from None
     if not name.lower().endswith(".png"):
         name += ".png"
+    # Fields hold only digits, hex and [a-z0-9-] slugs, so only the pattern's own text can
+    # leave `out` ("../x", "/tmp/x"); sub-folders inside `out` are fine.
+    relative = Path(name)
+    if relative.is_absolute() or relative.drive or ".." in relative.parts:
+        raise ImageError(f"output pattern {pattern!r} would write {name} outside the output directory {out}")
     return out / name
 
 

@@ -373,23 +373,43 @@ def render_inpaint(
         renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
     for batch in _batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])
-        with torch.no_grad():
-            images = renderer.run_stage(
-                base, "base-inpaint", batch, noise, inpainting=_on_device(low, session.device, len(batch))
-            )
-            if upsample is not None:
-                images = renderer.run_stage(
-                    upsample,
-                    "upsample-inpaint",
-                    batch,
-                    noise,
-                    low_res=quantize_to_8bit(images),
-                    inpainting=_on_device(high, session.device, len(batch)),
-                )
-        meta = {**renderer.stage_meta("", base), "scale": base.scale}
-        if upsample is not None:
-            meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
+        images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
+        meta = inpaint_meta(renderer, base, upsample)
         meta.update(image=str(source.image), mask=str(source.mask) if source.mask else "alpha", fit=source.fit)
         if source.invert_mask:
             meta["invert_mask"] = True
         yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+
+
+def inpaint_stages(
+    renderer: _Renderer,
+    batch: list[Job],
+    noise: ImageNoise,
+    low: Inpainting,
+    high: Optional[Inpainting],
+    base: Stage,
+    upsample: Optional[Stage],
+) -> torch.Tensor:
+    """One batch through the base inpainting model on `low`, then (unless `upsample` is
+    None) the inpainting upsampler on `high`; inputs hold one row or one per job."""
+    device = renderer.session.device
+    with torch.no_grad():
+        images = renderer.run_stage(base, "base-inpaint", batch, noise, inpainting=_on_device(low, device, len(batch)))
+        if upsample is not None:
+            images = renderer.run_stage(
+                upsample,
+                "upsample-inpaint",
+                batch,
+                noise,
+                low_res=quantize_to_8bit(images),
+                inpainting=_on_device(high, device, len(batch)),
+            )
+    return images
+
+
+def inpaint_meta(renderer: _Renderer, base: Stage, upsample: Optional[Stage]) -> dict[str, Any]:
+    """The settings of the inpainting stages to record in a PNG."""
+    meta = {**renderer.stage_meta("", base), "scale": base.scale}
+    if upsample is not None:
+        meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
+    return meta

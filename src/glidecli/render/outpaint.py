@@ -1,0 +1,132 @@
+"""Outpainting: a bigger canvas whose new border the inpainting models paint.
+
+The picture is placed on a canvas grown by `Extension` pixels on each side. Windows of the
+final model's size (256 with GLIDE's upsampler, the base model's size without it) are
+painted one after another in the order of `regions.plan_windows`: rings stepping outward
+from the picture, each window keeping `context` pixels of what is already there, so every
+window sees the picture or the border painted before it and continues it. A window
+repaints only canvas pixels not yet painted; the picture's own pixels are never written,
+so the canvas holds them bit for bit at their offset.
+
+Noise: image i of a run owns one generator seeded with its seed S + i (as every glide
+picture does); its windows draw from it in painting order, so a rerun, alone or in any
+batch, paints the same canvas.
+
+    source = OutpaintSource(Path("photo.png"), Extension(right=128))
+    for done in render_outpaint(session, [Job("a beach", seed=1)], source):
+        write_png(done.image, "wider.png", done.meta)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..diffusion.noise import ImageNoise
+from ..files.fetch import sha256_file
+from ..files.images import tensor_to_pil
+from ..files.pixels import load_pixels
+from .engine import (
+    DEFAULT_INPAINT_BASE,
+    DEFAULT_INPAINT_UPSAMPLE,
+    Job,
+    RenderedImage,
+    Reporter,
+    Session,
+    Stage,
+    _batches,
+    _common_meta,
+    _Renderer,
+    inpaint_meta,
+    inpaint_stages,
+)
+from .region_inpaint import output_sizes, stage_inputs
+from .regions import MAX_CANVAS, Extension, crop, paste, plan_windows
+
+
+@dataclass(frozen=True)
+class OutpaintSource:
+    """The picture, how far to grow it, and how many pixels of each window must already be
+    painted towards the picture (None: half the window)."""
+
+    image: Path
+    extension: Extension
+    context: Optional[int] = None
+
+
+def window_context(window: int, context: Optional[int]) -> int:
+    """The context a window keeps; ValueError when it leaves no room to paint."""
+    context = window // 2 if context is None else context
+    if not 0 < context < window:
+        raise ValueError(f"--context must be between 1 and {window - 1} pixels for {window}-pixel windows, got {context}")
+    return context
+
+
+def render_outpaint(
+    session: Session,
+    jobs: Sequence[Job],
+    source: OutpaintSource,
+    base: Stage = DEFAULT_INPAINT_BASE,
+    upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
+    *,
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Outpaint `source.image` (see the module's docstring): one canvas per job."""
+    renderer = _Renderer(session, reporter)
+    pixels = load_pixels(source.image)
+    height, width = pixels.shape[:2]
+    extension = source.extension
+    if extension.empty:
+        raise ValueError("nothing to extend: the canvas would be the picture itself")
+    canvas_w, canvas_h = extension.canvas(width, height)
+    if max(canvas_w, canvas_h) > MAX_CANVAS:
+        raise ValueError(f"the canvas would be {canvas_w}x{canvas_h}; at most {MAX_CANVAS} pixels per side")
+    base_size, window = output_sizes(session, base, upsample)
+    context = window_context(window, source.context)
+    windows = plan_windows(width, height, extension, window, context)
+    meta = {
+        "width": canvas_w,
+        "height": canvas_h,
+        "image": str(source.image),
+        "image_sha256": sha256_file(source.image),
+        "image_size": [width, height],
+        "left": extension.left,
+        "right": extension.right,
+        "top": extension.top,
+        "bottom": extension.bottom,
+        "window": window,
+        "context": context,
+        "windows": len(windows),
+    }
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])  # one generator per image, for all its windows
+        canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]
+        painted = np.zeros((canvas_h, canvas_w), dtype=bool)
+        for canvas in canvases:
+            canvas[extension.top : extension.top + height, extension.left : extension.left + width] = pixels
+        painted[extension.top : extension.top + height, extension.left : extension.left + width] = True
+        for box in windows:
+            known, inside = crop(painted, box)
+            new = inside & ~known
+            if not new.any():
+                continue  # every pixel of this window is already painted (the same for every image)
+            repaint = ~known  # outside the canvas too: painted freely, then dropped
+            squares = [crop(canvas, box)[0] for canvas in canvases]
+            low = stage_inputs(squares, repaint, base_size)
+            high = stage_inputs(squares, repaint, window) if upsample is not None else None
+            images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
+            for canvas, image in zip(canvases, images):
+                paste(canvas, box, np.asarray(tensor_to_pil(image)), new)
+            paste(painted, box, new, new)
+        if not painted.all():  # plan_windows covers every new pixel; this guards its promise
+            raise RuntimeError("outpainting left canvas pixels unpainted")
+        record = {**inpaint_meta(renderer, base, upsample), **meta, **_common_meta(session, extra_meta)}
+        for canvas, job in zip(canvases, batch):
+            head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
+            yield RenderedImage(Image.fromarray(canvas, "RGB"), job, {**head, "seed": job.seed, "index": job.index, **record})

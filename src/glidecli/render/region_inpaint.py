@@ -1,0 +1,150 @@
+"""Inpainting a region of a picture at its own resolution, however large.
+
+GLIDE repaints squares of its models' sizes (64, then 256). For a bigger picture glide
+crops a square around the mask's bounding box plus a context margin, inpaints that square
+at the models' sizes, scales the result back to the square's size, and pastes it only over
+the mask and a feathered edge around it. Every pixel outside that feathered region is the
+source's, bit for bit, and the picture keeps its size.
+
+    source = RegionSource(Path("photo.png"), Path("mask.png"), context=64, feather=8)
+    for done in render_inpaint_region(session, [Job("a red hat", seed=1)], source):
+        write_png(done.image, "hat.png", done.meta)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..diffusion.noise import ImageNoise
+from ..files.fetch import sha256_file
+from ..files.images import pil_to_tensor, tensor_to_pil
+from ..files.pixels import check_repaints_something, load_pixels, load_repaint_mask
+from .engine import (
+    DEFAULT_INPAINT_BASE,
+    DEFAULT_INPAINT_UPSAMPLE,
+    Job,
+    RenderedImage,
+    Reporter,
+    Session,
+    Stage,
+    _batches,
+    _common_meta,
+    _Renderer,
+    inpaint_meta,
+    inpaint_stages,
+)
+from .pipeline import Inpainting
+from .regions import Box, blend, coverage_mask, crop, feather_weights, mask_box, paste, resize_picture, square_around
+
+
+@dataclass(frozen=True)
+class RegionSource:
+    """The picture, what to repaint (a mask file, white = repaint, or the picture's
+    transparency), the context margin around the mask and the feather width, in pixels of
+    the picture."""
+
+    image: Path
+    mask: Optional[Path] = None
+    invert_mask: bool = False
+    context: int = 64
+    feather: int = 8
+
+
+def stage_inputs(crops: Sequence[np.ndarray], repaint: np.ndarray, size: int) -> Inpainting:
+    """A stage's inputs from square uint8 crops (one per image, or one for all) and their
+    repaint mask: the crops resized to size x size (bicubic), and a keep mask in which a
+    pixel is kept only when none of its footprint is repainted."""
+    pictures = torch.stack([pil_to_tensor(Image.fromarray(resize_picture(c, size), "RGB")) for c in crops])
+    keep = ~coverage_mask(repaint, size)
+    return Inpainting(pictures, torch.from_numpy(keep.astype(np.float32))[None, None].expand(len(crops), 1, size, size))
+
+
+def output_sizes(session: Session, base: Stage, upsample: Optional[Stage]) -> tuple[int, int]:
+    """(base model's size, size of the final pictures)."""
+    base_size = session.entry(base.model, "base-inpaint").arch.image_size
+    if upsample is None:
+        return base_size, base_size
+    return base_size, session.entry(upsample.model, "upsample-inpaint").arch.image_size
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    """Where the square goes and how its result is pasted back."""
+
+    box: Box  # the square, in the picture's pixels (may reach outside a non-square picture)
+    repaint: np.ndarray  # bool, the square's pixels the models repaint (the mask, and outside the picture)
+    weights: np.ndarray  # float [H, W] over the whole picture: 1 on the mask, feathered, 0 elsewhere
+
+
+def plan_region(repaint: np.ndarray, context: int, feather: int, min_side: int) -> RegionPlan:
+    """The square around the mask (margin: the larger of context and feather, so that the
+    feathered edge lies inside it) and the paste weights."""
+    height, width = repaint.shape
+    bounds = mask_box(repaint)
+    if bounds is None:
+        raise ValueError("the mask selects nothing")
+    box = square_around(bounds, max(context, feather), width, height, min_side)
+    inner, inside = crop(repaint, box)
+    weights = np.zeros((height, width))
+    x0, y0 = max(box.left, 0), max(box.top, 0)
+    x1, y1 = min(box.right, width), min(box.bottom, height)
+    local = feather_weights(inner, feather)
+    weights[y0:y1, x0:x1] = local[y0 - box.top : y1 - box.top, x0 - box.left : x1 - box.left]
+    return RegionPlan(box, inner | ~inside, weights)
+
+
+def render_inpaint_region(
+    session: Session,
+    jobs: Sequence[Job],
+    source: RegionSource,
+    base: Stage = DEFAULT_INPAINT_BASE,
+    upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
+    *,
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Repaint the masked region of `source.image` at its own resolution (see the module's
+    docstring); each job's seed drives all of its noise, as in render_inpaint."""
+    renderer = _Renderer(session, reporter)
+    pixels = load_pixels(source.image)
+    repaint = load_repaint_mask(source.image, source.mask, source.invert_mask)
+    check_repaints_something(repaint, source.mask or source.image)
+    height, width = repaint.shape
+    base_size, final_size = output_sizes(session, base, upsample)
+    plan = plan_region(repaint, source.context, source.feather, final_size)
+    square, _ = crop(pixels, plan.box)
+    low = stage_inputs([square], plan.repaint, base_size)
+    high = stage_inputs([square], plan.repaint, final_size) if upsample is not None else None
+    meta = {
+        "width": width,
+        "height": height,
+        "image": str(source.image),
+        "image_sha256": sha256_file(source.image),
+        "mask": str(source.mask) if source.mask else "alpha",
+        "fit": "region",
+        "context": source.context,
+        "feather": source.feather,
+        "region": plan.box.as_list(),
+    }
+    if source.mask is not None:
+        meta["mask_sha256"] = sha256_file(source.mask)
+    if source.invert_mask:
+        meta["invert_mask"] = True
+    for batch in _batches(jobs, batch_size):
+        images = inpaint_stages(renderer, batch, ImageNoise([job.seed for job in batch]), low, high, base, upsample)
+        record = {**inpaint_meta(renderer, base, upsample), **meta, **_common_meta(session, extra_meta)}
+        for picture, job in zip(images, batch):
+            painted = np.zeros_like(pixels)
+            scaled = tensor_to_pil(picture).resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC)
+            paste(painted, plan.box, np.asarray(scaled), np.ones((plan.box.height, plan.box.width), dtype=bool))
+            result = blend(pixels, painted, plan.weights)
+            head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
+            yield RenderedImage(Image.fromarray(result, "RGB"), job, {**head, "seed": job.seed, "index": job.index, **record})
+
