@@ -18,6 +18,7 @@ from glidecli.render.regions import (
     crop,
     distance_to,
     feather_weights,
+    fill_unknown,
     mask_box,
     paste,
     plan_windows,
@@ -151,3 +152,13 @@ def test_feathered_blend_keeps_every_byte_outside_the_feather():
     assert outside.sum() == (~mask & ~ring).sum()
     assert np.array_equal(result[outside], source[outside]) and np.array_equal(result[mask], painted[mask])
     assert np.array_equal(feather_weights(mask, 0), mask.astype(float))
+
+
+def test_unknown_pixels_take_the_known_mean_colour():
+    pixels = np.zeros((4, 4, 3), dtype=np.uint8)
+    pixels[:, :2] = (10, 20, 30)
+    pixels[0, 0] = (12, 20, 30)
+    known = np.zeros((4, 4), dtype=bool)
+    known[:, :2] = True
+    filled = fill_unknown(pixels, known)
+    assert np.array_equal(filled[known], pixels[known]) and (filled[~known] == (10, 20, 30)).all()

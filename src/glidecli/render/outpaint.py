@@ -45,7 +45,7 @@ from .engine import (
     inpaint_stages,
 )
 from .region_inpaint import output_sizes, stage_inputs
-from .regions import MAX_CANVAS, Extension, crop, paste, plan_windows
+from .regions import MAX_CANVAS, Extension, crop, fill_unknown, paste, plan_windows
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def render_outpaint(
             if not new.any():
                 continue  # every pixel of this window is already painted (the same for every image)
             repaint = ~known  # outside the canvas too: painted freely, then dropped
-            squares = [crop(canvas, box)[0] for canvas in canvases]
+            squares = [fill_unknown(crop(canvas, box)[0], known) for canvas in canvases]
             low = stage_inputs(squares, repaint, base_size)
             high = stage_inputs(squares, repaint, window) if upsample is not None else None
             images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)

@@ -40,7 +40,7 @@ from .engine import (
     inpaint_stages,
 )
 from .pipeline import Inpainting
-from .regions import Box, blend, coverage_mask, crop, feather_weights, mask_box, paste, resize_picture, square_around
+from .regions import Box, blend, coverage_mask, crop, feather_weights, fill_unknown, mask_box, paste, resize_picture, square_around
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ def render_inpaint_region(
     height, width = repaint.shape
     base_size, final_size = output_sizes(session, base, upsample)
     plan = plan_region(repaint, source.context, source.feather, final_size)
-    square, _ = crop(pixels, plan.box)
+    square, inside = crop(pixels, plan.box)
+    square = fill_unknown(square, inside)  # a square reaching past a non-square picture
     low = stage_inputs([square], plan.repaint, base_size)
     high = stage_inputs([square], plan.repaint, final_size) if upsample is not None else None
     meta = {

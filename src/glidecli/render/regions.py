@@ -99,6 +99,16 @@ def paste(target: np.ndarray, box: Box, values: np.ndarray, where: np.ndarray) -
     region[where[inner]] = values[inner][where[inner]]
 
 
+def fill_unknown(pixels: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """`pixels` with the unknown ones set to the mean colour of the known ones, so that
+    shrinking the picture (bicubic) does not darken known pixels next to the unknown."""
+    if known.all() or not known.any():
+        return pixels
+    filled = pixels.copy()
+    filled[~known] = np.rint(pixels[known].reshape(-1, pixels.shape[-1]).mean(axis=0)).astype(pixels.dtype)
+    return filled
+
+
 def resize_picture(pixels: np.ndarray, size: int) -> np.ndarray:
     """A square uint8 picture resized to size x size, bicubic (as glide fits pictures)."""
     if pixels.shape[0] == size and pixels.shape[1] == size:
@@ -275,6 +285,7 @@ __all__ = [
     "crop",
     "distance_to",
     "feather_weights",
+    "fill_unknown",
     "mask_box",
     "paste",
     "plan_windows",
