@@ -40,7 +40,7 @@ from .engine import (
     inpaint_stages,
 )
 from .pipeline import Inpainting
-from .regions import Box, blend, coverage_mask, crop, feather_weights, fill_unknown, mask_box, paste, resize_picture, square_around
+from .regions import Box, blend, coverage_mask, crop, feather_weights, fill_unknown, mask_box, resize_picture, square_around
 
 
 @dataclass(frozen=True)
@@ -79,24 +79,28 @@ class RegionPlan:
 
     box: Box  # the square, in the picture's pixels (may reach outside a non-square picture)
     repaint: np.ndarray  # bool, the square's pixels the models repaint (the mask, and outside the picture)
-    weights: np.ndarray  # float [H, W] over the whole picture: 1 on the mask, feathered, 0 elsewhere
+    paste_box: Box  # the mask's bounds plus the feather, inside the picture and the square
+    weights: np.ndarray  # float over paste_box: 1 on the mask, feathered, 0 elsewhere
 
 
 def plan_region(repaint: np.ndarray, context: int, feather: int, min_side: int) -> RegionPlan:
     """The square around the mask (margin: the larger of context and feather, so that the
-    feathered edge lies inside it) and the paste weights."""
+    feathered edge lies inside it) and the paste weights, computed only where they can be
+    above 0 (a big picture's other pixels are never touched)."""
     height, width = repaint.shape
     bounds = mask_box(repaint)
     if bounds is None:
         raise ValueError("the mask selects nothing")
     box = square_around(bounds, max(context, feather), width, height, min_side)
     inner, inside = crop(repaint, box)
-    weights = np.zeros((height, width))
-    x0, y0 = max(box.left, 0), max(box.top, 0)
-    x1, y1 = min(box.right, width), min(box.bottom, height)
-    local = feather_weights(inner, feather)
-    weights[y0:y1, x0:x1] = local[y0 - box.top : y1 - box.top, x0 - box.left : x1 - box.left]
-    return RegionPlan(box, inner | ~inside, weights)
+    paste_box = Box(
+        max(bounds.left - feather, 0, box.left),
+        max(bounds.top - feather, 0, box.top),
+        min(bounds.right + feather, width, box.right),
+        min(bounds.bottom + feather, height, box.bottom),
+    )
+    local, _ = crop(repaint, paste_box)
+    return RegionPlan(box, inner | ~inside, paste_box, feather_weights(local, feather))
 
 
 def render_inpaint_region(
@@ -141,11 +145,13 @@ def render_inpaint_region(
     for batch in _batches(jobs, batch_size):
         images = inpaint_stages(renderer, batch, ImageNoise([job.seed for job in batch]), low, high, base, upsample)
         record = {**inpaint_meta(renderer, base, upsample), **meta, **_common_meta(session, extra_meta)}
+        target = plan.paste_box
+        rows, cols = slice(target.top, target.bottom), slice(target.left, target.right)
+        inner = (slice(target.top - plan.box.top, target.bottom - plan.box.top), slice(target.left - plan.box.left, target.right - plan.box.left))
         for picture, job in zip(images, batch):
-            painted = np.zeros_like(pixels)
-            scaled = tensor_to_pil(picture).resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC)
-            paste(painted, plan.box, np.asarray(scaled), np.ones((plan.box.height, plan.box.width), dtype=bool))
-            result = blend(pixels, painted, plan.weights)
+            scaled = np.asarray(tensor_to_pil(picture).resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC))
+            result = pixels.copy()
+            result[rows, cols] = blend(pixels[rows, cols], scaled[inner], plan.weights)
             head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
             yield RenderedImage(Image.fromarray(result, "RGB"), job, {**head, "seed": job.seed, "index": job.index, **record})
 
