@@ -242,7 +242,8 @@ def plan_windows(width: int, height: int, extension: Extension, window: int, con
     bottom across the whole width (so the corners see the painted sides). Each side is
     painted in rings that step outward from the picture, every window keeping `context`
     pixels towards the picture (the previous ring), and along the border the windows
-    overlap by `context` too. Every new pixel lies in some window."""
+    overlap by `context` too. Every new pixel lies in some window, and every window
+    paints some pixel no window before it painted."""
     if not 0 < context < window:
         raise ValueError(f"context must be between 1 and {window - 1} pixels, got {context}")
     canvas_w, canvas_h = extension.canvas(width, height)
@@ -273,7 +274,17 @@ def plan_windows(width: int, height: int, extension: Extension, window: int, con
         for top in _rings(y0 + height, canvas_h, window, context, canvas_h, +1):
             for left in columns:
                 add(left, top)
-    return windows
+    # Keep only the windows that find something left to paint, in order.
+    painted = np.zeros((canvas_h, canvas_w), dtype=bool)
+    painted[y0 : y0 + height, x0 : x0 + width] = True
+    useful = []
+    for box in windows:
+        known, inside = crop(painted, box)
+        new = inside & ~known
+        if new.any():
+            useful.append(box)
+            paste(painted, box, new, new)
+    return useful
 
 
 __all__ = [
