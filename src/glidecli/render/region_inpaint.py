@@ -66,7 +66,10 @@ def stage_inputs(crops: Sequence[np.ndarray], repaint: np.ndarray, size: int) ->
 
 
 def output_sizes(session: Session, base: Stage, upsample: Optional[Stage]) -> tuple[int, int]:
-    """(base model's size, size of the final pictures)."""
+    """(base model's size, size of the final pictures). Windows and crops are the models'
+    own squares, so stages with other sides (Stage.width/height) are refused."""
+    if any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
+        raise ValueError("region inpainting and outpainting work in the models' own squares; give stages without width/height")
     base_size = session.entry(base.model, "base-inpaint").arch.image_size
     if upsample is None:
         return base_size, base_size
