@@ -5,6 +5,7 @@ two-stage path GLIDE's 64 -> 256 models take), and the bad input both refuse."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from glidecli.cli import outpaint as cli_outpaint
 from glidecli.files.fetch import sha256_file
+from glidecli.files.images import FIT_MODES
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.render import regions
 from glidecli.render.regions import feather_weights
@@ -159,8 +161,9 @@ def test_a_prompt_slug_stays_inside_the_output_directory(glide, tmp_path):
     assert path.resolve().is_relative_to((tmp_path / "o").resolve()) and path.name == "1.png"
 
 
-def test_the_canvas_limit_mirrors_the_module_that_enforces_it():
+def test_the_canvas_limit_and_fit_modes_mirror_the_modules_that_define_them():
     assert cli_outpaint.MAX_CANVAS == regions.MAX_CANVAS
+    assert get_args(cli_outpaint.InpaintFitMode) == ("auto", "region", *FIT_MODES)
 
 
 def test_outpaint_help(glide):
