@@ -170,6 +170,8 @@ _INFO_ORDER = (
     "sampler", "steps", "eta", "threshold", "upsample_model", "upsample_model_hash", "upsample_sampler",
     "upsample_steps", "upsample_temp", "init_image", "init_fit", "strength", "upsample_strength", "best_of", "rank_model",
     "rank_score", "candidate", "candidate_seed", "candidate_scores",
+    "width", "height", "image", "image_sha256", "image_size", "mask", "mask_sha256", "invert_mask", "fit", "region",
+    "context", "feather", "left", "right", "top", "bottom", "window", "windows",
 )
 
 
