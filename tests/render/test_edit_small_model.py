@@ -43,9 +43,9 @@ def colour_shares(pixels: np.ndarray) -> Counter:
     return Counter({name: count / len(pixels) for name, count in names.items()})
 
 
-def outpaint(session, source: Path, prompt: str, extension: Extension, seeds=SEEDS, batch_size=len(SEEDS)) -> list[np.ndarray]:
+def outpaint(session, source: Path, prompt: str, extension: Extension, seeds=SEEDS, batch_size=None) -> list[np.ndarray]:
     jobs = [Job(prompt, seed, index) for index, seed in enumerate(seeds)]
-    done = render_outpaint(session, jobs, OutpaintSource(source, extension), STAGE, None, batch_size=batch_size)
+    done = render_outpaint(session, jobs, OutpaintSource(source, extension), STAGE, None, batch_size=batch_size or len(jobs))
     return [np.asarray(item.image) for item in done]
 
 

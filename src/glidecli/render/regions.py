@@ -183,7 +183,7 @@ class Extension:
     bottom: int = 0
 
     @classmethod
-    def to_size(cls, width: int, height: int, new_width: int, new_height: int) -> "Extension":
+    def to_size(cls, width: int, height: int, new_width: int, new_height: int) -> Extension:
         """Grow a width x height picture to new_width x new_height, centred (an odd pixel
         goes right or down)."""
         if new_width < width or new_height < height:
@@ -288,9 +288,9 @@ def plan_windows(width: int, height: int, extension: Extension, window: int, con
 
 
 __all__ = [
+    "MAX_CANVAS",
     "Box",
     "Extension",
-    "MAX_CANVAS",
     "blend",
     "coverage_mask",
     "crop",
