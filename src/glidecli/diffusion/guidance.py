@@ -23,7 +23,12 @@ from .schedule import Schedule, coefficient
 
 
 def _concat_text(first: TextEmbedding, second: TextEmbedding) -> TextEmbedding:
-    return TextEmbedding(torch.cat([first.pooled, second.pooled]), torch.cat([first.tokens, second.tokens]))
+    mask = None
+    if first.mask is not None or second.mask is not None:
+        masks = [m if m is not None else t.new_ones(t.shape[:2], dtype=torch.bool) for m, t in
+                 ((first.mask, first.tokens), (second.mask, second.tokens))]
+        mask = torch.cat(masks)
+    return TextEmbedding(torch.cat([first.pooled, second.pooled]), torch.cat([first.tokens, second.tokens]), mask)
 
 
 def guided_model_fn(

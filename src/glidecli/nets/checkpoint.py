@@ -17,10 +17,12 @@ from torch import nn
 from .clip import ClipImageEncoder, ClipTextEncoder
 from .config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig
 from .layers import NORM_TYPES
+from .unclip import ImprovedSuperRes, build_unclip_network, strip_prefix
+from .unclip_config import UNCLIP_KINDS, OpenClipConfig, PriorConfig
 from .unet import Text2ImUNet
 
-Network = Union[Text2ImUNet, ClipImageEncoder, ClipTextEncoder]
-ArchConfig = Union[UNetConfig, ClipConfig]
+Network = Union[Text2ImUNet, ClipImageEncoder, ClipTextEncoder, nn.Module]
+ArchConfig = Union[UNetConfig, ClipConfig, PriorConfig, OpenClipConfig]
 
 
 class CheckpointError(Exception):
@@ -39,7 +41,13 @@ def build_network(kind: str, arch: ArchConfig) -> Network:
         if not isinstance(arch, ClipConfig):
             raise TypeError(f"kind {kind!r} needs a ClipConfig")
         return ClipImageEncoder(arch) if kind == "clip-image" else ClipTextEncoder(arch)
-    raise CheckpointError(f"unknown model kind {kind!r}; known: {', '.join(UNET_KINDS + CLIP_KINDS)}")
+    if kind in UNCLIP_KINDS and kind != "clip-stats":
+        try:
+            return build_unclip_network(kind, arch)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
+    known = UNET_KINDS + CLIP_KINDS + tuple(k for k in UNCLIP_KINDS if k != "clip-stats")
+    raise CheckpointError(f"unknown model kind {kind!r}; known: {', '.join(known)}")
 
 
 def _examples(keys: list[str], limit: int = 3) -> str:
@@ -102,15 +110,16 @@ def load_network(
     """Build the network for `arch` and load `path` into it, ready for inference (eval, no grad)."""
     with torch.device("meta"):
         model = build_network(kind, arch)
-    state = read_safetensors(path, device)
+    state = strip_prefix(kind, read_safetensors(path, device))
     check_state_dict(model, state, str(path))
-    keep_fp32 = fp32_parameter_names(model)
+    # open_clip's own LayerNorm runs in the weights' dtype, so its norms follow `dtype`.
+    keep_fp32 = set() if kind == "openclip" else fp32_parameter_names(model)
     for name, tensor in state.items():
         target = torch.float32 if name in keep_fp32 else dtype
         if tensor.dtype != target:
             state[name] = tensor.to(target)
     model.load_state_dict(state, strict=True, assign=True)
-    if isinstance(model, Text2ImUNet):
+    if isinstance(model, (Text2ImUNet, ImprovedSuperRes)):
         model.use_channels_last()  # faster convolutions on CPU (oneDNN) and GPU (cuDNN)
     return model.eval().requires_grad_(False)
 

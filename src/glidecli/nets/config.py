@@ -67,6 +67,14 @@ class UNetConfig:
     # sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022), which stays well
     # conditioned where the picture is almost pure noise (see losses.py).
     prediction: str = "eps"
+    # unCLIP's decoder (Karlo): conditioned on a CLIP image embedding of this width (0: not),
+    # projected into the time embedding and into `clip_tokens` extra attention tokens; its text
+    # is CLIP's (pooled and per-token features, also of this width) instead of a transformer
+    # of its own, so xf_layers is 0 and xf_width is only the attention tokens' width.
+    clip_dim: int = 0
+    clip_tokens: int = 4
+    # ADM's middle attention block; Karlo's super-resolution U-Nets have no attention at all.
+    middle_attention: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", _as_int_tuple(self.channel_mult))
@@ -75,11 +83,15 @@ class UNetConfig:
             raise ValueError("either num_head_channels or num_heads must be positive")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
-        if self.xf_width and self.xf_width % self.xf_heads:
+        if self.xf_width and self.xf_layers and self.xf_width % self.xf_heads:
             raise ValueError(f"xf_width {self.xf_width} is not divisible by xf_heads {self.xf_heads}")
+        if self.clip_dim and (self.xf_layers or not self.xf_width or self.clip_tokens < 1):
+            raise ValueError("a CLIP-conditioned decoder needs xf_layers = 0, xf_width > 0 and clip_tokens >= 1")
 
     @property
     def kind(self) -> str:
+        if self.clip_dim:
+            return "unclip-decoder"
         if self.super_res:
             return "upsample-inpaint" if self.inpaint else "upsample"
         return "base-inpaint" if self.inpaint else "base"

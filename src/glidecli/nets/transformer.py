@@ -1,9 +1,12 @@
-"""GLIDE's text transformer: a pre-LayerNorm GPT-style stack with full (non-causal) attention.
+"""GLIDE's text transformer: a pre-LayerNorm GPT-style stack with full (non-causal) attention,
+or with an attention mask (unCLIP's causal prior).
 
 Parameter names follow the official checkpoints (`resblocks.N.attn.c_qkv`, `ln_1`, `mlp.c_fc`, ...).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,12 +22,12 @@ class SelfAttention(nn.Module):
         self.c_qkv = nn.Linear(width, 3 * width)
         self.c_proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         batch, length, width = x.shape
         # The checkpoint packs q, k, v per head: [head0: q k v | head1: q k v | ...].
         qkv = self.c_qkv(x).view(batch, length, self.heads, 3, width // self.heads)
         q, k, v = qkv.permute(3, 0, 2, 1, 4)  # each [batch, heads, length, head_dim]
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -46,8 +49,8 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = MLP(width)
         self.ln_2 = LayerNorm32(width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -56,7 +59,8 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`mask`: optional bool [B, 1, L, L] (True = attend), as scaled_dot_product_attention takes."""
         for block in self.resblocks:
-            x = block(x)
+            x = block(x, mask)
         return x

@@ -20,15 +20,18 @@ from .transformer import TextTransformer
 
 class TextEmbedding(NamedTuple):
     """What the U-Net needs from a prompt batch: `pooled` [B, 4C] is added to the timestep
-    embedding; `tokens` [B, ctx, width] is attended to by every attention block."""
+    embedding; `tokens` [B, ctx, width] is attended to by every attention block; `mask`
+    [B, ctx] (bool, True = attend), when given, hides padding tokens (unCLIP's decoder)."""
 
     pooled: torch.Tensor
     tokens: torch.Tensor
+    mask: Optional[torch.Tensor] = None
 
     def repeat(self, times: int) -> "TextEmbedding":
         """Repeat each prompt `times` times along the batch (one embedding, several images)."""
+        mask = None if self.mask is None else self.mask.repeat_interleave(times, dim=0)
         return TextEmbedding(
-            self.pooled.repeat_interleave(times, dim=0), self.tokens.repeat_interleave(times, dim=0)
+            self.pooled.repeat_interleave(times, dim=0), self.tokens.repeat_interleave(times, dim=0), mask
         )
 
 
@@ -105,17 +108,23 @@ class AttentionBlock(nn.Module):
         split = packed.view(batch, length, self.heads, parts, channels // (self.heads * parts))
         return tuple(split.permute(3, 0, 2, 1, 4))
 
-    def forward(self, x: torch.Tensor, text_tokens: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, text_tokens: Optional[torch.Tensor], text_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         batch, channels, height, width = x.shape
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
         q, k, v = self._heads(F.linear(h, self.qkv.weight[..., 0], self.qkv.bias), 3)
+        attn_mask = None
         if self.encoder_kv is not None and text_tokens is not None:
             text_kv = F.linear(text_tokens.to(h.dtype), self.encoder_kv.weight[..., 0], self.encoder_kv.bias)
             text_k, text_v = self._heads(text_kv, 2)
             # Text tokens come first in the key sequence, as in the reference.
             k = torch.cat([text_k, k], dim=2)
             v = torch.cat([text_v, v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, d]
+            if text_mask is not None:
+                pixels = text_mask.new_ones(batch, height * width)
+                attn_mask = torch.cat([text_mask.bool(), pixels], dim=1)[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, heads, HW, d]
         out = out.transpose(1, 2).reshape(batch, height * width, channels)
         out = F.linear(out, self.proj_out.weight[..., 0], self.proj_out.bias)
         return x + out.transpose(1, 2).reshape(batch, channels, height, width)
@@ -146,12 +155,18 @@ class ConvUpsample(nn.Module):
 class Stage(nn.ModuleList):
     """One entry of the U-Net's block lists: a conv, a ResBlock, or ResBlock + attention (+ resample)."""
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, text_tokens: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        text_tokens: Optional[torch.Tensor],
+        text_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, AttentionBlock):
-                h = layer(h, text_tokens)
+                h = layer(h, text_tokens, text_mask)
             else:
                 h = layer(h)
         return h
@@ -165,7 +180,15 @@ class Text2ImUNet(nn.Module):
         emb_dim = cfg.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
-        if cfg.xf_width:
+        if cfg.clip_dim:
+            # unCLIP's decoder: CLIP's image embedding and text features replace the text transformer.
+            self.clip_emb = nn.Linear(cfg.clip_dim, emb_dim)
+            self.text_seq_proj = nn.Sequential(nn.Linear(cfg.clip_dim, cfg.xf_width), LayerNorm32(cfg.xf_width))
+            self.text_feat_proj = nn.Linear(cfg.clip_dim, emb_dim)
+            self.clip_tok_proj = nn.Linear(cfg.clip_dim, cfg.xf_width * cfg.clip_tokens)
+            # The learned "no image" embedding of the unconditional half of guidance.
+            self.cf_param = nn.Parameter(torch.empty(cfg.clip_dim))
+        elif cfg.xf_width:
             self.token_embedding = nn.Embedding(cfg.n_vocab, cfg.xf_width)
             self.positional_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
             self.padding_embedding = (
@@ -198,12 +221,9 @@ class Text2ImUNet(nn.Module):
                 skip_channels.append(current)
                 factor *= 2
 
+        middle_attention = [AttentionBlock(current, cfg)] if cfg.middle_attention else []
         self.middle_block = Stage(
-            [
-                ResBlock(current, emb_dim, current, cfg),
-                AttentionBlock(current, cfg),
-                ResBlock(current, emb_dim, current, cfg),
-            ]
+            [ResBlock(current, emb_dim, current, cfg), *middle_attention, ResBlock(current, emb_dim, current, cfg)]
         )
 
         self.output_blocks = nn.ModuleList()
@@ -242,7 +262,7 @@ class Text2ImUNet(nn.Module):
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> TextEmbedding:
         """Run the text transformer once for a batch of token ids [B, ctx] and mask [B, ctx]."""
         cfg = self.config
-        if not cfg.xf_width:
+        if not cfg.xf_width or cfg.clip_dim:
             raise ValueError("this model has no text encoder")
         x = self.token_embedding(tokens.long()) + self.positional_embedding
         if self.padding_embedding is not None:
@@ -254,6 +274,32 @@ class Text2ImUNet(nn.Module):
         # The last position (a padding slot for any prompt shorter than the context) is pooled.
         pooled = self.transformer_proj(x[:, -1])
         return TextEmbedding(pooled=pooled, tokens=x)
+
+    def encode_clip(
+        self,
+        text_pooled: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        image_embedding: Optional[torch.Tensor],
+    ) -> TextEmbedding:
+        """unCLIP's decoder conditioning from CLIP: the pooled text embedding [B, D], the text
+        token features [B, ctx, D] with their mask [B, ctx], and the image embedding [B, D]
+        (None: the learned unconditional embedding). The image embedding becomes `clip_tokens`
+        attention tokens placed before the text tokens."""
+        cfg = self.config
+        if not cfg.clip_dim:
+            raise ValueError("this model is not conditioned on CLIP embeddings")
+        batch = text_pooled.shape[0]
+        dtype = self.dtype
+        if image_embedding is None:
+            image_embedding = self.cf_param[None].expand(batch, -1)
+        image_embedding = image_embedding.to(dtype)
+        pooled = self.clip_emb(image_embedding) + self.text_feat_proj(text_pooled.to(dtype))
+        # The checkpoint's projection is laid out [width, clip_tokens]: channel-major.
+        image_tokens = self.clip_tok_proj(image_embedding).view(batch, cfg.xf_width, cfg.clip_tokens)
+        tokens = torch.cat([image_tokens.transpose(1, 2), self.text_seq_proj(text_tokens.to(dtype))], dim=1)
+        mask = torch.cat([text_mask.new_ones(batch, cfg.clip_tokens).bool(), text_mask.bool()], dim=1)
+        return TextEmbedding(pooled=pooled, tokens=tokens, mask=mask)
 
     def conditioning_input(
         self,
@@ -295,16 +341,16 @@ class Text2ImUNet(nn.Module):
         if self.channels_last:
             h = h.contiguous(memory_format=torch.channels_last)
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(self.dtype))
-        text_tokens = None
+        text_tokens = text_mask = None
         if text is not None:
             emb = emb + text.pooled.to(emb.dtype)
-            text_tokens = text.tokens
+            text_tokens, text_mask = text.tokens, text.mask
 
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb, text_tokens)
+            h = block(h, emb, text_tokens, text_mask)
             skips.append(h)
-        h = self.middle_block(h, emb, text_tokens)
+        h = self.middle_block(h, emb, text_tokens, text_mask)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, text_tokens)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, text_tokens, text_mask)
         return self.out(h).to(x.dtype).contiguous()
