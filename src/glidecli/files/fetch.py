@@ -183,13 +183,20 @@ def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Map
     """Convert a pickled state dict of tensors to safetensors.
 
     The pickle is read with weights_only=True, so a file holding anything but tensors and
-    plain containers is refused before any of its code can run. The result is written to a
+    plain containers is refused before any of its code can run. A training checkpoint gives
+    its `state_dict`; a pair of same-shaped tensors is stored under the keys "0" and "1". The result is written to a
     temporary name and moved into place, so `dst` is either absent or complete."""
     import torch
     from safetensors.torch import save_file
 
     src, dst = Path(src), Path(dst)
     state = _load_pickled_tensors(src)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        # A training checkpoint (PyTorch Lightning's .ckpt, as Karlo's): only its weights.
+        state = state["state_dict"]
+    elif _is_tensor_pair(state):
+        # A (mean, std) pair, as Karlo's CLIP stats file holds, is kept under "0" and "1".
+        state = {str(i): v for i, v in enumerate(state)}
     if not isinstance(state, dict):
         raise WeightsError(f"{src}: expected a state dict of tensors, found a {type(state).__name__}")
     tensors: dict[str, torch.Tensor] = {}
@@ -219,6 +226,17 @@ def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Map
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
     return dst
+
+
+def _is_tensor_pair(value: object) -> bool:
+    import torch
+
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, torch.Tensor) for v in value)
+        and value[0].shape == value[1].shape
+    )
 
 
 # --- sources -----------------------------------------------------------------------------

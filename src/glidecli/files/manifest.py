@@ -19,6 +19,7 @@ from typing import Any, Mapping, Union
 from urllib.parse import unquote, urlparse
 
 from ..nets.config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig, unet_defaults
+from ..nets.unclip_config import UNCLIP_KINDS, OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
 
 try:
     import tomllib
@@ -29,7 +30,16 @@ except ModuleNotFoundError:  # Python 3.10
         tomllib = None  # type: ignore[assignment]
 
 MANIFEST_ENV = "GLIDE_WEIGHTS"
-MODEL_KINDS = UNET_KINDS + CLIP_KINDS
+MODEL_KINDS = UNET_KINDS + CLIP_KINDS + UNCLIP_KINDS
+# Defaults of the unCLIP kinds' settings ("clip-stats" has none) and the U-Net kind that
+# their UNetConfig describes.
+_UNCLIP_DEFAULTS = {
+    "unclip-prior": PriorConfig,
+    "unclip-decoder": karlo_decoder_config,
+    "unclip-sr": karlo_sr_config,
+    "openclip": OpenClipConfig,
+}
+_UNET_CONFIG_KIND = {"unclip-sr": "upsample"}
 FORMATS = ("safetensors", "pt")
 
 # File suffixes whose format is unambiguous; anything else needs an explicit `format`.
@@ -98,7 +108,7 @@ class ModelEntry:
     format: str
     sha256: str | None
     size: int | None
-    arch: UNetConfig | ClipConfig
+    arch: UNetConfig | ClipConfig | PriorConfig | OpenClipConfig | None  # None: clip-stats
     # The manifest this entry came from, so that error messages can say what to edit.
     manifest_path: Path | None = field(default=None, compare=False)
     # The [tokenizers.NAME] entry that turns prompts into this U-Net's tokens.
@@ -299,8 +309,15 @@ def _parse_sha256(table: Mapping[str, Any], where: str) -> str | None:
     return digest.lower()
 
 
-def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> UNetConfig | ClipConfig:
-    defaults: UNetConfig | ClipConfig = unet_defaults(kind) if kind in UNET_KINDS else ClipConfig()
+def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> Any:
+    if kind == "clip-stats":
+        if arch:
+            raise ManifestError(f"{where}: a clip-stats entry has no arch settings")
+        return None
+    if kind in _UNCLIP_DEFAULTS:
+        defaults: Any = _UNCLIP_DEFAULTS[kind]()
+    else:
+        defaults = unet_defaults(kind) if kind in UNET_KINDS else ClipConfig()
     known = {f.name for f in dataclasses.fields(defaults)}
     changes = {}
     for key, value in arch.items():
@@ -314,7 +331,7 @@ def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> UNetConfig | 
         config = dataclasses.replace(defaults, **changes)
     except (TypeError, ValueError) as exc:
         raise ManifestError(f"{where}: invalid arch: {_one_line(str(exc))}") from None
-    if isinstance(config, UNetConfig) and config.kind != kind:
+    if isinstance(config, UNetConfig) and config.kind != _UNET_CONFIG_KIND.get(kind, kind):
         # super_res/inpaint decide the network's inputs; they must agree with the kind.
         raise ManifestError(
             f"{where}: arch super_res={str(config.super_res).lower()}, inpaint={str(config.inpaint).lower()}"
