@@ -144,3 +144,18 @@ def test_weights_commands_cover_unclip_entries(tmp_path, monkeypatch, glide):
     verified = glide("weights", "verify", "karlo-prior")
     assert verified.code == 0, verified.err
     assert_one_error_line(glide("weights", "verify", "karlo-nothing"), 1, "karlo-nothing")
+
+
+def test_clip_vit_loads_from_safetensors_with_its_causal_mask(tmp_path):
+    """The text mask is no checkpoint tensor: loading rebuilds it, and the features match."""
+    from glidecli.nets.checkpoint import save_network
+    from glidecli.nets.clip_vit import clip_text
+    from helpers.tiny_unclip import TINY_CLIP_VIT
+
+    fresh = tiny_unclip_network("openclip", seed=5)
+    loaded = load_network("openclip", TINY_CLIP_VIT, save_network(fresh, tmp_path / "clip.safetensors"))
+    assert torch.equal(loaded.attn_mask, fresh.attn_mask)
+    tokens = torch.tensor([[49406, 320, 1125, 49407] + [0] * 73])
+    mask = tokens != 0
+    with torch.no_grad():
+        assert torch.equal(clip_text(loaded, tokens, mask).pooled, clip_text(fresh, tokens, mask).pooled)

@@ -54,3 +54,32 @@ def tiny_unclip_network(kind: str, seed: int = 0, std: float = STD) -> torch.nn.
         generator = torch.Generator().manual_seed(seed + 1)
         network.set_stats(torch.randn(CLIP_DIM, generator=generator) * 0.1, torch.rand(CLIP_DIM, generator=generator) + 0.5)
     return network
+
+
+def write_tiny_unclip_manifest(directory, seed: int = 0):
+    """A manifest of tiny random unCLIP networks saved as safetensors in `directory`, under
+    the packaged names (karlo-prior, karlo-decoder, karlo-sr, clip-vit-l-14, karlo-clip-stats)."""
+    import dataclasses
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from glidecli.files.manifest import toml_value
+    from glidecli.nets.checkpoint import save_network
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    names = {"unclip-prior": "karlo-prior", "unclip-decoder": "karlo-decoder", "unclip-sr": "karlo-sr", "openclip": "clip-vit-l-14"}
+    lines = ["version = 1", ""]
+    for offset, (kind, name) in enumerate(names.items()):
+        network = tiny_unclip_network(kind, seed=seed + offset)
+        save_network(network, directory / f"{name}.safetensors")
+        lines += [f"[models.{name}]", f'kind = "{kind}"', f'path = "{name}.safetensors"', "", f"[models.{name}.arch]"]
+        lines += [f"{key} = {toml_value(value)}" for key, value in dataclasses.asdict(TINY_CONFIGS[kind]).items()]
+        lines.append("")
+        if kind == "unclip-prior":
+            save_file({"0": network.clip_mean.contiguous(), "1": network.clip_std.contiguous()}, str(directory / "stats.safetensors"))
+    lines += ["[models.karlo-clip-stats]", 'kind = "clip-stats"', 'path = "stats.safetensors"', ""]
+    path = directory / "weights.toml"
+    path.write_text("\n".join(lines))
+    return path

@@ -22,6 +22,7 @@ from .outpaint import outpaint
 from .run import Interrupted, click_errors
 from .score import score
 from .train import Stopped, dataset_app, train_command
+from .unclip import blend, unclip, vary
 from .weights import info_command, weights_app
 
 app = typer.Typer(
@@ -43,6 +44,9 @@ app.add_typer(weights_app, name="weights")
 app.command("info")(info_command)
 app.command("train")(train_command)
 app.add_typer(dataset_app, name="dataset")
+app.command()(unclip)
+app.command()(vary)
+app.command()(blend)
 
 def _version(value: bool) -> None:
     if value:

@@ -59,8 +59,8 @@ def denoiser_from_model(
     clip: bool = True,
     prediction: str = "eps",
 ) -> Denoiser:
-    """Wrap an eps-predicting (or, with ``prediction="v"``, v-predicting) network as a
-    :data:`Denoiser`.
+    """Wrap an eps-predicting (or, with ``prediction="v"``, v-predicting, or with
+    ``prediction="x0"``, x0-predicting) network as a :data:`Denoiser`.
 
     ``model_fn(x, t)`` receives the original timesteps ``t`` (LongTensor[B]) and returns
     C channels (eps) or 2C channels (eps, then the variance interpolation). The x0 built
@@ -83,6 +83,8 @@ def denoiser_from_model(
             )
         if prediction == "v":
             x0, eps = schedule.x0_from_v(x, i, predicted), schedule.eps_from_v(x, i, predicted)
+        elif prediction == "x0":  # unCLIP's prior predicts the clean embedding itself
+            x0, eps = predicted, schedule.predict_eps(x, i, predicted)
         else:
             eps = predicted
             x0 = schedule.predict_x0(x, i, eps)

@@ -150,6 +150,11 @@ def _mask_tensor(keep: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------- loading
 
 
+def open_rgb(path: str | Path, role: str = "image") -> Image.Image:
+    """Any picture file as an upright RGB image at its own size (transparent pixels black)."""
+    return _to_rgb(_open(path, role))
+
+
 def load_image(path: str | Path, size: int | tuple[int, int] | None, fit: str = "crop") -> torch.Tensor:
     """Load any image as GLIDE input: tensor [1, 3, size, size] in [-1, 1] (for a
     (width, height) `size`, [1, 3, height, width]; for None, the picture's own size)."""

@@ -17,7 +17,7 @@ from torch import nn
 from .clip import ClipImageEncoder, ClipTextEncoder
 from .config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig
 from .layers import NORM_TYPES
-from .unclip import ImprovedSuperRes, build_unclip_network, strip_prefix
+from .unclip import ImprovedSuperRes, build_unclip_network, materialize_buffers, strip_prefix
 from .unclip_config import UNCLIP_KINDS, OpenClipConfig, PriorConfig
 from .unet import Text2ImUNet
 
@@ -119,6 +119,7 @@ def load_network(
         if tensor.dtype != target:
             state[name] = tensor.to(target)
     model.load_state_dict(state, strict=True, assign=True)
+    materialize_buffers(kind, model, device)
     if isinstance(model, (Text2ImUNet, ImprovedSuperRes)):
         model.use_channels_last()  # faster convolutions on CPU (oneDNN) and GPU (cuDNN)
     return model.eval().requires_grad_(False)

@@ -71,6 +71,18 @@ def build_unclip_network(kind: str, arch: UnclipConfig) -> nn.Module:
     return build_clip_vit(arch)
 
 
+def materialize_buffers(kind: str, model: nn.Module, device: torch.device | str) -> None:
+    """Rebuild the buffers a checkpoint does not hold (left on the meta device when the network
+    was built there): the prior's placeholder stats and CLIP's causal text mask."""
+    if kind == "unclip-prior":
+        dim = model.config.clip_dim
+        model.clip_mean = torch.zeros(dim, device=device)
+        model.clip_std = torch.ones(dim, device=device)
+    elif kind == "openclip":
+        ctx = model.config.text_ctx
+        model.attn_mask = torch.full((ctx, ctx), float("-inf"), device=device).triu_(1)
+
+
 def strip_prefix(kind: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The release's keys without the kind's prefix (files already without it pass as they are)."""
     prefix = KEY_PREFIX.get(kind)

@@ -121,6 +121,17 @@ class Session:
             self._networks[name] = load_network(kind, entry.arch, path, self.device, self.dtype)
         return self._networks[name]
 
+    def network(self, name: str, kind: str) -> Any:
+        """The manifest's model `name` (of `kind`), loaded on first use."""
+        return self._load(name, kind)
+
+    def weights_path(self, name: str, kind: str) -> Path:
+        """The local (converted) file of a manifest entry, fetched on first use."""
+        if name not in self._paths:
+            entry = self.entry(name, kind)
+            self._paths[name] = fetch_entry(entry, offline=self.offline, progress=self.show_progress)
+        return self._paths[name]
+
     def unet(self, name: str, kind: str) -> Text2ImUNet:
         return self._load(name, kind)
 

@@ -1,0 +1,288 @@
+"""Rendering with unCLIP (Karlo v1.0 alpha) from Python: the engine behind `glide unclip`,
+`glide vary` and `glide blend`.
+
+prompt -> CLIP text features -> prior (x0-predicting diffusion over CLIP image embeddings,
+classifier-free guidance) -> image embedding -> decoder (GLIDE-style U-Net, guidance against
+the learned "no image" embedding and the empty prompt) -> 64x64 -> bicubic 256x256 -> improved
+super-resolution (6 steps with one U-Net, the last with its fine-tuned twin) -> 256x256.
+`vary` takes the image embedding from a picture instead of the prior; `blend` from the
+spherical interpolation of two pictures' embeddings.
+
+As for GLIDE, every picture of a batch owns ONE `ImageNoise` for all its stages, so image i
+depends on its own seed alone, whatever the batch it ran in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..diffusion.noise import ImageNoise
+from ..diffusion.samplers import Callback, denoiser_from_model, sample
+from ..files.images import open_rgb
+from ..nets.clip_vit import encode_prompts, image_embedding, preprocess_image
+from ..nets.prior import ClipText, PriorTransformer
+from ..nets.unclip import ImprovedSuperRes, read_clip_stats
+from ..nets.unet import Text2ImUNet
+from .engine import Job, RenderedImage, Reporter, Session, Stage, _batches, _common_meta, _Renderer
+from .pipeline import Conditioning, SamplerChoice, sample_stage
+
+# The reference's "fast" setting (karlo/sampler/template.py): prior 25 steps at guidance 4,
+# decoder 25 at guidance 8, both ancestral (ddpm) over respaced steps; SR 7 ddpm steps.
+DEFAULT_PRIOR = Stage("karlo-prior", SamplerChoice("ddpm", "25"), scale=4.0)
+DEFAULT_DECODER = Stage("karlo-decoder", SamplerChoice("ddpm", "25"), scale=8.0)
+DEFAULT_SR = Stage("karlo-sr", SamplerChoice("ddpm", "7"))
+
+
+@dataclass(frozen=True)
+class ClipModels:
+    """The CLIP ViT whose embeddings the networks read, and the prior's embedding statistics."""
+
+    clip: str = "clip-vit-l-14"
+    stats: str = "karlo-clip-stats"
+
+
+@dataclass(frozen=True)
+class BlendJob(Job):
+    """A blend picture: `mix` 0 is picture A's embedding, 1 is picture B's."""
+
+    mix: float = 0.5
+
+
+# --- the stages as plain functions ------------------------------------------------------------
+
+
+def slerp(a: Tensor, b: Tensor, mix: float) -> Tensor:
+    """Spherical interpolation of embeddings [D] (or [B, D]) along the great circle between
+    their directions, scaling the norms along (the paper's Figure 4 interpolations)."""
+    a64, b64 = a.double(), b.double()
+    cos = (a64 * b64).sum(-1, keepdim=True) / (a64.norm(dim=-1, keepdim=True) * b64.norm(dim=-1, keepdim=True))
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    sin = torch.sin(omega)
+    if bool((sin.abs() < 1e-6).any()):  # (anti)parallel: the circle is undefined; interpolate linearly
+        return ((1 - mix) * a64 + mix * b64).to(a.dtype)
+    return (torch.sin((1 - mix) * omega) / sin * a64 + torch.sin(mix * omega) / sin * b64).to(a.dtype)
+
+
+def sample_prior(
+    prior: PriorTransformer,
+    text: ClipText,
+    uncond: Optional[ClipText],
+    noise: ImageNoise,
+    sampler: SamplerChoice,
+    *,
+    scale: float = 1.0,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """CLIP image embeddings [B, D] (de-normalized) for a batch of prompts. Guidance mixes
+    the two x0 predictions; each x0 estimate is clamped to +-clamp_x0, as the reference does."""
+    cfg = prior.config
+    device = prior.out_proj.weight.device
+    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
+    if uncond is None or scale == 1.0:
+        model_fn = lambda x, t: prior(x, t, text)  # noqa: E731
+    else:
+        both = text.cat(uncond)
+
+        def model_fn(x: Tensor, t: Tensor) -> Tensor:
+            cond_x0, uncond_x0 = prior(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+            return uncond_x0 + scale * (cond_x0 - uncond_x0)
+
+    limit = cfg.clamp_x0
+    denoise = denoiser_from_model(
+        model_fn, schedule, x0_transform=lambda x0, i: x0.clamp(-limit, limit), clip=False, prediction="x0"
+    )
+    x = noise.initial((cfg.clip_dim,), device, torch.float32)
+    result = sample(sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, callback=callback)
+    return prior.denormalize(result)
+
+
+def decoder_conditioning(decoder: Text2ImUNet, text: ClipText, uncond: Optional[ClipText], embeddings: Tensor) -> Conditioning:
+    """The decoder's inputs: the image embeddings with the prompts' text, and (for guidance)
+    the learned "no image" embedding with the empty (or negative) prompts' text."""
+    cond = decoder.encode_clip(text.pooled, text.tokens, text.mask, embeddings)
+    unguided = None if uncond is None else decoder.encode_clip(uncond.pooled, uncond.tokens, uncond.mask, None)
+    return Conditioning(cond, unguided, [False] * embeddings.shape[0])
+
+
+def super_resolve(
+    sr: ImprovedSuperRes,
+    images: Tensor,
+    noise: ImageNoise,
+    sampler: SamplerChoice,
+    *,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """Karlo's improved SR of decoder outputs [B, 3, s, s]: bicubic (antialiased, as torchvision
+    resizes tensors) to the SR size, then sampling where the last step uses `model_last_step`."""
+    cfg = sr.config
+    size = cfg.image_size
+    low_res = F.interpolate(images.clamp(-1, 1).float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
+    denoisers = {
+        which: denoiser_from_model(lambda x, t, net=net: net(x, t, low_res=low_res), schedule, prediction=cfg.prediction)
+        for which, net in (("first", sr.model_first_steps), ("last", sr.model_last_step))
+    }
+    denoise = lambda x, i: denoisers["last" if i == 0 else "first"](x, i)  # noqa: E731
+    x = noise.initial((3, size, size), low_res.device, torch.float32)
+    return sample(sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, callback=callback).clamp(-1, 1)
+
+
+# --- rendering jobs -----------------------------------------------------------------------------
+
+
+class _UnclipRenderer:
+    """Loads unCLIP's models from a session and runs the decoder and SR for batches."""
+
+    def __init__(self, session: Session, clip: ClipModels, decoder: Stage, sr: Optional[Stage], reporter: Optional[Reporter]):
+        self.base = _Renderer(session, reporter)
+        self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
+
+    @property
+    def reporter(self) -> Reporter:
+        return self.base.reporter
+
+    def clip(self) -> Any:
+        return self.session.network(self.clip_models.clip, "openclip")
+
+    def text(self, prompts: Sequence[str]) -> ClipText:
+        clip = self.clip()
+        tokenizer = self.session.clip_tokenizer(clip.config.text_ctx)
+        for prompt, cut in zip(prompts, tokenizer.batch(list(prompts)).truncated):
+            self.base.warn_truncated(prompt, cut, clip.config.text_ctx - 2)
+        with torch.no_grad():
+            return encode_prompts(clip, tokenizer, list(prompts))
+
+    def picture_embedding(self, path: Path) -> Tensor:
+        clip = self.clip()
+        pixels = preprocess_image(open_rgb(path), clip.config)[None].to(self.session.device)
+        with torch.no_grad():
+            return image_embedding(clip, pixels)
+
+    def prior(self, name: str) -> PriorTransformer:
+        prior = self.session.network(name, "unclip-prior")
+        mean, std = read_clip_stats(self.session.weights_path(self.clip_models.stats, "clip-stats"))
+        return prior.set_stats(mean, std)
+
+    def unguided(self, jobs: list[Job], guided: bool) -> Optional[ClipText]:
+        return self.text([job.negative or "" for job in jobs]) if guided else None
+
+    def decode(self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText) -> Tensor:
+        stage = self.decoder_stage
+        decoder = self.session.network(stage.model, "unclip-decoder")
+        uncond = self.unguided(jobs, stage.scale != 1.0)
+        conditioning = decoder_conditioning(decoder, text, uncond, embeddings.to(self.session.device))
+        images = sample_stage(
+            decoder, conditioning, noise, stage.sampler, scale=stage.scale,
+            callback=lambda info: self.reporter.step("decoder", info),
+        )
+        if self.sr_stage is None:
+            return images
+        sr = self.session.network(self.sr_stage.model, "unclip-sr")
+        return super_resolve(sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info))
+
+    def meta(self, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+        meta = {**self.base.stage_meta("decoder_", self.decoder_stage), "decoder_scale": self.decoder_stage.scale}
+        if self.sr_stage is not None:
+            meta.update(self.base.stage_meta("sr_", self.sr_stage))
+        meta["clip_model"] = self.clip_models.clip
+        return {**meta, **_common_meta(self.session, extra)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def render_unclip(
+    session: Session,
+    jobs: Sequence[Job],
+    prior: Stage = DEFAULT_PRIOR,
+    decoder: Stage = DEFAULT_DECODER,
+    sr: Optional[Stage] = DEFAULT_SR,
+    *,
+    clip: ClipModels = ClipModels(),
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Text to image with unCLIP: prior, decoder, then super-resolution unless `sr` is None."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])
+        text = renderer.text([job.prompt for job in batch])
+        uncond = renderer.unguided(batch, prior.scale != 1.0)
+        with torch.no_grad():
+            embeddings = sample_prior(
+                renderer.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale,
+                callback=lambda info: renderer.reporter.step("prior", info),
+            )
+            images = renderer.decode(batch, noise, embeddings, text)
+        meta = {**renderer.base.stage_meta("prior_", prior), "prior_scale": prior.scale}
+        yield from renderer.base.outputs(images, batch, {**meta, **renderer.meta(extra_meta)})
+
+
+def render_vary(
+    session: Session,
+    jobs: Sequence[Job],
+    image: Path,
+    decoder: Stage = DEFAULT_DECODER,
+    sr: Optional[Stage] = DEFAULT_SR,
+    *,
+    clip: ClipModels = ClipModels(),
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Variations of a picture: its CLIP image embedding drives the decoder (with each job's
+    prompt as the decoder's text, usually empty), then super-resolution."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
+    embedding = renderer.picture_embedding(image)
+    source = {"image": str(image), "image_sha256": file_sha256(image)}
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])
+        text = renderer.text([job.prompt for job in batch])
+        with torch.no_grad():
+            images = renderer.decode(batch, noise, embedding.expand(len(batch), -1), text)
+        yield from renderer.base.outputs(images, batch, {**source, **renderer.meta(extra_meta)})
+
+
+def render_blend(
+    session: Session,
+    jobs: Sequence[BlendJob],
+    image_a: Path,
+    image_b: Path,
+    decoder: Stage = DEFAULT_DECODER,
+    sr: Optional[Stage] = DEFAULT_SR,
+    *,
+    clip: ClipModels = ClipModels(),
+    batch_size: int = 1,
+    reporter: Optional[Reporter] = None,
+    extra_meta: Optional[Mapping[str, Any]] = None,
+) -> Iterator[RenderedImage]:
+    """Pictures between two others: the slerp of their CLIP image embeddings at each job's
+    `mix` drives the decoder, then super-resolution."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
+    first, second = renderer.picture_embedding(image_a)[0], renderer.picture_embedding(image_b)[0]
+    source = {
+        "image_a": str(image_a), "image_a_sha256": file_sha256(image_a),
+        "image_b": str(image_b), "image_b_sha256": file_sha256(image_b),
+    }
+    for batch in _batches(jobs, batch_size):
+        noise = ImageNoise([job.seed for job in batch])
+        text = renderer.text([job.prompt for job in batch])
+        embeddings = torch.stack([slerp(first, second, job.mix) for job in batch])
+        with torch.no_grad():
+            images = renderer.decode(batch, noise, embeddings, text)
+        for rendered in renderer.base.outputs(images, batch, {**source, **renderer.meta(extra_meta)}):
+            rendered.meta["mix"] = rendered.job.mix
+            yield rendered
