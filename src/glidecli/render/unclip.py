@@ -59,15 +59,20 @@ class BlendJob(Job):
 
 
 def slerp(a: Tensor, b: Tensor, mix: float) -> Tensor:
-    """Spherical interpolation of embeddings [D] (or [B, D]) along the great circle between
-    their directions, scaling the norms along (the paper's Figure 4 interpolations)."""
+    """Spherical interpolation of embeddings [D] (or [B, D]), as the paper's Figure 4: the
+    direction moves along the great circle from a's to b's at constant angular speed, the
+    length moves linearly from |a| to |b| (CLIP embeddings are not normalized)."""
     a64, b64 = a.double(), b.double()
-    cos = (a64 * b64).sum(-1, keepdim=True) / (a64.norm(dim=-1, keepdim=True) * b64.norm(dim=-1, keepdim=True))
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
+    unit_a, unit_b = a64 / norm_a, b64 / norm_b
+    omega = torch.arccos((unit_a * unit_b).sum(-1, keepdim=True).clamp(-1.0, 1.0))
     sin = torch.sin(omega)
-    if bool((sin.abs() < 1e-6).any()):  # (anti)parallel: the circle is undefined; interpolate linearly
-        return ((1 - mix) * a64 + mix * b64).to(a.dtype)
-    return (torch.sin((1 - mix) * omega) / sin * a64 + torch.sin(mix * omega) / sin * b64).to(a.dtype)
+    if bool((sin.abs() < 1e-6).any()):  # (anti)parallel: no unique circle; interpolate linearly
+        direction = (1 - mix) * unit_a + mix * unit_b
+        direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    else:
+        direction = (torch.sin((1 - mix) * omega) * unit_a + torch.sin(mix * omega) * unit_b) / sin
+    return (direction * ((1 - mix) * norm_a + mix * norm_b)).to(a.dtype)
 
 
 def sample_prior(
