@@ -155,3 +155,12 @@ def random_init_(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Modul
                 values += 1.0
             param.copy_(values)
     return model
+
+
+def read_clip_stats(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CLIP image-embedding mean and std from a converted stats file (keys "0" and "1",
+    from the release's pickled (mean, std) pair)."""
+    state = read_safetensors(path)
+    if set(state) != {"0", "1"} or state["0"].shape != state["1"].shape:
+        raise CheckpointError(f"{path} does not hold a CLIP stats pair (mean, std of one shape)")
+    return state["0"].float().reshape(-1), state["1"].float().reshape(-1)

@@ -90,13 +90,3 @@ def strip_prefix(kind: str, state: dict[str, torch.Tensor]) -> dict[str, torch.T
         return {k[len(prefix):]: v for k, v in state.items()}
     return state
 
-
-def read_clip_stats(path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CLIP image-embedding mean and std from a converted stats file (keys "0" and "1",
-    from the release's pickled (mean, std) pair)."""
-    from .checkpoint import CheckpointError, read_safetensors
-
-    state = read_safetensors(path)
-    if set(state) != {"0", "1"} or state["0"].shape != state["1"].shape:
-        raise CheckpointError(f"{path} does not hold a CLIP stats pair (mean, std of one shape)")
-    return state["0"].float().reshape(-1), state["1"].float().reshape(-1)

@@ -28,7 +28,8 @@ from ..diffusion.samplers import Callback, denoiser_from_model, sample
 from ..files.images import open_rgb
 from ..nets.clip_vit import encode_prompts, image_embedding, preprocess_image
 from ..nets.prior import ClipText, PriorTransformer
-from ..nets.unclip import ImprovedSuperRes, read_clip_stats
+from ..nets.checkpoint import read_clip_stats
+from ..nets.unclip import ImprovedSuperRes
 from ..nets.unet import Text2ImUNet
 from .engine import Job, RenderedImage, Reporter, Session, Stage, _batches, _common_meta, _Renderer
 from .pipeline import Conditioning, SamplerChoice, sample_stage

@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""Cost of each unCLIP (Karlo v1.0 alpha) stage per sampling step, beside GLIDE's stages.
+
+Like bench.py (whose helpers it uses): networks with random weights, one row per stage and
+batch size with the time of one sampling step's network call, its FLOPs (FlopCounterMode),
+the achieved rate and its share of the matmul peak measured in the same run, and seconds per
+image at the commands' default step counts. A second table gives the FLOPs per image and step
+of every stage at FULL size, counted on the meta device (no compute, any machine).
+
+Stages (one "call" is what one sampling step, or one encoding, runs):
+  clip-text   ViT-L/14 text tower on prompt + empty prompt (2B), once per batch
+  clip-image  ViT-L/14 image tower on B pictures (glide vary/blend), once per batch
+  prior       the prior's guided pair: one call on 2B embeddings, 25 steps
+  decoder     the decoder's guided pair: one call on 2B images at 64x64, 25 steps
+  sr          one super-resolution U-Net on B images at 256x256, 7 steps (6 + 1 by its twin)
+  glide-base, glide-upsample   GLIDE's base guided pair (20 steps) and upsampler (15), as bench.py
+
+    python benchmarks/unclip_bench.py --reduced          # CPU: reduced widths, a few minutes
+    python benchmarks/unclip_bench.py --device cuda --dtype bf16 --batch-sizes 1,8,32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (bench.py beside this file)
+
+from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_  # noqa: E402
+from glidecli.nets.clip_vit import clip_text, image_embedding  # noqa: E402
+from glidecli.nets.prior import ClipText  # noqa: E402
+from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config  # noqa: E402
+from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR  # noqa: E402
+
+UNCLIP_STAGES = ("clip-text", "clip-image", "prior", "decoder", "sr")
+GLIDE_STAGES = ("glide-base", "glide-upsample")
+STEPS = {
+    "clip-text": 1,
+    "clip-image": 1,
+    "prior": len(DEFAULT_PRIOR.sampler.schedule("squaredcos_cap_v2")),
+    "decoder": len(DEFAULT_DECODER.sampler.schedule("squaredcos_cap_v2")),
+    "sr": len(DEFAULT_SR.sampler.schedule("squaredcos_cap_v2")),
+    "glide-base": bench.DEFAULT_STEPS["base"],
+    "glide-upsample": bench.DEFAULT_STEPS["upsample"],
+}
+KIND = {"clip-text": "openclip", "clip-image": "openclip", "prior": "unclip-prior", "decoder": "unclip-decoder", "sr": "unclip-sr"}
+GUIDED = {"prior", "decoder", "clip-text", "glide-base"}  # one call on 2B
+
+
+def configs(reduced: bool) -> dict:
+    full = {"openclip": OpenClipConfig(), "unclip-prior": PriorConfig(), "unclip-decoder": karlo_decoder_config(), "unclip-sr": karlo_sr_config()}
+    if not reduced:
+        return full
+    # Same structure, narrower and shallower: seconds per call on a small CPU.
+    return {
+        "openclip": dataclasses.replace(full["openclip"], vision_width=256, vision_layers=6, text_width=256, text_heads=4, text_layers=6, embed_dim=256),
+        "unclip-prior": dataclasses.replace(full["unclip-prior"], xf_width=512, xf_layers=6, xf_heads=8, clip_dim=256),
+        "unclip-decoder": dataclasses.replace(full["unclip-decoder"], model_channels=64, xf_width=256, clip_dim=256),
+        "unclip-sr": dataclasses.replace(full["unclip-sr"], model_channels=64),
+    }
+
+
+def build(kind: str, cfg, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    with torch.device(device):
+        model = build_network(kind, cfg)
+    if device != "meta":
+        random_init_(model, seed=0)
+    keep = set() if kind == "openclip" else fp32_parameter_names(model)
+    for name, param in model.named_parameters():
+        param.data = param.data.to(torch.float32 if name in keep else dtype)
+    if kind == "openclip":
+        model.attn_mask = torch.full((77, 77), float("-inf"), device=device).triu_(1)
+    return model.eval().requires_grad_(False)
+
+
+def make_step(stage: str, net: torch.nn.Module, batch: int, device: str):
+    """A zero-argument callable running one step's (or one encoding's) network work."""
+    g = torch.Generator().manual_seed(batch)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    if stage == "clip-text":
+        tokens = torch.randint(1, 49406, (2 * batch, 77), generator=g).to(device)
+        mask = torch.ones(2 * batch, 77, dtype=torch.bool, device=device)
+        return lambda: clip_text(net, tokens, mask)
+    if stage == "clip-image":
+        pixels = randn(batch, 3, net.config.image_size, net.config.image_size)
+        return lambda: image_embedding(net, pixels)
+    t = torch.full((2 * batch,), 500, dtype=torch.long, device=device)
+    if stage == "prior":
+        cfg = net.config
+        text = ClipText(randn(2 * batch, cfg.clip_dim), randn(2 * batch, cfg.text_ctx, cfg.clip_dim),
+                        torch.ones(2 * batch, cfg.text_ctx, dtype=torch.bool, device=device))
+        x = randn(2 * batch, cfg.clip_dim)
+        return lambda: net(x, t, text)
+    if stage == "decoder":
+        cfg = net.config
+        with torch.no_grad():
+            cond = net.encode_clip(randn(2 * batch, cfg.clip_dim), randn(2 * batch, cfg.text_ctx, cfg.clip_dim),
+                                   torch.ones(2 * batch, cfg.text_ctx, dtype=torch.bool, device=device), randn(2 * batch, cfg.clip_dim))
+        x = randn(2 * batch, 3, cfg.image_size, cfg.image_size)
+        return lambda: net(x, t, cond)
+    # sr: one U-Net (both have the same cost) on B images, low_res already at full size
+    cfg = net.config
+    x = randn(batch, 3, cfg.image_size, cfg.image_size)
+    low = randn(batch, 3, cfg.image_size, cfg.image_size)
+    return lambda: net.model_first_steps(x, t[:batch], low_res=low)
+
+
+def flops_of(step) -> float:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        step()
+    return counter.get_total_flops()
+
+
+def full_size_flops() -> list[tuple[str, float, int]]:
+    """(stage, GFLOP per image per call, calls per image) at full size, on meta tensors."""
+    rows = []
+    full = configs(reduced=False)
+    for stage in UNCLIP_STAGES:
+        net = build(KIND[stage], full[KIND[stage]], "meta", torch.float32)
+        rows.append((stage, flops_of(make_step(stage, net, 1, "meta")) / 1e9, STEPS[stage]))
+    for stage in GLIDE_STAGES:
+        kind = stage.split("-", 1)[1]
+        nets = bench.build_stage(kind, "meta", torch.float32)
+        rows.append((stage, bench.count_flops(kind, nets, 1)[0] / 1e9, STEPS[stage]))
+    return rows
+
+
+def measure(stage: str, device: str, dtype: torch.dtype, batches, reduced: bool, repeats: int, peak: float) -> list[dict]:
+    bench.log(f"[{device}] building {stage} ...")
+    if stage in GLIDE_STAGES:
+        kind = stage.split("-", 1)[1]
+        nets = bench.build_stage(kind, device, dtype)
+        meta = bench.build_stage(kind, "meta", dtype)
+        steps_for = lambda b: bench.make_step(kind, nets, b, device)  # noqa: E731
+        flops_for = lambda b: bench.count_flops(kind, meta, b)[0]  # noqa: E731
+    else:
+        cfg = configs(reduced)[KIND[stage]]
+        net = build(KIND[stage], cfg, device, dtype)
+        meta = build(KIND[stage], cfg, "meta", dtype)
+        steps_for = lambda b: make_step(stage, net, b, device)  # noqa: E731
+        flops_for = lambda b: flops_of(make_step(stage, meta, b, "meta"))  # noqa: E731
+    rows = []
+    for index, batch in enumerate(batches):
+        step = steps_for(batch)
+        flops = flops_for(batch)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        warmups = 2 if device == "cuda" else int(index == 0)
+        times, _ = bench.time_calls(step, device, warmups, repeats, 30.0 if device == "cpu" else float("inf"))
+        med = statistics.median(times)
+        rows.append(dict(stage=stage, batch=batch, med=med, gflop=flops / 1e9, rate=flops / med / 1e9,
+                         share=flops / med / 1e9 / peak, steps=STEPS[stage], s_img=STEPS[stage] * med / batch,
+                         mem=bench.memory_gib(device), full=stage in GLIDE_STAGES or not reduced))
+        bench.log(f"[{device}] {stage} B={batch}: {med:.4f} s/call, {flops / med / 1e9:.0f} GFLOP/s")
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--dtype", default="fp32", choices=bench.DTYPES)
+    ap.add_argument("--batch-sizes", default="1", help="images per batch, comma-separated (default 1)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reduced", action="store_true", help="time reduced-width unCLIP networks (GLIDE's stay full size)")
+    ap.add_argument("--stages", default=",".join(UNCLIP_STAGES + GLIDE_STAGES))
+    ap.add_argument("--flops-only", action="store_true", help="only the full-size FLOP table (meta device)")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (1 is steadiest on a shared machine)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+
+    print("## Full size: GFLOP per image per call (meta device)\n")
+    print("| stage | GFLOP/image/call | calls/image | GFLOP/image |")
+    print("|---|---|---|---|")
+    totals = {"unclip": 0.0, "glide": 0.0}
+    for stage, gflop, calls in full_size_flops():
+        print(f"| {stage} | {gflop:.1f} | {calls} | {gflop * calls:.0f} |")
+        if stage != "clip-image":
+            totals["glide" if stage.startswith("glide") else "unclip"] += gflop * calls
+    print(f"\n# per 256x256 image: glide unclip {totals['unclip']:.0f} GFLOP (CLIP text, prior, decoder, SR), "
+          f"glide generate {totals['glide']:.0f} GFLOP (base, upsampler); the guided stages count both halves.")
+    if args.flops_only:
+        return
+
+    dtype = bench.DTYPES[args.dtype]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    header = bench.machine_description([args.device])
+    peak = bench.matmul_peak(args.device, dtype, 3 if args.device == "cpu" else 10)
+    header.append(f"{args.device} {args.dtype} matmul peak: {peak:.0f} GFLOP/s")
+    rows = []
+    for stage in args.stages.split(","):
+        rows += measure(stage, args.device, dtype, batches, args.reduced, args.repeats, peak)
+    print()
+    print("\n".join("# " + line for line in header))
+    cols = ["stage", "size", "images/batch", "s/call", "GFLOP/call", "GFLOP/s", "% of peak", "calls/image", "s/image", "peak mem GiB"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print(f"| {r['stage']} | {'full' if r['full'] else 'reduced'} | {r['batch']} | {r['med']:.4g} | {r['gflop']:.1f} | {r['rate']:.0f} "
+              f"| {100 * r['share']:.0f}% | {r['steps']} | {r['s_img']:.4g} | {r['mem']:.2f} |")
+    print(f"\n# s/image = calls x s/call / images; guided stages (prior, decoder, glide-base, clip-text) run 2B in one call."
+          f" Total {time.perf_counter() - began:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
