@@ -108,18 +108,38 @@ def test_clip_stats_pair_reads_as_mean_and_std(tmp_path):
 
 
 class Hyperparameters:  # stands for OmegaConf or any other class a checkpoint might pickle
-    def __init__(self):
-        self.lr = 1e-4
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # full unpickling would run this: it creates the marker file
+        return (Path.touch, (self.marker,))
 
 
-def test_checkpoint_with_pickled_objects_is_refused_in_one_line(tmp_path):
+def test_training_checkpoint_with_pickled_objects_gives_its_weights_without_running_code(tmp_path):
+    """weights_only refuses the object; the weights are still read, and the object's code never runs."""
+    prior = tiny_unclip_network("unclip-prior", seed=1)
+    marker = tmp_path / "code-ran"
     ckpt = tmp_path / "prior.ckpt"
-    torch.save({"state_dict": {"model.prd_emb": torch.zeros(1)}, "hyper_parameters": Hyperparameters()}, ckpt)
+    torch.save({"state_dict": {"model." + k: v for k, v in prior.state_dict().items()},
+                "hyper_parameters": Hyperparameters(marker), "epoch": 3}, ckpt)
+    arch = {"xf_width": 64, "xf_layers": 2, "xf_heads": 4, "clip_dim": 32}
+    entry = load_manifest(manifest(tmp_path, prior=("unclip-prior", ckpt, arch))).model("prior")
+    loaded = load_network("unclip-prior", entry.arch, fetch_entry(entry, progress=False))
+    assert not marker.exists()
+    for name, tensor in prior.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_checkpoint_whose_weights_hold_objects_is_refused_in_one_line(tmp_path):
+    marker = tmp_path / "code-ran"
+    ckpt = tmp_path / "prior.ckpt"
+    torch.save({"state_dict": {"model.prd_emb": torch.zeros(1), "model.odd": Hyperparameters(marker)}}, ckpt)
     entry = load_manifest(manifest(tmp_path, prior=("unclip-prior", ckpt, {}))).model("prior")
     with pytest.raises(WeightsError) as caught:
         fetch_entry(entry, progress=False)
     message = str(caught.value)
     assert "\n" not in message and "refused to load" in message and "nothing in them is executed" in message
+    assert not marker.exists()
 
 
 def test_decoder_layout_mismatch_is_one_line(tmp_path):
@@ -159,3 +179,20 @@ def test_clip_vit_loads_from_safetensors_with_its_causal_mask(tmp_path):
     mask = tokens != 0
     with torch.no_grad():
         assert torch.equal(clip_text(loaded, tokens, mask).pooled, clip_text(fresh, tokens, mask).pooled)
+
+
+def test_code_free_reader_rebuilds_views_and_dtypes(tmp_path):
+    from glidecli.files.tensor_pickle import Opaque, read_without_code
+
+    base = torch.randn(4, 6)
+    weights = {"half": torch.randn(3).half(), "bf16": torch.randn(2, 2).bfloat16(), "long": torch.arange(5),
+               "transposed": base.t(), "slice": base[1:3, 2:], "flag": torch.tensor([True, False])}
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": weights, "hparams": Hyperparameters(marker)}, tmp_path / "x.ckpt")
+    tree = read_without_code(tmp_path / "x.ckpt")
+    assert isinstance(tree["hparams"], Opaque) and not marker.exists()
+    for name, tensor in weights.items():
+        assert tree["state_dict"][name].dtype == tensor.dtype and torch.equal(tree["state_dict"][name], tensor), name
+    (tmp_path / "junk.ckpt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a PyTorch zip checkpoint"):
+        read_without_code(tmp_path / "junk.ckpt")

@@ -525,12 +525,33 @@ def _load_pickled_tensors(src: Path):
     except FileNotFoundError:
         raise WeightsError(f"{src}: no such file") from None
     except pickle.UnpicklingError as exc:
+        weights = _training_checkpoint_weights(src)
+        if weights is not None:
+            return weights
         raise WeightsError(
             f"{src}: refused to load: the file is not a plain tensor checkpoint ({_unpickling_reason(exc)});"
             " only pickles of tensors are read, and nothing in them is executed"
         ) from None
     except Exception as exc:  # a damaged file can fail inside the unpickler in many ways
         raise WeightsError(f"{src}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+def _training_checkpoint_weights(src: Path):
+    """{"state_dict": tensors} of a training checkpoint (a Lightning .ckpt, say) whose other
+    entries pickle objects that weights_only refuses, read without running any of its code;
+    None when the file is anything else."""
+    import torch
+
+    from .tensor_pickle import read_without_code
+
+    try:
+        tree = read_without_code(src)
+    except ValueError:
+        return None
+    state = tree.get("state_dict") if isinstance(tree, dict) else None
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return {"state_dict": state}
+    return None
 
 
 def _unpickling_reason(exc: Exception) -> str:

@@ -8,9 +8,9 @@ prior and CLIP have settings of their own. Defaults are the release's full sizes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from .config import UNetConfig, _check_known
+from .config import UNetConfig
 
 # Manifest kinds of the unCLIP stack. "clip-stats" is the prior's CLIP image-embedding
 # mean and std (a pair of tensors, no network).
@@ -46,11 +46,6 @@ class PriorConfig:
     def context(self) -> int:
         return self.text_ctx + self.extra_tokens
 
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "PriorConfig":
-        _check_known(cls, values, "prior")
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class OpenClipConfig:
@@ -72,15 +67,6 @@ class OpenClipConfig:
     # CLIP's preprocessing statistics (pixels on the 0..1 scale).
     pixel_mean: tuple[float, float, float] = field(default=(0.48145466, 0.4578275, 0.40821073))
     pixel_std: tuple[float, float, float] = field(default=(0.26862954, 0.26130258, 0.27577711))
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "OpenClipConfig":
-        _check_known(cls, values, "CLIP ViT")
-        values = dict(values)
-        for key in ("pixel_mean", "pixel_std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
 
 
 def karlo_decoder_config(**changes: Any) -> UNetConfig:

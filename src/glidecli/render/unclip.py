@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -193,6 +193,24 @@ class _UnclipRenderer:
         sr = self.session.network(self.sr_stage.model, "unclip-sr")
         return super_resolve(sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info))
 
+    def decode_jobs(
+        self,
+        jobs: Sequence[Job],
+        batch_size: int,
+        embeddings_for: Callable[[list[Job]], Tensor],
+        source: dict[str, Any],
+        extra: Optional[Mapping[str, Any]],
+    ) -> Iterator[RenderedImage]:
+        """Decode (and super-resolve) every batch of jobs from the image embeddings [B, D]
+        that `embeddings_for(batch)` gives, with each job's prompt as the decoder's text."""
+        for batch in _batches(jobs, batch_size):
+            noise = ImageNoise([job.seed for job in batch])
+            text = self.text([job.prompt for job in batch])
+            with torch.no_grad():
+                images = self.decode(batch, noise, embeddings_for(batch), text)
+            # After the batch: the models' hashes are known once they are loaded.
+            yield from self.base.outputs(images, batch, {**source, **self.meta(extra)})
+
     def meta(self, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         meta = {**self.base.stage_meta("decoder_", self.decoder_stage), "decoder_scale": self.decoder_stage.scale}
         if self.sr_stage is not None:
@@ -254,12 +272,8 @@ def render_vary(
     renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
     embedding = renderer.picture_embedding(image)
     source = {"image": str(image), "image_sha256": file_sha256(image)}
-    for batch in _batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])
-        text = renderer.text([job.prompt for job in batch])
-        with torch.no_grad():
-            images = renderer.decode(batch, noise, embedding.expand(len(batch), -1), text)
-        yield from renderer.base.outputs(images, batch, {**source, **renderer.meta(extra_meta)})
+    embeddings_for = lambda batch: embedding.expand(len(batch), -1)  # noqa: E731
+    yield from renderer.decode_jobs(jobs, batch_size, embeddings_for, source, extra_meta)
 
 
 def render_blend(
@@ -283,12 +297,7 @@ def render_blend(
         "image_a": str(image_a), "image_a_sha256": file_sha256(image_a),
         "image_b": str(image_b), "image_b_sha256": file_sha256(image_b),
     }
-    for batch in _batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])
-        text = renderer.text([job.prompt for job in batch])
-        embeddings = torch.stack([slerp(first, second, job.mix) for job in batch])
-        with torch.no_grad():
-            images = renderer.decode(batch, noise, embeddings, text)
-        for rendered in renderer.base.outputs(images, batch, {**source, **renderer.meta(extra_meta)}):
-            rendered.meta["mix"] = rendered.job.mix
-            yield rendered
+    embeddings_for = lambda batch: torch.stack([slerp(first, second, job.mix) for job in batch])  # noqa: E731
+    for rendered in renderer.decode_jobs(jobs, batch_size, embeddings_for, source, extra_meta):
+        rendered.meta["mix"] = rendered.job.mix
+        yield rendered
