@@ -26,7 +26,7 @@ from torch import Tensor
 from ..diffusion.noise import ImageNoise
 from ..diffusion.samplers import Callback, denoiser_from_model, sample
 from ..files.images import open_rgb
-from ..nets.clip_vit import encode_prompts, image_embedding, preprocess_image
+from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
 from ..nets.prior import ClipText, PriorTransformer
 from ..nets.checkpoint import read_clip_stats
 from ..nets.unclip import ImprovedSuperRes
@@ -159,11 +159,13 @@ class _UnclipRenderer:
 
     def text(self, prompts: Sequence[str]) -> ClipText:
         clip = self.clip()
-        tokenizer = self.session.clip_tokenizer(clip.config.text_ctx)
-        for prompt, cut in zip(prompts, tokenizer.batch(list(prompts)).truncated):
+        batch = self.session.clip_tokenizer(clip.config.text_ctx).batch(list(prompts))
+        for prompt, cut in zip(prompts, batch.truncated):
             self.base.warn_truncated(prompt, cut, clip.config.text_ctx - 2)
+        mask = torch.arange(batch.tokens.shape[1])[None] < batch.lengths[:, None]
+        device = self.session.device
         with torch.no_grad():
-            return encode_prompts(clip, tokenizer, list(prompts))
+            return clip_text(clip, batch.tokens.to(device), mask.to(device))
 
     def picture_embedding(self, path: Path) -> Tensor:
         clip = self.clip()
