@@ -239,3 +239,34 @@ def test_clip_image_embedding_depends_on_timestep_and_gives_a_gradient():
     assert grad.shape == x.shape and grad.abs().sum() > 0
     with pytest.raises(ValueError, match="expected images"):
         clip.image_embeddings(torch.zeros(1, 3, 8, 8), torch.tensor([0]))
+
+
+def test_loading_reads_each_tensor_once_straight_into_its_final_dtype_and_layout(tmp_path, monkeypatch):
+    import safetensors
+
+    model = tiny_network("upsample", seed=2)
+    path = save_network(model, tmp_path / "up.safetensors")
+    reads = []
+    real_open = safetensors.safe_open
+
+    class CountingOpen:
+        def __init__(self, *args, **kwargs):
+            self.file = real_open(*args, **kwargs)
+
+        def __enter__(self):
+            file = self.file.__enter__()
+            self.get_slice, self.keys = file.get_slice, file.keys
+            self.get_tensor = lambda name: reads.append(name) or file.get_tensor(name)
+            return self
+
+        def __exit__(self, *exc):
+            return self.file.__exit__(*exc)
+
+    monkeypatch.setattr(safetensors, "safe_open", CountingOpen)
+    loaded = load_network("upsample", model.config, path, dtype=torch.float16)
+    assert sorted(reads) == sorted(model.state_dict())  # every tensor read exactly once
+    assert loaded.channels_last and loaded.input_blocks[0][0].weight.dtype == torch.float16
+    assert loaded.out[0].weight.dtype == torch.float32
+    for name, tensor in loaded.state_dict().items():
+        target = tensor.dtype
+        assert torch.equal(tensor, model.state_dict()[name].to(target)), name

@@ -57,7 +57,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing f
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT)]
 Device = Annotated[DeviceName, typer.Option("--device", help="auto: CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
-Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU, bf16 (or fp16) on a GPU.", rich_help_panel=MODELS)]
+Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU, fp16 on a GPU (GLIDE was trained in fp16; norms stay fp32).", rich_help_panel=MODELS)]
 Weights = Annotated[
     Optional[Path],
     typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False, rich_help_panel=MODELS),

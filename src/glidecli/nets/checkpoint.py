@@ -1,7 +1,8 @@
 """Build GLIDE's networks from typed settings and load safetensors checkpoints into them.
 
-Loading builds the network on the `meta` device and assigns the file's tensors directly
-(loaded straight onto the target device), so a checkpoint is never held twice in memory.
+Loading builds the network on the `meta` device and assigns the file's tensors directly,
+read one at a time straight onto the target device in their final dtype, so a checkpoint is
+never held twice in memory.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def fp32_parameter_names(model: nn.Module) -> set[str]:
     return names
 
 
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return CheckpointError(f"{path} is not a readable safetensors file ({first_line})")
+
+
 def read_safetensors(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -96,8 +102,7 @@ def read_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable safetensors file ({first_line})") from None
+        raise _unreadable(path, exc) from None
 
 
 def load_network(
@@ -107,21 +112,38 @@ def load_network(
     device: Union[str, torch.device] = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Network:
-    """Build the network for `arch` and load `path` into it, ready for inference (eval, no grad)."""
+    """Build the network for `arch` and load `path` into it, ready for inference (eval, no grad).
+
+    The file is read one tensor at a time, each put on `device` in its final dtype (norms
+    fp32, the rest `dtype`) and layout (U-Net convolutions channels-last) before the next is
+    read: the peak is the finished network plus one tensor, never a full fp32 copy."""
+    from safetensors import SafetensorError, safe_open
+
     with torch.device("meta"):
         model = build_network(kind, arch)
-    state = strip_prefix(kind, read_safetensors(path, device))
-    check_state_dict(model, state, str(path))
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
     # open_clip's own LayerNorm runs in the weights' dtype, so its norms follow `dtype`.
     keep_fp32 = set() if kind == "openclip" else fp32_parameter_names(model)
-    for name, tensor in state.items():
-        target = torch.float32 if name in keep_fp32 else dtype
-        if tensor.dtype != target:
-            state[name] = tensor.to(target)
+    channels_last = isinstance(model, (Text2ImUNet, ImprovedSuperRes))  # faster convolutions (oneDNN, cuDNN)
+    state = {}
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as file:
+            names = strip_prefix(kind, {name: name for name in file.keys()})  # the model's name -> the file's
+            shapes = {name: torch.empty(file.get_slice(key).get_shape(), device="meta") for name, key in names.items()}
+            check_state_dict(model, shapes, str(path))
+            for name, key in names.items():
+                tensor = file.get_tensor(key).to(torch.float32 if name in keep_fp32 else dtype)
+                if channels_last and tensor.dim() == 4:
+                    tensor = tensor.contiguous(memory_format=torch.channels_last)
+                state[name] = tensor
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _unreadable(path, exc) from None
     model.load_state_dict(state, strict=True, assign=True)
     materialize_buffers(kind, model, device)
-    if isinstance(model, (Text2ImUNet, ImprovedSuperRes)):
-        model.use_channels_last()  # faster convolutions on CPU (oneDNN) and GPU (cuDNN)
+    if channels_last:
+        model.use_channels_last()  # a no-op for the weights read above, kept for any the file lacks
     return model.eval().requires_grad_(False)
 
 

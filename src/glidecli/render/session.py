@@ -46,12 +46,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto`: float32 on the CPU (half precision is slow there), bf16 on GPUs that have
-    it (it cannot overflow like fp16), else fp16."""
+    """`auto`: float32 on the CPU (half precision is slow there), fp16 on GPUs. GLIDE's
+    networks were trained in fp16, and on an H200 fp16 was both faster than bf16 (0.99 s
+    against 1.59 s per batch-1 picture) and closer to fp32 (at most 6 levels against 40 on
+    the shapes model); the norms stay in fp32 either way (nets/layers.py)."""
     if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if name not in DTYPES:
         raise RenderError(f"unknown dtype {name!r}; choose one of auto, {', '.join(DTYPES)}")
     return DTYPES[name]
