@@ -28,7 +28,7 @@ def upsample(
     temp: Annotated[float, typer.Option("--upsample-temp", "--temp", min=0.0, help="Scales the starting noise.", rich_help_panel=opt.SAMPLING)] = 0.997,
     fit: opt.Fit = "crop",
     num: opt.Num = 1,
-    batch_size: opt.BatchSize = 1,
+    batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
     out: opt.Out = Path("outputs"),
     pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
@@ -40,6 +40,7 @@ def upsample(
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
     model: Annotated[str, typer.Option("--upsample-model", "--model", help="Upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample",
+    compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
 ) -> None:
     """Upsample IMAGE 4x (64 -> 256) with the text-conditional upsampler.
@@ -85,7 +86,7 @@ def inpaint(
     upsample_temp: opt.UpsampleTemp = 0.997,
     size: opt.Size = None,
     num: opt.Num = 1,
-    batch_size: opt.BatchSize = 1,
+    batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
     out: opt.Out = Path("outputs"),
     pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
@@ -98,6 +99,7 @@ def inpaint(
     weights: opt.Weights = None,
     model: Annotated[str, typer.Option("--model", help="Base inpainting model (manifest name).", rich_help_panel=opt.MODELS)] = "base-inpaint",
     upsample_model: Annotated[str, typer.Option("--upsample-model", help="Inpainting upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample-inpaint",
+    compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
 ) -> None:
     """Repaint part of IMAGE from PROMPT (inpainting at 64x64, then 256x256).

@@ -43,7 +43,7 @@ def generate(
     rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
     prompts_file: opt.PromptsFile = None,
     num: opt.Num = 1,
-    batch_size: opt.BatchSize = 1,
+    batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
     out: opt.Out = Path("outputs"),
     pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
@@ -56,6 +56,7 @@ def generate(
     weights: opt.Weights = None,
     model: opt.BaseModel = "base",
     upsample_model: opt.UpsampleModel = "upsample",
+    compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
 ) -> None:
     """Draw PROMPT: the base model at 64x64, then the upsampler to 256x256.
@@ -105,7 +106,7 @@ def clip_guide(
     size: opt.Size = None,
     prompts_file: opt.PromptsFile = None,
     num: opt.Num = 1,
-    batch_size: opt.BatchSize = 1,
+    batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
     out: opt.Out = Path("outputs"),
     pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
@@ -120,6 +121,7 @@ def clip_guide(
     upsample_model: opt.UpsampleModel = "upsample",
     clip_image_model: Annotated[str, typer.Option("--clip-image-model", help="Noised CLIP image encoder.", rich_help_panel=opt.MODELS)] = "clip-image",
     clip_text_model: Annotated[str, typer.Option("--clip-text-model", help="Noised CLIP text encoder.", rich_help_panel=opt.MODELS)] = "clip-text",
+    compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
 ) -> None:
     """Draw PROMPT with the base model steered by the noised CLIP, then upsample.

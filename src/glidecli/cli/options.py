@@ -48,7 +48,25 @@ PromptsFile = Annotated[
     typer.Option("--prompts-file", help="One prompt per line ('-' reads stdin); blank lines are skipped. Each prompt gets -n images.", rich_help_panel=OUTPUT),
 ]
 Num = Annotated[int, typer.Option("-n", "--num", min=1, help="Images per prompt; image i uses seed + i.", rich_help_panel=OUTPUT)]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images through the network at once (does not change the images).", rich_help_panel=OUTPUT)]
+
+
+def parse_batch_size(value: str) -> "int | str":
+    """--batch-size: 'auto' or a positive integer (returned as an int)."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise typer.BadParameter(f"expected 'auto' or a positive integer, got {value!r}")
+    return number
+
+
+BatchSize = Annotated[
+    str,
+    typer.Option("--batch-size", callback=parse_batch_size, help="Images through the network at once: auto (on a GPU the most that fit its free memory, measured; on the CPU 1) or a number. Does not change the images.", rich_help_panel=OUTPUT),
+]
 Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the first image (random when omitted; always printed and recorded).", show_default=False, rich_help_panel=OUTPUT)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
 Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}.", rich_help_panel=OUTPUT)]
@@ -61,6 +79,10 @@ Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU
 Weights = Annotated[
     Optional[Path],
     typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False, rich_help_panel=MODELS),
+]
+Compile = Annotated[
+    bool,
+    typer.Option("--compile", help="torch.compile the U-Nets: slower start (cached between runs), faster sampling.", rich_help_panel=MODELS),
 ]
 Offline = Annotated[bool, typer.Option("--offline", help="Never download; use cached or local weights only.", rich_help_panel=MODELS)]
 Fit = Annotated[FitMode, typer.Option("--fit", help="Making the picture square: crop (centre), pad (black borders, kept), stretch.", rich_help_panel=SAMPLING)]

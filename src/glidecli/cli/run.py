@@ -55,6 +55,7 @@ class RunOptions:
     dtype: str
     weights: Optional[Path]
     offline: bool
+    compile_networks: bool
 
     @classmethod
     def pick(cls, arguments: Mapping[str, Any]) -> "RunOptions":
@@ -241,7 +242,10 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     if not planned:
         console.print("nothing to do: every image exists", highlight=False)
         return 0
-    session = Session(manifest, device=opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet)
+    session = Session(
+        manifest, device=opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet,
+        compile=opts.compile_networks, note=lambda message: console.print(f"note: {message}", highlight=False, markup=False),
+    )
     seeds = sorted({job.seed for job in jobs})
     console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
     paths = {job.index: path for job, path in planned}

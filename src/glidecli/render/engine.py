@@ -34,6 +34,7 @@ from ..files.images import (
 )
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
+from .batching import auto_batch_size, clip_probe, unet_probe
 from .img2img import InitImage
 from .pipeline import (
     ClipGuidance,
@@ -176,8 +177,27 @@ class _Renderer:
             scale=stage.scale,
             temperature=stage.temperature,
             callback=lambda info: self.reporter.step(kind, info),
+            network=self.session.network(stage.model, kind),
             **conditions,
         )
+
+    def batch_size(self, requested: int | str, count: int, stages: Sequence[tuple[Optional[Stage], str]], clip: Any = None) -> int:
+        """`requested`, or for "auto" the largest batch that fits the GPU (1 on the CPU)."""
+        if requested != "auto":
+            return int(requested)
+        device = self.session.device
+        if device.type != "cuda" or count <= 1:
+            return 1
+        probes = [
+            unet_probe(self.session.unet(s.model, kind), s.scale != 1.0, _stage_size(self.session, s, kind))
+            for s, kind in stages
+            if s is not None
+        ]
+        if clip is not None:
+            probes.append(clip_probe(self.session.clip(clip.image_model, clip.text_model)))
+        size = auto_batch_size(count, device, probes)
+        self.session.note(f"batch size {size} for {count} pictures (measured to fit the GPU's free memory)")
+        return size
 
     def warn_truncated(self, prompt: str, truncated: bool, limit: int) -> None:
         if truncated and prompt not in self._warned:
@@ -223,7 +243,7 @@ def render_generate(
     upsample: Optional[Stage] = DEFAULT_UPSAMPLE,
     *,
     clip: Optional[ClipSteering] = None,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
     init: Optional[InitImage] = None,
@@ -242,6 +262,7 @@ def render_generate(
         base_init = init.picture(_stage_size(session, base, "base")).to(session.device)
         if upsample is not None and init.upsample_strength is not None:
             up_init = init.picture(_stage_size(session, upsample, "upsample")).to(session.device)
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base"), (upsample, "upsample")], clip)
 
     def first_stage(todo: list[Job], noise: ImageNoise) -> torch.Tensor:
         conditions: dict[str, Any] = {}
@@ -311,7 +332,7 @@ def render_upsample(
     image: torch.Tensor,
     upsample: Stage = DEFAULT_UPSAMPLE,
     *,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[RenderedImage]:
@@ -319,6 +340,7 @@ def render_upsample(
     to 8 bits first, as the base model's output is), once per job."""
     renderer = _Renderer(session, reporter)
     low_res = quantize_to_8bit(image.float().to(session.device))
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(upsample, "upsample")])
     for batch in _batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])
         with torch.no_grad():
@@ -357,7 +379,7 @@ def render_inpaint(
     base: Stage = DEFAULT_INPAINT_BASE,
     upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
     *,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[RenderedImage]:
@@ -371,6 +393,7 @@ def render_inpaint(
         high = load_inpaint_inputs(source, session.entry(upsample.model, "upsample-inpaint").arch.image_size)
     if not bool((low.keep_mask < 0.5).any()):
         renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
     for batch in _batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])
         images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)

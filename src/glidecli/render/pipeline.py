@@ -8,7 +8,7 @@ then the upsampler conditioned on the (8-bit quantized) base output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -131,13 +131,16 @@ def sample_stage(
     init: Optional[Tensor] = None,
     strength: float = 1.0,
     size: Optional[tuple[int, int]] = None,
+    network: Optional[Callable[..., Tensor]] = None,
 ) -> Tensor:
     """Sample one batch of images [B, 3, H, W] in [-1, 1] from `model`.
 
     (H, W) is `size`, else the inpainting source's, else the model's square image size.
     With `init` [B, 3, H, W] and `strength` < 1 (img2img), the picture is diffused to the
     timestep at fraction `strength` of the sampler's grid and sampled from there
-    (diffusion/partial.py); strength 1 ignores `init`: plain generation."""
+    (diffusion/partial.py); strength 1 ignores `init`: plain generation. `network`, when
+    given, is called in place of `model` with its signature (a CUDA-graphed or compiled
+    version of it, render/accel.py)."""
     cfg = model.config
     device = next(model.parameters()).device
     batch = conditioning.text.pooled.shape[0]
@@ -154,7 +157,7 @@ def sample_stage(
         images["inpaint_image"] = inpainting.source * inpainting.keep_mask
         images["inpaint_mask"] = inpainting.keep_mask
         known_region = keep_known_region(inpainting.source, inpainting.keep_mask)
-    model_fn = guided_model_fn(model, conditioning.text, uncond_text=conditioning.uncond, scale=scale, **images)
+    model_fn = guided_model_fn(network or model, conditioning.text, uncond_text=conditioning.uncond, scale=scale, **images)
 
     # Threshold first, then paste the source, so the known region stays exact.
     threshold = None

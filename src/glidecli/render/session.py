@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -16,6 +16,7 @@ from ..nets.checkpoint import load_network
 from ..nets.clip import NoisedClip
 from ..nets.tokenizer import ClipTokenizer, GlideTokenizer
 from ..nets.unet import Text2ImUNet
+from .accel import CudaGraphs, NetworkCall, network_call
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -87,7 +88,11 @@ def model_entry(manifest: Manifest, name: str, kind: str) -> ModelEntry:
 
 
 class Session:
-    """Models from one manifest on one device, each loaded on first use and kept."""
+    """Models from one manifest on one device, each loaded on first use and kept.
+
+    `network(name, kind)` is what sampling calls: on CUDA each U-Net's calls are replayed as
+    CUDA graphs (`cuda_graphs`, default on CUDA), with `compile` they are torch.compile'd
+    (render/accel.py). `note` receives one-line notes (a graph capture given up, compile times)."""
 
     def __init__(
         self,
@@ -98,6 +103,9 @@ class Session:
         offline: bool | None = None,
         show_progress: bool = False,
         tokenizer: str | None = None,
+        compile: bool = False,
+        cuda_graphs: Optional[bool] = None,
+        note: Optional[Callable[[str], None]] = None,
     ):
         self.manifest = manifest
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -105,7 +113,12 @@ class Session:
         self.offline = offline
         self.show_progress = show_progress
         self.tokenizer_name = tokenizer  # None: each model's own (its entry's `tokenizer`)
+        self.compile = compile
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.note = note or log.warning
+        self._graphs = CudaGraphs() if self.cuda_graphs else None  # one memory pool for all graphs
         self._networks: dict[str, Any] = {}
+        self._calls: dict[str, NetworkCall] = {}
         self._paths: dict[str, Path] = {}
         self._tokenizers: dict[tuple[str, int], GlideTokenizer] = {}
         self._clip_tokenizers: dict[int, ClipTokenizer] = {}
@@ -134,6 +147,15 @@ class Session:
 
     def unet(self, name: str, kind: str) -> Text2ImUNet:
         return self._load(name, kind)
+
+    def network(self, name: str, kind: str) -> NetworkCall:
+        """The callable sampling runs for U-Net `name`: `network(x, t, text, **images)`."""
+        if name not in self._calls:
+            self._calls[name] = network_call(
+                self.unet(name, kind), self.device, compile=self.compile, cuda_graphs=self.cuda_graphs,
+                name=name, note=self.note, backend=self._graphs,
+            )
+        return self._calls[name]
 
     def clip(self, image_model: str, text_model: str) -> NoisedClip:
         return NoisedClip(self._load(image_model, "clip-image"), self._load(text_model, "clip-text"))
