@@ -1,0 +1,191 @@
+"""How a stage's network call runs (render/accel.py): CUDA graph replay, torch.compile.
+
+On the CPU the graph wrapper runs over a stand-in backend whose replay re-runs the network on
+whatever the static buffers hold, so any input the wrapper forgot to copy shows up as a wrong
+result. The CUDA tests compare real graph replay with eager execution bit for bit and skip
+without a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from glidecli.diffusion.noise import ImageNoise
+from glidecli.render.accel import CudaGraphs, GraphedNetwork, CompiledNetwork, compile_cache_dir, network_call
+from glidecli.render.pipeline import Conditioning, SamplerChoice, quantize_to_8bit, sample_stage
+from glidecli.nets.checkpoint import build_network, random_init_
+from helpers.tiny import tiny_network, tiny_unet_config
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+class ReplayingBackend:
+    """CUDA graphs' contract on the CPU: capture runs the function once on the static buffers;
+    replay runs it again on the buffers' current values, into the same output tensor."""
+
+    def __init__(self):
+        self.captures = 0
+
+    def capture(self, run):
+        self.captures += 1
+        output = run()
+
+        def replay():
+            output.copy_(run())
+
+        return replay, output
+
+
+class FailingBackend:
+    def capture(self, run):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+
+def smallest_base(seed: int):
+    """A one-level base network (a ResBlock and an attention block per stage): the quickest to compile."""
+    arch = dataclasses.replace(tiny_unet_config("base"), channel_mult=(1,), attention_resolutions=(16,), xf_layers=1)
+    return random_init_(build_network("base", arch), seed=seed).eval()
+
+
+def conditioning(model, seed: int, batch: int, guided: bool = True) -> Conditioning:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, model.config.n_vocab, (batch, model.config.text_ctx), generator=generator)
+    tokens = tokens.to(next(model.parameters()).device)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    with torch.no_grad():
+        text = model.encode_text(tokens, mask)
+        uncond = model.encode_text(torch.zeros_like(tokens), torch.zeros_like(mask)) if guided else None
+    return Conditioning(text, uncond, [False] * batch)
+
+
+def sample(model, network, seed: int, batch: int, **kwargs):
+    cond = conditioning(model, seed, batch)
+    noise = ImageNoise(list(range(seed, seed + batch)))
+    with torch.no_grad():
+        return sample_stage(model, cond, noise, SamplerChoice("dpmpp_2m_sde", "4"), scale=3.0, network=network, **kwargs)
+
+
+def test_replayed_calls_equal_eager_and_copy_the_text_once_per_batch():
+    model = tiny_network("base", seed=3)
+    backend = ReplayingBackend()
+    graphed = GraphedNetwork(model, backend, name="base")
+    # Two batches of two with different prompts (one graph), then a batch of one (a second graph).
+    for seed, batch in ((1, 2), (7, 2), (11, 1)):
+        assert torch.equal(sample(model, graphed, seed, batch), sample(model, None, seed, batch))
+    assert backend.captures == len(graphed.graphs) == 2
+    first, second = graphed.graphs.values()
+    # Per batch: x, t, pooled text, text tokens at the first step, then x and t at each of the
+    # other 3 steps; the pooled text and tokens stay put within a batch.
+    assert first.copies == 2 * (4 + 2 * 3)
+    assert second.copies == 4 + 2 * 3
+
+
+def test_conditioning_images_follow_each_batch():
+    model = tiny_network("upsample", seed=4)
+    graphed = GraphedNetwork(model, ReplayingBackend(), name="upsample")
+    for seed in (2, 5):
+        low_res = quantize_to_8bit(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1)
+        cond = conditioning(model, seed, 2, guided=False)
+        with torch.no_grad():
+            runs = [
+                sample_stage(model, cond, ImageNoise([seed, seed + 1]), SamplerChoice("dpmpp_2m", "3"), low_res=low_res, network=network)
+                for network in (graphed, None)
+            ]
+        assert torch.equal(*runs)
+
+
+def test_a_failed_capture_runs_eagerly_with_one_note():
+    model = tiny_network("base", seed=5)
+    notes = []
+    graphed = GraphedNetwork(model, FailingBackend(), name="base", note=notes.append)
+    for _ in range(2):
+        assert torch.equal(sample(model, graphed, 3, 2), sample(model, None, 3, 2))
+    assert notes == ["CUDA graph capture of base failed (operation not permitted when stream is capturing); running it eagerly"]
+    assert not graphed.graphs
+
+
+def test_calls_with_autograd_on_are_not_captured():
+    model = tiny_network("base", seed=6)
+    backend = ReplayingBackend()
+    graphed = GraphedNetwork(model, backend)
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([3])
+    text = conditioning(model, 0, 1, guided=False).text
+    with torch.enable_grad():
+        assert torch.equal(graphed(x, t, text), model(x, t, text))
+    assert backend.captures == 0
+
+
+def test_cpu_sessions_call_the_network_itself():
+    model = tiny_network("base")
+    assert network_call(model, torch.device("cpu")) is model
+    assert isinstance(network_call(model, torch.device("cpu"), cuda_graphs=True, backend=ReplayingBackend()), GraphedNetwork)
+
+
+def test_compile_cache_lives_in_glidecli_cache_unless_inductor_is_told(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "glide"))
+    assert compile_cache_dir() == tmp_path / "glide" / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache_dir() == tmp_path / "mine"
+
+
+def test_compiled_network_matches_eager_and_notes_its_compile_time_once(monkeypatch, tmp_path):
+    """Inductor on the CPU (C++ kernels): one small network, compiled once (~30 s cold)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    model = smallest_base(7)
+    notes = []
+    compiled = CompiledNetwork(model, name="base", note=notes.append)
+    cond = conditioning(model, 2, 1)
+    with torch.no_grad():
+        runs = [
+            sample_stage(model, cond, ImageNoise([2]), SamplerChoice("ddim", "3"), scale=3.0, network=network)
+            for network in (compiled, None)
+        ]
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-4)
+    assert len(notes) == 1 and notes[0].startswith("compiled base for batch 2 in ")
+    assert str(tmp_path / "inductor") in notes[0] and any((tmp_path / "inductor").iterdir())
+
+
+# --- on a GPU ---------------------------------------------------------------------------------
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_graph_replay_equals_eager_bit_for_bit(dtype):
+    base = tiny_network("base", seed=8).to("cuda", dtype)
+    upsample = tiny_network("upsample", seed=9).to("cuda", dtype)
+    for model in (base, upsample):
+        for module in model.modules():  # norms stay fp32, as loading keeps them
+            if isinstance(module, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                module.float()
+    backend = CudaGraphs()
+    graphed_base = GraphedNetwork(base, backend, name="base")
+    graphed_up = GraphedNetwork(upsample, backend, name="upsample")
+    for seed, batch in ((1, 2), (4, 2), (9, 3)):
+        runs = []
+        for net_base, net_up in ((graphed_base, graphed_up), (None, None)):
+            noise = ImageNoise(list(range(seed, seed + batch)))
+            with torch.no_grad():
+                low = sample_stage(base, conditioning(base, seed, batch), noise, SamplerChoice("dpmpp_2m_sde", "5"), scale=3.0, network=net_base)
+                high = sample_stage(upsample, conditioning(upsample, seed, batch, guided=False), noise, SamplerChoice("dpmpp_2m", "4"),
+                                    low_res=quantize_to_8bit(low), network=net_up)
+            runs.append((low, high))
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert len(graphed_base.graphs) == len(graphed_up.graphs) == 2 and graphed_base.failed is None
+
+
+@cuda
+def test_cuda_compiled_and_graphed_network_is_close_to_eager(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    model = smallest_base(10).cuda()
+    notes = []
+    network = network_call(model, torch.device("cuda"), compile=True, name="base", note=notes.append)
+    assert isinstance(network, GraphedNetwork)
+    cond = conditioning(model, 3, 2)
+    with torch.no_grad():
+        runs = [sample_stage(model, cond, ImageNoise([3, 4]), SamplerChoice("ddim", "4"), scale=3.0, network=n) for n in (network, None)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-3, atol=1e-3)
+    assert network.failed is None and sum(n.startswith("compiled base") for n in notes) == 1
