@@ -154,6 +154,18 @@ def test_models_load_once_and_text_is_encoded_once_per_batch(glide, tmp_path, mo
     assert len(encodings) == 2 * (2 + 1)  # per batch: prompt and empty prompt (base), prompt (upsampler)
 
 
+def test_no_checkpoint_file_is_read_twice_and_auto_batches_one_on_the_cpu(glide, tmp_path, monkeypatch):
+    import safetensors
+
+    opened, batches = [], []
+    real_open, real_sample_stage = safetensors.safe_open, render.sample_stage
+    monkeypatch.setattr(safetensors, "safe_open", lambda path, *a, **k: opened.append(Path(path).name) or real_open(path, *a, **k))
+    monkeypatch.setattr(render, "sample_stage", lambda m, c, noise, *a, **k: batches.append(len(noise)) or real_sample_stage(m, c, noise, *a, **k))
+    result = glide("generate", "cat", *FAST, "-n", 3, "--out", tmp_path)  # --batch-size auto, the default
+    assert result.code == 0, result.err
+    assert sorted(opened) == ["base.safetensors", "upsample.safetensors"] and batches == [1] * 6
+
+
 def test_prompts_file_and_resuming_with_skip_existing(glide, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red hat\n\n  a blue boat  \n")
@@ -329,6 +341,7 @@ USAGE_ERRORS = [
     (["generate", "x", "--scale", "-1"], "--scale"),
     (["generate", "x", "-n", "0"], "--num"),
     (["generate", "x", "--batch-size", "0"], "--batch-size"),
+    (["upsample", "a.png", "x", "--batch-size", "many"], "'auto' or a positive integer"),
     (["generate", "x", "--size", "100"], "--size"),
     (["generate", "x", "--steps", "abc"], "--steps"),
     (["generate", "x", "--upsample-steps", "fast9"], "--upsample-steps"),
