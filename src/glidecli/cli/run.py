@@ -235,6 +235,7 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     from rich.console import Console
 
     from ..files.pngfile import write_png
+    from ..files.writer import BackgroundWriter
     from ..render.engine import Session
 
     console = Console(stderr=True)
@@ -249,17 +250,25 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     seeds = sorted({job.seed for job in jobs})
     console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
     paths = {job.index: path for job, path in planned}
-    written = 0
+    # PNG encoding and writing run on a thread of their own, so sampling never waits for them.
+    writer = BackgroundWriter()
+
+    def save(rendered: "RenderedImage", reporter: _ConsoleReporter) -> None:
+        path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+        reporter.image_done()
+        _announce(path, rendered, opts.json_output)
+
     try:
         with _ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
             for rendered in render(session, [job for job, _ in planned], reporter, {"command": command}):
-                path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
-                written += 1
-                reporter.image_done()
-                _announce(path, rendered, opts.json_output)
+                writer.submit(save, rendered, reporter)
+            writer.close()
     except KeyboardInterrupt:
-        raise Interrupted(written) from None
-    return written
+        writer.close()  # the finished pictures still queued are written (again if Ctrl-C hit the wait)
+        raise Interrupted(writer.done) from None
+    finally:
+        writer.finish()  # after any other failure too, the finished pictures are kept
+    return writer.done
 
 
 def _announce(path: Path, rendered: "RenderedImage", as_json: bool) -> None:
