@@ -25,8 +25,9 @@ class BackgroundWriter:
         self._error: Optional[BaseException] = None
         self.done = 0  # tasks finished so far
         self._stopping = False
-        # Not a daemon: the process cannot end in the middle of a file.
-        self._thread = threading.Thread(target=self._run, name="glidecli-writer")
+        # A daemon, so a caller that forgets `finish` cannot keep the process alive; callers
+        # finish it in a `finally` (cli/run.py), so the process never ends in the middle of a file.
+        self._thread = threading.Thread(target=self._run, name="glidecli-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""The evidence for the GPU's default dtype: how far fp16 and bf16 pictures land from fp32
+ones, and how fast each runs the full-size networks.
+
+1. Levels: the small trained shapes model (models/, 32x32, v-prediction) draws 8 pictures with
+   the default sampling on the CPU in fp32 (the reference) and on --device in fp32, fp16 and
+   bf16; the table gives the largest difference in 8-bit levels and the share of values more
+   than 2 levels off.
+2. Speed: one network call of the full-size base model (guided pair) and upsampler with random
+   weights, per dtype and batch size, eager and replayed as a CUDA graph (on CUDA), in ms.
+
+    python benchmarks/dtype_check.py --device cuda
+    python benchmarks/dtype_check.py --device cpu --tiny      # checks the script (tiny networks, no graphs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glidecli.files.manifest import load_manifest
+from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_
+from glidecli.nets.config import unet_defaults
+from glidecli.nets.unet import TextEmbedding
+from glidecli.render.accel import CudaGraphs, GraphedNetwork
+from glidecli.render.engine import DEFAULT_BASE, Job, Session, render_generate
+from glidecli.render.session import DTYPES
+
+MODELS = Path(__file__).resolve().parent.parent / "models" / "weights.toml"
+PROMPTS = ["a red circle on a blue background", "a yellow square on a green background"]
+
+
+def pictures(device: str, dtype: str) -> np.ndarray:
+    session = Session(load_manifest(MODELS), device=device, dtype=dtype, offline=True)
+    base = dataclasses.replace(DEFAULT_BASE, model="shapes")
+    jobs = [Job(PROMPTS[i % 2], seed=i, index=i) for i in range(8)]
+    done = render_generate(session, jobs, base, None, batch_size=8)
+    return np.stack([np.asarray(d.image, dtype=np.int16) for d in done])
+
+
+def levels_table(device: str) -> None:
+    reference = pictures("cpu", "fp32")
+    print(f"| shapes model, 8 pictures, against CPU fp32 | max difference (levels) | values > 2 levels off |")
+    print("|---|---|---|")
+    for dtype in DTYPES:
+        diff = np.abs(pictures(device, dtype) - reference)
+        print(f"| {device} {dtype} | {diff.max()} | {100 * (diff > 2).mean():.2f}% |", flush=True)
+
+
+def network(kind: str, device: str, dtype: torch.dtype, tiny: bool) -> torch.nn.Module:
+    arch = unet_defaults(kind)
+    if tiny:
+        arch = dataclasses.replace(arch, model_channels=32, num_res_blocks=1, num_head_channels=32, xf_width=64, xf_layers=1, xf_heads=2)
+    with torch.device(device):
+        model = random_init_(build_network(kind, arch), seed=0)
+    keep = fp32_parameter_names(model)
+    for name, param in model.named_parameters():
+        param.data = param.data.to(torch.float32 if name in keep else dtype)
+    return model.use_channels_last().eval().requires_grad_(False)
+
+
+def call_ms(call, args: tuple, kwargs: dict, device: str, repeats: int) -> float:
+    for _ in range(3):
+        call(*args, **kwargs)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call(*args, **kwargs)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def speed_table(device: str, batches: list[int], dtypes: list[str], tiny: bool, repeats: int) -> None:
+    print(f"\n| network call ({'tiny' if tiny else 'full-size'}, random weights) | dtype | batch | eager ms | CUDA graph ms |")
+    print("|---|---|---|---|---|")
+    for kind in ("base", "upsample"):
+        for dtype in dtypes:
+            model = network(kind, device, DTYPES[dtype], tiny)
+            cfg = model.config
+            for batch in batches:
+                n = 2 * batch if kind == "base" else batch  # the base model runs the guided pair
+                with torch.no_grad():
+                    x = torch.randn(n, 3, cfg.image_size, cfg.image_size, device=device)
+                    t = torch.full((n,), 500, device=device)
+                    text = TextEmbedding(torch.randn(n, cfg.time_embed_dim, device=device, dtype=model.dtype),
+                                         torch.randn(n, cfg.text_ctx, cfg.xf_width, device=device, dtype=model.dtype))
+                    images = {"low_res": torch.randn(n, 3, 64, 64, device=device)} if cfg.super_res else {}
+                    eager = call_ms(model, (x, t, text), images, device, repeats)
+                    graph = "-"
+                    if device == "cuda":
+                        graph = f"{call_ms(GraphedNetwork(model, CudaGraphs()), (x, t, text), images, device, repeats):.1f}"
+                print(f"| {kind}{' (guided pair)' if kind == 'base' else ''} | {dtype} | {batch} | {eager:.1f} | {graph} |", flush=True)
+            del model
+            if device == "cuda":
+                torch.cuda.empty_cache()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--batch-sizes", default="1,32", help="speed table batch sizes (default 1,32)")
+    ap.add_argument("--dtypes", default="fp16,bf16", help="speed table dtypes (default fp16,bf16)")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--tiny", action="store_true", help="tiny networks in the speed table (checks the script on a CPU)")
+    args = ap.parse_args()
+    if torch.cuda.is_available():
+        print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    levels_table(args.device)
+    speed_table(args.device, [int(b) for b in args.batch_sizes.split(",")], args.dtypes.split(","), args.tiny, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 14's GPU check in one go, for a session that is lent a CUDA machine (an H200: about
+# 8 minutes; every section has its own time limit and prints as it goes, so a cut-short run
+# still shows what it measured). Run from anywhere:
+#
+#   bash benchmarks/gpu_check.sh              # on the GPU machine
+#   bash benchmarks/gpu_check.sh --dry-run    # the same steps on the CPU at toy size: checks the script
+#
+# Prints, for README.md and benchmarks/README.md: the machine; the CUDA tests (graph replay
+# bit for bit against eager, compiled against eager, batch memory measured); the dtype
+# evidence (pictures' distance from fp32, per-call speed fp16 vs bf16, eager vs graph); and
+# benchmarks/pipeline.py's tables (in-process rows per batch size, whole processes, start-up,
+# then the compiled rows). Full-size random checkpoints are written once into $WORK.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+WORK=${GLIDE_CHECK_WORK:-/tmp/glidecli-gpu-check}
+export GLIDE_CACHE="$WORK/cache"   # the compile cache goes to $GLIDE_CACHE/inductor
+mkdir -p "$WORK"
+START=$(date +%s)
+
+section() { echo; echo "=== $1 (at $(( $(date +%s) - START )) s)"; }
+# run LIMIT COMMAND...: the command under a time limit; a timeout is reported, not fatal
+run() {
+  local limit=$(( $1 * SLOW )); shift
+  timeout --signal=INT --kill-after=20 "$limit" "$@"
+  local rc=$?
+  [ $rc -eq 124 ] && echo "(stopped after ${limit} s)"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "(exit status $rc)"
+  return 0
+}
+
+if [ $DRY -eq 1 ]; then
+  SLOW=5  # a shared 2-core CPU: generous limits
+  DEVICE=cpu; SCALE=(--scale tiny --threads 1); BATCHES=1; COUNTS=1; COMPILE_BATCHES=1; COMPILE_COUNTS=1
+  DTYPE_ARGS=(--device cpu --tiny --batch-sizes 1 --dtypes fp32 --repeats 1); TESTS=(-k "batch_size or replayed")
+else
+  SLOW=1
+  DEVICE=cuda; SCALE=(--scale full); BATCHES=1,8,32,64; COUNTS=1,64; COMPILE_BATCHES=64; COMPILE_COUNTS=64
+  DTYPE_ARGS=(--device cuda --batch-sizes 1,32 --dtypes fp16,bf16); TESTS=(-k "cuda or gpu")
+fi
+
+section "machine"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+git log -1 --format='glidecli commit %h %s' 2>/dev/null
+
+section "GPU tests: graph replay = eager bit for bit, compile close to eager, batch memory measured"
+run 150 python3 -m pytest -q -rs tests/render/test_accel.py tests/render/test_batching.py "${TESTS[@]}"
+
+section "dtype evidence (benchmarks/dtype_check.py)"
+run 90 python3 benchmarks/dtype_check.py "${DTYPE_ARGS[@]}"
+
+section "pipeline: eager rows, whole processes, start-up (benchmarks/pipeline.py)"
+run 200 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --sections in-process,process,startup \
+  --batch-sizes $BATCHES --process-counts $COUNTS
+
+section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
+run 200 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --sections in-process,process \
+  --compile --compile-only --batch-sizes $COMPILE_BATCHES --process-counts $COMPILE_COUNTS
+
+section "done in $(( $(date +%s) - START )) s"
