@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
@@ -307,11 +308,13 @@ class _ConsoleReporter:
                 TimeElapsedColumn(),
                 console=console,
                 transient=True,
+                refresh_per_second=4,  # each redraw holds the GIL for some ms: fewer spare the sampling loop
                 # Paths printed to a terminal go above the bars; piped, stdout is left alone.
                 redirect_stdout=sys.stdout.isatty(),
                 redirect_stderr=False,
             )
         self._tasks: dict[str, Any] = {}
+        self._updated = 0.0
 
     def __enter__(self) -> "_ConsoleReporter":
         return self
@@ -334,10 +337,14 @@ class _ConsoleReporter:
     def step(self, stage: str, info) -> None:
         if self.bars is None:
             return
-        task = self._task(stage, info.total)
-        if info.index == 1:  # a new batch
-            self.bars.reset(task, total=info.total)
-        self.bars.update(task, completed=info.index)
+        # The bars redraw 10 times a second on their own thread; more updates than that only
+        # cost the sampling loop time, so between a batch's first and last step at most one
+        # every 50 ms. (Progress.reset would redraw at once, a few ms each batch: update it.)
+        now = time.monotonic()
+        if 1 < info.index < info.total and now - self._updated < 0.05:
+            return
+        self._updated = now
+        self.bars.update(self._task(stage, info.total), total=info.total, completed=info.index)
 
     def image_done(self) -> None:
         if self.bars is not None:
