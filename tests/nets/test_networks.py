@@ -270,3 +270,19 @@ def test_loading_reads_each_tensor_once_straight_into_its_final_dtype_and_layout
     for name, tensor in loaded.state_dict().items():
         target = tensor.dtype
         assert torch.equal(tensor, model.state_dict()[name].to(target)), name
+
+
+def test_loading_runs_no_initializer(tmp_path, monkeypatch):
+    """Initial values of a network about to be loaded are wasted work, and PyTorch's meta
+    normal_ alone first imports sympy (seconds of start-up)."""
+    model = tiny_network("base", seed=3)
+    path = save_network(model, tmp_path / "base.safetensors")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an initializer ran")
+
+    monkeypatch.setattr(torch.nn.init, "normal_", refuse)
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", refuse)
+    loaded = load_network("base", model.config, path)
+    assert torch.equal(loaded.token_embedding.weight, model.token_embedding.weight)
+    assert torch.nn.init.normal_ is refuse  # put back as it was

@@ -7,6 +7,7 @@ never held twice in memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -49,6 +50,24 @@ def build_network(kind: str, arch: ArchConfig) -> Network:
             raise CheckpointError(str(exc)) from None
     known = UNET_KINDS + CLIP_KINDS + tuple(k for k in UNCLIP_KINDS if k != "clip-stats")
     raise CheckpointError(f"unknown model kind {kind!r}; known: {', '.join(known)}")
+
+
+@contextlib.contextmanager
+def _skipping_init():
+    """Modules built on `meta` for loading need no initial values, and PyTorch's meta
+    `normal_` (nn.Embedding's init) first imports sympy and some 900 modules: seconds of
+    start-up. The in-place initializers of torch.nn.init do nothing meanwhile."""
+    from torch.nn import init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    saved = {name: getattr(init, name) for name in names}
+    try:
+        for name in names:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
 
 
 def _examples(keys: list[str], limit: int = 3) -> str:
@@ -119,7 +138,7 @@ def load_network(
     read: the peak is the finished network plus one tensor, never a full fp32 copy."""
     from safetensors import SafetensorError, safe_open
 
-    with torch.device("meta"):
+    with torch.device("meta"), _skipping_init():
         model = build_network(kind, arch)
     path = Path(path)
     if not path.is_file():
