@@ -55,11 +55,11 @@ section "dtype evidence (benchmarks/dtype_check.py)"
 run 90 python3 benchmarks/dtype_check.py "${DTYPE_ARGS[@]}"
 
 section "pipeline: eager rows, whole processes, start-up (benchmarks/pipeline.py)"
-run 200 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --sections in-process,process,startup \
+run 200 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process,startup \
   --batch-sizes $BATCHES --process-counts $COUNTS
 
 section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
-run 200 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --sections in-process,process \
+run 200 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process \
   --compile --compile-only --batch-sizes $COMPILE_BATCHES --process-counts $COMPILE_COUNTS
 
 section "done in $(( $(date +%s) - START )) s"
