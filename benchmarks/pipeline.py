@@ -169,7 +169,7 @@ def compile_seconds(session: Session) -> float:
     """Seconds spent compiling so far (the compiled networks sit under the graph and timing wrappers)."""
     total = 0.0
     for name in ("base", "upsample"):
-        layer = session.network(name, name)
+        layer = session.sampling_call(name, name)
         while layer is not None and not isinstance(layer, CompiledNetwork):
             layer = getattr(layer, "call", None) or getattr(layer, "network", None)
         if layer is not None:
@@ -186,7 +186,7 @@ def in_process_rows(manifest: Path, args, device: torch.device, setting: str) ->
         timers = {}
         for name in ("base", "upsample"):
             session.unet(name, name)
-            timers[name] = session._calls[name] = TimedCalls(session.network(name, name), device)
+            timers[name] = session._calls[name] = TimedCalls(session.sampling_call(name, name), device)
         sizes = args.compile_batch_sizes if compiled and args.compile_batch_sizes else args.batch_sizes
         for batch in sizes:
             compiled_before = compile_seconds(session)

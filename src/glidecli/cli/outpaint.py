@@ -94,7 +94,7 @@ def outpaint(
     upsample_temp: opt.UpsampleTemp = 0.997,
     size: Annotated[Optional[int], typer.Option("--size", help="Window size: the base model's (64: base model only) or the upsampler's (256, default).", show_default="256", rich_help_panel=opt.OUTPUT)] = None,
     num: opt.Num = 1,
-    batch_size: opt.BatchSize = 1,
+    batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
     out: opt.Out = Path("outputs"),
     pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
@@ -107,6 +107,7 @@ def outpaint(
     weights: opt.Weights = None,
     model: Annotated[str, typer.Option("--model", help="Base inpainting model (manifest name).", rich_help_panel=opt.MODELS)] = "base-inpaint",
     upsample_model: Annotated[str, typer.Option("--upsample-model", help="Inpainting upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample-inpaint",
+    compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
 ) -> None:
     """Extend IMAGE beyond its borders: the canvas grows by --left/--right/--top/--bottom

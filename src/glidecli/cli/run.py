@@ -56,12 +56,12 @@ class RunOptions:
     dtype: str
     weights: Optional[Path]
     offline: bool
-    compile_networks: bool
+    compile_networks: bool = False  # --compile, on the commands that have it
 
     @classmethod
     def pick(cls, arguments: Mapping[str, Any]) -> "RunOptions":
         """The run options among a command's arguments, which use the same names."""
-        return cls(**{item.name: arguments[item.name] for item in dataclasses.fields(cls)})
+        return cls(**{item.name: arguments[item.name] for item in dataclasses.fields(cls) if item.name in arguments})
 
 
 # --- options against the manifest ------------------------------------------------------------

@@ -132,7 +132,9 @@ def check_sampler(choice: SamplerChoice, arch: UNetConfig) -> None:
     choice.schedule(arch.noise_schedule, arch.diffusion_steps)
 
 
-def _batches(jobs: Sequence[Job], size: int) -> Iterator[list[Job]]:
+def _batches(jobs: Sequence[Job], size: int | str) -> Iterator[list[Job]]:
+    if size == "auto":  # renderers that measure no memory (unCLIP) take "auto" one picture at a time
+        size = 1
     if size < 1:
         raise ValueError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(jobs), size):
@@ -177,7 +179,7 @@ class _Renderer:
             scale=stage.scale,
             temperature=stage.temperature,
             callback=lambda info: self.reporter.step(kind, info),
-            network=self.session.network(stage.model, kind),
+            network=self.session.sampling_call(stage.model, kind),
             **conditions,
         )
 

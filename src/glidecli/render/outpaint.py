@@ -73,7 +73,7 @@ def render_outpaint(
     base: Stage = DEFAULT_INPAINT_BASE,
     upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
     *,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[RenderedImage]:
@@ -104,6 +104,7 @@ def render_outpaint(
         "context": context,
         "windows": len(windows),
     }
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
     for batch in _batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])  # one generator per image, for all its windows
         canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]

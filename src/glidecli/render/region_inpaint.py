@@ -113,7 +113,7 @@ def render_inpaint_region(
     base: Stage = DEFAULT_INPAINT_BASE,
     upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
     *,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[RenderedImage]:
@@ -145,6 +145,7 @@ def render_inpaint_region(
         meta["mask_sha256"] = sha256_file(source.mask)
     if source.invert_mask:
         meta["invert_mask"] = True
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
     for batch in _batches(jobs, batch_size):
         images = inpaint_stages(renderer, batch, ImageNoise([job.seed for job in batch]), low, high, base, upsample)
         record = {**inpaint_meta(renderer, base, upsample), **meta, **_common_meta(session, extra_meta)}

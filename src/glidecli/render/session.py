@@ -90,7 +90,7 @@ def model_entry(manifest: Manifest, name: str, kind: str) -> ModelEntry:
 class Session:
     """Models from one manifest on one device, each loaded on first use and kept.
 
-    `network(name, kind)` is what sampling calls: on CUDA each U-Net's calls are replayed as
+    `sampling_call(name, kind)` is what sampling calls: on CUDA each U-Net's calls are replayed as
     CUDA graphs (`cuda_graphs`, default on CUDA), with `compile` they are torch.compile'd
     (render/accel.py). `note` receives one-line notes (a graph capture given up, compile times)."""
 
@@ -148,8 +148,8 @@ class Session:
     def unet(self, name: str, kind: str) -> Text2ImUNet:
         return self._load(name, kind)
 
-    def network(self, name: str, kind: str) -> NetworkCall:
-        """The callable sampling runs for U-Net `name`: `network(x, t, text, **images)`."""
+    def sampling_call(self, name: str, kind: str) -> NetworkCall:
+        """The callable sampling runs for U-Net `name`: `call(x, t, text, **images)`."""
         if name not in self._calls:
             self._calls[name] = network_call(
                 self.unet(name, kind), self.device, compile=self.compile, cuda_graphs=self.cuda_graphs,
