@@ -298,6 +298,13 @@ def machine(device: torch.device, dtype: str) -> str:
     return line + f"; dtype {dtype} = {dtype_name(resolve_dtype(dtype, device))}"
 
 
+def table(title: str, columns: str) -> None:
+    names = columns.split(", ")
+    out(f"\n## {title}\n")
+    out("| " + " | ".join(names) + " |")
+    out("|" + "---|" * len(names))
+
+
 def int_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -338,21 +345,18 @@ def main() -> int:
 
     out(f"# glide generate, 256x256, {args.scale}-size random weights; {machine(device, args.dtype)}")
     if "in-process" in sections:
-        out("\n## In-process (second run of each batch size; the first captures graphs or compiles)\n")
-        out("| settings | batch | --compile | first run | s/picture | pictures/s | in network calls | compile time | peak memory |")
-        out("|---|---|---|---|---|---|---|---|---|")
+        table("In-process (second run of each batch size; the first captures graphs or compiles)",
+              "settings, batch, --compile, first run, s/picture, pictures/s, in network calls, compile time, peak memory")
         for setting in settings:
             in_process_rows(manifest, args, device, setting)
     if "process" in sections:
-        out("\n## Whole process: `glide generate PROMPT -n N` (start-up, loading, sampling, PNGs)\n")
-        out("| settings | -n | --compile | wall time | pictures/s | peak memory | notes |")
-        out("|---|---|---|---|---|---|---|")
+        table("Whole process: `glide generate PROMPT -n N` (start-up, loading, sampling, PNGs)",
+              "settings, -n, --compile, wall time, pictures/s, peak memory, notes")
         for setting in settings:
             process_rows(manifest, args, device, setting)
     if "startup" in sections:
-        out("\n## Start-up of a fresh process, one picture with the default settings\n")
-        out("| interpreter | import | manifest | load both models | first picture | second picture | total |")
-        out("|---|---|---|---|---|---|---|")
+        table("Start-up of a fresh process, one picture with the default settings",
+              "interpreter, import, manifest, load both models, first picture, second picture, total")
         startup_row(manifest, args, device)
     out(f"\n# calls per picture (base guided pairs + upsampler): " + ", ".join(f"{s} {calls(*SETTINGS[s])}" for s in settings))
     return 0

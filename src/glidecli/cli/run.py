@@ -246,7 +246,7 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
         return 0
     session = Session(
         manifest, device=opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet,
-        compile=opts.compile_networks, note=lambda message: console.print(f"note: {message}", highlight=False, markup=False),
+        compile=opts.compile_networks, note=lambda text: console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True),
     )
     seeds = sorted({job.seed for job in jobs})
     console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
