@@ -16,7 +16,11 @@ import torch
 from glidecli.diffusion.noise import ImageNoise
 from glidecli.render.accel import CudaGraphs, GraphedNetwork, CompiledNetwork, compile_cache_dir, network_call
 from glidecli.render.pipeline import Conditioning, SamplerChoice, quantize_to_8bit, sample_stage
+from glidecli.files.manifest import load_manifest
 from glidecli.nets.checkpoint import build_network, random_init_
+from glidecli.render import session as session_module
+from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Session, render_generate
+from helpers.paths import MODELS
 from helpers.tiny import tiny_network, tiny_unet_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -95,6 +99,25 @@ def test_conditioning_images_follow_each_batch():
                 for network in (graphed, None)
             ]
         assert torch.equal(*runs)
+
+
+def test_the_engine_samples_through_the_sessions_graphs(monkeypatch):
+    """render_generate on the small trained models: a session replaying graphs (the stand-in
+    backend in place of CUDA's) gives the pictures of an eager one, pixel for pixel."""
+    if not (MODELS / "weights.toml").is_file():
+        pytest.skip("the small models are absent")
+    monkeypatch.setattr(session_module, "CudaGraphs", ReplayingBackend)
+    manifest = load_manifest(MODELS / "weights.toml")
+    base = dataclasses.replace(DEFAULT_BASE, model="shapes")
+    upsample = dataclasses.replace(DEFAULT_UPSAMPLE, model="shapes-upsample")
+    jobs = [Job(f"a red circle on a {colour} background", seed=i, index=i) for i, colour in enumerate(["blue", "green", "red"])]
+    sessions = [Session(manifest, device="cpu", dtype="fp32", offline=True, cuda_graphs=graphs) for graphs in (True, False)]
+    with torch.no_grad():
+        pictures = [[done.image for done in render_generate(s, jobs, base, upsample, batch_size=2)] for s in sessions]
+    assert [p.tobytes() for p in pictures[0]] == [p.tobytes() for p in pictures[1]]
+    graphed = sessions[0].sampling_call("shapes", "base")
+    assert isinstance(graphed, GraphedNetwork) and len(graphed.graphs) == 2  # batches of 2 and 1
+    assert sessions[1].sampling_call("shapes", "base") is sessions[1].unet("shapes", "base")
 
 
 def test_a_failed_capture_runs_eagerly_with_one_note():
