@@ -324,6 +324,7 @@ def main() -> int:
     ap.add_argument("--only", choices=sorted(SETTINGS), action="append", help="sampling settings (repeatable; default: default on a GPU, both on the CPU)")
     ap.add_argument("--scale", choices=("full", "tiny"), default="full", help="network size: full (the real cost) or tiny (checks the script)")
     ap.add_argument("--work", type=Path, help="where the random checkpoints live (default: a folder in the temp dir, kept)")
+    ap.add_argument("--prepare-only", action="store_true", help="write the random checkpoints and manifest, then stop")
     ap.add_argument("--threads", type=int, help="torch threads, here and in the child processes (default: torch's choice)")
     args = ap.parse_args()
     if args.threads:
@@ -342,6 +343,9 @@ def main() -> int:
     settings = args.only or (["default"] if gpu else ["default", "reference"])
     args.work = args.work or Path(tempfile.gettempdir()) / "glidecli-pipeline-bench"
     manifest = prepare(args.work, args.scale)
+    if args.prepare_only:
+        print(manifest)
+        return 0
 
     out(f"# glide generate, 256x256, {args.scale}-size random weights; {machine(device, args.dtype)}")
     if "in-process" in sections:
