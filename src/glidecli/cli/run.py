@@ -337,7 +337,7 @@ class _ConsoleReporter:
     def step(self, stage: str, info) -> None:
         if self.bars is None:
             return
-        # The bars redraw 10 times a second on their own thread; more updates than that only
+        # The bars redraw 4 times a second on their own thread; more updates than that only
         # cost the sampling loop time, so between a batch's first and last step at most one
         # every 50 ms. (Progress.reset would redraw at once, a few ms each batch: update it.)
         now = time.monotonic()
