@@ -212,3 +212,19 @@ def test_cuda_compiled_and_graphed_network_is_close_to_eager(monkeypatch, tmp_pa
         runs = [sample_stage(model, cond, ImageNoise([3, 4]), SamplerChoice("ddim", "4"), scale=3.0, network=n) for n in (network, None)]
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-3, atol=1e-3)
     assert network.failed is None and sum(n.startswith("compiled base") for n in notes) == 1
+
+
+@cuda
+def test_cuda_sessions_render_the_same_pictures_with_and_without_graphs():
+    if not (MODELS / "weights.toml").is_file():
+        pytest.skip("the small models are absent")
+    manifest = load_manifest(MODELS / "weights.toml")
+    base = dataclasses.replace(DEFAULT_BASE, model="shapes")
+    upsample = dataclasses.replace(DEFAULT_UPSAMPLE, model="shapes-upsample")
+    jobs = [Job(f"a red circle on a {colour} background", seed=i, index=i) for i, colour in enumerate(["blue", "green", "red"])]
+    notes = []
+    sessions = [Session(manifest, device="cuda", offline=True, cuda_graphs=graphs, note=notes.append) for graphs in (True, False)]
+    assert sessions[0].dtype == torch.float16  # --dtype auto on a GPU
+    pictures = [[d.image.tobytes() for d in render_generate(s, jobs, base, upsample, batch_size="auto")] for s in sessions]
+    assert pictures[0] == pictures[1] and len(pictures[0]) == 3
+    assert notes == ["batch size 3 for 3 pictures (measured to fit the GPU's free memory)"] * 2
