@@ -168,7 +168,7 @@ def test_compiled_network_matches_eager_and_notes_its_compile_time_once(monkeypa
             for network in (compiled, None)
         ]
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-4)
-    assert len(notes) == 1 and notes[0].startswith("compiled base for batch 2 in ")
+    assert len(notes) == 1 and notes[0].startswith("compiled base for a network batch of 2 in ")
     assert str(tmp_path / "inductor") in notes[0] and any((tmp_path / "inductor").iterdir())
 
 

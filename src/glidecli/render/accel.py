@@ -183,7 +183,7 @@ class CompiledNetwork:
             torch.cuda.synchronize(output.device)
         seconds = self.compile_seconds[key] = time.perf_counter() - started
         self.note(
-            f"compiled {self.name} for batch {x.shape[0]} in {seconds:.1f} s"
+            f"compiled {self.name} for a network batch of {x.shape[0]} in {seconds:.1f} s"
             f" (kept in {os.environ['TORCHINDUCTOR_CACHE_DIR']} for later runs)"
         )
         return output
