@@ -65,7 +65,7 @@ def parse_batch_size(value: str) -> "int | str":
 
 BatchSize = Annotated[
     str,
-    typer.Option("--batch-size", callback=parse_batch_size, help="Images through the network at once: auto (on a GPU the most that fit its free memory, measured; on the CPU 1) or a number. Does not change the images.", rich_help_panel=OUTPUT),
+    typer.Option("--batch-size", callback=parse_batch_size, metavar="auto|N", help="Images through the network at once: auto (on a GPU the most that fit its free memory, measured; on the CPU 1) or a number. Does not change the images.", rich_help_panel=OUTPUT),
 ]
 Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the first image (random when omitted; always printed and recorded).", show_default=False, rich_help_panel=OUTPUT)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
