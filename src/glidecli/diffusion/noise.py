@@ -86,7 +86,7 @@ class ImageNoise:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """Starting noise of shape ``[len(seeds), *shape_per_image]``."""
-        return self._draw(shape_per_image).to(device=device, dtype=dtype)
+        return _to_device(self._draw(shape_per_image), device, dtype)
 
     def __call__(self, like: Tensor) -> Tensor:
         """Fresh noise with ``like``'s shape, device and dtype (its batch must match)."""
@@ -94,4 +94,13 @@ class ImageNoise:
             raise ValueError(
                 f"noise for a batch of {like.shape[0]} requested from {len(self.seeds)} seeds"
             )
-        return self._draw(like.shape[1:]).to(device=like.device, dtype=like.dtype)
+        return _to_device(self._draw(like.shape[1:]), like.device, like.dtype)
+
+
+def _to_device(noise: Tensor, device: torch.device | str | None, dtype: torch.dtype) -> Tensor:
+    """A copy from pageable memory would wait for the GPU to finish all its queued work,
+    every sampling step; from pinned memory the copy is queued like a kernel and the CPU
+    goes on (the caching host allocator keeps the buffer until the copy is done)."""
+    if device is not None and torch.device(device).type == "cuda":
+        return noise.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
+    return noise.to(device=device, dtype=dtype)
