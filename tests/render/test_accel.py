@@ -126,7 +126,7 @@ def test_a_failed_capture_runs_eagerly_with_one_note():
     graphed = GraphedNetwork(model, FailingBackend(), name="base", note=notes.append)
     for _ in range(2):
         assert torch.equal(sample(model, graphed, 3, 2), sample(model, None, 3, 2))
-    assert notes == ["CUDA graph capture of base failed (operation not permitted when stream is capturing); running it eagerly"]
+    assert notes == ["CUDA graph capture of base failed (operation not permitted when stream is capturing); running it without graphs"]
     assert not graphed.graphs
 
 

@@ -146,7 +146,7 @@ class GraphedNetwork:
         except Exception as error:  # noqa: BLE001 - any failure means: run this network eagerly
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             self.failed = first
-            self.note(f"CUDA graph capture of {self.name} failed ({first}); running it eagerly")
+            self.note(f"CUDA graph capture of {self.name} failed ({first}); running it without graphs")
             return None
         return captured
 
