@@ -166,6 +166,24 @@ def test_no_checkpoint_file_is_read_twice_and_auto_batches_one_on_the_cpu(glide,
     assert sorted(opened) == ["base.safetensors", "upsample.safetensors"] and batches == [1] * 6
 
 
+def test_compile_reaches_both_networks(glide, tmp_path, monkeypatch):
+    from glidecli.render import accel
+
+    compiled = []
+
+    class Recording:  # compiling for real is tested in tests/render/test_accel.py
+        def __init__(self, network, *, name, note):
+            compiled.append(name)
+            self.network = network
+
+        def __call__(self, *args, **kwargs):
+            return self.network(*args, **kwargs)
+
+    monkeypatch.setattr(accel, "CompiledNetwork", Recording)
+    result = glide("generate", "cat", *FAST, "--compile", "--out", tmp_path)
+    assert result.code == 0 and sorted(compiled) == ["base", "upsample"], result.err
+
+
 def test_prompts_file_and_resuming_with_skip_existing(glide, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red hat\n\n  a blue boat  \n")
