@@ -94,9 +94,20 @@ def _is_known_failure(error: BaseException) -> bool:
     return False
 
 
-def _error(message: str) -> None:
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+def _error(message: str, usage: bool = False) -> None:
+    rank = _torchrun_rank()
+    if rank and usage:  # every rank meets the same usage error: rank 0 says it once
+        return
+    where = f"rank {rank}: " if rank is not None else ""
+    sys.stderr.write(f"error: {where}{' '.join(str(message).split())}\n")
     sys.stderr.flush()
+
+
+def _torchrun_rank() -> Optional[int]:
+    """This process's rank when torchrun started several, else None."""
+    rank, world = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
+    complete = all(os.environ.get(name) for name in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
+    return int(rank) if complete and rank.isdigit() and world.isdigit() and int(world) > 1 else None
 
 
 def run(argv: Optional[list[str]] = None) -> int:
@@ -111,7 +122,7 @@ def run(argv: Optional[list[str]] = None) -> int:
         return 0
     except click_errors.UsageError as error:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
-        _error(error.format_message() + hint)
+        _error(error.format_message() + hint, usage=True)
         return 2
     except click_errors.ClickException as error:
         _error(error.format_message())
@@ -132,7 +143,7 @@ def run(argv: Optional[list[str]] = None) -> int:
             _error(str(error))
             return 1
         if isinstance(error, ValueError):  # option values checked deeper down
-            _error(str(error))
+            _error(str(error), usage=True)
             return 2
         if isinstance(error, OSError):
             _error(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
