@@ -301,14 +301,15 @@ def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tu
 
 @contextlib.contextmanager
 def _exclusive(dest: Path) -> Iterator[None]:
-    """Hold an advisory lock beside `dest` (POSIX; elsewhere, nothing to hold)."""
+    """Hold an advisory lock on `dest`'s download (POSIX; elsewhere, nothing to hold). The
+    lock file lives beside the download's folder, whose listing stays the files alone."""
     try:
         import fcntl
     except ImportError:
         yield
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.with_name(dest.name + ".lock"), "a") as handle:
+    with open(dest.parent.parent / f".{dest.parent.name}.{dest.name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
