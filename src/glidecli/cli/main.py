@@ -94,11 +94,16 @@ def _is_known_failure(error: BaseException) -> bool:
     return False
 
 
+def _is_peer_failure(error: BaseException) -> bool:
+    shard = sys.modules.get("glidecli.render.shard")  # imported by every command that joins ranks
+    return shard is not None and "torch.distributed" in sys.modules and shard.peer_failure(error)
+
+
 def _error(message: str, usage: bool = False) -> None:
     rank = _torchrun_rank()
     if rank and usage:  # every rank meets the same usage error: rank 0 says it once
         return
-    where = f"rank {rank}: " if rank is not None else ""
+    where = f"rank {rank}: " if rank is not None and not usage else ""
     sys.stderr.write(f"error: {where}{' '.join(str(message).split())}\n")
     sys.stderr.flush()
 
@@ -141,6 +146,9 @@ def run(argv: Optional[list[str]] = None) -> int:
             raise
         if _is_known_failure(error):
             _error(str(error))
+            return 1
+        if _is_peer_failure(error):
+            _error("another rank of this run stopped (its error says why); this one stops too")
             return 1
         if isinstance(error, ValueError):  # option values checked deeper down
             _error(str(error), usage=True)

@@ -206,3 +206,17 @@ def rank_device(name: str, ranks: Ranks) -> "torch.device":
         )
     torch.cuda.set_device(ranks.local_rank)
     return torch.device("cuda", ranks.local_rank)
+
+
+# How a collective fails when a peer is gone, where the error is a plain RuntimeError (gloo's
+# transport errors surface so, e.g. when raised inside autograd's backward pass).
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "gloo/transport")
+
+
+def peer_failure(error: BaseException) -> bool:
+    """An error raised because another rank of the run is gone."""
+    import torch.distributed as dist
+
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(sign in str(error) for sign in _PEER_GONE)

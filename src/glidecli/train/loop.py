@@ -62,10 +62,10 @@ from ..nets.checkpoint import (
 from ..nets.config import UNetConfig, unet_defaults
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
-from ..render.shard import Ranks
+from ..render.shard import Ranks, peer_failure
 from .data import BatchMaker, derived_generator, pil_to_tensor, random_crop
 from .dataset import build_caption_tokenizer, default_mode, scan_dataset
-from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss, peer_failure
+from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .settings import AMP_DTYPES, SAVE_DTYPES, Hyper
 from .state import (
     STATE_VERSION,

@@ -84,18 +84,3 @@ def main_first(ranks: Ranks, before: bool) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-# How a collective fails when a peer is gone, where the error is a plain RuntimeError (gloo's
-# transport errors surface so when raised inside autograd's backward pass).
-_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "gloo/transport")
-
-
-def peer_failure(error: BaseException) -> bool:
-    """An error raised because another rank of the run is gone."""
-    import torch.distributed as dist
-
-    failure: Any = getattr(dist, "DistError", ())
-    if isinstance(error, failure):
-        return True
-    return isinstance(error, RuntimeError) and any(sign in str(error) for sign in _PEER_GONE)
