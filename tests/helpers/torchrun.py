@@ -45,7 +45,7 @@ def glide_command(args: list) -> list[str]:
 
 
 def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=glide_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    return subprocess.run(command, env=glide_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, check=False)
 
 
 def rank_pid(launcher: subprocess.Popen, rank: int, timeout: float = 60) -> int:

@@ -10,7 +10,7 @@ rounding). Every rank keeps the same weights, optimizer and EMA; only rank 0 wri
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
