@@ -27,7 +27,8 @@ from helpers.torchrun import can_run_ranks, glide_env, rank_pid, run, torchrun_c
 MANIFEST = MODELS / "weights.toml"
 PROMPTS = ["a red circle on a blue background", "a green square on a yellow background", "a blue triangle on a red background"]
 # 3 prompts x 4 images = 12 jobs; 8 steps keep each picture slow enough to kill a rank mid-run.
-RENDER = ["generate", "--weights", MANIFEST, "--model", "shapes", "--size", "32", "--steps", "8", "-n", "4", "--seed", "7", "--device", "cpu", "-q"]
+RENDER = ["generate", "--weights", MANIFEST, "--model", "shapes", "--size", "32", "--steps", "8", "-n", "4", "--seed", "7",
+          "--device", "cpu", "-q"]
 
 needs_ranks = pytest.mark.skipif(can_run_ranks() is not None, reason=str(can_run_ranks()))
 needs_model = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"the small model is absent: {MANIFEST}")

@@ -249,7 +249,9 @@ class Trainer:
             )
         self.hyper, self.source = hyper, source
         if self.ranks.world > hyper.batch_size:
-            raise TrainingError(f"batch size {hyper.batch_size} is smaller than the {self.ranks.world} processes; give each at least one example")
+            raise TrainingError(
+                f"batch size {hyper.batch_size} is smaller than the {self.ranks.world} processes; give each at least one example"
+            )
         if plan.save_dtype is None:  # a resumed run exports as it was set up to
             self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
         if source.kind not in TRAINABLE_KINDS:
@@ -389,7 +391,8 @@ class Trainer:
         if not self.ranks.launched:
             means = {"loss": float(loss.detach()), "mse": float(terms.mse.detach().mean()), "vb": float(terms.vb.detach().mean())}
         else:
-            means = global_means({"loss": terms.loss.sum(), "mse": terms.mse.sum(), "vb": terms.vb.sum()}, self.hyper.batch_size, self.ranks)
+            sums = {"loss": terms.loss.sum(), "mse": terms.mse.sum(), "vb": terms.vb.sum()}
+            means = global_means(sums, self.hyper.batch_size, self.ranks)
         if not math.isfinite(means["loss"]):
             raise TrainingError(f"the loss became {means['loss']} at step {step + 1}; try a lower --lr or --dtype fp32")
         return means
@@ -485,7 +488,8 @@ class Trainer:
         interrupted = threading.Event()
         progress.start(self.step, plan.steps)
         last_loss = float("nan")
-        with _stop_on_sigint(interrupted), open(log_path, "a", encoding="utf-8") as log, self._peers_watched():
+        stop_on_sigint = _stop_on_sigint(interrupted, second_aborts=not self.ranks.launched)
+        with stop_on_sigint, open(log_path, "a", encoding="utf-8") as log, self._peers_watched():
             window_start, window_images = time.perf_counter(), 0
             smoothed: Optional[float] = None
             while self.step < plan.steps:
@@ -560,14 +564,16 @@ def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_sigint(flag: threading.Event) -> Iterator[None]:
-    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+def _stop_on_sigint(flag: threading.Event, second_aborts: bool = True) -> Iterator[None]:
+    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts,
+    except under torchrun, which passes the user's Ctrl-C on to its ranks once more and ends
+    them itself after a grace period."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):  # noqa: ARG001
-        if flag.is_set():
+        if flag.is_set() and second_aborts:
             raise KeyboardInterrupt
         flag.set()
 
