@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ from glidecli.cli import main as cli
 from glidecli.train.dataset import write_shapes
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
-from helpers.torchrun import can_run_ranks, glide_env, rank_pid, run, torchrun_command, wait_for
+from helpers.torchrun import can_run_ranks, kill_rank_when, run, torchrun_command
 
 MANIFEST = MODELS / "weights.toml"
 PROMPTS = ["a red circle on a blue background", "a green square on a yellow background", "a blue triangle on a red background"]
@@ -31,6 +28,7 @@ RENDER = ["generate", "--weights", MANIFEST, "--model", "shapes", "--size", "32"
           "--device", "cpu", "-q"]
 
 needs_ranks = pytest.mark.skipif(can_run_ranks() is not None, reason=str(can_run_ranks()))
+needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finding a rank's process needs Linux's /proc")
 needs_model = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"the small model is absent: {MANIFEST}")
 
 
@@ -108,20 +106,14 @@ def test_two_ranks_write_what_one_process_writes(prompts, whole, tmp_path):
 
 @needs_ranks
 @needs_model
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finding a rank's process needs Linux's /proc")
+@needs_proc
 def test_a_killed_rank_leaves_whole_files_and_a_rerun_finishes(prompts, whole, tmp_path):
-    command = torchrun_command([*RENDER, "--prompts-file", prompts, "--out", tmp_path, "--skip-existing"])
-    launcher = subprocess.Popen(command, env=glide_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        victim = rank_pid(launcher, 1)
-        second_half = set(sorted(whole)[6:])
-        wait_for(lambda: second_half & {p.name for p in tmp_path.glob("*.png")})  # rank 1 has written a picture
-        os.kill(victim, signal.SIGKILL)
-        launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode != 0
+    second_half = set(sorted(whole)[6:])
+
+    def rank_1_wrote() -> bool:
+        return bool(second_half & {p.name for p in tmp_path.glob("*.png")})
+
+    assert kill_rank_when([*RENDER, "--prompts-file", prompts, "--out", tmp_path, "--skip-existing"], rank_1_wrote) != 0
     left = files(tmp_path)
     pictures = {name: data for name, data in left.items() if name.endswith(".png") and not name.startswith(".")}
     assert 0 < len(pictures) < 12  # killed mid-run...
@@ -148,6 +140,7 @@ def checkpoint(out: Path, step: int) -> dict[str, dict[str, torch.Tensor]]:
 
 
 @needs_ranks
+@needs_proc
 def test_torchrun_training_matches_one_process_and_resumes_after_a_dead_rank(tmp_path):
     data = tmp_path / "data"
     list(write_shapes(data, 12, size=20, seed=3))
@@ -171,17 +164,7 @@ def test_torchrun_training_matches_one_process_and_resumes_after_a_dead_rank(tmp
     # A run whose rank 1 is killed stops (no hang) with whole checkpoints, and resumes under
     # torchrun to exactly the run that never stopped.
     killed = tmp_path / "killed"
-    launcher = subprocess.Popen(torchrun_command([*TRAIN, data, "--out", killed]), env=glide_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        victim = rank_pid(launcher, 1)
-        wait_for(lambda: (killed / "checkpoints" / "step-4" / "state.json").is_file())
-        os.kill(victim, signal.SIGKILL)
-        launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode != 0
+    assert kill_rank_when([*TRAIN, data, "--out", killed], lambda: (killed / "checkpoints" / "step-4" / "state.json").is_file()) != 0
     saved = sorted(int(p.name[5:]) for p in (killed / "checkpoints").glob("step-*"))
     assert saved and saved[-1] < 16 and not (killed / "m.safetensors").exists()
     resumed = run(torchrun_command([*TRAIN[:1], data, "--out", killed, "--resume", "--steps", "16", "--quiet", "--device", "cpu"]))

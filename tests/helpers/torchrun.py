@@ -4,6 +4,7 @@ of split rendering and data-parallel training."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,3 +74,17 @@ def wait_for(condition, timeout: float = 120, every: float = 0.05) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the condition did not come true in time")
         time.sleep(every)
+
+
+def kill_rank_when(args: list, condition, rank: int = 1, timeout: float = 120) -> int:
+    """Run `glide ARGS` on 2 ranks, SIGKILL rank `rank` once `condition()` holds, and return
+    torchrun's exit status (it stops the other ranks itself)."""
+    launcher = subprocess.Popen(torchrun_command(args), env=glide_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        victim = rank_pid(launcher, rank)
+        wait_for(condition, timeout)
+        os.kill(victim, signal.SIGKILL)
+        return launcher.wait(timeout=timeout)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
