@@ -110,9 +110,13 @@ def _error(message: str, usage: bool = False) -> None:
 
 def _torchrun_rank() -> Optional[int]:
     """This process's rank when torchrun started several, else None."""
-    rank, world = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
-    complete = all(os.environ.get(name) for name in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
-    return int(rank) if complete and rank.isdigit() and world.isdigit() and int(world) > 1 else None
+    from ..render.shard import ShardError, torchrun_ranks  # no torch import
+
+    try:
+        ranks = torchrun_ranks()
+    except ShardError:  # an incomplete torchrun environment: the error says so, once
+        return None
+    return ranks.rank if ranks.launched else None
 
 
 def run(argv: Optional[list[str]] = None) -> int:
