@@ -46,7 +46,7 @@ def pictures(device: str, dtype: str) -> np.ndarray:
 
 def levels_table(device: str) -> None:
     reference = pictures("cpu", "fp32")
-    print(f"| shapes model, 8 pictures, against CPU fp32 | max difference (levels) | values > 2 levels off |")
+    print("| shapes model, 8 pictures, against CPU fp32 | max difference (levels) | values > 2 levels off |")
     print("|---|---|---|")
     for dtype in DTYPES:
         diff = np.abs(pictures(device, dtype) - reference)

@@ -362,7 +362,7 @@ def main() -> int:
         table("Start-up of a fresh process, one picture with the default settings",
               "interpreter, import, manifest, load both models, first picture, second picture, total")
         startup_row(manifest, args, device)
-    out(f"\n# calls per picture (base guided pairs + upsampler): " + ", ".join(f"{s} {calls(*SETTINGS[s])}" for s in settings))
+    out("\n# calls per picture (base guided pairs + upsampler): " + ", ".join(f"{s} {calls(*SETTINGS[s])}" for s in settings))
     return 0
 
 

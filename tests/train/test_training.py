@@ -27,6 +27,7 @@ from glidecli.diffusion.schedule import Schedule
 from glidecli.files.manifest import ManifestError, load_manifest
 from glidecli.nets.checkpoint import build_network, save_network
 from glidecli.nets.tokenizer import GlideTokenizer
+from glidecli.render.shard import share
 from glidecli.train.data import BatchMaker, noisy_start
 from glidecli.train.dataset import (
     SHAPE_COLOURS,
@@ -283,6 +284,20 @@ def test_batches_depend_on_seed_and_step_alone(shapes, tmp_path):
     # Each epoch visits every example once.
     epoch = [i for step in range(12 // 5 + 1) for i in make(step).indices][:12]
     assert sorted(epoch) == list(range(12))
+
+
+@pytest.mark.parametrize("kind", ["base-inpaint", "upsample"])
+def test_the_shares_of_a_batch_together_are_the_whole_batch(shapes, tmp_path, kind):
+    """What each rank of a torchrun builds (render/shard.py's balanced contiguous runs of the
+    global batch) is exactly its slice of the batch one process builds."""
+    make = _batch_maker(shapes, tmp_path, kind=kind, batch_size=5, caption_dropout=0.5, noisy_share=0.5)
+    whole = make(7)
+    for ranks in (2, 3, 5):
+        parts = [make(7, share(5, rank, ranks)) for rank in range(ranks)]
+        for name in ("x0", "tokens", "mask", "t", "noise", "dropped", "low_res", "keep_mask"):
+            if getattr(whole, name) is not None:
+                assert torch.equal(torch.cat([getattr(part, name) for part in parts]), getattr(whole, name)), (ranks, name)
+        assert [i for part in parts for i in part.indices] == whole.indices
 
 
 def test_dropped_captions_are_all_padding(shapes, tmp_path):

@@ -36,6 +36,7 @@ def upsample(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -56,7 +57,7 @@ def upsample(
     stage = build_stage(manifest, model, "upsample", sampler, steps, temperature=temp, steps_option="--upsample-steps")
     # GLIDE's upsampler was trained on 4x (64 -> 256).
     picture = load_image(image, max(1, model_entry(manifest, model, "upsample").arch.image_size // 4), fit)
-    jobs = make_jobs([prompt], num, seed, None)
+    jobs = make_jobs([prompt], num, seed, None, shard=shard)
     extra = {"image": str(image), "fit": fit}
     render_to_files(
         "upsample",
@@ -94,6 +95,7 @@ def inpaint(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -128,7 +130,7 @@ def inpaint(
     final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, model, "base-inpaint")
     region = inpaint_region(Path(image), Path(mask) if mask else None, invert_mask, fit, context, feather, final.arch.image_size)
     source = InpaintSource(Path(image), Path(mask) if mask else None, "crop" if fit in ("auto", "region") else fit, invert_mask)
-    jobs = make_jobs([prompt], num, seed, negative)
+    jobs = make_jobs([prompt], num, seed, negative, shard=shard)
     render_to_files(
         "inpaint",
         opts,

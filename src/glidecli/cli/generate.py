@@ -51,6 +51,7 @@ def generate(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -81,7 +82,7 @@ def generate(
     base, upsample = editing.sized_stages(manifest, base, upsample, "base", "upsample", width, height)
     init = editing.init_image(init_image, strength, upsample_strength, init_fit, upsample is not None)
     ranking = editing.best_of_choice(best_of, rank_model, init)
-    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative)
+    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=shard)
     render_to_files(
         "generate",
         opts,
@@ -114,6 +115,7 @@ def clip_guide(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -143,7 +145,7 @@ def clip_guide(
         manifest, size, model, "base", upsample_model, "upsample", upsample_sampler, upsample_steps, upsample_temp
     )
     steering = ClipSteering(clip_image_model, clip_text_model, clip_scale)
-    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, None)
+    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, None, shard=shard)
     render_to_files(
         "clip-guide",
         opts,

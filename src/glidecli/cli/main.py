@@ -94,9 +94,29 @@ def _is_known_failure(error: BaseException) -> bool:
     return False
 
 
-def _error(message: str) -> None:
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+def _is_peer_failure(error: BaseException) -> bool:
+    shard = sys.modules.get("glidecli.render.shard")  # imported by every command that joins ranks
+    return shard is not None and "torch.distributed" in sys.modules and shard.peer_failure(error)
+
+
+def _error(message: str, usage: bool = False) -> None:
+    rank = _torchrun_rank()
+    if rank and usage:  # every rank meets the same usage error: rank 0 says it once
+        return
+    where = f"rank {rank}: " if rank is not None and not usage else ""
+    sys.stderr.write(f"error: {where}{' '.join(str(message).split())}\n")
     sys.stderr.flush()
+
+
+def _torchrun_rank() -> Optional[int]:
+    """This process's rank when torchrun started several, else None."""
+    from ..render.shard import ShardError, torchrun_ranks  # no torch import
+
+    try:
+        ranks = torchrun_ranks()
+    except ShardError:  # an incomplete torchrun environment: the error says so, once
+        return None
+    return ranks.rank if ranks.launched else None
 
 
 def run(argv: Optional[list[str]] = None) -> int:
@@ -111,7 +131,7 @@ def run(argv: Optional[list[str]] = None) -> int:
         return 0
     except click_errors.UsageError as error:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
-        _error(error.format_message() + hint)
+        _error(error.format_message() + hint, usage=True)
         return 2
     except click_errors.ClickException as error:
         _error(error.format_message())
@@ -131,8 +151,11 @@ def run(argv: Optional[list[str]] = None) -> int:
         if _is_known_failure(error):
             _error(str(error))
             return 1
+        if _is_peer_failure(error):
+            _error("another rank of this run stopped (its error says why); this one stops too")
+            return 1
         if isinstance(error, ValueError):  # option values checked deeper down
-            _error(str(error))
+            _error(str(error), usage=True)
             return 2
         if isinstance(error, OSError):
             _error(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
@@ -144,4 +167,11 @@ def run(argv: Optional[list[str]] = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    if "torch.distributed" in sys.modules and os.environ.get("TORCHELASTIC_RUN_ID"):
+        # A rank of a torchrun: leave without the interpreter's teardown, where gloo's worker
+        # threads, destroyed in no particular order, sometimes abort the process (SIGABRT).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -74,6 +74,10 @@ SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files (default: refuse before any work).", rich_help_panel=OUTPUT)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT)]
+Shard = Annotated[
+    Optional[str],
+    typer.Option("--shard", metavar="K/N", help="Render only task K's share of the images (K = 0..N-1): N independent processes (a job array) together write what one would. Needs --seed.", show_default=False, rich_help_panel=OUTPUT),
+]
 Device = Annotated[DeviceName, typer.Option("--device", help="auto: CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
 Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU, fp16 on a GPU (GLIDE was trained in fp16; norms stay fp32).", rich_help_panel=MODELS)]
 Weights = Annotated[

@@ -102,6 +102,7 @@ def outpaint(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -136,7 +137,7 @@ def outpaint(
     except ValueError as error:
         raise click_errors.BadParameter(str(error).replace("--context ", ""), param_hint="'--context'") from None
     source = OutpaintSource(image, extension, context)
-    jobs = make_jobs([prompt], num, seed, negative)
+    jobs = make_jobs([prompt], num, seed, negative, shard=shard)
     render_to_files(
         "outpaint",
         opts,

@@ -26,6 +26,7 @@ except ImportError:  # older typer runs on click itself
 
 if TYPE_CHECKING:
     from ..render.engine import Job, RenderedImage, Reporter, Session, Stage
+    from ..render.shard import Split
 
 MAX_SEED = 2**32 - 1  # as glidecli.noise.MAX_SEED, which imports torch
 
@@ -57,6 +58,7 @@ class RunOptions:
     weights: Optional[Path]
     offline: bool
     compile_networks: bool = False  # --compile, on the commands that have it
+    shard: Optional[str] = None  # 'k/N': this task's part of a job array (render/shard.py)
 
     @classmethod
     def pick(cls, arguments: Mapping[str, Any]) -> "RunOptions":
@@ -144,6 +146,8 @@ def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kin
 def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list[str]:
     if prompt is not None and prompts_file is not None:
         raise click_errors.UsageError("give PROMPT or --prompts-file, not both")
+    if str(prompts_file) == "-" and _launched():
+        raise click_errors.UsageError("torchrun's ranks cannot share stdin: give --prompts-file a file")
     if prompts_file is None:
         if prompt is None:
             raise click_errors.UsageError("missing PROMPT (or --prompts-file FILE)")
@@ -165,13 +169,18 @@ def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list
     return prompts
 
 
-def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optional[str]) -> list["Job"]:
+def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None) -> list["Job"]:
     """`num` pictures per prompt; picture i of every prompt uses seed + i, and indexes run
-    over the whole command (prompt k, picture i -> k * num + i)."""
+    over the whole command (prompt k, picture i -> k * num + i). A random seed is drawn by
+    rank 0 of a torchrun launch for all ranks; the tasks of a job array must be given one."""
     from ..render.engine import Job
+    from ..render.shard import current_split, from_main
 
     if seed is None:
-        seed = secrets.randbelow(MAX_SEED - num + 2)
+        split = current_split(shard)
+        if split.shard is not None:
+            raise click_errors.UsageError("--shard needs --seed: the tasks of a job array must render with the same seeds")
+        seed = int(from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))
     elif seed + num - 1 > MAX_SEED:
         raise click_errors.BadParameter(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", param_hint="'--seed'")
     return [
@@ -182,8 +191,9 @@ def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optio
 # --- output files ---------------------------------------------------------------------------------
 
 
-def plan_outputs(opts: RunOptions, jobs: list["Job"], console) -> list[tuple["Job", Path]]:
-    """The jobs still to do with their files; refuses clashes before any work."""
+def plan_outputs(opts: RunOptions, jobs: list["Job"], console, part: Optional[range] = None, label: str = "") -> list[tuple["Job", Path]]:
+    """The jobs still to do with their files; refuses clashes before any work. With `part`
+    (a process's share of a split run), only those jobs' files are checked and kept."""
     from ..files.pngfile import ImageError, render_output_path
 
     planned = [
@@ -198,11 +208,13 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console) -> list[tuple["Jo
                 param_hint="'--pattern'",
             )
         seen[path] = job.index
+    if part is not None:
+        planned = planned[part.start : part.stop]
     existing = [path for _, path in planned if path.exists()]
     if opts.skip_existing and opts.overwrite:
         raise click_errors.UsageError("--skip-existing and --overwrite exclude each other")
     if existing and opts.skip_existing:
-        console.print(f"skipping {len(existing)} of {len(planned)} images that already exist", highlight=False)
+        console.print(f"{label}skipping {len(existing)} of {len(planned)} images that already exist", highlight=False)
         planned = [(job, path) for job, path in planned if not path.exists()]
     elif existing and not opts.overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
@@ -212,6 +224,12 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console) -> list[tuple["Jo
     for directory in sorted({path.parent for _, path in planned}):
         _check_writable(directory)
     return planned
+
+
+def _launched() -> bool:
+    from ..render.shard import torchrun_ranks
+
+    return torchrun_ranks().launched
 
 
 def _check_writable(directory: Path) -> None:
@@ -238,18 +256,29 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     from ..files.pngfile import write_png
     from ..files.writer import BackgroundWriter
     from ..render.engine import Session
+    from ..render.shard import barrier, current_split, rank_device
 
     console = Console(stderr=True)
-    planned = plan_outputs(opts, jobs, console)
+    split = current_split(opts.shard)  # this process's share of the jobs (torchrun, --shard)
+    label = f"{split.label()}: " if split.active else ""
+    part = split.of(len(jobs))
+    planned = plan_outputs(opts, jobs, console, part, label)
+    barrier(split.ranks)  # no rank writes before every rank has checked its files
+    started = time.perf_counter()
+    if not part:
+        console.print(f"{label}no images for this process: {split.parts} processes share {len(jobs)} images", highlight=False)
+        return _finish(split, opts, 0, 0, started)
     if not planned:
-        console.print("nothing to do: every image exists", highlight=False)
-        return 0
+        console.print(f"{label}nothing to do: every image exists", highlight=False)
+        return _finish(split, opts, 0, len(part), started)
     session = Session(
-        manifest, device=opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet,
-        compile=opts.compile_networks, note=lambda text: console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True),
+        manifest, device=rank_device(opts.device, split.ranks), dtype=opts.dtype, offline=opts.offline or None,
+        show_progress=not opts.quiet, compile=opts.compile_networks,
+        note=lambda text: console.print(f"{label}note: {text}", highlight=False, markup=False, soft_wrap=True),
     )
     seeds = sorted({job.seed for job in jobs})
-    console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
+    if split.ranks.is_main:
+        console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
     paths = {job.index: path for job, path in planned}
     # PNG encoding and writing run on a thread of their own, so sampling never waits for them.
     writer = BackgroundWriter()
@@ -257,7 +286,7 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     def save(rendered: "RenderedImage", reporter: _ConsoleReporter) -> None:
         path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
         reporter.image_done()
-        _announce(path, rendered, opts.json_output)
+        _announce(path, rendered, opts.json_output, split)
 
     try:
         with _ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
@@ -269,13 +298,38 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
         raise Interrupted(writer.done) from None
     finally:
         writer.finish()  # after any other failure too, the finished pictures are kept
-    return writer.done
+    return _finish(split, opts, writer.done, len(part) - len(planned), started)
 
 
-def _announce(path: Path, rendered: "RenderedImage", as_json: bool) -> None:
+def _finish(split: "Split", opts: RunOptions, written: int, skipped: int, started: float) -> int:
+    """Under torchrun, wait for every rank; rank 0 then sums up the run in one line."""
+    from ..render.shard import gather, leave_group
+
+    if not split.ranks.launched:
+        return written
+    counts = gather(split.ranks, (written, skipped, time.perf_counter() - started))
+    leave_group()
+    if split.ranks.is_main:
+        total, skips, seconds = sum(c[0] for c in counts), sum(c[1] for c in counts), max(c[2] for c in counts)
+        summary = {"ranks": split.ranks.world, "written": total, "skipped": skips, "seconds": round(seconds, 3),
+                   "images_per_second": round(total / seconds, 3) if seconds > 0 else None}
+        if split.shard:
+            summary["shard"] = f"{split.shard[0]}/{split.shard[1]}"
+        if opts.json_output:
+            sys.stdout.write(json.dumps({"summary": summary}) + "\n")
+            sys.stdout.flush()
+        else:
+            rate = f", {summary['images_per_second']} images/s" if summary["images_per_second"] else ""
+            sys.stderr.write(f"all {split.ranks.world} ranks done: {total} images written, {skips} skipped, {seconds:.1f} s{rate}\n")
+    return written
+
+
+def _announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optional["Split"] = None) -> None:
     if as_json:
         job = rendered.job
         record = {"path": str(path), "prompt": job.prompt, "seed": job.seed, "index": job.index, "settings": rendered.meta}
+        if split is not None and split.active:  # which process wrote it: rank k of N parts
+            record.update(rank=split.index, ranks=split.parts)
         line = json.dumps(record, ensure_ascii=False)
     else:
         line = str(path)

@@ -102,10 +102,12 @@ def train_command(
     from rich.console import Console
 
     from ..files.manifest import load_manifest
-    from ..render.session import resolve_device
+    from ..render.shard import join_group, leave_group, rank_device, torchrun_ranks
     from ..train.loop import Hyper, ModelSource, RunPlan, Trainer, TrainingStopped
 
     console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
+    ranks = torchrun_ranks()  # under torchrun: data parallel, rank 0 reports and writes
+    quiet = quiet or not ranks.is_main
     given = {
         key: value
         for key, value in dict(
@@ -114,7 +116,7 @@ def train_command(
         ).items()
         if value is not None
     }
-    resolved_device = resolve_device(device)
+    resolved_device = rank_device(device, ranks)
     if dtype == "auto":
         import torch
 
@@ -161,10 +163,11 @@ def train_command(
         log_every=log_every, grad_checkpointing=grad_checkpointing, save_dtype=save_dtype,
     )
     progress = _ConsoleProgress(console, quiet, log_every)
+    join_group(ranks, "nccl" if resolved_device.type == "cuda" else "gloo")
     trainer = Trainer(
         data, out, source, hyper, plan, manifest=manifest, resume=resume, device=resolved_device, offline=offline or None,
         progress=progress, command_line=shlex.join(["glide", *sys.argv[1:]]) if sys.argv[1:2] == ["train"] else "",
-        hyper_given=set(given),
+        hyper_given=set(given), ranks=ranks,
     )
     if not quiet:
         dataset = trainer.dataset
@@ -173,15 +176,22 @@ def train_command(
             console.print(f"warning: {trainer.batches.truncated} captions are longer than the model's {trainer.cfg.text_ctx} tokens and were cut", style="yellow", highlight=False)
         params = sum(p.numel() for p in trainer.model.parameters())
         start = f"resuming at step {trainer.step}" if resume else "starting"
+        where = f" x {ranks.world} processes" if ranks.launched else ""
         console.print(
             f"{start}: {trainer.source.name} ({trainer.source.kind}, {trainer.cfg.image_size}px, {params / 1e6:.1f}M parameters) on"
-            f" {resolved_device.type}, batch {trainer.hyper.batch_size}, lr {trainer.hyper.lr:g}, seed {trainer.hyper.seed}",
+            f" {resolved_device.type}{where}, batch {trainer.hyper.batch_size}, lr {trainer.hyper.lr:g}, seed {trainer.hyper.seed}",
             highlight=False,
         )
     try:
         result = trainer.run()
     except TrainingStopped as stop:
+        leave_group()
+        if not ranks.is_main:  # rank 0 says how to resume
+            return
         raise Stopped(str(stop)) from None
+    leave_group()
+    if not ranks.is_main:
+        return
     if not quiet:
         loss = f", loss {result.last_loss:.4f}" if math.isfinite(result.last_loss) else ""  # nan: no step ran
         console.print(f"done: step {result.step}{loss}. Try it:  {_try_command(trainer.source, trainer.cfg, result.manifest)}",

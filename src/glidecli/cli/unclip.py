@@ -93,6 +93,7 @@ def unclip(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -117,7 +118,7 @@ def unclip(
     clip = _clip_models(manifest, clip_model, clip_stats)
     prior = build_stage(manifest, prior_model, "unclip-prior", prior_sampler, prior_steps, scale=prior_scale, steps_option="--prior-steps")
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
-    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative)
+    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=shard)
     render_to_files(
         "unclip",
         opts,
@@ -145,6 +146,7 @@ def vary(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -165,7 +167,7 @@ def vary(
     clip = _clip_models(manifest, clip_model, None)
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
     _check_picture(image)
-    jobs = make_jobs([prompt], num, seed, None)
+    jobs = make_jobs([prompt], num, seed, None, shard=shard)
     render_to_files(
         "vary",
         opts,
@@ -196,6 +198,7 @@ def blend(
     overwrite: opt.Overwrite = False,
     json_output: opt.Json = False,
     quiet: opt.Quiet = False,
+    shard: opt.Shard = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     weights: opt.Weights = None,
@@ -222,7 +225,7 @@ def blend(
     _check_picture(image_a)
     _check_picture(image_b)
     mixes = [k / (frames - 1) for k in range(frames)] if frames is not None else [0.5 if mix is None else mix]
-    seeds = make_jobs([prompt], num, seed, None)
+    seeds = make_jobs([prompt], num, seed, None, shard=shard)
     jobs = [
         BlendJob(prompt, base.seed, i * len(mixes) + k, None, value)
         for i, base in enumerate(seeds)

@@ -293,6 +293,31 @@ def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tu
     is_file_url = urlparse(source.url).scheme == "file"
     if offline and not is_file_url:
         raise WeightsError(f"{_label(entry)}: {dest} is not downloaded and offline mode is on; {_offline_fix(entry)}")
+    with _exclusive(dest):  # the ranks of a torchrun, or a job array's tasks, share the cache
+        if dest.is_file():  # another process finished it while this one waited
+            return dest, None
+        return _url_download(entry, source, dest, part, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """Hold an advisory lock on `dest`'s download (POSIX; elsewhere, nothing to hold). The
+    lock file lives beside the download's folder, whose listing stays the files alone."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent.parent / f".{dest.parent.name}.{dest.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _url_download(entry: Entry, source: UrlSource, dest: Path, part: Path, progress: bool) -> tuple[Path, str | None]:
     try:
         digest = _download(source.url, part, label=entry.name, progress=progress)
     except WeightsError as exc:

@@ -124,21 +124,21 @@ class BatchMaker:
         empty = tokenizer.batch([""])
         self.empty_tokens, self.empty_mask = empty.tokens[0], empty.mask[0]
 
-    def __call__(self, step: int) -> Batch:
+    def __call__(self, step: int, part: Optional[range] = None) -> Batch:
+        """The batch of `step`, or the places `part` of it (one rank's share). Example j of
+        step k is example k * batch + j of the run, and its random choices come from its
+        own generator, seeded by the seed and that number alone: any split of the batch
+        among processes builds exactly the examples of the whole."""
         cfg, hyper = self.cfg, self.hyper
         size, batch = cfg.image_size, hyper.batch_size
-        generator = derived_generator(hyper.seed, "step", step)
-        indices = [self.order[step * batch + j] for j in range(batch)]
-        crops = torch.rand(batch, 3, generator=generator)
-        dropped = torch.rand(batch, generator=generator) < hyper.caption_dropout
-        t = torch.randint(0, cfg.diffusion_steps, (batch,), generator=generator)
-        noise = torch.randn(batch, cfg.image_channels, size, size, generator=generator)
-        if hyper.noisy_share:  # (drawn last, so that runs without it keep their random streams)
-            noisiest = torch.randint(noisy_start(cfg.diffusion_steps), cfg.diffusion_steps, (batch,), generator=generator)
-            t = torch.where(torch.rand(batch, generator=generator) < hyper.noisy_share, noisiest, t)
-        keep_mask = None
-        if cfg.inpaint:
-            keep_mask = torch.stack([inpaint_keep_mask(size, draws) for draws in torch.rand(batch, 5, generator=generator)])
+        places = range(batch) if part is None else part
+        indices = [self.order[step * batch + j] for j in places]
+        draws = [self._draws(step * batch + j) for j in places]
+        crops = torch.stack([d[0] for d in draws])
+        dropped = torch.stack([d[1] for d in draws])
+        t = torch.stack([d[2] for d in draws])
+        noise = torch.stack([d[3] for d in draws])
+        keep_mask = torch.stack([inpaint_keep_mask(size, d[4]) for d in draws]) if cfg.inpaint else None
         images, lows = [], []
         for j, index in enumerate(indices):
             picture = random_crop(self.dataset.image(index), size, hyper.crop_min, crops[j])
@@ -161,3 +161,18 @@ class BatchMaker:
             indices=indices,
             dropped=dropped,
         )
+
+    def _draws(self, example: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """Example `example` of the run's random choices: crop, caption dropout, timestep,
+        noise and (inpainting) the erased region, drawn in that order from its generator."""
+        cfg, hyper = self.cfg, self.hyper
+        generator = derived_generator(hyper.seed, "example", example)
+        crop = torch.rand(3, generator=generator)
+        dropped = torch.rand((), generator=generator) < hyper.caption_dropout
+        t = torch.randint(0, cfg.diffusion_steps, (), generator=generator)
+        noise = torch.randn(cfg.image_channels, cfg.image_size, cfg.image_size, generator=generator)
+        if hyper.noisy_share:  # (drawn after the rest, so that runs without it keep their random streams)
+            noisiest = torch.randint(noisy_start(cfg.diffusion_steps), cfg.diffusion_steps, (), generator=generator)
+            t = torch.where(torch.rand((), generator=generator) < hyper.noisy_share, noisiest, t)
+        erased = torch.rand(5, generator=generator) if cfg.inpaint else None
+        return crop, dropped, t, noise, erased

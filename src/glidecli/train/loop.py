@@ -62,8 +62,10 @@ from ..nets.checkpoint import (
 from ..nets.config import UNetConfig, unet_defaults
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
+from ..render.shard import Ranks, peer_failure
 from .data import BatchMaker, derived_generator, pil_to_tensor, random_crop
 from .dataset import build_caption_tokenizer, default_mode, scan_dataset
+from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .settings import AMP_DTYPES, SAVE_DTYPES, Hyper
 from .state import (
     STATE_VERSION,
@@ -215,10 +217,14 @@ class Trainer:
         progress: Optional[Progress] = None,
         command_line: str = "",
         hyper_given: Optional[set[str]] = None,
+        ranks: Optional[Ranks] = None,
     ):
         """`hyper_given`: the settings the user gave explicitly; on --resume they must agree
-        with the run's (None: all of them are checked)."""
+        with the run's (None: all of them are checked). `ranks`: this process's place in a
+        torchrun launch, whose process group must be joined (parallel.py)."""
         hyper.check()
+        self.ranks = ranks or Ranks()
+        main_first(self.ranks, before=True)  # rank 0 writes the tokenizer; the others read it
         self.out, self.plan, self.progress = Path(out), plan, progress or Progress()
         self.command_line = command_line
         self.device = torch.device(device)
@@ -242,6 +248,10 @@ class Trainer:
                 " use --resume to continue it or choose another --out"
             )
         self.hyper, self.source = hyper, source
+        if self.ranks.world > hyper.batch_size:
+            raise TrainingError(
+                f"batch size {hyper.batch_size} is smaller than the {self.ranks.world} processes; give each at least one example"
+            )
         if plan.save_dtype is None:  # a resumed run exports as it was set up to
             self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
         if source.kind not in TRAINABLE_KINDS:
@@ -298,6 +308,9 @@ class Trainer:
             self.step = int(state["step"])
         if plan.grad_checkpointing:
             enable_gradient_checkpointing(self.model)
+        main_first(self.ranks, before=False)
+        self.part = batch_part(hyper.batch_size, self.ranks)
+        self.net = data_parallel(self.model, self.ranks, self.device)
 
     # -- setup helpers
 
@@ -313,14 +326,16 @@ class Trainer:
             path = fetch_entry(entry, offline=offline)
             model = load_network(entry.kind, entry.arch, path, "cpu", torch.float32)
             tokenizer_file = fetch_entry(manifest.tokenizer(entry.tokenizer), offline=offline)
-            shutil.copyfile(tokenizer_file, self.tokenizer_path)
+            if self.ranks.is_main:
+                shutil.copyfile(tokenizer_file, self.tokenizer_path)
             # arch_changes may only say what the outputs predict; the weights keep their shapes.
             cfg = dataclasses.replace(entry.arch, inpaint=source.kind.endswith("-inpaint"), **source.arch_changes)
             weights = model.state_dict()
             if cfg.inpaint and not entry.arch.inpaint:  # a new inpainting model from a base or upsampler
                 weights = inpainting_weights(weights, entry.arch)
             return cfg, network_from_weights(source.kind, cfg, weights, torch.device("cpu"))
-        build_caption_tokenizer([e.caption for e in self.dataset.examples], self.tokenizer_path, source.tokenizer_vocab)
+        if self.ranks.is_main:
+            build_caption_tokenizer([e.caption for e in self.dataset.examples], self.tokenizer_path, source.tokenizer_vocab)
         vocab = GlideTokenizer.from_file(self.tokenizer_path).max_token + 1
         try:
             cfg = preset_config(source.kind, source.preset or "tiny", n_vocab=vocab, **source.arch_changes)
@@ -337,7 +352,7 @@ class Trainer:
     # -- one step
 
     def train_step(self, step: int) -> dict[str, float]:
-        batch = self.batches(step)
+        batch = self.batches(step, self.part)
         device = self.device
         x0 = batch.x0.to(device)
         noise = batch.noise.to(device)
@@ -349,19 +364,19 @@ class Trainer:
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
             # Dropout layers draw from the global generators: seed them from (seed, step) too.
-            torch.manual_seed(int(derived_generator(self.hyper.seed, "dropout", step).initial_seed()))
+            stream = f"dropout-rank-{self.ranks.rank}" if self.ranks.rank else "dropout"
+            torch.manual_seed(int(derived_generator(self.hyper.seed, stream, step).initial_seed()))
             autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
             with autocast:
-                text = self.model.encode_text(batch.tokens.to(device), batch.mask.to(device))
                 low_res = batch.low_res.to(device) if batch.low_res is not None else None
                 known = {}
                 if batch.keep_mask is not None:  # the model multiplies the picture by the mask itself
                     known = dict(inpaint_image=x0, inpaint_mask=batch.keep_mask.to(device))
-                output = self.model(x_t, t, text, low_res=low_res, **known)
+                output = self.net(x_t, t, batch.tokens.to(device), batch.mask.to(device), low_res, known)
             terms = hybrid_loss(
                 self.schedule, output, x0, x_t, t, noise, min_snr_gamma=self.hyper.min_snr, prediction=self.cfg.prediction
             )
-            loss = terms.loss.mean()
+            loss = mean_loss(terms.loss, self.hyper.batch_size, self.ranks)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -373,14 +388,21 @@ class Trainer:
             decay = ema_decay(self.hyper.ema, step)
             ema_params = list(self.ema.parameters())
             torch._foreach_lerp_(ema_params, [p.detach() for p in self.model.parameters()], 1.0 - decay)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError(f"the loss became {value} at step {step + 1}; try a lower --lr or --dtype fp32")
-        return {"loss": value, "mse": float(terms.mse.detach().mean()), "vb": float(terms.vb.detach().mean())}
+        if not self.ranks.launched:
+            means = {"loss": float(loss.detach()), "mse": float(terms.mse.detach().mean()), "vb": float(terms.vb.detach().mean())}
+        else:
+            sums = {"loss": terms.loss.sum(), "mse": terms.mse.sum(), "vb": terms.vb.sum()}
+            means = global_means(sums, self.hyper.batch_size, self.ranks)
+        if not math.isfinite(means["loss"]):
+            raise TrainingError(f"the loss became {means['loss']} at step {step + 1}; try a lower --lr or --dtype fp32")
+        return means
 
     # -- saving
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes the checkpoint; every rank returns where it is."""
+        if not self.ranks.is_main:
+            return self.out / "checkpoints" / f"step-{self.step}"
         state = {
             "version": STATE_VERSION,
             "glidecli_version": __version__,
@@ -400,6 +422,8 @@ class Trainer:
     def export(self) -> tuple[Path, Path]:
         """Write the EMA weights and a manifest that names them."""
         name = self.source.name
+        if not self.ranks.is_main:  # rank 0 writes them
+            return self.out / f"{name}.safetensors", self.out / "weights.toml"
         dtype = SAVE_DTYPES[self.plan.save_dtype]
         exported = network_from_weights(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
         weights = save_network(exported, self.out / f"{name}.safetensors", metadata={"glidecli.step": str(self.step)})
@@ -457,12 +481,15 @@ class Trainer:
         plan, progress = self.plan, self.progress
         if self.step > plan.steps:
             raise TrainingError(f"the checkpoint is already at step {self.step}, past --steps {plan.steps}")
-        log_path = self.out / "log.jsonl"
-        trim_log(log_path, self.step)
+        main = self.ranks.is_main
+        log_path = self.out / "log.jsonl" if main else Path(os.devnull)  # rank 0 logs
+        if main:
+            trim_log(log_path, self.step)
         interrupted = threading.Event()
         progress.start(self.step, plan.steps)
         last_loss = float("nan")
-        with _stop_on_sigint(interrupted), open(log_path, "a", encoding="utf-8") as log:
+        stop_on_sigint = _stop_on_sigint(interrupted, second_aborts=not self.ranks.launched)
+        with stop_on_sigint, open(log_path, "a", encoding="utf-8") as log, self._peers_watched():
             window_start, window_images = time.perf_counter(), 0
             smoothed: Optional[float] = None
             while self.step < plan.steps:
@@ -481,19 +508,33 @@ class Trainer:
                     log.flush()
                 if plan.save_every and self.step % plan.save_every == 0 and self.step < plan.steps:
                     progress.message(f"checkpoint {self.save_checkpoint()}")
-                if plan.samples and plan.sample_every and self.step % plan.sample_every == 0 and self.step < plan.steps:
+                if main and plan.samples and plan.sample_every and self.step % plan.sample_every == 0 and self.step < plan.steps:
                     progress.message(f"samples {self.write_samples()}")
                 stop = interrupted.is_set() or (should_stop is not None and should_stop(self.step))
+                stop = any_rank(stop, self.ranks, self.device)  # every rank stops after the same step
                 if stop and self.step < plan.steps:
                     path = self.save_checkpoint()
                     progress.stop()
                     raise TrainingStopped(self.step, path)
         progress.stop()
         self.save_checkpoint()
-        if plan.samples:
+        if main and plan.samples:
             progress.message(f"samples {self.write_samples()}")
         weights, manifest = self.export()
         return TrainResult(self.step, weights, manifest, last_loss)
+
+
+    @contextlib.contextmanager
+    def _peers_watched(self) -> Iterator[None]:
+        """A rank that dies makes the others' collectives fail: one line, not a traceback."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - only the process group's errors are translated
+            if not self.ranks.launched or not peer_failure(error):
+                raise
+            saved = checkpoint_dirs(self.out)
+            last = f"; the last checkpoint is {saved[-1][1]} (continue with --resume)" if saved else ""
+            raise TrainingError(f"another process of the run stopped during step {self.step + 1}{last}") from None
 
 
 def _resumed_hyper(given: Hyper, stored: Hyper, names: Optional[set[str]]) -> Hyper:
@@ -523,14 +564,16 @@ def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_sigint(flag: threading.Event) -> Iterator[None]:
-    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+def _stop_on_sigint(flag: threading.Event, second_aborts: bool = True) -> Iterator[None]:
+    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts,
+    except under torchrun, which passes the user's Ctrl-C on to its ranks once more and ends
+    them itself after a grace period."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):  # noqa: ARG001
-        if flag.is_set():
+        if flag.is_set() and second_aborts:
             raise KeyboardInterrupt
         flag.set()
 

@@ -29,7 +29,7 @@ from ..nets.config import UNetConfig
 from ..nets.unet import Text2ImUNet
 from .dataset import default_mode
 
-STATE_VERSION = 1  # of a checkpoint's state.json
+STATE_VERSION = 2  # of a checkpoint's state.json; 2: each example draws from its own generator
 
 
 # --- the networks ---------------------------------------------------------------------------
