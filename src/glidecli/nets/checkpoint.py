@@ -191,7 +191,7 @@ def random_init_(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Modul
     gains = {n for n in fp32_parameter_names(model) if n.endswith((".weight", ".g"))}
     with torch.no_grad():
         for name, param in model.named_parameters():
-            values = torch.randn(param.shape, generator=generator) * std
+            values = torch.randn(param.shape, generator=generator, device="cpu") * std
             if name in gains:
                 values += 1.0
             param.copy_(values)
