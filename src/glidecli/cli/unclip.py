@@ -3,6 +3,8 @@
 unCLIP draws from a CLIP image embedding: the prior makes one from the prompt (`unclip`), or
 it comes from a picture (`vary`) or from between two pictures (`blend`). The decoder paints
 64x64 from it; the super-resolution U-Nets make 256x256 (`--size 64` stops before them).
+--best-of N ranks N decoder pictures per picture by a CLIP score for the prompt (render/ranking.py)
+and super-resolves the winner only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..files.manifest import Manifest, load_manifest
+from . import editing
 from . import options as opt
 from .run import RunOptions, build_stage, click_errors, collect_prompts, make_jobs, render_to_files
 
@@ -66,6 +69,14 @@ def _clip_models(manifest: Manifest, clip_model: str, clip_stats: Optional[str])
     return ClipModels(clip_model, clip_stats or ClipModels.stats)
 
 
+def _best_of(count: int, rank_model: str, prompt: str):
+    """The best-of-N settings (None for one candidate); the judge needs text to score against."""
+    ranking = editing.best_of_choice(count, rank_model, None)
+    if ranking is not None and not prompt.strip():
+        raise click_errors.UsageError("--best-of ranks the pictures by a CLIP score for the prompt: give --prompt TEXT")
+    return ranking
+
+
 def _check_picture(path: Path) -> None:
     """Refuse a missing or unreadable picture before any model loads."""
     from ..files.images import open_rgb
@@ -83,6 +94,8 @@ def unclip(
     steps: DecoderSteps = "25",
     sampler: DecoderSampler = "ddpm",
     size: Size = None,
+    best_of: editing.BestOfOption = 1,
+    rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
     prompts_file: opt.PromptsFile = None,
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
@@ -109,7 +122,8 @@ def unclip(
 
     Defaults are the reference's "fast" setting: prior ddpm 25 steps at guidance 4, decoder
     ddpm 25 steps at guidance 8, super-resolution 7 steps. Image i of each prompt uses
-    seed + i, whatever --batch-size is.
+    seed + i, whatever --batch-size is. --best-of N keeps the best of N decoder pictures by a
+    CLIP score (compared at the decoder's 64x64); only the winner is super-resolved.
     """
     from ..render.unclip import render_unclip
 
@@ -118,6 +132,7 @@ def unclip(
     clip = _clip_models(manifest, clip_model, clip_stats)
     prior = build_stage(manifest, prior_model, "unclip-prior", prior_sampler, prior_steps, scale=prior_scale, steps_option="--prior-steps")
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
+    ranking = editing.best_of_choice(best_of, rank_model, None)
     jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=shard)
     render_to_files(
         "unclip",
@@ -125,7 +140,8 @@ def unclip(
         manifest,
         jobs,
         lambda session, todo, reporter, meta: render_unclip(
-            session, todo, prior, decoder, sr, clip=clip, batch_size=batch_size, reporter=reporter, extra_meta=meta
+            session, todo, prior, decoder, sr, clip=clip, batch_size=batch_size, reporter=reporter, extra_meta=meta,
+            best_of=ranking,
         ),
     )
 
@@ -137,6 +153,8 @@ def vary(
     steps: DecoderSteps = "25",
     sampler: DecoderSampler = "ddpm",
     size: Size = None,
+    best_of: editing.BestOfOption = 1,
+    rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
     seed: opt.Seed = None,
@@ -158,7 +176,8 @@ def vary(
     """Variations of IMAGE: its CLIP image embedding drives the decoder, then super-resolution.
 
     -n 4 gives four different variations (seeds S..S+3). The decoder's text is empty unless
-    --prompt gives one. The PNGs record the source's path and sha256.
+    --prompt gives one. The PNGs record the source's path and sha256. --best-of N (with
+    --prompt) keeps the decoder picture CLIP scores highest for the prompt.
     """
     from ..render.unclip import render_vary
 
@@ -167,6 +186,7 @@ def vary(
     clip = _clip_models(manifest, clip_model, None)
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
     _check_picture(image)
+    ranking = _best_of(best_of, rank_model, prompt)
     jobs = make_jobs([prompt], num, seed, None, shard=shard)
     render_to_files(
         "vary",
@@ -174,7 +194,8 @@ def vary(
         manifest,
         jobs,
         lambda session, todo, reporter, meta: render_vary(
-            session, todo, image, decoder, sr, clip=clip, batch_size=batch_size, reporter=reporter, extra_meta=meta
+            session, todo, image, decoder, sr, clip=clip, batch_size=batch_size, reporter=reporter, extra_meta=meta,
+            best_of=ranking,
         ),
     )
 
@@ -189,6 +210,8 @@ def blend(
     steps: DecoderSteps = "25",
     sampler: DecoderSampler = "ddpm",
     size: Size = None,
+    best_of: editing.BestOfOption = 1,
+    rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
     seed: opt.Seed = None,
@@ -212,7 +235,8 @@ def blend(
 
     --mix 0.5 (default) gives the halfway picture; --frames N gives N pictures from A (mix 0)
     to B (mix 1), all with the same seed, so only the embedding changes. With -n, sequence
-    (or picture) i uses seed + i.
+    (or picture) i uses seed + i. --best-of N (with --prompt and --mix) keeps the decoder
+    picture CLIP scores highest for the prompt.
     """
     from ..render.unclip import BlendJob, render_blend
 
@@ -224,6 +248,9 @@ def blend(
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
     _check_picture(image_a)
     _check_picture(image_b)
+    ranking = _best_of(best_of, rank_model, prompt)
+    if ranking is not None and frames is not None:
+        raise click_errors.UsageError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
     mixes = [k / (frames - 1) for k in range(frames)] if frames is not None else [0.5 if mix is None else mix]
     seeds = make_jobs([prompt], num, seed, None, shard=shard)
     jobs = [
@@ -237,6 +264,7 @@ def blend(
         manifest,
         jobs,
         lambda session, todo, reporter, meta: render_blend(
-            session, todo, image_a, image_b, decoder, sr, clip=clip, batch_size=batch_size, reporter=reporter, extra_meta=meta
+            session, todo, image_a, image_b, decoder, sr, clip=clip, batch_size=batch_size, reporter=reporter,
+            extra_meta=meta, best_of=ranking,
         ),
     )

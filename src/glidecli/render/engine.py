@@ -44,7 +44,7 @@ from .pipeline import (
     quantize_to_8bit,
     sample_stage,
 )
-from .ranking import BestOf, load_ranker, pick_best
+from .ranking import BestOf, first_stage_images, load_ranker
 from .session import (  # noqa: F401 - re-exported: the Python API lives here
     DEVICES,
     DTYPES,
@@ -277,13 +277,8 @@ def render_generate(
         return renderer.run_stage(base, "base", todo, noise, **conditions)
 
     for batch in _batches(jobs, batch_size):
-        picks = None
         with torch.no_grad():
-            if best_of is None:
-                noise = ImageNoise([job.seed for job in batch])
-                images = first_stage(batch, noise)
-            else:
-                images, noise, picks = pick_best(batch, best_of, ranker, first_stage, batch_size)
+            images, noise, per_image = first_stage_images(batch, best_of, ranker, first_stage, batch_size)
             if upsample is not None:
                 conditions = {}
                 if up_init is not None:
@@ -300,7 +295,6 @@ def render_generate(
             meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
         if init is not None:
             meta.update(init.meta())
-        per_image = [pick.meta(best_of) for pick in picks] if picks is not None else None
         yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)}, per_image)
 
 

@@ -15,7 +15,8 @@ Candidates' noise: candidate k of a picture whose seed is s uses seed
 the picture plain generation gives for its seed, so `--seed <candidate seed>` without
 --best-of redraws the winner, and --best-of 1 is plain generation. Candidates are compared
 at the base model's size; only the winner goes through the upsampler (the upsampler adds
-detail, not content, and is the expensive stage).
+detail, not content, and is the expensive stage). unCLIP (render/unclip.py) follows the same
+rule: the candidates are the decoder's 64x64 pictures and only the winner is super-resolved.
 """
 
 from __future__ import annotations
@@ -235,3 +236,16 @@ def pick_best(
         winners.append(image)
         sources.append((noise, row))
     return torch.stack(winners), ImageNoise.combine(sources), picks
+
+
+def first_stage_images(
+    jobs: Sequence[Any], best_of: Optional[BestOf], ranker: Optional[Ranker], run: StageFn, batch_size: int
+) -> tuple[Tensor, ImageNoise, Optional[list[dict[str, Any]]]]:
+    """The first stage's pictures of `jobs`, their noise (for the later stages to continue)
+    and each picture's best-of metadata: each job's own seed without `best_of` (metadata
+    None), else the best candidates (pick_best)."""
+    if best_of is None:
+        noise = ImageNoise([job.seed for job in jobs])
+        return run(list(jobs), noise), noise, None
+    images, noise, picks = pick_best(jobs, best_of, ranker, run, batch_size)
+    return images, noise, [pick.meta(best_of) for pick in picks]

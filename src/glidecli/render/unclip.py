@@ -9,7 +9,10 @@ super-resolution (6 steps with one U-Net, the last with its fine-tuned twin) -> 
 spherical interpolation of two pictures' embeddings.
 
 As for GLIDE, every picture of a batch owns ONE `ImageNoise` for all its stages, so image i
-depends on its own seed alone, whatever the batch it ran in.
+depends on its own seed alone, whatever the batch it ran in. Best of N (render/ranking.py)
+compares the decoder's 64x64 candidates, as the PNG would hold them (8 bits), against each
+job's prompt; only the winner is super-resolved, continuing its own noise, so the winner is
+the picture its candidate seed gives alone.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..nets.unclip import ImprovedSuperRes
 from ..nets.unet import Text2ImUNet
 from .engine import Job, RenderedImage, Reporter, Session, Stage, _batches, _common_meta, _Renderer
 from .pipeline import Conditioning, SamplerChoice, sample_stage
+from .ranking import BestOf, first_stage_images, load_ranker
 
 # The reference's "fast" setting (karlo/sampler/template.py): prior 25 steps at guidance 4,
 # decoder 25 at guidance 8, both ancestral (ddpm) over respaced steps; SR 7 ddpm steps.
@@ -146,9 +150,14 @@ def super_resolve(
 class _UnclipRenderer:
     """Loads unCLIP's models from a session and runs the decoder and SR for batches."""
 
-    def __init__(self, session: Session, clip: ClipModels, decoder: Stage, sr: Optional[Stage], reporter: Optional[Reporter]):
+    def __init__(
+        self, session: Session, clip: ClipModels, decoder: Stage, sr: Optional[Stage], reporter: Optional[Reporter],
+        best_of: Optional[BestOf] = None,
+    ):
         self.base = _Renderer(session, reporter)
         self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
+        self.best_of = best_of
+        self.ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
 
     @property
     def reporter(self) -> Reporter:
@@ -182,18 +191,35 @@ class _UnclipRenderer:
         return self.text([job.negative or "" for job in jobs]) if guided else None
 
     def decode(self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText) -> Tensor:
+        """The decoder's pictures [B, 3, 64, 64] (before super-resolution)."""
         stage = self.decoder_stage
         decoder = self.session.network(stage.model, "unclip-decoder")
         uncond = self.unguided(jobs, stage.scale != 1.0)
         conditioning = decoder_conditioning(decoder, text, uncond, embeddings.to(self.session.device))
-        images = sample_stage(
+        return sample_stage(
             decoder, conditioning, noise, stage.sampler, scale=stage.scale,
             callback=lambda info: self.reporter.step("decoder", info),
         )
-        if self.sr_stage is None:
-            return images
-        sr = self.session.network(self.sr_stage.model, "unclip-sr")
-        return super_resolve(sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info))
+
+    def render(
+        self,
+        jobs: Sequence[Job],
+        batch_size: int,
+        decoded: Callable[[list[Job], ImageNoise], Tensor],
+        meta: Callable[[], dict[str, Any]],
+    ) -> Iterator[RenderedImage]:
+        """Every batch of jobs: `decoded(batch, noise)`'s pictures (the best of N candidates
+        with best_of), then super-resolution unless there is no SR stage."""
+        for batch in _batches(jobs, batch_size):
+            with torch.no_grad():
+                images, noise, per_image = first_stage_images(batch, self.best_of, self.ranker, decoded, batch_size)
+                if self.sr_stage is not None:
+                    sr = self.session.network(self.sr_stage.model, "unclip-sr")
+                    images = super_resolve(
+                        sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info)
+                    )
+            # After the batch: the models' hashes are known once they are loaded.
+            yield from self.base.outputs(images, batch, meta(), per_image)
 
     def decode_jobs(
         self,
@@ -205,13 +231,11 @@ class _UnclipRenderer:
     ) -> Iterator[RenderedImage]:
         """Decode (and super-resolve) every batch of jobs from the image embeddings [B, D]
         that `embeddings_for(batch)` gives, with each job's prompt as the decoder's text."""
-        for batch in _batches(jobs, batch_size):
-            noise = ImageNoise([job.seed for job in batch])
-            text = self.text([job.prompt for job in batch])
-            with torch.no_grad():
-                images = self.decode(batch, noise, embeddings_for(batch), text)
-            # After the batch: the models' hashes are known once they are loaded.
-            yield from self.base.outputs(images, batch, {**source, **self.meta(extra)})
+
+        def decoded(todo: list[Job], noise: ImageNoise) -> Tensor:
+            return self.decode(todo, noise, embeddings_for(todo), self.text([job.prompt for job in todo]))
+
+        yield from self.render(jobs, batch_size, decoded, lambda: {**source, **self.meta(extra)})
 
     def meta(self, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         meta = {**self.base.stage_meta("decoder_", self.decoder_stage), "decoder_scale": self.decoder_stage.scale}
@@ -240,21 +264,23 @@ def render_unclip(
     batch_size: int = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
+    best_of: Optional[BestOf] = None,
 ) -> Iterator[RenderedImage]:
-    """Text to image with unCLIP: prior, decoder, then super-resolution unless `sr` is None."""
-    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
-    for batch in _batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])
-        text = renderer.text([job.prompt for job in batch])
-        uncond = renderer.unguided(batch, prior.scale != 1.0)
-        with torch.no_grad():
-            embeddings = sample_prior(
-                renderer.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale,
-                callback=lambda info: renderer.reporter.step("prior", info),
-            )
-            images = renderer.decode(batch, noise, embeddings, text)
-        meta = {**renderer.base.stage_meta("prior_", prior), "prior_scale": prior.scale}
-        yield from renderer.base.outputs(images, batch, {**meta, **renderer.meta(extra_meta)})
+    """Text to image with unCLIP: prior, decoder, then super-resolution unless `sr` is None.
+    With `best_of`, prior and decoder run for every candidate, SR for the winner only."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
+
+    def decoded(todo: list[Job], noise: ImageNoise) -> Tensor:
+        text = renderer.text([job.prompt for job in todo])
+        uncond = renderer.unguided(todo, prior.scale != 1.0)
+        embeddings = sample_prior(
+            renderer.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale,
+            callback=lambda info: renderer.reporter.step("prior", info),
+        )
+        return renderer.decode(todo, noise, embeddings, text)
+
+    meta = lambda: {**renderer.base.stage_meta("prior_", prior), "prior_scale": prior.scale, **renderer.meta(extra_meta)}  # noqa: E731
+    yield from renderer.render(jobs, batch_size, decoded, meta)
 
 
 def render_vary(
@@ -268,10 +294,12 @@ def render_vary(
     batch_size: int = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
+    best_of: Optional[BestOf] = None,
 ) -> Iterator[RenderedImage]:
     """Variations of a picture: its CLIP image embedding drives the decoder (with each job's
-    prompt as the decoder's text, usually empty), then super-resolution."""
-    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
+    prompt as the decoder's text, usually empty), then super-resolution. With `best_of`,
+    the candidates are ranked against the jobs' prompts (give one)."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
     embedding = renderer.picture_embedding(image)
     source = {"image": str(image), "image_sha256": file_sha256(image)}
     embeddings_for = lambda batch: embedding.expand(len(batch), -1)  # noqa: E731
@@ -290,10 +318,11 @@ def render_blend(
     batch_size: int = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
+    best_of: Optional[BestOf] = None,
 ) -> Iterator[RenderedImage]:
     """Pictures between two others: the slerp of their CLIP image embeddings at each job's
-    `mix` drives the decoder, then super-resolution."""
-    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter)
+    `mix` drives the decoder, then super-resolution (`best_of` as for render_vary)."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
     first, second = renderer.picture_embedding(image_a)[0], renderer.picture_embedding(image_b)[0]
     source = {
         "image_a": str(image_a), "image_a_sha256": file_sha256(image_a),
