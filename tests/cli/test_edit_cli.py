@@ -13,7 +13,7 @@ from PIL import Image
 
 from glidecli.cli import outpaint as cli_outpaint
 from glidecli.files.fetch import sha256_file
-from glidecli.files.images import FIT_MODES
+from glidecli.files.images import FIT_MODES, load_image, load_mask, tensor_to_pil
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.render import regions
 from glidecli.render.regions import feather_weights
@@ -96,6 +96,33 @@ def test_inpaint_region_on_a_small_picture_and_with_transparency(glide, tmp_path
     keep = rgba[..., 3] == 255
     assert out.shape == (24, 30, 3) and np.array_equal(out[keep], rgba[..., :3][keep].astype(np.int16))
     assert read_png_metadata(result.paths[0])["mask"] == "alpha"
+
+
+def test_inpaint_at_a_rectangle_with_both_stages_and_the_default_unchanged(glide, tmp_path):
+    """--width 48 --height 32 (base model at 24x16, upsampler at 48x32): the kept pixels are
+    the picture fitted to 48x32 exactly. Without the options the picture is the one the
+    models' own square gives when asked for explicitly, byte for byte (with --fit auto this
+    60x40 picture, bigger than the models, is still inpainted at its own size: --fit region)."""
+    source, mask = random_picture(tmp_path / "src.png", (60, 40)), half_mask(tmp_path / "mask.png", (60, 40))
+    args = ("inpaint", source, mask, "a hat", *FAST, "--seed", 3)
+    wide = glide(*args, "--width", 48, "--height", 32, "--fit", "stretch", "--out", tmp_path / "wide")
+    assert wide.code == 0, wide.err
+    out = pixels(wide.paths[0])
+    expected = np.asarray(tensor_to_pil(load_image(source, (48, 32), "stretch")), dtype=np.int16)
+    keep = load_mask(mask, (48, 32), "stretch")[0, 0].numpy() == 1
+    assert out.shape == (32, 48, 3) and keep.sum() == 32 * 24
+    assert np.array_equal(out[keep], expected[keep]) and not np.array_equal(out[~keep], expected[~keep])
+    assert read_png_metadata(wide.paths[0])["size"] == [48, 32]
+    default = glide(*args, "--fit", "crop", "--out", tmp_path / "default")
+    square = glide(*args, "--fit", "crop", "--width", 32, "--height", 32, "--out", tmp_path / "square")
+    assert default.code == square.code == 0, default.err + square.err
+    assert pixels(default.paths[0]).shape == (32, 32, 3)
+    assert np.array_equal(pixels(default.paths[0]), pixels(square.paths[0]))
+    assert read_png_metadata(default.paths[0]) == read_png_metadata(square.paths[0])
+    # the upsampler's factor (2 here) times the base model's step (2) sets what the sides must be multiples of
+    refused = glide(*args, "--width", 50, "--out", tmp_path / "bad")
+    assert_one_error_line(refused, 2, "with the 2x upsampler sides must be multiples of 4 from 16 to 64")
+    assert not (tmp_path / "bad").exists()
 
 
 def blank_mask(path: Path, value: int, size=(40, 40)) -> Path:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..files.manifest import load_manifest
+from . import editing
 from . import options as opt
 from .outpaint import Context, Feather, InpaintFit, inpaint_region
 from .run import (
@@ -86,6 +87,8 @@ def inpaint(
     upsample_sampler: opt.UpsampleSampler = "ddpm",
     upsample_temp: opt.UpsampleTemp = 0.997,
     size: opt.Size = None,
+    width: editing.Width = None,
+    height: editing.Height = None,
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
@@ -111,9 +114,10 @@ def inpaint(
     repainted. A picture larger than the models' output (256) is edited at its own size: a
     square around the mask (plus --context pixels) is repainted and pasted back with a
     --feather edge (--fit region); --fit crop/pad/stretch instead fit the picture to the
-    models' square. Pixels outside the (feathered) mask are the source's exactly. Defaults
-    follow the reference notebook: scale 5, ddpm 100 steps; upsampler ddpm fast27,
-    temperature 0.997.
+    models' square, or to the rectangle --width/--height ask for (then --fit auto means
+    crop). Pixels outside the (feathered) mask are the source's exactly. Defaults follow
+    the reference notebook: scale 5, ddpm 100 steps; upsampler ddpm fast27, temperature
+    0.997.
     """
     from ..render.engine import InpaintSource, model_entry, render_inpaint
     from ..render.region_inpaint import render_inpaint_region
@@ -127,6 +131,8 @@ def inpaint(
     upsample = upsampler_stage(
         manifest, size, model, "base-inpaint", upsample_model, "upsample-inpaint", upsample_sampler, upsample_steps, upsample_temp
     )
+    fit = editing.sized_fit(fit, width, height)
+    base, upsample = editing.sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", width, height)
     final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, model, "base-inpaint")
     region = inpaint_region(Path(image), Path(mask) if mask else None, invert_mask, fit, context, feather, final.arch.image_size)
     source = InpaintSource(Path(image), Path(mask) if mask else None, "crop" if fit in ("auto", "region") else fit, invert_mask)

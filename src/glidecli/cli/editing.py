@@ -1,6 +1,6 @@
 """The options of `glide generate` for editing workflows: img2img (--init-image and its
-strengths), other sizes (--width/--height) and best of N (--best-of, --rank-model); each
-checked before any model loads."""
+strengths), other sizes (--width/--height, which `glide inpaint` takes too) and best of N
+(--best-of, --rank-model); each checked before any model loads."""
 
 from __future__ import annotations
 
@@ -67,6 +67,16 @@ def sized_stages(
     if up_size is not None:
         upsample = dataclasses.replace(upsample, height=up_size[0], width=up_size[1])
     return base, upsample
+
+
+def sized_fit(fit: str, width: Optional[int], height: Optional[int]) -> str:
+    """glide inpaint's --fit with --width/--height: the whole picture is fitted to that
+    rectangle, so 'auto' means crop and 'region' (which keeps the picture's size) is refused."""
+    if width is None and height is None:
+        return fit
+    if fit == "region":
+        raise click_errors.UsageError("--width/--height fit the whole picture to a rectangle: use --fit crop, pad or stretch, not region")
+    return "crop" if fit == "auto" else fit
 
 
 def init_image(

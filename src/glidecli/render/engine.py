@@ -379,14 +379,14 @@ def render_inpaint(
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[RenderedImage]:
-    """Repaint part of a picture: the base inpainting model at its size, then (unless
-    `upsample` is None) the inpainting upsampler. The kept region of each result is the
-    source picture, fitted to the output size, exactly."""
+    """Repaint part of a picture: the base inpainting model at its size (or the stage's
+    width x height), then (unless `upsample` is None) the inpainting upsampler. The kept
+    region of each result is the source picture, fitted to the output size, exactly."""
     renderer = _Renderer(session, reporter)
-    low = load_inpaint_inputs(source, session.entry(base.model, "base-inpaint").arch.image_size)
+    low = load_inpaint_inputs(source, _inpaint_size(session, base, "base-inpaint"))
     high = None
     if upsample is not None:
-        high = load_inpaint_inputs(source, session.entry(upsample.model, "upsample-inpaint").arch.image_size)
+        high = load_inpaint_inputs(source, _inpaint_size(session, upsample, "upsample-inpaint"))
     if not bool((low.keep_mask < 0.5).any()):
         renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
@@ -398,6 +398,15 @@ def render_inpaint(
         if source.invert_mask:
             meta["invert_mask"] = True
         yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+
+
+def _inpaint_size(session: Session, stage: Stage, kind: str) -> int | tuple[int, int]:
+    """The size to fit an inpainting stage's picture and mask to: the model's square side,
+    or (width, height) for a stage with its own sides."""
+    if not (stage.width or stage.height):
+        return session.entry(stage.model, kind).arch.image_size
+    height, width = _stage_size(session, stage, kind)
+    return width, height
 
 
 def inpaint_stages(
