@@ -48,6 +48,22 @@ def test_outpaint_grows_the_canvas_and_keeps_the_picture_bit_for_bit(glide, tmp_
     assert not np.array_equal(pixels(second), canvas)
 
 
+def test_outpaint_in_rectangular_windows_with_both_stages(glide, tmp_path):
+    """--window 48x32: the base model paints 24x16, the upsampler 48x32 windows; the picture
+    stays bit for bit and the border is painted."""
+    source = random_picture(tmp_path / "src.png", (40, 24))
+    result = glide("outpaint", source, "a beach", *FAST, "--right", 30, "--bottom", 10, "--window", "48x32", "--seed", 4,
+                   "--out", tmp_path / "o")
+    assert result.code == 0, result.err
+    canvas = pixels(result.paths[0])
+    assert canvas.shape == (34, 70, 3) and np.array_equal(canvas[:24, :40], pixels(source))
+    border = np.ones(canvas.shape[:2], dtype=bool)
+    border[:24, :40] = False
+    assert np.abs(canvas[border] - canvas[border].mean(axis=0)).mean() > 5  # painted, not left black
+    meta = read_png_metadata(result.paths[0])
+    assert (meta["window"], meta["context"], meta["upsample_model"]) == ([48, 32], 16, "upsample-inpaint")
+
+
 def test_outpaint_to_a_size_centres_the_picture_and_the_base_model_alone_paints_small_windows(glide, tmp_path):
     source = random_picture(tmp_path / "src.png", (20, 10))
     result = glide("outpaint", source, "x", *FAST, "--to", "41x30", "--size", 16, "--context", 4, "--out", tmp_path / "o")
@@ -155,6 +171,9 @@ OUTPAINT_USAGE_ERRORS = [
     (["--right", "4", "--context", "32"], "--context"),
     (["--right", "4", "--context", "0"], "--context"),
     (["--right", "4", "--size", "100"], "--size"),
+    (["--right", "4", "--window", "wide"], "WIDTHxHEIGHT"),
+    (["--right", "4", "--window", "50x32"], "--window"),  # sides must be multiples of 4 with these models
+    (["--right", "4", "--window", "48x16", "--context", "16"], "--context"),
 ]
 
 

@@ -22,6 +22,7 @@ from glidecli.render.regions import (
     mask_box,
     paste,
     plan_windows,
+    sides,
     square_around,
 )
 
@@ -36,6 +37,10 @@ CASES = [
     (20, 12, Extension(1, 2, 3, 4), 32, 8),  # canvas smaller than a window
     (40, 24, Extension(5, 30, 7, 3), 32, 16),
     (64, 16, Extension(0, 0, 0, 100), 32, 24),
+    # rectangular windows (glide outpaint --window WxH)
+    (40, 24, Extension(5, 30, 7, 3), (48, 32), 16),
+    (20, 12, Extension(1, 2, 3, 4), (16, 40), 8),
+    (64, 16, Extension(9, 0, 0, 100), (32, 48), 24),
 ]
 
 
@@ -46,12 +51,13 @@ def test_windows_cover_the_border_and_each_sees_painted_pixels(width, height, ex
     painted[extension.top : extension.top + height, extension.left : extension.left + width] = True
     original = painted.copy()
     windows = plan_windows(width, height, extension, window, context)
+    window_w, window_h = sides(window)
     assert len(windows) == len(set(windows))
     for box in windows:
-        assert (box.width, box.height) == (window, window)
-        if canvas_w >= window:
+        assert (box.width, box.height) == (window_w, window_h)
+        if canvas_w >= window_w:
             assert 0 <= box.left and box.right <= canvas_w
-        if canvas_h >= window:
+        if canvas_h >= window_h:
             assert 0 <= box.top and box.bottom <= canvas_h
         known, inside = crop(painted, box)
         new = inside & ~known
@@ -69,6 +75,8 @@ def test_windows_step_outward_and_keep_the_context():
     assert windows == [Box(16, 0, 48, 32), Box(32, 0, 64, 32)]
     left = plan_windows(32, 32, Extension(left=32), 32, 16)
     assert left == [Box(16, 0, 48, 32), Box(0, 0, 32, 32)]
+    # a 48x32 window steps 48 - 16 to the right and spans the 32-pixel-high picture at once
+    assert plan_windows(32, 32, Extension(right=64), (48, 32), 16) == [Box(16, 0, 64, 32), Box(48, 0, 96, 32)]
 
 
 def test_extension_to_a_size_centres_the_picture():
@@ -79,6 +87,8 @@ def test_extension_to_a_size_centres_the_picture():
         Extension.to_size(30, 20, 29, 40)
     with pytest.raises(ValueError):
         plan_windows(32, 32, Extension(right=4), 32, 32)
+    with pytest.raises(ValueError, match="between 1 and 15"):  # the context must leave room along both sides
+        plan_windows(32, 32, Extension(right=4), (48, 16), 16)
 
 
 # --- inpainting a region ----------------------------------------------------------------------

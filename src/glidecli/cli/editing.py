@@ -50,7 +50,14 @@ RankModel = Annotated[
 
 
 def sized_stages(
-    manifest: Manifest, base: "Stage", upsample: Optional["Stage"], base_kind: str, up_kind: str, width: Optional[int], height: Optional[int]
+    manifest: Manifest,
+    base: "Stage",
+    upsample: Optional["Stage"],
+    base_kind: str,
+    up_kind: str,
+    width: Optional[int],
+    height: Optional[int],
+    param_hint: str = "'--width' / '--height'",
 ) -> tuple["Stage", Optional["Stage"]]:
     """The stages with the sides --width/--height ask for (the models' own when both are None)."""
     from ..render.engine import model_entry
@@ -61,7 +68,7 @@ def sized_stages(
     try:
         base_size, up_size = stage_sizes(width, height, base_arch, up_arch)
     except ValueError as error:
-        raise click_errors.BadParameter(str(error), param_hint="'--width' / '--height'") from None
+        raise click_errors.BadParameter(str(error), param_hint=param_hint) from None
     if base_size is not None:
         base = dataclasses.replace(base, height=base_size[0], width=base_size[1])
     if up_size is not None:

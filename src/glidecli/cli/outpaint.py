@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from ..files.manifest import load_manifest
+from . import editing
 from . import options as opt
 from .run import RunOptions, build_stage, click_errors, make_jobs, render_to_files, upsampler_stage
 
@@ -39,14 +40,14 @@ Feather = Annotated[
 ]
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str, option: str = "--to") -> tuple[int, int]:
     """'640x480' -> (640, 480)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
-        raise click_errors.BadParameter(f"{text!r} is not WIDTHxHEIGHT, e.g. 512x256", param_hint="'--to'")
+        raise click_errors.BadParameter(f"{text!r} is not WIDTHxHEIGHT, e.g. 512x256", param_hint=f"'{option}'")
     width, height = int(match.group(1)), int(match.group(2))
     if not (0 < width <= MAX_CANVAS and 0 < height <= MAX_CANVAS):
-        raise click_errors.BadParameter(f"{text} is outside 1..{MAX_CANVAS} pixels per side", param_hint="'--to'")
+        raise click_errors.BadParameter(f"{text} is outside 1..{MAX_CANVAS} pixels per side", param_hint=f"'{option}'")
     return width, height
 
 
@@ -82,7 +83,7 @@ def outpaint(
     top: Side = 0,
     bottom: Side = 0,
     to: Annotated[Optional[str], typer.Option("--to", metavar="WxH", help="The canvas size instead of the four sides; the picture stays centred.", rich_help_panel="Canvas")] = None,
-    context: Annotated[Optional[int], typer.Option("--context", min=1, help="Pixels of each window already painted, towards the picture (default: half the window).", show_default=False, rich_help_panel="Canvas")] = None,
+    context: Annotated[Optional[int], typer.Option("--context", min=1, help="Pixels of each window already painted, towards the picture (default: half the window's shorter side).", show_default=False, rich_help_panel="Canvas")] = None,
     scale: opt.Scale = 5.0,
     negative: opt.Negative = None,
     steps: opt.Steps = "100",
@@ -93,6 +94,7 @@ def outpaint(
     upsample_sampler: opt.UpsampleSampler = "ddpm",
     upsample_temp: opt.UpsampleTemp = 0.997,
     size: Annotated[Optional[int], typer.Option("--size", help="Window size: the base model's (64: base model only) or the upsampler's (256, default).", show_default="256", rich_help_panel=opt.OUTPUT)] = None,
+    window_size: Annotated[Optional[str], typer.Option("--window", metavar="WxH", help="Rectangular windows instead of the models' squares, sides as glide generate's --width/--height (e.g. 384x256; with --size 64 of the base model's).", show_default=False, rich_help_panel="Canvas")] = None,
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
@@ -115,8 +117,9 @@ def outpaint(
     pixels (or to --to WxH) and the inpainting models paint the new border from PROMPT.
 
     The border is painted in windows of the final model's size (256x256 with the upsampler,
-    the base model's size with --size 64) that step outward from the picture, each keeping
-    --context pixels of what is already painted, so every window continues its neighbours.
+    the base model's size with --size 64; --window WxH for rectangles) that step outward
+    from the picture, each keeping --context pixels of what is already painted, so every
+    window continues its neighbours.
     IMAGE's own pixels are kept bit for bit at their place in the canvas. Image i uses seed
     S + i for all its windows. Defaults as glide inpaint: scale 5, ddpm 100, upsampler ddpm fast27.
     """
@@ -130,8 +133,13 @@ def outpaint(
     upsample = upsampler_stage(
         manifest, size, model, "base-inpaint", upsample_model, "upsample-inpaint", upsample_sampler, upsample_steps, upsample_temp
     )
+    if window_size is not None:
+        width, height = parse_size(window_size, "--window")
+        base, upsample = editing.sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", width, height, "'--window'")
     final = upsample or base
     window = model_entry(manifest, final.model, "upsample-inpaint" if upsample else "base-inpaint").arch.image_size
+    if final.width or final.height:
+        window = (final.width, final.height)
     try:
         window_context(window, context)
     except ValueError as error:

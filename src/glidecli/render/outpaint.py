@@ -1,8 +1,8 @@
 """Outpainting: a bigger canvas whose new border the inpainting models paint.
 
 The picture is placed on a canvas grown by `Extension` pixels on each side. Windows of the
-final model's size (256 with GLIDE's upsampler, the base model's size without it) are
-painted one after another in the order of `regions.plan_windows`: rings stepping outward
+final model's size (256 with GLIDE's upsampler, the base model's size without it; stages
+with their own width x height paint windows of that rectangle) are painted one after another in the order of `regions.plan_windows`: rings stepping outward
 from the picture, each window keeping `context` pixels of what is already there, so every
 window sees the picture or the border painted before it and continues it. A window
 repaints only canvas pixels not yet painted; the picture's own pixels are never written,
@@ -41,11 +41,12 @@ from .engine import (
     _batches,
     _common_meta,
     _Renderer,
+    _stage_size,
     inpaint_meta,
     inpaint_stages,
 )
 from .region_inpaint import output_sizes, stage_inputs
-from .regions import MAX_CANVAS, Extension, crop, fill_unknown, paste, plan_windows
+from .regions import MAX_CANVAS, Extension, crop, fill_unknown, paste, plan_windows, sides
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,24 @@ class OutpaintSource:
     context: Optional[int] = None
 
 
-def window_context(window: int, context: Optional[int]) -> int:
-    """The context a window keeps; ValueError when it leaves no room to paint."""
-    context = window // 2 if context is None else context
-    if not 0 < context < window:
-        raise ValueError(f"--context must be between 1 and {window - 1} pixels for {window}-pixel windows, got {context}")
+def window_context(window: int | tuple[int, int], context: Optional[int]) -> int:
+    """The context a window (a square's side or (width, height)) keeps: by default half its
+    shorter side; ValueError when it leaves no room to paint."""
+    shorter = min(sides(window))
+    context = shorter // 2 if context is None else context
+    if not 0 < context < shorter:
+        label = f"{window}-pixel" if isinstance(window, int) else "{}x{}".format(*window)
+        raise ValueError(f"--context must be between 1 and {shorter - 1} pixels for {label} windows, got {context}")
     return context
+
+
+def window_sizes(session: Session, base: Stage, upsample: Optional[Stage]) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
+    """(the base model's input size, the window's size): the models' squares (sides), or
+    (width, height) when the stages have their own sides (Stage.width/height)."""
+    if not any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
+        return output_sizes(session, base, upsample)
+    low = _stage_size(session, base, "base-inpaint")[::-1]
+    return low, (_stage_size(session, upsample, "upsample-inpaint")[::-1] if upsample is not None else low)
 
 
 def render_outpaint(
@@ -87,7 +100,7 @@ def render_outpaint(
     canvas_w, canvas_h = extension.canvas(width, height)
     if max(canvas_w, canvas_h) > MAX_CANVAS:
         raise ValueError(f"the canvas would be {canvas_w}x{canvas_h}; at most {MAX_CANVAS} pixels per side")
-    base_size, window = output_sizes(session, base, upsample)
+    base_size, window = window_sizes(session, base, upsample)
     context = window_context(window, source.context)
     windows = plan_windows(width, height, extension, window, context)
     meta = {
@@ -100,7 +113,7 @@ def render_outpaint(
         "right": extension.right,
         "top": extension.top,
         "bottom": extension.bottom,
-        "window": window,
+        "window": window if isinstance(window, int) else list(window),
         "context": context,
         "windows": len(windows),
     }

@@ -56,13 +56,13 @@ class RegionSource:
     feather: int = 8
 
 
-def stage_inputs(crops: Sequence[np.ndarray], repaint: np.ndarray, size: int) -> Inpainting:
-    """A stage's inputs from square uint8 crops (one per image, or one for all) and their
-    repaint mask: the crops resized to size x size (bicubic), and a keep mask in which a
-    pixel is kept only when none of its footprint is repainted."""
+def stage_inputs(crops: Sequence[np.ndarray], repaint: np.ndarray, size: int | tuple[int, int]) -> Inpainting:
+    """A stage's inputs from uint8 crops (one per image, or one for all) and their repaint
+    mask: the crops resized to size x size or a (width, height) size (bicubic), and a keep
+    mask in which a pixel is kept only when none of its footprint is repainted."""
     pictures = torch.stack([pil_to_tensor(Image.fromarray(resize_picture(c, size), "RGB")) for c in crops])
     keep = ~coverage_mask(repaint, size)
-    return Inpainting(pictures, torch.from_numpy(keep.astype(np.float32))[None, None].expand(len(crops), 1, size, size))
+    return Inpainting(pictures, torch.from_numpy(keep.astype(np.float32))[None, None].expand(len(crops), 1, *keep.shape))
 
 
 def output_sizes(session: Session, base: Stage, upsample: Optional[Stage]) -> tuple[int, int]:

@@ -109,20 +109,28 @@ def fill_unknown(pixels: np.ndarray, known: np.ndarray) -> np.ndarray:
     return filled
 
 
-def resize_picture(pixels: np.ndarray, size: int) -> np.ndarray:
-    """A square uint8 picture resized to size x size, bicubic (as glide fits pictures)."""
-    if pixels.shape[0] == size and pixels.shape[1] == size:
+def sides(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a size given as a square's side or as (width, height)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_picture(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """A uint8 picture resized to size x size (or a (width, height) size), bicubic (as glide
+    fits pictures)."""
+    width, height = sides(size)
+    if pixels.shape[:2] == (height, width):
         return pixels
-    return np.asarray(Image.fromarray(pixels, "RGB").resize((size, size), Image.Resampling.BICUBIC))
+    return np.asarray(Image.fromarray(pixels, "RGB").resize((width, height), Image.Resampling.BICUBIC))
 
 
-def coverage_mask(repaint: np.ndarray, size: int) -> np.ndarray:
-    """`repaint` (square) at size x size: a pixel is repainted when ANY part of its footprint
-    is, so that a mask of a few pixels still reaches the model and the model repaints at
-    least everything the user masked."""
-    if repaint.shape == (size, size):
+def coverage_mask(repaint: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """`repaint` at size x size (or a (width, height) size): a pixel is repainted when ANY
+    part of its footprint is, so that a mask of a few pixels still reaches the model and the
+    model repaints at least everything the user masked."""
+    width, height = sides(size)
+    if repaint.shape == (height, width):
         return repaint.copy()
-    share = Image.fromarray(repaint.astype(np.float32), "F").resize((size, size), Image.Resampling.BOX)
+    share = Image.fromarray(repaint.astype(np.float32), "F").resize((width, height), Image.Resampling.BOX)
     return np.asarray(share) > 1e-6
 
 
@@ -236,42 +244,42 @@ def _rings(first_new: int, last_new: int, window: int, context: int, length: int
     return list(dict.fromkeys(starts))  # clamping can repeat a start
 
 
-def plan_windows(width: int, height: int, extension: Extension, window: int, context: int) -> list[Box]:
-    """The windows (canvas coordinates, `window` pixels square) that outpaint a width x
-    height picture, in painting order: the left border, the right, then the top and the
+def plan_windows(width: int, height: int, extension: Extension, window: int | tuple[int, int], context: int) -> list[Box]:
+    """The windows (canvas coordinates, `window` pixels square, or a (width, height)
+    rectangle) that outpaint a width x height picture, in painting order: the left border, the right, then the top and the
     bottom across the whole width (so the corners see the painted sides). Each side is
     painted in rings that step outward from the picture, every window keeping `context`
     pixels towards the picture (the previous ring), and along the border the windows
     overlap by `context` too. Every new pixel lies in some window, and every window
     paints some pixel no window before it painted."""
-    if not 0 < context < window:
-        raise ValueError(f"context must be between 1 and {window - 1} pixels, got {context}")
+    window_w, window_h = sides(window)
+    if not 0 < context < min(window_w, window_h):
+        raise ValueError(f"context must be between 1 and {min(window_w, window_h) - 1} pixels, got {context}")
     canvas_w, canvas_h = extension.canvas(width, height)
-    stride = window - context
     x0, y0 = extension.left, extension.top
     windows: list[Box] = []
 
     def add(left: int, top: int) -> None:
-        box = Box(left, top, left + window, top + window)
+        box = Box(left, top, left + window_w, top + window_h)
         if box not in windows:
             windows.append(box)
 
-    rows = _spans(y0, y0 + height, window, stride, canvas_h)
+    rows = _spans(y0, y0 + height, window_h, window_h - context, canvas_h)
     if extension.left:
-        for left in _rings(0, x0, window, context, canvas_w, -1):
+        for left in _rings(0, x0, window_w, context, canvas_w, -1):
             for top in rows:
                 add(left, top)
     if extension.right:
-        for left in _rings(x0 + width, canvas_w, window, context, canvas_w, +1):
+        for left in _rings(x0 + width, canvas_w, window_w, context, canvas_w, +1):
             for top in rows:
                 add(left, top)
-    columns = _spans(0, canvas_w, window, stride, canvas_w)
+    columns = _spans(0, canvas_w, window_w, window_w - context, canvas_w)
     if extension.top:
-        for top in _rings(0, y0, window, context, canvas_h, -1):
+        for top in _rings(0, y0, window_h, context, canvas_h, -1):
             for left in columns:
                 add(left, top)
     if extension.bottom:
-        for top in _rings(y0 + height, canvas_h, window, context, canvas_h, +1):
+        for top in _rings(y0 + height, canvas_h, window_h, context, canvas_h, +1):
             for left in columns:
                 add(left, top)
     # Keep only the windows that find something left to paint, in order.
@@ -301,5 +309,6 @@ __all__ = [
     "paste",
     "plan_windows",
     "resize_picture",
+    "sides",
     "square_around",
 ]
