@@ -2,9 +2,10 @@
 
 The picture is placed on a canvas grown by `Extension` pixels on each side. Windows of the
 final model's size (256 with GLIDE's upsampler, the base model's size without it; stages
-with their own width x height paint windows of that rectangle) are painted one after another in the order of `regions.plan_windows`: rings stepping outward
-from the picture, each window keeping `context` pixels of what is already there, so every
-window sees the picture or the border painted before it and continues it. A window
+with their own width x height paint windows of that rectangle) are painted one after
+another in the order of `regions.plan_windows`: rings stepping outward from the picture,
+each window keeping `context` pixels of what is already there, so every window sees the
+picture or the border painted before it and continues it. A window
 repaints only canvas pixels not yet painted; the picture's own pixels are never written,
 so the canvas holds them bit for bit at their offset.
 
