@@ -132,7 +132,8 @@ def check_sampler(choice: SamplerChoice, arch: UNetConfig) -> None:
     choice.schedule(arch.noise_schedule, arch.diffusion_steps)
 
 
-def _batches(jobs: Sequence[Job], size: int | str) -> Iterator[list[Job]]:
+def batches(jobs: Sequence[Job], size: int | str) -> Iterator[list[Job]]:
+    """`jobs` in consecutive batches of `size` (the last one may be smaller)."""
     if size == "auto":  # renderers that measure no memory (unCLIP) take "auto" one picture at a time
         size = 1
     if size < 1:
@@ -151,7 +152,7 @@ def _sampler_meta(prefix: str, stage: Stage) -> dict[str, Any]:
     return meta
 
 
-class _Renderer:
+class Renderer:
     """Runs stages for batches of jobs; shared by the render_* functions."""
 
     def __init__(self, session: Session, reporter: Optional[Reporter]):
@@ -229,7 +230,8 @@ class _Renderer:
             yield RenderedImage(tensor_to_pil(picture), job, record)
 
 
-def _common_meta(session: Session, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+def common_meta(session: Session, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """What every picture records about where it was made, with the command's `extra` settings."""
     return {
         "device": session.device.type,
         "dtype": dtype_name(session.dtype),
@@ -255,7 +257,7 @@ def render_generate(
     `clip` is given), then the upsampler unless `upsample` is None. With `init`, stages start
     from that picture (img2img, render/img2img.py); with `best_of`, each picture is the best
     of several candidates by a CLIP score (render/ranking.py)."""
-    renderer = _Renderer(session, reporter)
+    renderer = Renderer(session, reporter)
     if best_of is not None and init is not None and init.skips_base:
         raise ValueError("best of N compares the base model's pictures: give the init image a base strength too")
     ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
@@ -276,7 +278,7 @@ def render_generate(
             conditions.update(init=base_init.expand(len(todo), -1, -1, -1), strength=init.strength)
         return renderer.run_stage(base, "base", todo, noise, **conditions)
 
-    for batch in _batches(jobs, batch_size):
+    for batch in batches(jobs, batch_size):
         with torch.no_grad():
             images, noise, per_image = first_stage_images(batch, best_of, ranker, first_stage, batch_size)
             if upsample is not None:
@@ -295,7 +297,7 @@ def render_generate(
             meta.update(renderer.stage_meta("upsample_", upsample), upsample_temp=upsample.temperature)
         if init is not None:
             meta.update(init.meta())
-        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)}, per_image)
+        yield from renderer.outputs(images, batch, {**meta, **common_meta(session, extra_meta)}, per_image)
 
 
 def _stage_size(session: Session, stage: Stage, kind: str) -> tuple[int, int]:
@@ -304,7 +306,7 @@ def _stage_size(session: Session, stage: Stage, kind: str) -> tuple[int, int]:
     return (stage.height or side, stage.width or side)
 
 
-def _clip_guidance(renderer: _Renderer, clip: ClipSteering, base: Stage, batch: list[Job]) -> ClipGuidance:
+def _clip_guidance(renderer: Renderer, clip: ClipSteering, base: Stage, batch: list[Job]) -> ClipGuidance:
     session = renderer.session
     network = session.clip(clip.image_model, clip.text_model)
     config: ClipConfig = network.image_encoder.config
@@ -334,15 +336,15 @@ def render_upsample(
 ) -> Iterator[RenderedImage]:
     """The upsampler on one low-resolution picture `image` [1, 3, s, s] in [-1, 1] (quantized
     to 8 bits first, as the base model's output is), once per job."""
-    renderer = _Renderer(session, reporter)
+    renderer = Renderer(session, reporter)
     low_res = quantize_to_8bit(image.float().to(session.device))
     batch_size = renderer.batch_size(batch_size, len(jobs), [(upsample, "upsample")])
-    for batch in _batches(jobs, batch_size):
+    for batch in batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])
         with torch.no_grad():
             images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=low_res.expand(len(batch), -1, -1, -1))
         meta = {**renderer.stage_meta("upsample_", upsample), "upsample_temp": upsample.temperature}
-        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+        yield from renderer.outputs(images, batch, {**meta, **common_meta(session, extra_meta)})
 
 
 def load_inpaint_inputs(source: InpaintSource, size: int | tuple[int, int]) -> Inpainting:
@@ -382,7 +384,7 @@ def render_inpaint(
     """Repaint part of a picture: the base inpainting model at its size (or the stage's
     width x height), then (unless `upsample` is None) the inpainting upsampler. The kept
     region of each result is the source picture, fitted to the output size, exactly."""
-    renderer = _Renderer(session, reporter)
+    renderer = Renderer(session, reporter)
     low = load_inpaint_inputs(source, _inpaint_size(session, base, "base-inpaint"))
     high = None
     if upsample is not None:
@@ -390,14 +392,14 @@ def render_inpaint(
     if not bool((low.keep_mask < 0.5).any()):
         renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
-    for batch in _batches(jobs, batch_size):
+    for batch in batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])
         images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
         meta = inpaint_meta(renderer, base, upsample)
         meta.update(image=str(source.image), mask=str(source.mask) if source.mask else "alpha", fit=source.fit)
         if source.invert_mask:
             meta["invert_mask"] = True
-        yield from renderer.outputs(images, batch, {**meta, **_common_meta(session, extra_meta)})
+        yield from renderer.outputs(images, batch, {**meta, **common_meta(session, extra_meta)})
 
 
 def _inpaint_size(session: Session, stage: Stage, kind: str) -> int | tuple[int, int]:
@@ -410,7 +412,7 @@ def _inpaint_size(session: Session, stage: Stage, kind: str) -> int | tuple[int,
 
 
 def inpaint_stages(
-    renderer: _Renderer,
+    renderer: Renderer,
     batch: list[Job],
     noise: ImageNoise,
     low: Inpainting,
@@ -435,7 +437,7 @@ def inpaint_stages(
     return images
 
 
-def inpaint_meta(renderer: _Renderer, base: Stage, upsample: Optional[Stage]) -> dict[str, Any]:
+def inpaint_meta(renderer: Renderer, base: Stage, upsample: Optional[Stage]) -> dict[str, Any]:
     """The settings of the inpainting stages to record in a PNG."""
     meta = {**renderer.stage_meta("", base), "scale": base.scale}
     if upsample is not None:

@@ -36,13 +36,13 @@ from .engine import (
     DEFAULT_INPAINT_UPSAMPLE,
     Job,
     RenderedImage,
+    Renderer,
     Reporter,
     Session,
     Stage,
-    _batches,
-    _common_meta,
-    _Renderer,
     _stage_size,
+    batches,
+    common_meta,
     inpaint_meta,
     inpaint_stages,
 )
@@ -92,7 +92,7 @@ def render_outpaint(
     extra_meta: Optional[Mapping[str, Any]] = None,
 ) -> Iterator[RenderedImage]:
     """Outpaint `source.image` (see the module's docstring): one canvas per job."""
-    renderer = _Renderer(session, reporter)
+    renderer = Renderer(session, reporter)
     pixels = load_pixels(source.image)
     height, width = pixels.shape[:2]
     extension = source.extension
@@ -119,7 +119,7 @@ def render_outpaint(
         "windows": len(windows),
     }
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
-    for batch in _batches(jobs, batch_size):
+    for batch in batches(jobs, batch_size):
         noise = ImageNoise([job.seed for job in batch])  # one generator per image, for all its windows
         canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]
         painted = np.zeros((canvas_h, canvas_w), dtype=bool)
@@ -141,7 +141,7 @@ def render_outpaint(
             paste(painted, box, new, new)
         if not painted.all():  # plan_windows covers every new pixel; this guards its promise
             raise RuntimeError("outpainting left canvas pixels unpainted")
-        record = {**inpaint_meta(renderer, base, upsample), **meta, **_common_meta(session, extra_meta)}
+        record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}
         for canvas, job in zip(canvases, batch):
             head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
             yield RenderedImage(Image.fromarray(canvas, "RGB"), job, {**head, "seed": job.seed, "index": job.index, **record})

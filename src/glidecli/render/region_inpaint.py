@@ -30,12 +30,12 @@ from .engine import (
     DEFAULT_INPAINT_UPSAMPLE,
     Job,
     RenderedImage,
+    Renderer,
     Reporter,
     Session,
     Stage,
-    _batches,
-    _common_meta,
-    _Renderer,
+    batches,
+    common_meta,
     inpaint_meta,
     inpaint_stages,
 )
@@ -119,7 +119,7 @@ def render_inpaint_region(
 ) -> Iterator[RenderedImage]:
     """Repaint the masked region of `source.image` at its own resolution (see the module's
     docstring); each job's seed drives all of its noise, as in render_inpaint."""
-    renderer = _Renderer(session, reporter)
+    renderer = Renderer(session, reporter)
     pixels = load_pixels(source.image)
     repaint = load_repaint_mask(source.image, source.mask, source.invert_mask)
     check_repaints_something(repaint, source.mask or source.image)
@@ -146,9 +146,9 @@ def render_inpaint_region(
     if source.invert_mask:
         meta["invert_mask"] = True
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
-    for batch in _batches(jobs, batch_size):
+    for batch in batches(jobs, batch_size):
         images = inpaint_stages(renderer, batch, ImageNoise([job.seed for job in batch]), low, high, base, upsample)
-        record = {**inpaint_meta(renderer, base, upsample), **meta, **_common_meta(session, extra_meta)}
+        record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}
         target = plan.paste_box
         rows, cols = slice(target.top, target.bottom), slice(target.left, target.right)
         inner = (slice(target.top - plan.box.top, target.bottom - plan.box.top), slice(target.left - plan.box.left, target.right - plan.box.left))

@@ -29,12 +29,12 @@ from torch import Tensor
 from ..diffusion.noise import ImageNoise
 from ..diffusion.samplers import Callback, denoiser_from_model, sample
 from ..files.images import open_rgb
+from ..nets.checkpoint import read_clip_stats
 from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
 from ..nets.prior import ClipText, PriorTransformer
-from ..nets.checkpoint import read_clip_stats
 from ..nets.unclip import ImprovedSuperRes
 from ..nets.unet import Text2ImUNet
-from .engine import Job, RenderedImage, Reporter, Session, Stage, _batches, _common_meta, _Renderer
+from .engine import Job, RenderedImage, Renderer, Reporter, Session, Stage, batches, common_meta
 from .pipeline import Conditioning, SamplerChoice, sample_stage
 from .ranking import BestOf, first_stage_images, load_ranker
 
@@ -154,7 +154,7 @@ class _UnclipRenderer:
         self, session: Session, clip: ClipModels, decoder: Stage, sr: Optional[Stage], reporter: Optional[Reporter],
         best_of: Optional[BestOf] = None,
     ):
-        self.base = _Renderer(session, reporter)
+        self.base = Renderer(session, reporter)
         self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
         self.best_of = best_of
         self.ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
@@ -210,7 +210,7 @@ class _UnclipRenderer:
     ) -> Iterator[RenderedImage]:
         """Every batch of jobs: `decoded(batch, noise)`'s pictures (the best of N candidates
         with best_of), then super-resolution unless there is no SR stage."""
-        for batch in _batches(jobs, batch_size):
+        for batch in batches(jobs, batch_size):
             with torch.no_grad():
                 images, noise, per_image = first_stage_images(batch, self.best_of, self.ranker, decoded, batch_size)
                 if self.sr_stage is not None:
@@ -242,7 +242,7 @@ class _UnclipRenderer:
         if self.sr_stage is not None:
             meta.update(self.base.stage_meta("sr_", self.sr_stage))
         meta["clip_model"] = self.clip_models.clip
-        return {**meta, **_common_meta(self.session, extra)}
+        return {**meta, **common_meta(self.session, extra)}
 
 
 def file_sha256(path: Path) -> str:
