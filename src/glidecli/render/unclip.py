@@ -17,7 +17,6 @@ the picture its candidate seed gives alone.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from ..diffusion.noise import ImageNoise
 from ..diffusion.samplers import Callback, denoiser_from_model, sample
+from ..files.fetch import sha256_file
 from ..files.images import open_rgb
 from ..nets.checkpoint import read_clip_stats
 from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
@@ -245,14 +245,6 @@ class _UnclipRenderer:
         return {**meta, **common_meta(self.session, extra)}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def render_unclip(
     session: Session,
     jobs: Sequence[Job],
@@ -301,7 +293,7 @@ def render_vary(
     the candidates are ranked against the jobs' prompts (give one)."""
     renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
     embedding = renderer.picture_embedding(image)
-    source = {"image": str(image), "image_sha256": file_sha256(image)}
+    source = {"image": str(image), "image_sha256": sha256_file(image)}
     embeddings_for = lambda batch: embedding.expand(len(batch), -1)  # noqa: E731
     yield from renderer.decode_jobs(jobs, batch_size, embeddings_for, source, extra_meta)
 
@@ -325,8 +317,8 @@ def render_blend(
     renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
     first, second = renderer.picture_embedding(image_a)[0], renderer.picture_embedding(image_b)[0]
     source = {
-        "image_a": str(image_a), "image_a_sha256": file_sha256(image_a),
-        "image_b": str(image_b), "image_b_sha256": file_sha256(image_b),
+        "image_a": str(image_a), "image_a_sha256": sha256_file(image_a),
+        "image_b": str(image_b), "image_b_sha256": sha256_file(image_b),
     }
     embeddings_for = lambda batch: torch.stack([slerp(first, second, job.mix) for job in batch])  # noqa: E731
     for rendered in renderer.decode_jobs(jobs, batch_size, embeddings_for, source, extra_meta):
