@@ -21,6 +21,7 @@ from .run import (
 )
 
 
+@opt.with_run_options(compile_networks=True)
 def upsample(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture to upsample (any size).", show_default=False)],
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)],
@@ -31,19 +32,8 @@ def upsample(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     model: Annotated[str, typer.Option("--upsample-model", "--model", help="Upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample",
-    compile_networks: opt.Compile = False,
-    offline: opt.Offline = False,
 ) -> None:
     """Upsample IMAGE 4x (64 -> 256) with the text-conditional upsampler.
 
@@ -53,12 +43,11 @@ def upsample(
     from ..files.images import load_image
     from ..render.engine import model_entry, render_upsample
 
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     stage = build_stage(manifest, model, "upsample", sampler, steps, temperature=temp, steps_option="--upsample-steps")
     # GLIDE's upsampler was trained on 4x (64 -> 256).
     picture = load_image(image, max(1, model_entry(manifest, model, "upsample").arch.image_size // 4), fit)
-    jobs = make_jobs([prompt], num, seed, None, shard=shard)
+    jobs = make_jobs([prompt], num, seed, None, shard=opts.shard)
     extra = {"image": str(image), "fit": fit}
     render_to_files(
         "upsample",
@@ -71,6 +60,7 @@ def upsample(
     )
 
 
+@opt.with_run_options(compile_networks=True)
 def inpaint(
     arguments: Annotated[list[str], typer.Argument(metavar="IMAGE [MASK] PROMPT", help="The picture, an optional mask the same size (WHITE = repaint, black = keep), and the prompt. Without MASK, IMAGE's transparent pixels are repainted.", show_default=False)],
     scale: opt.Scale = 5.0,
@@ -92,20 +82,9 @@ def inpaint(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     model: Annotated[str, typer.Option("--model", help="Base inpainting model (manifest name).", rich_help_panel=opt.MODELS)] = "base-inpaint",
     upsample_model: Annotated[str, typer.Option("--upsample-model", help="Inpainting upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample-inpaint",
-    compile_networks: opt.Compile = False,
-    offline: opt.Offline = False,
 ) -> None:
     """Repaint part of IMAGE from PROMPT (inpainting at 64x64, then 256x256).
 
@@ -125,8 +104,7 @@ def inpaint(
     if len(arguments) not in (2, 3):
         raise click_errors.UsageError(f"expected IMAGE [MASK] PROMPT, got {len(arguments)} arguments")
     image, mask, prompt = (arguments[0], None, arguments[1]) if len(arguments) == 2 else arguments
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     base = build_stage(manifest, model, "base-inpaint", sampler, steps, eta=eta, threshold=threshold, scale=scale)
     upsample = upsampler_stage(
         manifest, size, model, "base-inpaint", upsample_model, "upsample-inpaint", upsample_sampler, upsample_steps, upsample_temp
@@ -136,7 +114,7 @@ def inpaint(
     final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, model, "base-inpaint")
     region = inpaint_region(Path(image), Path(mask) if mask else None, invert_mask, fit, context, feather, final.arch.image_size)
     source = InpaintSource(Path(image), Path(mask) if mask else None, "crop" if fit in ("auto", "region") else fit, invert_mask)
-    jobs = make_jobs([prompt], num, seed, negative, shard=shard)
+    jobs = make_jobs([prompt], num, seed, negative, shard=opts.shard)
     render_to_files(
         "inpaint",
         opts,

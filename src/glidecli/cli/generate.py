@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +20,7 @@ from .run import (
 )
 
 
+@opt.with_run_options(compile_networks=True)
 def generate(
     prompt: opt.Prompt = None,
     scale: opt.Scale = 3.0,
@@ -45,20 +45,9 @@ def generate(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     model: opt.BaseModel = "base",
     upsample_model: opt.UpsampleModel = "upsample",
-    compile_networks: opt.Compile = False,
-    offline: opt.Offline = False,
 ) -> None:
     """Draw PROMPT: the base model at 64x64, then the upsampler to 256x256.
 
@@ -73,8 +62,7 @@ def generate(
     """
     from ..render.engine import render_generate
 
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     base = build_stage(manifest, model, "base", sampler, steps, eta=eta, threshold=threshold, scale=scale)
     upsample = upsampler_stage(
         manifest, size, model, "base", upsample_model, "upsample", upsample_sampler, upsample_steps, upsample_temp
@@ -82,7 +70,7 @@ def generate(
     base, upsample = editing.sized_stages(manifest, base, upsample, "base", "upsample", width, height)
     init = editing.init_image(init_image, strength, upsample_strength, init_fit, upsample is not None)
     ranking = editing.best_of_choice(best_of, rank_model, init)
-    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=shard)
+    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=opts.shard)
     render_to_files(
         "generate",
         opts,
@@ -94,6 +82,7 @@ def generate(
     )
 
 
+@opt.with_run_options(compile_networks=True)
 def clip_guide(
     prompt: opt.Prompt = None,
     clip_scale: Annotated[float, typer.Option("--clip-scale", min=0.0, help="Strength of the CLIP gradient.", rich_help_panel=opt.SAMPLING)] = 3.0,
@@ -109,22 +98,11 @@ def clip_guide(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     model: opt.BaseModel = "base",
     upsample_model: opt.UpsampleModel = "upsample",
     clip_image_model: Annotated[str, typer.Option("--clip-image-model", help="Noised CLIP image encoder.", rich_help_panel=opt.MODELS)] = "clip-image",
     clip_text_model: Annotated[str, typer.Option("--clip-text-model", help="Noised CLIP text encoder.", rich_help_panel=opt.MODELS)] = "clip-text",
-    compile_networks: opt.Compile = False,
-    offline: opt.Offline = False,
 ) -> None:
     """Draw PROMPT with the base model steered by the noised CLIP, then upsample.
 
@@ -134,8 +112,7 @@ def clip_guide(
     """
     from ..render.engine import ClipSteering, model_entry, render_generate
 
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     model_entry(manifest, clip_image_model, "clip-image")
     model_entry(manifest, clip_text_model, "clip-text")
     if sampler != "ddpm":
@@ -145,7 +122,7 @@ def clip_guide(
         manifest, size, model, "base", upsample_model, "upsample", upsample_sampler, upsample_steps, upsample_temp
     )
     steering = ClipSteering(clip_image_model, clip_text_model, clip_scale)
-    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, None, shard=shard)
+    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, None, shard=opts.shard)
     render_to_files(
         "clip-guide",
         opts,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 
-from .run import MAX_SEED
+from .run import MAX_SEED, RunOptions
 
 # Mirrors of names defined in modules that import torch; tests keep them in sync.
 SamplerName = Literal["ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde"]
@@ -96,3 +98,56 @@ Sampler = Annotated[SamplerName, typer.Option("--sampler", help="Base sampler.",
 UpsampleSampler = Annotated[SamplerName, typer.Option("--upsample-sampler", help="Upsampler sampler.", rich_help_panel=UPSAMPLING)]
 BaseModel = Annotated[str, typer.Option("--model", help="Base model (manifest name).", rich_help_panel=MODELS)]
 UpsampleModel = Annotated[str, typer.Option("--upsample-model", help="Upsampler (manifest name).", rich_help_panel=MODELS)]
+
+
+# --- the run options, declared once for every rendering command ----------------------------
+
+DEFAULT_PATTERN = "{index:05d}-{seed}-{slug}.png"
+RUN_OPTIONS: Any = object()  # placeholder default of a command's `opts` parameter (see with_run_options)
+
+
+def with_run_options(
+    *, pattern: str = DEFAULT_PATTERN, compile_networks: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a rendering command the options of RunOptions (--out ... --weights, --offline)
+    without each command declaring them again: Typer builds a command's options from its
+    signature, so this swaps the command's `opts: RunOptions = RUN_OPTIONS` parameter for
+    them and calls the command with one RunOptions built from their values.
+
+    They take the `opts` parameter's place in the signature (hence in --help), except
+    --compile (GLIDE's U-Nets only: compile_networks=True) and --offline, which go last,
+    after the command's model options. `pattern` is the command's default --pattern.
+    """
+    shared = [
+        _option("out", Out, Path("outputs")),
+        _option("pattern", Pattern, pattern),
+        _option("skip_existing", SkipExisting, False),
+        _option("overwrite", Overwrite, False),
+        _option("json_output", Json, False),
+        _option("quiet", Quiet, False),
+        _option("shard", Shard, None),
+        _option("device", Device, "auto"),
+        _option("dtype", Dtype, "auto"),
+        _option("weights", Weights, None),
+    ]
+    last = [_option("compile_networks", Compile, False)] if compile_networks else []
+    last.append(_option("offline", Offline, False))
+    names = [parameter.name for parameter in shared + last]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())
+        at = [parameter.name for parameter in own].index("opts")
+
+        @functools.wraps(command)
+        def run_command(**arguments: Any) -> Any:
+            opts = RunOptions(**{name: arguments.pop(name) for name in names})
+            return command(**arguments, opts=opts)
+
+        run_command.__signature__ = inspect.Signature(own[:at] + shared + own[at + 1 :] + last)  # type: ignore[attr-defined]
+        return run_command
+
+    return decorate
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)

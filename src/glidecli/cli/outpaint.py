@@ -75,6 +75,7 @@ def canvas_extension(image: Path, left: int, right: int, top: int, bottom: int, 
     return extension
 
 
+@opt.with_run_options(compile_networks=True)
 def outpaint(
     image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture to extend (any size).", show_default=False)],
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What the whole, bigger picture shows.", show_default=False)],
@@ -98,20 +99,9 @@ def outpaint(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     model: Annotated[str, typer.Option("--model", help="Base inpainting model (manifest name).", rich_help_panel=opt.MODELS)] = "base-inpaint",
     upsample_model: Annotated[str, typer.Option("--upsample-model", help="Inpainting upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample-inpaint",
-    compile_networks: opt.Compile = False,
-    offline: opt.Offline = False,
 ) -> None:
     """Extend IMAGE beyond its borders: the canvas grows by --left/--right/--top/--bottom
     pixels (or to --to WxH) and the inpainting models paint the new border from PROMPT.
@@ -126,9 +116,8 @@ def outpaint(
     from ..render.engine import model_entry
     from ..render.outpaint import OutpaintSource, render_outpaint, window_context
 
-    opts = RunOptions.pick(locals())
     extension = canvas_extension(image, left, right, top, bottom, to)
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     base = build_stage(manifest, model, "base-inpaint", sampler, steps, eta=eta, threshold=threshold, scale=scale)
     upsample = upsampler_stage(
         manifest, size, model, "base-inpaint", upsample_model, "upsample-inpaint", upsample_sampler, upsample_steps, upsample_temp
@@ -145,7 +134,7 @@ def outpaint(
     except ValueError as error:
         raise click_errors.BadParameter(str(error).replace("--context ", ""), param_hint="'--context'") from None
     source = OutpaintSource(image, extension, context)
-    jobs = make_jobs([prompt], num, seed, negative, shard=shard)
+    jobs = make_jobs([prompt], num, seed, negative, shard=opts.shard)
     render_to_files(
         "outpaint",
         opts,

@@ -7,7 +7,6 @@ is checked before any model loads. torch is imported only once rendering starts.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -15,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from ..files.manifest import Manifest
 
@@ -59,11 +58,6 @@ class RunOptions:
     offline: bool
     compile_networks: bool = False  # --compile, on the commands that have it
     shard: Optional[str] = None  # 'k/N': this task's part of a job array (render/shard.py)
-
-    @classmethod
-    def pick(cls, arguments: Mapping[str, Any]) -> "RunOptions":
-        """The run options among a command's arguments, which use the same names."""
-        return cls(**{item.name: arguments[item.name] for item in dataclasses.fields(cls) if item.name in arguments})
 
 
 # --- options against the manifest ------------------------------------------------------------

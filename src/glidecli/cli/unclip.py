@@ -84,6 +84,7 @@ def _check_picture(path: Path) -> None:
     open_rgb(path)
 
 
+@opt.with_run_options()
 def unclip(
     prompt: opt.Prompt = None,
     prior_scale: PriorScale = 4.0,
@@ -100,22 +101,12 @@ def unclip(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-{slug}.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     prior_model: PriorModel = "karlo-prior",
     decoder_model: DecoderModel = "karlo-decoder",
     sr_model: SrModel = "karlo-sr",
     clip_model: ClipModel = "clip-vit-l-14",
     clip_stats: ClipStats = "karlo-clip-stats",
-    offline: opt.Offline = False,
 ) -> None:
     """Draw PROMPT with unCLIP: the prior turns its CLIP text embedding into a CLIP image
     embedding, the decoder paints 64x64 from it, super-resolution makes 256x256.
@@ -127,13 +118,12 @@ def unclip(
     """
     from ..render.unclip import render_unclip
 
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     clip = _clip_models(manifest, clip_model, clip_stats)
     prior = build_stage(manifest, prior_model, "unclip-prior", prior_sampler, prior_steps, scale=prior_scale, steps_option="--prior-steps")
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
     ranking = editing.best_of_choice(best_of, rank_model, None)
-    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=shard)
+    jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=opts.shard)
     render_to_files(
         "unclip",
         opts,
@@ -146,6 +136,7 @@ def unclip(
     )
 
 
+@opt.with_run_options(pattern="{index:05d}-{seed}-vary.png")
 def vary(
     image: ImageArg,
     prompt: DecoderPrompt = "",
@@ -158,20 +149,10 @@ def vary(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-vary.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     decoder_model: DecoderModel = "karlo-decoder",
     sr_model: SrModel = "karlo-sr",
     clip_model: ClipModel = "clip-vit-l-14",
-    offline: opt.Offline = False,
 ) -> None:
     """Variations of IMAGE: its CLIP image embedding drives the decoder, then super-resolution.
 
@@ -181,13 +162,12 @@ def vary(
     """
     from ..render.unclip import render_vary
 
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     clip = _clip_models(manifest, clip_model, None)
     decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
     _check_picture(image)
     ranking = _best_of(best_of, rank_model, prompt)
-    jobs = make_jobs([prompt], num, seed, None, shard=shard)
+    jobs = make_jobs([prompt], num, seed, None, shard=opts.shard)
     render_to_files(
         "vary",
         opts,
@@ -200,6 +180,7 @@ def vary(
     )
 
 
+@opt.with_run_options(pattern="{index:05d}-{seed}-blend.png")
 def blend(
     image_a: Annotated[Path, typer.Argument(metavar="IMAGE_A", help="The picture at --mix 0.", show_default=False)],
     image_b: Annotated[Path, typer.Argument(metavar="IMAGE_B", help="The picture at --mix 1.", show_default=False)],
@@ -215,20 +196,10 @@ def blend(
     num: opt.Num = 1,
     batch_size: opt.BatchSize = 1,
     seed: opt.Seed = None,
-    out: opt.Out = Path("outputs"),
-    pattern: opt.Pattern = "{index:05d}-{seed}-blend.png",
-    skip_existing: opt.SkipExisting = False,
-    overwrite: opt.Overwrite = False,
-    json_output: opt.Json = False,
-    quiet: opt.Quiet = False,
-    shard: opt.Shard = None,
-    device: opt.Device = "auto",
-    dtype: opt.Dtype = "auto",
-    weights: opt.Weights = None,
+    opts: RunOptions = opt.RUN_OPTIONS,
     decoder_model: DecoderModel = "karlo-decoder",
     sr_model: SrModel = "karlo-sr",
     clip_model: ClipModel = "clip-vit-l-14",
-    offline: opt.Offline = False,
 ) -> None:
     """Blend IMAGE_A and IMAGE_B: the spherical interpolation of their CLIP image embeddings
     drives the decoder, as in the unCLIP paper's Figure 4.
@@ -240,8 +211,7 @@ def blend(
     """
     from ..render.unclip import BlendJob, render_blend
 
-    opts = RunOptions.pick(locals())
-    manifest = load_manifest(weights)
+    manifest = load_manifest(opts.weights)
     if frames is not None and mix is not None:
         raise click_errors.UsageError("give --mix or --frames, not both")
     clip = _clip_models(manifest, clip_model, None)
@@ -252,7 +222,7 @@ def blend(
     if ranking is not None and frames is not None:
         raise click_errors.UsageError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
     mixes = [k / (frames - 1) for k in range(frames)] if frames is not None else [0.5 if mix is None else mix]
-    seeds = make_jobs([prompt], num, seed, None, shard=shard)
+    seeds = make_jobs([prompt], num, seed, None, shard=opts.shard)
     jobs = [
         BlendJob(prompt, base.seed, i * len(mixes) + k, None, value)
         for i, base in enumerate(seeds)
