@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -15,3 +17,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The expected pictures are the CPU's fp32 ones: on a GPU machine `--device auto` would pick
+# CUDA and fp16. Set at import, so subprocesses (torchrun tests) inherit it; the CUDA tests
+# ask for `device="cuda"` explicitly.
+os.environ["GLIDE_DEVICE"] = "cpu"

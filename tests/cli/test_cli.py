@@ -513,3 +513,17 @@ def test_python_api_without_the_command_line(world):
     done = list(render.render_generate(session, jobs, base, None, batch_size=2))
     assert [d.meta["seed"] for d in done] == [5, 6] and done[0].image.size == (16, 16)
     assert done[0].meta["sampler"] == "ddim" and "command" not in done[0].meta
+
+
+def test_glide_device_is_the_standing_choice_of_device_auto(glide, tmp_path, monkeypatch):
+    from glidecli.render.session import resolve_device
+
+    monkeypatch.setenv("GLIDE_DEVICE", "cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setenv("GLIDE_DEVICE", "")  # empty: as if unset
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    monkeypatch.setenv("GLIDE_DEVICE", "tpu")
+    assert resolve_device("cpu") == torch.device("cpu")  # an explicit --device wins
+    result = glide("generate", "hat", *FAST, "--size", 16, "--out", tmp_path / "o")
+    assert_one_error_line(result, 1, "GLIDE_DEVICE='tpu' is not a device", "cpu, cuda")
+    assert not list(tmp_path.rglob("*.png"))

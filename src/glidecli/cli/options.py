@@ -80,7 +80,7 @@ Shard = Annotated[
     Optional[str],
     typer.Option("--shard", metavar="K/N", help="Render only task K's share of the images (K = 0..N-1): N independent processes (a job array) together write what one would. Needs --seed.", show_default=False, rich_help_panel=OUTPUT),
 ]
-Device = Annotated[DeviceName, typer.Option("--device", help="auto: CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
+Device = Annotated[DeviceName, typer.Option("--device", help="auto: $GLIDE_DEVICE when set, else CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
 Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU, fp16 on a GPU (GLIDE was trained in fp16; norms stay fp32).", rich_help_panel=MODELS)]
 Weights = Annotated[
     Optional[Path],

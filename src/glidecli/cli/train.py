@@ -81,7 +81,7 @@ def train_command(
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Write the loss to log.jsonl (and, without a terminal, stderr) every N steps.", rich_help_panel=SCHEDULE)] = 50,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint, exactly.", rich_help_panel=SCHEDULE)] = False,
     save_dtype: Annotated[Optional[SaveDtype], typer.Option("--save-dtype", help="Precision of the exported weights.  [default: fp32; on --resume, the run's]", show_default=False, rich_help_panel=SCHEDULE)] = None,
-    device: Annotated[DeviceName, typer.Option("--device", help="auto: CUDA, then MPS, then CPU.", rich_help_panel=MODEL)] = "auto",
+    device: Annotated[DeviceName, typer.Option("--device", help="auto: $GLIDE_DEVICE when set, else CUDA, then MPS, then CPU.", rich_help_panel=MODEL)] = "auto",
     dtype: Annotated[AmpName, typer.Option("--dtype", help="Mixed precision (autocast); auto: bf16 (or fp16) on CUDA, fp32 elsewhere.", rich_help_panel=MODEL)] = "auto",
     grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute activations in the backward pass: less memory, more time.", rich_help_panel=MODEL)] = False,
     weights: Annotated[Optional[Path], typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML) holding --model; default: the packaged one.", show_default=False, rich_help_panel=MODEL)] = None,

@@ -4,6 +4,7 @@ each model of a manifest (and the tokenizers) the first time it is needed, once.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -31,10 +32,19 @@ class RenderError(Exception):
 # --- device and dtype ---------------------------------------------------------------------
 
 
+DEVICE_ENV = "GLIDE_DEVICE"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    """`auto` is $GLIDE_DEVICE when set (a machine's or a test run's standing choice), else
+    CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
     if name not in DEVICES:
         raise RenderError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    standing = os.environ.get(DEVICE_ENV, "").strip()
+    if name == "auto" and standing:
+        if standing not in DEVICES:
+            raise RenderError(f"{DEVICE_ENV}={standing!r} is not a device; choose one of {', '.join(DEVICES)}")
+        name = standing
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
