@@ -40,6 +40,7 @@ from glidecli.train.dataset import (
 from glidecli.train.loop import (
     Hyper,
     ModelSource,
+    Progress,
     RunPlan,
     Trainer,
     TrainingError,
@@ -470,6 +471,40 @@ def test_resume_refuses_other_settings_and_other_data(shapes, tmp_path):
     list(write_shapes(fewer, 5, size=20, seed=3))
     with pytest.raises(TrainingError, match="data set differs"):
         Trainer(fewer, tmp_path / "run", MICRO, HYPER, QUICK, resume=True)
+
+
+def test_a_checkpoint_of_the_earlier_state_version_resumes_with_a_note(shapes, tmp_path):
+    with pytest.raises(TrainingStopped) as stopped:
+        Trainer(shapes, tmp_path / "run", MICRO, HYPER, QUICK).run(should_stop=lambda step: step == 1)
+    state_file = stopped.value.checkpoint / "state.json"
+    state = json.loads(state_file.read_text())
+
+    class Notes(Progress):
+        def __init__(self):
+            self.messages = []
+
+        def message(self, text):
+            self.messages.append(text)
+
+    state_file.write_text(json.dumps({**state, "version": 1}))
+    notes = Notes()
+    resumed = Trainer(shapes, tmp_path / "run", MICRO, HYPER, QUICK, resume=True, progress=notes)
+    assert resumed.step == 1 and resumed.hyper == HYPER
+    [note] = [m for m in notes.messages if m.startswith("note: ")]
+    assert "state version 1" in note and "batches from here on differ" in note
+    assert resumed.run().step == 4
+    assert json.loads((tmp_path / "run" / "checkpoints" / "step-4" / "state.json").read_text())["version"] == 2
+
+    later = tmp_path / "later"
+    with pytest.raises(TrainingStopped) as stopped:
+        Trainer(shapes, later, MICRO, HYPER, QUICK).run(should_stop=lambda step: step == 1)
+    state_file = stopped.value.checkpoint / "state.json"
+    state_file.write_text(json.dumps({**state, "version": 3}))
+    with pytest.raises(TrainingError, match="was not written by this version"):
+        Trainer(shapes, later, MICRO, HYPER, QUICK, resume=True)
+    state_file.write_text(json.dumps({**state, "hyper": {**state["hyper"], "momentum": 0.9}}))
+    with pytest.raises(TrainingError, match="incomplete or damaged"):
+        Trainer(shapes, later, MICRO, HYPER, QUICK, resume=True)
 
 
 def test_training_lowers_the_loss(shapes, tmp_path):

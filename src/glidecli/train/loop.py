@@ -68,6 +68,7 @@ from .dataset import build_caption_tokenizer, default_mode, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .settings import AMP_DTYPES, SAVE_DTYPES, Hyper
 from .state import (
+    RESUMABLE_VERSIONS,
     STATE_VERSION,
     arch_dict,
     checkpoint_dirs,
@@ -238,10 +239,7 @@ class Trainer:
                 state = json.loads((self.checkpoint_path / "state.json").read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise TrainingError(f"cannot read {self.checkpoint_path / 'state.json'}: {error}") from None
-            if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-                raise TrainingError(f"{self.checkpoint_path} was not written by this version of glide train")
-            hyper = _resumed_hyper(hyper, Hyper(**state["hyper"]), hyper_given)
-            source = ModelSource(**state["source"])
+            hyper, source = self._resumed_settings(state, hyper, hyper_given)
         elif existing:
             raise TrainingError(
                 f"{self.out} already holds a training run (checkpoint step {existing[-1][0]});"
@@ -396,6 +394,25 @@ class Trainer:
         if not math.isfinite(means["loss"]):
             raise TrainingError(f"the loss became {means['loss']} at step {step + 1}; try a lower --lr or --dtype fp32")
         return means
+
+    def _resumed_settings(self, state: Any, hyper: Hyper, hyper_given: Optional[set[str]]) -> tuple[Hyper, "ModelSource"]:
+        """The run's settings from a checkpoint's state. Version 1 (before torchrun) differs only
+        in how examples drew their randomness, so it resumes, with a note that the batches
+        from here on are not those the earlier version would have drawn."""
+        version = state.get("version") if isinstance(state, dict) else None
+        if version not in RESUMABLE_VERSIONS:
+            raise TrainingError(f"{self.checkpoint_path} was not written by this version of glide train")
+        try:
+            saved = Hyper(**state["hyper"])
+            source = ModelSource(**state["source"])
+        except (KeyError, TypeError) as error:
+            raise TrainingError(f"{self.checkpoint_path / 'state.json'} is incomplete or damaged ({error})") from None
+        if version < STATE_VERSION:
+            self.progress.message(
+                f"note: {self.checkpoint_path} was written by an earlier glide train (state version {version});"
+                " it resumes with this version's data draws, so its batches from here on differ from the earlier version's"
+            )
+        return _resumed_hyper(hyper, saved, hyper_given), source
 
     # -- saving
 

@@ -30,6 +30,7 @@ from ..nets.unet import Text2ImUNet
 from .dataset import default_mode
 
 STATE_VERSION = 2  # of a checkpoint's state.json; 2: each example draws from its own generator
+RESUMABLE_VERSIONS = (1, 2)  # 1 differs only in the examples' random draws
 
 
 # --- the networks ---------------------------------------------------------------------------
