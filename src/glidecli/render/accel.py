@@ -12,12 +12,17 @@ network's own signature `network(x, timesteps, text, **images)`:
   batch; x and t every step. Replay runs the very kernels eager execution runs, on the same
   values, so results equal eager bit for bit; where capture fails it notes so once and runs
   eagerly.
+  The text object is any NamedTuple or dataclass of tensors (GLIDE's `TextEmbedding`, unCLIP's
+  `ClipText` and mask-carrying decoder text): each tensor field gets a buffer and the graph
+  rebuilds the object with its own type, None fields kept None, so replay sees exactly the
+  inputs an eager call would.
 - `CompiledNetwork` (`--compile`): torch.compile (inductor, static shapes), its cache kept
   between runs in `compile_cache_dir()`, the compile time of each new shape noted once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -27,7 +32,6 @@ import torch
 from torch import Tensor
 
 from ..files.fetch import cache_dir
-from ..nets.unet import TextEmbedding
 
 NetworkCall = Callable[..., Tensor]  # network(x, timesteps, text=None, **images) -> output
 Note = Callable[[str], None]
@@ -91,16 +95,44 @@ class _Captured:
             self.copies += 1
 
 
+def _text_fields(text: Any) -> dict[str, Any]:
+    """The fields of a text object, in order: a NamedTuple's or a dataclass's."""
+    if isinstance(text, tuple) and hasattr(text, "_fields"):
+        return dict(zip(text._fields, text))
+    if dataclasses.is_dataclass(text) and not isinstance(text, type):
+        return {field.name: getattr(text, field.name) for field in dataclasses.fields(text)}
+    raise TypeError(f"a text input of type {type(text).__name__} is neither a NamedTuple nor a dataclass")
+
+
+TEXT = "text."  # prefix of the text object's fields among the flattened inputs
+
+
 def _flatten(x: Tensor, timesteps: Tensor, text: Any, images: dict[str, Optional[Tensor]]) -> dict[str, Tensor]:
+    """Every tensor a call reads, by name: x, timesteps, `text.<field>` for each tensor field
+    of the text object (None fields are left out), then the conditioning images."""
     inputs = {"x": x, "timesteps": timesteps}
     if text is not None:
-        inputs.update(pooled=text.pooled, tokens=text.tokens)
+        for name, value in _text_fields(text).items():
+            if isinstance(value, Tensor):
+                inputs[TEXT + name] = value
+            elif value is not None:
+                raise TypeError(f"text field {name!r} is a {type(value).__name__}, not a tensor")
     inputs.update((name, value) for name, value in images.items() if value is not None)
     return inputs
 
 
-def _signature(inputs: dict[str, Tensor]) -> tuple:
-    return tuple((name, tuple(v.shape), v.dtype, v.stride(), str(v.device)) for name, v in inputs.items())
+def _text_rebuilder(text: Any) -> Callable[[dict[str, Tensor]], Any]:
+    """A function making an object of `text`'s type from the buffers (its None fields stay
+    None); it keeps the type and field names only, not `text`'s tensors."""
+    if text is None:
+        return lambda buffers: None
+    kind, names = type(text), tuple(_text_fields(text))
+    return lambda buffers: kind(**{name: buffers.get(TEXT + name) for name in names})
+
+
+def _signature(inputs: dict[str, Tensor], text: Any = None) -> tuple:
+    shapes = tuple((name, tuple(v.shape), v.dtype, v.stride(), str(v.device)) for name, v in inputs.items())
+    return (type(text).__qualname__, *shapes)
 
 
 class GraphedNetwork:
@@ -118,11 +150,15 @@ class GraphedNetwork:
     def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Optional[Tensor]) -> Tensor:
         if self.failed is not None or torch.is_grad_enabled():
             return self.network(x, timesteps, text, **images)
-        inputs = _flatten(x, timesteps, text, images)
-        key = _signature(inputs)
+        try:
+            inputs = _flatten(x, timesteps, text, images)
+        except TypeError as error:  # not made of tensors: it cannot live in static buffers
+            self._give_up(str(error))
+            return self.network(x, timesteps, text, **images)
+        key = _signature(inputs, text)
         captured = self.graphs.get(key)
         if captured is None:
-            captured = self._capture(inputs, text is not None, list(images))
+            captured = self._capture(inputs, text, list(images))
             if captured is None:
                 return self.network(x, timesteps, text, **images)
             self.graphs[key] = captured
@@ -131,24 +167,26 @@ class GraphedNetwork:
         # A copy: the next replay (of this or another graph in the pool) rewrites the output.
         return captured.output.clone()
 
-    def _capture(self, inputs: dict[str, Tensor], has_text: bool, image_names: list[str]) -> Optional[_Captured]:
+    def _capture(self, inputs: dict[str, Tensor], text: Any, image_names: list[str]) -> Optional[_Captured]:
         captured = _Captured(inputs)
         captured.load(inputs)
         buffers = captured.buffers
+        rebuild_text = _text_rebuilder(text)
 
         def run() -> Tensor:
-            text = TextEmbedding(buffers["pooled"], buffers["tokens"]) if has_text else None
             images = {name: buffers[name] for name in image_names if name in buffers}
-            return self.network(buffers["x"], buffers["timesteps"], text, **images)
+            return self.network(buffers["x"], buffers["timesteps"], rebuild_text(buffers), **images)
 
         try:
             captured.replay, captured.output = self.backend.capture(run)
         except Exception as error:  # noqa: BLE001 - any failure means: run this network eagerly
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            self.failed = first
-            self.note(f"CUDA graph capture of {self.name} failed ({first}); running it without graphs")
+            self._give_up((str(error).strip().splitlines() or [type(error).__name__])[0])
             return None
         return captured
+
+    def _give_up(self, why: str) -> None:
+        self.failed = why
+        self.note(f"CUDA graph capture of {self.name} failed ({why}); running it without graphs")
 
 
 # --- torch.compile ------------------------------------------------------------------------
@@ -174,7 +212,7 @@ class CompiledNetwork:
         self.compile_seconds: dict[tuple, float] = {}
 
     def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Optional[Tensor]) -> Tensor:
-        key = _signature(_flatten(x, timesteps, text, images))
+        key = _signature(_flatten(x, timesteps, text, images), text)
         if key in self.compile_seconds:
             return self.compiled(x, timesteps, text, **images)
         started = time.perf_counter()

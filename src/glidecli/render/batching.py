@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import torch
 
 from ..nets.clip import NoisedClip
+from ..nets.prior import ClipText, PriorTransformer
+from ..nets.unclip import ImprovedSuperRes
 from ..nets.unet import Text2ImUNet, TextEmbedding
 
 MARGIN = 0.85  # share of the free memory a plan may use: fragmentation, cuDNN workspaces, outputs
@@ -64,9 +66,11 @@ def free_memory(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
-def unet_probe(model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]] = None) -> Probe:
+def unet_probe(model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]] = None, *, low_res_factor: int = 4) -> Probe:
     """One network call for b pictures on zero inputs of the real shapes (2b when guided);
-    `size` is the pictures' (height, width), by default the model's square."""
+    `size` is the pictures' (height, width), by default the model's square. An upsampler's
+    low_res is `low_res_factor` times smaller (GLIDE's 4; unCLIP's SR gets it resized to
+    full size, 1). unCLIP's decoder gets its text from `encode_clip`, mask included."""
     cfg = model.config
     device = next(model.parameters()).device
     height, width = size or (cfg.image_size, cfg.image_size)
@@ -75,16 +79,42 @@ def unet_probe(model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]]
         batch = pictures * (2 if guided else 1)
         zeros = lambda *shape, dtype=torch.float32: torch.zeros(batch, *shape, device=device, dtype=dtype)  # noqa: E731
         text = None
-        if cfg.xf_width:
+        if cfg.clip_dim:
+            mask = torch.ones(batch, cfg.text_ctx, dtype=torch.bool, device=device)
+            text = model.encode_clip(zeros(cfg.clip_dim), zeros(cfg.text_ctx, cfg.clip_dim), mask, zeros(cfg.clip_dim))
+        elif cfg.xf_width:
             text = TextEmbedding(zeros(cfg.time_embed_dim, dtype=model.dtype), zeros(cfg.text_ctx, cfg.xf_width, dtype=model.dtype))
         images = {}
         if cfg.super_res:
-            images["low_res"] = zeros(3, height // 4, width // 4)
+            images["low_res"] = zeros(3, height // low_res_factor, width // low_res_factor)
         if cfg.inpaint:
             images.update(inpaint_image=zeros(3, height, width), inpaint_mask=zeros(1, height, width))
         return model(zeros(3, height, width), torch.zeros(batch, dtype=torch.long, device=device), text, **images)
 
     return run
+
+
+def prior_probe(prior: PriorTransformer, guided: bool) -> Probe:
+    """One call of unCLIP's prior for b pictures (2b when guided) on zero inputs."""
+    cfg = prior.config
+    device = next(prior.parameters()).device
+
+    def run(pictures: int) -> object:
+        batch = pictures * (2 if guided else 1)
+        text = ClipText(
+            torch.zeros(batch, cfg.clip_dim, device=device),
+            torch.zeros(batch, cfg.text_ctx, cfg.clip_dim, device=device),
+            torch.ones(batch, cfg.text_ctx, dtype=torch.bool, device=device),
+        )
+        return prior(torch.zeros(batch, cfg.clip_dim, device=device), torch.zeros(batch, dtype=torch.long, device=device), text)
+
+    return run
+
+
+def sr_probe(sr: ImprovedSuperRes) -> Probe:
+    """One call of unCLIP's super-resolution for b pictures: its two U-Nets have one shape and
+    take turns, so one of them stands for both."""
+    return unet_probe(sr.model_first_steps, guided=False, low_res_factor=1)
 
 
 def clip_probe(clip: NoisedClip) -> Probe:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -34,7 +34,7 @@ from ..files.images import (
 )
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
-from .batching import auto_batch_size, clip_probe, unet_probe
+from .batching import Probe, auto_batch_size, clip_probe, unet_probe
 from .img2img import InitImage
 from .pipeline import (
     ClipGuidance,
@@ -132,10 +132,8 @@ def check_sampler(choice: SamplerChoice, arch: UNetConfig) -> None:
     choice.schedule(arch.noise_schedule, arch.diffusion_steps)
 
 
-def batches(jobs: Sequence[Job], size: int | str) -> Iterator[list[Job]]:
+def batches(jobs: Sequence[Job], size: int) -> Iterator[list[Job]]:
     """`jobs` in consecutive batches of `size` (the last one may be smaller)."""
-    if size == "auto":  # renderers that measure no memory (unCLIP) take "auto" one picture at a time
-        size = 1
     if size < 1:
         raise ValueError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(jobs), size):
@@ -184,8 +182,12 @@ class Renderer:
             **conditions,
         )
 
-    def batch_size(self, requested: int | str, count: int, stages: Sequence[tuple[Optional[Stage], str]], clip: Any = None) -> int:
-        """`requested`, or for "auto" the largest batch that fits the GPU (1 on the CPU)."""
+    def batch_size(
+        self, requested: int | str, count: int, stages: Sequence[tuple[Optional[Stage], str]], clip: Any = None,
+        more_probes: Optional[Callable[[], list[Probe]]] = None,
+    ) -> int:
+        """`requested`, or for "auto" the largest batch that fits the GPU (1 on the CPU).
+        `more_probes()` gives probes of networks that are not U-Net stages (unCLIP's)."""
         if requested != "auto":
             return int(requested)
         device = self.session.device
@@ -198,6 +200,8 @@ class Renderer:
         ]
         if clip is not None:
             probes.append(clip_probe(self.session.clip(clip.image_model, clip.text_model)))
+        if more_probes is not None:
+            probes += more_probes()
         size = auto_batch_size(count, device, probes)
         self.session.note(f"batch size {size} for {count} pictures (measured to fit the GPU's free memory)")
         return size

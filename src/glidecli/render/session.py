@@ -100,7 +100,7 @@ def model_entry(manifest: Manifest, name: str, kind: str) -> ModelEntry:
 class Session:
     """Models from one manifest on one device, each loaded on first use and kept.
 
-    `sampling_call(name, kind)` is what sampling calls: on CUDA each U-Net's calls are replayed as
+    `sampling_call(name, kind)` is what sampling calls: on CUDA each network's calls are replayed as
     CUDA graphs (`cuda_graphs`, default on CUDA), with `compile` they are torch.compile'd
     (render/accel.py). `note` receives one-line notes (a graph capture given up, compile times)."""
 
@@ -158,14 +158,18 @@ class Session:
     def unet(self, name: str, kind: str) -> Text2ImUNet:
         return self._load(name, kind)
 
-    def sampling_call(self, name: str, kind: str) -> NetworkCall:
-        """The callable sampling runs for U-Net `name`: `call(x, t, text, **images)`."""
-        if name not in self._calls:
-            self._calls[name] = network_call(
-                self.unet(name, kind), self.device, compile=self.compile, cuda_graphs=self.cuda_graphs,
-                name=name, note=self.note, backend=self._graphs,
+    def sampling_call(self, name: str, kind: str, part: Optional[str] = None) -> NetworkCall:
+        """The callable sampling runs for network `name` (a U-Net, or unCLIP's prior):
+        `call(x, t, text, **images)`. `part` names a sub-network to call instead, e.g.
+        "model_last_step" of unCLIP's super-resolution pair; each gets graphs of its own."""
+        key = f"{name}.{part}" if part else name
+        if key not in self._calls:
+            network = self._load(name, kind)
+            self._calls[key] = network_call(
+                getattr(network, part) if part else network, self.device, compile=self.compile,
+                cuda_graphs=self.cuda_graphs, name=key, note=self.note, backend=self._graphs,
             )
-        return self._calls[name]
+        return self._calls[key]
 
     def clip(self, image_model: str, text_model: str) -> NoisedClip:
         return NoisedClip(self._load(image_model, "clip-image"), self._load(text_model, "clip-text"))

@@ -13,6 +13,10 @@ depends on its own seed alone, whatever the batch it ran in. Best of N (render/r
 compares the decoder's 64x64 candidates, as the PNG would hold them (8 bits), against each
 job's prompt; only the winner is super-resolved, continuing its own noise, so the winner is
 the picture its candidate seed gives alone.
+
+Every network (prior, decoder, both SR U-Nets) is sampled through the session's calls
+(`Session.sampling_call`): CUDA graphs on CUDA, torch.compile with `compile` (render/accel.py).
+`batch_size="auto"` measures what fits the GPU with a probe of each (render/batching.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
 from ..nets.prior import ClipText, PriorTransformer
 from ..nets.unclip import ImprovedSuperRes
 from ..nets.unet import Text2ImUNet
+from .accel import NetworkCall
+from .batching import Probe, prior_probe, sr_probe
 from .engine import Job, RenderedImage, Renderer, Reporter, Session, Stage, batches, common_meta
 from .pipeline import Conditioning, SamplerChoice, sample_stage
 from .ranking import BestOf, first_stage_images, load_ranker
@@ -89,19 +95,22 @@ def sample_prior(
     *,
     scale: float = 1.0,
     callback: Optional[Callback] = None,
+    network: Optional[NetworkCall] = None,
 ) -> Tensor:
     """CLIP image embeddings [B, D] (de-normalized) for a batch of prompts. Guidance mixes
-    the two x0 predictions; each x0 estimate is clamped to +-clamp_x0, as the reference does."""
+    the two x0 predictions; each x0 estimate is clamped to +-clamp_x0, as the reference does.
+    `network`, when given, is called in place of `prior` (a graphed or compiled version)."""
     cfg = prior.config
     device = prior.out_proj.weight.device
     schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
+    net = network or prior
     if uncond is None or scale == 1.0:
-        model_fn = lambda x, t: prior(x, t, text)  # noqa: E731
+        model_fn = lambda x, t: net(x, t, text)  # noqa: E731
     else:
         both = text.cat(uncond)
 
         def model_fn(x: Tensor, t: Tensor) -> Tensor:
-            cond_x0, uncond_x0 = prior(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+            cond_x0, uncond_x0 = net(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
             return uncond_x0 + scale * (cond_x0 - uncond_x0)
 
     limit = cfg.clamp_x0
@@ -128,16 +137,18 @@ def super_resolve(
     sampler: SamplerChoice,
     *,
     callback: Optional[Callback] = None,
+    networks: Optional[tuple[NetworkCall, NetworkCall]] = None,
 ) -> Tensor:
     """Karlo's improved SR of decoder outputs [B, 3, s, s]: bicubic (antialiased, as torchvision
-    resizes tensors) to the SR size, then sampling where the last step uses `model_last_step`."""
+    resizes tensors) to the SR size, then sampling where the last step uses `model_last_step`.
+    `networks`, when given, are called in place of (model_first_steps, model_last_step)."""
     cfg = sr.config
     size = cfg.image_size
     low_res = F.interpolate(images.clamp(-1, 1).float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
     denoisers = {
         which: denoiser_from_model(lambda x, t, net=net: net(x, t, low_res=low_res), schedule, prediction=cfg.prediction)
-        for which, net in (("first", sr.model_first_steps), ("last", sr.model_last_step))
+        for which, net in zip(("first", "last"), networks or (sr.model_first_steps, sr.model_last_step))
     }
     denoise = lambda x, i: denoisers["last" if i == 0 else "first"](x, i)  # noqa: E731
     x = noise.initial((3, size, size), low_res.device, torch.float32)
@@ -158,6 +169,7 @@ class _UnclipRenderer:
         self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
         self.best_of = best_of
         self.ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
+        self._stats_set: set[str] = set()
 
     @property
     def reporter(self) -> Reporter:
@@ -184,8 +196,25 @@ class _UnclipRenderer:
 
     def prior(self, name: str) -> PriorTransformer:
         prior = self.session.network(name, "unclip-prior")
-        mean, std = read_clip_stats(self.session.weights_path(self.clip_models.stats, "clip-stats"))
-        return prior.set_stats(mean, std)
+        if name not in self._stats_set:  # once: the file is read once, a compiled prior sees one module
+            mean, std = read_clip_stats(self.session.weights_path(self.clip_models.stats, "clip-stats"))
+            prior.set_stats(mean, std)
+            self._stats_set.add(name)
+        return prior
+
+    def batch_size(self, requested: int | str, count: int, prior: Optional[Stage] = None) -> int:
+        """`requested`, or for "auto" the largest batch (of pictures, or of best-of candidates)
+        whose prior, decoder and SR calls fit the GPU together, measured (1 on the CPU)."""
+
+        def probes() -> list[Probe]:
+            found = [] if prior is None else [prior_probe(self.session.network(prior.model, "unclip-prior"), prior.scale != 1.0)]
+            if self.sr_stage is not None:
+                found.append(sr_probe(self.session.network(self.sr_stage.model, "unclip-sr")))
+            return found
+
+        # Best of N batches the candidates (ranking.pick_best): count them.
+        candidates = count * (self.best_of.count if self.best_of is not None else 1)
+        return self.base.batch_size(requested, candidates, [(self.decoder_stage, "unclip-decoder")], more_probes=probes)
 
     def unguided(self, jobs: list[Job], guided: bool) -> Optional[ClipText]:
         return self.text([job.negative or "" for job in jobs]) if guided else None
@@ -199,6 +228,7 @@ class _UnclipRenderer:
         return sample_stage(
             decoder, conditioning, noise, stage.sampler, scale=stage.scale,
             callback=lambda info: self.reporter.step("decoder", info),
+            network=self.session.sampling_call(stage.model, "unclip-decoder"),
         )
 
     def render(
@@ -208,15 +238,18 @@ class _UnclipRenderer:
         decoded: Callable[[list[Job], ImageNoise], Tensor],
         meta: Callable[[], dict[str, Any]],
     ) -> Iterator[RenderedImage]:
-        """Every batch of jobs: `decoded(batch, noise)`'s pictures (the best of N candidates
-        with best_of), then super-resolution unless there is no SR stage."""
+        """Every batch of jobs (`batch_size` resolved): `decoded(batch, noise)`'s pictures (the
+        best of N candidates with best_of), then super-resolution unless there is no SR stage."""
         for batch in batches(jobs, batch_size):
             with torch.no_grad():
                 images, noise, per_image = first_stage_images(batch, self.best_of, self.ranker, decoded, batch_size)
                 if self.sr_stage is not None:
-                    sr = self.session.network(self.sr_stage.model, "unclip-sr")
+                    name = self.sr_stage.model
+                    sr = self.session.network(name, "unclip-sr")
+                    networks = tuple(self.session.sampling_call(name, "unclip-sr", part) for part in ("model_first_steps", "model_last_step"))
                     images = super_resolve(
-                        sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info)
+                        sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info),
+                        networks=networks,
                     )
             # After the batch: the models' hashes are known once they are loaded.
             yield from self.base.outputs(images, batch, meta(), per_image)
@@ -224,7 +257,7 @@ class _UnclipRenderer:
     def decode_jobs(
         self,
         jobs: Sequence[Job],
-        batch_size: int,
+        batch_size: int | str,
         embeddings_for: Callable[[list[Job]], Tensor],
         source: dict[str, Any],
         extra: Optional[Mapping[str, Any]],
@@ -235,7 +268,7 @@ class _UnclipRenderer:
         def decoded(todo: list[Job], noise: ImageNoise) -> Tensor:
             return self.decode(todo, noise, embeddings_for(todo), self.text([job.prompt for job in todo]))
 
-        yield from self.render(jobs, batch_size, decoded, lambda: {**source, **self.meta(extra)})
+        yield from self.render(jobs, self.batch_size(batch_size, len(jobs)), decoded, lambda: {**source, **self.meta(extra)})
 
     def meta(self, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
         meta = {**self.base.stage_meta("decoder_", self.decoder_stage), "decoder_scale": self.decoder_stage.scale}
@@ -253,7 +286,7 @@ def render_unclip(
     sr: Optional[Stage] = DEFAULT_SR,
     *,
     clip: ClipModels = ClipModels(),
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
     best_of: Optional[BestOf] = None,
@@ -268,11 +301,12 @@ def render_unclip(
         embeddings = sample_prior(
             renderer.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale,
             callback=lambda info: renderer.reporter.step("prior", info),
+            network=session.sampling_call(prior.model, "unclip-prior"),
         )
         return renderer.decode(todo, noise, embeddings, text)
 
     meta = lambda: {**renderer.base.stage_meta("prior_", prior), "prior_scale": prior.scale, **renderer.meta(extra_meta)}  # noqa: E731
-    yield from renderer.render(jobs, batch_size, decoded, meta)
+    yield from renderer.render(jobs, renderer.batch_size(batch_size, len(jobs), prior), decoded, meta)
 
 
 def render_vary(
@@ -283,7 +317,7 @@ def render_vary(
     sr: Optional[Stage] = DEFAULT_SR,
     *,
     clip: ClipModels = ClipModels(),
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
     best_of: Optional[BestOf] = None,
@@ -307,7 +341,7 @@ def render_blend(
     sr: Optional[Stage] = DEFAULT_SR,
     *,
     clip: ClipModels = ClipModels(),
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     reporter: Optional[Reporter] = None,
     extra_meta: Optional[Mapping[str, Any]] = None,
     best_of: Optional[BestOf] = None,
