@@ -138,3 +138,23 @@ def test_missing_weights_offline_is_one_line(glide, tmp_path, monkeypatch):
     result = glide("vary", picture, "--size", "64", "--offline", "--weights", manifest, "--out", tmp_path / "none", "--quiet")
     assert_one_error_line(result, 1)
     assert not (tmp_path / "none").exists() or not any((tmp_path / "none").iterdir())
+
+
+def test_batch_size_is_auto_by_default_and_one_on_the_cpu(glide, tmp_path, pictures, monkeypatch):
+    from glidecli.render import unclip as unclip_module
+
+    sizes = []
+    real_batches = unclip_module.batches
+    monkeypatch.setattr(unclip_module, "batches", lambda jobs, size: sizes.append(size) or real_batches(jobs, size))
+    a, b = pictures
+    runs = [
+        ("unclip", "a red cube", "-n", "3", *FAST),
+        ("vary", a, "-n", "2", *FAST_DECODE),
+        ("blend", a, b, "--frames", "2", *FAST_DECODE),
+        ("unclip", "a red cube", "-n", "3", "--batch-size", "auto", *FAST),
+        ("unclip", "a red cube", "-n", "3", "--batch-size", "2", *FAST),
+    ]
+    for k, args in enumerate(runs):
+        result = glide(*args, "--seed", "4", "--out", tmp_path / f"run{k}")
+        assert result.code == 0, result.err
+    assert sizes == [1, 1, 1, 1, 2]

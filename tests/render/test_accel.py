@@ -9,6 +9,7 @@ without a GPU.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import pytest
 import torch
@@ -18,29 +19,14 @@ from glidecli.render.accel import CudaGraphs, GraphedNetwork, CompiledNetwork, c
 from glidecli.render.pipeline import Conditioning, SamplerChoice, quantize_to_8bit, sample_stage
 from glidecli.files.manifest import load_manifest
 from glidecli.nets.checkpoint import build_network, random_init_
+from glidecli.nets.prior import ClipText
 from glidecli.render import session as session_module
 from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Session, render_generate
+from helpers.graphs import ReplayingBackend
 from helpers.paths import MODELS
 from helpers.tiny import tiny_network, tiny_unet_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-class ReplayingBackend:
-    """CUDA graphs' contract on the CPU: capture runs the function once on the static buffers;
-    replay runs it again on the buffers' current values, into the same output tensor."""
-
-    def __init__(self):
-        self.captures = 0
-
-    def capture(self, run):
-        self.captures += 1
-        output = run()
-
-        def replay():
-            output.copy_(run())
-
-        return replay, output
 
 
 class FailingBackend:
@@ -139,6 +125,57 @@ def test_calls_with_autograd_on_are_not_captured():
     with torch.enable_grad():
         assert torch.equal(graphed(x, t, text), model(x, t, text))
     assert backend.captures == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedText:
+    """A dataclass text object with more fields than GLIDE's TextEmbedding."""
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor
+    mask: Optional[torch.Tensor] = None
+    scale: Optional[torch.Tensor] = None
+
+
+def reads_every_field(x, timesteps, text, **images):
+    """A stand-in network whose output depends on every field of its text object."""
+    out = x * text.pooled[:, :1] + text.tokens.sum(dim=(1, 2))[:, None] + timesteps[:, None]
+    if text.mask is not None:
+        out = out + text.mask.float().sum(-1, keepdim=True)
+    if getattr(text, "scale", None) is not None:
+        out = out * text.scale
+    return out + (0 if type(text) is MaskedText else 100)  # the type must survive too
+
+
+@pytest.mark.parametrize("kind", ["clip-text", "dataclass"])
+def test_any_text_object_is_rebuilt_with_its_own_type_and_every_field(kind):
+    """unCLIP's texts carry a mask (ClipText, the decoder's TextEmbedding): a graphed call
+    must see exactly what the eager call sees, or results differ silently."""
+    backend = ReplayingBackend()
+    graphed = GraphedNetwork(reads_every_field, backend)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(3):
+        pooled, tokens = torch.randn(2, 4, generator=generator), torch.randn(2, 5, 4, generator=generator)
+        mask = torch.rand(2, 5, generator=generator) > 0.5
+        if kind == "clip-text":
+            text = ClipText(pooled, tokens, mask)
+        else:
+            text = MaskedText(pooled, tokens, mask if step else None, torch.rand(2, 1, generator=generator))
+        x, t = torch.randn(2, 4, generator=generator), torch.tensor([step, step + 1])
+        with torch.no_grad():
+            assert torch.equal(graphed(x, t, text), reads_every_field(x, t, text))
+    # The dataclass without a mask is another signature than with one.
+    assert len(graphed.graphs) == (1 if kind == "clip-text" else 2) and backend.replays_of(graphed) == 3
+
+
+def test_a_text_object_that_is_not_tensors_runs_eagerly_with_one_note():
+    notes = []
+    graphed = GraphedNetwork(reads_every_field, ReplayingBackend(), name="odd", note=notes.append)
+    text = MaskedText(torch.ones(1, 4), torch.ones(1, 2, 4), None, 2.0)
+    x, t = torch.ones(1, 4), torch.tensor([1])
+    with torch.no_grad():
+        assert torch.equal(graphed(x, t, text), reads_every_field(x, t, text))
+    assert notes == ["CUDA graph capture of odd failed (text field 'scale' is a float, not a tensor); running it without graphs"]
 
 
 def test_cpu_sessions_call_the_network_itself():
