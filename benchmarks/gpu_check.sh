@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Issue 14's GPU check in one go, for a session that is lent a CUDA machine (an H200: about
-# 8 minutes; every section has its own time limit, 9.25 minutes at most in all (555 s), and prints as
+# 8 minutes; every section has its own time limit, 9.5 minutes at most in all (570 s), and prints as
 # it goes, so a cut-short run still shows what it measured). Run from anywhere:
 #
 #   bash benchmarks/gpu_check.sh              # on the GPU machine
 #   bash benchmarks/gpu_check.sh --dry-run    # the same steps on the CPU at toy size: checks the script
 #
 # Prints, for README.md and benchmarks/README.md: the machine; the CUDA tests (graph replay
-# bit for bit against eager, compiled against eager, batch memory measured); the dtype
-# evidence (pictures' distance from fp32, per-call speed fp16 vs bf16, eager vs graph); and
+# bit for bit against eager for GLIDE's and unCLIP's networks, compiled against eager, batch
+# memory measured); the dtype evidence (pictures' distance from fp32, per-call speed fp16 vs
+# bf16, eager vs graph); unCLIP's stages eager and replayed as graphs at batch 1 and 8
+# (benchmarks/unclip_bench.py --graphs); and
 # benchmarks/pipeline.py's tables (in-process rows per batch size, whole processes, start-up,
 # then the compiled rows). Full-size random checkpoints are written once into $WORK.
 set -uo pipefail
@@ -37,12 +39,12 @@ if [ $DRY -eq 1 ]; then
   SLOW=5  # a shared 2-core CPU: generous limits
   DEVICE=cpu; SCALE=(--scale tiny --threads 1); BATCHES=1; COUNTS=1; COMPILE_BATCHES=1; COMPILE_COUNTS=1
   DTYPE_ARGS=(--device cpu --tiny --batch-sizes 1 --dtypes fp32 --repeats 1); TESTS=()
-  UNCLIP_ARGS=(--reduced --flops-only)
+  UNCLIP_ARGS=(--tiny --graphs --stages prior,decoder,sr --batch-sizes 1,2 --repeats 1 --threads 1)
 else
   SLOW=1
   DEVICE=cuda; SCALE=(--scale full); BATCHES=1,8,32,64; COUNTS=1,64; COMPILE_BATCHES=64; COMPILE_COUNTS=64
   DTYPE_ARGS=(--device cuda --batch-sizes 1,32 --dtypes fp16,bf16); TESTS=(-k "cuda or gpu")
-  UNCLIP_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,8 --repeats 3)
+  UNCLIP_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,8 --repeats 3 --graphs)
 fi
 
 section "machine"
@@ -54,7 +56,7 @@ section "random full-size checkpoints (written once into $WORK)"
 run 60 python3 benchmarks/pipeline.py "${SCALE[@]}" --work "$WORK" --prepare-only
 
 section "GPU tests: graph replay = eager bit for bit, compile close to eager, batch memory measured"
-run 75 python3 -m pytest -q -rs tests/render/test_accel.py tests/render/test_batching.py "${TESTS[@]}"
+run 75 python3 -m pytest -q -rs tests/render/test_accel.py tests/render/test_batching.py tests/render/test_unclip_accel.py "${TESTS[@]}"
 
 section "dtype evidence (benchmarks/dtype_check.py)"
 run 50 python3 benchmarks/dtype_check.py "${DTYPE_ARGS[@]}"
@@ -63,8 +65,8 @@ section "pipeline: eager rows, whole processes, start-up (benchmarks/pipeline.py
 run 160 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process,startup \
   --batch-sizes $BATCHES --process-counts $COUNTS
 
-section "unCLIP stages beside GLIDE's (benchmarks/unclip_bench.py)"
-run 45 python3 benchmarks/unclip_bench.py "${UNCLIP_ARGS[@]}"
+section "unCLIP stages beside GLIDE's, prior/decoder/SR eager and graphed (benchmarks/unclip_bench.py --graphs)"
+run 60 python3 benchmarks/unclip_bench.py "${UNCLIP_ARGS[@]}"
 
 section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
 run 170 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process \

@@ -15,8 +15,15 @@ Stages (one "call" is what one sampling step, or one encoding, runs):
   sr          one super-resolution U-Net on B images at 256x256, 7 steps (6 + 1 by its twin)
   glide-base, glide-upsample   GLIDE's base guided pair (20 steps) and upsampler (15), as bench.py
 
+`--graphs` adds, for the prior, the decoder and the SR U-Net, a row per batch size with the same
+call replayed as a CUDA graph (render/accel.GraphedNetwork, as `glide unclip` samples on CUDA)
+and the largest difference from the eager output (0: bit for bit). On the CPU there are no
+graphs: a stand-in backend that re-runs the call checks the wrapper only, its time is eager's.
+
     python benchmarks/unclip_bench.py --reduced          # CPU: reduced widths, a few minutes
     python benchmarks/unclip_bench.py --device cuda --dtype bf16 --batch-sizes 1,8,32
+    python benchmarks/unclip_bench.py --device cuda --dtype fp16 --batch-sizes 1,8 --graphs --stages prior,decoder,sr
+    python benchmarks/unclip_bench.py --tiny --graphs --stages prior,decoder,sr   # CPU, seconds: checks the script
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random
 from glidecli.nets.clip_vit import clip_text, image_embedding  # noqa: E402
 from glidecli.nets.prior import ClipText  # noqa: E402
 from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config  # noqa: E402
+from glidecli.render.accel import CudaGraphs, GraphedNetwork  # noqa: E402
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR  # noqa: E402
 
 UNCLIP_STAGES = ("clip-text", "clip-image", "prior", "decoder", "sr")
@@ -53,10 +61,28 @@ STEPS = {
 }
 KIND = {"clip-text": "openclip", "clip-image": "openclip", "prior": "unclip-prior", "decoder": "unclip-decoder", "sr": "unclip-sr"}
 GUIDED = {"prior", "decoder", "clip-text", "glide-base"}  # one call on 2B
+GRAPHED = ("prior", "decoder", "sr")  # the stages `--graphs` also replays
 
 
-def configs(reduced: bool) -> dict:
+class RerunBackend:
+    """The CPU's stand-in for CUDA graph capture: replay re-runs the call on the static
+    buffers, so the wrapper's inputs are checked; the time is eager execution's."""
+
+    def capture(self, run):
+        output = run()
+        return (lambda: output.copy_(run())), output
+
+
+def configs(reduced: bool, tiny: bool = False) -> dict:
     full = {"openclip": OpenClipConfig(), "unclip-prior": PriorConfig(), "unclip-decoder": karlo_decoder_config(), "unclip-sr": karlo_sr_config()}
+    if tiny:  # a dry run of the script on a CPU: seconds in all
+        return {
+            "openclip": dataclasses.replace(full["openclip"], vision_width=64, vision_layers=2, text_width=64, text_heads=2, text_layers=2, embed_dim=64),
+            "unclip-prior": dataclasses.replace(full["unclip-prior"], xf_width=64, xf_layers=2, xf_heads=4, clip_dim=64),
+            "unclip-decoder": dataclasses.replace(full["unclip-decoder"], model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                                                  attention_resolutions=(32,), xf_width=64, clip_dim=64),
+            "unclip-sr": dataclasses.replace(full["unclip-sr"], image_size=64, model_channels=32, channel_mult=(1, 2), num_res_blocks=1),
+        }
     if not reduced:
         return full
     # Same structure, narrower and shallower: seconds per call on a small CPU.
@@ -81,8 +107,14 @@ def build(kind: str, cfg, device: str, dtype: torch.dtype) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def make_step(stage: str, net: torch.nn.Module, batch: int, device: str):
-    """A zero-argument callable running one step's (or one encoding's) network work."""
+def make_step(stage: str, net: torch.nn.Module, batch: int, device: str, graphs=None):
+    """A zero-argument callable running one step's (or one encoding's) network work; with
+    `graphs` (a graph backend) the prior's, decoder's or SR's call goes through GraphedNetwork."""
+    if stage in GRAPHED:
+        network, args, kwargs = network_inputs(stage, net, batch, device)
+        if graphs is not None:
+            network = GraphedNetwork(network, graphs, name=stage)
+        return lambda: network(*args, **kwargs)
     g = torch.Generator().manual_seed(batch)
 
     def randn(*shape):
@@ -95,25 +127,35 @@ def make_step(stage: str, net: torch.nn.Module, batch: int, device: str):
     if stage == "clip-image":
         pixels = randn(batch, 3, net.config.image_size, net.config.image_size)
         return lambda: image_embedding(net, pixels)
+    raise ValueError(f"unknown stage {stage}")
+
+
+def network_inputs(stage: str, net: torch.nn.Module, batch: int, device: str):
+    """(network, args, kwargs) of one sampling step's call of the prior, decoder or SR."""
+    g = torch.Generator().manual_seed(batch)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
     t = torch.full((2 * batch,), 500, dtype=torch.long, device=device)
     if stage == "prior":
         cfg = net.config
         text = ClipText(randn(2 * batch, cfg.clip_dim), randn(2 * batch, cfg.text_ctx, cfg.clip_dim),
                         torch.ones(2 * batch, cfg.text_ctx, dtype=torch.bool, device=device))
         x = randn(2 * batch, cfg.clip_dim)
-        return lambda: net(x, t, text)
+        return net, (x, t, text), {}
     if stage == "decoder":
         cfg = net.config
         with torch.no_grad():
             cond = net.encode_clip(randn(2 * batch, cfg.clip_dim), randn(2 * batch, cfg.text_ctx, cfg.clip_dim),
                                    torch.ones(2 * batch, cfg.text_ctx, dtype=torch.bool, device=device), randn(2 * batch, cfg.clip_dim))
         x = randn(2 * batch, 3, cfg.image_size, cfg.image_size)
-        return lambda: net(x, t, cond)
+        return net, (x, t, cond), {}
     # sr: one U-Net (both have the same cost) on B images, low_res already at full size
     cfg = net.config
     x = randn(batch, 3, cfg.image_size, cfg.image_size)
     low = randn(batch, 3, cfg.image_size, cfg.image_size)
-    return lambda: net.model_first_steps(x, t[:batch], low_res=low)
+    return net.model_first_steps, (x, t[:batch]), {"low_res": low}
 
 
 def flops_of(step) -> float:
@@ -137,33 +179,46 @@ def full_size_flops() -> list[tuple[str, float, int]]:
     return rows
 
 
-def measure(stage: str, device: str, dtype: torch.dtype, batches, reduced: bool, repeats: int, peak: float) -> list[dict]:
+def measure(stage: str, device: str, dtype: torch.dtype, batches, size: str, repeats: int, peak: float, graphs: bool = False) -> list[dict]:
+    """Rows of one stage per batch size: the eager call, and with `graphs` (prior, decoder,
+    SR) the same call through GraphedNetwork with its largest difference from eager."""
     bench.log(f"[{device}] building {stage} ...")
+    backend = None
+    if graphs and stage in GRAPHED:
+        backend = CudaGraphs() if device == "cuda" else RerunBackend()  # one pool per stage, as a session has
     if stage in GLIDE_STAGES:
         kind = stage.split("-", 1)[1]
         nets = bench.build_stage(kind, device, dtype)
         meta = bench.build_stage(kind, "meta", dtype)
-        steps_for = lambda b: bench.make_step(kind, nets, b, device)  # noqa: E731
+        steps_for = lambda b, graphs=None: bench.make_step(kind, nets, b, device)  # noqa: E731
         flops_for = lambda b: bench.count_flops(kind, meta, b)[0]  # noqa: E731
     else:
-        cfg = configs(reduced)[KIND[stage]]
+        cfg = configs(size == "reduced", size == "tiny")[KIND[stage]]
         net = build(KIND[stage], cfg, device, dtype)
         meta = build(KIND[stage], cfg, "meta", dtype)
-        steps_for = lambda b: make_step(stage, net, b, device)  # noqa: E731
+        steps_for = lambda b, graphs=None: make_step(stage, net, b, device, graphs)  # noqa: E731
         flops_for = lambda b: flops_of(make_step(stage, meta, b, "meta"))  # noqa: E731
     rows = []
     for index, batch in enumerate(batches):
-        step = steps_for(batch)
         flops = flops_for(batch)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        warmups = 2 if device == "cuda" else int(index == 0)
-        times, _ = bench.time_calls(step, device, warmups, repeats, 30.0 if device == "cpu" else float("inf"))
-        med = statistics.median(times)
-        rows.append(dict(stage=stage, batch=batch, med=med, gflop=flops / 1e9, rate=flops / med / 1e9,
-                         share=flops / med / 1e9 / peak, steps=STEPS[stage], s_img=STEPS[stage] * med / batch,
-                         mem=bench.memory_gib(device), full=stage in GLIDE_STAGES or not reduced))
-        bench.log(f"[{device}] {stage} B={batch}: {med:.4f} s/call, {flops / med / 1e9:.0f} GFLOP/s")
+        eager = steps_for(batch)
+        calls = [("eager", eager)]
+        if backend is not None:
+            calls.append(("graph" if device == "cuda" else "graph (CPU stand-in)", steps_for(batch, backend)))
+        for how, step in calls:
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            warmups = 2 if device == "cuda" else int(index == 0 or how != "eager")  # a graph's first call captures it
+            times, _ = bench.time_calls(step, device, warmups, repeats, 30.0 if device == "cpu" else float("inf"))
+            med = statistics.median(times)
+            diff = None
+            if how != "eager":
+                with torch.no_grad():
+                    diff = (step().float() - eager().float()).abs().max().item()
+            rows.append(dict(stage=stage, call=how, batch=batch, med=med, gflop=flops / 1e9, rate=flops / med / 1e9,
+                             share=flops / med / 1e9 / peak, steps=STEPS[stage], s_img=STEPS[stage] * med / batch,
+                             mem=bench.memory_gib(device), size="full" if stage in GLIDE_STAGES else size, diff=diff))
+            bench.log(f"[{device}] {stage} {how} B={batch}: {med:.4f} s/call, {flops / med / 1e9:.0f} GFLOP/s")
     if device == "cuda":
         torch.cuda.empty_cache()
     return rows
@@ -176,6 +231,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1", help="images per batch, comma-separated (default 1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reduced", action="store_true", help="time reduced-width unCLIP networks (GLIDE's stay full size)")
+    ap.add_argument("--tiny", action="store_true", help="time tiny unCLIP networks: a quick check of the script on a CPU")
+    ap.add_argument("--graphs", action="store_true", help="also time the prior, decoder and SR calls replayed as CUDA graphs")
     ap.add_argument("--stages", default=",".join(UNCLIP_STAGES + GLIDE_STAGES))
     ap.add_argument("--flops-only", action="store_true", help="only the full-size FLOP table (meta device)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (1 is steadiest on a shared machine)")
@@ -202,17 +259,20 @@ def main() -> None:
     header = bench.machine_description([args.device])
     peak = bench.matmul_peak(args.device, dtype, 3 if args.device == "cpu" else 10)
     header.append(f"{args.device} {args.dtype} matmul peak: {peak:.0f} GFLOP/s")
+    size = "tiny" if args.tiny else "reduced" if args.reduced else "full"
     rows = []
     for stage in args.stages.split(","):
-        rows += measure(stage, args.device, dtype, batches, args.reduced, args.repeats, peak)
+        rows += measure(stage, args.device, dtype, batches, size, args.repeats, peak, args.graphs)
     print()
     print("\n".join("# " + line for line in header))
-    cols = ["stage", "size", "images/batch", "s/call", "GFLOP/call", "GFLOP/s", "% of peak", "calls/image", "s/image", "peak mem GiB"]
+    cols = ["stage", "size", "call", "images/batch", "s/call", "GFLOP/call", "GFLOP/s", "% of peak", "calls/image", "s/image",
+            "peak mem GiB", "max |graph - eager|"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print(f"| {r['stage']} | {'full' if r['full'] else 'reduced'} | {r['batch']} | {r['med']:.4g} | {r['gflop']:.1f} | {r['rate']:.0f} "
-              f"| {100 * r['share']:.0f}% | {r['steps']} | {r['s_img']:.4g} | {r['mem']:.2f} |")
+        diff = "-" if r["diff"] is None else f"{r['diff']:.3g}"
+        print(f"| {r['stage']} | {r['size']} | {r['call']} | {r['batch']} | {r['med']:.4g} | {r['gflop']:.1f} | {r['rate']:.0f} "
+              f"| {100 * r['share']:.0f}% | {r['steps']} | {r['s_img']:.4g} | {r['mem']:.2f} | {diff} |")
     print(f"\n# s/image = calls x s/call / images; guided stages (prior, decoder, glide-base, clip-text) run 2B in one call."
           f" Total {time.perf_counter() - began:.0f} s.")
 
