@@ -68,6 +68,15 @@ def test_unclip_size_64_stops_after_the_decoder(glide, tmp_path):
     assert_one_error_line(glide("unclip", "x", "--size", "20", "--out", tmp_path / "bad", *FAST), 2, "--size")
 
 
+def test_super_resolution_sampling_is_an_option(glide, tmp_path):
+    default = glide("unclip", "a red cube", "--seed", "3", "--out", tmp_path / "default", *FAST)
+    fewer = glide("unclip", "a red cube", "--seed", "3", "--sr-steps", "3", "--sr-sampler", "ddim", "--out", tmp_path / "fewer", *FAST)
+    assert default.code == 0 and fewer.code == 0, default.err + fewer.err
+    meta = read_png_metadata(fewer.paths[0])
+    assert (meta["sr_sampler"], meta["sr_steps"]) == ("ddim", "3")
+    assert not np.array_equal(pixels(default.paths[0]), pixels(fewer.paths[0]))
+
+
 def test_image_i_uses_seed_s_plus_i_whatever_the_batch(glide, tmp_path):
     batch = glide("unclip", "a blue ball", "-n", "3", "--batch-size", "3", "--seed", "10", "--out", tmp_path / "batch", *FAST)
     alone = glide("unclip", "a blue ball", "--seed", "11", "--out", tmp_path / "alone", *FAST)
@@ -114,6 +123,7 @@ def test_blend_frames_run_from_a_to_b_with_one_seed(glide, tmp_path, pictures):
         (["blend", "{a}", "{a}", "--frames", "3", "--mix", "0.2"], 2, "not both"),
         (["unclip", "x", "--prior-scale", "-1"], 2, "--prior-scale"),
         (["unclip", "x", "--steps", "lots"], 2, "--steps"),
+        (["unclip", "x", "--sr-steps", "lots"], 2, "--sr-steps"),
         (["unclip", "x", "--prior-model", "karlo-decoder"], 1, "kind unclip-decoder"),
     ],
 )

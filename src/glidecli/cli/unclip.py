@@ -30,6 +30,11 @@ DecoderSteps = Annotated[
     typer.Option("--steps", help="Decoder steps: a count ('25'); ddpm/ddim/plms also take sections ('10,10,5') or 'ddimN'; solvers also 'logsnr20'/'time20'.", rich_help_panel=opt.SAMPLING),
 ]
 DecoderSampler = Annotated[opt.SamplerName, typer.Option("--sampler", help="Decoder sampler.", rich_help_panel=opt.SAMPLING)]
+SrSteps = Annotated[
+    str,
+    typer.Option("--sr-steps", help="Super-resolution steps (same forms as --steps); the last always runs the fine-tuned last-step U-Net.", rich_help_panel=opt.SAMPLING),
+]
+SrSampler = Annotated[opt.SamplerName, typer.Option("--sr-sampler", help="Super-resolution sampler.", rich_help_panel=opt.SAMPLING)]
 Size = Annotated[
     Optional[int],
     typer.Option("--size", help="64: the decoder's pictures; 256: then super-resolution.", show_default="256", rich_help_panel=opt.OUTPUT),
@@ -43,7 +48,10 @@ DecoderPrompt = Annotated[str, typer.Option("--prompt", help="Text for the decod
 ImageArg = Annotated[Path, typer.Argument(metavar="IMAGE", help="A picture (any format Pillow reads).", show_default=False)]
 
 
-def _stages(manifest: Manifest, size: Optional[int], decoder_model: str, sampler: str, steps: str, scale: float, sr_model: str):
+def _stages(
+    manifest: Manifest, size: Optional[int], decoder_model: str, sampler: str, steps: str, scale: float, sr_model: str,
+    sr_sampling: tuple[str, str],
+):
     """The decoder stage and the SR stage (None with --size at the decoder's size)."""
     from ..render.engine import model_entry
 
@@ -56,7 +64,7 @@ def _stages(manifest: Manifest, size: Optional[int], decoder_model: str, sampler
         raise click_errors.BadParameter(
             f"{size} is neither {decoder_size} (decoder only) nor {sr_arch.image_size} (with super-resolution)", param_hint="'--size'"
         )
-    return decoder, build_stage(manifest, sr_model, "unclip-sr", "ddpm", "7")
+    return decoder, build_stage(manifest, sr_model, "unclip-sr", *sr_sampling, steps_option="--sr-steps")
 
 
 def _clip_models(manifest: Manifest, clip_model: str, clip_stats: Optional[str]):
@@ -94,6 +102,8 @@ def unclip(
     negative: opt.Negative = None,
     steps: DecoderSteps = "25",
     sampler: DecoderSampler = "ddpm",
+    sr_steps: SrSteps = "7",
+    sr_sampler: SrSampler = "ddpm",
     size: Size = None,
     best_of: editing.BestOfOption = 1,
     rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
@@ -112,7 +122,7 @@ def unclip(
     embedding, the decoder paints 64x64 from it, super-resolution makes 256x256.
 
     Defaults are the reference's "fast" setting: prior ddpm 25 steps at guidance 4, decoder
-    ddpm 25 steps at guidance 8, super-resolution 7 steps. Image i of each prompt uses
+    ddpm 25 steps at guidance 8, super-resolution ddpm 7 steps (--sr-steps, --sr-sampler). Image i of each prompt uses
     seed + i, whatever --batch-size is. --best-of N keeps the best of N decoder pictures by a
     CLIP score (compared at the decoder's 64x64); only the winner is super-resolved.
     """
@@ -121,7 +131,7 @@ def unclip(
     manifest = load_manifest(opts.weights)
     clip = _clip_models(manifest, clip_model, clip_stats)
     prior = build_stage(manifest, prior_model, "unclip-prior", prior_sampler, prior_steps, scale=prior_scale, steps_option="--prior-steps")
-    decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
+    decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model, (sr_sampler, sr_steps))
     ranking = editing.best_of_choice(best_of, rank_model, None)
     jobs = make_jobs(collect_prompts(prompt, prompts_file), num, seed, negative, shard=opts.shard)
     render_to_files(
@@ -143,6 +153,8 @@ def vary(
     scale: DecoderScale = 8.0,
     steps: DecoderSteps = "25",
     sampler: DecoderSampler = "ddpm",
+    sr_steps: SrSteps = "7",
+    sr_sampler: SrSampler = "ddpm",
     size: Size = None,
     best_of: editing.BestOfOption = 1,
     rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
@@ -164,7 +176,7 @@ def vary(
 
     manifest = load_manifest(opts.weights)
     clip = _clip_models(manifest, clip_model, None)
-    decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
+    decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model, (sr_sampler, sr_steps))
     _check_picture(image)
     ranking = _best_of(best_of, rank_model, prompt)
     jobs = make_jobs([prompt], num, seed, None, shard=opts.shard)
@@ -190,6 +202,8 @@ def blend(
     scale: DecoderScale = 8.0,
     steps: DecoderSteps = "25",
     sampler: DecoderSampler = "ddpm",
+    sr_steps: SrSteps = "7",
+    sr_sampler: SrSampler = "ddpm",
     size: Size = None,
     best_of: editing.BestOfOption = 1,
     rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
@@ -215,7 +229,7 @@ def blend(
     if frames is not None and mix is not None:
         raise click_errors.UsageError("give --mix or --frames, not both")
     clip = _clip_models(manifest, clip_model, None)
-    decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model)
+    decoder, sr = _stages(manifest, size, decoder_model, sampler, steps, scale, sr_model, (sr_sampler, sr_steps))
     _check_picture(image_a)
     _check_picture(image_b)
     ranking = _best_of(best_of, rank_model, prompt)
