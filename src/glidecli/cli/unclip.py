@@ -122,9 +122,10 @@ def unclip(
     embedding, the decoder paints 64x64 from it, super-resolution makes 256x256.
 
     Defaults are the reference's "fast" setting: prior ddpm 25 steps at guidance 4, decoder
-    ddpm 25 steps at guidance 8, super-resolution ddpm 7 steps (--sr-steps, --sr-sampler). Image i of each prompt uses
-    seed + i, whatever --batch-size is. --best-of N keeps the best of N decoder pictures by a
-    CLIP score (compared at the decoder's 64x64); only the winner is super-resolved.
+    ddpm 25 steps at guidance 8, super-resolution ddpm 7 steps (--sr-steps, --sr-sampler).
+    Image i of each prompt uses seed + i, whatever --batch-size is. --best-of N keeps the
+    best of N decoder pictures by a CLIP score (compared at the decoder's 64x64); only the
+    winner is super-resolved.
     """
     from ..render.unclip import render_unclip
 
