@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Issue 14's GPU check in one go, for a session that is lent a CUDA machine (an H200: about
-# 8 minutes; every section has its own time limit, 9.5 minutes at most in all (570 s), and prints as
-# it goes, so a cut-short run still shows what it measured). Run from anywhere:
+# Issue 14's GPU check, for a session that is lent a CUDA machine. Every section has its own
+# time limit and prints as it goes, so a cut-short run still shows what it measured. In all
+# the limits add up to 685 s, more than one 600 s device call: run it as two parts, eager
+# (455 s at most) then compile (230 s; it reuses the checkpoints in $WORK). Run from anywhere:
 #
-#   bash benchmarks/gpu_check.sh              # on the GPU machine
-#   bash benchmarks/gpu_check.sh --dry-run    # the same steps on the CPU at toy size: checks the script
+#   bash benchmarks/gpu_check.sh --part=eager     # on the GPU machine, then --part=compile
+#   bash benchmarks/gpu_check.sh --dry-run        # the same steps on the CPU at toy size: checks the script
 #
 # Prints, for README.md and benchmarks/README.md: the machine; the CUDA tests (graph replay
 # bit for bit against eager for GLIDE's and unCLIP's networks, compiled against eager, batch
 # memory measured); the dtype evidence (pictures' distance from fp32, per-call speed fp16 vs
 # bf16, eager vs graph); unCLIP's stages eager and replayed as graphs at batch 1 and 8
-# (benchmarks/unclip_bench.py --graphs); and
-# benchmarks/pipeline.py's tables (in-process rows per batch size, whole processes, start-up,
-# then the compiled rows). Full-size random checkpoints are written once into $WORK.
+# (benchmarks/unclip_bench.py --graphs); benchmarks/pipeline.py's tables (in-process rows per
+# batch size, whole processes, start-up); a profile of one batch-1 picture outside the networks
+# (benchmarks/profile_picture.py: GPU idle share, every wait for the GPU by line); then the
+# compiled rows. Full-size random checkpoints are written once into $WORK.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1
-DRY=0
-[ "${1:-}" = "--dry-run" ] && DRY=1
+DRY=0; PART=all
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    --part=*) PART=${arg#--part=} ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [--dry-run] [--part=all|eager|compile]" >&2; exit 2 ;;
+  esac
+done
 WORK=${GLIDE_CHECK_WORK:-/tmp/glidecli-gpu-check}
 export GLIDE_CACHE="$WORK/cache"   # the compile cache goes to $GLIDE_CACHE/inductor
 mkdir -p "$WORK"
@@ -47,6 +55,7 @@ else
   UNCLIP_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,8 --repeats 3 --graphs)
 fi
 
+eager() { [ "$PART" != compile ]; }
 section "machine"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
@@ -55,21 +64,24 @@ git log -1 --format='glidecli commit %h %s' 2>/dev/null
 section "random full-size checkpoints (written once into $WORK)"
 run 60 python3 benchmarks/pipeline.py "${SCALE[@]}" --work "$WORK" --prepare-only
 
-section "GPU tests: graph replay = eager bit for bit, compile close to eager, batch memory measured"
-run 75 python3 -m pytest -q -rs tests/render/test_accel.py tests/render/test_batching.py tests/render/test_unclip_accel.py "${TESTS[@]}"
+eager && section "GPU tests: graph replay = eager bit for bit, compile close to eager, batch memory measured"
+eager && run 75 python3 -m pytest -q -rs tests/render/test_accel.py tests/render/test_batching.py tests/render/test_unclip_accel.py "${TESTS[@]}"
 
-section "dtype evidence (benchmarks/dtype_check.py)"
-run 50 python3 benchmarks/dtype_check.py "${DTYPE_ARGS[@]}"
+eager && section "dtype evidence (benchmarks/dtype_check.py)"
+eager && run 50 python3 benchmarks/dtype_check.py "${DTYPE_ARGS[@]}"
 
-section "pipeline: eager rows, whole processes, start-up (benchmarks/pipeline.py)"
-run 160 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process,startup \
+eager && section "pipeline: eager rows, whole processes, start-up (benchmarks/pipeline.py)"
+eager && run 160 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process,startup \
   --batch-sizes $BATCHES --process-counts $COUNTS
 
-section "unCLIP stages beside GLIDE's, prior/decoder/SR eager and graphed (benchmarks/unclip_bench.py --graphs)"
-run 60 python3 benchmarks/unclip_bench.py "${UNCLIP_ARGS[@]}"
+eager && section "unCLIP stages beside GLIDE's, prior/decoder/SR eager and graphed (benchmarks/unclip_bench.py --graphs)"
+eager && run 60 python3 benchmarks/unclip_bench.py "${UNCLIP_ARGS[@]}"
 
-section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
-run 170 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process \
+eager && section "profile of one batch outside the networks: GPU idle share, waits for the GPU by line (benchmarks/profile_picture.py)"
+eager && run 50 python3 benchmarks/profile_picture.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --batch-size 1 --rows 12
+
+[ "$PART" != eager ] && section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
+[ "$PART" != eager ] && run 170 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process \
   --compile --compile-only --batch-sizes $COMPILE_BATCHES --process-counts $COMPILE_COUNTS
 
 section "done in $(( $(date +%s) - START )) s"

@@ -74,7 +74,10 @@ def main() -> int:
     ap.add_argument("--scale", choices=("full", "tiny"), default="full")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "glidecli-pipeline-bench")
     ap.add_argument("--rows", type=int, default=15, help="ops listed by host time")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     session = Session(load_manifest(prepare(args.work, args.scale)), device=args.device, dtype=args.dtype, offline=True)
     cuda = session.device.type == "cuda"
