@@ -130,16 +130,26 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """Float tensor [3, H, W] (or [1, 3, H, W]) in [-1, 1] -> RGB PIL image.
-
-    Uses the reference's rounding, ((x + 1) * 127.5).round().clamp(0, 255), so that
-    values from pil_to_tensor come back bit-exact."""
+    """Float tensor [3, H, W] (or [1, 3, H, W]) in [-1, 1] -> RGB PIL image (see batch_to_pil)."""
     if x.dim() == 4 and x.shape[0] == 1:
         x = x[0]
     if x.dim() != 3 or x.shape[0] != 3:
         raise ValueError(f"expected a tensor of shape [3, H, W], got {list(x.shape)}")
-    scaled = ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
-    return Image.fromarray(scaled.to(torch.uint8).permute(1, 2, 0).numpy(), "RGB")
+    return batch_to_pil(x[None])[0]
+
+
+def batch_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """Float tensor [B, 3, H, W] in [-1, 1] -> B RGB PIL images.
+
+    Uses the reference's rounding, ((x + 1) * 127.5).round().clamp(0, 255) in float32, so
+    that values from pil_to_tensor come back bit-exact. The batch is rounded to 8 bits where
+    it lies (on a GPU too: the same IEEE float32 operations) and copied to the host once, a
+    quarter of the float32 bytes, instead of one copy and one wait per picture."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a tensor of shape [B, 3, H, W], got {list(x.shape)}")
+    scaled = ((x.detach().float() + 1) * 127.5).round().clamp(0, 255)
+    pixels = scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return [Image.fromarray(picture, "RGB") for picture in pixels]
 
 
 def _mask_tensor(keep: np.ndarray) -> torch.Tensor:
