@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14's GPU check in one go, for a session that is lent a CUDA machine (an H200: about
-# 8 minutes; every section has its own time limit, 9.5 minutes at most in all (570 s), and prints as
+# 8 minutes; every section has its own time limit, 9.8 minutes at most in all (590 s), and prints as
 # it goes, so a cut-short run still shows what it measured). Run from anywhere:
 #
 #   bash benchmarks/gpu_check.sh              # on the GPU machine
@@ -10,9 +10,10 @@
 # bit for bit against eager for GLIDE's and unCLIP's networks, compiled against eager, batch
 # memory measured); the dtype evidence (pictures' distance from fp32, per-call speed fp16 vs
 # bf16, eager vs graph); unCLIP's stages eager and replayed as graphs at batch 1 and 8
-# (benchmarks/unclip_bench.py --graphs); and
+# (benchmarks/unclip_bench.py --graphs);
 # benchmarks/pipeline.py's tables (in-process rows per batch size, whole processes, start-up,
-# then the compiled rows). Full-size random checkpoints are written once into $WORK.
+# then the compiled rows); and the host work per batch (benchmarks/host_work.py). Full-size
+# random checkpoints are written once into $WORK.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -40,11 +41,13 @@ if [ $DRY -eq 1 ]; then
   DEVICE=cpu; SCALE=(--scale tiny --threads 1); BATCHES=1; COUNTS=1; COMPILE_BATCHES=1; COMPILE_COUNTS=1
   DTYPE_ARGS=(--device cpu --tiny --batch-sizes 1 --dtypes fp32 --repeats 1); TESTS=()
   UNCLIP_ARGS=(--tiny --graphs --stages prior,decoder,sr --batch-sizes 1,2 --repeats 1 --threads 1)
+  HOST_ARGS=(--batch-sizes 1,8 --repeats 1)
 else
   SLOW=1
   DEVICE=cuda; SCALE=(--scale full); BATCHES=1,8,32,64; COUNTS=1,64; COMPILE_BATCHES=64; COMPILE_COUNTS=64
   DTYPE_ARGS=(--device cuda --batch-sizes 1,32 --dtypes fp16,bf16); TESTS=(-k "cuda or gpu")
   UNCLIP_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,8 --repeats 3 --graphs)
+  HOST_ARGS=(--repeats 3)
 fi
 
 section "machine"
@@ -64,6 +67,9 @@ run 50 python3 benchmarks/dtype_check.py "${DTYPE_ARGS[@]}"
 section "pipeline: eager rows, whole processes, start-up (benchmarks/pipeline.py)"
 run 160 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process,startup \
   --batch-sizes $BATCHES --process-counts $COUNTS
+
+section "host work per batch: noise, conversion to PIL, PNG writing (benchmarks/host_work.py)"
+run 15 python3 benchmarks/host_work.py --device $DEVICE "${HOST_ARGS[@]}"
 
 section "unCLIP stages beside GLIDE's, prior/decoder/SR eager and graphed (benchmarks/unclip_bench.py --graphs)"
 run 60 python3 benchmarks/unclip_bench.py "${UNCLIP_ARGS[@]}"

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
+from glidecli.files import images
 from glidecli.files.images import (
     batch_to_pil,
     check_same_size,
@@ -364,6 +365,10 @@ def test_batch_conversion_is_bit_identical_to_the_reference_rounding(dtype):
         assert picture.mode == "RGB" and picture.size == (20, 16)
         assert np.array_equal(np.asarray(picture), expected)
         assert picture.tobytes() == tensor_to_pil(image).tobytes()
+    # The GPU's path, one batch rounded at once, runs the same operations: here on the CPU.
+    at_once = images._pixels_at_once(batch)
+    assert at_once.dtype == torch.uint8 and at_once.shape == (5, 16, 20, 3)
+    assert np.array_equal(at_once.numpy(), _oracle_8bit(batch.float().permute(0, 2, 3, 1).numpy()))
 
 
 def test_batch_to_pil_refuses_other_shapes():
