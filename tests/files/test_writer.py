@@ -131,11 +131,12 @@ def test_a_closed_writer_takes_no_more_tasks():
         writer.submit(print, "x")
 
 
-def test_a_full_queue_makes_the_caller_wait_instead_of_piling_up():
+@pytest.mark.parametrize("max_pending, threads", [(1, 1), (2, 4)])
+def test_a_full_queue_makes_the_caller_wait_instead_of_piling_up(max_pending, threads):
     release = threading.Event()
-    writer = BackgroundWriter(max_pending=1, threads=1)
-    writer.submit(release.wait, 5)  # running
-    writer.submit(release.wait, 5)  # queued: the queue is full now
+    writer = BackgroundWriter(max_pending=max_pending, threads=threads)
+    for _ in range(max_pending + 1):
+        writer.submit(release.wait, 5)  # one being reported, the rest waiting behind it: full
     blocked = threading.Thread(target=writer.submit, args=(release.wait, 5))
     blocked.start()
     blocked.join(0.2)
@@ -143,22 +144,7 @@ def test_a_full_queue_makes_the_caller_wait_instead_of_piling_up():
     release.set()
     blocked.join(5)
     writer.close()
-    assert writer.done == 3
-
-
-def test_the_bound_holds_with_a_pool_too():
-    release = threading.Event()
-    writer = BackgroundWriter(max_pending=2, threads=4)
-    for _ in range(3):
-        writer.submit(release.wait, 5)  # one being reported, two waiting behind it
-    blocked = threading.Thread(target=writer.submit, args=(release.wait, 5))
-    blocked.start()
-    blocked.join(0.2)
-    assert blocked.is_alive()
-    release.set()
-    blocked.join(5)
-    writer.close()
-    assert writer.done == 4
+    assert writer.done == max_pending + 2
 
 
 def test_a_ctrl_c_inside_submit_drops_that_task_whole_and_close_does_not_hang(monkeypatch):
