@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple, get_args
 
@@ -219,6 +220,25 @@ def test_json_lines_and_overwrite(glide, tmp_path):
     assert records[1]["settings"] == read_png_metadata(records[1]["path"])
     again = glide("generate", "boat", *FAST, "--size", 16, "-n", 2, "--seed", 3, "--out", out, "--overwrite")
     assert again.code == 0 and len(again.paths) == 2
+
+
+def test_files_are_announced_in_order_when_later_ones_land_first(glide, tmp_path, monkeypatch):
+    from glidecli.files import pngfile, writer
+
+    landed, real_write = [], pngfile.write_png
+
+    def slow_for_the_first(image, path, meta, **kwargs):
+        time.sleep(0.3 if meta["index"] == 0 else 0.0)  # picture 0 lands after picture 1
+        landed.append(meta["index"])
+        return real_write(image, path, meta, **kwargs)
+
+    monkeypatch.setattr(pngfile, "write_png", slow_for_the_first)
+    monkeypatch.setattr(writer, "default_threads", lambda: 3)  # a pool even on a 1-core machine
+    result = glide("generate", "boat", *FAST, "--size", 16, "-n", 3, "--batch-size", 3, "--out", tmp_path, "--json")
+    assert result.code == 0, result.err
+    assert [json.loads(line)["index"] for line in result.out.splitlines()] == [0, 1, 2]
+    assert landed[0] != 0 and sorted(landed) == [0, 1, 2]  # the writes did overlap
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(json.loads(line)["path"]).name for line in result.out.splitlines()]
 
 
 def test_info_prints_the_recorded_settings(glide, tmp_path):

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
+from glidecli.files import images
 from glidecli.files.images import (
+    batch_to_pil,
     check_same_size,
     has_alpha,
     load_image,
@@ -319,6 +321,70 @@ def test_tensor_to_pil_clamps_and_rounds():
     assert np.asarray(tensor_to_pil(tensor))[0, :, 0].tolist() == [0, 0, 128, 255, 255]
     with pytest.raises(ValueError):
         tensor_to_pil(torch.zeros(4, 8, 8))
+
+
+def _ties_at_half_levels() -> np.ndarray:
+    """float32 values x whose (x + 1) * 127.5, in float32, is exactly k + 0.5 (a rounding
+    tie), for the levels k from -3 to 257 that have one (64 and up: below, x + 1 is exact
+    and 127.5 times it never lands on a half)."""
+    found = []
+    for k in range(-3, 258):
+        x = np.float32((k + 0.5) / 127.5 - 1)
+        for _ in range(4):
+            x = np.nextafter(x, np.float32(-np.inf))
+        for _ in range(9):
+            if (x + np.float32(1)) * np.float32(127.5) == np.float32(k + 0.5):
+                found.append(x)
+                break
+            x = np.nextafter(x, np.float32(np.inf))
+    return np.array(found, dtype=np.float32)
+
+
+def _oracle_8bit(x: np.ndarray) -> np.ndarray:
+    """The reference's rounding in numpy float32 (np.round: ties to even, as torch.round)."""
+    scaled = (x.astype(np.float32) + np.float32(1)) * np.float32(127.5)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_batch_conversion_is_bit_identical_to_the_reference_rounding(dtype):
+    ties = _ties_at_half_levels()
+    assert len(ties) > 150 and ties.max() > 1  # ties at most levels, some out of range
+    levels = _oracle_8bit(ties[ties < 1])
+    assert np.all(levels % 2 == 0) and len(set(levels.tolist())) > 90  # ties to even: 64.5 -> 64, 65.5 -> 66
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randn(5, 3, 16, 20, generator=generator) * 1.5  # a third out of [-1, 1]
+    flat = batch.view(-1)
+    flat[: len(ties)] = torch.from_numpy(ties)  # exact ties in picture 0 (and 1)
+    flat[-5:] = torch.tensor([-1.0, 1.0, -7.0, 7.0, 0.0])  # 0 -> 127.5, a tie in every dtype
+    batch = batch.to(dtype)
+    pictures = batch_to_pil(batch)
+    assert len(pictures) == 5
+    for picture, image in zip(pictures, batch):
+        expected = _oracle_8bit(image.float().permute(1, 2, 0).numpy())
+        assert picture.mode == "RGB" and picture.size == (20, 16)
+        assert np.array_equal(np.asarray(picture), expected)
+        assert picture.tobytes() == tensor_to_pil(image).tobytes()
+    # The GPU's path, one batch rounded at once, runs the same operations: here on the CPU.
+    at_once = images._pixels_at_once(batch)
+    assert at_once.dtype == torch.uint8 and at_once.shape == (5, 16, 20, 3)
+    assert np.array_equal(at_once.numpy(), _oracle_8bit(batch.float().permute(0, 2, 3, 1).numpy()))
+
+
+def test_batch_to_pil_refuses_other_shapes():
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        batch_to_pil(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        batch_to_pil(torch.zeros(2, 4, 8, 8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_conversion_on_the_gpu_equals_the_cpu():
+    batch = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 1.5
+    batch.view(-1)[:300] = torch.from_numpy(_ties_at_half_levels()[:300])
+    on_gpu = batch_to_pil(batch.cuda())
+    for picture, expected in zip(on_gpu, batch_to_pil(batch)):
+        assert picture.tobytes() == expected.tobytes()
 
 
 # --------------------------------------------------------------------------- metadata

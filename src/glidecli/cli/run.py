@@ -7,6 +7,7 @@ is checked before any model loads. torch is imported only once rendering starts.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -274,18 +275,21 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     if split.ranks.is_main:
         console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
     paths = {job.index: path for job, path in planned}
-    # PNG encoding and writing run on a thread of their own, so sampling never waits for them.
+    # PNG encoding and writing run on a few threads of their own, so sampling never waits for
+    # them; each file is announced in the order rendered, once it is written.
     writer = BackgroundWriter()
 
-    def save(rendered: "RenderedImage", reporter: _ConsoleReporter) -> None:
-        path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+    def save(rendered: "RenderedImage") -> Path:
+        return write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+
+    def announce(rendered: "RenderedImage", reporter: _ConsoleReporter, path: Path) -> None:
         reporter.image_done()
         _announce(path, rendered, opts.json_output, split)
 
     try:
         with _ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
             for rendered in render(session, [job for job, _ in planned], reporter, {"command": command}):
-                writer.submit(save, rendered, reporter)
+                writer.submit(save, rendered, report=functools.partial(announce, rendered, reporter))
             writer.close()
     except KeyboardInterrupt:
         writer.close()  # the finished pictures still queued are written (again if Ctrl-C hit the wait)

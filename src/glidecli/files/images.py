@@ -130,16 +130,40 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """Float tensor [3, H, W] (or [1, 3, H, W]) in [-1, 1] -> RGB PIL image.
-
-    Uses the reference's rounding, ((x + 1) * 127.5).round().clamp(0, 255), so that
-    values from pil_to_tensor come back bit-exact."""
+    """Float tensor [3, H, W] (or [1, 3, H, W]) in [-1, 1] -> RGB PIL image (see batch_to_pil)."""
     if x.dim() == 4 and x.shape[0] == 1:
         x = x[0]
     if x.dim() != 3 or x.shape[0] != 3:
         raise ValueError(f"expected a tensor of shape [3, H, W], got {list(x.shape)}")
-    scaled = ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
-    return Image.fromarray(scaled.to(torch.uint8).permute(1, 2, 0).numpy(), "RGB")
+    return batch_to_pil(x[None])[0]
+
+
+def batch_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """Float tensor [B, 3, H, W] in [-1, 1] -> B RGB PIL images.
+
+    Uses the reference's rounding, ((x + 1) * 127.5).round().clamp(0, 255) in float32, so
+    that values from pil_to_tensor come back bit-exact. On a GPU the whole batch is rounded
+    there (the same IEEE float32 operations) and copied to the host once, a quarter of the
+    float32 bytes, instead of one copy and one wait per picture. On the CPU nothing is copied,
+    and picture by picture stays in the cache (at batch 64, 25 ms against 39 ms for the batch
+    at once, benchmarks/host_work.py)."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a tensor of shape [B, 3, H, W], got {list(x.shape)}")
+    if x.device.type == "cpu":
+        pixels = (_quantize(picture).permute(1, 2, 0) for picture in x)
+    else:
+        pixels = _pixels_at_once(x)
+    return [Image.fromarray(picture.numpy(), "RGB") for picture in pixels]
+
+
+def _pixels_at_once(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] wherever it lies -> uint8 [B, H, W, 3] on the host, in one copy."""
+    return _quantize(x).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    """The rounding, where x lies: ((x + 1) * 127.5).round().clamp(0, 255) as uint8."""
+    return x.detach().float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _mask_tensor(keep: np.ndarray) -> torch.Tensor:

@@ -1,60 +1,110 @@
-"""Writing finished pictures on a thread of their own, so sampling never waits for PNG
+"""Writing finished pictures on threads of their own, so sampling never waits for PNG
 encoding or the disk.
 
-`BackgroundWriter` runs the tasks it is given (write a file, then say so) one at a time, in
-the order given, on one thread: what a caller prints from them comes out in a fixed order.
+`BackgroundWriter.submit(work, *args, report=...)` runs `work(*args)` (encode and write a
+file) on a small pool of threads, several at once: PNG compression releases the GIL, so
+they share the cores. Then `report(result)` (say that the file is there) runs on one
+thread of its own, in the order the tasks were given, so what a caller prints comes out in
+a fixed order whatever order the files land in.
+
 Each task writes its file whole or not at all (pngfile.write_png: temporary name, then
-rename); `close()` waits for every task already given, so an interrupted render still keeps
-every picture it finished. The first failure stops the writer and is raised in the caller's
-thread, by the next `submit` or by `close`.
+rename); two tasks must never be given the same path (cli/run.plan_outputs refuses such
+plans). `close()` waits for every task already given, so an interrupted render still keeps
+every picture it finished. The first failure, in the order given, stops the writer: tasks
+not yet started are skipped, none after it is reported, and it is raised in the caller's
+thread, once, by the next `submit` or by `close`.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 _STOP = object()
+_SKIPPED = object()  # the result of a task that did not run because an earlier one failed
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 class BackgroundWriter:
-    def __init__(self, max_pending: int = 16):
+    def __init__(self, max_pending: int = 16, threads: Optional[int] = None):
+        self.threads = threads or default_threads()
         # Bounded: a slow disk makes sampling wait rather than pile pictures up in memory.
-        self._tasks: queue.Queue = queue.Queue(maxsize=max_pending)
+        # As with one thread, a task being reported plus `max_pending` waiting behind it.
+        self._slots = threading.Semaphore(max_pending + 1)
+        self._order: queue.SimpleQueue = queue.SimpleQueue()  # (future, report) in the order given
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="glidecli-writer")
+        self._failed = threading.Event()  # set by the first task that fails, in any order
         self._error: Optional[BaseException] = None
-        self.done = 0  # tasks finished so far
+        self.done = 0  # tasks written and reported so far
         self._stopping = False
-        # A daemon, so a caller that forgets `finish` cannot keep the process alive; callers
-        # finish it in a `finally` (cli/run.py), so the process never ends in the middle of a file.
-        self._thread = threading.Thread(target=self._run, name="glidecli-writer", daemon=True)
-        self._thread.start()
+        # Callers finish the writer in a `finally` (cli/run.py); one that forgets cannot keep
+        # the process alive (the reporter is a daemon) nor end it in the middle of a file (the
+        # pool's threads finish the tasks given before the interpreter exits).
+        self._reporter = threading.Thread(target=self._report_in_order, name="glidecli-writer-report", daemon=True)
+        self._reporter.start()
 
-    def _run(self) -> None:
+    def _work(self, future: Future, function: Callable[..., Any], args: tuple) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled by a Ctrl-C inside `submit`
+        if self._failed.is_set():
+            future.set_result(_SKIPPED)  # after a failure, drop what is left
+            return
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:  # noqa: BLE001 - handed on through the future
+            self._failed.set()
+            future.set_exception(error)
+
+    def _report_in_order(self) -> None:
+        stopped = False
         while True:
-            task = self._tasks.get()
-            if task is _STOP:
+            item = self._order.get()
+            if item is _STOP:
                 return
-            if self._error is not None:
-                continue  # after a failure, drop what is left
-            function, args = task
+            future, report = item
             try:
-                function(*args)
+                result = future.result()
+                if stopped or result is _SKIPPED:  # skipped only after the failure that stopped us
+                    continue
+                if report is not None:
+                    report(result)
                 self.done += 1
+            except CancelledError:
+                pass
             except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
-                self._error = error
+                if not stopped:
+                    self._error, stopped = error, True
+                    self._failed.set()
+            finally:
+                self._slots.release()
 
     def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def submit(self, function: Callable[..., Any], *args: Any) -> None:
-        """Queue `function(*args)`; raises an earlier task's failure instead, if there was one."""
+    def submit(self, work: Callable[..., Any], *args: Any, report: Optional[Callable[[Any], Any]] = None) -> None:
+        """Queue `work(*args)` on the pool, then `report(its result)` in the order given;
+        raises an earlier task's failure instead, if there was one."""
         self._raise_error()
-        if not self._thread.is_alive():
+        if self._stopping:
             raise RuntimeError("the writer is closed")
-        self._tasks.put((function, args))
+        self._slots.acquire()
+        future: Future = Future()
+        try:
+            self._order.put((future, report))
+            self._pool.submit(self._work, future, work, args)
+        except BaseException:
+            # A Ctrl-C between the two: the task is dropped whole (cancel fails if it already
+            # runs), so the reporter never waits for a task that was not given to the pool.
+            future.cancel()
+            raise
 
     def close(self) -> None:
         """Wait for every queued task, then raise the first failure if there was one. Safe to
@@ -64,8 +114,8 @@ class BackgroundWriter:
 
     def finish(self) -> None:
         """Wait for every queued task without raising (an exception is already on its way)."""
-        if self._thread.is_alive():
-            if not self._stopping:
-                self._stopping = True
-                self._tasks.put(_STOP)
-            self._thread.join()
+        if not self._stopping:
+            self._stopping = True
+            self._order.put(_STOP)
+        self._reporter.join()
+        self._pool.shutdown(wait=True)

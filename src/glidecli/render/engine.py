@@ -25,12 +25,12 @@ from PIL import Image
 from .. import __version__
 from ..diffusion.noise import ImageNoise
 from ..files.images import (
+    batch_to_pil,
     check_same_size,
     load_image,
     load_image_rgba,
     load_mask,
     mask_from_alpha,
-    tensor_to_pil,
 )
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
@@ -222,16 +222,16 @@ class Renderer:
     def outputs(
         self, images: torch.Tensor, jobs: list[Job], meta: dict[str, Any], per_image: Optional[list[dict[str, Any]]] = None
     ) -> Iterator[RenderedImage]:
-        for k, (picture, job) in enumerate(zip(images, jobs)):
+        height, width = (int(side) for side in images.shape[-2:])
+        for k, (picture, job) in enumerate(zip(batch_to_pil(images), jobs)):
             record = {"prompt": job.prompt}
             if job.negative:
                 record["negative_prompt"] = job.negative
-            height, width = (int(side) for side in picture.shape[-2:])
             record.update(seed=job.seed, index=job.index, size=width if width == height else [width, height])
             record.update(meta)
             if per_image is not None:
                 record.update(per_image[k])
-            yield RenderedImage(tensor_to_pil(picture), job, record)
+            yield RenderedImage(picture, job, record)
 
 
 def common_meta(session: Session, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..diffusion.noise import ImageNoise
 from ..files.fetch import sha256_file
-from ..files.images import tensor_to_pil
+from ..files.images import batch_to_pil
 from ..files.pixels import load_pixels
 from .engine import (
     DEFAULT_INPAINT_BASE,
@@ -136,8 +136,8 @@ def render_outpaint(
             low = stage_inputs(squares, repaint, base_size)
             high = stage_inputs(squares, repaint, window) if upsample is not None else None
             images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
-            for canvas, image in zip(canvases, images):
-                paste(canvas, box, np.asarray(tensor_to_pil(image)), new)
+            for canvas, image in zip(canvases, batch_to_pil(images)):
+                paste(canvas, box, np.asarray(image), new)
             paste(painted, box, new, new)
         if not painted.all():  # plan_windows covers every new pixel; this guards its promise
             raise RuntimeError("outpainting left canvas pixels unpainted")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..diffusion.noise import ImageNoise
 from ..files.fetch import sha256_file
-from ..files.images import pil_to_tensor, tensor_to_pil
+from ..files.images import batch_to_pil, pil_to_tensor
 from ..files.pixels import check_repaints_something, load_pixels, load_repaint_mask
 from .engine import (
     DEFAULT_INPAINT_BASE,
@@ -152,8 +152,8 @@ def render_inpaint_region(
         target = plan.paste_box
         rows, cols = slice(target.top, target.bottom), slice(target.left, target.right)
         inner = (slice(target.top - plan.box.top, target.bottom - plan.box.top), slice(target.left - plan.box.left, target.right - plan.box.left))
-        for picture, job in zip(images, batch):
-            scaled = np.asarray(tensor_to_pil(picture).resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC))
+        for picture, job in zip(batch_to_pil(images), batch):
+            scaled = np.asarray(picture.resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC))
             result = pixels.copy()
             result[rows, cols] = blend(pixels[rows, cols], scaled[inner], plan.weights)
             head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
