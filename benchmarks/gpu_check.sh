@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14's GPU check, for a session that is lent a CUDA machine. Every section has its own
 # time limit and prints as it goes, so a cut-short run still shows what it measured. In all
-# the limits add up to 700 s, more than one 600 s device call: run it as two parts, eager
-# (470 s at most) then compile (230 s; it reuses the checkpoints in $WORK). Run from anywhere:
+# the limits add up to 685 s, more than one 600 s device call: run it as two parts, eager
+# (515 s at most) then compile (230 s; it reuses the checkpoints in $WORK). Run from anywhere:
 #
 #   bash benchmarks/gpu_check.sh --part=eager     # on the GPU machine, then --part=compile
 #   bash benchmarks/gpu_check.sh --dry-run        # the same steps on the CPU at toy size: checks the script
@@ -14,7 +14,8 @@
 # (benchmarks/unclip_bench.py --graphs); benchmarks/pipeline.py's tables (in-process rows per
 # batch size, whole processes, start-up); a profile of one batch-1 picture outside the networks
 # (benchmarks/profile_picture.py: GPU idle share, every wait for the GPU by line); the host
-# work per batch (benchmarks/host_work.py); then the compiled rows. Full-size random
+# work per batch (benchmarks/host_work.py); NCHW against NHWC (benchmarks/layout_check.py);
+# then the compiled rows. Full-size random
 # checkpoints are written once into $WORK.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,13 +50,13 @@ if [ $DRY -eq 1 ]; then
   DEVICE=cpu; SCALE=(--scale tiny --threads 1); BATCHES=1; COUNTS=1; COMPILE_BATCHES=1; COMPILE_COUNTS=1
   DTYPE_ARGS=(--device cpu --tiny --batch-sizes 1 --dtypes fp32 --repeats 1); TESTS=()
   UNCLIP_ARGS=(--tiny --graphs --stages prior,decoder,sr --batch-sizes 1,2 --repeats 1 --threads 1)
-  HOST_ARGS=(--batch-sizes 1,8 --repeats 1)
+  HOST_ARGS=(--batch-sizes 1,8 --repeats 1); LAYOUT_ARGS=(--device cpu --tiny)
 else
   SLOW=1
   DEVICE=cuda; SCALE=(--scale full); BATCHES=1,8,32,64; COUNTS=1,64; COMPILE_BATCHES=64; COMPILE_COUNTS=64
   DTYPE_ARGS=(--device cuda --batch-sizes 1,32 --dtypes fp16,bf16); TESTS=(-k "cuda or gpu")
   UNCLIP_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,8 --repeats 3 --graphs)
-  HOST_ARGS=(--repeats 3)
+  HOST_ARGS=(--repeats 3); LAYOUT_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,32)
 fi
 
 eager() { [ "$PART" != compile ]; }
@@ -82,6 +83,9 @@ eager && run 15 python3 benchmarks/host_work.py --device $DEVICE "${HOST_ARGS[@]
 
 eager && section "unCLIP stages beside GLIDE's, prior/decoder/SR eager and graphed (benchmarks/unclip_bench.py --graphs)"
 eager && run 60 python3 benchmarks/unclip_bench.py "${UNCLIP_ARGS[@]}"
+
+eager && section "layouts: GroupNorm's output layout, NCHW vs NHWC for a block and the base pair (benchmarks/layout_check.py)"
+eager && run 45 python3 benchmarks/layout_check.py "${LAYOUT_ARGS[@]}"
 
 eager && section "profile of one batch outside the networks: GPU idle share, waits for the GPU by line (benchmarks/profile_picture.py)"
 eager && run 50 python3 benchmarks/profile_picture.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --batch-size 1 --rows 12
