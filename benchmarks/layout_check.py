@@ -13,7 +13,9 @@ batch 32 (benchmarks/README.md). This prints:
   channels-last on this device and dtype;
 - the time of a residual block's input layers (GroupNorm32, SiLU, 3x3 convolution) in
   either layout;
-- the time of one whole base network call (the guided pair) in either layout.
+- the time of one whole base network call (the guided pair) in either layout;
+- in half precision, GroupNorm32's fp32 casts against group_norm run in that dtype directly:
+  the time and the largest difference (evidence for dropping the casts, or not).
 
     python benchmarks/layout_check.py --device cuda --dtype fp16 --batch-sizes 1,32
     python benchmarks/layout_check.py --device cpu --tiny       # checks the script
@@ -29,6 +31,7 @@ import time
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_
 from glidecli.nets.config import unet_defaults
@@ -57,6 +60,20 @@ def block_layers(channels: int, device: torch.device, dtype: torch.dtype, layout
     layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1)).to(device)
     layers[2].to(dtype=dtype, memory_format=layout)  # the norm's parameters stay fp32, as loading keeps them
     return layers.eval().requires_grad_(False)
+
+
+def norm_rows(channels: int, side: int, batches: list[int], device: torch.device, dtype: torch.dtype, repeats: int) -> None:
+    """What GroupNorm32's fp32 statistics cost in half precision, and what they change."""
+    norm = GroupNorm32(channels).to(device)
+    weight, bias = norm.weight.to(dtype), norm.bias.to(dtype)
+    print(f"\n| batch (pictures) | GroupNorm32 ms (fp32 casts) | group_norm in {dtype} ms | ratio | largest difference |")
+    print("|---|---|---|---|---|")
+    for batch in batches:
+        x = torch.randn(2 * batch, channels, side, side, device=device, dtype=dtype)
+        direct = lambda: F.group_norm(x, norm.num_groups, weight, bias, norm.eps)  # noqa: E731
+        ours_ms, direct_ms = timed(lambda: norm(x), device, repeats), timed(direct, device, repeats)
+        gap = (norm(x).float() - direct().float()).abs().max().item()
+        print(f"| {batch} | {ours_ms:.3f} | {direct_ms:.3f} | {direct_ms / ours_ms:.2f} | {gap:.2e} |", flush=True)
 
 
 def base_network(device: torch.device, dtype: torch.dtype, tiny: bool) -> nn.Module:
@@ -123,6 +140,8 @@ def main() -> int:
                 ms[label] = timed(base_call(model, batch, device), device, repeats)
             print(f"| base network, guided pair{' (tiny)' if args.tiny else ''} | {batch} | {ms['NCHW']:.2f} | {ms['NHWC']:.2f} |"
                   f" {ms['NHWC'] / ms['NCHW']:.2f} |", flush=True)
+        if dtype != torch.float32:
+            norm_rows(channels, side, batches, device, dtype, repeats)
     return 0
 
 
