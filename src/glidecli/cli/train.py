@@ -239,7 +239,7 @@ class _ConsoleProgress:
             TextColumn("train"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("loss (smoothed) {task.fields[loss]:.4f}"),
             TextColumn("{task.fields[rate]:.1f} img/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -252,7 +252,7 @@ class _ConsoleProgress:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, loss=loss, rate=images_per_second)
         elif not self.quiet and (step % self.every == 0 or step == self.total):
-            self.console.print(f"step {step}/{self.total}  loss {loss:.4f}  {images_per_second:.1f} img/s", highlight=False)
+            self.console.print(f"step {step}/{self.total}  loss (smoothed) {loss:.4f}  {images_per_second:.1f} img/s", highlight=False)
 
     def message(self, text: str) -> None:
         if not self.quiet:

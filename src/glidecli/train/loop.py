@@ -185,7 +185,9 @@ class Progress:
 
     def start(self, step: int, total: int) -> None: ...
 
-    def update(self, step: int, loss: float, images_per_second: float) -> None: ...
+    def update(self, step: int, loss: float, images_per_second: float) -> None:
+        """After each step; `loss` is smoothed (an exponential average, 0.95 per step), the raw
+        per-step losses are in log.jsonl and the result's `last_loss`."""
 
     def message(self, text: str) -> None: ...
 
