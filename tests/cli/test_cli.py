@@ -547,3 +547,13 @@ def test_glide_device_is_the_standing_choice_of_device_auto(glide, tmp_path, mon
     result = glide("generate", "hat", *FAST, "--size", 16, "--out", tmp_path / "o")
     assert_one_error_line(result, 1, "GLIDE_DEVICE='tpu' is not a device", "cpu, cuda")
     assert not list(tmp_path.rglob("*.png"))
+
+
+def test_skip_existing_without_the_first_runs_seed_says_how_to_resume(glide, tmp_path):
+    first = glide("generate", "hat", *FAST, "--size", 16, "-n", 2, "--seed", 5, "--out", tmp_path)
+    assert first.code == 0, first.err
+    again = glide("generate", "hat", *FAST, "--size", 16, "-n", 2, "--seed", 9, "--skip-existing", "--out", tmp_path)
+    assert again.code == 0 and "note: none of these files exist" in again.err and "give its --seed" in again.err
+    assert str(first.paths[0]) in again.err
+    resumed = glide("generate", "hat", *FAST, "--size", 16, "-n", 2, "--seed", 5, "--skip-existing", "--out", tmp_path)
+    assert resumed.code == 0 and "skipping 2 of 2" in resumed.err and "note:" not in resumed.err

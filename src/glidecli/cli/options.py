@@ -72,7 +72,7 @@ BatchSize = Annotated[
 Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the first image (random when omitted; always printed and recorded).", show_default=False, rich_help_panel=OUTPUT)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
 Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}.", rich_help_panel=OUTPUT)]
-SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists (resume a batch run).", rich_help_panel=OUTPUT)]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists (resume a batch run: give it the same --seed).", rich_help_panel=OUTPUT)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files (default: refuse before any work).", rich_help_panel=OUTPUT)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT)]

@@ -8,6 +8,7 @@ is checked before any model loads. torch is imported only once rendering starts.
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import os
 import secrets
@@ -208,6 +209,12 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console, part: Optional[ra
     existing = [path for _, path in planned if path.exists()]
     if opts.skip_existing and opts.overwrite:
         raise click_errors.UsageError("--skip-existing and --overwrite exclude each other")
+    if opts.skip_existing and not existing and (other := _same_pictures_other_seed(opts, planned, len(jobs))) is not None:
+        console.print(
+            f"{label}note: none of these files exist, but {other} is one of these pictures with another seed;"
+            " to resume that run, give its --seed (`glide info` shows it)",
+            highlight=False,
+        )
     if existing and opts.skip_existing:
         console.print(f"{label}skipping {len(existing)} of {len(planned)} images that already exist", highlight=False)
         planned = [(job, path) for job, path in planned if not path.exists()]
@@ -219,6 +226,22 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console, part: Optional[ra
     for directory in sorted({path.parent for _, path in planned}):
         _check_writable(directory)
     return planned
+
+
+def _same_pictures_other_seed(opts: RunOptions, planned: list[tuple["Job", Path]], count: int) -> Optional[Path]:
+    """A file of one of these pictures (same index and prompt) under another seed, if the
+    names hold the seed: what `--skip-existing` without the first run's `--seed` misses."""
+    from ..files.pngfile import render_output_path
+
+    marker = str(10**15 + 7)  # a seed no run uses, turned into a wildcard
+    for job, path in planned[:64]:
+        probe = render_output_path(opts.out, index=job.index, seed=int(marker), prompt=job.prompt, pattern=opts.pattern, count=count)
+        if marker not in probe.name:
+            return None
+        for other in sorted(probe.parent.glob(glob.escape(probe.name).replace(marker, "*"))):
+            if other != path:
+                return other
+    return None
 
 
 def _launched() -> bool:
