@@ -43,7 +43,7 @@ UpsampleTemp = Annotated[
 ]
 Size = Annotated[
     Optional[int],
-    typer.Option("--size", help="64: base model only; 256: base then upsampler (sizes of the configured models).", show_default="256", rich_help_panel=OUTPUT),
+    typer.Option("--size", help="64: base model only; 256 (default): base then upsampler (sizes of the configured models).", show_default=False, rich_help_panel=OUTPUT),
 ]
 PromptsFile = Annotated[
     Optional[Path],

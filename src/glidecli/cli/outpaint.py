@@ -94,7 +94,7 @@ def outpaint(
     upsample_steps: opt.UpsampleSteps = "fast27",
     upsample_sampler: opt.UpsampleSampler = "ddpm",
     upsample_temp: opt.UpsampleTemp = 0.997,
-    size: Annotated[Optional[int], typer.Option("--size", help="Window size: the base model's (64: base model only) or the upsampler's (256, default).", show_default="256", rich_help_panel=opt.OUTPUT)] = None,
+    size: Annotated[Optional[int], typer.Option("--size", help="Window size: the base model's (64: base model only) or the upsampler's (256, default).", show_default=False, rich_help_panel=opt.OUTPUT)] = None,
     window_size: Annotated[Optional[str], typer.Option("--window", metavar="WxH", help="Rectangular windows instead of the models' squares, sides as glide generate's --width/--height (e.g. 384x256; with --size 64 of the base model's).", show_default=False, rich_help_panel="Canvas")] = None,
     num: opt.Num = 1,
     batch_size: opt.BatchSize = "auto",

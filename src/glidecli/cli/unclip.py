@@ -37,7 +37,7 @@ SrSteps = Annotated[
 SrSampler = Annotated[opt.SamplerName, typer.Option("--sr-sampler", help="Super-resolution sampler.", rich_help_panel=opt.SAMPLING)]
 Size = Annotated[
     Optional[int],
-    typer.Option("--size", help="64: the decoder's pictures; 256: then super-resolution.", show_default="256", rich_help_panel=opt.OUTPUT),
+    typer.Option("--size", help="64: the decoder's pictures; 256 (default): then super-resolution.", show_default=False, rich_help_panel=opt.OUTPUT),
 ]
 PriorModel = Annotated[str, typer.Option("--prior-model", help="unCLIP prior (manifest name).", rich_help_panel=opt.MODELS)]
 DecoderModel = Annotated[str, typer.Option("--decoder-model", help="unCLIP decoder (manifest name).", rich_help_panel=opt.MODELS)]
@@ -197,7 +197,7 @@ def vary(
 def blend(
     image_a: Annotated[Path, typer.Argument(metavar="IMAGE_A", help="The picture at --mix 0.", show_default=False)],
     image_b: Annotated[Path, typer.Argument(metavar="IMAGE_B", help="The picture at --mix 1.", show_default=False)],
-    mix: Annotated[Optional[float], typer.Option("--mix", min=0.0, max=1.0, help="Where between A (0) and B (1).", show_default="0.5", rich_help_panel=opt.SAMPLING)] = None,
+    mix: Annotated[Optional[float], typer.Option("--mix", min=0.0, max=1.0, help="Where between A (0) and B (1); default 0.5.", show_default=False, rich_help_panel=opt.SAMPLING)] = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=2, help="A sequence of N pictures from A to B with one seed (instead of --mix).", rich_help_panel=opt.SAMPLING)] = None,
     prompt: DecoderPrompt = "",
     scale: DecoderScale = 8.0,
