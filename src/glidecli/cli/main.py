@@ -13,17 +13,21 @@ import os
 import sys
 from typing import Annotated, Optional
 
-import typer
+try:  # Ctrl-C while the command is still loading its modules: one line too, not a traceback
+    import typer
 
-from .. import __version__
-from .edit import inpaint, upsample
-from .generate import clip_guide, generate
-from .outpaint import outpaint
-from .run import Interrupted, click_errors
-from .score import score
-from .train import Stopped, dataset_app, train_command
-from .unclip import blend, unclip, vary
-from .weights import info_command, weights_app
+    from .. import __version__
+    from .edit import inpaint, upsample
+    from .generate import clip_guide, generate
+    from .outpaint import outpaint
+    from .run import Interrupted, click_errors
+    from .score import score
+    from .train import Stopped, dataset_app, train_command
+    from .unclip import blend, unclip, vary
+    from .weights import info_command, weights_app
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted; 0 images written\n")
+    raise SystemExit(130) from None
 
 app = typer.Typer(
     name="glide",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 
-from .run import MAX_SEED, RunOptions
+from .run import MAX_SEED, RunOptions, click_errors
 
 # Mirrors of names defined in modules that import torch; tests keep them in sync.
 SamplerName = Literal["ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde"]
@@ -138,8 +140,11 @@ def with_run_options(
         own = list(inspect.signature(command, eval_str=True).parameters.values())
         at = [parameter.name for parameter in own].index("opts")
 
+        flags = _option_flags(own)
+
         @functools.wraps(command)
         def run_command(**arguments: Any) -> Any:
+            _check_finite(arguments, flags)
             opts = RunOptions(**{name: arguments.pop(name) for name in names})
             return command(**arguments, opts=opts)
 
@@ -147,6 +152,25 @@ def with_run_options(
         return run_command
 
     return decorate
+
+
+def _option_flags(parameters: list[inspect.Parameter]) -> dict[str, str]:
+    """Each option parameter's first flag ('--scale'), for error messages."""
+    flags = {}
+    for parameter in parameters:
+        for extra in typing.get_args(parameter.annotation)[1:]:
+            if isinstance(extra, typer.models.OptionInfo):  # in Annotated, the first flag sits in `default`
+                decls = [d for d in (extra.default, *extra.param_decls) if isinstance(d, str) and d.startswith("-")]
+                flags[parameter.name] = decls[0] if decls else parameter.name
+    return flags
+
+
+def _check_finite(arguments: dict[str, Any], flags: dict[str, str]) -> None:
+    """inf or nan in a float option would render black or saturated noise: refuse it (a
+    NaN below a `min` is already refused by the option itself)."""
+    for name, value in arguments.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise click_errors.BadParameter(f"{value} is not a finite number", param_hint=f"'{flags.get(name, name)}'")
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:

@@ -128,6 +128,11 @@ def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kin
     base_size = model_entry(manifest, base, base_kind).arch.image_size
     if size == base_size:
         return False
+    if upsampler not in manifest.models:
+        raise click_errors.BadParameter(
+            f"{size} is not {base_size}, the base model's size, and {manifest.path} has no upsampler {upsampler!r} for other sizes",
+            param_hint="'--size'",
+        )
     up_size = model_entry(manifest, upsampler, up_kind).arch.image_size
     if size == up_size:
         return True
@@ -149,7 +154,7 @@ def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list
             raise click_errors.UsageError("missing PROMPT (or --prompts-file FILE)")
         return [prompt]
     if str(prompts_file) == "-":
-        text = sys.stdin.read()
+        text = _read_stdin()
     else:
         try:
             text = prompts_file.read_text(encoding="utf-8")
@@ -165,6 +170,45 @@ def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list
     return prompts
 
 
+def _read_stdin() -> str:
+    """The prompts piped in: UTF-8 text, or CommandError (stdin closed, not text)."""
+    if sys.stdin is None or sys.stdin.closed:
+        raise CommandError("--prompts-file - reads stdin, but stdin is closed")
+    stream = getattr(sys.stdin, "buffer", None)  # bytes, so that the encoding is ours to check
+    try:
+        data = stream.read() if stream is not None else sys.stdin.read()
+    except OSError as error:
+        raise CommandError(f"cannot read prompts from stdin: {error.strerror or error}") from None
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("the prompts on stdin are not UTF-8 text") from None
+
+
+# More pictures than this in one command is a typo rather than a plan: the jobs alone would
+# take gigabytes before the first picture (a million take about 1 GB and 13 s to plan).
+MAX_IMAGES = 1_000_000
+
+
+def check_image_count(count: int, option: str) -> None:
+    if count > MAX_IMAGES:
+        raise click_errors.BadParameter(
+            f"{count} pictures in one command is more than {MAX_IMAGES}; split the run into several commands",
+            param_hint=f"'{option}'",
+        )
+
+
+def _check_text(text: str, what: str) -> None:
+    """Bytes the terminal could not decode reach Python as lone surrogates: refuse them
+    here, not in the tokenizer after the models have loaded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click_errors.UsageError(f"{what} {text!r} holds bytes that are not UTF-8 text") from None
+
+
 def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None) -> list["Job"]:
     """`num` pictures per prompt; picture i of every prompt uses seed + i, and indexes run
     over the whole command (prompt k, picture i -> k * num + i). A random seed is drawn by
@@ -172,6 +216,11 @@ def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optio
     from ..render.engine import Job
     from ..render.shard import current_split, from_main
 
+    for prompt in prompts:
+        _check_text(prompt, "the prompt")
+    if negative is not None:
+        _check_text(negative, "--negative")
+    check_image_count(num * len(prompts), "-n' / '--num")
     if seed is None:
         split = current_split(shard)
         if split.shard is not None:
@@ -253,12 +302,17 @@ def _launched() -> bool:
 def _check_writable(directory: Path) -> None:
     from ..files.pngfile import ImageError
 
+    for folder in (directory, *directory.parents):
+        if folder.is_dir():
+            break
+        if os.path.lexists(folder):  # a file, a pipe, a broken or looping link
+            raise ImageError(f"cannot write into {directory}: {folder} exists and is not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ImageError(f"cannot create output directory {directory}: {error.strerror or error}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise ImageError(f"cannot write to output directory {directory}: permission denied")
+        raise ImageError(f"cannot write to output directory {directory}: permission denied or a read-only file system")
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -354,6 +408,8 @@ def _announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optio
         line = json.dumps(record, ensure_ascii=False)
     else:
         line = str(path)
+    if sys.stdout is None:  # stdout closed (>&-): the files are written, nobody reads their names
+        return
     sys.stdout.write(line + "\n")
     sys.stdout.flush()  # a caller reading the pipe sees each file as it lands
 

@@ -17,7 +17,7 @@ import typer
 from ..files.manifest import Manifest, load_manifest
 from . import editing
 from . import options as opt
-from .run import RunOptions, build_stage, click_errors, collect_prompts, make_jobs, render_to_files
+from .run import RunOptions, build_stage, check_image_count, click_errors, collect_prompts, make_jobs, render_to_files
 
 PRIOR = "Prior"
 
@@ -236,6 +236,8 @@ def blend(
     ranking = _best_of(best_of, rank_model, prompt)
     if ranking is not None and frames is not None:
         raise click_errors.UsageError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
+    if frames is not None:
+        check_image_count(frames * num, "--frames")
     mixes = [k / (frames - 1) for k in range(frames)] if frames is not None else [0.5 if mix is None else mix]
     seeds = make_jobs([prompt], num, seed, None, shard=opts.shard)
     jobs = [

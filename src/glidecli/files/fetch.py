@@ -130,7 +130,8 @@ def verify_file(entry: Entry, path: str | Path | None = None) -> str:
         path = found
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{_label(entry)}: {path} does not exist")
+        what = "is not a regular file" if os.path.lexists(path) else "does not exist"
+        raise WeightsError(f"{_label(entry)}: {path} {what}")
     recorded = _conversion_metadata(path)
     if recorded is not None and _META_PATH in recorded and isinstance(entry, ModelEntry) and entry.format == "pt":
         path = Path(recorded[_META_PATH])

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .pngfile import ImageError
+from .pngfile import ImageError, check_input_file
 
 FIT_MODES = ("crop", "pad", "stretch")
 
@@ -41,7 +41,7 @@ _THRESHOLD = 128
 
 def _open(path: str | Path, role: str = "image") -> Image.Image:
     """Fully load an image file, upright (phone photos store rotation in EXIF)."""
-    path = Path(path)
+    path = check_input_file(path, role)
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -58,7 +58,8 @@ def _open(path: str | Path, role: str = "image") -> Image.Image:
         raise ImageError(f"{role} file {path} is too large to load: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         # Truncated or corrupt data surfaces here (Pillow uses all three).
-        raise ImageError(f"cannot read {role} file {path}: {error}") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ImageError(f"cannot read {role} file {path}: {reason}") from None
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import string
 import unicodedata
 from pathlib import Path
@@ -159,6 +160,9 @@ def parse_parameters_text(text: str) -> dict[str, Any]:
 
 def _add_text_chunk(info: PngImagePlugin.PngInfo, key: str, text: str) -> None:
     """tEXt holds Latin-1 only; anything else (Japanese, emoji) must go in UTF-8 iTXt."""
+    # A file name that is not UTF-8 reaches Python as lone surrogates, which UTF-8 cannot
+    # hold: write them as \udcXX escapes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     try:
         text.encode("latin-1")
     except UnicodeEncodeError:
@@ -170,14 +174,36 @@ def _add_text_chunk(info: PngImagePlugin.PngInfo, key: str, text: str) -> None:
 def _png_info(meta: Mapping[str, Any]) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     _add_text_chunk(info, PARAMETERS_KEY, build_parameters_text(meta))
-    _add_text_chunk(info, GLIDE_KEY, json.dumps(dict(meta), ensure_ascii=False, default=str))
+    record = json.dumps(dict(meta), ensure_ascii=False, default=str)
+    try:
+        record.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: JSON's escapes read it back exactly
+        record = json.dumps(dict(meta), ensure_ascii=True, default=str)
+    _add_text_chunk(info, GLIDE_KEY, record)
     return info
+
+
+def check_input_file(path: str | Path, role: str = "image") -> Path:
+    """`path` as a Path when it names a regular file; else ImageError. A FIFO or a device
+    would block or be consumed by the first of the several reads a picture gets."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{role} file not found: {path}") from None
+    except OSError as error:
+        raise ImageError(f"cannot read {role} file {path}: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{role} path is a directory, not a file: {path}")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{role} path {path} is not a regular file (a pipe or a device?); save the picture to a file first")
+    return path
 
 
 def read_png_metadata(path: str | Path) -> dict[str, Any]:
     """The settings stored in a PNG: the `glide` JSON when present, else whatever can be
     parsed from A1111's `parameters`, else {}."""
-    path = Path(path)
+    path = check_input_file(path)
     try:
         with Image.open(path) as image:
             if image.format != "PNG":
@@ -187,7 +213,11 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
         raise ImageError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not a PNG image") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{path} is too large to read: {error}") from None
+    except OSError as error:
+        raise ImageError(f"cannot read {path}: {error.strerror or error}") from None
+    except (SyntaxError, ValueError) as error:
         raise ImageError(f"cannot read {path}: {error}") from None
     if GLIDE_KEY in texts:
         try:

@@ -38,18 +38,24 @@ def build_network(kind: str, arch: ArchConfig) -> Network:
             raise TypeError(f"kind {kind!r} needs a UNetConfig")
         if arch.kind != kind:
             raise CheckpointError(f"settings describe a {arch.kind} model, not {kind}")
-        return Text2ImUNet(arch)
+        return _built(kind, lambda: Text2ImUNet(arch))
     if kind in CLIP_KINDS:
         if not isinstance(arch, ClipConfig):
             raise TypeError(f"kind {kind!r} needs a ClipConfig")
-        return ClipImageEncoder(arch) if kind == "clip-image" else ClipTextEncoder(arch)
+        return _built(kind, lambda: ClipImageEncoder(arch) if kind == "clip-image" else ClipTextEncoder(arch))
     if kind in UNCLIP_KINDS and kind != "clip-stats":
-        try:
-            return build_unclip_network(kind, arch)
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from None
+        return _built(kind, lambda: build_unclip_network(kind, arch))
     known = UNET_KINDS + CLIP_KINDS + tuple(k for k in UNCLIP_KINDS if k != "clip-stats")
     raise CheckpointError(f"unknown model kind {kind!r}; known: {', '.join(known)}")
+
+
+def _built(kind: str, build) -> Network:
+    """build(), with the errors of arch settings no network can have (channels that the
+    group norms cannot split, ...) as one line: the manifest's checks catch the rest."""
+    try:
+        return build()
+    except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"the arch settings make no {kind} network: {' '.join(str(exc).split())}") from None
 
 
 @contextlib.contextmanager
@@ -138,9 +144,12 @@ def load_network(
     read: the peak is the finished network plus one tensor, never a full fp32 copy."""
     from safetensors import SafetensorError, safe_open
 
-    with torch.device("meta"), _skipping_init():
-        model = build_network(kind, arch)
     path = Path(path)
+    try:
+        with torch.device("meta"), _skipping_init():
+            model = build_network(kind, arch)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     # open_clip's own LayerNorm runs in the weights' dtype, so its norms follow `dtype`.

@@ -33,6 +33,10 @@ def _as_int_tuple(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
+# As glidecli.diffusion.schedule.SCHEDULE_NAMES, which imports torch (a test keeps them equal).
+NOISE_SCHEDULES = ("linear", "squaredcos_cap_v2")
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """A text-conditional ADM U-Net with its text transformer (the base model by default)."""
@@ -79,6 +83,18 @@ class UNetConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", _as_int_tuple(self.channel_mult))
         object.__setattr__(self, "attention_resolutions", _as_int_tuple(self.attention_resolutions))
+        for name in ("image_size", "image_channels", "model_channels", "out_channels", "num_res_blocks", "diffusion_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"channel_mult must be a non-empty list of positive numbers, got {list(self.channel_mult)}")
+        for name in ("text_ctx", "xf_width", "xf_layers", "xf_heads", "n_vocab", "clip_dim", "clip_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"unknown noise_schedule {self.noise_schedule!r}; expected one of {', '.join(NOISE_SCHEDULES)}")
         if self.num_head_channels <= 0 and self.num_heads <= 0:
             raise ValueError("either num_head_channels or num_heads must be positive")
         if self.prediction not in PREDICTIONS:

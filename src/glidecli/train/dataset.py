@@ -328,7 +328,7 @@ def _article(word: str) -> str:
 def write_shapes(out: Path, count: int, *, size: int = 64, seed: int = 0, jsonl: bool = False, overwrite: bool = False) -> Iterator[Path]:
     """Write `count` shape scenes as NNNNN.png with NNNNN.txt captions (or one captions.jsonl);
     yields each picture's path. The same seed gives the same files."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     if not overwrite:
         clash = next((p for p in sorted(out.iterdir()) if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt", ".jsonl")), None)
         if clash is not None:
@@ -356,15 +356,30 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def make_folder(path: Path, what: str = "output folder") -> None:
+    """mkdir -p, with DatasetError (one line) where `path` is a file or cannot be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DatasetError(f"{what} {path} exists and is not a folder") from None
+    except OSError as error:
+        raise DatasetError(f"cannot create {what} {path}: {error.strerror or error}") from None
+
+
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise DatasetError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, say: the file is not there, half or whole
+            raise DatasetError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 

@@ -64,7 +64,7 @@ from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from ..render.shard import Ranks, peer_failure
 from .data import BatchMaker, derived_generator, pil_to_tensor, random_crop
-from .dataset import build_caption_tokenizer, default_mode, scan_dataset
+from .dataset import build_caption_tokenizer, default_mode, make_folder, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .settings import AMP_DTYPES, SAVE_DTYPES, Hyper
 from .state import (
@@ -277,7 +277,7 @@ class Trainer:
                 f"the data set differs from the one this run started with ({state['data']['examples']} examples then,"
                 f" {len(self.dataset)} now); an exact resume needs the same files and captions"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out)
         self.tokenizer_path = self.out / f"{source.name}.tokenizer.json"
         self.cfg, model = self._prepare_model(manifest, entry, state, offline)
         self.tokenizer = GlideTokenizer.from_file(self.tokenizer_path, text_ctx=self.cfg.text_ctx)

@@ -5,6 +5,8 @@ Both the loop (loop.py) and the batch maker (data.py) read them, so they live ap
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -33,10 +35,12 @@ class Hyper:
     def check(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight decay must not be negative, got {self.weight_decay}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"learning rate must be a positive finite number, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight decay must be a finite number, not negative, got {self.weight_decay}")
+        if not 0 <= self.seed < 2**64:  # what torch's generators take
+            raise ValueError(f"seed must be in 0..2**64-1, got {self.seed}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"EMA decay must be in [0, 1), got {self.ema}")
         if not 0 <= self.caption_dropout <= 1:
