@@ -120,6 +120,8 @@ def test_blend_frames_run_from_a_to_b_with_one_seed(glide, tmp_path, pictures):
         (["blend", "{a}", "{missing}"], 1, "not found"),
         (["blend", "{a}", "{a}", "--mix", "1.5"], 2, "--mix"),
         (["blend", "{a}", "{a}", "--frames", "1"], 2, "--frames"),
+        (["blend", "{a}", "{a}", "--frames", str(10**11)], 2, "--frames"),
+        (["vary", "{a}", "--scale", "inf"], 2, "--scale"),
         (["blend", "{a}", "{a}", "--frames", "3", "--mix", "0.2"], 2, "not both"),
         (["unclip", "x", "--prior-scale", "-1"], 2, "--prior-scale"),
         (["unclip", "x", "--steps", "lots"], 2, "--steps"),
