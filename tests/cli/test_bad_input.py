@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from glidecli.cli import main as cli
 from glidecli.diffusion.schedule import SCHEDULE_NAMES
+from glidecli.files import pngfile
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.config import NOISE_SCHEDULES
 from glidecli.train import dataset as train_dataset
@@ -100,6 +101,14 @@ def test_a_pipe_or_a_bomb_as_a_picture_is_one_line(glide, files, no_hang, args, 
     assert not files["out"].exists()
 
 
+@pytest.mark.parametrize("record", ["[1, 2]", "3", '"text"'])
+def test_info_on_a_glide_chunk_that_is_not_a_record(glide, tmp_path, record):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("glide", record)  # another tool's chunk of that name
+    Image.new("RGB", (4, 4)).save(tmp_path / "other.png", pnginfo=info)
+    assert_one_error_line(glide("info", tmp_path / "other.png"), 1, "holds no recorded settings")
+
+
 # --- option values ---------------------------------------------------------------------------------
 
 USAGE_CASES = [
@@ -120,6 +129,14 @@ def test_option_values_no_run_can_use_are_usage_errors(glide, files, tmp_path, a
     result = glide(*[str(a).format(data=data) for a in args], "--out", files["out"])
     assert_one_error_line(result, 2, fragment)
     assert not files["out"].exists()
+
+
+@pytest.mark.parametrize("pattern, fragment", [("{index:>1000000000}", "wider than a file name"), ("y" * 300, "300 bytes")])
+def test_output_patterns_that_make_names_too_long(glide, files, pattern, fragment):
+    """Refused before the name is built (a gigabyte of spaces) or the error line quotes it."""
+    result = glide("generate", "x", *SHAPES, "--pattern", pattern, "--out", files["out"])
+    assert_one_error_line(result, 1, fragment)
+    assert len(result.err) < 1000
 
 
 # --- stdin and stdout ------------------------------------------------------------------------------
@@ -173,6 +190,22 @@ def test_a_full_disk_in_glide_dataset_keeps_the_whole_files(glide, tmp_path, mon
     assert names == ["00000.png", "00000.txt", "00001.png", "00001.txt"]  # no temp files, no half picture
     monkeypatch.setattr(train_dataset.Image.Image, "save", real_save)
     Image.open(tmp_path / "d" / "00001.png").load()
+
+
+def test_a_picture_that_appears_meanwhile_is_kept_without_hard_links(tmp_path, monkeypatch):
+    """On a file system without hard links the temp file is renamed into place, which
+    would replace a file another process wrote since the check before rendering."""
+    path = tmp_path / "picture.png"
+
+    def no_links_and_a_rival(source, target):
+        Path(target).write_bytes(b"the other run's picture")
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links_and_a_rival)
+    with pytest.raises(pngfile.ImageError, match="already exists"):
+        pngfile.write_png(Image.new("RGB", (4, 4)), path, {"prompt": "x"})
+    assert path.read_bytes() == b"the other run's picture"
+    assert [p.name for p in tmp_path.iterdir()] == ["picture.png"]  # no temp file left
 
 
 def test_a_file_name_that_is_not_utf8_is_recorded_and_read_back(glide, files, tmp_path):

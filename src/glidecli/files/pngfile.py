@@ -221,9 +221,11 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
         raise ImageError(f"cannot read {path}: {error}") from None
     if GLIDE_KEY in texts:
         try:
-            return json.loads(texts[GLIDE_KEY])
+            record = json.loads(texts[GLIDE_KEY])
         except json.JSONDecodeError:
-            pass  # damaged or foreign; fall back to the readable chunk
+            record = None  # damaged or foreign; fall back to the readable chunk
+        if isinstance(record, dict):  # another tool's "glide" chunk may hold a list, a number...
+            return record
     if PARAMETERS_KEY in texts:
         return parse_parameters_text(texts[PARAMETERS_KEY])
     return {}
@@ -261,8 +263,10 @@ def _publish(temp: Path, path: Path, overwrite: bool) -> None:
         os.link(temp, path)
     except FileExistsError:
         raise _exists_error(path) from None
-    except OSError:
-        os.replace(temp, path)  # file system without hard links
+    except OSError:  # a file system without hard links: check again, as late as possible
+        if os.path.lexists(path):
+            raise _exists_error(path) from None
+        os.replace(temp, path)
     else:
         os.unlink(temp)
 
@@ -320,13 +324,19 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:8]
 
 
+_MAX_NAME_BYTES = 255  # one path component, on every common file system
+
+
 def _check_pattern(pattern: str) -> None:
     allowed = ", ".join(PATTERN_FIELDS)
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+        fields = [(name, spec) for _, name, spec, _ in string.Formatter().parse(pattern) if name is not None]
     except ValueError as error:
         raise ImageError(f"bad output pattern {pattern!r}: {error}") from None
-    for name in fields:
+    for name, spec in fields:
+        if any(int(width) > _MAX_NAME_BYTES for width in re.findall(r"\d+", spec or "")):
+            # '{index:>1000000000}' would build a gigabyte-long name before any check
+            raise ImageError(f"output pattern {pattern!r}: a field wider than a file name can be ({_MAX_NAME_BYTES})")
         # Exact names only: no positional "{}" and no attribute or index access.
         if name not in PATTERN_FIELDS:
             raise ImageError(f"unknown field {{{name}}} in output pattern {pattern!r}; allowed: {allowed}")
@@ -364,6 +374,9 @@ def render_output_path(
         raise ImageError(f"bad output pattern {pattern!r}: {error}") from None
     if not name.lower().endswith(".png"):
         name += ".png"
+    longest = max(len(os.fsencode(part)) for part in Path(name).parts)
+    if longest > _MAX_NAME_BYTES:
+        raise ImageError(f"output pattern {pattern!r} makes a file name of {longest} bytes; file systems take {_MAX_NAME_BYTES} at most")
     # Fields hold only digits, hex and [a-z0-9-] slugs, so only the pattern's own text can
     # leave `out` ("../x", "/tmp/x"); sub-folders inside `out` are fine.
     relative = Path(name)
