@@ -131,7 +131,7 @@ def test_option_values_no_run_can_use_are_usage_errors(glide, files, tmp_path, a
     assert not files["out"].exists()
 
 
-@pytest.mark.parametrize("pattern, fragment", [("{index:>1000000000}", "wider than a file name"), ("y" * 300, "300 bytes")])
+@pytest.mark.parametrize("pattern, fragment", [("{index:>1000000000}", "wider than a file name"), ("y" * 300, "304 bytes")], ids=["wide-field", "long-name"])
 def test_output_patterns_that_make_names_too_long(glide, files, pattern, fragment):
     """Refused before the name is built (a gigabyte of spaces) or the error line quotes it."""
     result = glide("generate", "x", *SHAPES, "--pattern", pattern, "--out", files["out"])
