@@ -261,3 +261,24 @@ def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130 and done.stderr == "interrupted; 0 images written\n", done.stderr
+
+
+# --- training runs -----------------------------------------------------------------------------------
+
+
+def test_resuming_from_a_damaged_state_file_is_one_line(glide, tmp_path):
+    import shutil
+
+    list(train_dataset.write_shapes(tmp_path / "data", 2, size=16))
+    run = tmp_path / "run"
+    assert glide("train", tmp_path / "data", *TRAIN, "--out", run).code == 0
+    (state_file,) = run.glob("checkpoints/step-1/state.json")
+    damages = [("step", "abc"), ("data", None), ("hyper", {"lr": "fast"}), ("hyper", {"batch_size": 0})]
+    for key, value in damages:
+        copy = tmp_path / f"copy-{key}-{value}"
+        shutil.copytree(run, copy)
+        state = json.loads(state_file.read_text())
+        state[key] = {**state[key], **value} if isinstance(value, dict) else value
+        (copy / state_file.relative_to(run)).write_text(json.dumps(state))
+        result = glide("train", tmp_path / "data", "--resume", "--steps", "2", "--quiet", "--out", copy)
+        assert_one_error_line(result, 1, "state.json is incomplete or damaged")

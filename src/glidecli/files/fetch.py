@@ -246,7 +246,8 @@ def _is_tensor_pair(value: object) -> bool:
 def _local_file(entry: Entry) -> Path:
     path = entry.source.path  # type: ignore[union-attr]
     if not path.is_file():
-        raise WeightsError(f"{_label(entry)}: {path} does not exist; fix its `path` in {_manifest_name(entry)}")
+        what = "is not a regular file" if os.path.lexists(path) else "does not exist"
+        raise WeightsError(f"{_label(entry)}: {path} {what}; fix its `path` in {_manifest_name(entry)}")
     return path
 
 

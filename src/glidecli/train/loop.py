@@ -406,8 +406,13 @@ class Trainer:
             raise TrainingError(f"{self.checkpoint_path} was not written by this version of glide train")
         try:
             saved = Hyper(**state["hyper"])
+            saved.check()  # values of the wrong type or range: a hand-edited or damaged file
             source = ModelSource(**state["source"])
-        except (KeyError, TypeError) as error:
+            if not isinstance(state["step"], int) or not isinstance(state["data"], dict):
+                raise TypeError("step or data")
+            if not isinstance(state["data"]["fingerprint"], str) or not isinstance(state["data"]["examples"], int):
+                raise TypeError("data")
+        except (KeyError, TypeError, ValueError) as error:
             raise TrainingError(f"{self.checkpoint_path / 'state.json'} is incomplete or damaged ({error})") from None
         if version < STATE_VERSION:
             self.progress.message(
