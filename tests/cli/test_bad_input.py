@@ -282,3 +282,11 @@ def test_resuming_from_a_damaged_state_file_is_one_line(glide, tmp_path):
         (copy / state_file.relative_to(run)).write_text(json.dumps(state))
         result = glide("train", tmp_path / "data", "--resume", "--steps", "2", "--quiet", "--out", copy)
         assert_one_error_line(result, 1, "state.json is incomplete or damaged")
+
+
+def test_a_jsonl_line_naming_a_pipe_is_skipped_not_read(files, no_hang, tmp_path):
+    lines = [{"path": str(files["picture"]), "caption": "noise"}, {"path": str(files["pipe"]), "caption": "a pipe"}]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = train_dataset.scan_dataset(tmp_path / "data.jsonl")
+    assert [example.path for example in data.examples] == [files["picture"]]
+    assert "1 paths that are not files" in data.report()

@@ -147,6 +147,9 @@ def scan_dataset(source: str | Path, *, max_side: Optional[int] = None, keep_in_
     budget = keep_in_memory_mb * 1024 * 1024
     used = 0
     for path, caption in candidates:
+        if path.exists() and not path.is_file():  # a folder, or a pipe that would block the read
+            skipped.add("paths that are not files", str(path))
+            continue
         try:
             image = _read_rgb(path)
         except FileNotFoundError:
