@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, PngImagePlugin
 
 from glidecli.cli import main as cli
@@ -24,6 +25,7 @@ from glidecli.diffusion.schedule import SCHEDULE_NAMES
 from glidecli.files import pngfile
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.config import NOISE_SCHEDULES
+from glidecli.render import engine as render_engine
 from glidecli.train import dataset as train_dataset
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
@@ -290,3 +292,26 @@ def test_a_jsonl_line_naming_a_pipe_is_skipped_not_read(files, no_hang, tmp_path
     data = train_dataset.scan_dataset(tmp_path / "data.jsonl")
     assert [example.path for example in data.examples] == [files["picture"]]
     assert "1 paths that are not files" in data.report()
+
+
+# --- resources -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 35184372088832 bytes"),
+], ids=["gpu", "cpu"])
+def test_out_of_memory_is_one_line_and_keeps_the_finished_pictures(glide, files, monkeypatch, error):
+    real_sample_stage = render_engine.sample_stage
+    calls = []
+
+    def out_of_memory_at_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return real_sample_stage(*args, **kwargs)
+
+    monkeypatch.setattr(render_engine, "sample_stage", out_of_memory_at_the_second_batch)
+    result = glide("generate", "x", *SHAPES, "-n", "3", "--batch-size", "1", "--seed", "1", "--out", files["out"])
+    assert_one_error_line(result, 1, "out of memory", "--batch-size")
+    assert [p.name for p in files["out"].iterdir()] == ["00000-1-x.png"]

@@ -98,6 +98,15 @@ def _is_known_failure(error: BaseException) -> bool:
     return False
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    """A GPU's (torch.OutOfMemoryError) or the host's: too big a batch, say."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", ()) if torch is not None else ()
+    return isinstance(error, (MemoryError, *((oom,) if oom else ()))) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
+
+
 def _is_peer_failure(error: BaseException) -> bool:
     shard = sys.modules.get("glidecli.render.shard")  # imported by every command that joins ranks
     return shard is not None and "torch.distributed" in sys.modules and shard.peer_failure(error)
@@ -157,6 +166,10 @@ def run(argv: Optional[list[str]] = None) -> int:
             return 1
         if _is_peer_failure(error):
             _error("another rank of this run stopped (its error says why); this one stops too")
+            return 1
+        if _is_out_of_memory(error):  # pictures finished before it are written (render_to_files)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            _error(f"out of memory ({first[:200]}); try a smaller --batch-size")
             return 1
         if isinstance(error, ValueError):  # option values checked deeper down
             _error(str(error), usage=True)
