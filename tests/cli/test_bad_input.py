@@ -315,3 +315,14 @@ def test_out_of_memory_is_one_line_and_keeps_the_finished_pictures(glide, files,
     result = glide("generate", "x", *SHAPES, "-n", "3", "--batch-size", "1", "--seed", "1", "--out", files["out"])
     assert_one_error_line(result, 1, "out of memory", "--batch-size")
     assert [p.name for p in files["out"].iterdir()] == ["00000-1-x.png"]
+
+
+@pytest.mark.parametrize("name", ["weights.toml", "m.safetensors"])
+def test_a_fresh_training_run_never_replaces_a_manifest_or_weights_in_its_folder(glide, tmp_path, name):
+    list(train_dataset.write_shapes(tmp_path / "data", 2, size=16))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / name).write_text("the user's own")
+    result = glide("train", tmp_path / "data", *TRAIN, "--out", tmp_path / "run")
+    assert_one_error_line(result, 1, name, "would replace")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [name]
+    assert (tmp_path / "run" / name).read_text() == "the user's own"

@@ -247,6 +247,12 @@ class Trainer:
                 f"{self.out} already holds a training run (checkpoint step {existing[-1][0]});"
                 " use --resume to continue it or choose another --out"
             )
+        else:  # a fresh run exports over these at the end: never over a manifest or weights of the user's
+            taken = [name for name in ("weights.toml", f"{source.name}.safetensors") if os.path.lexists(self.out / name)]
+            if taken:
+                raise TrainingError(
+                    f"{self.out} already holds {' and '.join(taken)}, which this run would replace; choose another --out"
+                )
         self.hyper, self.source = hyper, source
         if self.ranks.world > hyper.batch_size:
             raise TrainingError(
