@@ -494,6 +494,9 @@ def test_version_and_help(glide):
     for command in ("generate", "upsample", "inpaint", "clip-guide", "info", "weights"):
         assert glide(command, "--help").code == 0
     assert "IMAGE [MASK] PROMPT" in glide("inpaint", "--help").out
+    for args in (["--help"], ["generate", "--help"], ["weights", "verify", "--help"]):
+        text = glide(*args).out
+        assert "--help" in text and "<bool>" not in text  # flags take no value; --help shows none
 
 
 def test_help_and_weights_list_do_not_import_torch(world):

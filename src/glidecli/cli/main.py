@@ -132,9 +132,28 @@ def _torchrun_rank() -> Optional[int]:
     return ranks.rank if ranks.launched else None
 
 
+def _without_flag_metavars(command):
+    """Flags take no value, so --help shows none beside them (typer 0.29 prints `<bool>`)."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help_option = command.get_help_option  # click builds --help itself, per command
+
+    def help_option(ctx):
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _without_flag_metavars(sub)
+    return command
+
+
 def run(argv: Optional[list[str]] = None) -> int:
     """Run `glide` with `argv` (default: sys.argv[1:]) and return the exit status."""
-    command = typer.main.get_command(app)
+    command = _without_flag_metavars(typer.main.get_command(app))
     try:
         result = command.main(args=argv, prog_name="glide", standalone_mode=False)
     except _NO_ARGS_IS_HELP as help_request:
