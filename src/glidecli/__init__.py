@@ -48,7 +48,7 @@ _API = {
     "load_manifest": "glidecli.files.manifest",
     "write_png": "glidecli.files.pngfile",
     "ManifestError": "glidecli.files.manifest",
-    "WeightsError": "glidecli.files.fetch",
+    "WeightsError": "glidecli.files.weights_error",
     "ImageError": "glidecli.files.pngfile",
     "CheckpointError": "glidecli.nets.checkpoint",
     "TokenizerFileError": "glidecli.nets.tokenizer",

@@ -14,12 +14,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from glidecli.files import fetch
+from glidecli.files import download, fetch
+from glidecli.files.convert import convert_pt_to_safetensors
 from glidecli.files.fetch import (
     WeightsError,
     cache_dir,
     cached_path,
-    convert_pt_to_safetensors,
     fetch_entry,
     recorded_sha256,
     sha256_file,
@@ -310,14 +310,14 @@ def test_download_resumes_from_a_partial_file(tmp_path, monkeypatch):
     dest.with_name(dest.name + ".part").write_bytes(data[:half])
 
     offsets = []
-    real_open_url = fetch._open_url
+    real_open_url = download._open_url
 
     def spy(url, offset):
         stream, total, resumed = real_open_url(url, offset)
         offsets.append((offset, resumed))
         return stream, total, resumed
 
-    monkeypatch.setattr(fetch, "_open_url", spy)
+    monkeypatch.setattr(download, "_open_url", spy)
     assert fetch_entry(entry, progress=False) == dest
     assert offsets == [(half, True)]
     assert dest.read_bytes() == data
@@ -359,7 +359,7 @@ def test_offline_url_without_a_download(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("tried the network")
 
-    monkeypatch.setattr(fetch.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(download.urllib.request, "urlopen", no_network)
     for offline_env, offline_arg in (("", True), ("1", None)):
         monkeypatch.setenv("HF_HUB_OFFLINE", offline_env)
         with pytest.raises(WeightsError) as info:

@@ -75,7 +75,7 @@ def _root(
 # module that was never imported cannot have raised its error, so none is imported here.
 _FAILURES = (
     ("glidecli.files.manifest", "ManifestError"),
-    ("glidecli.files.fetch", "WeightsError"),
+    ("glidecli.files.weights_error", "WeightsError"),
     ("glidecli.nets.checkpoint", "CheckpointError"),
     ("glidecli.files.pngfile", "ImageError"),
     ("glidecli.nets.tokenizer", "TokenizerFileError"),

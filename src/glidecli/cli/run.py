@@ -417,7 +417,7 @@ def _announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optio
 class _ConsoleReporter:
     """A render.Reporter: warnings on stderr and, on a terminal unless --quiet, a progress
     bar per stage plus one for the pictures. The bars start with the first sampling step,
-    after the models are loaded, so that download bars (fetch.py) never overlap them."""
+    after the models are loaded, so that download bars (download.py) never overlap them."""
 
     def __init__(self, console, quiet: bool, total: int):
         from rich.progress import (

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Optional, Union
 
 import typer
 
+from ..files.convert import convert_pt_to_safetensors
 from ..files.fetch import (
     cached_path,
-    convert_pt_to_safetensors,
     fetch_entry,
     verify_file,
 )

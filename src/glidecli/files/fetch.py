@@ -1,5 +1,5 @@
 """Getting weight files onto the local disk, checking them, and turning pickles into
-safetensors.
+safetensors (the downloading itself is in download.py, the conversion in convert.py).
 
 Where files live:
 - hub sources: the Hugging Face cache (HF_HOME / HF_HUB_CACHE), managed by huggingface_hub
@@ -18,31 +18,24 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import struct
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Union
+from typing import Union
 from urllib.parse import unquote, urlparse
 
-from .. import __version__
+from .convert import convert_pt_to_safetensors
+from .download import _CHUNK, _download, _exclusive, _silent_tqdm
 from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
+from .weights_error import WeightsError, _first_line
 
 Entry = Union[ModelEntry, TokenizerEntry]
 
-_CHUNK = 1 << 20
-_TIMEOUT_S = 60
 _TRUE = {"1", "true", "yes", "on"}
 # Keys this module writes into the metadata of converted files.
 _META_SHA256 = "glidecli.source_sha256"
 _META_SIZE = "glidecli.source_size"
 _META_MTIME = "glidecli.source_mtime_ns"
 _META_PATH = "glidecli.source_path"
-
-
-class WeightsError(Exception):
-    """A weight file that is missing, corrupt or unusable; the message is one line."""
 
 
 def cache_dir() -> Path:
@@ -180,66 +173,6 @@ def recorded_sha256(path: str | Path) -> str | None:
     return _stamped_hash(path)
 
 
-def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
-    """Convert a pickled state dict of tensors to safetensors.
-
-    The pickle is read with weights_only=True, so a file holding anything but tensors and
-    plain containers is refused before any of its code can run. A training checkpoint gives
-    its `state_dict`; a pair of same-shaped tensors is stored under the keys "0" and "1". The result is written to a
-    temporary name and moved into place, so `dst` is either absent or complete."""
-    import torch
-    from safetensors.torch import save_file
-
-    src, dst = Path(src), Path(dst)
-    state = _load_pickled_tensors(src)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        # A training checkpoint (PyTorch Lightning's .ckpt, as Karlo's): only its weights.
-        state = state["state_dict"]
-    elif _is_tensor_pair(state):
-        # A (mean, std) pair, as Karlo's CLIP stats file holds, is kept under "0" and "1".
-        state = {str(i): v for i, v in enumerate(state)}
-    if not isinstance(state, dict):
-        raise WeightsError(f"{src}: expected a state dict of tensors, found a {type(state).__name__}")
-    tensors: dict[str, torch.Tensor] = {}
-    seen_storages: set[int] = set()
-    for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise WeightsError(
-                f"{src}: expected a flat state dict of tensors, but key {key!r} holds a {type(value).__name__}"
-            )
-        tensor = value.detach()
-        if tensor.numel():
-            # safetensors refuses tensors that share memory (tied weights); give each its own.
-            storage = tensor.untyped_storage().data_ptr()
-            if storage in seen_storages:
-                tensor = tensor.clone()
-            else:
-                seen_storages.add(storage)
-        tensors[key] = tensor.contiguous()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    temporary = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(temporary), metadata={"format": "pt", **(metadata or {})})
-        os.replace(temporary, dst)
-    except OSError as exc:
-        raise WeightsError(f"{dst}: cannot write the converted file: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-    return dst
-
-
-def _is_tensor_pair(value: object) -> bool:
-    import torch
-
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, torch.Tensor) for v in value)
-        and value[0].shape == value[1].shape
-    )
-
-
 # --- sources -----------------------------------------------------------------------------
 
 
@@ -301,24 +234,6 @@ def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tu
         return _url_download(entry, source, dest, part, progress)
 
 
-@contextlib.contextmanager
-def _exclusive(dest: Path) -> Iterator[None]:
-    """Hold an advisory lock on `dest`'s download (POSIX; elsewhere, nothing to hold). The
-    lock file lives beside the download's folder, whose listing stays the files alone."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.parent.parent / f".{dest.parent.name}.{dest.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _url_download(entry: Entry, source: UrlSource, dest: Path, part: Path, progress: bool) -> tuple[Path, str | None]:
     try:
         digest = _download(source.url, part, label=entry.name, progress=progress)
@@ -332,95 +247,6 @@ def _url_download(entry: Entry, source: UrlSource, dest: Path, part: Path, progr
         )
     os.replace(part, dest)
     return dest, digest
-
-
-def _download(url: str, part: Path, *, label: str, progress: bool) -> str:
-    """Download `url` into `part`, resuming what is already there; returns its sha256."""
-    part.parent.mkdir(parents=True, exist_ok=True)
-    offset = part.stat().st_size if part.exists() else 0
-    stream, total, resumed = _open_url(url, offset)
-    digest = hashlib.sha256()
-    if resumed:
-        with open(part, "rb") as existing:  # hash the part we keep, so the file is read once
-            while chunk := existing.read(_CHUNK):
-                digest.update(chunk)
-    else:
-        offset = 0
-    written = offset
-    try:
-        with stream, open(part, "ab" if resumed else "wb") as out, _progress_bar(
-            label, total, offset, progress
-        ) as advance:
-            while chunk := stream.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                written += len(chunk)
-                advance(len(chunk))
-    except OSError as exc:  # includes socket timeouts and resets
-        raise WeightsError(
-            f"download of {url} stopped after {written} bytes ({_first_line(exc)}); run the command again to resume"
-        ) from None
-    if total is not None and written != total:
-        raise WeightsError(
-            f"download of {url} stopped after {written} of {total} bytes; run the command again to resume"
-        )
-    return digest.hexdigest()
-
-
-def _open_url(url: str, offset: int):
-    """Open `url` from byte `offset`: (stream, total size or None, whether it resumed)."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        # urllib's file handler ignores Range, so local copies resume by seeking.
-        path = Path(urllib.request.url2pathname(parsed.path))
-        try:
-            stream = open(path, "rb")
-        except OSError as exc:
-            raise WeightsError(f"cannot read {url}: {exc.strerror or exc}") from None
-        total = os.fstat(stream.fileno()).st_size
-        resumed = 0 < offset <= total
-        if resumed:
-            stream.seek(offset)
-        return stream, total, resumed
-    headers = {"User-Agent": f"glidecli/{__version__}", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:
-            # The part may already hold everything; otherwise start again from zero.
-            total = _content_range_total(exc.headers.get("Content-Range"))
-            if total == offset:
-                return _EmptyStream(), total, True
-            return _open_url(url, 0)
-        raise WeightsError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise WeightsError(f"cannot download {url}: {_first_line(exc.reason)}") from None
-    except OSError as exc:
-        raise WeightsError(f"cannot download {url}: {_first_line(exc)}") from None
-    if offset and response.status == 206:
-        total = _content_range_total(response.headers.get("Content-Range"))
-        return response, total, True
-    length = response.headers.get("Content-Length")
-    return response, int(length) if length and length.isdigit() else None, False
-
-
-class _EmptyStream:
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def __enter__(self) -> "_EmptyStream":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        return None
-
-
-def _content_range_total(header: str | None) -> int | None:
-    # "bytes 100-199/200" or "bytes */200"; the total may be "*" (unknown).
-    match = re.search(r"/(\d+)\s*$", header or "")
-    return int(match.group(1)) if match else None
 
 
 # --- cache layout ------------------------------------------------------------------------
@@ -536,58 +362,6 @@ def _check_hash(entry: Entry, path: Path, actual: str) -> None:
     raise WeightsError(f"{_label(entry)}: {path} has sha256 {actual}, expected {entry.sha256}; {fix}")
 
 
-def _load_pickled_tensors(src: Path):
-    import pickle
-
-    import torch
-
-    try:
-        try:
-            return torch.load(src, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            # Files from torch's legacy (non-zip) format cannot be memory-mapped.
-            return torch.load(src, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{src}: no such file") from None
-    except pickle.UnpicklingError as exc:
-        weights = _training_checkpoint_weights(src)
-        if weights is not None:
-            return weights
-        raise WeightsError(
-            f"{src}: refused to load: the file is not a plain tensor checkpoint ({_unpickling_reason(exc)});"
-            " only pickles of tensors are read, and nothing in them is executed"
-        ) from None
-    except Exception as exc:  # a damaged file can fail inside the unpickler in many ways
-        raise WeightsError(f"{src}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
-
-
-def _training_checkpoint_weights(src: Path):
-    """{"state_dict": tensors} of a training checkpoint (a Lightning .ckpt, say) whose other
-    entries pickle objects that weights_only refuses, read without running any of its code;
-    None when the file is anything else."""
-    import torch
-
-    from .tensor_pickle import read_without_code
-
-    try:
-        tree = read_without_code(src)
-    except ValueError:
-        return None
-    state = tree.get("state_dict") if isinstance(tree, dict) else None
-    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        return {"state_dict": state}
-    return None
-
-
-def _unpickling_reason(exc: Exception) -> str:
-    # torch's message is long; its "WeightsUnpickler error:" part says what was refused.
-    text = " ".join(str(exc).split())
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|$)", text)
-    return match.group(1) if match else _first_line(exc)
-
-
 def _offline_fix(entry: Entry) -> str:
     return (
         f"run `glide weights download {entry.name}` on a connected machine and copy the cache,"
@@ -603,11 +377,6 @@ def _manifest_name(entry: Entry) -> str:
     return str(entry.manifest_path) if entry.manifest_path else "the manifest"
 
 
-def _first_line(value: object) -> str:
-    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
-    return lines[0] if lines else type(value).__name__
-
-
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
@@ -616,41 +385,3 @@ def _status(message: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(message, highlight=False, markup=False)
-
-
-@contextlib.contextmanager
-def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda _n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(f"Downloading {label}", total=total, completed=done)
-        yield lambda n: bar.advance(task, n)
-
-
-def _silent_tqdm():
-    from tqdm.auto import tqdm
-
-    class SilentTqdm(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    return SilentTqdm
