@@ -37,16 +37,9 @@ from glidecli.train.dataset import (
     shape_scene,
     write_shapes,
 )
-from glidecli.train.loop import (
-    Hyper,
-    ModelSource,
-    Progress,
-    RunPlan,
-    Trainer,
-    TrainingError,
-    TrainingStopped,
-    preset_config,
-)
+from glidecli.train.loop import Progress, Trainer, TrainingStopped
+from glidecli.train.settings import Hyper, ModelSource, RunPlan, preset_config
+from glidecli.train.start import TrainingError
 from glidecli.train.state import enable_gradient_checkpointing, init_fresh_
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny import tiny_network

@@ -82,7 +82,7 @@ _FAILURES = (
     ("glidecli.render.session", "RenderError"),
     ("glidecli.cli.run", "CommandError"),
     ("glidecli.train.dataset", "DatasetError"),
-    ("glidecli.train.loop", "TrainingError"),
+    ("glidecli.train.start", "TrainingError"),
 )
 
 

@@ -103,7 +103,8 @@ def train_command(
 
     from ..files.manifest import load_manifest
     from ..render.shard import join_group, leave_group, rank_device, torchrun_ranks
-    from ..train.loop import Hyper, ModelSource, RunPlan, Trainer, TrainingStopped
+    from ..train.loop import Trainer, TrainingStopped
+    from ..train.settings import Hyper, ModelSource, RunPlan
 
     console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
     ranks = torchrun_ranks()  # under torchrun: data parallel, rank 0 reports and writes

@@ -25,9 +25,10 @@ Layout of the output folder:
     DIR/samples/step-N.png          samples of the EMA model at --sample-every
     DIR/log.jsonl                   the loss every few steps
 
-This module holds the run's settings, the size presets and the Trainer with its loop;
-data.py makes the batches (with settings.py holding the run's optimization settings), and state.py prepares the networks and writes
-the checkpoints, samples and manifest.
+This module holds the Trainer with its loop; settings.py holds the run's settings and the
+size presets, start.py what a run starts from (a checkpoint to resume, or a fresh folder
+and a manifest entry or preset, and the starting network), data.py makes the batches, and
+state.py prepares the networks and writes the checkpoints, samples and manifest.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -52,29 +52,36 @@ from .. import __version__
 from ..diffusion.losses import hybrid_loss, q_sample
 from ..diffusion.schedule import Schedule
 from ..files.manifest import Manifest
-from ..nets.checkpoint import (
-    build_network,
-    check_state_dict,
-    load_network,
-    read_safetensors,
-    save_network,
-)
-from ..nets.config import UNetConfig, unet_defaults
+from ..nets.checkpoint import check_state_dict, read_safetensors, save_network
 from ..nets.tokenizer import GlideTokenizer
-from ..nets.unet import Text2ImUNet
 from ..render.shard import Ranks, peer_failure
-from .data import BatchMaker, derived_generator, pil_to_tensor, random_crop
-from .dataset import build_caption_tokenizer, default_mode, make_folder, scan_dataset
+from .data import BatchMaker, derived_generator
+from .dataset import default_mode, make_folder, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
-from .settings import AMP_DTYPES, SAVE_DTYPES, Hyper
+from .settings import (
+    AMP_DTYPES,
+    SAVE_DTYPES,
+    Hyper,
+    ModelSource,
+    RunPlan,
+    ema_decay,
+    learning_rate,
+)
+from .start import (
+    TrainingError,
+    _image_size,
+    _prepare_model,
+    _resumed_settings,
+    check_fresh_folder,
+    check_kind_and_dtype,
+    fine_tuned_entry,
+    read_state,
+)
 from .state import (
-    RESUMABLE_VERSIONS,
     STATE_VERSION,
     arch_dict,
     checkpoint_dirs,
     enable_gradient_checkpointing,
-    init_fresh_,
-    inpainting_weights,
     load_optimizer_tensors,
     network_from_weights,
     optimizer_tensors,
@@ -82,38 +89,8 @@ from .state import (
     trim_log,
     write_checkpoint,
     write_manifest,
-    write_png,
+    write_samples,
 )
-
-TRAINABLE_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
-
-# Fresh networks by size. Upsamplers see 4x-smaller pictures as their low-resolution input;
-# inpainting variants take the sizes of their base or upsample kind.
-_TEXT_SMALL = dict(text_ctx=16, xf_width=64, xf_layers=2, xf_heads=4)
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "base": {
-        "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
-                      num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
-        "tiny": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2, 2), attention_resolutions=(8, 4),
-                     num_head_channels=32, dropout=0.0, **_TEXT_SMALL),
-        "small": dict(image_size=64, model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 3, 4), attention_resolutions=(16, 8),
-                      num_head_channels=32, dropout=0.1, text_ctx=32, xf_width=256, xf_layers=4, xf_heads=4),
-        "full": {},  # the official GLIDE base network (64x64)
-    },
-    "upsample": {
-        "micro": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2), attention_resolutions=(),
-                      num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
-        "tiny": dict(image_size=64, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2, 2), attention_resolutions=(8,),
-                     num_head_channels=32, dropout=0.0, **_TEXT_SMALL),
-        "small": dict(image_size=128, model_channels=64, num_res_blocks=2, channel_mult=(1, 1, 2, 3, 4), attention_resolutions=(16, 8),
-                      num_head_channels=32, dropout=0.1, text_ctx=32, xf_width=256, xf_layers=4, xf_heads=4),
-        "full": {},  # the official GLIDE upsampler network (64 -> 256)
-    },
-}
-
-
-class TrainingError(Exception):
-    """A training run that cannot start or continue; the message is one line."""
 
 
 class TrainingStopped(Exception):
@@ -123,58 +100,6 @@ class TrainingStopped(Exception):
         super().__init__(f"stopped at step {step}; checkpoint saved in {checkpoint} (continue with --resume)")
         self.step = step
         self.checkpoint = checkpoint
-
-
-# --- what to train and how ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Settings that may change between a run and its resumption."""
-
-    steps: int = 1000
-    save_every: int = 500
-    sample_every: int = 0  # 0: only at the end
-    samples: bool = True  # False: no samples at all
-    keep_checkpoints: int = 2
-    log_every: int = 50
-    grad_checkpointing: bool = False
-    save_dtype: Optional[str] = None  # None: the resumed run's, else fp32
-
-
-@dataclass
-class ModelSource:
-    """Where the starting network comes from: a manifest entry (fine-tuning) or a preset."""
-
-    name: str  # the trained model's name (its file name and manifest entry)
-    kind: str = "base"
-    entry: Optional[str] = None  # manifest entry to fine-tune
-    preset: Optional[str] = None  # size preset of a fresh network
-    arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
-    tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
-
-
-def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:
-    if kind not in TRAINABLE_KINDS:
-        raise ValueError(f"cannot train {kind!r} models; choose one of {', '.join(TRAINABLE_KINDS)}")
-    sizes = PRESETS[kind.removesuffix("-inpaint")]
-    if preset not in sizes:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(sizes)}")
-    return dataclasses.replace(unet_defaults(kind), **{**sizes[preset], **changes})
-
-
-# --- the optimization schedule ---------------------------------------------------------------
-
-
-def ema_decay(decay: float, step: int) -> float:
-    """The EMA decay at `step`, ramped up early so short runs still average sensibly."""
-    return min(decay, (1.0 + step) / (10.0 + step))
-
-
-def learning_rate(hyper: Hyper, step: int) -> float:
-    if hyper.warmup and step < hyper.warmup:
-        return hyper.lr * (step + 1) / hyper.warmup
-    return hyper.lr
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -231,66 +156,60 @@ class Trainer:
         self.out, self.plan, self.progress = Path(out), plan, progress or Progress()
         self.command_line = command_line
         self.device = torch.device(device)
-        existing = checkpoint_dirs(self.out)
-        state: Optional[dict[str, Any]] = None
-        if resume:
-            if not existing:
-                raise TrainingError(f"nothing to resume: no checkpoint in {self.out / 'checkpoints'}")
-            self.checkpoint_step, self.checkpoint_path = existing[-1]
-            try:
-                state = json.loads((self.checkpoint_path / "state.json").read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise TrainingError(f"cannot read {self.checkpoint_path / 'state.json'}: {error}") from None
-            hyper, source = self._resumed_settings(state, hyper, hyper_given)
-        elif existing:
+        state, self.hyper, self.source = self._starting_state(resume, hyper, source, hyper_given)
+        if self.ranks.world > self.hyper.batch_size:
             raise TrainingError(
-                f"{self.out} already holds a training run (checkpoint step {existing[-1][0]});"
-                " use --resume to continue it or choose another --out"
-            )
-        else:  # a fresh run exports over these at the end: never over a manifest or weights of the user's
-            taken = [name for name in ("weights.toml", f"{source.name}.safetensors") if os.path.lexists(self.out / name)]
-            if taken:
-                raise TrainingError(
-                    f"{self.out} already holds {' and '.join(taken)}, which this run would replace; choose another --out"
-                )
-        self.hyper, self.source = hyper, source
-        if self.ranks.world > hyper.batch_size:
-            raise TrainingError(
-                f"batch size {hyper.batch_size} is smaller than the {self.ranks.world} processes; give each at least one example"
+                f"batch size {self.hyper.batch_size} is smaller than the {self.ranks.world} processes; give each at least one example"
             )
         if plan.save_dtype is None:  # a resumed run exports as it was set up to
             self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
-        if source.kind not in TRAINABLE_KINDS:
-            raise TrainingError(f"training {source.kind} models is not supported; train one of {', '.join(TRAINABLE_KINDS)}")
-        if hyper.amp == "fp16" and self.device.type == "cpu":
-            raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
-
-        entry = None
-        if state is None and source.entry is not None:
-            if manifest is None:
-                raise TrainingError("fine-tuning a manifest model needs the manifest")
-            entry = manifest.model(source.entry)
-            if set(source.arch_changes) - {"prediction"}:
-                raise TrainingError("a fine-tuned model keeps its architecture; only its prediction (eps or v) can change")
-            if source.kind not in (entry.kind, f"{entry.kind}-inpaint"):
-                raise TrainingError(
-                    f"model {source.entry!r} is of kind {entry.kind}; it can be fine-tuned as {entry.kind}"
-                    + ("" if entry.kind.endswith("-inpaint") else f" or started as {entry.kind}-inpaint")
-                )
-        self.dataset = scan_dataset(data, max_side=2 * _image_size(source, state, entry))
+        check_kind_and_dtype(self.source, self.hyper, self.device)
+        entry = fine_tuned_entry(self.source, manifest) if state is None else None
+        self.dataset = scan_dataset(data, max_side=2 * _image_size(self.source, state, entry))
         if state is not None and state["data"]["fingerprint"] != self.dataset.fingerprint():
             raise TrainingError(
                 f"the data set differs from the one this run started with ({state['data']['examples']} examples then,"
                 f" {len(self.dataset)} now); an exact resume needs the same files and captions"
             )
+        self._set_up_model(manifest, entry, state, offline)
+        self._set_up_optimizer(state)
+        if plan.grad_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        main_first(self.ranks, before=False)
+        self.part = batch_part(self.hyper.batch_size, self.ranks)
+        self.net = data_parallel(self.model, self.ranks, self.device)
+
+    # -- setup steps
+
+    def _starting_state(
+        self, resume: bool, hyper: Hyper, source: ModelSource, hyper_given: Optional[set[str]]
+    ) -> tuple[Optional[dict[str, Any]], Hyper, ModelSource]:
+        """On --resume, the last checkpoint's state and the run's settings from it; else no
+        state and the settings given, in a folder that holds nothing the run would replace."""
+        existing = checkpoint_dirs(self.out)
+        if not resume:
+            check_fresh_folder(self.out, existing, source.name)
+            return None, hyper, source
+        if not existing:
+            raise TrainingError(f"nothing to resume: no checkpoint in {self.out / 'checkpoints'}")
+        self.checkpoint_step, self.checkpoint_path = existing[-1]
+        state = read_state(self.checkpoint_path)
+        hyper, source = _resumed_settings(state, hyper, hyper_given, self.checkpoint_path, self.progress.message)
+        return state, hyper, source
+
+    def _set_up_model(self, manifest, entry, state, offline) -> None:
+        """The tokenizer, the network's config and the batches; then the network and its EMA,
+        from the checkpoint on --resume."""
         make_folder(self.out)
-        self.tokenizer_path = self.out / f"{source.name}.tokenizer.json"
-        self.cfg, model = self._prepare_model(manifest, entry, state, offline)
+        self.tokenizer_path = self.out / f"{self.source.name}.tokenizer.json"
+        self.cfg, model = _prepare_model(
+            self.source, self.hyper.seed, self.dataset, self.ranks, self.tokenizer_path, manifest, entry, state, offline
+        )
         self.tokenizer = GlideTokenizer.from_file(self.tokenizer_path, text_ctx=self.cfg.text_ctx)
         if self.tokenizer.max_token >= self.cfg.n_vocab:
             raise TrainingError(f"the tokenizer makes ids up to {self.tokenizer.max_token} but the model knows only {self.cfg.n_vocab}")
         self.schedule = Schedule.create(self.cfg.noise_schedule, self.cfg.diffusion_steps)
-        self.batches = BatchMaker(self.dataset, self.tokenizer, self.cfg, hyper)
+        self.batches = BatchMaker(self.dataset, self.tokenizer, self.cfg, self.hyper)
 
         if state is not None:
             weights = self._read_checkpoint_file("model.safetensors", model)
@@ -298,8 +217,13 @@ class Trainer:
         else:
             weights = model.state_dict()
             ema_weights = weights
-        self.model = network_from_weights(source.kind, self.cfg, weights, self.device).train().requires_grad_(True)
-        self.ema = network_from_weights(source.kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
+        kind = self.source.kind
+        self.model = network_from_weights(kind, self.cfg, weights, self.device).train().requires_grad_(True)
+        self.ema = network_from_weights(kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
+
+    def _set_up_optimizer(self, state: Optional[dict[str, Any]]) -> None:
+        """AdamW and the fp16 gradient scaler, with their state and the step on --resume."""
+        hyper = self.hyper
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=hyper.amp == "fp16")
         self.step = 0
@@ -312,42 +236,6 @@ class Trainer:
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
-        if plan.grad_checkpointing:
-            enable_gradient_checkpointing(self.model)
-        main_first(self.ranks, before=False)
-        self.part = batch_part(hyper.batch_size, self.ranks)
-        self.net = data_parallel(self.model, self.ranks, self.device)
-
-    # -- setup helpers
-
-    def _prepare_model(self, manifest, entry, state, offline) -> tuple[UNetConfig, Text2ImUNet]:
-        source = self.source
-        if state is not None:  # the network comes from the checkpoint, the tokenizer from the folder
-            cfg = UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
-            with torch.device("meta"):
-                return cfg, build_network(source.kind, cfg)
-        if entry is not None:
-            from ..files.fetch import fetch_entry
-
-            path = fetch_entry(entry, offline=offline)
-            model = load_network(entry.kind, entry.arch, path, "cpu", torch.float32)
-            tokenizer_file = fetch_entry(manifest.tokenizer(entry.tokenizer), offline=offline)
-            if self.ranks.is_main:
-                shutil.copyfile(tokenizer_file, self.tokenizer_path)
-            # arch_changes may only say what the outputs predict; the weights keep their shapes.
-            cfg = dataclasses.replace(entry.arch, inpaint=source.kind.endswith("-inpaint"), **source.arch_changes)
-            weights = model.state_dict()
-            if cfg.inpaint and not entry.arch.inpaint:  # a new inpainting model from a base or upsampler
-                weights = inpainting_weights(weights, entry.arch)
-            return cfg, network_from_weights(source.kind, cfg, weights, torch.device("cpu"))
-        if self.ranks.is_main:
-            build_caption_tokenizer([e.caption for e in self.dataset.examples], self.tokenizer_path, source.tokenizer_vocab)
-        vocab = GlideTokenizer.from_file(self.tokenizer_path).max_token + 1
-        try:
-            cfg = preset_config(source.kind, source.preset or "tiny", n_vocab=vocab, **source.arch_changes)
-        except (TypeError, ValueError) as error:
-            raise TrainingError(f"invalid model settings: {' '.join(str(error).split())}") from None
-        return cfg, init_fresh_(build_network(source.kind, cfg), self.hyper.seed)
 
     def _read_checkpoint_file(self, name: str, model: nn.Module) -> dict[str, Tensor]:
         path = self.checkpoint_path / name
@@ -403,30 +291,6 @@ class Trainer:
             raise TrainingError(f"the loss became {means['loss']} at step {step + 1}; try a lower --lr or --dtype fp32")
         return means
 
-    def _resumed_settings(self, state: Any, hyper: Hyper, hyper_given: Optional[set[str]]) -> tuple[Hyper, "ModelSource"]:
-        """The run's settings from a checkpoint's state. Version 1 (before torchrun) differs only
-        in how examples drew their randomness, so it resumes, with a note that the batches
-        from here on are not those the earlier version would have drawn."""
-        version = state.get("version") if isinstance(state, dict) else None
-        if version not in RESUMABLE_VERSIONS:
-            raise TrainingError(f"{self.checkpoint_path} was not written by this version of glide train")
-        try:
-            saved = Hyper(**state["hyper"])
-            saved.check()  # values of the wrong type or range: a hand-edited or damaged file
-            source = ModelSource(**state["source"])
-            if not isinstance(state["step"], int) or not isinstance(state["data"], dict):
-                raise TypeError("step or data")
-            if not isinstance(state["data"]["fingerprint"], str) or not isinstance(state["data"]["examples"], int):
-                raise TypeError("data")
-        except (KeyError, TypeError, ValueError) as error:
-            raise TrainingError(f"{self.checkpoint_path / 'state.json'} is incomplete or damaged ({error})") from None
-        if version < STATE_VERSION:
-            self.progress.message(
-                f"note: {self.checkpoint_path} was written by an earlier glide train (state version {version});"
-                " it resumes with this version's data draws, so its batches from here on differ from the earlier version's"
-            )
-        return _resumed_hyper(hyper, saved, hyper_given), source
-
     # -- saving
 
     def save_checkpoint(self) -> Path:
@@ -467,41 +331,10 @@ class Trainer:
             lines.append(f"Training command: {self.command_line}")
         return lines
 
-    @torch.no_grad()
     def write_samples(self, count: int = 4) -> Path:
-        """A row of EMA samples (classifier-free guidance 3, 50 DDIM steps) for the first
-        captions of the data set; upsamplers get those pictures' low-resolution versions, and
-        inpainting models those pictures with the middle half of each side to fill."""
-        from ..diffusion.noise import ImageNoise
-        from ..render.pipeline import (
-            Inpainting,
-            SamplerChoice,
-            encode_prompts,
-            sample_stage,
-        )
-
-        count = min(count, len(self.dataset))
-        captions = [self.dataset.examples[i].caption for i in range(count)]
-
-        def pictures(size: int) -> Tensor:
-            centre = torch.full((3,), 0.5)
-            return torch.stack([pil_to_tensor(random_crop(self.dataset.image(i), size, 1.0, centre)) for i in range(count)]).to(self.device)
-
-        size = self.cfg.image_size
-        low_res = pictures(max(1, size // 4)) if self.cfg.super_res else None
-        inpainting = None
-        if self.cfg.inpaint:
-            keep = torch.ones(count, 1, size, size, device=self.device)
-            keep[:, :, size // 4 : size - size // 4, size // 4 : size - size // 4] = 0.0
-            inpainting = Inpainting(pictures(size), keep)
-        conditioning = encode_prompts(self.ema, self.tokenizer, captions, guided=True)
-        images = sample_stage(
-            self.ema, conditioning, ImageNoise(list(range(count))), SamplerChoice("ddim", "50"), scale=3.0,
-            low_res=low_res, inpainting=inpainting,
-        )
-        pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        row = torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy()
-        return write_png(self.out / "samples" / f"step-{self.step}.png", row)
+        """A row of EMA samples for the first captions of the data set (state.write_samples)."""
+        path = self.out / "samples" / f"step-{self.step}.png"
+        return write_samples(path, self.ema, self.tokenizer, self.dataset, self.cfg, self.device, count)
 
     # -- the loop
 
@@ -567,32 +400,6 @@ class Trainer:
             raise TrainingError(f"another process of the run stopped during step {self.step + 1}{last}") from None
 
 
-def _resumed_hyper(given: Hyper, stored: Hyper, names: Optional[set[str]]) -> Hyper:
-    """The run's settings; those given explicitly must agree with them."""
-    for item in dataclasses.fields(Hyper):
-        if names is not None and item.name not in names:
-            continue
-        mine, theirs = getattr(given, item.name), getattr(stored, item.name)
-        if mine != theirs:
-            option = {"amp": "dtype"}.get(item.name, item.name.replace("_", "-"))
-            raise TrainingError(
-                f"--{option} {mine} differs from the run being resumed ({theirs}); "
-                "an exact resume keeps the run's settings (leave the option out)"
-            )
-    return stored
-
-
-def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
-    if state is not None:
-        return int(state["arch"]["image_size"])
-    if entry is not None:
-        return entry.arch.image_size
-    preset = PRESETS.get(source.kind.removesuffix("-inpaint"), {}).get(source.preset or "tiny")
-    default = unet_defaults(source.kind if source.kind in TRAINABLE_KINDS else "base").image_size
-    return int(source.arch_changes.get("image_size", (preset or {}).get("image_size", default)))
-
-
-
 @contextlib.contextmanager
 def _stop_on_sigint(flag: threading.Event, second_aborts: bool = True) -> Iterator[None]:
     """The first Ctrl-C asks the loop to stop after the current step; a second one aborts,
@@ -617,11 +424,9 @@ def _stop_on_sigint(flag: threading.Event, second_aborts: bool = True) -> Iterat
 __all__ = [
     "Hyper",
     "ModelSource",
-    "PRESETS",
     "RunPlan",
     "Trainer",
     "TrainingError",
     "TrainingStopped",
     "TrainResult",
-    "preset_config",
 ]

@@ -1,15 +1,21 @@
-"""The settings that shape a training run's optimization, and the dtypes it may use.
+"""The settings of a training run: what shapes its optimization (Hyper, the dtypes it may
+use, the learning-rate and EMA schedules), what to train (ModelSource, the size presets of
+fresh networks) and how the run proceeds (RunPlan).
 
 Both the loop (loop.py) and the batch maker (data.py) read them, so they live apart from both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
+
+from ..nets.config import UNetConfig, unet_defaults
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -55,3 +61,81 @@ class Hyper:
             raise ValueError(f"min-SNR gamma must not be negative, got {self.min_snr}")
         if self.amp not in AMP_DTYPES:
             raise ValueError(f"unknown mixed-precision dtype {self.amp!r}; choose fp32, bf16 or fp16")
+
+
+# --- what to train and how ------------------------------------------------------------------
+
+TRAINABLE_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
+
+# Fresh networks by size. Upsamplers see 4x-smaller pictures as their low-resolution input;
+# inpainting variants take the sizes of their base or upsample kind.
+_TEXT_SMALL = dict(text_ctx=16, xf_width=64, xf_layers=2, xf_heads=4)
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "base": {
+        "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
+                      num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
+        "tiny": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2, 2), attention_resolutions=(8, 4),
+                     num_head_channels=32, dropout=0.0, **_TEXT_SMALL),
+        "small": dict(image_size=64, model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 3, 4), attention_resolutions=(16, 8),
+                      num_head_channels=32, dropout=0.1, text_ctx=32, xf_width=256, xf_layers=4, xf_heads=4),
+        "full": {},  # the official GLIDE base network (64x64)
+    },
+    "upsample": {
+        "micro": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2), attention_resolutions=(),
+                      num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
+        "tiny": dict(image_size=64, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2, 2), attention_resolutions=(8,),
+                     num_head_channels=32, dropout=0.0, **_TEXT_SMALL),
+        "small": dict(image_size=128, model_channels=64, num_res_blocks=2, channel_mult=(1, 1, 2, 3, 4), attention_resolutions=(16, 8),
+                      num_head_channels=32, dropout=0.1, text_ctx=32, xf_width=256, xf_layers=4, xf_heads=4),
+        "full": {},  # the official GLIDE upsampler network (64 -> 256)
+    },
+}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Settings that may change between a run and its resumption."""
+
+    steps: int = 1000
+    save_every: int = 500
+    sample_every: int = 0  # 0: only at the end
+    samples: bool = True  # False: no samples at all
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    grad_checkpointing: bool = False
+    save_dtype: Optional[str] = None  # None: the resumed run's, else fp32
+
+
+@dataclass
+class ModelSource:
+    """Where the starting network comes from: a manifest entry (fine-tuning) or a preset."""
+
+    name: str  # the trained model's name (its file name and manifest entry)
+    kind: str = "base"
+    entry: Optional[str] = None  # manifest entry to fine-tune
+    preset: Optional[str] = None  # size preset of a fresh network
+    arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
+    tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
+
+
+def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:
+    if kind not in TRAINABLE_KINDS:
+        raise ValueError(f"cannot train {kind!r} models; choose one of {', '.join(TRAINABLE_KINDS)}")
+    sizes = PRESETS[kind.removesuffix("-inpaint")]
+    if preset not in sizes:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(sizes)}")
+    return dataclasses.replace(unet_defaults(kind), **{**sizes[preset], **changes})
+
+
+# --- the optimization schedule ---------------------------------------------------------------
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA decay at `step`, ramped up early so short runs still average sensibly."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def learning_rate(hyper: Hyper, step: int) -> float:
+    if hyper.warmup and step < hyper.warmup:
+        return hyper.lr * (step + 1) / hyper.warmup
+    return hyper.lr

@@ -26,8 +26,10 @@ from torch import Tensor, nn
 from ..files.manifest import toml_value
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
+from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
-from .dataset import default_mode
+from .data import pil_to_tensor, random_crop
+from .dataset import Dataset, default_mode
 
 STATE_VERSION = 2  # of a checkpoint's state.json; 2: each example draws from its own generator
 RESUMABLE_VERSIONS = (1, 2)  # 1 differs only in the examples' random draws
@@ -221,6 +223,44 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
     os.replace(tmp, path)
     return path
 
+
+@torch.no_grad()
+def write_samples(
+    path: Path, ema: Text2ImUNet, tokenizer: GlideTokenizer, dataset: Dataset, cfg: UNetConfig, device: torch.device, count: int = 4
+) -> Path:
+    """A row of EMA samples (classifier-free guidance 3, 50 DDIM steps) for the first
+    captions of the data set; upsamplers get those pictures' low-resolution versions, and
+    inpainting models those pictures with the middle half of each side to fill."""
+    from ..diffusion.noise import ImageNoise
+    from ..render.pipeline import (
+        Inpainting,
+        SamplerChoice,
+        encode_prompts,
+        sample_stage,
+    )
+
+    count = min(count, len(dataset))
+    captions = [dataset.examples[i].caption for i in range(count)]
+
+    def pictures(size: int) -> Tensor:
+        centre = torch.full((3,), 0.5)
+        return torch.stack([pil_to_tensor(random_crop(dataset.image(i), size, 1.0, centre)) for i in range(count)]).to(device)
+
+    size = cfg.image_size
+    low_res = pictures(max(1, size // 4)) if cfg.super_res else None
+    inpainting = None
+    if cfg.inpaint:
+        keep = torch.ones(count, 1, size, size, device=device)
+        keep[:, :, size // 4 : size - size // 4, size // 4 : size - size // 4] = 0.0
+        inpainting = Inpainting(pictures(size), keep)
+    conditioning = encode_prompts(ema, tokenizer, captions, guided=True)
+    images = sample_stage(
+        ema, conditioning, ImageNoise(list(range(count))), SamplerChoice("ddim", "50"), scale=3.0,
+        low_res=low_res, inpainting=inpainting,
+    )
+    pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    row = torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy()
+    return write_png(path, row)
 
 
 def arch_dict(cfg: UNetConfig) -> dict[str, Any]:
