@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-from .weights_error import WeightsError, _first_line
+from .weights_error import WeightsError, first_line
 
 
 def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
@@ -96,7 +96,7 @@ def _load_pickled_tensors(src: Path):
             " only pickles of tensors are read, and nothing in them is executed"
         ) from None
     except Exception as exc:  # a damaged file can fail inside the unpickler in many ways
-        raise WeightsError(f"{src}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        raise WeightsError(f"{src}: not a readable PyTorch checkpoint ({first_line(exc)})") from None
 
 
 def _training_checkpoint_weights(src: Path):
@@ -121,4 +121,4 @@ def _unpickling_reason(exc: Exception) -> str:
     # torch's message is long; its "WeightsUnpickler error:" part says what was refused.
     text = " ".join(str(exc).split())
     match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|$)", text)
-    return match.group(1) if match else _first_line(exc)
+    return match.group(1) if match else first_line(exc)

@@ -15,14 +15,14 @@ from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 from .. import __version__
-from .weights_error import WeightsError, _first_line
+from .weights_error import WeightsError, first_line
 
-_CHUNK = 1 << 20
+CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 60
 
 
 @contextlib.contextmanager
-def _exclusive(dest: Path) -> Iterator[None]:
+def download_lock(dest: Path) -> Iterator[None]:
     """Hold an advisory lock on `dest`'s download (POSIX; elsewhere, nothing to hold). The
     lock file lives beside the download's folder, whose listing stays the files alone."""
     try:
@@ -39,7 +39,7 @@ def _exclusive(dest: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _download(url: str, part: Path, *, label: str, progress: bool) -> str:
+def download_file(url: str, part: Path, *, label: str, progress: bool) -> str:
     """Download `url` into `part`, resuming what is already there; returns its sha256."""
     part.parent.mkdir(parents=True, exist_ok=True)
     offset = part.stat().st_size if part.exists() else 0
@@ -47,7 +47,7 @@ def _download(url: str, part: Path, *, label: str, progress: bool) -> str:
     digest = hashlib.sha256()
     if resumed:
         with open(part, "rb") as existing:  # hash the part we keep, so the file is read once
-            while chunk := existing.read(_CHUNK):
+            while chunk := existing.read(CHUNK_BYTES):
                 digest.update(chunk)
     else:
         offset = 0
@@ -56,14 +56,14 @@ def _download(url: str, part: Path, *, label: str, progress: bool) -> str:
         with stream, open(part, "ab" if resumed else "wb") as out, _progress_bar(
             label, total, offset, progress
         ) as advance:
-            while chunk := stream.read(_CHUNK):
+            while chunk := stream.read(CHUNK_BYTES):
                 out.write(chunk)
                 digest.update(chunk)
                 written += len(chunk)
                 advance(len(chunk))
     except OSError as exc:  # includes socket timeouts and resets
         raise WeightsError(
-            f"download of {url} stopped after {written} bytes ({_first_line(exc)}); run the command again to resume"
+            f"download of {url} stopped after {written} bytes ({first_line(exc)}); run the command again to resume"
         ) from None
     if total is not None and written != total:
         raise WeightsError(
@@ -101,9 +101,9 @@ def _open_url(url: str, offset: int):
             return _open_url(url, 0)
         raise WeightsError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise WeightsError(f"cannot download {url}: {_first_line(exc.reason)}") from None
+        raise WeightsError(f"cannot download {url}: {first_line(exc.reason)}") from None
     except OSError as exc:
-        raise WeightsError(f"cannot download {url}: {_first_line(exc)}") from None
+        raise WeightsError(f"cannot download {url}: {first_line(exc)}") from None
     if offset and response.status == 206:
         total = _content_range_total(response.headers.get("Content-Range"))
         return response, total, True
@@ -155,7 +155,7 @@ def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> It
         yield lambda n: bar.advance(task, n)
 
 
-def _silent_tqdm():
+def silent_tqdm():
     from tqdm.auto import tqdm
 
     class SilentTqdm(tqdm):  # type: ignore[misc, valid-type]

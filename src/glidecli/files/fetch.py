@@ -24,9 +24,9 @@ from typing import Union
 from urllib.parse import unquote, urlparse
 
 from .convert import convert_pt_to_safetensors
-from .download import _CHUNK, _download, _exclusive, _silent_tqdm
+from .download import CHUNK_BYTES, download_file, download_lock, silent_tqdm
 from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
-from .weights_error import WeightsError, _first_line
+from .weights_error import WeightsError, first_line
 
 Entry = Union[ModelEntry, TokenizerEntry]
 
@@ -54,7 +54,7 @@ def cache_dir() -> Path:
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -197,7 +197,7 @@ def _hub_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> Pa
     source: HubSource = entry.source  # type: ignore[assignment]
     options: dict = {"revision": source.revision, "local_files_only": offline, "force_download": force}
     if not progress and "tqdm_class" in inspect.signature(huggingface_hub.hf_hub_download).parameters:
-        options["tqdm_class"] = _silent_tqdm()
+        options["tqdm_class"] = silent_tqdm()
     try:
         return Path(huggingface_hub.hf_hub_download(source.repo, source.file, **options))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
@@ -208,10 +208,10 @@ def _hub_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> Pa
             ) from None
         raise WeightsError(
             f"{_label(entry)}: cannot download {source} and it is not in the Hugging Face cache"
-            f" ({_first_line(exc)}); check the connection, or {_offline_fix(entry)}"
+            f" ({first_line(exc)}); check the connection, or {_offline_fix(entry)}"
         ) from None
     except HfHubHTTPError as exc:
-        raise WeightsError(f"{_label(entry)}: cannot download {source}: {_first_line(exc)}") from None
+        raise WeightsError(f"{_label(entry)}: cannot download {source}: {first_line(exc)}") from None
 
 
 def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tuple[Path, str | None]:
@@ -228,7 +228,7 @@ def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tu
     is_file_url = urlparse(source.url).scheme == "file"
     if offline and not is_file_url:
         raise WeightsError(f"{_label(entry)}: {dest} is not downloaded and offline mode is on; {_offline_fix(entry)}")
-    with _exclusive(dest):  # the ranks of a torchrun, or a job array's tasks, share the cache
+    with download_lock(dest):  # the ranks of a torchrun, or a job array's tasks, share the cache
         if dest.is_file():  # another process finished it while this one waited
             return dest, None
         return _url_download(entry, source, dest, part, progress)
@@ -236,7 +236,7 @@ def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tu
 
 def _url_download(entry: Entry, source: UrlSource, dest: Path, part: Path, progress: bool) -> tuple[Path, str | None]:
     try:
-        digest = _download(source.url, part, label=entry.name, progress=progress)
+        digest = download_file(source.url, part, label=entry.name, progress=progress)
     except WeightsError as exc:
         raise WeightsError(f"{_label(entry)}: {exc}") from None
     if entry.sha256 is not None and digest != entry.sha256:

@@ -8,6 +8,6 @@ class WeightsError(Exception):
     """A weight file that is missing, corrupt or unusable; the message is one line."""
 
 
-def _first_line(value: object) -> str:
+def first_line(value: object) -> str:
     lines = [line.strip() for line in str(value).splitlines() if line.strip()]
     return lines[0] if lines else type(value).__name__

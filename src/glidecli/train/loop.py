@@ -69,13 +69,13 @@ from .settings import (
 )
 from .start import (
     TrainingError,
-    _image_size,
-    _prepare_model,
-    _resumed_settings,
     check_fresh_folder,
     check_kind_and_dtype,
     fine_tuned_entry,
+    prepare_model,
     read_state,
+    resumed_settings,
+    run_image_size,
 )
 from .state import (
     STATE_VERSION,
@@ -165,7 +165,7 @@ class Trainer:
             self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
         check_kind_and_dtype(self.source, self.hyper, self.device)
         entry = fine_tuned_entry(self.source, manifest) if state is None else None
-        self.dataset = scan_dataset(data, max_side=2 * _image_size(self.source, state, entry))
+        self.dataset = scan_dataset(data, max_side=2 * run_image_size(self.source, state, entry))
         if state is not None and state["data"]["fingerprint"] != self.dataset.fingerprint():
             raise TrainingError(
                 f"the data set differs from the one this run started with ({state['data']['examples']} examples then,"
@@ -194,7 +194,7 @@ class Trainer:
             raise TrainingError(f"nothing to resume: no checkpoint in {self.out / 'checkpoints'}")
         self.checkpoint_step, self.checkpoint_path = existing[-1]
         state = read_state(self.checkpoint_path)
-        hyper, source = _resumed_settings(state, hyper, hyper_given, self.checkpoint_path, self.progress.message)
+        hyper, source = resumed_settings(state, hyper, hyper_given, self.checkpoint_path, self.progress.message)
         return state, hyper, source
 
     def _set_up_model(self, manifest, entry, state, offline) -> None:
@@ -202,7 +202,7 @@ class Trainer:
         from the checkpoint on --resume."""
         make_folder(self.out)
         self.tokenizer_path = self.out / f"{self.source.name}.tokenizer.json"
-        self.cfg, model = _prepare_model(
+        self.cfg, model = prepare_model(
             self.source, self.hyper.seed, self.dataset, self.ranks, self.tokenizer_path, manifest, entry, state, offline
         )
         self.tokenizer = GlideTokenizer.from_file(self.tokenizer_path, text_ctx=self.cfg.text_ctx)

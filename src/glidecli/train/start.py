@@ -58,7 +58,7 @@ def read_state(checkpoint: Path) -> Any:
         raise TrainingError(f"cannot read {checkpoint / 'state.json'}: {error}") from None
 
 
-def _resumed_settings(
+def resumed_settings(
     state: Any, hyper: Hyper, hyper_given: Optional[set[str]], checkpoint: Path, message: Callable[[str], None]
 ) -> tuple[Hyper, ModelSource]:
     """The run's settings from a checkpoint's state. Version 1 (before torchrun) differs only
@@ -118,7 +118,7 @@ def fine_tuned_entry(source: ModelSource, manifest: Optional[Manifest]) -> Optio
     return entry
 
 
-def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
+def run_image_size(source: ModelSource, state: Optional[dict], entry) -> int:
     if state is not None:
         return int(state["arch"]["image_size"])
     if entry is not None:
@@ -128,7 +128,7 @@ def _image_size(source: ModelSource, state: Optional[dict], entry) -> int:
     return int(source.arch_changes.get("image_size", (preset or {}).get("image_size", default)))
 
 
-def _prepare_model(
+def prepare_model(
     source: ModelSource, seed: int, dataset: Dataset, ranks: Ranks, tokenizer_path: Path, manifest, entry, state, offline
 ) -> tuple[UNetConfig, Text2ImUNet]:
     """The network's config and its starting weights: empty (on the meta device) for a
