@@ -99,6 +99,17 @@ def test_graphed_sessions_render_the_eager_pictures_through_every_network(manife
         assert eager.sampling_call(name, kind, part) is module(eager, name, kind, part)  # eager: the network itself
 
 
+def test_each_batch_encodes_its_prompts_and_its_unguided_text_once(manifest, picture, monkeypatch):
+    """The prior and the decoder are both guided by default; they share the unguided text."""
+    import glidecli.render.unclip as unclip_module
+
+    encoded = []
+    original = unclip_module.clip_text
+    monkeypatch.setattr(unclip_module, "clip_text", lambda clip, tokens, mask: encoded.append(len(tokens)) or original(clip, tokens, mask))
+    render(cpu_session(manifest), "unclip", picture, batch_size=2)
+    assert encoded == [2, 2, 1, 1]  # per batch (2 jobs, then 1): the prompts, then the empty prompts
+
+
 def test_best_of_candidates_go_through_the_graphs_too(manifest, picture, monkeypatch):
     backends = []
     monkeypatch.setattr(session_module, "CudaGraphs", lambda: backends.append(ReplayingBackend()) or backends[-1])

@@ -219,11 +219,15 @@ class _UnclipRenderer:
     def unguided(self, jobs: list[Job], guided: bool) -> Optional[ClipText]:
         return self.text([job.negative or "" for job in jobs]) if guided else None
 
-    def decode(self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText) -> Tensor:
-        """The decoder's pictures [B, 3, 64, 64] (before super-resolution)."""
+    def decode(
+        self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText, unguided: Optional[ClipText] = None
+    ) -> Tensor:
+        """The decoder's pictures [B, 3, 64, 64] (before super-resolution). `unguided`: the
+        jobs' unguided text when the prior already encoded it."""
         stage = self.decoder_stage
         decoder = self.session.network(stage.model, "unclip-decoder")
-        uncond = self.unguided(jobs, stage.scale != 1.0)
+        guided = stage.scale != 1.0
+        uncond = (unguided if unguided is not None else self.unguided(jobs, True)) if guided else None
         conditioning = decoder_conditioning(decoder, text, uncond, embeddings.to(self.session.device))
         return sample_stage(
             decoder, conditioning, noise, stage.sampler, scale=stage.scale,
@@ -303,7 +307,7 @@ def render_unclip(
             callback=lambda info: renderer.reporter.step("prior", info),
             network=session.sampling_call(prior.model, "unclip-prior"),
         )
-        return renderer.decode(todo, noise, embeddings, text)
+        return renderer.decode(todo, noise, embeddings, text, uncond)
 
     meta = lambda: {**renderer.base.stage_meta("prior_", prior), "prior_scale": prior.scale, **renderer.meta(extra_meta)}  # noqa: E731
     yield from renderer.render(jobs, renderer.batch_size(batch_size, len(jobs), prior), decoded, meta)
