@@ -93,6 +93,22 @@ def test_ties_go_to_the_first_candidate():
     assert picks[0].candidate == 0 and picks[0].seed == 3
 
 
+def test_auto_batch_size_counts_the_candidates_of_best_of(monkeypatch):
+    """Candidates go through the first stage together (pick_best), so `--batch-size auto`
+    plans for them: one picture with 4 candidates is measured, not run one at a time."""
+    from glidecli.files.manifest import load_manifest
+    from glidecli.render import engine
+
+    counted = []
+    monkeypatch.setattr(engine, "auto_batch_size", lambda count, device, probes: counted.append(count) or 4)
+    session = engine.Session(load_manifest(None), device=torch.device("cuda"), dtype=torch.float16, note=lambda text: None)
+    renderer = engine.Renderer(session, None)
+    assert renderer.batch_size("auto", 1, [], best_of=BestOf(4)) == 4
+    assert renderer.batch_size("auto", 3, [], best_of=BestOf(2)) == 4
+    assert renderer.batch_size("auto", 1, []) == 1  # one picture, one candidate: nothing to measure
+    assert counted == [4, 6]
+
+
 @pytest.mark.parametrize("count", [0, 65])
 def test_best_of_counts_out_of_range(count):
     with pytest.raises(ValueError, match="best-of"):

@@ -184,12 +184,15 @@ class Renderer:
 
     def batch_size(
         self, requested: int | str, count: int, stages: Sequence[tuple[Optional[Stage], str]], clip: Any = None,
-        more_probes: Optional[Callable[[], list[Probe]]] = None,
+        more_probes: Optional[Callable[[], list[Probe]]] = None, best_of: Optional[BestOf] = None,
     ) -> int:
         """`requested`, or for "auto" the largest batch that fits the GPU (1 on the CPU).
-        `more_probes()` gives probes of networks that are not U-Net stages (unCLIP's)."""
+        `more_probes()` gives probes of networks that are not U-Net stages (unCLIP's). With
+        `best_of`, every picture is that many candidates through the first stage, batched
+        together (ranking.pick_best): they count."""
         if requested != "auto":
             return int(requested)
+        count *= best_of.count if best_of is not None else 1
         device = self.session.device
         if device.type != "cuda" or count <= 1:
             return 1
@@ -270,7 +273,7 @@ def render_generate(
         base_init = init.picture(_stage_size(session, base, "base")).to(session.device)
         if upsample is not None and init.upsample_strength is not None:
             up_init = init.picture(_stage_size(session, upsample, "upsample")).to(session.device)
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base"), (upsample, "upsample")], clip)
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base"), (upsample, "upsample")], clip, best_of=best_of)
 
     def first_stage(todo: list[Job], noise: ImageNoise) -> torch.Tensor:
         conditions: dict[str, Any] = {}

@@ -212,9 +212,7 @@ class _UnclipRenderer:
                 found.append(sr_probe(self.session.network(self.sr_stage.model, "unclip-sr")))
             return found
 
-        # Best of N batches the candidates (ranking.pick_best): count them.
-        candidates = count * (self.best_of.count if self.best_of is not None else 1)
-        return self.base.batch_size(requested, candidates, [(self.decoder_stage, "unclip-decoder")], more_probes=probes)
+        return self.base.batch_size(requested, count, [(self.decoder_stage, "unclip-decoder")], more_probes=probes, best_of=self.best_of)
 
     def unguided(self, jobs: list[Job], guided: bool) -> Optional[ClipText]:
         return self.text([job.negative or "" for job in jobs]) if guided else None
