@@ -30,7 +30,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_
+from glidecli.nets.checkpoint import ArchConfig, build_network, fp32_parameter_names, random_init_
 from glidecli.nets.clip import NoisedClip, normalize
 from glidecli.nets.config import ClipConfig, unet_defaults
 from glidecli.diffusion.guidance import clip_gradient, guided_model_fn
@@ -98,10 +98,11 @@ def matmul_peak(device: str, dtype: torch.dtype, tries: int) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def build(kind: str, device: str, dtype: torch.dtype, clip_cfg: ClipConfig | None = None) -> torch.nn.Module:
-    """A full-size network with random weights; normalization parameters stay float32 (as loading does)."""
+def build(kind: str, device: str, dtype: torch.dtype, arch: ArchConfig | None = None) -> torch.nn.Module:
+    """A network with random weights, full size unless `arch` says otherwise; normalization
+    parameters stay float32 (as loading does)."""
     with torch.device(device):
-        model = build_network(kind, clip_cfg if clip_cfg else unet_defaults(kind))
+        model = build_network(kind, arch if arch else unet_defaults(kind))
     if device != "meta":
         random_init_(model, seed=0)
     keep = fp32_parameter_names(model)

@@ -24,18 +24,20 @@ batch 32 (benchmarks/README.md). This prints:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_
-from glidecli.nets.config import unet_defaults
 from glidecli.nets.layers import GroupNorm32
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import build  # noqa: E402  (beside this file: random weights, norms in fp32 as loading keeps them)
+from pipeline import architecture  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
@@ -74,19 +76,6 @@ def norm_rows(channels: int, side: int, batches: list[int], device: torch.device
         ours_ms, direct_ms = timed(lambda: norm(x), device, repeats), timed(direct, device, repeats)
         gap = (norm(x).float() - direct().float()).abs().max().item()
         print(f"| {batch} | {ours_ms:.3f} | {direct_ms:.3f} | {direct_ms / ours_ms:.2f} | {gap:.2e} |", flush=True)
-
-
-def base_network(device: torch.device, dtype: torch.dtype, tiny: bool) -> nn.Module:
-    """A random base network, built once (NCHW); the timing loop converts its layout."""
-    arch = unet_defaults("base")
-    if tiny:
-        arch = dataclasses.replace(arch, model_channels=32, num_res_blocks=1, num_head_channels=32, xf_width=64, xf_layers=1, xf_heads=2)
-    with torch.device(device):
-        model = random_init_(build_network("base", arch), seed=0)
-    keep = fp32_parameter_names(model)
-    for name, param in model.named_parameters():
-        param.data = param.data.to(torch.float32 if name in keep else dtype)
-    return model.eval().requires_grad_(False)
 
 
 def base_call(model: nn.Module, batch: int, device: torch.device):
@@ -132,7 +121,7 @@ def main() -> int:
                 ms[label] = timed(lambda: layers(x), device, repeats)
             print(f"| GroupNorm32 + SiLU + conv3x3, {channels} ch at {side}x{side} | {batch} | {ms['NCHW']:.3f} | {ms['NHWC']:.3f} |"
                   f" {ms['NHWC'] / ms['NCHW']:.2f} |", flush=True)
-        model = base_network(device, dtype, args.tiny)
+        model = build("base", str(device), dtype, architecture("base", "tiny" if args.tiny else "full"))  # NCHW; converted below
         for batch in batches:
             ms = {}
             for label, layout in LAYOUTS.items():
