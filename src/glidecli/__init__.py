@@ -3,6 +3,8 @@
 The package is built in wings, each importing only the wings below it:
 
     cli        the `glide` command: one module per command group, main.py holds the app
+    serve      `glide serve`: the HTTP APIs (native, A1111, OpenAI images), the job queue, the page
+    request    the typed requests of the rendering commands, shared by cli and serve, and their plans
     train      the training loop, its data and run state, the shapes data set
     render     prompt -> picture: the Session that loads models, the sampling of each stage
     files      the weights manifest, fetching and caching, pictures in, PNGs with metadata out

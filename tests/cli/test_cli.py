@@ -25,6 +25,7 @@ from glidecli import __version__
 from glidecli.cli import edit as cli_edit
 from glidecli.cli import generate as cli_generate
 from glidecli.cli import options as cli_options
+from glidecli.request import options as request_options
 from glidecli.diffusion.noise import MAX_SEED
 from glidecli.diffusion.samplers import SAMPLERS
 from glidecli.files.fetch import sha256_file
@@ -507,11 +508,11 @@ def test_help_and_weights_list_do_not_import_torch(world):
 
 
 def test_choices_mirror_the_modules_that_define_them():
-    assert get_args(cli_options.SamplerName) == tuple(SAMPLERS)
-    assert get_args(cli_options.FitMode) == FIT_MODES
+    assert request_options.SAMPLERS == tuple(SAMPLERS)
+    assert request_options.FIT_MODES == FIT_MODES
     assert get_args(cli_options.DtypeName) == ("auto", *render.DTYPES)
     assert get_args(cli_options.DeviceName) == render.DEVICES
-    assert cli_options.MAX_SEED == MAX_SEED
+    assert request_options.MAX_SEED == MAX_SEED
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,12 @@ two-stage path GLIDE's 64 -> 256 models take), and the bad input both refuse."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from glidecli.cli import outpaint as cli_outpaint
+from glidecli.request import options as request_options
 from glidecli.files.fetch import sha256_file
 from glidecli.files.images import FIT_MODES, load_image, load_mask, tensor_to_pil
 from glidecli.files.pngfile import read_png_metadata
@@ -208,8 +207,8 @@ def test_a_prompt_slug_stays_inside_the_output_directory(glide, tmp_path):
 
 
 def test_the_canvas_limit_and_fit_modes_mirror_the_modules_that_define_them():
-    assert cli_outpaint.MAX_CANVAS == regions.MAX_CANVAS
-    assert get_args(cli_outpaint.InpaintFitMode) == ("auto", "region", *FIT_MODES)
+    assert request_options.MAX_CANVAS == regions.MAX_CANVAS
+    assert request_options.INPAINT_FIT_MODES == ("auto", "region", *FIT_MODES)
 
 
 def test_outpaint_help(glide):

@@ -1,90 +1,35 @@
-"""`glide upsample` and `glide inpaint`: pictures made from a picture and a prompt."""
+"""`glide upsample`, `glide inpaint` and `glide outpaint`: pictures made from a picture and a prompt."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..files.manifest import load_manifest
-from . import editing
+from ..request.commands import InpaintRequest, OutpaintRequest, UpsampleRequest
 from . import options as opt
-from .outpaint import Context, Feather, InpaintFit, inpaint_region
-from .run import (
-    RunOptions,
-    build_stage,
-    click_errors,
-    make_jobs,
-    render_to_files,
-    upsampler_stage,
-)
+from .run import RunOptions, click_errors, render_request
+
+Picture = Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture (any size).", show_default=False)]
+Prompt = Annotated[str, typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)]
 
 
-@opt.with_run_options(compile_networks=True)
-def upsample(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture to upsample (any size).", show_default=False)],
-    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)],
-    steps: Annotated[str, typer.Option("--upsample-steps", "--steps", help="Steps: a count, sections, 'ddimN' or 'fast27' (the reference's, with ddim).", rich_help_panel=opt.SAMPLING)] = "15",
-    sampler: Annotated[opt.SamplerName, typer.Option("--upsample-sampler", "--sampler", help="Sampler.", rich_help_panel=opt.SAMPLING)] = "dpmpp_2m",
-    temp: Annotated[float, typer.Option("--upsample-temp", "--temp", min=0.0, help="Scales the starting noise.", rich_help_panel=opt.SAMPLING)] = 0.997,
-    fit: opt.Fit = "crop",
-    num: opt.Num = 1,
-    batch_size: opt.BatchSize = "auto",
-    seed: opt.Seed = None,
-    opts: RunOptions = opt.RUN_OPTIONS,
-    model: Annotated[str, typer.Option("--upsample-model", "--model", help="Upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample",
-) -> None:
+@opt.rendering_command(UpsampleRequest, compile_networks=True)
+def upsample(image: Picture, prompt: Prompt, values: Any = opt.REQUEST, opts: RunOptions = opt.RUN_OPTIONS) -> None:
     """Upsample IMAGE 4x (64 -> 256) with the text-conditional upsampler.
 
     IMAGE may be any size: it is fitted (--fit) to 64x64 and rounded to 8 bits, like the
     base model's output, before upsampling.
     """
-    from ..files.images import load_image
-    from ..render.engine import model_entry, render_upsample
-
-    manifest = load_manifest(opts.weights)
-    stage = build_stage(manifest, model, "upsample", sampler, steps, temperature=temp, steps_option="--upsample-steps")
-    # GLIDE's upsampler was trained on 4x (64 -> 256).
-    picture = load_image(image, max(1, model_entry(manifest, model, "upsample").arch.image_size // 4), fit)
-    jobs = make_jobs([prompt], num, seed, None, shard=opts.shard)
-    extra = {"image": str(image), "fit": fit}
-    render_to_files(
-        "upsample",
-        opts,
-        manifest,
-        jobs,
-        lambda session, todo, reporter, meta: render_upsample(
-            session, todo, picture, stage, batch_size=batch_size, reporter=reporter, extra_meta={**meta, **extra}
-        ),
-    )
+    render_request(UpsampleRequest, {**values, "image": image, "prompt": prompt}, opts)
 
 
-@opt.with_run_options(compile_networks=True)
+@opt.rendering_command(InpaintRequest, compile_networks=True)
 def inpaint(
     arguments: Annotated[list[str], typer.Argument(metavar="IMAGE [MASK] PROMPT", help="The picture, an optional mask the same size (WHITE = repaint, black = keep), and the prompt. Without MASK, IMAGE's transparent pixels are repainted.", show_default=False)],
-    scale: opt.Scale = 5.0,
-    negative: opt.Negative = None,
-    steps: opt.Steps = "100",
-    sampler: opt.Sampler = "ddpm",
-    eta: opt.Eta = 0.0,
-    threshold: opt.Threshold = None,
-    invert_mask: Annotated[bool, typer.Option("--invert-mask", help="Repaint the black (or opaque) part instead.", rich_help_panel=opt.SAMPLING)] = False,
-    fit: InpaintFit = "auto",
-    context: Context = 64,
-    feather: Feather = 8,
-    upsample_steps: opt.UpsampleSteps = "fast27",
-    upsample_sampler: opt.UpsampleSampler = "ddpm",
-    upsample_temp: opt.UpsampleTemp = 0.997,
-    size: opt.Size = None,
-    width: editing.Width = None,
-    height: editing.Height = None,
-    num: opt.Num = 1,
-    batch_size: opt.BatchSize = "auto",
-    seed: opt.Seed = None,
+    values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
-    model: Annotated[str, typer.Option("--model", help="Base inpainting model (manifest name).", rich_help_panel=opt.MODELS)] = "base-inpaint",
-    upsample_model: Annotated[str, typer.Option("--upsample-model", help="Inpainting upsampler (manifest name).", rich_help_panel=opt.MODELS)] = "upsample-inpaint",
 ) -> None:
     """Repaint part of IMAGE from PROMPT (inpainting at 64x64, then 256x256).
 
@@ -98,31 +43,27 @@ def inpaint(
     the reference notebook: scale 5, ddpm 100 steps; upsampler ddpm fast27, temperature
     0.997.
     """
-    from ..render.engine import InpaintSource, model_entry, render_inpaint
-    from ..render.region_inpaint import render_inpaint_region
-
     if len(arguments) not in (2, 3):
         raise click_errors.UsageError(f"expected IMAGE [MASK] PROMPT, got {len(arguments)} arguments")
     image, mask, prompt = (arguments[0], None, arguments[1]) if len(arguments) == 2 else arguments
-    manifest = load_manifest(opts.weights)
-    base = build_stage(manifest, model, "base-inpaint", sampler, steps, eta=eta, threshold=threshold, scale=scale)
-    upsample = upsampler_stage(
-        manifest, size, model, "base-inpaint", upsample_model, "upsample-inpaint", upsample_sampler, upsample_steps, upsample_temp
-    )
-    fit = editing.sized_fit(fit, width, height)
-    base, upsample = editing.sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", width, height)
-    final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, model, "base-inpaint")
-    region = inpaint_region(Path(image), Path(mask) if mask else None, invert_mask, fit, context, feather, final.arch.image_size)
-    source = InpaintSource(Path(image), Path(mask) if mask else None, "crop" if fit in ("auto", "region") else fit, invert_mask)
-    jobs = make_jobs([prompt], num, seed, negative, shard=opts.shard)
-    render_to_files(
-        "inpaint",
-        opts,
-        manifest,
-        jobs,
-        lambda session, todo, reporter, meta: (
-            render_inpaint_region(session, todo, region, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta)
-            if region is not None
-            else render_inpaint(session, todo, source, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta)
-        ),
-    )
+    render_request(InpaintRequest, {**values, "image": image, "mask": mask, "prompt": prompt}, opts)
+
+
+@opt.rendering_command(OutpaintRequest, compile_networks=True)
+def outpaint(
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture to extend (any size).", show_default=False)],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What the whole, bigger picture shows.", show_default=False)],
+    values: Any = opt.REQUEST,
+    opts: RunOptions = opt.RUN_OPTIONS,
+) -> None:
+    """Extend IMAGE beyond its borders: the canvas grows by --left/--right/--top/--bottom
+    pixels (or to --to WxH) and the inpainting models paint the new border from PROMPT.
+
+    The border is painted in windows of the final model's size (256x256 with the upsampler,
+    the base model's size with --size 64; --window WxH for rectangles) that step outward
+    from the picture, each keeping --context pixels of what is already painted, so every
+    window continues its neighbours.
+    IMAGE's own pixels are kept bit for bit at their place in the canvas. Image i uses seed
+    S + i for all its windows. Defaults as glide inpaint: scale 5, ddpm 100, upsampler ddpm fast27.
+    """
+    render_request(OutpaintRequest, {**values, "image": image, "prompt": prompt}, opts)

@@ -17,9 +17,8 @@ try:  # Ctrl-C while the command is still loading its modules: one line too, not
     import typer
 
     from .. import __version__
-    from .edit import inpaint, upsample
+    from .edit import inpaint, outpaint, upsample
     from .generate import clip_guide, generate
-    from .outpaint import outpaint
     from .run import Interrupted, click_errors
     from .score import score
     from .train import Stopped, dataset_app, train_command

@@ -4,74 +4,28 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 
-from .run import MAX_SEED, RunOptions, click_errors
+from ..request import options as o
+from ..request.commands import file_pattern, option_fields
+from ..request.options import RequestError
+from .run import RunOptions, click_errors
 
-# Mirrors of names defined in modules that import torch; tests keep them in sync.
-SamplerName = Literal["ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde"]
-FitMode = Literal["crop", "pad", "stretch"]
-DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # mirrors render.session.DEVICES; a test keeps them equal
 DtypeName = Literal["auto", "fp32", "fp16", "bf16"]
 
-SAMPLING = "Sampling"
-UPSAMPLING = "Upsampler"
-OUTPUT = "Output"
-MODELS = "Models and device"
+OUTPUT = o.OUTPUT
+MODELS = o.MODELS
 
-# --- options shared by the rendering commands --------------------------------------------
+# --- the options of every rendering command that are not part of its request ----------------------
 
-Negative = Annotated[
-    Optional[str],
-    typer.Option("--negative", "--negative-prompt", help="Replaces the empty prompt of the unguided half (classifier-free guidance).", rich_help_panel=SAMPLING),
-]
-Steps = Annotated[
-    str,
-    typer.Option("--steps", help="Base steps: a count ('20'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.", rich_help_panel=SAMPLING),
-]
-Eta = Annotated[float, typer.Option("--eta", min=0.0, help="DDIM noise (0 = deterministic); ddim only.", rich_help_panel=SAMPLING)]
-Threshold = Annotated[
-    Optional[float],
-    typer.Option("--threshold", help="Dynamic thresholding percentile of x0, e.g. 0.995 (off: clip to [-1, 1]).", rich_help_panel=SAMPLING),
-]
-UpsampleSteps = Annotated[str, typer.Option("--upsample-steps", help="Upsampler steps (same forms as --steps).", rich_help_panel=UPSAMPLING)]
-UpsampleTemp = Annotated[
-    float, typer.Option("--upsample-temp", min=0.0, help="Scales the upsampler's starting noise (the reference uses 0.997).", rich_help_panel=UPSAMPLING)
-]
-Size = Annotated[
-    Optional[int],
-    typer.Option("--size", help="64: base model only; 256 (default): base then upsampler (sizes of the configured models).", show_default=False, rich_help_panel=OUTPUT),
-]
 PromptsFile = Annotated[
     Optional[Path],
     typer.Option("--prompts-file", help="One prompt per line ('-' reads stdin); blank lines are skipped. Each prompt gets -n images.", rich_help_panel=OUTPUT),
 ]
-Num = Annotated[int, typer.Option("-n", "--num", min=1, help="Images per prompt; image i uses seed + i.", rich_help_panel=OUTPUT)]
-
-
-def parse_batch_size(value: str) -> "int | str":
-    """--batch-size: 'auto' or a positive integer (returned as an int)."""
-    if value == "auto":
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise typer.BadParameter(f"expected 'auto' or a positive integer, got {value!r}")
-    return number
-
-
-BatchSize = Annotated[
-    str,
-    typer.Option("--batch-size", callback=parse_batch_size, metavar="auto|N", help="Images through the network at once: auto (on a GPU the most that fit its free memory, measured; on the CPU 1) or a number. Does not change the images.", rich_help_panel=OUTPUT),
-]
-Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the first image (random when omitted; always printed and recorded).", show_default=False, rich_help_panel=OUTPUT)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
 Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}.", rich_help_panel=OUTPUT)]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists (resume a batch run: give it the same --seed).", rich_help_panel=OUTPUT)]
@@ -93,36 +47,54 @@ Compile = Annotated[
     typer.Option("--compile", help="torch.compile the U-Nets: slower start (cached between runs), faster sampling.", rich_help_panel=MODELS),
 ]
 Offline = Annotated[bool, typer.Option("--offline", help="Never download; use cached or local weights only.", rich_help_panel=MODELS)]
-Fit = Annotated[FitMode, typer.Option("--fit", help="Making the picture square: crop (centre), pad (black borders, kept), stretch.", rich_help_panel=SAMPLING)]
 Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file).", show_default=False)]
-Scale = Annotated[float, typer.Option("--scale", "--cfg-scale", min=0.0, help="Classifier-free guidance scale (1 = off).", rich_help_panel=SAMPLING)]
-Sampler = Annotated[SamplerName, typer.Option("--sampler", help="Base sampler.", rich_help_panel=SAMPLING)]
-UpsampleSampler = Annotated[SamplerName, typer.Option("--upsample-sampler", help="Upsampler sampler.", rich_help_panel=UPSAMPLING)]
-BaseModel = Annotated[str, typer.Option("--model", help="Base model (manifest name).", rich_help_panel=MODELS)]
-UpsampleModel = Annotated[str, typer.Option("--upsample-model", help="Upsampler (manifest name).", rich_help_panel=MODELS)]
+RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, rich_help_panel=MODELS)]
 
 
-# --- the run options, declared once for every rendering command ----------------------------
+# --- a request's options as typer parameters ---------------------------------------------------------
 
-DEFAULT_PATTERN = "{index:05d}-{seed}-{slug}.png"
-RUN_OPTIONS: Any = object()  # placeholder default of a command's `opts` parameter (see with_run_options)
+_METAVARS = {"int": "<int>", "float": "<float>", "str": "<str>", "batch": "<auto|N>", "picture": "<path>"}  # typer's own style
 
 
-def with_run_options(
-    *, pattern: str = DEFAULT_PATTERN, compile_networks: bool = False
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a rendering command the options of RunOptions (--out ... --weights, --offline)
-    without each command declaring them again: Typer builds a command's options from its
-    signature, so this swaps the command's `opts: RunOptions = RUN_OPTIONS` parameter for
-    them and calls the command with one RunOptions built from their values.
+def request_parameters(request_type: type) -> list[inspect.Parameter]:
+    """One typer option per flagged field of a request type (positional fields are the
+    command's own arguments). Values reach the request layer as typed: typer only collects
+    the text, and `commands.build` converts and checks it, as it does JSON for the server."""
+    parameters = []
+    for name, option, default in option_fields(request_type):
+        if not option.flags:
+            continue
+        extra: dict[str, Any] = {}
+        if option.kind == "bool":
+            annotation: Any = bool
+        else:
+            annotation = Optional[str] if default is None else str
+            extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.kind]
+        info = typer.Option(*option.flags, help=option.help, rich_help_panel=option.panel, show_default=option.show_default, **extra)
+        parameters.append(_option(name, Annotated[annotation, info], default))
+    return parameters
 
-    They take the `opts` parameter's place in the signature (hence in --help), except
-    --compile (GLIDE's U-Nets only: compile_networks=True) and --offline, which go last,
-    after the command's model options. `pattern` is the command's default --pattern.
+
+# --- a rendering command: its request's options and the run options --------------------------------
+
+RUN_OPTIONS: Any = object()  # placeholder default of a command's `opts` parameter
+REQUEST: Any = object()  # placeholder default of a command's `values` parameter
+
+
+def rendering_command(request_type: type, *, compile_networks: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a rendering command's options once, from its request type. Typer builds a
+    command's options from its signature, so this swaps the command's `values=REQUEST`
+    parameter for one option per request field and `opts=RUN_OPTIONS` for the options of
+    RunOptions (--out ... --weights), then calls the command with the request's raw values
+    (a dict by field name) and one RunOptions.
+
+    The command's own parameters (its positional arguments, --prompts-file) come first.
+    --compile (GLIDE's U-Nets only: compile_networks=True) and --offline go last. A
+    RequestError the command raises leaves as a usage error (exit 2), its text unchanged.
     """
     shared = [
         _option("out", Out, Path("outputs")),
-        _option("pattern", Pattern, pattern),
+        _option("pattern", Pattern, file_pattern(request_type)),
         _option("skip_existing", SkipExisting, False),
         _option("overwrite", Overwrite, False),
         _option("json_output", Json, False),
@@ -134,43 +106,26 @@ def with_run_options(
     ]
     last = [_option("compile_networks", Compile, False)] if compile_networks else []
     last.append(_option("offline", Offline, False))
-    names = [parameter.name for parameter in shared + last]
+    run_names = [parameter.name for parameter in shared + last]
+    fields = request_parameters(request_type)
+    field_names = [parameter.name for parameter in fields]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = list(inspect.signature(command, eval_str=True).parameters.values())
-        at = [parameter.name for parameter in own].index("opts")
-
-        flags = _option_flags(own)
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in ("values", "opts")]
 
         @functools.wraps(command)
         def run_command(**arguments: Any) -> Any:
-            _check_finite(arguments, flags)
-            opts = RunOptions(**{name: arguments.pop(name) for name in names})
-            return command(**arguments, opts=opts)
+            opts = RunOptions(**{name: arguments.pop(name) for name in run_names})
+            values = {name: arguments.pop(name) for name in field_names}
+            try:
+                return command(**arguments, values=values, opts=opts)
+            except RequestError as error:
+                raise click_errors.UsageError(str(error)) from None
 
-        run_command.__signature__ = inspect.Signature(own[:at] + shared + own[at + 1 :] + last)  # type: ignore[attr-defined]
+        run_command.__signature__ = inspect.Signature(own + fields + shared + last)  # type: ignore[attr-defined]
         return run_command
 
     return decorate
-
-
-def _option_flags(parameters: list[inspect.Parameter]) -> dict[str, str]:
-    """Each option parameter's first flag ('--scale'), for error messages."""
-    flags = {}
-    for parameter in parameters:
-        for extra in typing.get_args(parameter.annotation)[1:]:
-            if isinstance(extra, typer.models.OptionInfo):  # in Annotated, the first flag sits in `default`
-                decls = [d for d in (extra.default, *extra.param_decls) if isinstance(d, str) and d.startswith("-")]
-                flags[parameter.name] = decls[0] if decls else parameter.name
-    return flags
-
-
-def _check_finite(arguments: dict[str, Any], flags: dict[str, str]) -> None:
-    """inf or nan in a float option would render black or saturated noise: refuse it (a
-    NaN below a `min` is already refused by the option itself)."""
-    for name, value in arguments.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise click_errors.BadParameter(f"{value} is not a finite number", param_hint=f"'{flags.get(name, name)}'")
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:

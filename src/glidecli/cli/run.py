@@ -1,5 +1,5 @@
-"""What every rendering command of `glide` shares: checking options against the manifest,
-turning prompts into jobs, planning output files, and writing each picture as it arrives.
+"""What every rendering command of `glide` shares once its request is planned (glidecli.request):
+reading prompts files, planning output files, and writing each picture as it arrives.
 
 Everything that can be refused (bad options, files in the way, unwritable directories)
 is checked before any model loads. torch is imported only once rendering starts.
@@ -11,14 +11,11 @@ import functools
 import glob
 import json
 import os
-import secrets
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
-
-from ..files.manifest import Manifest
+from typing import TYPE_CHECKING, Any, Optional
 
 try:  # recent typer ships its own copy of click, and its commands raise that copy's errors
     from typer._click import exceptions as click_errors
@@ -26,10 +23,9 @@ except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
-    from ..render.engine import Job, RenderedImage, Reporter, Session, Stage
+    from ..render.engine import Job, RenderedImage
     from ..render.shard import Split
-
-MAX_SEED = 2**32 - 1  # as glidecli.noise.MAX_SEED, which imports torch
+    from ..request.plan import RenderPlan
 
 
 class CommandError(Exception):
@@ -60,85 +56,6 @@ class RunOptions:
     offline: bool
     compile_networks: bool = False  # --compile, on the commands that have it
     shard: Optional[str] = None  # 'k/N': this task's part of a job array (render/shard.py)
-
-
-# --- options against the manifest ------------------------------------------------------------
-
-
-# Multistep solvers amplify strong guidance: on the analytic test at scale 10 they are
-# 17-27 levels off at 15 steps and within ~1 level from 25 (benchmarks/README.md).
-STRONG_GUIDANCE = 5.0
-STRONG_GUIDANCE_MIN_STEPS = {"dpmpp_2m_sde": 25, "plms": 25}
-
-
-def build_stage(
-    manifest: Manifest,
-    name: str,
-    kind: str,
-    sampler: str,
-    steps: str,
-    *,
-    eta: float = 0.0,
-    threshold: Optional[float] = None,
-    scale: float = 1.0,
-    temperature: float = 1.0,
-    steps_option: str = "--steps",
-) -> "Stage":
-    """A render stage for model `name`, with the sampler checked against its diffusion."""
-    from ..render.engine import Stage, check_sampler, model_entry
-    from ..render.pipeline import SamplerChoice
-
-    arch = model_entry(manifest, name, kind).arch
-    try:
-        choice = SamplerChoice(sampler, steps, eta, threshold)
-    except ValueError as error:
-        raise click_errors.UsageError(str(error)) from None
-    try:
-        check_sampler(choice, arch)
-    except ValueError as error:
-        raise click_errors.BadParameter(str(error), param_hint=f"'{steps_option}'") from None
-    count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
-    if scale > STRONG_GUIDANCE and sampler in STRONG_GUIDANCE_MIN_STEPS and count < STRONG_GUIDANCE_MIN_STEPS[sampler]:
-        print(
-            f"warning: --scale {scale:g} with {count} {sampler} steps may diverge; use {steps_option} "
-            f"{STRONG_GUIDANCE_MIN_STEPS[sampler]} or more (benchmarks/README.md)",
-            file=sys.stderr,
-        )
-    return Stage(name, choice, scale=scale, temperature=temperature)
-
-
-def upsampler_stage(
-    manifest: Manifest, size: Optional[int], base: str, base_kind: str, name: str, kind: str, sampler: str, steps: str, temperature: float
-) -> Optional["Stage"]:
-    """The upsampling stage of a two-stage command, or None when --size asks for the base
-    model's pictures alone."""
-    if not wants_upsampler(size, manifest, base, base_kind, name, kind):
-        return None
-    return build_stage(manifest, name, kind, sampler, steps, temperature=temperature, steps_option="--upsample-steps")
-
-
-def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
-    """--size picks the base model's size (no upsampler) or the upsampler's (default). A
-    manifest without the default upsampler (e.g. one written by `glide train` for a base
-    model) gives the base model's pictures."""
-    from ..render.engine import model_entry
-
-    if size is None:
-        return upsampler != up_kind or upsampler in manifest.models
-    base_size = model_entry(manifest, base, base_kind).arch.image_size
-    if size == base_size:
-        return False
-    if upsampler not in manifest.models:
-        raise click_errors.BadParameter(
-            f"{size} is not {base_size}, the base model's size, and {manifest.path} has no upsampler {upsampler!r} for other sizes",
-            param_hint="'--size'",
-        )
-    up_size = model_entry(manifest, upsampler, up_kind).arch.image_size
-    if size == up_size:
-        return True
-    raise click_errors.BadParameter(
-        f"{size} is neither {base_size} (base model only) nor {up_size} (with the upsampler)", param_hint="'--size'"
-    )
 
 
 # --- prompts and seeds ---------------------------------------------------------------------------
@@ -185,52 +102,6 @@ def _read_stdin() -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError("the prompts on stdin are not UTF-8 text") from None
-
-
-# More pictures than this in one command is a typo rather than a plan: the jobs alone would
-# take gigabytes before the first picture (a million take about 1 GB and 13 s to plan).
-MAX_IMAGES = 1_000_000
-
-
-def check_image_count(count: int, option: str) -> None:
-    if count > MAX_IMAGES:
-        raise click_errors.BadParameter(
-            f"{count} pictures in one command is more than {MAX_IMAGES}; split the run into several commands",
-            param_hint=f"'{option}'",
-        )
-
-
-def _check_text(text: str, what: str) -> None:
-    """Bytes the terminal could not decode reach Python as lone surrogates: refuse them
-    here, not in the tokenizer after the models have loaded."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise click_errors.UsageError(f"{what} {text!r} holds bytes that are not UTF-8 text") from None
-
-
-def make_jobs(prompts: list[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None) -> list["Job"]:
-    """`num` pictures per prompt; picture i of every prompt uses seed + i, and indexes run
-    over the whole command (prompt k, picture i -> k * num + i). A random seed is drawn by
-    rank 0 of a torchrun launch for all ranks; the tasks of a job array must be given one."""
-    from ..render.engine import Job
-    from ..render.shard import current_split, from_main
-
-    for prompt in prompts:
-        _check_text(prompt, "the prompt")
-    if negative is not None:
-        _check_text(negative, "--negative")
-    check_image_count(num * len(prompts), "-n' / '--num")
-    if seed is None:
-        split = current_split(shard)
-        if split.shard is not None:
-            raise click_errors.UsageError("--shard needs --seed: the tasks of a job array must render with the same seeds")
-        seed = int(from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))
-    elif seed + num - 1 > MAX_SEED:
-        raise click_errors.BadParameter(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", param_hint="'--seed'")
-    return [
-        Job(prompt, seed + i, k * num + i, negative) for k, prompt in enumerate(prompts) for i in range(num)
-    ]
 
 
 # --- output files ---------------------------------------------------------------------------------
@@ -317,10 +188,18 @@ def _check_writable(directory: Path) -> None:
 
 # --- rendering ----------------------------------------------------------------------------------
 
-RenderFn = Callable[["Session", list["Job"], "Reporter", dict[str, Any]], Iterator["RenderedImage"]]
+def render_request(request_type: type, values: dict[str, Any], opts: RunOptions) -> int:
+    """Build the request from a command's values (converted and checked), plan it against
+    the manifest, and render it to files."""
+    from ..files.manifest import load_manifest
+    from ..request.commands import build
+    from ..request.planner import plan_request
+
+    request = build(request_type, values)
+    return render_to_files(plan_request(request, load_manifest(opts.weights), opts.shard), opts)
 
 
-def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: list["Job"], render: RenderFn) -> int:
+def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     """Check outputs, load models, render, and write each picture as soon as it is ready;
     returns the number written. Ctrl-C raises Interrupted with that number."""
     from rich.console import Console
@@ -331,6 +210,9 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
     from ..render.shard import barrier, current_split, rank_device
 
     console = Console(stderr=True)
+    for warning in plan.warnings:
+        console.print(f"warning: {warning}", highlight=False, markup=False)
+    jobs = plan.jobs
     split = current_split(opts.shard)  # this process's share of the jobs (torchrun, --shard)
     label = f"{split.label()}: " if split.active else ""
     part = split.of(len(jobs))
@@ -344,7 +226,7 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
         console.print(f"{label}nothing to do: every image exists", highlight=False)
         return _finish(split, opts, 0, len(part), started)
     session = Session(
-        manifest, device=rank_device(opts.device, split.ranks), dtype=opts.dtype, offline=opts.offline or None,
+        plan.manifest, device=rank_device(opts.device, split.ranks), dtype=opts.dtype, offline=opts.offline or None,
         show_progress=not opts.quiet, compile=opts.compile_networks,
         note=lambda text: console.print(f"{label}note: {text}", highlight=False, markup=False, soft_wrap=True),
     )
@@ -365,7 +247,7 @@ def render_to_files(command: str, opts: RunOptions, manifest: Manifest, jobs: li
 
     try:
         with _ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
-            for rendered in render(session, [job for job, _ in planned], reporter, {"command": command}):
+            for rendered in plan.render(session, [job for job, _ in planned], reporter, {"command": plan.command}):
                 writer.submit(save, rendered, report=functools.partial(announce, rendered, reporter))
             writer.close()
     except KeyboardInterrupt:

@@ -9,14 +9,13 @@ from typing import Annotated
 import typer
 
 from ..files.manifest import load_manifest
-from . import editing
 from . import options as opt
 
 
 def score(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Pictures to score (any size; centre-cropped to a square).", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to score them against.", show_default=False)],
-    rank_model: editing.RankModel = "ViT-B-32:laion2b_s34b_b79k",
+    rank_model: opt.RankModel = "ViT-B-32:laion2b_s34b_b79k",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per picture.")] = False,
     device: opt.Device = "auto",
     weights: opt.Weights = None,

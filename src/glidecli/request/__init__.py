@@ -1,0 +1,3 @@
+"""The requests of the rendering commands, shared by every front end (the CLI, the server,
+Python): typed requests with their options declared once (commands.py, options.py), and
+their plans, checked against the manifest before any model loads (plan.py)."""

@@ -1,0 +1,304 @@
+"""The typed requests of the rendering commands: one frozen dataclass per command, one field
+per option, with the command's default. The CLI fills one from its flags, the server from
+JSON (`build`, `from_mapping`); `plan.py` turns it into jobs and stages.
+
+A field's metadata holds its Option (options.py): flags, type, limits and help. Pictures are
+file paths here; the server saves uploads under names of its own and puts those paths in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional
+
+from . import options as o
+from .options import Option, RequestError, value_of
+
+PROMPTS = Option((), "prompts", "What to draw: one prompt, or several (each gets -n images).", name="prompt")
+PROMPT = Option((), "str", "What the picture shows.", name="prompt")
+DEFAULT_RANK_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+DEFAULT_PATTERN = "{index:05d}-{seed}-{slug}.png"  # file names in --out (a request type may have its own `pattern`)
+
+
+def uses(option: Option, default: Any) -> Any:
+    """A request field declared by `option`, with this command's default."""
+    return field(default=default, metadata={"option": option})
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
+
+    command: ClassVar[str] = "generate"
+    prompts: tuple[str, ...] = uses(PROMPTS, ())
+    scale: float = uses(o.SCALE, 3.0)
+    negative: Optional[str] = uses(o.NEGATIVE, None)
+    steps: str = uses(o.STEPS, "20")
+    sampler: str = uses(o.SAMPLER, "dpmpp_2m_sde")
+    eta: float = uses(o.ETA, 0.0)
+    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "15")
+    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "dpmpp_2m")
+    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
+    size: Optional[int] = uses(o.SIZE, None)
+    width: Optional[int] = uses(o.WIDTH, None)
+    height: Optional[int] = uses(o.HEIGHT, None)
+    init_image: Optional[Path] = uses(o.INIT_IMAGE, None)
+    strength: Optional[float] = uses(o.STRENGTH, None)
+    upsample_strength: Optional[float] = uses(o.UPSAMPLE_STRENGTH, None)
+    init_fit: str = uses(o.INIT_FIT, "crop")
+    best_of: int = uses(o.BEST_OF, 1)
+    rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    model: str = uses(o.BASE_MODEL, "base")
+    upsample_model: str = uses(o.UPSAMPLE_MODEL, "upsample")
+
+
+@dataclass(frozen=True)
+class ClipGuideRequest:
+    """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
+
+    command: ClassVar[str] = "clip-guide"
+    prompts: tuple[str, ...] = uses(PROMPTS, ())
+    clip_scale: float = uses(o.CLIP_SCALE, 3.0)
+    steps: str = uses(o.STEPS, "100")
+    sampler: str = uses(o.SAMPLER, "ddpm")
+    eta: float = uses(o.ETA, 0.0)
+    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "15")
+    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "dpmpp_2m")
+    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
+    size: Optional[int] = uses(o.SIZE, None)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    model: str = uses(o.BASE_MODEL, "base")
+    upsample_model: str = uses(o.UPSAMPLE_MODEL, "upsample")
+    clip_image_model: str = uses(o.CLIP_IMAGE_MODEL, "clip-image")
+    clip_text_model: str = uses(o.CLIP_TEXT_MODEL, "clip-text")
+
+
+@dataclass(frozen=True)
+class UpsampleRequest:
+    """glide upsample: the text-conditional upsampler on a picture."""
+
+    command: ClassVar[str] = "upsample"
+    image: Optional[Path] = uses(o.IMAGE, None)
+    prompt: Optional[str] = uses(PROMPT, None)
+    steps: str = uses(o.UPSAMPLE_ONLY_STEPS, "15")
+    sampler: str = uses(o.UPSAMPLE_ONLY_SAMPLER, "dpmpp_2m")
+    temp: float = uses(o.UPSAMPLE_ONLY_TEMP, 0.997)
+    fit: str = uses(o.FIT, "crop")
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    model: str = uses(o.UPSAMPLE_ONLY_MODEL, "upsample")
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
+
+    command: ClassVar[str] = "inpaint"
+    image: Optional[Path] = uses(o.IMAGE, None)
+    mask: Optional[Path] = uses(o.MASK, None)
+    prompt: Optional[str] = uses(PROMPT, None)
+    scale: float = uses(o.SCALE, 5.0)
+    negative: Optional[str] = uses(o.NEGATIVE, None)
+    steps: str = uses(o.STEPS, "100")
+    sampler: str = uses(o.SAMPLER, "ddpm")
+    eta: float = uses(o.ETA, 0.0)
+    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    invert_mask: bool = uses(o.INVERT_MASK, False)
+    fit: str = uses(o.INPAINT_FIT, "auto")
+    context: int = uses(o.REGION_CONTEXT, 64)
+    feather: int = uses(o.FEATHER, 8)
+    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "fast27")
+    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "ddpm")
+    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
+    size: Optional[int] = uses(o.SIZE, None)
+    width: Optional[int] = uses(o.WIDTH, None)
+    height: Optional[int] = uses(o.HEIGHT, None)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    model: str = uses(o.INPAINT_MODEL, "base-inpaint")
+    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, "upsample-inpaint")
+
+
+@dataclass(frozen=True)
+class OutpaintRequest:
+    """glide outpaint: grow the canvas and paint the new border in windows."""
+
+    command: ClassVar[str] = "outpaint"
+    image: Optional[Path] = uses(o.IMAGE, None)
+    prompt: Optional[str] = uses(PROMPT, None)
+    left: int = uses(o.LEFT, 0)
+    right: int = uses(o.RIGHT, 0)
+    top: int = uses(o.TOP, 0)
+    bottom: int = uses(o.BOTTOM, 0)
+    to: Optional[str] = uses(o.TO, None)
+    context: Optional[int] = uses(o.WINDOW_CONTEXT, None)
+    scale: float = uses(o.SCALE, 5.0)
+    negative: Optional[str] = uses(o.NEGATIVE, None)
+    steps: str = uses(o.STEPS, "100")
+    sampler: str = uses(o.SAMPLER, "ddpm")
+    eta: float = uses(o.ETA, 0.0)
+    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "fast27")
+    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "ddpm")
+    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
+    size: Optional[int] = uses(o.WINDOW_SIZE, None)
+    window: Optional[str] = uses(o.WINDOW, None)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    model: str = uses(o.INPAINT_MODEL, "base-inpaint")
+    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, "upsample-inpaint")
+
+
+@dataclass(frozen=True)
+class UnclipRequest:
+    """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
+
+    command: ClassVar[str] = "unclip"
+    prompts: tuple[str, ...] = uses(PROMPTS, ())
+    prior_scale: float = uses(o.PRIOR_SCALE, 4.0)
+    prior_steps: str = uses(o.PRIOR_STEPS, "25")
+    prior_sampler: str = uses(o.PRIOR_SAMPLER, "ddpm")
+    scale: float = uses(o.DECODER_SCALE, 8.0)
+    negative: Optional[str] = uses(o.NEGATIVE, None)
+    steps: str = uses(o.DECODER_STEPS, "25")
+    sampler: str = uses(o.DECODER_SAMPLER, "ddpm")
+    sr_steps: str = uses(o.SR_STEPS, "7")
+    sr_sampler: str = uses(o.SR_SAMPLER, "ddpm")
+    size: Optional[int] = uses(o.UNCLIP_SIZE, None)
+    best_of: int = uses(o.BEST_OF, 1)
+    rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    prior_model: str = uses(o.PRIOR_MODEL, "karlo-prior")
+    decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
+    sr_model: str = uses(o.SR_MODEL, "karlo-sr")
+    clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
+    clip_stats: str = uses(o.CLIP_STATS, "karlo-clip-stats")
+
+
+@dataclass(frozen=True)
+class VaryRequest:
+    """glide vary: variations of a picture from its CLIP image embedding."""
+
+    command: ClassVar[str] = "vary"
+    pattern: ClassVar[str] = "{index:05d}-{seed}-vary.png"
+    image: Optional[Path] = uses(o.IMAGE, None)
+    prompt: str = uses(o.DECODER_PROMPT, "")
+    scale: float = uses(o.DECODER_SCALE, 8.0)
+    steps: str = uses(o.DECODER_STEPS, "25")
+    sampler: str = uses(o.DECODER_SAMPLER, "ddpm")
+    sr_steps: str = uses(o.SR_STEPS, "7")
+    sr_sampler: str = uses(o.SR_SAMPLER, "ddpm")
+    size: Optional[int] = uses(o.UNCLIP_SIZE, None)
+    best_of: int = uses(o.BEST_OF, 1)
+    rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
+    sr_model: str = uses(o.SR_MODEL, "karlo-sr")
+    clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
+
+
+@dataclass(frozen=True)
+class BlendRequest:
+    """glide blend: pictures between two others (slerp of their CLIP image embeddings)."""
+
+    command: ClassVar[str] = "blend"
+    pattern: ClassVar[str] = "{index:05d}-{seed}-blend.png"
+    image_a: Optional[Path] = uses(o.IMAGE_A, None)
+    image_b: Optional[Path] = uses(o.IMAGE_B, None)
+    mix: Optional[float] = uses(o.MIX, None)
+    frames: Optional[int] = uses(o.FRAMES, None)
+    prompt: str = uses(o.DECODER_PROMPT, "")
+    scale: float = uses(o.DECODER_SCALE, 8.0)
+    steps: str = uses(o.DECODER_STEPS, "25")
+    sampler: str = uses(o.DECODER_SAMPLER, "ddpm")
+    sr_steps: str = uses(o.SR_STEPS, "7")
+    sr_sampler: str = uses(o.SR_SAMPLER, "ddpm")
+    size: Optional[int] = uses(o.UNCLIP_SIZE, None)
+    best_of: int = uses(o.BEST_OF, 1)
+    rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: Optional[int] = uses(o.SEED, None)
+    decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
+    sr_model: str = uses(o.SR_MODEL, "karlo-sr")
+    clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
+
+
+REQUESTS: dict[str, type] = {
+    cls.command: cls
+    for cls in (
+        GenerateRequest, ClipGuideRequest, UpsampleRequest, InpaintRequest, OutpaintRequest, UnclipRequest, VaryRequest, BlendRequest,
+    )
+}
+
+
+def file_pattern(request_type: type) -> str:
+    """The command's default file names in --out."""
+    return getattr(request_type, "pattern", DEFAULT_PATTERN)
+
+
+def option_fields(request_type: type) -> list[tuple[str, Option, Any]]:
+    """(field name, Option, default) of each field of a request type, in order."""
+    return [(f.name, f.metadata["option"], f.default) for f in dataclasses.fields(request_type)]
+
+
+def build(request_type: type, values: Mapping[str, Any]) -> Any:
+    """A request from raw values by field name (CLI text, JSON values, or typed values);
+    fields not given keep the command's default. Every value is converted and checked."""
+    typed = {}
+    for name, option, default in option_fields(request_type):
+        typed[name] = value_of(option, values[name]) if name in values else default
+    unknown = set(values) - set(typed)
+    if unknown:
+        raise RequestError(f"{request_type.command} has no option {sorted(unknown)[0]!r}")
+    return request_type(**typed)
+
+
+def field_names(request_type: type) -> dict[str, str]:
+    """Every name a field answers to in JSON -> the field: its flags without dashes
+    ('cfg-scale', 'n'), and its Python name ('upsample_steps')."""
+    names = {}
+    for name, option, _ in option_fields(request_type):
+        names[name] = name
+        for key in option.keys:
+            names[key] = name
+    return names
+
+
+def from_mapping(request_type: type, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Any:
+    """A request from JSON by option names (`{"scale": 3, "upsample-steps": "fast27"}`);
+    picture fields come from `pictures` (the server's saved uploads), never from `data`.
+    Unknown names, and one option given under two names, are refused."""
+    names = field_names(request_type)
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        name = names.get(key)
+        if name is None:
+            raise RequestError(f"{request_type.command} has no option {key!r}")
+        if name in values:
+            raise RequestError(f"option {key!r} is given twice (under two of its names)")
+        option = dict((n, opt) for n, opt, _ in option_fields(request_type))[name]
+        if option.kind == "picture":
+            raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", option.flag)
+        values[name] = raw
+    for name, path in pictures.items():
+        if name not in names.values():
+            raise RequestError(f"{request_type.command} takes no picture {name!r}")
+        values[names[name]] = path
+    return build(request_type, values)

@@ -1,0 +1,140 @@
+"""Plans of the commands that start from a picture: upsample, inpaint and outpaint."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+from ..files.manifest import Manifest
+from .commands import InpaintRequest, OutpaintRequest, UpsampleRequest
+from .jobs import make_jobs
+from .options import MAX_CANVAS, RequestError
+from .plan import RenderPlan
+from .stages import build_stage, sized_fit, sized_stages, upsampler_stage
+
+
+def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+    from ..files.images import load_image
+    from ..render.engine import model_entry, render_upsample
+
+    r = request
+    stage = build_stage(manifest, r.model, "upsample", r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps")
+    # GLIDE's upsampler was trained on 4x (64 -> 256).
+    picture = load_image(r.image, max(1, model_entry(manifest, r.model, "upsample").arch.image_size // 4), r.fit)
+    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard)
+    extra = {"image": str(r.image), "fit": r.fit}
+    return RenderPlan(
+        "upsample", manifest, jobs,
+        lambda session, todo, reporter, meta: render_upsample(
+            session, todo, picture, stage, batch_size=r.batch_size, reporter=reporter, extra_meta={**meta, **extra}
+        ),
+    )
+
+
+def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+    from ..render.engine import InpaintSource, model_entry, render_inpaint
+    from ..render.region_inpaint import render_inpaint_region
+
+    r = request
+    warnings: list[str] = []
+    base = build_stage(manifest, r.model, "base-inpaint", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
+    upsample = upsampler_stage(
+        manifest, r.size, r.model, "base-inpaint", r.upsample_model, "upsample-inpaint", r.upsample_sampler, r.upsample_steps, r.upsample_temp
+    )
+    fit = sized_fit(r.fit, r.width, r.height)
+    base, upsample = sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", r.width, r.height)
+    final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, r.model, "base-inpaint")
+    region = inpaint_region(r.image, r.mask, r.invert_mask, fit, r.context, r.feather, final.arch.image_size)
+    source = InpaintSource(r.image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)
+    jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
+
+    def render(session, todo, reporter, meta):
+        if region is not None:
+            return render_inpaint_region(session, todo, region, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
+        return render_inpaint(session, todo, source, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
+
+    return RenderPlan("inpaint", manifest, jobs, render, warnings)
+
+
+def inpaint_region(image: Path, mask: Optional[Path], invert: bool, fit: str, context: int, feather: int, final_size: int):
+    """For inpaint: the RegionSource when the picture is inpainted at its own size (--fit
+    region, or auto with a picture larger than final_size), else None. Either way a mask
+    that selects nothing or everything is refused here, before any model loads."""
+    from ..files.images import _open
+    from ..files.pixels import check_repaints_something, load_repaint_mask
+    from ..render.region_inpaint import RegionSource
+
+    check_repaints_something(load_repaint_mask(image, mask, invert), mask or image)
+    width, height = _open(image).size
+    if fit == "region" or (fit == "auto" and max(width, height) > final_size):
+        return RegionSource(image, mask, invert, context, feather)
+    return None
+
+
+def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+    from ..render.engine import model_entry
+    from ..render.outpaint import OutpaintSource, render_outpaint, window_context
+
+    r = request
+    warnings: list[str] = []
+    extension = canvas_extension(r.image, r.left, r.right, r.top, r.bottom, r.to)
+    base = build_stage(manifest, r.model, "base-inpaint", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
+    upsample = upsampler_stage(
+        manifest, r.size, r.model, "base-inpaint", r.upsample_model, "upsample-inpaint", r.upsample_sampler, r.upsample_steps, r.upsample_temp
+    )
+    if r.window is not None:
+        width, height = parse_size(r.window, "--window")
+        base, upsample = sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", width, height, "--window")
+    final = upsample or base
+    window = model_entry(manifest, final.model, "upsample-inpaint" if upsample else "base-inpaint").arch.image_size
+    if final.width or final.height:
+        window = (final.width, final.height)
+    try:
+        window_context(window, r.context)
+    except ValueError as error:
+        raise RequestError(str(error).replace("--context ", ""), "--context") from None
+    source = OutpaintSource(r.image, extension, r.context)
+    jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
+    return RenderPlan(
+        "outpaint", manifest, jobs,
+        lambda session, todo, reporter, meta: render_outpaint(
+            session, todo, source, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta
+        ),
+        warnings,
+    )
+
+
+def parse_size(text: str, option: str = "--to") -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise RequestError(f"{text!r} is not WIDTHxHEIGHT, e.g. 512x256", option)
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (0 < width <= MAX_CANVAS and 0 < height <= MAX_CANVAS):
+        raise RequestError(f"{text} is outside 1..{MAX_CANVAS} pixels per side", option)
+    return width, height
+
+
+def canvas_extension(image: Path, left: int, right: int, top: int, bottom: int, to: Optional[str]):
+    """How far to grow IMAGE, checked before any model loads."""
+    from ..files.images import _open
+    from ..render.regions import Extension
+
+    sides = (left, right, top, bottom)
+    if to is not None and any(sides):
+        raise RequestError("give --to or --left/--right/--top/--bottom, not both")
+    width, height = _open(image).size
+    if to is not None:
+        new_width, new_height = parse_size(to)
+        if new_width < width or new_height < height:
+            raise RequestError(f"{to} is smaller than the picture ({width}x{height})", "--to")
+        extension = Extension.to_size(width, height, new_width, new_height)
+    else:
+        extension = Extension(*sides)
+    if extension.empty:
+        raise RequestError(f"nothing to extend: {image} is already {width}x{height}; give --left/--right/--top/--bottom or a larger --to")
+    canvas = extension.canvas(width, height)
+    if max(canvas) > MAX_CANVAS:
+        raise RequestError(f"the canvas would be {canvas[0]}x{canvas[1]}; at most {MAX_CANVAS} pixels per side")
+    return extension

@@ -1,0 +1,53 @@
+"""Prompts and seeds into jobs: picture i of every prompt uses seed + i, and indexes run over
+the whole request (prompt k, picture i -> k * num + i)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from .options import MAX_SEED, RequestError
+
+if TYPE_CHECKING:
+    from ..render.engine import Job
+
+# More pictures than this in one request is a typo rather than a plan: the jobs alone would
+# take gigabytes before the first picture (a million take about 1 GB and 13 s to plan).
+MAX_IMAGES = 1_000_000
+
+
+def check_image_count(count: int, option: str) -> None:
+    if count > MAX_IMAGES:
+        raise RequestError(f"{count} pictures in one command is more than {MAX_IMAGES}; split the run into several commands", option)
+
+
+def check_text(text: str, what: str) -> None:
+    """Bytes a terminal could not decode reach Python as lone surrogates: refuse them here,
+    not in the tokenizer after the models have loaded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{what} {text!r} holds bytes that are not UTF-8 text") from None
+
+
+def make_jobs(prompts: Sequence[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None) -> list["Job"]:
+    """`num` pictures per prompt from `seed` on. A random seed is drawn by rank 0 of a
+    torchrun launch for all ranks; the tasks of a job array must be given one."""
+    from ..render.engine import Job
+    from ..render.shard import current_split, from_main
+
+    if not prompts:
+        raise RequestError("missing PROMPT (or --prompts-file FILE)")
+    for prompt in prompts:
+        check_text(prompt, "the prompt")
+    if negative is not None:
+        check_text(negative, "--negative")
+    check_image_count(num * len(prompts), "--num")
+    if seed is None:
+        split = current_split(shard)
+        if split.shard is not None:
+            raise RequestError("--shard needs --seed: the tasks of a job array must render with the same seeds")
+        seed = int(from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))
+    elif seed + num - 1 > MAX_SEED:
+        raise RequestError(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", "--seed")
+    return [Job(prompt, seed + i, k * num + i, negative) for k, prompt in enumerate(prompts) for i in range(num)]

@@ -1,0 +1,168 @@
+"""Stages from a request's options, checked against the manifest's models: samplers and
+steps that fit each model's diffusion, the sizes asked for, img2img and best of N. Every
+check runs before any model loads."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from ..files.manifest import Manifest
+from .options import RequestError
+
+if TYPE_CHECKING:
+    from ..render.engine import Stage
+    from ..render.img2img import InitImage
+    from ..render.ranking import BestOf
+
+# Multistep solvers amplify strong guidance: on the analytic test at scale 10 they are
+# 17-27 levels off at 15 steps and within ~1 level from 25 (benchmarks/README.md).
+STRONG_GUIDANCE = 5.0
+STRONG_GUIDANCE_MIN_STEPS = {"dpmpp_2m_sde": 25, "plms": 25}
+
+
+def build_stage(
+    manifest: Manifest,
+    name: str,
+    kind: str,
+    sampler: str,
+    steps: str,
+    *,
+    eta: float = 0.0,
+    threshold: Optional[float] = None,
+    scale: float = 1.0,
+    temperature: float = 1.0,
+    steps_option: str = "--steps",
+    warnings: Optional[list[str]] = None,
+) -> "Stage":
+    """A render stage for model `name`, with the sampler checked against its diffusion;
+    a setting that may diverge adds a line to `warnings`."""
+    from ..render.engine import Stage, check_sampler, model_entry
+    from ..render.pipeline import SamplerChoice
+
+    arch = model_entry(manifest, name, kind).arch
+    try:
+        choice = SamplerChoice(sampler, steps, eta, threshold)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
+    try:
+        check_sampler(choice, arch)
+    except ValueError as error:
+        raise RequestError(str(error), steps_option) from None
+    count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
+    if scale > STRONG_GUIDANCE and sampler in STRONG_GUIDANCE_MIN_STEPS and count < STRONG_GUIDANCE_MIN_STEPS[sampler] and warnings is not None:
+        warnings.append(
+            f"--scale {scale:g} with {count} {sampler} steps may diverge; use {steps_option} "
+            f"{STRONG_GUIDANCE_MIN_STEPS[sampler]} or more (benchmarks/README.md)"
+        )
+    return Stage(name, choice, scale=scale, temperature=temperature)
+
+
+def upsampler_stage(
+    manifest: Manifest, size: Optional[int], base: str, base_kind: str, name: str, kind: str, sampler: str, steps: str, temperature: float
+) -> Optional["Stage"]:
+    """The upsampling stage of a two-stage command, or None when --size asks for the base
+    model's pictures alone."""
+    if not wants_upsampler(size, manifest, base, base_kind, name, kind):
+        return None
+    return build_stage(manifest, name, kind, sampler, steps, temperature=temperature, steps_option="--upsample-steps")
+
+
+def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
+    """--size picks the base model's size (no upsampler) or the upsampler's (default). A
+    manifest without the default upsampler (e.g. one written by `glide train` for a base
+    model) gives the base model's pictures."""
+    from ..render.engine import model_entry
+
+    if size is None:
+        return upsampler != up_kind or upsampler in manifest.models
+    base_size = model_entry(manifest, base, base_kind).arch.image_size
+    if size == base_size:
+        return False
+    if upsampler not in manifest.models:
+        raise RequestError(
+            f"{size} is not {base_size}, the base model's size, and {manifest.path} has no upsampler {upsampler!r} for other sizes", "--size"
+        )
+    up_size = model_entry(manifest, upsampler, up_kind).arch.image_size
+    if size == up_size:
+        return True
+    raise RequestError(f"{size} is neither {base_size} (base model only) nor {up_size} (with the upsampler)", "--size")
+
+
+def sized_stages(
+    manifest: Manifest,
+    base: "Stage",
+    upsample: Optional["Stage"],
+    base_kind: str,
+    up_kind: str,
+    width: Optional[int],
+    height: Optional[int],
+    option: str = "--width",
+) -> tuple["Stage", Optional["Stage"]]:
+    """The stages with the sides --width/--height ask for (the models' own when both are None)."""
+    from ..render.engine import model_entry
+    from ..render.sizes import stage_sizes
+
+    base_arch = model_entry(manifest, base.model, base_kind).arch
+    up_arch = model_entry(manifest, upsample.model, up_kind).arch if upsample is not None else None
+    try:
+        base_size, up_size = stage_sizes(width, height, base_arch, up_arch)
+    except ValueError as error:
+        raise RequestError(str(error), option) from None
+    if base_size is not None:
+        base = dataclasses.replace(base, height=base_size[0], width=base_size[1])
+    if up_size is not None:
+        upsample = dataclasses.replace(upsample, height=up_size[0], width=up_size[1])
+    return base, upsample
+
+
+def sized_fit(fit: str, width: Optional[int], height: Optional[int]) -> str:
+    """glide inpaint's --fit with --width/--height: the whole picture is fitted to that
+    rectangle, so 'auto' means crop and 'region' (which keeps the picture's size) is refused."""
+    if width is None and height is None:
+        return fit
+    if fit == "region":
+        raise RequestError("--width/--height fit the whole picture to a rectangle: use --fit crop, pad or stretch, not region")
+    return "crop" if fit == "auto" else fit
+
+
+def init_image(
+    image: Optional[Path], strength: Optional[float], upsample_strength: Optional[float], fit: str, has_upsampler: bool
+) -> Optional["InitImage"]:
+    """The img2img settings, or None without --init-image; the picture is read once here, so
+    an unreadable one fails before anything is written."""
+    if image is None:
+        if strength is not None or upsample_strength is not None:
+            flag = "--strength" if strength is not None else "--upsample-strength"
+            raise RequestError(f"{flag} needs --init-image")
+        return None
+    from ..diffusion.partial import check_strength
+    from ..files.images import load_image
+    from ..render.img2img import InitImage
+
+    if strength is None and upsample_strength is None:
+        raise RequestError("--init-image needs --strength S (0 < S <= 1), --upsample-strength S or both")
+    for value, flag in ((strength, "--strength"), (upsample_strength, "--upsample-strength")):
+        if value is not None:
+            try:
+                check_strength(value, flag)
+            except ValueError as error:
+                raise RequestError(str(error), flag) from None
+    if upsample_strength is not None and not has_upsampler:
+        raise RequestError("--upsample-strength needs the upsampler, but --size asks for the base model's pictures alone")
+    load_image(image, 8, fit)  # readable, whole: ImageError (one line, exit 1) otherwise
+    return InitImage(image, strength, upsample_strength, fit)
+
+
+def best_of_choice(count: int, rank_model: str, init: Optional["InitImage"]) -> Optional["BestOf"]:
+    """The best-of-N settings, or None for one candidate (plain generation)."""
+    from ..render.ranking import MAX_BEST_OF, BestOf
+
+    if count > MAX_BEST_OF:
+        raise RequestError(f"{count} is more than {MAX_BEST_OF} candidates", "--best-of")
+    if count == 1:
+        return None
+    if init is not None and init.skips_base:
+        raise RequestError("--best-of compares the base model's pictures: with --init-image give --strength too")
+    return BestOf(count, rank_model)

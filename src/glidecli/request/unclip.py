@@ -1,0 +1,120 @@
+"""Plans of the unCLIP commands (Karlo): unclip, vary and blend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from ..files.manifest import Manifest
+from .commands import BlendRequest, UnclipRequest, VaryRequest
+from .jobs import check_image_count, make_jobs
+from .options import RequestError
+from .plan import RenderPlan
+from .stages import best_of_choice, build_stage
+
+
+def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
+    """The decoder stage and the SR stage (None with --size at the decoder's size)."""
+    from ..render.engine import model_entry
+
+    r = request
+    decoder = build_stage(manifest, r.decoder_model, "unclip-decoder", r.sampler, r.steps, scale=r.scale, warnings=warnings)
+    decoder_size = model_entry(manifest, r.decoder_model, "unclip-decoder").arch.image_size
+    if r.size == decoder_size:
+        return decoder, None
+    sr_arch = model_entry(manifest, r.sr_model, "unclip-sr").arch
+    if r.size is not None and r.size != sr_arch.image_size:
+        raise RequestError(f"{r.size} is neither {decoder_size} (decoder only) nor {sr_arch.image_size} (with super-resolution)", "--size")
+    return decoder, build_stage(manifest, r.sr_model, "unclip-sr", r.sr_sampler, r.sr_steps, steps_option="--sr-steps")
+
+
+def clip_models(manifest: Manifest, clip_model: str, clip_stats: Optional[str]):
+    from ..render.engine import model_entry
+    from ..render.unclip import ClipModels
+
+    model_entry(manifest, clip_model, "openclip")
+    if clip_stats is not None:
+        model_entry(manifest, clip_stats, "clip-stats")
+    return ClipModels(clip_model, clip_stats or ClipModels.stats)
+
+
+def _best_of(count: int, rank_model: str, prompt: str):
+    """The best-of-N settings (None for one candidate); the judge needs text to score against."""
+    ranking = best_of_choice(count, rank_model, None)
+    if ranking is not None and not prompt.strip():
+        raise RequestError("--best-of ranks the pictures by a CLIP score for the prompt: give --prompt TEXT")
+    return ranking
+
+
+def _check_picture(path: Path) -> None:
+    """Refuse a missing or unreadable picture before any model loads."""
+    from ..files.images import open_rgb
+
+    open_rgb(path)
+
+
+def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+    from ..render.unclip import render_unclip
+
+    r = request
+    warnings: list[str] = []
+    clip = clip_models(manifest, r.clip_model, r.clip_stats)
+    prior = build_stage(manifest, r.prior_model, "unclip-prior", r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps", warnings=warnings)
+    decoder, sr = decoder_stages(manifest, r, warnings)
+    ranking = best_of_choice(r.best_of, r.rank_model, None)
+    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard)
+    return RenderPlan(
+        "unclip", manifest, jobs,
+        lambda session, todo, reporter, meta: render_unclip(
+            session, todo, prior, decoder, sr, clip=clip, batch_size=r.batch_size, reporter=reporter, extra_meta=meta, best_of=ranking,
+        ),
+        warnings,
+    )
+
+
+def plan_vary(request: VaryRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+    from ..render.unclip import render_vary
+
+    r = request
+    warnings: list[str] = []
+    clip = clip_models(manifest, r.clip_model, None)
+    decoder, sr = decoder_stages(manifest, r, warnings)
+    _check_picture(r.image)
+    ranking = _best_of(r.best_of, r.rank_model, r.prompt)
+    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard)
+    return RenderPlan(
+        "vary", manifest, jobs,
+        lambda session, todo, reporter, meta: render_vary(
+            session, todo, r.image, decoder, sr, clip=clip, batch_size=r.batch_size, reporter=reporter, extra_meta=meta, best_of=ranking,
+        ),
+        warnings,
+    )
+
+
+def plan_blend(request: BlendRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+    from ..render.unclip import BlendJob, render_blend
+
+    r = request
+    warnings: list[str] = []
+    if r.frames is not None and r.mix is not None:
+        raise RequestError("give --mix or --frames, not both")
+    clip = clip_models(manifest, r.clip_model, None)
+    decoder, sr = decoder_stages(manifest, r, warnings)
+    _check_picture(r.image_a)
+    _check_picture(r.image_b)
+    ranking = _best_of(r.best_of, r.rank_model, r.prompt)
+    if ranking is not None and r.frames is not None:
+        raise RequestError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
+    if r.frames is not None:
+        check_image_count(r.frames * r.num, "--frames")
+    mixes = [k / (r.frames - 1) for k in range(r.frames)] if r.frames is not None else [0.5 if r.mix is None else r.mix]
+    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard)
+    jobs = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
+    return RenderPlan(
+        "blend", manifest, jobs,
+        lambda session, todo, reporter, meta: render_blend(
+            session, todo, r.image_a, r.image_b, decoder, sr, clip=clip, batch_size=r.batch_size, reporter=reporter,
+            extra_meta=meta, best_of=ranking,
+        ),
+        warnings,
+    )
