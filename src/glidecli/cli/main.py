@@ -19,8 +19,11 @@ try:  # Ctrl-C while the command is still loading its modules: one line too, not
     from .. import __version__
     from .edit import inpaint, outpaint, upsample
     from .generate import clip_guide, generate
+    from ..request.failures import failure_message, is_known_failure
+    from ..request.options import RequestError
     from .run import Interrupted, click_errors
     from .score import score
+    from .serve import serve
     from .train import Stopped, dataset_app, train_command
     from .unclip import blend, unclip, vary
     from .weights import info_command, weights_app
@@ -50,6 +53,7 @@ app.add_typer(dataset_app, name="dataset")
 app.command()(unclip)
 app.command()(vary)
 app.command()(blend)
+app.command()(serve)
 
 def _version(value: bool) -> None:
     if value:
@@ -70,15 +74,8 @@ def _root(
 
 # --- entry point ------------------------------------------------------------------------------
 
-# Exceptions whose message is a complete one-line explanation for the user, by module; a
-# module that was never imported cannot have raised its error, so none is imported here.
+# The CLI's own expected failures, besides those of request.failures.
 _FAILURES = (
-    ("glidecli.files.manifest", "ManifestError"),
-    ("glidecli.files.weights_error", "WeightsError"),
-    ("glidecli.nets.checkpoint", "CheckpointError"),
-    ("glidecli.files.pngfile", "ImageError"),
-    ("glidecli.nets.tokenizer", "TokenizerFileError"),
-    ("glidecli.render.session", "RenderError"),
     ("glidecli.cli.run", "CommandError"),
     ("glidecli.train.dataset", "DatasetError"),
     ("glidecli.train.start", "TrainingError"),
@@ -87,23 +84,6 @@ _FAILURES = (
 
 # click >= 8.2 reports "no arguments, show the help" as an error carrying the help text.
 _NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())
-
-
-def _is_known_failure(error: BaseException) -> bool:
-    for module_name, class_name in _FAILURES:
-        module = sys.modules.get(module_name)
-        if module is not None and isinstance(error, getattr(module, class_name)):
-            return True
-    return False
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    """A GPU's (torch.OutOfMemoryError) or the host's: too big a batch, say."""
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", ()) if torch is not None else ()
-    return isinstance(error, (MemoryError, *((oom,) if oom else ()))) or (
-        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
-    )
 
 
 def _is_peer_failure(error: BaseException) -> bool:
@@ -179,23 +159,17 @@ def run(argv: Optional[list[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001 - sorted below; the rest are bugs
         if os.environ.get("GLIDE_DEBUG"):
             raise
-        if _is_known_failure(error):
-            _error(str(error))
-            return 1
         if _is_peer_failure(error):
             _error("another rank of this run stopped (its error says why); this one stops too")
             return 1
-        if _is_out_of_memory(error):  # pictures finished before it are written (render_to_files)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            _error(f"out of memory ({first[:200]}); try a smaller --batch-size")
-            return 1
-        if isinstance(error, ValueError):  # option values checked deeper down
+        if isinstance(error, RequestError) or (isinstance(error, ValueError) and not is_known_failure(error, _FAILURES)):  # option values
             _error(str(error), usage=True)
             return 2
-        if isinstance(error, OSError):
-            _error(f"{error.strerror or error}{f': {error.filename}' if error.filename else ''}")
-            return 1
-        raise
+        message = failure_message(error, _FAILURES)  # out of memory keeps the pictures written before it (render_to_files)
+        if message is None:
+            raise
+        _error(message)
+        return 1
     if result == 130:  # Ctrl-C while click itself was running
         sys.stderr.write("interrupted; 0 images written\n")
     return result if isinstance(result, int) else 0

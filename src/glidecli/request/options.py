@@ -107,6 +107,8 @@ def convert(option: Option, raw: Any) -> Any:
         if prompts is None or not all(isinstance(p, str) for p in prompts):
             raise RequestError(f"{raw!r} is not a prompt or a list of prompts", option.flag)
         return prompts
+    if isinstance(raw, int) and not isinstance(raw, bool):  # JSON's 20 for --steps 20
+        return str(raw)
     if not isinstance(raw, str):
         raise RequestError(f"{raw!r} is not text", option.flag)
     return raw

@@ -1,0 +1,50 @@
+"""The FastAPI application of `glide serve`: the three APIs' routers, the page, and the
+guard in front of them (security.py). Routes stay thin; service.py does the work.
+
+    app = create_app(Service(ServerConfig(out=Path("outputs"))))
+    uvicorn.run(app, host="127.0.0.1", port=7860)
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from . import a1111, native, openai_images
+from .security import Guard
+from .service import ClientError, Service
+
+
+def create_app(service: Service) -> FastAPI:
+    app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.service = service
+    app.include_router(native.router)
+    app.include_router(a1111.router)
+    app.include_router(openai_images.router)
+    static = resources.files("glidecli.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(static / "index.html"), headers={"Cache-Control": "no-cache"})
+
+    @app.exception_handler(ClientError)
+    async def client_error(_: Request, error: ClientError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")}, status_code=422)
+
+    @app.on_event("shutdown")
+    def stop() -> None:
+        service.close()
+
+    return Guard(app, service.config.host, service.config.token)  # type: ignore[return-value]

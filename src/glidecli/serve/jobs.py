@@ -1,0 +1,294 @@
+"""The server's jobs: a bounded queue in submission order and one worker per device, each
+owning one warm Session (models load on first use and stay; CUDA graphs and compiled
+networks are reused by every later job).
+
+A job is a planned request (request.planner). Its pictures are written into the server's
+--out as they finish, under names the server makes with the command's file pattern. A job
+can be cancelled while queued or while running: a running one stops at its next sampling
+step, and a cancelled job leaves no file behind. A job that fails, fails alone, with the
+CLI's one-line message; the worker goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from ..request.failures import failure_message
+from ..request.plan import RenderPlan
+
+log = logging.getLogger("glidecli.serve")
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINISHED = ("done", "failed", "cancelled")
+
+
+class QueueFull(Exception):
+    """The queue holds --max-queue jobs already."""
+
+
+class JobCancelled(Exception):
+    """Raised from a job's progress callback: its job was cancelled."""
+
+
+@dataclass
+class Job:
+    """One request in the queue; its fields are what GET /jobs/{id} reports."""
+
+    id: str
+    command: str
+    plan: RenderPlan
+    pattern: str
+    labels: dict[str, str] = field(default_factory=dict)  # upload path -> what the PNG records instead
+    state: str = "queued"
+    stage: Optional[str] = None
+    step: int = 0
+    total: int = 0
+    images_done: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)
+    error: Optional[str] = None
+    worker: Optional[str] = None
+    created: float = field(default_factory=time.time)
+    finished_at: Optional[float] = None
+    keep_finished: bool = False  # a cancel that keeps the pictures finished before it (A1111's interrupt)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    cleanup: Optional[Callable[[], None]] = None  # removes the job's uploads when it ends
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+class JobQueue:
+    """Jobs in submission order, run by one worker thread per device. `max_queue` bounds
+    the jobs waiting (not those running). `session_factory(device)` makes a worker's
+    Session, once, when its first job starts."""
+
+    def __init__(self, devices: list[str], session_factory: Callable[[str], Any], out: Path, max_queue: int = 16,
+                 keep_finished_jobs: int = 1000):
+        self.out = out
+        self.max_queue = max_queue
+        self.keep_finished_jobs = keep_finished_jobs
+        self._session_factory = session_factory
+        self._jobs: dict[str, Job] = {}
+        self._waiting: list[Job] = []  # queued jobs, oldest first
+        self._lock = threading.Condition()
+        self._names = threading.Lock()
+        self._next_index: Optional[int] = None
+        self.sessions: dict[str, Any] = {}  # device -> its worker's Session, once made
+        self._stopping = False
+        self._workers = [threading.Thread(target=self._work, args=(device,), name=f"glide-serve-{device}", daemon=True) for device in devices]
+        for worker in self._workers:
+            worker.start()
+
+    # --- what the routes call ------------------------------------------------------------------
+
+    def submit(self, plan: RenderPlan, pattern: str, labels: Optional[dict[str, str]] = None,
+               cleanup: Optional[Callable[[], None]] = None) -> Job:
+        with self._lock:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"the queue holds {len(self._waiting)} jobs (--max-queue {self.max_queue}); try again later")
+            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup)
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._publish(job, "queued")
+            self._forget_old()
+            self._lock.notify_all()
+        return job
+
+    def get(self, job_id: str) -> Optional[Job]:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def position(self, job: Job) -> Optional[int]:
+        """0 for the next job to start; None once it has started."""
+        with self._lock:
+            return self._waiting.index(job) if job in self._waiting else None
+
+    def cancel(self, job: Job, keep_finished: bool = False) -> bool:
+        """Cancel a queued job at once, a running one at its next sampling step. False when
+        the job had finished already."""
+        with self._lock:
+            if job.finished:
+                return False
+            job.keep_finished = keep_finished
+            job.cancel_requested.set()
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._end(job, "cancelled")
+            return True
+
+    def wait(self, job: Job, timeout: Optional[float] = None) -> bool:
+        """Block until the job has finished (True) or `timeout` seconds passed (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not job.finished:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
+
+    def events(self, job: Job, keepalive: float = 15.0, stop: Callable[[], bool] = lambda: False) -> Iterator[Optional[dict[str, Any]]]:
+        """The job's events in order, from the first, until its last; None every
+        `keepalive` seconds without one (for the stream to send a comment and notice a
+        client that left, `stop()`)."""
+        sent = 0
+        while True:
+            with self._lock:
+                if sent >= len(job.events) and not job.finished:
+                    self._lock.wait(keepalive)
+                fresh = job.events[sent:]
+                sent += len(fresh)
+                finished = job.finished and sent >= len(job.events)
+            yield from fresh
+            if finished or stop():
+                return
+            if not fresh:
+                yield None
+
+    def running(self) -> list[Job]:
+        with self._lock:
+            return [job for job in self._jobs.values() if job.state == "running"]
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for job in list(self._waiting):
+                self._waiting.remove(job)
+                self._end(job, "cancelled")
+            for job in self._jobs.values():
+                job.cancel_requested.set()
+            self._lock.notify_all()
+
+    # --- the workers --------------------------------------------------------------------------------
+
+    def _work(self, device: str) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                job = self._waiting.pop(0)
+                job.state, job.worker = "running", device
+                self._publish(job, "running")
+            self._run(job, device)
+
+    def _run(self, job: Job, device: str) -> None:
+        written: list[Path] = []
+        try:
+            session = self.sessions.get(device)
+            if session is None:
+                session = self.sessions[device] = self._session_factory(device)
+            reporter = _JobReporter(self, job)
+            for rendered in job.plan.render(session, job.plan.jobs, reporter, {"command": job.command}):
+                if job.cancel_requested.is_set() and not job.keep_finished:
+                    raise JobCancelled()
+                written.append(self._write(job, rendered))
+                with self._lock:
+                    job.images_done += 1
+                    self._publish(job, "image", file=job.files[-1])
+                if job.cancel_requested.is_set():
+                    raise JobCancelled()
+        except JobCancelled:
+            if not job.keep_finished:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                job.files.clear()
+            with self._lock:
+                self._end(job, "cancelled")
+        except Exception as error:  # noqa: BLE001 - a failing job fails alone; the worker goes on
+            message = failure_message(error)
+            if message is None:
+                log.exception("job %s failed", job.id)
+                message = f"internal error: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            with self._lock:
+                job.error = message
+                self._end(job, "failed")
+        else:
+            with self._lock:
+                self._end(job, "done")
+
+    def _write(self, job: Job, rendered: Any) -> Path:
+        """The picture under a new name in --out (the command's pattern, numbered on from
+        the files already there), whole or not at all, never over another file."""
+        from ..files.pngfile import ImageError, next_free_index, render_output_path, write_png
+
+        meta = {key: job.labels.get(value, value) if isinstance(value, str) else value for key, value in rendered.meta.items()}
+        with self._names:
+            if self._next_index is None:
+                self._next_index = next_free_index(self.out)
+            for _ in range(1000):
+                index, self._next_index = self._next_index, self._next_index + 1
+                path = render_output_path(self.out, index=index, seed=rendered.job.seed, prompt=rendered.job.prompt,
+                                          pattern=job.pattern, count=index + 1)
+                try:
+                    write_png(rendered.image, path, meta)
+                except ImageError:
+                    if path.exists():  # another program's file: take the next number
+                        continue
+                    raise
+                break
+        job.files.append({"name": path.relative_to(self.out).as_posix(), "seed": rendered.job.seed, "index": rendered.job.index, "settings": meta})
+        return path
+
+    # --- bookkeeping (under the lock) ---------------------------------------------------------------
+
+    def _publish(self, job: Job, kind: str, **extra: Any) -> None:
+        job.events.append({"event": kind, "state": job.state, "stage": job.stage, "step": job.step, "total": job.total,
+                           "images_done": job.images_done, **extra})
+        self._lock.notify_all()
+
+    def _end(self, job: Job, state: str) -> None:
+        job.state, job.finished_at = state, time.time()
+        if job.cleanup is not None:
+            job.cleanup()
+        self._publish(job, state, **({"error": job.error} if job.error else {}))
+
+    def _forget_old(self) -> None:
+        finished = [job for job in self._jobs.values() if job.finished]
+        for job in finished[: max(0, len(finished) - self.keep_finished_jobs)]:
+            del self._jobs[job.id]
+
+
+class _JobReporter:
+    """A render.Reporter that records a job's progress and stops a cancelled job at its next step."""
+
+    def __init__(self, jobs: JobQueue, job: Job):
+        self.jobs, self.job = jobs, job
+
+    def warn(self, message: str) -> None:
+        with self.jobs._lock:
+            self.jobs._publish(self.job, "warning", message=message)
+
+    def step(self, stage: str, info: Any) -> None:
+        job = self.job
+        if job.cancel_requested.is_set():
+            raise JobCancelled()
+        with self.jobs._lock:
+            job.stage, job.step, job.total = stage, info.index, info.total
+            self.jobs._publish(job, "step")
+
+
+def default_devices(devices: Optional[str], device: str) -> list[str]:
+    """--devices cuda:0,cuda:1 (one worker each), else the one --device."""
+    if not devices:
+        return [device]
+    names = [name.strip() for name in devices.split(",") if name.strip()]
+    return names or [device]
+

@@ -1,0 +1,125 @@
+"""The native API, /glide/v1: any rendering command as a job, by the CLI's option names.
+
+    POST   /jobs                {"command": "generate", "prompt": "a corgi", "scale": 3, "seed": 1}
+                                (or multipart: a `command` field, options as fields, pictures as files)
+    GET    /jobs/{id}           state, queue position, stage, step, files with their settings
+    GET    /jobs/{id}/events    the same as server-sent events, in order
+    DELETE /jobs/{id}           cancel (queued or running; leaves no file)
+    GET    /images/{name}       a PNG the server wrote under --out
+    GET    /gallery, /commands, /models, /samplers, /health
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from ..request.commands import REQUESTS, field_names, option_fields
+from .body import read_json, read_multipart
+from .service import ClientError, Service, commands_description
+
+router = APIRouter(prefix="/glide/v1", tags=["glide"])
+
+SAMPLERS = {
+    "ddpm": "ancestral DDPM (the reference's base sampler); sections, ddimN, fast27",
+    "ddim": "DDIM, eta 0 deterministic (the reference's upsampler sampler); sections, ddimN, fast27",
+    "plms": "pseudo linear multistep (PNDM)",
+    "dpmpp_2m": "DPM-Solver++(2M), deterministic",
+    "dpmpp_2m_sde": "SDE-DPM-Solver++(2M), stochastic (generate's default)",
+}
+
+
+def service_of(request: Request) -> Service:
+    return request.app.state.service
+
+
+@router.post("/jobs", status_code=202)
+async def create_job(request: Request) -> JSONResponse:
+    service = service_of(request)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        fields, files = await read_multipart(request, service.config.limits)
+        body: dict[str, Any] = dict(fields)
+    else:
+        body, files = await read_json(request, service.config.limits), {}
+    command = body.pop("command", None)
+    if not isinstance(command, str):
+        raise ClientError(f"give the command: one of {', '.join(REQUESTS)}")
+    options, pictures = split_pictures(command, body)
+    job = await run_in_threadpool(service.submit, command, options, {**pictures, **files})
+    return JSONResponse(service.status(job), status_code=202, headers={"Location": f"/glide/v1/jobs/{job.id}"})
+
+
+def split_pictures(command: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The body's options and its pictures (base64), by the command's picture fields."""
+    request_type = REQUESTS.get(command)
+    if request_type is None:
+        raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
+    names = field_names(request_type)
+    pictures_fields = {name for name, option, _ in option_fields(request_type) if option.kind == "picture"}
+    options = {key: value for key, value in body.items() if names.get(key) not in pictures_fields}
+    pictures = {key: value for key, value in body.items() if names.get(key) in pictures_fields}
+    return options, pictures
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, request: Request) -> dict[str, Any]:
+    service = service_of(request)
+    return service.status(service.job(job_id))
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    service = service_of(request)
+    job = service.job(job_id)
+
+    def stream():
+        for event in service.queue.events(job):
+            if event is None:
+                yield ": keep-alive\n\n"
+                continue
+            yield f"event: {event['event']}\ndata: {json.dumps(event, default=str)}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.delete("/jobs/{job_id}")
+def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+    service = service_of(request)
+    job = service.job(job_id)
+    if not service.queue.cancel(job):
+        raise ClientError(f"job {job_id} has finished already ({job.state})", 409)
+    return service.status(job)
+
+
+@router.get("/images/{name:path}")
+def get_image(name: str, request: Request) -> FileResponse:
+    return FileResponse(service_of(request).image_path(name), media_type="image/png")
+
+
+@router.get("/gallery")
+def gallery(request: Request, limit: int = 60, offset: int = 0) -> dict[str, Any]:
+    return {"images": service_of(request).gallery(max(1, min(limit, 500)), max(0, offset))}
+
+
+@router.get("/commands")
+def commands() -> dict[str, Any]:
+    return commands_description()
+
+
+@router.get("/models")
+def models(request: Request) -> dict[str, Any]:
+    return {"models": service_of(request).models()}
+
+
+@router.get("/samplers")
+def samplers() -> dict[str, Any]:
+    return {"samplers": [{"name": name, "description": text} for name, text in SAMPLERS.items()]}
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, Any]:
+    return service_of(request).health()

@@ -1,0 +1,89 @@
+"""What keeps a local server safe from the web pages its user visits, as an ASGI middleware
+in front of every route:
+
+- the Host header must name this server (a loopback name, or the --host it binds), so a
+  page on another name that re-resolves to 127.0.0.1 (DNS rebinding) is refused;
+- with --token, every route but the page's own static files needs `Authorization: Bearer`;
+- without a valid token, a request from another origin (its Origin header, or the
+  browser's Sec-Fetch-Site) is refused on every API route: a page elsewhere can neither
+  start jobs nor read pictures. The server sends no CORS headers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+PUBLIC_PATHS = ("/", "/favicon.ico")
+PUBLIC_PREFIXES = ("/static/",)
+
+
+def allowed_host_names(bind_host: str) -> Optional[set[str]]:
+    """The names a request's Host header may hold; None (any) when binding every address,
+    where --token guards every route instead."""
+    if bind_host in WILDCARD_HOSTS:
+        return None
+    names = {*LOOPBACK_NAMES, bind_host.strip("[]").lower()}
+    if bind_host not in LOOPBACK_NAMES:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return names
+
+
+def host_name(host_header: str) -> str:
+    """'127.0.0.1:7860' -> '127.0.0.1', '[::1]:7860' -> '::1'."""
+    parsed = urlsplit(f"//{host_header}")
+    return (parsed.hostname or "").lower()
+
+
+class Guard:
+    """The ASGI middleware: `app` behind the checks above."""
+
+    def __init__(self, app: Callable, bind_host: str, token: Optional[str]):
+        self.app = app
+        self.hosts = allowed_host_names(bind_host)
+        self.token = token
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])}
+        refusal = self.refusal(scope.get("path", "/"), headers, scope.get("scheme", "http"))
+        if refusal is not None:
+            status, message, extra = refusal
+            body = json.dumps({"detail": message}).encode()
+            response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *[(k.encode(), v.encode()) for k, v in extra.items()]]
+            await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def refusal(self, path: str, headers: dict[str, str], scheme: str) -> Optional[tuple[int, str, dict[str, str]]]:
+        host = headers.get("host", "")
+        if self.hosts is not None and host_name(host) not in self.hosts:
+            return 400, f"host {host!r} is not this server's name (DNS rebinding protection); use {sorted(self.hosts)[0]}", {}
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        if public:
+            return None
+        authorized = False
+        if self.token is not None:
+            given = headers.get("authorization", "")
+            scheme_word, _, value = given.partition(" ")
+            authorized = scheme_word.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+            if not authorized:
+                return 401, "this server needs 'Authorization: Bearer TOKEN' (the --token it was started with)", {"WWW-Authenticate": "Bearer"}
+        if not authorized and self._cross_origin(headers, scheme, host):
+            return 403, "cross-origin requests need the server's token (start it with --token)", {}
+        return None
+
+    @staticmethod
+    def _cross_origin(headers: dict[str, str], scheme: str, host: str) -> bool:
+        origin = headers.get("origin")  # "null" from a sandboxed frame or a file:// page
+        if origin is not None and origin.lower() != f"{scheme}://{host}".lower():
+            return True
+        return headers.get("sec-fetch-site") in ("cross-site", "same-site")  # same-site: another port of this host
