@@ -41,8 +41,8 @@ SCHEDULE_SUFFIXES = (" karras", " exponential", " polyexponential", " sgm unifor
 
 # Fields that hold A1111's defaults in every client, and mean the picture A1111 makes by
 # default: ignored at these values (glide's own defaults apply).
-A1111_DEFAULTS = {"steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512, "sampler_index": "Euler", "mask_blur": 4,
-                  "denoising_strength": 0.75, "resize_mode": 0}
+A1111_DEFAULTS = {"steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512, "sampler_name": "Euler a", "sampler_index": "Euler",
+                  "mask_blur": 4, "denoising_strength": 0.75, "resize_mode": 0}
 # Fields that would change the picture if honoured, with the values that change nothing.
 REFUSED_UNLESS = {
     "restore_faces": (None, False), "tiling": (None, False), "enable_hr": (None, False), "styles": (None, []),
@@ -172,9 +172,12 @@ def _models(service: Service, checkpoint: Optional[str], kind: str) -> tuple[str
 
 
 def _sampler(body: dict[str, Any]) -> Optional[str]:
-    name = body.get("sampler_name") or (body.get("sampler_index") if body.get("sampler_index") != A1111_DEFAULTS["sampler_index"] else None)
-    if not name:
+    """glide's sampler for A1111's sampler_name (or the older sampler_index); None at A1111's
+    defaults ("Euler a", "Euler"), where the command's own default applies."""
+    chosen = [body.get(key) for key in ("sampler_name", "sampler_index") if body.get(key) not in (None, "", A1111_DEFAULTS[key])]
+    if not chosen:
         return None
+    name = chosen[0]
     key = str(name).strip().lower()
     for suffix in SCHEDULE_SUFFIXES:
         key = key.removesuffix(suffix)

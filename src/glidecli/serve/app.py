@@ -7,6 +7,7 @@ guard in front of them (security.py). Routes stay thin; service.py does the work
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -21,7 +22,12 @@ from .service import ClientError, Service
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        service.close()  # the queue's workers stop; the uploads folder goes
+
+    app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.service = service
     app.include_router(native.router)
     app.include_router(a1111.router)
@@ -42,9 +48,5 @@ def create_app(service: Service) -> FastAPI:
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")}, status_code=422)
-
-    @app.on_event("shutdown")
-    def stop() -> None:
-        service.close()
 
     return Guard(app, service.config.host, service.config.token)  # type: ignore[return-value]

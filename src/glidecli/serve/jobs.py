@@ -81,9 +81,13 @@ class JobQueue:
         self._lock = threading.Condition()
         self._names = threading.Lock()
         self._next_index: Optional[int] = None
-        self.sessions: dict[str, Any] = {}  # device -> its worker's Session, once made
+        self.sessions: dict[str, Any] = {}  # worker -> its Session, once made
         self._stopping = False
-        self._workers = [threading.Thread(target=self._work, args=(device,), name=f"glide-serve-{device}", daemon=True) for device in devices]
+        # A worker's name is its device, numbered when several share one (two CPU workers).
+        names = [device if devices.count(device) == 1 else f"{device}#{i}" for i, device in enumerate(devices)]
+        self._workers = [
+            threading.Thread(target=self._work, args=(name, device), name=f"glide-serve-{name}", daemon=True) for name, device in zip(names, devices)
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -177,7 +181,7 @@ class JobQueue:
 
     # --- the workers --------------------------------------------------------------------------------
 
-    def _work(self, device: str) -> None:
+    def _work(self, worker: str, device: str) -> None:
         while True:
             with self._lock:
                 while not self._waiting and not self._stopping:
@@ -185,16 +189,16 @@ class JobQueue:
                 if self._stopping:
                     return
                 job = self._waiting.pop(0)
-                job.state, job.worker = "running", device
+                job.state, job.worker = "running", worker
                 self._publish(job, "running")
-            self._run(job, device)
+            self._run(job, worker, device)
 
-    def _run(self, job: Job, device: str) -> None:
+    def _run(self, job: Job, worker: str, device: str) -> None:
         written: list[Path] = []
         try:
-            session = self.sessions.get(device)
+            session = self.sessions.get(worker)
             if session is None:
-                session = self.sessions[device] = self._session_factory(device)
+                session = self.sessions[worker] = self._session_factory(device)
             reporter = _JobReporter(self, job)
             for rendered in job.plan.render(session, job.plan.jobs, reporter, {"command": job.command}):
                 if job.cancel_requested.is_set() and not job.keep_finished:
