@@ -260,10 +260,11 @@ def option_fields(request_type: type) -> list[tuple[str, Option, Any]]:
 
 def build(request_type: type, values: Mapping[str, Any]) -> Any:
     """A request from raw values by field name (CLI text, JSON values, or typed values);
-    fields not given keep the command's default. Every value is converted and checked."""
+    fields not given keep the command's default (a required picture or prompt is missing).
+    Every value is converted and checked."""
     typed = {}
     for name, option, default in option_fields(request_type):
-        typed[name] = value_of(option, values[name]) if name in values else default
+        typed[name] = value_of(option, values.get(name, default))
     unknown = set(values) - set(typed)
     if unknown:
         raise RequestError(f"{request_type.command} has no option {sorted(unknown)[0]!r}")

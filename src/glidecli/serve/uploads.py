@@ -102,8 +102,10 @@ def check_picture(data: bytes, label: str, limits: UploadLimits) -> str:
                 image.load()
     except UploadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(f"picture {label!r} is not a picture Pillow can read (or claims to be a huge one)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(f"picture {label!r} claims more pixels than the limit of {limits.max_pixels}", 413) from None
+    except UnidentifiedImageError:
+        raise UploadError(f"picture {label!r} is not a picture Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise UploadError(f"picture {label!r} cannot be decoded: {' '.join(str(error).split())[:200]}") from None
     return FORMATS[kind]
