@@ -66,3 +66,19 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
 
+
+
+def start_server(tmp_path: Path, *args: str):
+    """`glide serve --port 0` on the shapes models in a subprocess: (the process, its base URL)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GLIDE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "GLIDE_DEVICE": "cpu"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glidecli", "serve", "--port", "0", "--weights", str(MODELS / "weights.toml"), "--out", str(tmp_path / "out"), *args],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    line = process.stderr.readline()
+    assert line.startswith("glide serve: http://127.0.0.1:"), line
+    return process, line.split()[2].rstrip("/")

@@ -61,8 +61,11 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", timeout_graceful_shutdown=5))
     try:
         server.run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again
+        pass
     finally:
         service.close()
+    sys.stderr.write("glide serve: stopped\n")
 
 
 def _listen(host: str, port: int):
