@@ -35,7 +35,10 @@ def test_a_job_reports_its_files_with_their_settings(server):
     assert server.client.get("/glide/v1/gallery").json()["images"][0]["name"] == "00002-11-a-red-circle.png"
 
 
-def test_events_come_in_order(server):
+def test_events_come_in_order(server, monkeypatch):
+    from glidecli.serve import jobs
+
+    monkeypatch.setattr(jobs._JobReporter, "STEP_EVENT_INTERVAL", 0.0)  # every step an event
     status = server.run(command="generate", prompt="a blue square", seed=3, **FAST)
     text = server.client.get(f"/glide/v1/jobs/{status['id']}/events").text
     events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
@@ -45,6 +48,17 @@ def test_events_come_in_order(server):
     assert steps == [("base", 1, 3), ("base", 2, 3), ("base", 3, 3), ("upsample", 1, 2), ("upsample", 2, 2)]
     event_names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
     assert event_names == kinds
+
+
+def test_step_events_are_thinned_but_keep_each_stages_ends(server, monkeypatch):
+    from glidecli.serve import jobs
+
+    monkeypatch.setattr(jobs._JobReporter, "STEP_EVENT_INTERVAL", 1000.0)
+    status = server.run(command="generate", prompt="a blue square", seed=3, **{**FAST, "steps": "40"})
+    text = server.client.get(f"/glide/v1/jobs/{status['id']}/events").text
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert [(e["stage"], e["step"]) for e in events if e["event"] == "step"] == [("base", 1), ("base", 40), ("upsample", 1), ("upsample", 2)]
+    assert (status["stage"], status["step"], status["total"]) == ("upsample", 2, 2)  # the job itself follows every step
 
 
 def test_cancel_while_queued_and_while_running_leaves_no_file(server):

@@ -54,7 +54,10 @@ class Job:
     error: Optional[str] = None
     worker: Optional[str] = None
     created: float = field(default_factory=time.time)
+    started_at: Optional[float] = None
     finished_at: Optional[float] = None
+    render_seconds: float = 0.0  # inside the render (sampling), the rest of a job's time is the server's
+    write_seconds: float = 0.0  # encoding and writing its PNGs
     keep_finished: bool = False  # a cancel that keeps the pictures finished before it (A1111's interrupt)
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
@@ -189,7 +192,7 @@ class JobQueue:
                 if self._stopping:
                     return
                 job = self._waiting.pop(0)
-                job.state, job.worker = "running", worker
+                job.state, job.worker, job.started_at = "running", worker, time.time()
                 self._publish(job, "running")
             self._run(job, worker, device)
 
@@ -200,10 +203,18 @@ class JobQueue:
             if session is None:
                 session = self.sessions[worker] = self._session_factory(device)
             reporter = _JobReporter(self, job)
-            for rendered in job.plan.render(session, job.plan.jobs, reporter, {"command": job.command}):
+            pictures = job.plan.render(session, job.plan.jobs, reporter, {"command": job.command})
+            while True:
+                started = time.perf_counter()
+                rendered = next(pictures, None)
+                job.render_seconds += time.perf_counter() - started
+                if rendered is None:
+                    break
                 if job.cancel_requested.is_set() and not job.keep_finished:
                     raise JobCancelled()
+                started = time.perf_counter()
                 written.append(self._write(job, rendered))
+                job.write_seconds += time.perf_counter() - started
                 with self._lock:
                     job.images_done += 1
                     self._publish(job, "image", file=job.files[-1])
@@ -271,10 +282,16 @@ class JobQueue:
 
 
 class _JobReporter:
-    """A render.Reporter that records a job's progress and stops a cancelled job at its next step."""
+    """A render.Reporter that records a job's progress and stops a cancelled job at its next
+    step. The job's fields follow every step; its event stream gets a stage's first and last
+    steps and at most one more every STEP_EVENT_INTERVAL seconds (each event wakes the
+    threads that stream it, time the sampling loop shares its cores with)."""
+
+    STEP_EVENT_INTERVAL = 0.1
 
     def __init__(self, jobs: JobQueue, job: Job):
         self.jobs, self.job = jobs, job
+        self._published = 0.0
 
     def warn(self, message: str) -> None:
         with self.jobs._lock:
@@ -284,9 +301,12 @@ class _JobReporter:
         job = self.job
         if job.cancel_requested.is_set():
             raise JobCancelled()
+        now = time.monotonic()
         with self.jobs._lock:
             job.stage, job.step, job.total = stage, info.index, info.total
-            self.jobs._publish(job, "step")
+            if info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
+                self._published = now
+                self.jobs._publish(job, "step")
 
 
 def default_devices(devices: Optional[str], device: str) -> list[str]:

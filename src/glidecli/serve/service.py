@@ -134,7 +134,9 @@ class Service:
             "error": job.error,
             "worker": job.worker,
             "created": job.created,
+            "started": job.started_at,
             "finished": job.finished_at,
+            "seconds": {"render": round(job.render_seconds, 4), "write": round(job.write_seconds, 4)},
         }
 
     # --- pictures -----------------------------------------------------------------------------------
