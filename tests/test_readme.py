@@ -1,8 +1,9 @@
-"""The READMEs say what the tool does: README's Python example runs as written (from a folder
-holding the small models), every `glide` command line in their shell blocks parses as `glide`
-parses it, every option they name belongs to the command they name it for (with what it
-requires), the defaults README states are the commands', and every source file they point to
-exists. No network runs except the Python example's (about 1 s)."""
+"""The READMEs and docs/ say what the tool does: README's Python example runs as written (from a
+folder holding the small models), every `glide` command line in their shell blocks parses as
+`glide` parses it (and a rendering command's values pass its request's checks), every option
+they name belongs to the command they name it for (with what it requires), the defaults they
+state are the commands', every source file they point to exists, and README links every page
+of docs/. No network runs except the Python example's (about 1 s)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ from PIL import Image
 
 from glidecli.cli.main import app
 from glidecli.cli.run import click_errors
+from glidecli.request.commands import REQUESTS, build, option_fields
+from glidecli.request.options import RequestError
 from glidecli.files.pngfile import read_png_metadata
 from helpers.paths import MODELS, REPO_ROOT
 
-READMES = ("README.md", "models/README.md", "benchmarks/README.md")
+DOCS = tuple(sorted(str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "docs").glob("*.md")))
+READMES = ("README.md", "models/README.md", "benchmarks/README.md", *DOCS)
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-# Options of other programs that README.md names in prose: torchrun's rendezvous and
-# benchmarks/gpu_check.sh's parts.
-OTHER_PROGRAMS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--part"}
+# Options of other programs that the docs name in prose: torchrun's rendezvous,
+# benchmarks/gpu_check.sh's parts and AUTOMATIC1111's --api-auth.
+OTHER_PROGRAMS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--part", "--api-auth"}
 
 
 def python_example() -> str:
@@ -136,10 +140,25 @@ def test_every_glide_command_line_in_the_readmes_parses(name):
             problems.append(f"{where}: no command '{' '.join(path)}'")
             continue
         try:
-            command.make_context(" ".join(path), list(rest))
+            context = command.make_context(" ".join(path), list(rest))
+            check_request(path[-1], context.params)
         except click_errors.ClickException as error:
             problems.append(f"{where}: {' '.join(path)}: {error.format_message()}")
+        except RequestError as error:
+            problems.append(f"{where}: {' '.join(path)}: {error}")
     assert not problems, "\n".join(problems)
+
+
+def check_request(command: str, params: dict) -> None:
+    """A rendering command's option values through its request's conversion and checks (typer
+    only collects their text); its positional arguments are stood in for."""
+    request_type = REQUESTS.get(command)
+    if request_type is None:
+        return
+    fields = {name: option for name, option, _ in option_fields(request_type)}
+    values = {name: value for name, value in params.items() if name in fields and fields[name].flags}
+    stand_ins = {name: ("x" if option.kind != "picture" else "x.png") for name, option in fields.items() if not option.flags}
+    build(request_type, {**stand_ins, **values, **({"prompts": ("x",)} if "prompts" in fields else {})})
 
 
 def prose(name: str) -> str:
@@ -197,12 +216,13 @@ def missing_parameters(command, tokens: list[str]) -> list[str]:
 
 
 def test_options_readme_names_exist():
-    """Every `--option ...` span of README.md's running text is an option of some glide
-    command (or of torchrun or gpu_check.sh, which README names too)."""
+    """Every `--option ...` span of README.md's and docs/'s running text is an option of some
+    glide command (or of torchrun or gpu_check.sh, which they name too)."""
     known = all_option_names() | OTHER_PROGRAMS
     named = {
         option
-        for span in re.findall(r"`(--[^`]+)`", prose("README.md"))
+        for name in ("README.md", *DOCS)
+        for span in re.findall(r"`(--[^`]+)`", prose(name))
         for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", span)
     }
     assert len(named) > 50
@@ -235,7 +255,7 @@ def defaults(command) -> dict[str, object]:
 
 def test_numeric_defaults_readme_states_are_the_commands():
     """"`--context` pixels (default 64": some command has --context with default 64."""
-    stated = re.findall(r"`(--[\w-]+)`[\w -]{0,12}\(default (\d[\d.]*)", prose("README.md"))
+    stated = [found for name in ("README.md", *DOCS) for found in re.findall(r"`(--[\w-]+)`[\w -]{0,12}\(default (\d[\d.]*)", prose(name))]
     assert len(stated) >= 2
     every = glide_command()
     commands = [command_named(name) for name in every.list_commands(every.context_class(every))]
@@ -246,9 +266,18 @@ def test_numeric_defaults_readme_states_are_the_commands():
 
 def test_the_sampler_table_names_generates_defaults():
     """The Samplers table's "the base default, 20 steps" and "the upsampler default, 15 steps"."""
-    table = re.findall(r"^\| `(\w+)` \|.*\*\*the (base|upsampler) default, (\d+) steps\*\*", (REPO_ROOT / "README.md").read_text(), re.M)
+    table = re.findall(r"^\| `(\w+)` \|.*\*\*the (base|upsampler) default, (\d+) steps\*\*", (REPO_ROOT / "docs" / "sampling.md").read_text(), re.M)
     assert sorted(stage for _, stage, _ in table) == ["base", "upsampler"]
     generate = defaults(command_named("generate"))
     for sampler, stage, steps in table:
         prefix = "--" if stage == "base" else "--upsample-"
         assert (generate[f"{prefix}sampler"], generate[f"{prefix}steps"]) == (sampler, steps), stage
+
+
+def test_readme_links_every_page_of_docs():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert len(DOCS) >= 7 and [page for page in DOCS if f"]({page})" not in readme] == []
+    for name in READMES:
+        folder = (REPO_ROOT / name).parent
+        for target in re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", (REPO_ROOT / name).read_text()):
+            assert (folder / target).exists(), f"{name}: a link to {target}, which does not exist"

@@ -108,6 +108,10 @@ def test_the_token_guards_every_api_route(server):
     assert guarded.client.post("/v1/images/generations", json={"prompt": "x"}).status_code == 401
     ok = guarded.client.get("/glide/v1/health", headers={"Authorization": "Bearer s3cret-token"})
     assert ok.status_code == 200
+    basic = lambda pair: {"Authorization": "Basic " + b64(pair.encode())}  # noqa: E731 - A1111's --api-auth clients
+    assert guarded.client.get("/sdapi/v1/sd-models", headers=basic("user:s3cret-token")).status_code == 200
+    assert guarded.client.get("/sdapi/v1/sd-models", headers=basic("user:wrong")).status_code == 401
+    assert guarded.client.get("/sdapi/v1/sd-models", headers={"Authorization": "Basic %%%"}).status_code == 401
     # With the token, another origin may call it (a client elsewhere that was given the token).
     assert guarded.client.get("/glide/v1/health", headers={"Authorization": "Bearer s3cret-token", "Origin": "http://elsewhere"}).status_code == 200
     assert guarded.client.get("/").status_code == 200  # the page itself asks for the token

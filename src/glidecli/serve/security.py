@@ -3,7 +3,8 @@ in front of every route:
 
 - the Host header must name this server (a loopback name, or the --host it binds), so a
   page on another name that re-resolves to 127.0.0.1 (DNS rebinding) is refused;
-- with --token, every route but the page's own static files needs `Authorization: Bearer`;
+- with --token, every route but the page's own static files needs `Authorization: Bearer
+  TOKEN` (or HTTP Basic with the token as password, as A1111's `--api-auth` clients send);
 - without a valid token, a request from another origin (its Origin header, or the
   browser's Sec-Fetch-Site) is refused on every API route: a page elsewhere can neither
   start jobs nor read pictures. The server sends no CORS headers.
@@ -11,6 +12,7 @@ in front of every route:
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import socket
@@ -72,14 +74,24 @@ class Guard:
             return None
         authorized = False
         if self.token is not None:
-            given = headers.get("authorization", "")
-            scheme_word, _, value = given.partition(" ")
-            authorized = scheme_word.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+            authorized = self._token_given(headers.get("authorization", ""))
             if not authorized:
                 return 401, "this server needs 'Authorization: Bearer TOKEN' (the --token it was started with)", {"WWW-Authenticate": "Bearer"}
         if not authorized and self._cross_origin(headers, scheme, host):
             return 403, "cross-origin requests need the server's token (start it with --token)", {}
         return None
+
+    def _token_given(self, header: str) -> bool:
+        scheme_word, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme_word.lower() == "basic":  # user:TOKEN, any user
+            try:
+                value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme_word.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.encode(), self.token.encode())
 
     @staticmethod
     def _cross_origin(headers: dict[str, str], scheme: str, host: str) -> bool:
