@@ -190,12 +190,10 @@ class UnclipRequest:
 
 
 @dataclass(frozen=True)
-class VaryRequest:
-    """glide vary: variations of a picture from its CLIP image embedding."""
+class DecoderRequest:
+    """The options of the unCLIP commands that start from pictures' CLIP image embeddings
+    (vary, blend): the decoder's and super-resolution's sampling, the output, the models."""
 
-    command: ClassVar[str] = "vary"
-    pattern: ClassVar[str] = "{index:05d}-{seed}-vary.png"
-    image: Optional[Path] = uses(o.IMAGE, None)
     prompt: str = uses(o.DECODER_PROMPT, "")
     scale: float = uses(o.DECODER_SCALE, 8.0)
     steps: str = uses(o.DECODER_STEPS, "25")
@@ -214,7 +212,16 @@ class VaryRequest:
 
 
 @dataclass(frozen=True)
-class BlendRequest:
+class VaryRequest(DecoderRequest):
+    """glide vary: variations of a picture from its CLIP image embedding."""
+
+    command: ClassVar[str] = "vary"
+    pattern: ClassVar[str] = "{index:05d}-{seed}-vary.png"
+    image: Optional[Path] = uses(o.IMAGE, None)
+
+
+@dataclass(frozen=True)
+class BlendRequest(DecoderRequest):
     """glide blend: pictures between two others (slerp of their CLIP image embeddings)."""
 
     command: ClassVar[str] = "blend"
@@ -223,21 +230,6 @@ class BlendRequest:
     image_b: Optional[Path] = uses(o.IMAGE_B, None)
     mix: Optional[float] = uses(o.MIX, None)
     frames: Optional[int] = uses(o.FRAMES, None)
-    prompt: str = uses(o.DECODER_PROMPT, "")
-    scale: float = uses(o.DECODER_SCALE, 8.0)
-    steps: str = uses(o.DECODER_STEPS, "25")
-    sampler: str = uses(o.DECODER_SAMPLER, "ddpm")
-    sr_steps: str = uses(o.SR_STEPS, "7")
-    sr_sampler: str = uses(o.SR_SAMPLER, "ddpm")
-    size: Optional[int] = uses(o.UNCLIP_SIZE, None)
-    best_of: int = uses(o.BEST_OF, 1)
-    rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
-    decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
-    sr_model: str = uses(o.SR_MODEL, "karlo-sr")
-    clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
 
 
 REQUESTS: dict[str, type] = {
