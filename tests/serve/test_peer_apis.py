@@ -30,6 +30,9 @@ def test_a1111_models_options_and_samplers(server):
     assert wrong.status_code == 422 and "no checkpoint 'shapes-upsample'" in wrong.json()["detail"]
     samplers = {s["name"]: s["aliases"] for s in server.client.get("/sdapi/v1/samplers").json()}
     assert "euler a" in samplers["dpmpp_2m_sde"] and "euler" in samplers["ddim"] and "lms" in samplers["plms"]
+    assert [s["name"] for s in server.client.get("/sdapi/v1/schedulers").json()] == ["automatic"]
+    assert server.client.get("/sdapi/v1/sd-vae").json() == [] and server.client.get("/sdapi/v1/loras").json() == []
+    assert server.client.post("/sdapi/v1/skip").json() == {}  # nothing running: nothing to stop
 
 
 @pytest.mark.parametrize("name, glide", [("DPM++ 2M Karras", "dpmpp_2m"), ("Euler", "ddim"), ("DDIM", "ddim"), ("LMS", "plms"),

@@ -58,8 +58,8 @@ _METAVARS = {"int": "<int>", "float": "<float>", "str": "<str>", "batch": "<auto
 
 def request_parameters(request_type: type) -> list[inspect.Parameter]:
     """One typer option per flagged field of a request type (positional fields are the
-    command's own arguments). Values reach the request layer as typed: typer only collects
-    the text, and `commands.build` converts and checks it, as it does JSON for the server."""
+    command's own arguments). Typer only collects each flag's text; `commands.build`
+    converts and checks it, as it does the server's JSON, so a rule and its message exist once."""
     parameters = []
     for name, option, default in option_fields(request_type):
         if not option.flags:

@@ -198,6 +198,7 @@ class JobQueue:
 
     def _run(self, job: Job, worker: str, device: str) -> None:
         written: list[Path] = []
+        pictures = None
         try:
             session = self.sessions.get(worker)
             if session is None:
@@ -238,6 +239,9 @@ class JobQueue:
         else:
             with self._lock:
                 self._end(job, "done")
+        finally:
+            if hasattr(pictures, "close"):  # a render stopped between pictures: end its generator now
+                pictures.close()
 
     def _write(self, job: Job, rendered: Any) -> Path:
         """The picture under a new name in --out (the command's pattern, numbered on from
