@@ -3,6 +3,9 @@
 - Classifier-free guidance: the conditional and unconditional halves go through the network
   in ONE batched call; eps = eps(x|empty) + s * (eps(x|text) - eps(x|empty)); the learned
   variance comes from the conditional half, as in the reference.
+- Composed prompts (render/composition.py): every component of every image and the
+  unconditional rows in one call; eps = eps(x|empty) + s * sum_i w_i (eps(x|c_i) - eps(x|empty)),
+  the variance from each image's first component.
 - CLIP guidance: the gradient of exp(logit_scale) * <z_image(x_t, t), z_text> shifts the
   ancestral mean (`clip_gradient` as the ddpm sampler's mean_shift: mean + variance * grad)
   or the score (`clip_guided_denoiser`).
@@ -57,6 +60,39 @@ def guided_model_fn(
         cond_eps, uncond_eps = cond[:, :channels], uncond[:, :channels]
         eps = uncond_eps + scale * (cond_eps - uncond_eps)
         return torch.cat([eps, cond[:, channels:]], dim=1)
+
+    return model_fn
+
+
+def composed_model_fn(
+    model: Text2ImUNet,
+    text: TextEmbedding,
+    uncond_text: TextEmbedding,
+    owner: Tensor,
+    weights: Tensor,
+    *,
+    scale: float = 1.0,
+    **images: Optional[Tensor],
+) -> ModelFn:
+    """`model_fn(x, t)` for images whose prompts have several weighted components: row r of
+    `text` is a component of image owner[r], with weight weights[r]; `uncond_text` has a row
+    per image. One network call per step runs the component rows and the unconditional rows."""
+    images = {k: v for k, v in images.items() if v is not None}
+    batch = uncond_text.pooled.shape[0]
+    rows = torch.cat([owner, torch.arange(batch, device=owner.device)])
+    first = torch.tensor([int((owner == b).nonzero()[0]) for b in range(batch)], device=owner.device)
+    all_text = _concat_text(text, uncond_text)
+    all_images = {k: v[rows] for k, v in images.items()}
+    count = owner.shape[0]
+
+    def model_fn(x: Tensor, t: Tensor) -> Tensor:
+        out = model(x[rows], t[rows], all_text, **all_images)
+        channels = x.shape[1]
+        uncond_eps = out[count:, :channels]
+        differences = (out[:count, :channels] - uncond_eps[owner]) * weights.to(out.dtype).view(-1, 1, 1, 1)
+        summed = torch.zeros_like(uncond_eps).index_add_(0, owner, differences)
+        eps = uncond_eps + scale * summed
+        return torch.cat([eps, out[first, channels:]], dim=1)
 
     return model_fn
 

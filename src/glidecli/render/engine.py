@@ -35,6 +35,8 @@ from ..files.images import (
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
 from .batching import Probe, auto_batch_size, clip_probe, unet_probe
+from .composition import is_composed, parse_prompt, plain_text
+from .composition import record as composition_record
 from .img2img import InitImage
 from .pipeline import (
     ClipGuidance,
@@ -72,6 +74,8 @@ class Stage:
     width: Optional[int] = None
     height: Optional[int] = None
 
+
+COMPOSING_KINDS = ("base", "base-inpaint")  # the stages that read prompts joined with AND
 
 # The commands' defaults (the CLI repeats them; a test keeps them in sync). Text-to-image
 # uses fast solvers where benchmarks/README.md shows they match the reference notebook's
@@ -161,12 +165,14 @@ class Renderer:
     def run_stage(self, stage: Stage, kind: str, jobs: list[Job], noise: ImageNoise, **conditions: Any) -> torch.Tensor:
         model = self.session.unet(stage.model, kind)
         tokenizer = self.session.tokenizer(model.config.text_ctx, stage.model)
-        guided = stage.scale != 1.0
-        prompts = [job.prompt for job in jobs]
-        negatives = [job.negative or "" for job in jobs] if guided else None
-        conditioning = encode_prompts(model, tokenizer, prompts, guided=guided, negative=negatives)
-        for prompt, cut in zip(prompts, conditioning.truncated):
-            self.warn_truncated(prompt, cut, tokenizer.text_ctx)
+        # The base models compose prompts joined with AND; the upsamplers, which run without
+        # guidance and mostly sharpen, read the components drawn (render/composition.py).
+        compose = kind in COMPOSING_KINDS
+        prompts = [job.prompt if compose else plain_text(parse_prompt(job.prompt)) for job in jobs]
+        negatives = [job.negative or "" for job in jobs]
+        conditioning = encode_prompts(model, tokenizer, prompts, guided=stage.scale != 1.0, negative=negatives, compose=compose)
+        for text, cut in zip(conditioning.texts, conditioning.truncated):
+            self.warn_truncated(text, cut, tokenizer.text_ctx)
         if stage.width or stage.height:
             side = model.config.image_size
             conditions.setdefault("size", (stage.height or side, stage.width or side))
@@ -227,14 +233,24 @@ class Renderer:
     ) -> Iterator[RenderedImage]:
         height, width = (int(side) for side in images.shape[-2:])
         for k, (picture, job) in enumerate(zip(batch_to_pil(images), jobs)):
-            record = {"prompt": job.prompt}
-            if job.negative:
-                record["negative_prompt"] = job.negative
-            record.update(seed=job.seed, index=job.index, size=width if width == height else [width, height])
+            record = picture_record(job, size=width if width == height else [width, height])
             record.update(meta)
             if per_image is not None:
                 record.update(per_image[k])
             yield RenderedImage(picture, job, record)
+
+
+def picture_record(job: Job, **more: Any) -> dict[str, Any]:
+    """What a PNG records first about its job: the prompt (with its components when composed
+    with AND), the negative prompt, the seed and the index; then `more`."""
+    record: dict[str, Any] = {"prompt": job.prompt}
+    components = parse_prompt(job.prompt)
+    if is_composed(components):
+        record["components"] = composition_record(components)
+    if job.negative:
+        record["negative_prompt"] = job.negative
+    record.update(seed=job.seed, index=job.index, **more)
+    return record
 
 
 def common_meta(session: Session, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .engine import (
     common_meta,
     inpaint_meta,
     inpaint_stages,
+    picture_record,
 )
 from .region_inpaint import output_sizes, stage_inputs
 from .regions import MAX_CANVAS, Extension, crop, fill_unknown, paste, plan_windows, sides
@@ -143,5 +144,4 @@ def render_outpaint(
             raise RuntimeError("outpainting left canvas pixels unpainted")
         record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}
         for canvas, job in zip(canvases, batch):
-            head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
-            yield RenderedImage(Image.fromarray(canvas, "RGB"), job, {**head, "seed": job.seed, "index": job.index, **record})
+            yield RenderedImage(Image.fromarray(canvas, "RGB"), job, {**picture_record(job), **record})

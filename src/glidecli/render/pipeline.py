@@ -17,6 +17,7 @@ from ..diffusion.guidance import (
     chain_x0_transforms,
     clip_gradient,
     clip_guided_denoiser,
+    composed_model_fn,
     guided_model_fn,
     keep_known_region,
 )
@@ -33,6 +34,7 @@ from ..diffusion.schedule import Schedule
 from ..nets.clip import NoisedClip
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet, TextEmbedding
+from .composition import is_composed, parse_prompt
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,27 @@ class ClipGuidance:
 
 
 @dataclass(frozen=True)
+class Composition:
+    """Which image each row of a composed batch's text belongs to, and its weight."""
+
+    owner: Tensor  # [rows] image index
+    weights: Tensor  # [rows]
+
+
+@dataclass(frozen=True)
 class Conditioning:
-    """The encoded prompts of a batch: one row per image; `uncond` for classifier-free guidance."""
+    """The encoded prompts of a batch: one row per image, or with `composition` one row per
+    component of a composed prompt; `uncond` (one row per image) for classifier-free guidance."""
 
     text: TextEmbedding
     uncond: Optional[TextEmbedding]
-    truncated: list[bool]
+    truncated: list[bool]  # per text row
+    composition: Optional[Composition] = None
+    texts: tuple[str, ...] = ()  # the text of each row
+
+    @property
+    def batch(self) -> int:
+        return self.uncond.pooled.shape[0] if self.composition is not None else self.text.pooled.shape[0]
 
 
 def encode_prompts(
@@ -95,11 +112,25 @@ def encode_prompts(
     *,
     guided: bool,
     negative: Optional[Sequence[str]] = None,
+    compose: bool = False,
 ) -> Conditioning:
     """Tokenize and encode a batch once. The unconditional half uses the empty prompt, or the
-    negative prompts when given (one per image)."""
+    negative prompts when given (one per image). When `compose` and a prompt is composed
+    with AND (render/composition.py), every component gets a row, and the batch is guided
+    whatever the scale."""
     device = next(model.parameters()).device
-    batch = tokenizer.batch(list(prompts))
+    parsed = [parse_prompt(prompt) for prompt in prompts] if compose else None
+    composition = None
+    texts = list(prompts)
+    if parsed is not None and any(is_composed(components) for components in parsed):
+        texts = [component.text for components in parsed for component in components]
+        owner = [b for b, components in enumerate(parsed) for _ in components]
+        weights = [component.weight for components in parsed for component in components]
+        composition = Composition(torch.tensor(owner, device=device), torch.tensor(weights, device=device))
+        guided = True
+    elif parsed is not None:
+        texts = [components[0].text for components in parsed]
+    batch = tokenizer.batch(texts)
     with torch.no_grad():
         text = model.encode_text(batch.tokens.to(device), batch.mask.to(device))
         uncond = None
@@ -108,7 +139,7 @@ def encode_prompts(
             negatives = list(negative) if negative is not None else [""] * len(prompts)
             uncond_batch = tokenizer.batch(negatives)
             uncond = model.encode_text(uncond_batch.tokens.to(device), uncond_batch.mask.to(device))
-    return Conditioning(text, uncond, truncated)
+    return Conditioning(text, uncond, truncated, composition, tuple(texts))
 
 
 def quantize_to_8bit(x: Tensor) -> Tensor:
@@ -143,7 +174,7 @@ def sample_stage(
     version of it, render/accel.py)."""
     cfg = model.config
     device = next(model.parameters()).device
-    batch = conditioning.text.pooled.shape[0]
+    batch = conditioning.batch
     if len(noise) != batch:
         raise ValueError(f"{len(noise)} seeds for a batch of {batch} prompts")
     partial = init is not None and strength < 1.0
@@ -157,7 +188,11 @@ def sample_stage(
         images["inpaint_image"] = inpainting.source * inpainting.keep_mask
         images["inpaint_mask"] = inpainting.keep_mask
         known_region = keep_known_region(inpainting.source, inpainting.keep_mask)
-    model_fn = guided_model_fn(network or model, conditioning.text, uncond_text=conditioning.uncond, scale=scale, **images)
+    if conditioning.composition is not None:
+        parts = conditioning.composition
+        model_fn = composed_model_fn(network or model, conditioning.text, conditioning.uncond, parts.owner, parts.weights, scale=scale, **images)
+    else:
+        model_fn = guided_model_fn(network or model, conditioning.text, uncond_text=conditioning.uncond, scale=scale, **images)
 
     # Threshold first, then paste the source, so the known region stays exact.
     threshold = None

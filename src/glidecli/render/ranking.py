@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ..diffusion.noise import MAX_SEED, ImageNoise
 from ..files.fetch import cache_dir
+from .composition import parse_prompt, plain_text
 from .pipeline import quantize_to_8bit
 from .session import RenderError, Session
 
@@ -221,7 +222,7 @@ def pick_best(
         noise = ImageNoise([job.seed for _, _, job in part])
         images = run([job for _, _, job in part], noise)
         # Scored as the PNG will hold them (8 bits), so `glide score` on a base-size picture agrees.
-        values = ranker.score(quantize_to_8bit(images), [job.prompt for _, _, job in part])
+        values = ranker.score(quantize_to_8bit(images), [plain_text(parse_prompt(job.prompt)) for _, _, job in part])
         for row, (j, k, _) in enumerate(part):
             scores[(j, k)] = float(values[row])
             best = max(range(k + 1), key=lambda c: (scores[(j, c)], -c))

@@ -38,6 +38,7 @@ from .engine import (
     common_meta,
     inpaint_meta,
     inpaint_stages,
+    picture_record,
 )
 from .pipeline import Inpainting
 from .regions import Box, blend, coverage_mask, crop, feather_weights, fill_unknown, mask_box, resize_picture, square_around
@@ -156,6 +157,5 @@ def render_inpaint_region(
             scaled = np.asarray(picture.resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC))
             result = pixels.copy()
             result[rows, cols] = blend(pixels[rows, cols], scaled[inner], plan.weights)
-            head = {"prompt": job.prompt, **({"negative_prompt": job.negative} if job.negative else {})}
-            yield RenderedImage(Image.fromarray(result, "RGB"), job, {**head, "seed": job.seed, "index": job.index, **record})
+            yield RenderedImage(Image.fromarray(result, "RGB"), job, {**picture_record(job), **record})
 

@@ -22,7 +22,7 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: Optional[
     stage = build_stage(manifest, r.model, "upsample", r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps")
     # GLIDE's upsampler was trained on 4x (64 -> 256).
     picture = load_image(r.image, max(1, model_entry(manifest, r.model, "upsample").arch.image_size // 4), r.fit)
-    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard)
+    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
         "upsample", manifest, jobs,

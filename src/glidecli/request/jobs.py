@@ -30,16 +30,34 @@ def check_text(text: str, what: str) -> None:
         raise RequestError(f"{what} {text!r} holds bytes that are not UTF-8 text") from None
 
 
-def make_jobs(prompts: Sequence[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None) -> list["Job"]:
+def check_prompt(prompt: str, composable: bool = True, command: str = "") -> None:
+    """A prompt's text, and its AND composition (render/composition.py): refused where a
+    command cannot compose (`composable` False)."""
+    from ..render.composition import CompositionError, is_composed, parse_prompt
+
+    check_text(prompt, "the prompt")
+    try:
+        components = parse_prompt(prompt)
+    except CompositionError as error:
+        raise RequestError(str(error)) from None
+    if not composable and is_composed(components):
+        raise RequestError(f"{command} takes one prompt: AND composition (or a weight) works with generate, inpaint and outpaint; write \\AND for a literal AND")
+
+
+def make_jobs(
+    prompts: Sequence[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None, *,
+    composable: bool = True, command: str = "",
+) -> list["Job"]:
     """`num` pictures per prompt from `seed` on. A random seed is drawn by rank 0 of a
-    torchrun launch for all ranks; the tasks of a job array must be given one."""
+    torchrun launch for all ranks; the tasks of a job array must be given one. Prompts joined
+    with AND are refused unless `composable`."""
     from ..render.engine import Job
     from ..render.shard import current_split, from_main
 
     if not prompts:
         raise RequestError("missing PROMPT (or --prompts-file FILE)")
     for prompt in prompts:
-        check_text(prompt, "the prompt")
+        check_prompt(prompt, composable, command)
     if negative is not None:
         check_text(negative, "--negative")
     check_image_count(num * len(prompts), "--num")

@@ -36,6 +36,7 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: Option
     from ..render.engine import ClipSteering, model_entry, render_generate
 
     r = request
+    jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, composable=False, command="clip-guide")
     model_entry(manifest, r.clip_image_model, "clip-image")
     model_entry(manifest, r.clip_text_model, "clip-text")
     if r.sampler != "ddpm":
@@ -44,7 +45,6 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: Option
     base = build_stage(manifest, r.model, "base", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, warnings=warnings)
     upsample = upsampler_stage(manifest, r.size, r.model, "base", r.upsample_model, "upsample", r.upsample_sampler, r.upsample_steps, r.upsample_temp)
     steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
-    jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard)
     return RenderPlan(
         "clip-guide", manifest, jobs,
         lambda session, todo, reporter, meta: render_generate(

@@ -62,7 +62,7 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: Optional[str]
     prior = build_stage(manifest, r.prior_model, "unclip-prior", r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps", warnings=warnings)
     decoder, sr = decoder_stages(manifest, r, warnings)
     ranking = best_of_choice(r.best_of, r.rank_model, None)
-    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard)
+    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, composable=False, command="unclip")
     return RenderPlan(
         "unclip", manifest, jobs,
         lambda session, todo, reporter, meta: render_unclip(
@@ -81,7 +81,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: Optional[str] = N
     decoder, sr = decoder_stages(manifest, r, warnings)
     _check_picture(r.image)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
-    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard)
+    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="vary")
     return RenderPlan(
         "vary", manifest, jobs,
         lambda session, todo, reporter, meta: render_vary(
@@ -108,7 +108,7 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: Optional[str] =
     if r.frames is not None:
         check_image_count(r.frames * r.num, "--frames")
     mixes = [k / (r.frames - 1) for k in range(r.frames)] if r.frames is not None else [0.5 if r.mix is None else r.mix]
-    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard)
+    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="blend")
     jobs = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
     return RenderPlan(
         "blend", manifest, jobs,
