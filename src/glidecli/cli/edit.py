@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -11,12 +11,12 @@ from ..request.commands import InpaintRequest, OutpaintRequest, UpsampleRequest
 from . import options as opt
 from .run import RunOptions, click_errors, render_request
 
-Picture = Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture (any size).", show_default=False)]
-Prompt = Annotated[str, typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)]
+Picture = Annotated[Optional[Path], typer.Argument(metavar="IMAGE", help="The picture (any size).", show_default=False)]
+Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)]
 
 
 @opt.rendering_command(UpsampleRequest, compile_networks=True)
-def upsample(image: Picture, prompt: Prompt, values: Any = opt.REQUEST, opts: RunOptions = opt.RUN_OPTIONS) -> None:
+def upsample(image: Picture = None, prompt: Prompt = None, values: Any = opt.REQUEST, opts: RunOptions = opt.RUN_OPTIONS) -> None:
     """Upsample IMAGE 4x (64 -> 256) with the text-conditional upsampler.
 
     IMAGE may be any size: it is fitted (--fit) to 64x64 and rounded to 8 bits, like the
@@ -27,7 +27,7 @@ def upsample(image: Picture, prompt: Prompt, values: Any = opt.REQUEST, opts: Ru
 
 @opt.rendering_command(InpaintRequest, compile_networks=True)
 def inpaint(
-    arguments: Annotated[list[str], typer.Argument(metavar="IMAGE [MASK] PROMPT", help="The picture, an optional mask the same size (WHITE = repaint, black = keep), and the prompt. Without MASK, IMAGE's transparent pixels are repainted.", show_default=False)],
+    arguments: Annotated[Optional[list[str]], typer.Argument(metavar="IMAGE [MASK] PROMPT", help="The picture, an optional mask the same size (WHITE = repaint, black = keep), and the prompt. Without MASK, IMAGE's transparent pixels are repainted.", show_default=False)] = None,
     values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
 ) -> None:
@@ -43,16 +43,17 @@ def inpaint(
     the reference notebook: scale 5, ddpm 100 steps; upsampler ddpm fast27, temperature
     0.997.
     """
-    if len(arguments) not in (2, 3):
+    arguments = arguments or []
+    if len(arguments) not in (0, 2, 3) or (not arguments and opts.from_image is None):
         raise click_errors.UsageError(f"expected IMAGE [MASK] PROMPT, got {len(arguments)} arguments")
-    image, mask, prompt = (arguments[0], None, arguments[1]) if len(arguments) == 2 else arguments
+    image, mask, prompt = (None, None, None) if not arguments else (arguments[0], None, arguments[1]) if len(arguments) == 2 else arguments
     render_request(InpaintRequest, {**values, "image": image, "mask": mask, "prompt": prompt}, opts)
 
 
 @opt.rendering_command(OutpaintRequest, compile_networks=True)
 def outpaint(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The picture to extend (any size).", show_default=False)],
-    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What the whole, bigger picture shows.", show_default=False)],
+    image: Annotated[Optional[Path], typer.Argument(metavar="IMAGE", help="The picture to extend (any size).", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What the whole, bigger picture shows.", show_default=False)] = None,
     values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
 ) -> None:

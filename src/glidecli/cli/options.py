@@ -47,7 +47,11 @@ Compile = Annotated[
     typer.Option("--compile", help="torch.compile the U-Nets: slower start (cached between runs), faster sampling.", rich_help_panel=MODELS),
 ]
 Offline = Annotated[bool, typer.Option("--offline", help="Never download; use cached or local weights only.", rich_help_panel=MODELS)]
-Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file).", show_default=False)]
+Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file or --from).", show_default=False)]
+FromImage = Annotated[
+    Optional[Path],
+    typer.Option("--from", metavar="IMAGE", help="Take this picture's recorded command settings (glide's, or A1111's 'parameters') as the defaults; flags given win. Same device and dtype: the same picture.", show_default=False, rich_help_panel=o.SAMPLING),
+]
 RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, rich_help_panel=MODELS)]
 
 
@@ -103,6 +107,7 @@ def rendering_command(request_type: type, *, compile_networks: bool = False) -> 
         _option("device", Device, "auto"),
         _option("dtype", Dtype, "auto"),
         _option("weights", Weights, None),
+        _option("from_image", FromImage, None),
     ]
     last = [_option("compile_networks", Compile, False)] if compile_networks else []
     last.append(_option("offline", Offline, False))

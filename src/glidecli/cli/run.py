@@ -7,6 +7,7 @@ is checked before any model loads. torch is imported only once rendering starts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import json
@@ -19,8 +20,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 try:  # recent typer ships its own copy of click, and its commands raise that copy's errors
     from typer._click import exceptions as click_errors
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
 except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors  # type: ignore[no-redef]
+    from click import get_current_context  # type: ignore[no-redef]
+    from click.core import ParameterSource  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from ..render.engine import Job, RenderedImage
@@ -56,20 +61,21 @@ class RunOptions:
     offline: bool
     compile_networks: bool = False  # --compile, on the commands that have it
     shard: Optional[str] = None  # 'k/N': this task's part of a job array (render/shard.py)
+    from_image: Optional[Path] = None  # --from: a picture whose recorded settings are the defaults
 
 
 # --- prompts and seeds ---------------------------------------------------------------------------
 
 
 def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list[str]:
+    """PROMPT, or the lines of --prompts-file; none when neither is given (--from may give
+    one; the request says when none is missing)."""
     if prompt is not None and prompts_file is not None:
         raise click_errors.UsageError("give PROMPT or --prompts-file, not both")
     if str(prompts_file) == "-" and _launched():
         raise click_errors.UsageError("torchrun's ranks cannot share stdin: give --prompts-file a file")
     if prompts_file is None:
-        if prompt is None:
-            raise click_errors.UsageError("missing PROMPT (or --prompts-file FILE)")
-        return [prompt]
+        return [] if prompt is None else [prompt]
     if str(prompts_file) == "-":
         text = _read_stdin()
     else:
@@ -189,14 +195,40 @@ def _check_writable(directory: Path) -> None:
 # --- rendering ----------------------------------------------------------------------------------
 
 def render_request(request_type: type, values: dict[str, Any], opts: RunOptions) -> int:
-    """Build the request from a command's values (converted and checked), plan it against
-    the manifest, and render it to files."""
+    """Build the request from a command's values (converted and checked; with --from, the
+    picture's recorded settings fill what the command line leaves out), plan it against the
+    manifest, and render it to files."""
     from ..files.manifest import load_manifest
     from ..request.commands import build
     from ..request.planner import plan_request
 
-    request = build(request_type, values)
-    return render_to_files(plan_request(request, load_manifest(opts.weights), opts.shard), opts)
+    first_index = 0
+    if opts.from_image is not None:
+        values, first_index = _with_recorded(request_type, values, opts.from_image)
+    plan = plan_request(build(request_type, values), load_manifest(opts.weights), opts.shard)
+    if first_index:  # the picture again under its own index (its record and its name hold it)
+        plan.jobs = [dataclasses.replace(job, index=job.index + first_index) for job in plan.jobs]
+    return render_to_files(plan, opts)
+
+
+def _with_recorded(request_type: type, values: dict[str, Any], picture: Path) -> tuple[dict[str, Any], int]:
+    """`values` with the picture's recorded settings where the command line gave none, and
+    the picture's index; one warning line lists what the record holds that maps onto no option."""
+    from ..files.pngfile import read_png_metadata
+    from ..request.replay import recorded_values
+
+    record = read_png_metadata(picture)
+    recorded, unmapped = recorded_values(record, request_type.command, str(picture))
+    context = get_current_context()
+    given = {
+        name for name, value in values.items()
+        if (context.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+            if name in context.params else value not in (None, (), []))
+    }
+    if unmapped:
+        sys.stderr.write(f"warning: {picture} records settings that map onto no option of glide {request_type.command}: {', '.join(unmapped)}\n")
+    index = record.get("index", 0)
+    return {**values, **{name: value for name, value in recorded.items() if name not in given}}, index if isinstance(index, int) and index >= 0 else 0
 
 
 def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:

@@ -182,13 +182,23 @@ def _format(value: Any) -> str:
 def info_command(
     image: Annotated[Path, typer.Argument(help="A PNG written by glide (or one with A1111 'parameters').", show_default=False)],
     json_output: Annotated[bool, typer.Option("--json", help="Print the recorded settings as JSON.")] = False,
+    command: Annotated[bool, typer.Option("--command", help="Print the glide command line that makes the picture again (give it --weights if the models are not the packaged ones).")] = False,
 ) -> None:
-    """Print the settings recorded in a PNG made by glide (--json: raw)."""
+    """Print the settings recorded in a PNG made by glide (--json: raw; --command: the
+    command line that makes it again)."""
     from ..files.pngfile import read_png_metadata
+    from ..request.options import RequestError
+    from ..request.replay import command_line
 
     meta = read_png_metadata(image)
     if not meta:
         raise CommandError(f"{image} holds no recorded settings")
+    if command:
+        try:
+            typer.echo(command_line(meta, str(image)))
+        except RequestError as error:
+            raise CommandError(str(error)) from None
+        return
     if json_output:
         typer.echo(json.dumps(meta, indent=2, ensure_ascii=False))
         return

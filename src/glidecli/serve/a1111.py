@@ -18,26 +18,13 @@ from typing import Any, Optional
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..request.a1111 import SAMPLER_NAMES, glide_sampler
+from ..request.options import RequestError
 from .body import read_json
 from .models import companion, model_size, models_of_kind
 from .service import ClientError, Service
 
 router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
-
-# A1111's sampler names -> the nearest glidecli sampler. Ancestral and SDE samplers inject
-# fresh noise every step, as SDE-DPM-Solver++ does; first-order ODE ones are DDIM; the
-# higher-order ODE ones DPM-Solver++(2M); linear multistep is PLMS. Schedule suffixes
-# (" Karras", " Exponential") are dropped: glide samples its models' own schedules.
-SAMPLER_NAMES = {
-    "euler a": "dpmpp_2m_sde", "dpm2 a": "dpmpp_2m_sde", "dpm++ 2s a": "dpmpp_2m_sde", "dpm++ sde": "dpmpp_2m_sde",
-    "dpm++ 2m sde": "dpmpp_2m_sde", "dpm++ 2m sde heun": "dpmpp_2m_sde", "dpm++ 3m sde": "dpmpp_2m_sde", "restart": "dpmpp_2m_sde",
-    "euler": "ddim", "ddim": "ddim", "ddim cfg++": "ddim",
-    "heun": "dpmpp_2m", "dpm2": "dpmpp_2m", "dpm++ 2m": "dpmpp_2m", "unipc": "dpmpp_2m", "deis": "dpmpp_2m", "dpm++ 2s": "dpmpp_2m",
-    "lms": "plms", "plms": "plms",
-    "ddpm": "ddpm",
-    **{name: name for name in ("ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde")},
-}
-SCHEDULE_SUFFIXES = (" karras", " exponential", " polyexponential", " sgm uniform")
 
 # Fields that hold A1111's defaults in every client, and mean the picture A1111 makes by
 # default: ignored at these values (glide's own defaults apply).
@@ -177,13 +164,10 @@ def _sampler(body: dict[str, Any]) -> Optional[str]:
     chosen = [body.get(key) for key in ("sampler_name", "sampler_index") if body.get(key) not in (None, "", A1111_DEFAULTS[key])]
     if not chosen:
         return None
-    name = chosen[0]
-    key = str(name).strip().lower()
-    for suffix in SCHEDULE_SUFFIXES:
-        key = key.removesuffix(suffix)
-    if key not in SAMPLER_NAMES:
-        raise ClientError(f"sampler {name!r} is unknown; GET /sdapi/v1/samplers lists the names glide maps")
-    return SAMPLER_NAMES[key]
+    try:
+        return glide_sampler(str(chosen[0]))
+    except RequestError as error:
+        raise ClientError(str(error)) from None
 
 
 def _count(value: Any, name: str) -> int:
