@@ -19,6 +19,7 @@ try:  # Ctrl-C while the command is still loading its modules: one line too, not
     from .. import __version__
     from .edit import inpaint, outpaint, upsample
     from .generate import clip_guide, generate
+    from .grid import grid
     from ..request.failures import failure_message, is_known_failure
     from ..request.options import RequestError
     from .run import Interrupted, click_errors
@@ -54,6 +55,7 @@ app.command()(unclip)
 app.command()(vary)
 app.command()(blend)
 app.command()(serve)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(grid)
 
 def _version(value: bool) -> None:
     if value:

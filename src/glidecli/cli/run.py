@@ -150,7 +150,7 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console, part: Optional[ra
             f"output file {existing[0]} already exists{more}; use --skip-existing to resume or --overwrite to replace"
         )
     for directory in sorted({path.parent for _, path in planned}):
-        _check_writable(directory)
+        check_writable(directory)
     return planned
 
 
@@ -176,7 +176,7 @@ def _launched() -> bool:
     return torchrun_ranks().launched
 
 
-def _check_writable(directory: Path) -> None:
+def check_writable(directory: Path) -> None:
     from ..files.pngfile import ImageError
 
     for folder in (directory, *directory.parents):
@@ -194,6 +194,9 @@ def _check_writable(directory: Path) -> None:
 
 # --- rendering ----------------------------------------------------------------------------------
 
+CAPTURE = "glidecli.capture"  # a click context's meta key: where render_request leaves the request instead
+
+
 def render_request(request_type: type, values: dict[str, Any], opts: RunOptions) -> int:
     """Build the request from a command's values (converted and checked; with --from, the
     picture's recorded settings fill what the command line leaves out), plan it against the
@@ -205,6 +208,10 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
     first_index = 0
     if opts.from_image is not None:
         values, first_index = _with_recorded(request_type, values, opts.from_image)
+    capture = get_current_context().meta.get(CAPTURE)
+    if capture is not None:  # glide grid asked what the command would render, not to render it
+        capture.append((request_type, values, opts))
+        return 0
     plan = plan_request(build(request_type, values), load_manifest(opts.weights), opts.shard)
     if first_index:  # the picture again under its own index (its record and its name hold it)
         plan.jobs = [dataclasses.replace(job, index=job.index + first_index) for job in plan.jobs]
@@ -273,14 +280,14 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     def save(rendered: "RenderedImage") -> Path:
         return write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
 
-    def announce(rendered: "RenderedImage", reporter: _ConsoleReporter, path: Path) -> None:
+    def report(rendered: "RenderedImage", reporter: ConsoleReporter, path: Path) -> None:
         reporter.image_done()
-        _announce(path, rendered, opts.json_output, split)
+        announce(path, rendered, opts.json_output, split)
 
     try:
-        with _ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
+        with ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
             for rendered in plan.render(session, [job for job, _ in planned], reporter, {"command": plan.command}):
-                writer.submit(save, rendered, report=functools.partial(announce, rendered, reporter))
+                writer.submit(save, rendered, report=functools.partial(report, rendered, reporter))
             writer.close()
     except KeyboardInterrupt:
         writer.close()  # the finished pictures still queued are written (again if Ctrl-C hit the wait)
@@ -313,7 +320,7 @@ def _finish(split: "Split", opts: RunOptions, written: int, skipped: int, starte
     return written
 
 
-def _announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optional["Split"] = None) -> None:
+def announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optional["Split"] = None) -> None:
     if as_json:
         job = rendered.job
         record = {"path": str(path), "prompt": job.prompt, "seed": job.seed, "index": job.index, "settings": rendered.meta}
@@ -328,7 +335,7 @@ def _announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optio
     sys.stdout.flush()  # a caller reading the pipe sees each file as it lands
 
 
-class _ConsoleReporter:
+class ConsoleReporter:
     """A render.Reporter: warnings on stderr and, on a terminal unless --quiet, a progress
     bar per stage plus one for the pictures. The bars start with the first sampling step,
     after the models are loaded, so that download bars (download.py) never overlap them."""
@@ -361,7 +368,7 @@ class _ConsoleReporter:
         self._tasks: dict[str, Any] = {}
         self._updated = 0.0
 
-    def __enter__(self) -> "_ConsoleReporter":
+    def __enter__(self) -> "ConsoleReporter":
         return self
 
     def __exit__(self, *exc_info) -> None:
