@@ -245,6 +245,7 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
 
     from ..files.pngfile import write_png
     from ..files.writer import BackgroundWriter
+    from .frames import StepFrames, write_animations, write_step_frames
     from ..render.engine import Session
     from ..render.shard import barrier, current_split, rank_device
 
@@ -277,18 +278,29 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     # them; each file is announced in the order rendered, once it is written.
     writer = BackgroundWriter()
 
-    def save(rendered: "RenderedImage") -> Path:
-        return write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+    written: set[int] = set()
+
+    def save(rendered: "RenderedImage", steps: Optional[list]) -> Path:
+        path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+        if steps:
+            write_step_frames(path, rendered.image, steps, plan.animate or "gif", rendered.meta, opts.overwrite)
+        return path
 
     def report(rendered: "RenderedImage", reporter: ConsoleReporter, path: Path) -> None:
         reporter.image_done()
+        written.add(rendered.job.index)
         announce(path, rendered, opts.json_output, split)
 
     try:
         with ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
-            for rendered in plan.render(session, [job for job, _ in planned], reporter, {"command": plan.command}):
-                writer.submit(save, rendered, report=functools.partial(report, rendered, reporter))
+            frames = StepFrames(reporter, plan.show_steps) if plan.show_steps else None
+            for rendered in plan.render(session, [job for job, _ in planned], frames or reporter, {"command": plan.command}):
+                steps = frames.take() if frames is not None else None
+                writer.submit(save, rendered, steps, report=functools.partial(report, rendered, reporter))
             writer.close()
+        for path in write_animations(plan, paths, written, opts.overwrite, lambda text: console.print(f"{label}note: {text}", highlight=False)):
+            if sys.stdout is not None:
+                sys.stdout.write((json.dumps({"path": str(path), "animation": plan.animate}) if opts.json_output else str(path)) + "\n")
     except KeyboardInterrupt:
         writer.close()  # the finished pictures still queued are written (again if Ctrl-C hit the wait)
         raise Interrupted(writer.done) from None

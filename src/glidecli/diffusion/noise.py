@@ -9,11 +9,16 @@ little per step, which is negligible next to a U-Net evaluation.
 
 The first draw of a generator seeded with ``S`` equals ``torch.manual_seed(S)`` followed
 by ``torch.randn(shape)``, so a single image can also be reproduced without this class.
+
+A seed walk (latent walks' rotated noise) gives an image an angle theta: its every draw is
+cos(theta) * (seed S's draw) + sin(theta) * (seed S + 1's draw), still standard normal.
+Angle 0 is seed S's own noise, bit for bit; a full turn comes back to it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -43,12 +48,20 @@ class ImageNoise:
     samplers' ``NoiseFn``: ``noise(like)`` returns noise shaped and typed like ``like``.
     """
 
-    def __init__(self, seeds: Sequence[int]):
+    def __init__(self, seeds: Sequence[int], angles: Optional[Sequence[Optional[float]]] = None):
         checked = [check_seed(seed) for seed in seeds]
         if not checked:
             raise ValueError("at least one seed is needed")
+        angles = list(angles) if angles is not None else [None] * len(checked)
+        if len(angles) != len(checked):
+            raise ValueError(f"{len(angles)} walk angles for {len(checked)} seeds")
         self.seeds: tuple[int, ...] = tuple(checked)
         self._generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in checked]
+        # A walking image's second generator (seed + 1) and the weights of its two draws.
+        self._walks = [
+            None if angle is None else (torch.Generator(device="cpu").manual_seed(check_seed(seed + 1)), math.cos(angle), math.sin(angle))
+            for seed, angle in zip(checked, angles)
+        ]
 
     @classmethod
     def from_base_seed(cls, seed: int, count: int) -> "ImageNoise":
@@ -69,6 +82,7 @@ class ImageNoise:
         combined = cls.__new__(cls)
         combined.seeds = tuple(noise.seeds[row] for noise, row in sources)
         combined._generators = [noise._generators[row] for noise, row in sources]
+        combined._walks = [noise._walks[row] for noise, row in sources]
         return combined
 
     def __len__(self) -> int:
@@ -77,6 +91,10 @@ class ImageNoise:
     def _draw(self, shape_per_image: Sequence[int]) -> Tensor:
         shape = tuple(int(n) for n in shape_per_image)
         per_image = [torch.randn(shape, generator=g, dtype=torch.float32) for g in self._generators]
+        for k, walk in enumerate(self._walks):
+            if walk is not None:
+                partner, cos, sin = walk
+                per_image[k] = per_image[k] * cos + torch.randn(shape, generator=partner, dtype=torch.float32) * sin
         return torch.stack(per_image)
 
     def initial(

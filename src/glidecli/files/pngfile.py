@@ -17,7 +17,7 @@ import stat
 import string
 import unicodedata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -276,12 +276,17 @@ def _exists_error(path: Path) -> ImageError:
 
 
 def write_png(image: Image.Image, path: str | Path, meta: Mapping[str, Any], *, overwrite: bool = False) -> Path:
-    """Write `image` as a PNG with `parameters` and `glide` metadata, atomically: the
-    data goes to a temp file in the same directory that then replaces `path`, so a crash
-    or Ctrl-C never leaves a partial image (or the temp file) behind."""
+    """Write `image` as a PNG with `parameters` and `glide` metadata, atomically (write_whole)."""
+    return write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=_png_info(meta)), overwrite=overwrite)
+
+
+def write_whole(path: str | Path, save: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
+    """Write a file whole or not at all: `save(file)` fills a temp file in the same directory
+    that then takes the name `path`, so a crash or Ctrl-C never leaves a partial file (or the
+    temp file) behind; an existing file is refused unless `overwrite`."""
     path = Path(path)
     if path.is_dir():
-        raise ImageError(f"output path {path} is a directory; give a file name ending in .png")
+        raise ImageError(f"output path {path} is a directory; give a file name")
     if path.exists() and not overwrite:
         raise _exists_error(path)
     _make_parent(path)
@@ -291,7 +296,7 @@ def write_png(image: Image.Image, path: str | Path, meta: Mapping[str, Any], *, 
         raise ImageError(f"cannot write to directory {path.parent}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as file:
-            image.save(file, format="PNG", pnginfo=_png_info(meta))
+            save(file)
             file.flush()
             os.fsync(file.fileno())  # data on disk before the rename makes it visible
         _publish(temp, path, overwrite)

@@ -43,6 +43,7 @@ from .pipeline import (
     Inpainting,
     SamplerChoice,
     encode_prompts,
+    job_noise,
     quantize_to_8bit,
     sample_stage,
 )
@@ -119,6 +120,14 @@ class Job:
     seed: int
     index: int = 0
     negative: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class WalkJob(Job):
+    """A frame of a seed walk: its noise is turned by `angle` from seed's towards seed + 1's
+    (diffusion/noise.py); angle 0 is the plain picture of `seed`."""
+
+    angle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -249,7 +258,10 @@ def picture_record(job: Job, **more: Any) -> dict[str, Any]:
         record["components"] = composition_record(components)
     if job.negative:
         record["negative_prompt"] = job.negative
-    record.update(seed=job.seed, index=job.index, **more)
+    record.update(seed=job.seed, index=job.index)
+    if isinstance(job, WalkJob):
+        record.update(walk_seed=job.seed + 1, walk_angle=round(job.angle, 6))
+    record.update(more)
     return record
 
 
@@ -363,7 +375,7 @@ def render_upsample(
     low_res = quantize_to_8bit(image.float().to(session.device))
     batch_size = renderer.batch_size(batch_size, len(jobs), [(upsample, "upsample")])
     for batch in batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])
+        noise = job_noise(batch)
         with torch.no_grad():
             images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=low_res.expand(len(batch), -1, -1, -1))
         meta = {**renderer.stage_meta("upsample_", upsample), "upsample_temp": upsample.temperature}
@@ -416,7 +428,7 @@ def render_inpaint(
         renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
     for batch in batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])
+        noise = job_noise(batch)
         images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
         meta = inpaint_meta(renderer, base, upsample)
         meta.update(image=str(source.image), mask=str(source.mask) if source.mask else "alpha", fit=source.fit)

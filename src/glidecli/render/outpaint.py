@@ -27,7 +27,6 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..diffusion.noise import ImageNoise
 from ..files.fetch import sha256_file
 from ..files.images import batch_to_pil
 from ..files.pixels import load_pixels
@@ -47,6 +46,7 @@ from .engine import (
     inpaint_stages,
     picture_record,
 )
+from .pipeline import job_noise
 from .region_inpaint import output_sizes, stage_inputs
 from .regions import MAX_CANVAS, Extension, crop, fill_unknown, paste, plan_windows, sides
 
@@ -121,7 +121,7 @@ def render_outpaint(
     }
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
     for batch in batches(jobs, batch_size):
-        noise = ImageNoise([job.seed for job in batch])  # one generator per image, for all its windows
+        noise = job_noise(batch)  # one generator per image, for all its windows
         canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]
         painted = np.zeros((canvas_h, canvas_w), dtype=bool)
         for canvas in canvases:

@@ -142,6 +142,12 @@ def encode_prompts(
     return Conditioning(text, uncond, truncated, composition, tuple(texts))
 
 
+def job_noise(jobs: Sequence) -> ImageNoise:
+    """The noise of a batch of jobs: each job's seed, turned by its seed walk's angle when it
+    has one (engine.WalkJob)."""
+    return ImageNoise([job.seed for job in jobs], [getattr(job, "angle", None) for job in jobs])
+
+
 def quantize_to_8bit(x: Tensor) -> Tensor:
     """Round an image to the 256 levels a PNG holds (the reference does this before upsampling)."""
     return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..diffusion.noise import MAX_SEED, ImageNoise
 from ..files.fetch import cache_dir
 from .composition import parse_prompt, plain_text
-from .pipeline import quantize_to_8bit
+from .pipeline import job_noise, quantize_to_8bit
 from .session import RenderError, Session
 
 # The golden-ratio increment (2^32 / phi): candidate seeds of nearby pictures never meet.
@@ -246,7 +246,7 @@ def first_stage_images(
     and each picture's best-of metadata: each job's own seed without `best_of` (metadata
     None), else the best candidates (pick_best)."""
     if best_of is None:
-        noise = ImageNoise([job.seed for job in jobs])
+        noise = job_noise(jobs)
         return run(list(jobs), noise), noise, None
     images, noise, picks = pick_best(jobs, best_of, ranker, run, batch_size)
     return images, noise, [pick.meta(best_of) for pick in picks]

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..diffusion.noise import ImageNoise
 from ..files.fetch import sha256_file
 from ..files.images import batch_to_pil, pil_to_tensor
 from ..files.pixels import check_repaints_something, load_pixels, load_repaint_mask
@@ -40,7 +39,7 @@ from .engine import (
     inpaint_stages,
     picture_record,
 )
-from .pipeline import Inpainting
+from .pipeline import Inpainting, job_noise
 from .regions import Box, blend, coverage_mask, crop, feather_weights, fill_unknown, mask_box, resize_picture, square_around
 
 
@@ -148,7 +147,7 @@ def render_inpaint_region(
         meta["invert_mask"] = True
     batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
     for batch in batches(jobs, batch_size):
-        images = inpaint_stages(renderer, batch, ImageNoise([job.seed for job in batch]), low, high, base, upsample)
+        images = inpaint_stages(renderer, batch, job_noise(batch), low, high, base, upsample)
         record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}
         target = plan.paste_box
         rows, cols = slice(target.top, target.bottom), slice(target.left, target.right)

@@ -51,6 +51,9 @@ class GenerateRequest:
     init_fit: str = uses(o.INIT_FIT, "crop")
     best_of: int = uses(o.BEST_OF, 1)
     rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
+    seed_walk: Optional[int] = uses(o.SEED_WALK, None)
+    show_steps: Optional[int] = uses(o.SHOW_STEPS, None)
+    animate: Optional[str] = uses(o.ANIMATE, None)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
     seed: Optional[int] = uses(o.SEED, None)
@@ -230,6 +233,7 @@ class BlendRequest(DecoderRequest):
     image_b: Optional[Path] = uses(o.IMAGE_B, None)
     mix: Optional[float] = uses(o.MIX, None)
     frames: Optional[int] = uses(o.FRAMES, None)
+    animate: Optional[str] = uses(o.ANIMATE, None)
 
 
 REQUESTS: dict[str, type] = {

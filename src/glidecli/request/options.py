@@ -309,3 +309,20 @@ CLIP_STATS = Option(("--clip-stats",), "str", "The prior's CLIP embedding statis
 DECODER_PROMPT = Option(("--prompt",), "str", "Text for the decoder (empty by default, as the reference's variations).")
 MIX = Option(("--mix",), "float", "Where between A (0) and B (1); default 0.5.", minimum=0.0, maximum=1.0, optional=True, show_default=False)
 FRAMES = Option(("--frames",), "int", "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
+
+# --- animations ------------------------------------------------------------------------------------------
+
+ANIMATIONS = ("gif", "webp")
+ANIMATE = Option(
+    ("--animate",), "str", "Also write the frames (--frames, --seed-walk) as one animated picture beside the first frame.",
+    panel=OUTPUT, choices=ANIMATIONS, optional=True, show_default=False,
+)
+SEED_WALK = Option(
+    ("--seed-walk",), "int",
+    "N frames whose noise turns a full circle from the seed's towards seed + 1's (a latent walk; frame 0 is the plain picture).",
+    panel=OUTPUT, minimum=2, maximum=1000, optional=True, show_default=False,
+)
+SHOW_STEPS = Option(
+    ("--show-steps",), "int", "Also write each picture's clean-image estimate every N sampling steps, as frames and an animation (--animate, default gif).",
+    panel=OUTPUT, minimum=1, optional=True, show_default=False,
+)

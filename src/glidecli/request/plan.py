@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from ..files.manifest import Manifest
 
@@ -17,10 +17,15 @@ RenderFn = Callable[["Session", list["Job"], "Reporter", dict[str, Any]], Iterat
 class RenderPlan:
     """What a request renders: `render(session, jobs, reporter, meta)` yields one picture per
     job of `jobs` (or of a part of them); `meta` is recorded in every PNG (the command's name).
-    `warnings` are settings that may give poor pictures, for the user to see."""
+    `warnings` are settings that may give poor pictures, for the user to see. `animations`
+    groups jobs (their indexes, in order) whose pictures also make one animated `animate`
+    file; `show_steps` asks for every N-th step's clean-image estimate as frames."""
 
     command: str
     manifest: Manifest
     jobs: list["Job"]
     render: RenderFn
     warnings: list[str] = field(default_factory=list)
+    animate: Optional[str] = None
+    animations: list[tuple[int, ...]] = field(default_factory=list)
+    show_steps: Optional[int] = None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Any, Optional
 
 from ..files.manifest import Manifest
 from .commands import ClipGuideRequest, GenerateRequest
-from .jobs import make_jobs
-from .options import RequestError
+from .jobs import check_image_count, make_jobs
+from .options import MAX_SEED, RequestError
 from .plan import RenderPlan
 from .stages import best_of_choice, build_stage, init_image, sized_stages, upsampler_stage
 
@@ -23,13 +24,37 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: Optional[
     init = init_image(r.init_image, r.strength, r.upsample_strength, r.init_fit, upsample is not None)
     ranking = best_of_choice(r.best_of, r.rank_model, init)
     jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard)
+    animations: list[tuple[int, ...]] = []
+    if r.seed_walk is not None:
+        jobs, animations = seed_walks(jobs, r.seed_walk, ranking)
+    if r.animate is not None and r.seed_walk is None and r.show_steps is None:
+        raise RequestError("--animate makes frames into an animation: give --seed-walk N or --show-steps N")
+    if r.show_steps is not None and ranking is not None:
+        raise RequestError("--show-steps follows one picture's sampling: it cannot follow --best-of's candidates")
+    batch_size = 1 if r.show_steps is not None else r.batch_size  # one picture's steps at a time (the pictures are the same)
     return RenderPlan(
         "generate", manifest, jobs,
         lambda session, todo, reporter, meta: render_generate(
-            session, todo, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta, init=init, best_of=ranking
+            session, todo, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta, init=init, best_of=ranking
         ),
-        warnings,
+        warnings, r.animate or ("gif" if r.show_steps else None), animations, r.show_steps,
     )
+
+
+def seed_walks(jobs: list, frames: int, ranking: Any) -> tuple[list, list[tuple[int, ...]]]:
+    """Each job becomes `frames` frames of a seed walk (their noise turned a full circle),
+    numbered on: job i's frame k has index i * frames + k."""
+    from ..render.engine import WalkJob
+
+    if ranking is not None:
+        raise RequestError("--seed-walk keeps one seed pair for the whole walk; --best-of would pick a candidate per frame")
+    check_image_count(frames * len(jobs), "--seed-walk")
+    if any(job.seed + 1 > MAX_SEED for job in jobs):
+        raise RequestError(f"a seed walk turns towards seed + 1: give a seed below {MAX_SEED}", "--seed")
+    walked = [
+        WalkJob(job.prompt, job.seed, i * frames + k, job.negative, 2 * math.pi * k / frames) for i, job in enumerate(jobs) for k in range(frames)
+    ]
+    return walked, [tuple(range(i * frames, (i + 1) * frames)) for i in range(len(jobs))]
 
 
 def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:

@@ -107,6 +107,8 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: Optional[str] =
         raise RequestError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
     if r.frames is not None:
         check_image_count(r.frames * r.num, "--frames")
+    if r.animate is not None and r.frames is None:
+        raise RequestError("--animate makes the frames of a blend into an animation: give --frames N")
     mixes = [k / (r.frames - 1) for k in range(r.frames)] if r.frames is not None else [0.5 if r.mix is None else r.mix]
     seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="blend")
     jobs = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
@@ -117,4 +119,6 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: Optional[str] =
             extra_meta=meta, best_of=ranking,
         ),
         warnings,
+        r.animate,
+        [tuple(range(i * len(mixes), (i + 1) * len(mixes))) for i in range(len(seeds))] if r.animate else [],
     )

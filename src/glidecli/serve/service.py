@@ -15,7 +15,7 @@ from ..request.commands import REQUESTS, field_names, file_pattern, from_mapping
 from ..request.failures import is_known_failure, one_line
 from ..request.options import RequestError
 from .jobs import Job, JobQueue, QueueFull, default_devices
-from .uploads import UploadError, UploadLimits, Uploads, decode_base64, new_uploads, save_picture
+from .uploads import UploadError, UploadLimits, decode_base64, new_uploads, save_picture
 
 
 class ClientError(Exception):

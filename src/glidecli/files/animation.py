@@ -1,0 +1,34 @@
+"""Animated pictures (GIF or WebP) from frames, with Pillow, written whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from .pngfile import ImageError, write_whole
+
+FORMATS = {"gif": "GIF", "webp": "WEBP"}
+
+
+def animation_path(first_frame: Path, kind: str) -> Path:
+    """Beside the first frame: `00000-7-a-corgi.png` -> `00000-7-a-corgi.gif`."""
+    return first_frame.with_suffix(f".{kind}")
+
+
+def write_animation(frames: Sequence[Image.Image], path: str | Path, kind: str, *, frame_ms: int = 200, overwrite: bool = False) -> Path:
+    """Frames in order, looping forever; every frame at the first frame's size. WebP keeps
+    the frames as they are (lossless); a GIF has 256 colours a frame."""
+    if kind not in FORMATS:
+        raise ImageError(f"unknown animation format {kind!r}; choose {' or '.join(FORMATS)}")
+    if not frames:
+        raise ImageError("an animation needs at least one frame")
+    size = frames[0].size
+    sized = [frame.convert("RGB") if frame.size == size else frame.convert("RGB").resize(size, Image.Resampling.NEAREST) for frame in frames]
+    options = {"lossless": True} if kind == "webp" else {"optimize": False}
+
+    def save(file) -> None:
+        sized[0].save(file, format=FORMATS[kind], save_all=True, append_images=sized[1:], duration=frame_ms, loop=0, **options)
+
+    return write_whole(path, save, overwrite=overwrite)
