@@ -18,6 +18,7 @@ try:  # Ctrl-C while the command is still loading its modules: one line too, not
 
     from .. import __version__
     from .edit import inpaint, outpaint, upsample
+    from .completion import completion
     from .generate import clip_guide, generate
     from .grid import grid
     from ..request.failures import failure_message, is_known_failure
@@ -36,7 +37,7 @@ app = typer.Typer(
     name="glide",
     help="Generate and edit pictures from text with OpenAI's GLIDE diffusion models.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -55,6 +56,7 @@ app.command()(unclip)
 app.command()(vary)
 app.command()(blend)
 app.command()(serve)
+app.command()(completion)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(grid)
 
 def _version(value: bool) -> None:

@@ -74,6 +74,8 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
         else:
             annotation = Optional[str] if default is None else str
             extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.kind]
+            if option.choices:  # tab completion offers them (the request checks them)
+                extra["autocompletion"] = _completer(option.choices)
         info = typer.Option(*option.flags, help=option.help, rich_help_panel=option.panel, show_default=option.show_default, **extra)
         parameters.append(_option(name, Annotated[annotation, info], default))
     return parameters
@@ -131,6 +133,13 @@ def rendering_command(request_type: type, *, compile_networks: bool = False) -> 
         return run_command
 
     return decorate
+
+
+def _completer(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
