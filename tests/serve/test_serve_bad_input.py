@@ -58,6 +58,8 @@ REFUSED = [
     ({"command": "upsample", "prompt": "x", "model": "shapes-upsample"}, 422, "missing IMAGE"),
     ({"command": "upsample", "prompt": "x", "image": b64(b"just some text, not a picture")}, 422, "not a picture Pillow can read"),
     ({"command": "generate", "prompt": "x", "mask": b64(b"x")}, 422, "generate has no option 'mask'"),
+    ({"command": "generate", "prompt": "x", "model": "shapes", "seed-walk": 3, "animate": "gif"}, 422, "use the command line"),
+    ({"command": "generate", "prompt": "x AND", "model": "shapes"}, 422, "component 2 of the prompt is empty"),
 ]
 
 

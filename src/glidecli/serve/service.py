@@ -106,11 +106,14 @@ class Service:
         from ..request.planner import plan_request
 
         try:
-            return plan_request(request, self.manifest)
+            plan = plan_request(request, self.manifest)
         except Exception as error:  # noqa: BLE001 - sorted below
             if isinstance(error, RequestError) or is_known_failure(error):
                 raise ClientError(one_line(str(error))) from None
             raise
+        if plan.animate or plan.show_steps:  # files beside a picture: the command line's to write
+            raise ClientError("animate and show-steps write files beside the pictures: use the command line (glide generate --animate)")
+        return plan
 
     def job(self, job_id: str) -> Job:
         job = self.queue.get(job_id)
