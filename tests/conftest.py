@@ -23,3 +23,5 @@ def one_torch_thread():
 # CUDA and fp16. Set at import, so subprocesses (torchrun tests) inherit it; the CUDA tests
 # ask for `device="cuda"` explicitly.
 os.environ["GLIDE_DEVICE"] = "cpu"
+# And fp32: on a CPU with native bf16, `--dtype auto` picks bf16 (render/cpu.py).
+os.environ["GLIDE_DTYPE"] = "fp32"

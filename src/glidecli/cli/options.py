@@ -37,7 +37,7 @@ Shard = Annotated[
     typer.Option("--shard", metavar="K/N", help="Render only task K's share of the images (K = 0..N-1): N independent processes (a job array) together write what one would. Needs --seed.", show_default=False, rich_help_panel=OUTPUT),
 ]
 Device = Annotated[DeviceName, typer.Option("--device", help="auto: $GLIDE_DEVICE when set, else CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
-Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: fp32 on the CPU, fp16 on a GPU (GLIDE was trained in fp16; norms stay fp32).", rich_help_panel=MODELS)]
+Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: $GLIDE_DTYPE when set, else fp16 on a GPU; on the CPU bf16 where the processor computes it natively (AVX512_BF16, AMX), else fp32 (norms stay fp32).", rich_help_panel=MODELS)]
 Weights = Annotated[
     Optional[Path],
     typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False, rich_help_panel=MODELS),

@@ -56,13 +56,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+DTYPE_ENV = "GLIDE_DTYPE"
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto`: float32 on the CPU (half precision is slow there), fp16 on GPUs. GLIDE's
-    networks were trained in fp16, and on an H200 fp16 was both faster than bf16 (0.99 s
-    against 1.59 s per batch-1 picture) and closer to fp32 (at most 6 levels against 40 on
-    the shapes model); the norms stay in fp32 either way (nets/layers.py)."""
+    """`auto` is $GLIDE_DTYPE when set, else fp16 on GPUs and, on the CPU, bf16 where the
+    processor computes it natively (render/cpu.py) and fp32 elsewhere. GLIDE's networks were
+    trained in fp16, and on an H200 fp16 was both faster than bf16 (0.99 s against 1.59 s per
+    batch-1 picture) and closer to fp32 (at most 6 levels against 40 on the shapes model);
+    on a CPU there is no fp16 arithmetic, and native bf16 is the fast one. The norms stay in
+    fp32 either way (nets/layers.py)."""
+    standing = os.environ.get(DTYPE_ENV, "").strip()
+    if name == "auto" and standing:
+        if standing not in DTYPES and standing != "auto":
+            raise RenderError(f"{DTYPE_ENV}={standing!r} is not a dtype; choose one of auto, {', '.join(DTYPES)}")
+        name = standing
     if name == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+        if device.type in ("cuda", "mps"):
+            return torch.float16
+        from .cpu import native_bf16
+
+        return torch.bfloat16 if native_bf16() else torch.float32
     if name not in DTYPES:
         raise RenderError(f"unknown dtype {name!r}; choose one of auto, {', '.join(DTYPES)}")
     return DTYPES[name]
