@@ -74,6 +74,16 @@ def test_from_makes_the_picture_again_byte_for_byte(glide, tmp_path, name):
     assert np.array_equal(np.asarray(Image.open(redo.paths[0])), np.asarray(Image.open(second)))
 
 
+def test_from_takes_the_recorded_dtype_on_the_same_device(glide, monkeypatch):
+    made = glide(*COMMANDS["generate"], "--seed", "7", "--dtype", "bf16", "--out", "first")
+    monkeypatch.delenv("GLIDE_DTYPE")  # the suite's fp32: now auto, which --from leaves to the record
+    again = glide("generate", "--from", made.paths[0], *SHAPES, "--out", "again")
+    assert again.code == 0, again.err
+    assert again.paths[0].read_bytes() == made.paths[0].read_bytes() and read_png_metadata(again.paths[0])["dtype"] == "bf16"
+    fp32 = glide("generate", "--from", made.paths[0], *SHAPES, "--dtype", "fp32", "--out", "fp32")
+    assert read_png_metadata(fp32.paths[0])["dtype"] == "fp32"  # a --dtype given wins
+
+
 def test_flags_given_win_over_the_record(glide):
     made = glide(*COMMANDS["generate"], "--seed", "7", "--out", "first")
     other = glide("generate", "--from", made.paths[0], "--seed", "8", *SHAPES, "--out", "other")

@@ -207,7 +207,7 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
 
     first_index = 0
     if opts.from_image is not None:
-        values, first_index = _with_recorded(request_type, values, opts.from_image)
+        values, first_index, opts = _with_recorded(request_type, values, opts)
     capture = get_current_context().meta.get(CAPTURE)
     if capture is not None:  # glide grid asked what the command would render, not to render it
         capture.append((request_type, values, opts))
@@ -218,12 +218,15 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
     return render_to_files(plan, opts)
 
 
-def _with_recorded(request_type: type, values: dict[str, Any], picture: Path) -> tuple[dict[str, Any], int]:
-    """`values` with the picture's recorded settings where the command line gave none, and
-    the picture's index; one warning line lists what the record holds that maps onto no option."""
+def _with_recorded(request_type: type, values: dict[str, Any], opts: RunOptions) -> tuple[dict[str, Any], int, RunOptions]:
+    """`values` with the --from picture's recorded settings where the command line gave none,
+    the picture's index, and `opts` with its dtype when the command line and $GLIDE_DTYPE
+    leave it to auto and this run is on the picture's device (so the picture comes back bit
+    for bit); one warning line lists what the record holds that maps onto no option."""
     from ..files.pngfile import read_png_metadata
     from ..request.replay import recorded_values
 
+    picture = opts.from_image
     record = read_png_metadata(picture)
     recorded, unmapped = recorded_values(record, request_type.command, str(picture))
     context = get_current_context()
@@ -235,7 +238,13 @@ def _with_recorded(request_type: type, values: dict[str, Any], picture: Path) ->
     if unmapped:
         sys.stderr.write(f"warning: {picture} records settings that map onto no option of glide {request_type.command}: {', '.join(unmapped)}\n")
     index = record.get("index", 0)
-    return {**values, **{name: value for name, value in recorded.items() if name not in given}}, index if isinstance(index, int) and index >= 0 else 0
+    if opts.dtype == "auto" and not os.environ.get("GLIDE_DTYPE") and record.get("dtype") in ("fp32", "fp16", "bf16"):
+        from ..render.session import resolve_device
+
+        if resolve_device(opts.device).type == record.get("device"):
+            opts = dataclasses.replace(opts, dtype=record["dtype"])
+    merged = {**values, **{name: value for name, value in recorded.items() if name not in given}}
+    return merged, index if isinstance(index, int) and index >= 0 else 0, opts
 
 
 def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
