@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .run import CAPTURE, ConsoleReporter, RunOptions, announce, check_writable, click_errors
+from .run import CAPTURE, ConsoleReporter, RunOptions, announce, check_writable, click_errors, run_session
 
 RENDERING = ("generate", "clip-guide", "upsample", "inpaint", "outpaint", "unclip", "vary", "blend")
 
@@ -57,7 +57,6 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
     from ..files.manifest import load_manifest
     from ..files.pngfile import ImageError, next_free_index, slugify, write_png
     from ..files.sheet import contact_sheet
-    from ..render.engine import Session
     from ..request.grid import PROMPT_SR, stage_key
     from ..request.planner import plan_request
 
@@ -73,8 +72,7 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
     console = Console(stderr=True)
     for warning in dict.fromkeys(warning for plan in plans for warning in plan.warnings):
         console.print(f"warning: {warning}", highlight=False, markup=False)
-    session = Session(manifest, device=opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet,
-                      compile=opts.compile_networks, note=lambda text: console.print(f"note: {text}", highlight=False, markup=False))
+    session = run_session(manifest, opts, console)
     groups: dict[Any, list[int]] = {}
     for k, cell in enumerate(cells):
         groups.setdefault(stage_key(cell.request), []).append(k)

@@ -28,7 +28,7 @@ except ImportError:  # older typer runs on click itself
     from click.core import ParameterSource  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
-    from ..render.engine import Job, RenderedImage
+    from ..render.engine import Job, RenderedImage, Session
     from ..render.shard import Split
     from ..request.plan import RenderPlan
 
@@ -247,6 +247,16 @@ def _with_recorded(request_type: type, values: dict[str, Any], opts: RunOptions)
     return merged, index if isinstance(index, int) and index >= 0 else 0, opts
 
 
+def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = None, label: str = "") -> "Session":
+    """The Session a command renders with: its options' device, dtype and compile, notes on stderr."""
+    from ..render.engine import Session
+
+    return Session(
+        manifest, device=device or opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet,
+        compile=opts.compile_networks, note=lambda text: console.print(f"{label}note: {text}", highlight=False, markup=False, soft_wrap=True),
+    )
+
+
 def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     """Check outputs, load models, render, and write each picture as soon as it is ready;
     returns the number written. Ctrl-C raises Interrupted with that number."""
@@ -254,9 +264,8 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
 
     from ..files.pngfile import write_png
     from ..files.writer import BackgroundWriter
-    from .frames import StepFrames, write_animations, write_step_frames
-    from ..render.engine import Session
     from ..render.shard import barrier, current_split, rank_device
+    from .frames import StepFrames, write_animations, write_step_frames
 
     console = Console(stderr=True)
     for warning in plan.warnings:
@@ -274,11 +283,7 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     if not planned:
         console.print(f"{label}nothing to do: every image exists", highlight=False)
         return _finish(split, opts, 0, len(part), started)
-    session = Session(
-        plan.manifest, device=rank_device(opts.device, split.ranks), dtype=opts.dtype, offline=opts.offline or None,
-        show_progress=not opts.quiet, compile=opts.compile_networks,
-        note=lambda text: console.print(f"{label}note: {text}", highlight=False, markup=False, soft_wrap=True),
-    )
+    session = run_session(plan.manifest, opts, console, rank_device(opts.device, split.ranks), label)
     seeds = sorted({job.seed for job in jobs})
     if split.ranks.is_main:
         console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
