@@ -46,9 +46,10 @@ def test_a1111_sampler_names_map_to_the_nearest(server, name, glide):
 
 def test_a1111_batches_sizes_and_random_seeds(server):
     body = {"prompt": "a red circle", "steps": 3, "seed": -1, "batch_size": 2, "n_iter": 2, "width": 128, "height": 64,
-            "override_settings": {"sd_model_checkpoint": "shapes"}}
+            "override_settings": {"sd_model_checkpoint": "shapes"}, "some_extension_field": 1}
     answer = server.client.post("/sdapi/v1/txt2img", json=body).json()
     info = json.loads(answer["info"])
+    assert info["ignored_fields"] == ["some_extension_field"]
     assert len(answer["images"]) == 4 and info["all_seeds"] == [info["seed"] + k for k in range(4)]
     assert decoded(answer["images"][0]).size == (128, 64) and (info["width"], info["height"]) == (128, 64)
     assert len(info["infotexts"]) == 4 and info["infotexts"][0].startswith("a red circle\n")

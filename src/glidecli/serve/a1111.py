@@ -69,6 +69,7 @@ async def img2img(request: Request) -> dict[str, Any]:
 
 def _render(service: Service, body: dict[str, Any], from_picture: bool) -> dict[str, Any]:
     command, options, pictures = translate(service, body, from_picture)
+    unknown = sorted(set(body) - MAPPED - IGNORED - set(REFUSED_UNLESS))
     job = service.submit(command, options, pictures)
     service.queue.wait(job)
     if job.state == "failed":
@@ -79,7 +80,7 @@ def _render(service: Service, body: dict[str, Any], from_picture: bool) -> dict[
     return {
         "images": images if body.get("send_images", True) is not False else [],
         "parameters": body,
-        "info": json.dumps(_info(job, options), ensure_ascii=False),
+        "info": json.dumps({**_info(job, options), "ignored_fields": unknown}, ensure_ascii=False),
     }
 
 
@@ -88,9 +89,8 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     for key, allowed in REFUSED_UNLESS.items():
         if key in body and body[key] not in allowed:
             raise ClientError(f"{key}={json.dumps(body[key])} has no equivalent in glide (only {json.dumps(allowed[-1])} works)")
-    unknown = sorted(set(body) - MAPPED - IGNORED - set(REFUSED_UNLESS))
-    if unknown:  # as A1111's own models, which ignore fields they do not know; said in the info
-        body = {k: v for k, v in body.items() if k not in unknown}
+    # Fields A1111 itself does not know are ignored, as its own models ignore them (the
+    # answer's info lists them as ignored_fields).
     override = body.get("override_settings") or {}
     if not isinstance(override, dict):
         raise ClientError("override_settings must be an object")
