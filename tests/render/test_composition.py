@@ -23,6 +23,7 @@ BASE = Stage("shapes", DEFAULT_BASE.sampler, scale=3.0)
 
 @pytest.mark.parametrize("prompt, components", [
     ("a red circle", [Component("a red circle")]),
+    ("  a red circle ", [Component("  a red circle ")]),  # a plain prompt is read as written
     ("a red circle AND a blue background", [Component("a red circle"), Component("a blue background")]),
     ("a cat :1.2 AND a dog", [Component("a cat", 1.2), Component("a dog")]),
     ("a cat AND blurry : -0.5", [Component("a cat"), Component("blurry", -0.5)]),

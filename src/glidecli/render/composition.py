@@ -43,28 +43,31 @@ def parse_prompt(prompt: str) -> list[Component]:
         raise CompositionError(f"the prompt has {len(parts)} components joined by AND; at most {MAX_COMPONENTS}")
     components = []
     for number, part in enumerate(parts, 1):
-        text, weight = _weighed(part, number, composed)
-        text = text.replace("\\AND", "AND").replace("\\:", ":").strip()
+        text, weight, weighed = _weighed(part, number, composed)
+        text = text.replace("\\AND", "AND").replace("\\:", ":")
+        if composed or weighed:  # a plain prompt stays as written (its tokens, its picture)
+            text = text.strip()
         if composed and not text:
             raise CompositionError(f"component {number} of the prompt is empty (nothing between its ANDs)")
         components.append(Component(text, weight))
     return components
 
 
-def _weighed(part: str, number: int, composed: bool) -> tuple[str, float]:
+def _weighed(part: str, number: int, composed: bool) -> tuple[str, float, bool]:
+    """(the part without its weight, the weight, whether it had one)."""
     match = _WEIGHT.search(part)
     if match is None:
-        return part, 1.0
+        return part, 1.0, False
     token = match.group(1) or match.group(2)
     try:
         weight = float(token)
     except ValueError:
         if composed:
             raise CompositionError(f"the weight {token!r} of component {number} is not a number (write ' :1.5'; '\\:' is a plain colon)") from None
-        return part, 1.0
+        return part, 1.0, False
     if not math.isfinite(weight):
         raise CompositionError(f"the weight {token!r} of component {number} is not a finite number")
-    return part[: match.start()], weight
+    return part[: match.start()], weight, True
 
 
 def is_composed(components: list[Component]) -> bool:
