@@ -162,6 +162,10 @@ class Session:
         """The manifest's model `name` (of `kind`), loaded on first use."""
         return self._load(name, kind)
 
+    def loaded_models(self) -> list[str]:
+        """The manifest names of the networks loaded so far."""
+        return sorted(self._networks)
+
     def weights_path(self, name: str, kind: str) -> Path:
         """The local (converted) file of a manifest entry, fetched on first use."""
         if name not in self._paths:

@@ -283,6 +283,7 @@ def from_mapping(request_type: type, data: Mapping[str, Any], pictures: Mapping[
     picture fields come from `pictures` (the server's saved uploads), never from `data`.
     Unknown names, and one option given under two names, are refused."""
     names = field_names(request_type)
+    options = {name: option for name, option, _ in option_fields(request_type)}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = names.get(key)
@@ -290,9 +291,8 @@ def from_mapping(request_type: type, data: Mapping[str, Any], pictures: Mapping[
             raise RequestError(f"{request_type.command} has no option {key!r}")
         if name in values:
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
-        option = dict((n, opt) for n, opt, _ in option_fields(request_type))[name]
-        if option.kind == "picture":
-            raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", option.flag)
+        if options[name].kind == "picture":
+            raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
         values[name] = raw
     for name, path in pictures.items():
         if name not in names.values():

@@ -24,10 +24,6 @@ class Axis:
     values: tuple[str, ...]
     field: str = ""  # the request field it sets ('' for prompt-sr)
 
-    @property
-    def label(self) -> str:
-        return self.option
-
 
 def parse_axis(text: str, request_type: type, flag: str) -> Axis:
     """`scale=1,3,5` -> Axis('scale', ('1', '3', '5'), 'scale'); RequestError for an option
@@ -76,12 +72,12 @@ def grid_cells(request_type: type, values: Mapping[str, Any], x: Axis, y: Option
             request = base
             for axis, value in ((x, x_value), (y, y_value)):
                 if axis is not None:
-                    request = _apply(request_type, request, values, axis, value)
+                    request = _apply(request_type, request, axis, value)
             cells.append(Cell(i, j, request))
     return cells
 
 
-def _apply(request_type: type, request: Any, values: Mapping[str, Any], axis: Axis, value: str) -> Any:
+def _apply(request_type: type, request: Any, axis: Axis, value: str) -> Any:
     if axis.option == PROMPT_SR:
         return _replace_prompt(request, axis.values[0], value)
     return build(request_type, {**dataclasses.asdict(request), axis.field: value})

@@ -146,10 +146,10 @@ class JobQueue:
                 self._lock.wait(left)
             return True
 
-    def events(self, job: Job, keepalive: float = 15.0, stop: Callable[[], bool] = lambda: False) -> Iterator[Optional[dict[str, Any]]]:
+    def events(self, job: Job, keepalive: float = 15.0) -> Iterator[Optional[dict[str, Any]]]:
         """The job's events in order, from the first, until its last; None every
-        `keepalive` seconds without one (for the stream to send a comment and notice a
-        client that left, `stop()`)."""
+        `keepalive` seconds without one (the stream sends a comment, and so notices a
+        client that left)."""
         sent = 0
         while True:
             with self._lock:
@@ -159,7 +159,7 @@ class JobQueue:
                 sent += len(fresh)
                 finished = job.finished and sent >= len(job.events)
             yield from fresh
-            if finished or stop():
+            if finished:
                 return
             if not fresh:
                 yield None

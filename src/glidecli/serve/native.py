@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from ..request.commands import REQUESTS, field_names, option_fields
+from ..request.commands import REQUESTS
 from .body import read_json, read_multipart
 from .service import ClientError, Service, commands_description
 
@@ -48,21 +48,8 @@ async def create_job(request: Request) -> JSONResponse:
     command = body.pop("command", None)
     if not isinstance(command, str):
         raise ClientError(f"give the command: one of {', '.join(REQUESTS)}")
-    options, pictures = split_pictures(command, body)
-    job = await run_in_threadpool(service.submit, command, options, {**pictures, **files})
+    job = await run_in_threadpool(service.submit, command, body, files)
     return JSONResponse(service.status(job), status_code=202, headers={"Location": f"/glide/v1/jobs/{job.id}"})
-
-
-def split_pictures(command: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The body's options and its pictures (base64), by the command's picture fields."""
-    request_type = REQUESTS.get(command)
-    if request_type is None:
-        raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
-    names = field_names(request_type)
-    pictures_fields = {name for name, option, _ in option_fields(request_type) if option.kind == "picture"}
-    options = {key: value for key, value in body.items() if names.get(key) not in pictures_fields}
-    pictures = {key: value for key, value in body.items() if names.get(key) in pictures_fields}
-    return options, pictures
 
 
 @router.get("/jobs/{job_id}")

@@ -68,17 +68,20 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any]) -> Job:
-        """Queue `command` with `options` by their CLI names and `pictures` (bytes, or base64
-        text) by field name; ClientError for anything no render could use."""
+    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}) -> Job:
+        """Queue `command` with `options` by their CLI names; its pictures (base64 text, or
+        the bytes of `pictures`' uploaded files) by their names, among the options or apart.
+        ClientError for anything no render could use."""
         request_type = REQUESTS.get(command)
         if request_type is None:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
+        names = field_names(request_type)
+        kinds = {name: option.kind for name, option, _ in option_fields(request_type)}
+        given_pictures = {key: value for key, value in options.items() if kinds.get(names.get(key, "")) == "picture"}
+        options = {key: value for key, value in options.items() if key not in given_pictures}
         uploads = new_uploads(self.uploads_root)
         try:
-            names = field_names(request_type)
-            kinds = {name: option.kind for name, option, _ in option_fields(request_type)}
-            for key, raw in pictures.items():
+            for key, raw in {**given_pictures, **pictures}.items():
                 name = names.get(key)
                 if name is None or kinds[name] != "picture":
                     raise ClientError(f"{command} takes no picture {key!r}")
@@ -194,7 +197,7 @@ class Service:
             "queued": self.queue.waiting(),
             "running": len(self.queue.running()),
             "max_queue": self.config.max_queue,
-            "loaded": {device: sorted(getattr(session, "_networks", {})) for device, session in self.queue.sessions.items()},
+            "loaded": {worker: session.loaded_models() for worker, session in self.queue.sessions.items()},
         }
 
 
