@@ -92,7 +92,7 @@ def _load_pickled_tensors(src: Path):
         if weights is not None:
             return weights
         raise WeightsError(
-            f"{src}: refused to load: the file is not a plain tensor checkpoint ({_unpickling_reason(exc)});"
+            f"{src}: refused to load: the file is not a plain tensor checkpoint ({unpickling_reason(exc)});"
             " only pickles of tensors are read, and nothing in them is executed"
         ) from None
     except Exception as exc:  # a damaged file can fail inside the unpickler in many ways
@@ -117,7 +117,7 @@ def _training_checkpoint_weights(src: Path):
     return None
 
 
-def _unpickling_reason(exc: Exception) -> str:
+def unpickling_reason(exc: Exception) -> str:
     # torch's message is long; its "WeightsUnpickler error:" part says what was refused.
     text = " ".join(str(exc).split())
     match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|$)", text)

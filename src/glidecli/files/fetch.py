@@ -24,6 +24,7 @@ from typing import Union
 from urllib.parse import unquote, urlparse
 
 from .convert import convert_pt_to_safetensors
+from .fetch_diffusers import cached_diffusers, fetch_diffusers
 from .download import CHUNK_BYTES, download_file, download_lock, silent_tqdm
 from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
 from .weights_error import WeightsError, first_line
@@ -68,6 +69,8 @@ def fetch_entry(
     if offline is None:
         offline = _env_flag("HF_HUB_OFFLINE")
     show_progress = progress and not _env_flag("HF_HUB_DISABLE_PROGRESS_BARS")
+    if isinstance(entry, ModelEntry) and entry.format == "diffusers":
+        return fetch_diffusers(entry, offline=offline, progress=show_progress, force=force, cache=cache_dir())
     source = entry.source
     if isinstance(entry, ModelEntry) and entry.format == "pt" and not force and not isinstance(source, HubSource):
         # The converted file answers without touching the source or the network. Hub files
@@ -116,6 +119,11 @@ def verify_file(entry: Entry, path: str | Path | None = None) -> str:
 
     `path` defaults to the cached source file. A file converted by `fetch_entry` stands
     for its source: the .pt it was made from is hashed instead. Returns the hash."""
+    if isinstance(entry, ModelEntry) and entry.format == "diffusers":
+        raise WeightsError(
+            f"{_label(entry)}: a diffusers folder has no single file to hash; huggingface_hub checks each"
+            " file's hash when it downloads it, and `revision` pins them"
+        )
     if path is None:
         found = cached_source(entry)
         if found is None:
@@ -142,6 +150,8 @@ def verify_file(entry: Entry, path: str | Path | None = None) -> str:
 def cached_path(entry: Entry) -> Path | None:
     """Where the entry already is on disk, without any network access: the converted
     .safetensors when it is up to date, else the source file, else None."""
+    if isinstance(entry, ModelEntry) and entry.format == "diffusers":
+        return cached_diffusers(entry, cache_dir())
     if isinstance(entry, ModelEntry) and entry.format == "pt":
         ready = _up_to_date_conversion(entry)
         if ready is not None:
@@ -150,7 +160,10 @@ def cached_path(entry: Entry) -> Path | None:
 
 
 def cached_source(entry: Entry) -> Path | None:
-    """The file as distributed (.pt or .safetensors), if it is on disk."""
+    """The file as distributed (.pt or .safetensors), if it is on disk (None for a diffusers
+    folder, which is many files)."""
+    if isinstance(entry, ModelEntry) and entry.format == "diffusers":
+        return None
     source = entry.source
     if isinstance(source, LocalSource):
         return source.path if source.path.is_file() else None
@@ -296,6 +309,12 @@ def _matches_source(converted: Path, original: Path, sha256: str | None) -> bool
 
 def _conversion_metadata(path: Path) -> dict[str, str] | None:
     """The metadata of a safetensors file written by this module, read from its header only."""
+    metadata = safetensors_metadata(path)
+    return metadata if metadata is not None and _META_SHA256 in metadata else None
+
+
+def safetensors_metadata(path: Path) -> dict[str, str] | None:
+    """A safetensors file's `__metadata__`, read from its header only; None if unreadable."""
     try:
         with open(path, "rb") as handle:
             (header_size,) = struct.unpack("<Q", handle.read(8))
@@ -305,9 +324,7 @@ def _conversion_metadata(path: Path) -> dict[str, str] | None:
     except (OSError, struct.error, ValueError):
         return None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict) or _META_SHA256 not in metadata:
-        return None
-    return metadata
+    return metadata if isinstance(metadata, dict) else None
 
 
 # Hashing a multi-gigabyte file on every run is slow, so a successful check leaves a small

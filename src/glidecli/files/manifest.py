@@ -40,7 +40,9 @@ _UNCLIP_DEFAULTS = {
     "openclip": OpenClipConfig,
 }
 _UNET_CONFIG_KIND = {"unclip-sr": "upsample"}
-FORMATS = ("safetensors", "pt")
+FORMATS = ("safetensors", "pt", "diffusers")
+# Kinds a diffusers unCLIP (Karlo) folder holds: files/diffusers_unclip.py's COMPONENTS.
+DIFFUSERS_KINDS = ("unclip-prior", "unclip-decoder", "unclip-sr", "clip-stats")
 
 # File suffixes whose format is unambiguous; anything else needs an explicit `format`.
 _SUFFIX_FORMATS = {
@@ -69,12 +71,12 @@ class HubSource:
     """A file in a Hugging Face Hub repository, fetched with `hf_hub_download`."""
 
     repo: str
-    file: str
+    file: str  # "" for a whole diffusers folder (format = "diffusers")
     revision: str | None = None
 
     def __str__(self) -> str:
         at = f"@{self.revision}" if self.revision else ""
-        return f"hf://{self.repo}/{self.file}{at}"
+        return f"hf://{self.repo}/{self.file}{at}" if self.file else f"hf://{self.repo}{at}"
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,17 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
         raise ManifestError(f"{where}: missing 'kind' (one of {', '.join(MODEL_KINDS)})")
     if kind not in MODEL_KINDS:
         raise ManifestError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
-    source = _parse_source(table, path, where)
     file_format = table.get("format")
+    if file_format is not None and file_format not in FORMATS:
+        raise ManifestError(f"{where}: unknown format {file_format!r}; expected safetensors, pt or diffusers")
+    source = _parse_source(table, path, where, folder=file_format == "diffusers")
     if file_format is None:
         file_format = _format_from_name(_source_file_name(source), where)
-    elif file_format not in FORMATS:
-        raise ManifestError(f"{where}: unknown format {file_format!r}; expected safetensors or pt")
+    if file_format == "diffusers":
+        if kind not in DIFFUSERS_KINDS:
+            raise ManifestError(f"{where}: format diffusers holds unCLIP's {', '.join(DIFFUSERS_KINDS)}, not {kind}")
+        if "sha256" in table:
+            raise ManifestError(f"{where}: a diffusers folder has no single file for sha256; pin `revision` instead")
     size = table.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ManifestError(f"{where}: size must be a positive whole number of bytes, not {size!r}")
@@ -266,7 +273,9 @@ def _parse_tokenizer(name: str, table: Mapping[str, Any], path: Path) -> Tokeniz
     )
 
 
-def _parse_source(table: Mapping[str, Any], path: Path, where: str) -> Source:
+def _parse_source(table: Mapping[str, Any], path: Path, where: str, folder: bool = False) -> Source:
+    """The entry's source; `folder`: a diffusers pipeline folder (a hub repository without
+    `file`, or a local folder), not a file."""
     given = [key for key in _SOURCE_KEYS if key in table]
     if len(given) != 1:
         found = f"found {', '.join(given)}" if given else "found none"
@@ -279,10 +288,16 @@ def _parse_source(table: Mapping[str, Any], path: Path, where: str) -> Source:
         for key in ("file", "revision"):
             if key in table:
                 raise ManifestError(f"{where}: {key!r} only goes with hub sources")
+    if folder and kind == "url":
+        raise ManifestError(f"{where}: format diffusers reads a hub repository or a local folder, not a url")
     if kind == "hub":
         repo = table["hub"]
         if repo.count("/") != 1 or repo.startswith("/") or repo.endswith("/"):
             raise ManifestError(f"{where}: hub must be 'owner/repo', not {repo!r}")
+        if folder:
+            if "file" in table:
+                raise ManifestError(f"{where}: format diffusers reads the repository's component folders; remove 'file'")
+            return HubSource(repo=repo, file="", revision=table.get("revision"))
         if "file" not in table:
             raise ManifestError(f"{where}: hub source needs file = \"...\" (the file's path in {repo})")
         return HubSource(repo=repo, file=table["file"], revision=table.get("revision"))

@@ -76,6 +76,12 @@ def _skipping_init():
             setattr(init, name, function)
 
 
+def build_on_meta(kind: str, arch: ArchConfig) -> Network:
+    """The network of `kind` on the meta device: names and shapes, no memory, no init."""
+    with torch.device("meta"), _skipping_init():
+        return build_network(kind, arch)
+
+
 def _examples(keys: list[str], limit: int = 3) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
@@ -146,8 +152,7 @@ def load_network(
 
     path = Path(path)
     try:
-        with torch.device("meta"), _skipping_init():
-            model = build_network(kind, arch)
+        model = build_on_meta(kind, arch)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     if not path.is_file():

@@ -1,0 +1,205 @@
+"""Fetching a model entry of `format = "diffusers"`: unCLIP (Karlo) from a diffusers pipeline
+folder, on the Hugging Face hub or on a local disk, converted once to one safetensors file of
+glidecli's layout in `cache_dir()/converted/`.
+
+Hub files go through huggingface_hub's cache and are never modified; files already there are
+used without any network access. Which weight file a component has (safetensors, else diffusers'
+older `.bin`) is read from the repository's own listing, not assumed. The converted file
+records the path, size and modification time of every file it was made from, and is reused
+only while they all still match; it is written whole (temporary file, then rename) after every
+check has passed, so a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from .diffusers_unclip import COMPONENTS, CONFIG_FILE, WEIGHT_FILES, convert_components, read_component
+from .manifest import HubSource, LocalSource, ModelEntry
+from .weights_error import WeightsError, first_line
+
+_META_SOURCES = "glidecli.diffusers_sources"
+_META_SHA256 = "glidecli.source_sha256"  # as fetch.py's conversions: the model's hash (recorded_sha256)
+_META_COMMIT = "glidecli.hub_commit"
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SNAPSHOT_RE = re.compile(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]")
+
+
+def fetch_diffusers(entry: ModelEntry, *, offline: bool, progress: bool, force: bool, cache: Path) -> Path:
+    """The converted safetensors file of `entry`, fetching and converting as needed."""
+    if not force:
+        ready = cached_diffusers(entry, cache)
+        if ready is not None:
+            return ready
+    files = _source_files(entry, offline=offline, progress=progress, force=force)
+    where = str(entry.source)
+    components = {name: read_component(Path(where), name, files.get) for name in COMPONENTS[entry.kind]}
+    state = convert_components(entry.kind, entry.arch, _expected_shapes(entry, components), components, where)
+    if progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"Converted {entry.name} from {where} (once)", highlight=False, markup=False)
+    return _write(state, _converted_path(entry, cache), _describe(files))
+
+
+def cached_diffusers(entry: ModelEntry, cache: Path) -> Path | None:
+    """The converted file when it is up to date with files still on disk, without network access."""
+    converted = _converted_path(entry, cache)
+    recorded = _metadata(converted)
+    if recorded is None:
+        return None
+    try:
+        sources = json.loads(recorded[_META_SOURCES])
+    except (KeyError, ValueError):
+        return None
+    for name, record in sources.items():
+        try:
+            stat = Path(record["path"]).stat()
+        except (OSError, KeyError, TypeError):
+            return None
+        if stat.st_size != record.get("size") or stat.st_mtime_ns != record.get("mtime_ns"):
+            return None
+        if isinstance(entry.source, LocalSource) and not record["path"].startswith(str(entry.source.path)):
+            return None
+    return converted
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+def _source_files(entry: ModelEntry, *, offline: bool, progress: bool, force: bool) -> dict[str, Path]:
+    """Relative path -> local file, for every file the entry's components need."""
+    wanted = [f"{name}/{file}" for name in COMPONENTS[entry.kind] for file in (CONFIG_FILE, *WEIGHT_FILES)]
+    source = entry.source
+    if isinstance(source, LocalSource):
+        folder = source.path
+        if not folder.is_dir():
+            what = "is a file" if folder.is_file() else "does not exist"
+            raise WeightsError(f"model {entry.name}: {folder} {what}; format diffusers needs a diffusers pipeline folder")
+        return {rel: folder / rel for rel in wanted if (folder / rel).is_file()}
+    assert isinstance(source, HubSource)
+    cached = {} if force else _from_hub_cache(source, wanted)
+    complete = all(f"{name}/{CONFIG_FILE}" in cached for name in COMPONENTS[entry.kind]) and all(
+        any(f"{name}/{file}" in cached for file in WEIGHT_FILES) for name in COMPONENTS[entry.kind]
+    )
+    if complete:
+        return cached
+    if offline:
+        raise WeightsError(
+            f"model {entry.name}: {source.repo} is not in the Hugging Face cache and offline mode is on; run"
+            f" `glide weights download {entry.name}` on a connected machine and copy the cache, or point the entry"
+            f" at a local diffusers folder with `path = ...`"
+        )
+    return _download(entry, source, progress=progress, force=force)
+
+
+def _from_hub_cache(source: HubSource, wanted: list[str]) -> dict[str, Path]:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = {}
+    for rel in wanted:
+        path = try_to_load_from_cache(source.repo, rel, revision=source.revision)
+        if isinstance(path, str):
+            found[rel] = Path(path)
+    return found
+
+
+def _download(entry: ModelEntry, source: HubSource, *, progress: bool, force: bool) -> dict[str, Path]:
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        listed = set(huggingface_hub.list_repo_files(source.repo, revision=source.revision))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise WeightsError(f"model {entry.name}: cannot list {source}: {first_line(exc)}") from None
+    files = {}
+    for name in COMPONENTS[entry.kind]:
+        weights = next((f"{name}/{file}" for file in WEIGHT_FILES if f"{name}/{file}" in listed), None)
+        for rel in (f"{name}/{CONFIG_FILE}", weights):
+            if rel is None or rel not in listed:
+                continue  # read_component names what is missing
+            options: dict = {"revision": source.revision, "force_download": force}
+            if not progress:
+                from .download import silent_tqdm
+
+                options["tqdm_class"] = silent_tqdm()
+            try:
+                files[rel] = Path(huggingface_hub.hf_hub_download(source.repo, rel, **options))
+            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+                raise WeightsError(f"model {entry.name}: cannot download {rel} from {source}: {first_line(exc)}") from None
+    return files
+
+
+# --- the converted file ---------------------------------------------------------------------------
+
+
+def _expected_shapes(entry: ModelEntry, components) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the manifest's network (built on the meta device)."""
+    if entry.kind == "clip-stats":
+        prior = components["prior"]
+        shapes = {key: tuple(prior[name].shape) for key, name in (("0", "clip_mean"), ("1", "clip_std")) if name in prior}
+        return shapes or {"0": (), "1": ()}
+    from ..nets.checkpoint import CheckpointError, build_on_meta
+
+    try:
+        network = build_on_meta(entry.kind, entry.arch)
+    except CheckpointError as exc:
+        raise WeightsError(f"model {entry.name}: {exc}") from None
+    return {name: tuple(t.shape) for name, t in network.state_dict().items()}
+
+
+def _describe(files: dict[str, Path]) -> dict[str, dict]:
+    """What the converted file was made from: each source file's path, size, time and sha256
+    (the hub cache names an LFS blob by its sha256; other files are hashed)."""
+    from .fetch import sha256_file
+
+    described = {}
+    for rel, path in sorted(files.items()):
+        stat = path.stat()
+        blob = path.resolve().name
+        digest = blob if _SHA256_RE.fullmatch(blob) else sha256_file(path)
+        described[rel] = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    return described
+
+
+def _write(state, converted: Path, sources: dict[str, dict]) -> Path:
+    from safetensors.torch import save_file
+
+    combined = hashlib.sha256("".join(f"{rel}:{s['sha256']}\n" for rel, s in sources.items()).encode()).hexdigest()
+    metadata = {"format": "pt", _META_SOURCES: json.dumps(sources), _META_SHA256: combined}
+    commits = {m.group(1) for s in sources.values() if (m := _SNAPSHOT_RE.search(s["path"]))}
+    if len(commits) == 1:  # the hub commit the files came from, whatever `revision` named
+        metadata[_META_COMMIT] = commits.pop()
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    temporary = converted.with_name(f".{converted.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(temporary), metadata=metadata)
+        os.replace(temporary, converted)
+    except OSError as exc:
+        raise WeightsError(f"{converted}: cannot write the converted file: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    return converted
+
+
+def _converted_path(entry: ModelEntry, cache: Path) -> Path:
+    source = entry.source
+    if isinstance(source, HubSource):
+        identity = f"hub:{source.repo}:{source.revision or 'main'}:{entry.kind}:{entry.arch!r}"
+    else:
+        identity = f"path:{source.path}:{entry.kind}:{entry.arch!r}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return cache / "converted" / f"diffusers-{entry.kind}-{key}" / f"{entry.name}.safetensors"
+
+
+def _metadata(path: Path) -> dict[str, str] | None:
+    from .fetch import safetensors_metadata
+
+    recorded = safetensors_metadata(path)
+    return recorded if recorded and _META_SOURCES in recorded else None
+
