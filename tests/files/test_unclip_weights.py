@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from glidecli.files.fetch import WeightsError, fetch_entry
-from glidecli.files.manifest import UrlSource, load_manifest
+from glidecli.files.manifest import HubSource, UrlSource, load_manifest
 from glidecli.nets.checkpoint import load_network
 from glidecli.nets.checkpoint import read_clip_stats
 from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
@@ -35,6 +35,7 @@ def glide(capsys, monkeypatch):
 
 
 def test_packaged_manifest_has_karlo_and_clip_vit_l_14():
+    """Karlo from the hub in diffusers' layout; the release's files as *-release entries."""
     manifest = load_manifest()
     expected = {
         "karlo-prior": ("unclip-prior", "85626483eaca9f581e2a78d31ff905ca/prior-ckpt-step%3D01000000-of-01000000.ckpt", PriorConfig()),
@@ -44,8 +45,11 @@ def test_packaged_manifest_has_karlo_and_clip_vit_l_14():
     }
     for name, (kind, path, arch) in expected.items():
         entry = manifest.model(name)
-        assert (entry.kind, entry.source, entry.format, entry.arch) == (kind, UrlSource(KARLO + path), "pt", arch)
-        assert entry.sha256 is None  # none published
+        assert (entry.kind, entry.source, entry.format, entry.arch) == (
+            kind, HubSource("kakaobrain/karlo-v1-alpha", "", "main"), "diffusers", arch)
+        release = manifest.model(f"{name}-release")
+        assert (release.kind, release.source, release.format, release.arch) == (kind, UrlSource(KARLO + path), "pt", arch)
+        assert entry.sha256 is None and release.sha256 is None  # none published
     vit = manifest.model("clip-vit-l-14")
     assert (vit.kind, vit.source.repo, vit.source.file, vit.arch) == (
         "openclip", "timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors", OpenClipConfig())

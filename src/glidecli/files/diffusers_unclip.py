@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..nets.config import UNetConfig
 from ..nets.unclip_config import PriorConfig
 from .convert import unpickling_reason
 from .weights_error import WeightsError, first_line
+
+if TYPE_CHECKING:  # torch is imported where tensors are read: `glide weights list` runs without it
+    import torch
 
 # The pipeline components each manifest kind is made from, with the class diffusers names in
 # each component's config.json.
@@ -55,6 +56,8 @@ class Take:
     conv1d: bool = False
 
     def build(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        import torch
+
         if len(tensors) == 1:
             tensor = tensors[0]
         else:
@@ -267,6 +270,8 @@ def read_component(folder: Path, name: str, fetch: Callable[[str], Path | None])
 
 def _read_weights(path: Path, where: str) -> dict[str, torch.Tensor]:
     import pickle
+
+    import torch
 
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError

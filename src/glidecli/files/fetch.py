@@ -24,8 +24,8 @@ from typing import Union
 from urllib.parse import unquote, urlparse
 
 from .convert import convert_pt_to_safetensors
-from .fetch_diffusers import cached_diffusers, fetch_diffusers
 from .download import CHUNK_BYTES, download_file, download_lock, silent_tqdm
+from .fetch_diffusers import cached_diffusers, fetch_diffusers
 from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
 from .weights_error import WeightsError, first_line
 

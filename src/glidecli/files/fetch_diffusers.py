@@ -18,6 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
+
 from .diffusers_unclip import COMPONENTS, CONFIG_FILE, WEIGHT_FILES, convert_components, read_component
 from .manifest import HubSource, LocalSource, ModelEntry
 from .weights_error import WeightsError, first_line
