@@ -36,6 +36,7 @@ from glidecli.nets.checkpoint import build_network, random_init_, save_network
 from glidecli.nets.unet import Text2ImUNet
 from glidecli.render import engine as render
 from glidecli.render import session
+from glidecli.render.offload import OFFLOAD_CHOICES
 from glidecli.render.pipeline import SamplerChoice
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny import TINY_CLIP, tiny_network
@@ -512,6 +513,7 @@ def test_choices_mirror_the_modules_that_define_them():
     assert request_options.FIT_MODES == FIT_MODES
     assert get_args(cli_options.DtypeName) == ("auto", *render.DTYPES)
     assert get_args(cli_options.DeviceName) == render.DEVICES
+    assert get_args(cli_options.OffloadName) == OFFLOAD_CHOICES
     assert request_options.MAX_SEED == MAX_SEED
 
 

@@ -85,7 +85,7 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
                 write_png(rendered.image, paths[k], rendered.meta, overwrite=opts.overwrite)
                 pictures[k] = rendered.image
                 reporter.image_done()
-                announce(paths[k], rendered, opts.json_output)
+                announce(paths[k], rendered, opts.json_output, peak_memory=session.peak_memory())
     columns = len(x_axis.values)
     rows = [pictures[j * columns : (j + 1) * columns] for j in range(len(cells) // columns)]
     label = lambda axis, value: value if axis.option == PROMPT_SR else f"{axis.option}={value}"  # noqa: E731

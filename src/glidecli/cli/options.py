@@ -16,6 +16,7 @@ from .run import RunOptions, click_errors
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # mirrors render.session.DEVICES; a test keeps them equal
 DtypeName = Literal["auto", "fp32", "fp16", "bf16"]
+OffloadName = Literal["none", "model", "sequential"]  # mirrors render.offload.OFFLOAD_CHOICES
 
 OUTPUT = o.OUTPUT
 MODELS = o.MODELS
@@ -38,6 +39,10 @@ Shard = Annotated[
 ]
 Device = Annotated[DeviceName, typer.Option("--device", help="auto: $GLIDE_DEVICE when set, else CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
 Dtype = Annotated[DtypeName, typer.Option("--dtype", help="auto: $GLIDE_DTYPE when set, else fp16 on a GPU; on the CPU bf16 where the processor computes it natively (AVX512_BF16, AMX), else fp32 (norms stay fp32).", rich_help_panel=MODELS)]
+Offload = Annotated[
+    OffloadName,
+    typer.Option("--offload", help="Weights off the GPU while they wait: none (fastest), model (only the running network on the GPU), sequential (block by block, the least memory).", rich_help_panel=MODELS),
+]
 Weights = Annotated[
     Optional[Path],
     typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False, rich_help_panel=MODELS),
@@ -108,6 +113,7 @@ def rendering_command(request_type: type, *, compile_networks: bool = False) -> 
         _option("shard", Shard, None),
         _option("device", Device, "auto"),
         _option("dtype", Dtype, "auto"),
+        _option("offload", Offload, "none"),
         _option("weights", Weights, None),
         _option("from_image", FromImage, None),
     ]

@@ -61,6 +61,7 @@ class RunOptions:
     offline: bool
     compile_networks: bool = False  # --compile, on the commands that have it
     shard: Optional[str] = None  # 'k/N': this task's part of a job array (render/shard.py)
+    offload: str = "none"  # --offload: none, model or sequential (render/offload.py)
     from_image: Optional[Path] = None  # --from: a picture whose recorded settings are the defaults
 
 
@@ -248,12 +249,13 @@ def _with_recorded(request_type: type, values: dict[str, Any], opts: RunOptions)
 
 
 def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = None, label: str = "") -> "Session":
-    """The Session a command renders with: its options' device, dtype and compile, notes on stderr."""
+    """The Session a command renders with: its options' device, dtype, offload and compile, notes on stderr."""
     from ..render.engine import Session
 
     return Session(
         manifest, device=device or opts.device, dtype=opts.dtype, offline=opts.offline or None, show_progress=not opts.quiet,
-        compile=opts.compile_networks, note=lambda text: console.print(f"{label}note: {text}", highlight=False, markup=False, soft_wrap=True),
+        compile=opts.compile_networks, offload=opts.offload,
+        note=lambda text: console.print(f"{label}note: {text}", highlight=False, markup=False, soft_wrap=True),
     )
 
 
@@ -303,7 +305,7 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     def report(rendered: "RenderedImage", reporter: ConsoleReporter, path: Path) -> None:
         reporter.image_done()
         written.add(rendered.job.index)
-        announce(path, rendered, opts.json_output, split)
+        announce(path, rendered, opts.json_output, split, session.peak_memory())
 
     try:
         with ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
@@ -346,12 +348,18 @@ def _finish(split: "Split", opts: RunOptions, written: int, skipped: int, starte
     return written
 
 
-def announce(path: Path, rendered: "RenderedImage", as_json: bool, split: Optional["Split"] = None) -> None:
+def announce(
+    path: Path, rendered: "RenderedImage", as_json: bool, split: Optional["Split"] = None, peak_memory: Optional[int] = None
+) -> None:
+    """A written picture on stdout: its path, or with --json its record (and, on a GPU, the
+    most memory the run has held so far, in bytes)."""
     if as_json:
         job = rendered.job
         record = {"path": str(path), "prompt": job.prompt, "seed": job.seed, "index": job.index, "settings": rendered.meta}
         if split is not None and split.active:  # which process wrote it: rank k of N parts
             record.update(rank=split.index, ranks=split.parts)
+        if peak_memory is not None:
+            record["peak_gpu_memory_bytes"] = peak_memory
         line = json.dumps(record, ensure_ascii=False)
     else:
         line = str(path)

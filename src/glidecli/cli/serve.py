@@ -27,6 +27,7 @@ def serve(
     device: opt.Device = "auto",
     devices: Annotated[Optional[str], typer.Option("--devices", metavar="cuda:0,cuda:1", help="One worker per device (a job goes to the first free one); default: --device.", show_default=False, rich_help_panel=opt.MODELS)] = None,
     dtype: opt.Dtype = "auto",
+    offload: opt.Offload = "none",
     compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
 ) -> None:
@@ -52,7 +53,7 @@ def serve(
         raise click_errors.BadParameter(f"{out} exists and is not a directory", param_hint="'--out'")
     out.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(host=host, port=port, out=out, weights=weights, device=device, devices=devices, dtype=dtype,
-                          compile=compile_networks, offline=offline, token=token, max_queue=max_queue,
+                          offload=offload, compile=compile_networks, offline=offline, token=token, max_queue=max_queue,
                           limits=UploadLimits(int(max_upload_mb * 2**20), max_upload_pixels))
     service = Service(config, load_manifest(weights))
     listener = _listen(host, port)

@@ -45,10 +45,13 @@ def plan_batch_size(count: int, free_bytes: int, stages: Sequence[StageMemory], 
     return math.ceil(count / passes)
 
 
-def measure_stage(probe: Probe, device: torch.device) -> StageMemory:
-    """Peak memory of `probe` at 1 and 2 pictures, above what was allocated before."""
+def measure_stage(probe: Probe, device: torch.device, evict: Optional[Callable[[], None]] = None) -> StageMemory:
+    """Peak memory of `probe` at 1 and 2 pictures, above what was allocated before (with
+    `evict`, before the probe's network came onto the device: its weights count as fixed)."""
     peaks = []
     for pictures in (1, 2):
+        if evict is not None:
+            evict()
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -66,13 +69,16 @@ def free_memory(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
-def unet_probe(model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]] = None, *, low_res_factor: int = 4) -> Probe:
+def unet_probe(
+    model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]] = None, *, low_res_factor: int = 4,
+    device: Optional[torch.device] = None,
+) -> Probe:
     """One network call for b pictures on zero inputs of the real shapes (2b when guided);
     `size` is the pictures' (height, width), by default the model's square. An upsampler's
     low_res is `low_res_factor` times smaller (GLIDE's 4; unCLIP's SR gets it resized to
     full size, 1). unCLIP's decoder gets its text from `encode_clip`, mask included."""
     cfg = model.config
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device  # offloaded weights may be elsewhere: pass it
     height, width = size or (cfg.image_size, cfg.image_size)
 
     def run(pictures: int) -> object:
@@ -94,10 +100,10 @@ def unet_probe(model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]]
     return run
 
 
-def prior_probe(prior: PriorTransformer, guided: bool) -> Probe:
+def prior_probe(prior: PriorTransformer, guided: bool, device: Optional[torch.device] = None) -> Probe:
     """One call of unCLIP's prior for b pictures (2b when guided) on zero inputs."""
     cfg = prior.config
-    device = next(prior.parameters()).device
+    device = device or next(prior.parameters()).device
 
     def run(pictures: int) -> object:
         batch = pictures * (2 if guided else 1)
@@ -111,16 +117,16 @@ def prior_probe(prior: PriorTransformer, guided: bool) -> Probe:
     return run
 
 
-def sr_probe(sr: ImprovedSuperRes) -> Probe:
+def sr_probe(sr: ImprovedSuperRes, device: Optional[torch.device] = None) -> Probe:
     """One call of unCLIP's super-resolution for b pictures: its two U-Nets have one shape and
     take turns, so one of them stands for both."""
-    return unet_probe(sr.model_first_steps, guided=False, low_res_factor=1)
+    return unet_probe(sr.model_first_steps, guided=False, low_res_factor=1, device=device)
 
 
-def clip_probe(clip: NoisedClip) -> Probe:
+def clip_probe(clip: NoisedClip, device: Optional[torch.device] = None) -> Probe:
     """The CLIP gradient of b pictures (CLIP guidance runs it every step, with autograd)."""
     cfg = clip.image_encoder.config
-    device = next(clip.image_encoder.parameters()).device
+    device = device or next(clip.image_encoder.parameters()).device
 
     def run(pictures: int) -> object:
         x = torch.zeros(pictures, 3, cfg.image_size, cfg.image_size, device=device)
@@ -130,9 +136,18 @@ def clip_probe(clip: NoisedClip) -> Probe:
     return run
 
 
-def auto_batch_size(count: int, device: torch.device, probes: Sequence[Probe]) -> int:
-    """`--batch-size auto` for `count` pictures: 1 off CUDA or for one picture, else measured."""
+def auto_batch_size(
+    count: int, device: torch.device, probes: Sequence[Probe], evict: Optional[Callable[[], None]] = None
+) -> int:
+    """`--batch-size auto` for `count` pictures: 1 off CUDA or for one picture, else measured.
+    `evict`: the networks are offloaded (render/offload.py), one on the device at a time, so
+    each stage is planned alone, its weights (moved in by its probe) among its fixed cost,
+    against the memory free with none of them there."""
     if device.type != "cuda" or count <= 1:
         return 1
-    stages = [measure_stage(probe, device) for probe in probes]
-    return plan_batch_size(count, free_memory(device), stages)
+    stages = [measure_stage(probe, device, evict) for probe in probes]
+    if evict is None:
+        return plan_batch_size(count, free_memory(device), stages)
+    evict()
+    free = free_memory(device)
+    return min(plan_batch_size(count, free, [stage]) for stage in stages)

@@ -18,6 +18,7 @@ from ..nets.clip import NoisedClip
 from ..nets.tokenizer import ClipTokenizer, GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from .accel import CudaGraphs, NetworkCall, network_call
+from .offload import Offload, OffloadError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -130,6 +131,7 @@ class Session:
         compile: bool = False,
         cuda_graphs: Optional[bool] = None,
         note: Optional[Callable[[str], None]] = None,
+        offload: str = "none",
     ):
         self.manifest = manifest
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -137,9 +139,23 @@ class Session:
         self.offline = offline
         self.show_progress = show_progress
         self.tokenizer_name = tokenizer  # None: each model's own (its entry's `tokenizer`)
+        try:
+            self.offload = Offload(offload, self.device)
+        except OffloadError as exc:
+            raise RenderError(str(exc)) from None
+        if compile and self.offload.enabled:
+            raise RenderError(
+                f"--compile and --offload {offload} do not go together: compiled networks keep their weights on the"
+                " device; choose one"
+            )
         self.compile = compile
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self.note = note or log.warning
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.offload.enabled:
+            # A graph replays the addresses its weights had when captured; offloaded weights
+            # come back elsewhere, so offloaded networks run eagerly.
+            self.cuda_graphs = False
+            self.note(f"--offload {offload}: CUDA graphs are off (offloaded weights change address between calls)")
         self._graphs = CudaGraphs() if self.cuda_graphs else None  # one memory pool for all graphs
         self._networks: dict[str, Any] = {}
         self._calls: dict[str, NetworkCall] = {}
@@ -155,8 +171,14 @@ class Session:
             entry = self.entry(name, kind)
             path = fetch_entry(entry, offline=self.offline, progress=self.show_progress)
             self._paths[name] = path
-            self._networks[name] = load_network(kind, entry.arch, path, self.device, self.dtype)
+            network = load_network(kind, entry.arch, path, self.offload.load_device, self.dtype)
+            self._networks[name] = self.offload.manage(name, network)
+        self.offload.activate(name)  # handed out to run: on the device (its calls also bring it)
         return self._networks[name]
+
+    def peak_memory(self) -> Optional[int]:
+        """The most bytes the device's allocator has held so far (CUDA only, else None)."""
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
     def network(self, name: str, kind: str) -> Any:
         """The manifest's model `name` (of `kind`), loaded on first use."""

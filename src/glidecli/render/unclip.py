@@ -207,9 +207,10 @@ class _UnclipRenderer:
         whose prior, decoder and SR calls fit the GPU together, measured (1 on the CPU)."""
 
         def probes() -> list[Probe]:
-            found = [] if prior is None else [prior_probe(self.session.network(prior.model, "unclip-prior"), prior.scale != 1.0)]
+            device = self.session.device
+            found = [] if prior is None else [prior_probe(self.session.network(prior.model, "unclip-prior"), prior.scale != 1.0, device)]
             if self.sr_stage is not None:
-                found.append(sr_probe(self.session.network(self.sr_stage.model, "unclip-sr")))
+                found.append(sr_probe(self.session.network(self.sr_stage.model, "unclip-sr"), device))
             return found
 
         return self.base.batch_size(requested, count, [(self.decoder_stage, "unclip-decoder")], more_probes=probes, best_of=self.best_of)

@@ -38,6 +38,7 @@ class ServerConfig:
     device: str = "auto"
     devices: Optional[str] = None
     dtype: str = "auto"
+    offload: str = "none"
     compile: bool = False
     offline: bool = False
     token: Optional[str] = None
@@ -58,7 +59,10 @@ class Service:
     def _new_session(self, device: str):
         from ..render.session import Session
 
-        return Session(self.manifest, device=device, dtype=self.config.dtype, offline=self.config.offline or None, compile=self.config.compile)
+        return Session(
+            self.manifest, device=device, dtype=self.config.dtype, offline=self.config.offline or None,
+            compile=self.config.compile, offload=self.config.offload,
+        )
 
     def close(self) -> None:
         import shutil
