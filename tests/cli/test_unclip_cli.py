@@ -12,6 +12,7 @@ from PIL import Image
 
 from glidecli.files.pngfile import read_png_metadata
 from helpers.glide_cli import assert_one_error_line, invoker
+from helpers.paths import MODELS
 from helpers.tiny_unclip import write_tiny_unclip_manifest
 
 FAST = ["--prior-steps", "3", "--steps", "3", "--quiet"]
@@ -170,3 +171,19 @@ def test_batch_size_is_auto_by_default_and_one_on_the_cpu(glide, tmp_path, pictu
         result = glide(*args, "--seed", "4", "--out", tmp_path / f"run{k}")
         assert result.code == 0, result.err
     assert sizes == [1, 1, 1, 1, 2]
+
+
+def test_offload_gives_the_same_files_and_bad_choices_are_one_line(glide, tmp_path):
+    """--offload on the CPU: the same bytes as without (render/offload.py's tests poison
+    what waits off the device); a choice it does not know, or --compile with it, is one line."""
+    plain = glide("unclip", "a red cube", "--seed", "5", "--out", tmp_path / "plain", *FAST)
+    assert plain.code == 0, plain.err
+    for choice in ("model", "sequential"):
+        offloaded = glide("unclip", "a red cube", "--seed", "5", "--offload", choice, "--out", tmp_path / choice, *FAST)
+        assert offloaded.code == 0, offloaded.err
+        assert pixels(offloaded.paths[0]).tobytes() == pixels(plain.paths[0]).tobytes()
+    assert_one_error_line(glide("unclip", "a red cube", "--offload", "all", "--out", tmp_path / "x", *FAST), 2, "--offload")
+    shapes = ["--weights", MODELS / "weights.toml", "--model", "shapes", "--upsample-model", "shapes-upsample"]
+    compiled = glide("generate", "a red cube", *shapes, "--offload", "model", "--compile", "--out", tmp_path / "y", "--quiet")
+    assert_one_error_line(compiled, 1, "--compile and --offload model do not go together")
+    assert not (tmp_path / "x").exists() and not list((tmp_path / "y").glob("*.png"))

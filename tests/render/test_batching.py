@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from glidecli.render import batching
 from glidecli.render.batching import StageMemory, auto_batch_size, measure_stage, plan_batch_size, unet_probe
 from helpers.tiny import tiny_network
 
@@ -45,3 +46,19 @@ def test_measured_growth_on_a_gpu():
     small, guided = (measure_stage(unet_probe(model, guided), torch.device("cuda")) for guided in (False, True))
     assert 0 < small.per_picture < guided.per_picture <= 2.5 * small.per_picture
     assert 1 <= auto_batch_size(10**9, torch.device("cuda"), [unet_probe(model, True)]) < 10**9
+
+
+def test_offloaded_stages_are_planned_one_at_a_time(monkeypatch):
+    """With offload one network is on the GPU at a time: each stage must fit alone, its
+    weights among its fixed cost, in the memory free with none of them there."""
+    gib = 2**30
+    measured = iter([batching.StageMemory(2 * gib, gib), batching.StageMemory(3 * gib, gib // 2)])
+    calls = []
+    monkeypatch.setattr(batching, "measure_stage", lambda probe, device, evict=None: calls.append(("measure", evict)) or next(measured))
+    monkeypatch.setattr(batching, "free_memory", lambda device: calls.append(("free", None)) or 10 * gib)
+    evict = lambda: calls.append(("evict", None))  # noqa: E731
+    # 8.5 GiB usable: alone, 6 and 11 pictures fit; together (no offload) only 2 would.
+    assert batching.auto_batch_size(64, torch.device("cuda"), [None, None], evict=evict) == 6
+    assert calls == [("measure", evict), ("measure", evict), ("evict", None), ("free", None)]
+    measured = iter([batching.StageMemory(2 * gib, gib), batching.StageMemory(3 * gib, gib // 2)])
+    assert batching.auto_batch_size(64, torch.device("cuda"), [None, None]) == 2

@@ -198,3 +198,24 @@ def test_bad_choices_and_compile_are_one_line(unclip_manifest):
     notes = []
     graphed = Session(unclip_manifest, device="cpu", dtype="fp32", offload="model", cuda_graphs=True, note=notes.append)
     assert graphed.cuda_graphs is False and notes == ["--offload model: CUDA graphs are off (offloaded weights change address between calls)"]
+
+
+def test_a_method_that_reads_weights_before_its_layers_brings_its_network(unclip_manifest):
+    """The decoder's unconditional half reads its learned embedding before any layer runs."""
+    session = session_for(unclip_manifest, "model")
+    decoder = session.network("karlo-decoder", "unclip-decoder")
+    session.network("clip-vit-l-14", "openclip")  # the decoder goes home (poisoned)
+    assert torch.isnan(decoder.cf_param).all()
+    text = torch.zeros(1, 32), torch.zeros(1, 77, 32), torch.ones(1, 77, dtype=torch.bool)
+    embedding = decoder.encode_clip(*text, None)
+    assert session.offload.active == "karlo-decoder" and not torch.isnan(embedding.tokens).any()
+
+
+def test_glide_serve_sessions_take_the_offload_choice(tmp_path):
+    from glidecli.serve.service import ServerConfig, Service
+
+    service = Service(ServerConfig(out=tmp_path, offload="sequential", device="cpu"), load_manifest(SHAPES) if SHAPES.is_file() else None)
+    try:
+        assert service._new_session("cpu").offload.choice == "sequential"
+    finally:
+        service.close()

@@ -193,7 +193,7 @@ def test_auto_on_a_gpu_measures_the_prior_decoder_and_sr(manifest, monkeypatch):
     session = cpu_session(manifest)
     measured = []
 
-    def fake_auto(count, device, probes):
+    def fake_auto(count, device, probes, evict=None):
         with torch.no_grad():
             measured.append((count, [tuple(probe(pictures).shape) for probe in probes for pictures in (1, 2)]))
         return 4

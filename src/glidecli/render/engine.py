@@ -211,16 +211,17 @@ class Renderer:
         device = self.session.device
         if device.type != "cuda" or count <= 1:
             return 1
+        offload = self.session.offload
+        on = device if offload.enabled else None  # offloaded weights are not where the probes run
         probes = [
-            unet_probe(self.session.unet(s.model, kind), s.scale != 1.0, _stage_size(self.session, s, kind), device=device)
+            unet_probe(self.session.unet(s.model, kind), s.scale != 1.0, _stage_size(self.session, s, kind), device=on)
             for s, kind in stages
             if s is not None
         ]
         if clip is not None:
-            probes.append(clip_probe(self.session.clip(clip.image_model, clip.text_model), device))
+            probes.append(clip_probe(self.session.clip(clip.image_model, clip.text_model), on))
         if more_probes is not None:
             probes += more_probes()
-        offload = self.session.offload
         size = auto_batch_size(count, device, probes, evict=offload.evict if offload.enabled else None)
         self.session.note(f"batch size {size} for {count} pictures (measured to fit the GPU's free memory)")
         return size

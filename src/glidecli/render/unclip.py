@@ -207,7 +207,7 @@ class _UnclipRenderer:
         whose prior, decoder and SR calls fit the GPU together, measured (1 on the CPU)."""
 
         def probes() -> list[Probe]:
-            device = self.session.device
+            device = self.session.device if self.session.offload.enabled else None
             found = [] if prior is None else [prior_probe(self.session.network(prior.model, "unclip-prior"), prior.scale != 1.0, device)]
             if self.sr_stage is not None:
                 found.append(sr_probe(self.session.network(self.sr_stage.model, "unclip-sr"), device))
