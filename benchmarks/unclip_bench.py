@@ -24,6 +24,15 @@ graphs: a stand-in backend that re-runs the call checks the wrapper only, its ti
     python benchmarks/unclip_bench.py --device cuda --dtype bf16 --batch-sizes 1,8,32
     python benchmarks/unclip_bench.py --device cuda --dtype fp16 --batch-sizes 1,8 --graphs --stages prior,decoder,sr
     python benchmarks/unclip_bench.py --tiny --graphs --stages prior,decoder,sr   # CPU, seconds: checks the script
+
+`--memory` gives the peak GPU memory of `glide unclip` for each `--offload` choice (fp16, batch 1):
+predicted from the full-size layouts on any machine, and on a GPU also measured with random
+full-size weights (written once to --weights-dir, 7.4 GB) with the seconds per picture
+(offload_memory.py).
+
+    python benchmarks/unclip_bench.py --memory                      # the prediction, seconds on a CPU
+    python benchmarks/unclip_bench.py --memory --device cuda --dtype fp16 --weights-dir /tmp/karlo-random
+    python benchmarks/unclip_bench.py --memory --tiny               # CPU: the measured path on tiny networks
 """
 
 from __future__ import annotations
@@ -236,10 +245,15 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(UNCLIP_STAGES + GLIDE_STAGES))
     ap.add_argument("--flops-only", action="store_true", help="only the full-size FLOP table (meta device)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (1 is steadiest on a shared machine)")
+    ap.add_argument("--memory", action="store_true", help="peak memory per --offload choice: predicted, and measured on a GPU")
+    ap.add_argument("--weights-dir", default="/tmp/glidecli-karlo-random", help="where --memory writes its random weights")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     began = time.perf_counter()
+    if args.memory:
+        memory(args)
+        return
 
     print("## Full size: GFLOP per image per call (meta device)\n")
     print("| stage | GFLOP/image/call | calls/image | GFLOP/image |")
@@ -275,6 +289,19 @@ def main() -> None:
               f"| {100 * r['share']:.0f}% | {r['steps']} | {r['s_img']:.4g} | {r['mem']:.2f} | {diff} |")
     print(f"\n# s/image = calls x s/call / images; guided stages (prior, decoder, glide-base, clip-text) run 2B in one call."
           f" Total {time.perf_counter() - began:.0f} s.")
+
+
+def memory(args) -> None:
+    import offload_memory
+
+    offload_memory.print_prediction(torch.float16)
+    if args.device == "cuda" or args.tiny:
+        size = "tiny" if args.tiny else "full"
+        weights = offload_memory.write_random_unclip(f"{args.weights_dir}-{size}", configs(False, tiny=args.tiny), bench.DTYPES[args.dtype])
+        rows = offload_memory.measure_offload(weights, args.device, args.dtype)
+        offload_memory.print_measured(rows, args.device, args.dtype)
+    else:
+        print("\n# measured rows: on a GPU (--device cuda); --tiny runs them on tiny networks to check the script")
 
 
 if __name__ == "__main__":
