@@ -100,7 +100,7 @@ def test_auto_batch_size_counts_the_candidates_of_best_of(monkeypatch):
     from glidecli.render import engine
 
     counted = []
-    monkeypatch.setattr(engine, "auto_batch_size", lambda count, device, probes: counted.append(count) or 4)
+    monkeypatch.setattr(engine, "auto_batch_size", lambda count, device, probes, evict=None: counted.append(count) or 4)
     session = engine.Session(load_manifest(None), device=torch.device("cuda"), dtype=torch.float16, note=lambda text: None)
     renderer = engine.Renderer(session, None)
     assert renderer.batch_size("auto", 1, [], best_of=BestOf(4)) == 4

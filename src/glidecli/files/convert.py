@@ -20,7 +20,6 @@ def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Map
     its `state_dict`; a pair of same-shaped tensors is stored under the keys "0" and "1". The result is written to a
     temporary name and moved into place, so `dst` is either absent or complete."""
     import torch
-    from safetensors.torch import save_file
 
     src, dst = Path(src), Path(dst)
     state = _load_pickled_tensors(src)
@@ -48,6 +47,14 @@ def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Map
             else:
                 seen_storages.add(storage)
         tensors[key] = tensor.contiguous()
+    return save_whole(tensors, dst, metadata)
+
+
+def save_whole(tensors, dst: Path, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a converted safetensors file under a temporary name and move it into place, so
+    `dst` is either absent or complete."""
+    from safetensors.torch import save_file
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     temporary = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:

@@ -208,6 +208,8 @@ def convert_components(
 ) -> dict[str, torch.Tensor]:
     """glidecli's tensors for a network whose state has the names and shapes `expected`,
     assembled from diffusers' `components` (name -> state); every diffusers tensor must be used."""
+    from ..nets.checkpoint import some_of  # torch: not at import, `glide weights list` runs without it
+
     mapping = key_map(kind, arch)
     available = {f"{name}/{key}": tensor for name, state in components.items() for key, tensor in state.items()}
     # The prior's component also holds the CLIP stats, which the clip-stats entry reads.
@@ -223,9 +225,9 @@ def convert_components(
         state[name] = take.build([available[source] for source in take.sources])
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing tensors ({_examples(sorted(missing))})")
+        problems.append(f"{len(missing)} missing tensors ({some_of(sorted(missing))})")
     if unused and kind != "clip-stats":
-        problems.append(f"{len(unused)} tensors this network does not have ({_examples(sorted(unused))})")
+        problems.append(f"{len(unused)} tensors this network does not have ({some_of(sorted(unused))})")
     if not problems:
         misshaped = [n for n, t in state.items() if tuple(t.shape) != tuple(expected[n])]
         if misshaped:
@@ -237,10 +239,6 @@ def convert_components(
     if problems:
         raise WeightsError(f"{where} does not fit the manifest's {kind} network: " + "; ".join(problems))
     return state
-
-
-def _examples(keys: list[str], limit: int = 3) -> str:
-    return ", ".join(keys[:limit]) + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
 
 
 def read_component(folder: Path, name: str, fetch: Callable[[str], Path | None]) -> dict[str, torch.Tensor]:

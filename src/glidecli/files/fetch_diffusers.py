@@ -12,13 +12,12 @@ check has passed, so a failed conversion leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
+from .convert import save_whole
 from .diffusers_unclip import COMPONENTS, CONFIG_FILE, WEIGHT_FILES, convert_components, read_component
 from .manifest import HubSource, LocalSource, ModelEntry
 from .weights_error import WeightsError, first_line
@@ -168,24 +167,12 @@ def _describe(files: dict[str, Path]) -> dict[str, dict]:
 
 
 def _write(state, converted: Path, sources: dict[str, dict]) -> Path:
-    from safetensors.torch import save_file
-
     combined = hashlib.sha256("".join(f"{rel}:{s['sha256']}\n" for rel, s in sources.items()).encode()).hexdigest()
-    metadata = {"format": "pt", _META_SOURCES: json.dumps(sources), _META_SHA256: combined}
+    metadata = {_META_SOURCES: json.dumps(sources), _META_SHA256: combined}
     commits = {m.group(1) for s in sources.values() if (m := _SNAPSHOT_RE.search(s["path"]))}
     if len(commits) == 1:  # the hub commit the files came from, whatever `revision` named
         metadata[_META_COMMIT] = commits.pop()
-    converted.parent.mkdir(parents=True, exist_ok=True)
-    temporary = converted.with_name(f".{converted.name}.{os.getpid()}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(temporary), metadata=metadata)
-        os.replace(temporary, converted)
-    except OSError as exc:
-        raise WeightsError(f"{converted}: cannot write the converted file: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-    return converted
+    return save_whole({k: v.contiguous() for k, v in state.items()}, converted, metadata)
 
 
 def _converted_path(entry: ModelEntry, cache: Path) -> Path:

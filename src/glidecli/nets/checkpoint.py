@@ -82,7 +82,8 @@ def build_on_meta(kind: str, arch: ArchConfig) -> Network:
         return build_network(kind, arch)
 
 
-def _examples(keys: list[str], limit: int = 3) -> str:
+def some_of(keys: list[str], limit: int = 3) -> str:
+    """The first few of `keys` and how many more, for one-line messages."""
     shown = ", ".join(keys[:limit])
     return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
 
@@ -95,9 +96,9 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     misshaped = sorted(k for k in expected if k in state and tuple(state[k].shape) != expected[k])
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
+        problems.append(f"{len(missing)} missing keys ({some_of(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+        problems.append(f"{len(unexpected)} unexpected keys ({some_of(unexpected)})")
     if misshaped:
         first = misshaped[0]
         problems.append(
