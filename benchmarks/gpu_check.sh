@@ -5,6 +5,7 @@
 # (515 s at most) then compile (230 s; it reuses the checkpoints in $WORK). Run from anywhere:
 #
 #   bash benchmarks/gpu_check.sh --part=eager     # on the GPU machine, then --part=compile
+#   bash benchmarks/gpu_check.sh --part=offload   # issue 24's offload rows (about 5 minutes)
 #   bash benchmarks/gpu_check.sh --dry-run        # the same steps on the CPU at toy size: checks the script
 #
 # Prints, for README.md and benchmarks/README.md: the machine; the CUDA tests (graph replay
@@ -26,7 +27,7 @@ for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
     --part=*) PART=${arg#--part=} ;;
-    *) echo "usage: bash benchmarks/gpu_check.sh [--dry-run] [--part=all|eager|compile]" >&2; exit 2 ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [--dry-run] [--part=all|eager|compile|offload]" >&2; exit 2 ;;
   esac
 done
 WORK=${GLIDE_CHECK_WORK:-/tmp/glidecli-gpu-check}
@@ -59,7 +60,7 @@ else
   HOST_ARGS=(--repeats 3); LAYOUT_ARGS=(--device cuda --dtype fp16 --batch-sizes 1,32)
 fi
 
-eager() { [ "$PART" != compile ]; }
+eager() { [ "$PART" != compile ] && [ "$PART" != offload ]; }
 section "machine"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
@@ -90,8 +91,20 @@ eager && run 45 python3 benchmarks/layout_check.py "${LAYOUT_ARGS[@]}"
 eager && section "profile of one batch outside the networks: GPU idle share, waits for the GPU by line (benchmarks/profile_picture.py)"
 eager && run 50 python3 benchmarks/profile_picture.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --batch-size 1 --rows 12
 
-[ "$PART" != eager ] && section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
-[ "$PART" != eager ] && run 170 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process \
+# --part=offload alone (issue 24): unCLIP's peak memory and time per picture per --offload choice,
+# with random full-size weights written once into $WORK/karlo-random-full (7.4 GB), and the
+# offload tests on the GPU.
+offload() { [ "$PART" = offload ] || [ "$PART" = all ]; }
+if offload; then
+  [ $DRY -eq 1 ] && MEMORY_ARGS=(--tiny) || MEMORY_ARGS=(--device cuda --dtype fp16)
+  section "unCLIP --offload none|model|sequential: predicted and measured peak memory, s/picture (unclip_bench.py --memory)"
+  run 300 python3 benchmarks/unclip_bench.py --memory "${MEMORY_ARGS[@]}" --weights-dir "$WORK/karlo-random"
+  section "offload tests"
+  run 60 python3 -m pytest -q -rs tests/render/test_offload.py
+fi
+
+[ "$PART" != eager ] && [ "$PART" != offload ] && section "pipeline: --compile rows (first compile of each shape is cold; the process rows use the cache)"
+[ "$PART" != eager ] && [ "$PART" != offload ] && run 170 python3 benchmarks/pipeline.py --device $DEVICE "${SCALE[@]}" --work "$WORK" --only default --sections in-process,process \
   --compile --compile-only --batch-sizes $COMPILE_BATCHES --process-counts $COMPILE_COUNTS
 
 section "done in $(( $(date +%s) - START )) s"

@@ -106,6 +106,15 @@ def test_two_ranks_write_what_one_process_writes(prompts, whole, tmp_path):
 
 @needs_ranks
 @needs_model
+def test_ranks_that_offload_write_what_one_process_writes(prompts, whole, tmp_path):
+    """Each rank's session offloads its own networks (render/offload.py): the same files."""
+    done = run(torchrun_command([*RENDER, "--prompts-file", prompts, "--out", tmp_path, "--offload", "model"]))
+    assert done.returncode == 0, done.stderr
+    assert files(tmp_path) == whole
+
+
+@needs_ranks
+@needs_model
 @needs_proc
 def test_a_killed_rank_leaves_whole_files_and_a_rerun_finishes(prompts, whole, tmp_path):
     second_half = set(sorted(whole)[6:])

@@ -17,7 +17,7 @@ from glidecli.files import fetch_diffusers
 from glidecli.files.fetch import cached_path, fetch_entry, recorded_sha256, safetensors_metadata
 from glidecli.files.manifest import ManifestError, load_manifest
 from glidecli.files.weights_error import WeightsError
-from helpers.diffusers_folder import COMPONENT_NAMES, diffusers_manifest, tiny_karlo_networks, write_tiny_diffusers_folder
+from helpers.diffusers_folder import diffusers_manifest, tiny_karlo_networks, write_tiny_diffusers_folder
 from helpers.glide_cli import assert_one_error_line, invoker
 
 REPO = "kakaobrain/karlo-v1-alpha"

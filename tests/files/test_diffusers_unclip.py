@@ -13,16 +13,14 @@ drawn below (prior: fixed_small_log, sample prediction, clip range 5; decoder: l
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from glidecli.files.diffusers_unclip import COMPONENTS, convert_components
-from glidecli.files.fetch import cached_path, fetch_entry
-from glidecli.files.manifest import ManifestError, load_manifest
-from glidecli.files.weights_error import WeightsError
+from glidecli.files.fetch import fetch_entry
+from glidecli.files.manifest import load_manifest
 from glidecli.nets.checkpoint import build_on_meta, load_network, read_clip_stats
 from glidecli.nets.prior import ClipText
 from glidecli.nets.unclip_config import PriorConfig, karlo_decoder_config, karlo_sr_config

@@ -10,7 +10,6 @@ and no other network may be there meanwhile.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +218,21 @@ def test_glide_serve_sessions_take_the_offload_choice(tmp_path):
         assert service._new_session("cpu").offload.choice == "sequential"
     finally:
         service.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_on_a_gpu_the_pictures_are_the_same_and_the_weights_leave(unclip_manifest, picture, offload):
+    def render(choice):
+        session = Session(unclip_manifest, device="cuda", dtype="fp16", offline=True, offload=choice, cuda_graphs=False)
+        with torch.no_grad():
+            pictures = [r.image.tobytes() for r in render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, batch_size=2)]
+        return pictures, session
+
+    plain = render("none")[0]  # that session, holding every network on the GPU, is gone
+    pictures, session = render(offload)
+    assert pictures == plain
+    smallest = min(sum(p.numel() * p.element_size() for p in network.parameters()) for network in session._networks.values())
+    session.offload.evict()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() < smallest  # no network's weights left on the GPU

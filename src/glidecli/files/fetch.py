@@ -18,14 +18,14 @@ import contextlib
 import hashlib
 import json
 import os
-import struct
 from pathlib import Path
 from typing import Union
 from urllib.parse import unquote, urlparse
 
 from .convert import convert_pt_to_safetensors
-from .download import CHUNK_BYTES, download_file, download_lock, silent_tqdm
+from .download import download_file, download_lock, silent_tqdm
 from .fetch_diffusers import cached_diffusers, fetch_diffusers
+from .file_facts import safetensors_metadata, sha256_file
 from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
 from .weights_error import WeightsError, first_line
 
@@ -50,14 +50,6 @@ def cache_dir() -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
         hf_home = os.path.join(xdg, "huggingface")
     return Path(hf_home).expanduser() / "glidecli"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_entry(
@@ -311,20 +303,6 @@ def _conversion_metadata(path: Path) -> dict[str, str] | None:
     """The metadata of a safetensors file written by this module, read from its header only."""
     metadata = safetensors_metadata(path)
     return metadata if metadata is not None and _META_SHA256 in metadata else None
-
-
-def safetensors_metadata(path: Path) -> dict[str, str] | None:
-    """A safetensors file's `__metadata__`, read from its header only; None if unreadable."""
-    try:
-        with open(path, "rb") as handle:
-            (header_size,) = struct.unpack("<Q", handle.read(8))
-            if header_size > 100_000_000:
-                return None
-            header = json.loads(handle.read(header_size))
-    except (OSError, struct.error, ValueError):
-        return None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else None
 
 
 # Hashing a multi-gigabyte file on every run is slow, so a successful check leaves a small

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .convert import save_whole
 from .diffusers_unclip import COMPONENTS, CONFIG_FILE, WEIGHT_FILES, convert_components, read_component
+from .file_facts import safetensors_metadata, sha256_file
 from .manifest import HubSource, LocalSource, ModelEntry
 from .weights_error import WeightsError, first_line
 
@@ -155,8 +156,6 @@ def _expected_shapes(entry: ModelEntry, components) -> dict[str, tuple[int, ...]
 def _describe(files: dict[str, Path]) -> dict[str, dict]:
     """What the converted file was made from: each source file's path, size, time and sha256
     (the hub cache names an LFS blob by its sha256; other files are hashed)."""
-    from .fetch import sha256_file
-
     described = {}
     for rel, path in sorted(files.items()):
         stat = path.stat()
@@ -186,8 +185,6 @@ def _converted_path(entry: ModelEntry, cache: Path) -> Path:
 
 
 def _metadata(path: Path) -> dict[str, str] | None:
-    from .fetch import safetensors_metadata
-
     recorded = safetensors_metadata(path)
     return recorded if recorded and _META_SOURCES in recorded else None
 

@@ -84,9 +84,6 @@ class _Resident:
             self.home[name] = home.pin_memory() if self.pin and not home.is_pinned() else home
             self.placed[name] = tensor
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for _, t in self._tensors())
-
 
 def _tensor_names(module: nn.Module, prefix: str = "", recurse: bool = True) -> list[str]:
     params = [prefix + n for n, _ in module.named_parameters(recurse=recurse)]
@@ -185,7 +182,3 @@ class Offload:
             self.active = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()  # the next network may need the room at once
-
-    def network_bytes(self, name: str) -> int:
-        resident = self._networks.get(name)
-        return 0 if resident is None else resident.nbytes()
