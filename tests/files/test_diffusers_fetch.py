@@ -72,7 +72,6 @@ def test_hub_cache_answers_without_network(tmp_path, monkeypatch, networks):
 
     write_tiny_diffusers_folder(tmp_path / "published", networks)
     fake_hub_cache(tmp_path, tmp_path / "published")
-    monkeypatch.setattr(huggingface_hub, "list_repo_files", no_network)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     manifest = hub_manifest(tmp_path)
     for name in ("karlo-prior", "karlo-decoder", "karlo-sr", "karlo-clip-stats"):
@@ -86,40 +85,54 @@ def test_hub_cache_answers_without_network(tmp_path, monkeypatch, networks):
         assert cached_path(manifest.model(name)) == path
 
 
-def test_download_asks_for_the_listed_weight_file_of_each_component(tmp_path, monkeypatch, networks):
-    """safetensors where the listing has it (even beside a .bin), the .bin where it is alone."""
+def test_download_takes_safetensors_and_the_bin_only_where_the_hub_has_no_safetensors(tmp_path, monkeypatch, networks):
     import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
 
     published = write_tiny_diffusers_folder(tmp_path / "published", networks, bin_components=("decoder",))
-    shutil.copy(published / "prior" / "diffusion_pytorch_model.safetensors", tmp_path / "x")
-    torch.save({"unused": torch.zeros(1)}, published / "prior" / "diffusion_pytorch_model.bin")
-    listing = [str(p.relative_to(published)) for p in published.rglob("*") if p.is_file()]
+    torch.save({"unused": torch.zeros(1)}, published / "prior" / "diffusion_pytorch_model.bin")  # beside the safetensors
     asked = []
 
     def download(repo_id, filename, **kwargs):
         assert repo_id == REPO and kwargs["revision"] == "main"
         asked.append(filename)
+        if not (published / filename).is_file():
+            raise EntryNotFoundError(f"404: {filename}")
         target = tmp_path / "hf" / "models--x" / "snapshots" / COMMIT / filename
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(published / filename, target)
         return str(target)
 
-    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id, revision=None: listing)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     manifest = hub_manifest(tmp_path)
     fetch_entry(manifest.model("karlo-prior"), progress=False)
     fetch_entry(manifest.model("karlo-decoder"), progress=False)
     assert asked == [
         "prior/config.json", "prior/diffusion_pytorch_model.safetensors",
-        "decoder/config.json", "decoder/diffusion_pytorch_model.bin",
+        "decoder/config.json", "decoder/diffusion_pytorch_model.safetensors", "decoder/diffusion_pytorch_model.bin",
         "text_proj/config.json", "text_proj/diffusion_pytorch_model.safetensors",
     ]
+
+
+def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(repo_id, filename, **kwargs):
+        raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub\nand more")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(WeightsError) as info:
+        fetch_entry(hub_manifest(tmp_path).model("karlo-prior"), offline=False, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "cannot download prior/config.json from hf://kakaobrain/karlo-v1-alpha@main" in message
+    assert "check the connection" in message and converted_files(tmp_path) == []
 
 
 def test_offline_without_the_files_is_one_line(tmp_path, monkeypatch):
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "list_repo_files", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     with pytest.raises(WeightsError) as info:
         fetch_entry(hub_manifest(tmp_path).model("karlo-sr"), offline=True, progress=False)
     message = str(info.value)

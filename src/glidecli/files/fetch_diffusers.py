@@ -3,8 +3,9 @@ folder, on the Hugging Face hub or on a local disk, converted once to one safete
 glidecli's layout in `cache_dir()/converted/`.
 
 Hub files go through huggingface_hub's cache and are never modified; files already there are
-used without any network access. Which weight file a component has (safetensors, else diffusers'
-older `.bin`) is read from the repository's own listing, not assumed. The converted file
+used without any network access. Which weight file a component has is asked of the hub, not
+assumed: its safetensors file, else diffusers' older `.bin` where the hub answers that there is
+no safetensors file. The converted file
 records the path, size and modification time of every file it was made from, and is reused
 only while they all still match; it is written whole (temporary file, then rename) after every
 check has passed, so a failed conversion leaves nothing behind.
@@ -110,29 +111,41 @@ def _from_hub_cache(source: HubSource, wanted: list[str]) -> dict[str, Path]:
 
 
 def _download(entry: ModelEntry, source: HubSource, *, progress: bool, force: bool) -> dict[str, Path]:
-    import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        listed = set(huggingface_hub.list_repo_files(source.repo, revision=source.revision))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        raise WeightsError(f"model {entry.name}: cannot list {source}: {first_line(exc)}") from None
+    """Each component's config and weights from the hub: its safetensors file, or diffusers'
+    older .bin where the hub says the safetensors file does not exist."""
     files = {}
     for name in COMPONENTS[entry.kind]:
-        weights = next((f"{name}/{file}" for file in WEIGHT_FILES if f"{name}/{file}" in listed), None)
-        for rel in (f"{name}/{CONFIG_FILE}", weights):
-            if rel is None or rel not in listed:
-                continue  # read_component names what is missing
-            options: dict = {"revision": source.revision, "force_download": force}
-            if not progress:
-                from .download import silent_tqdm
-
-                options["tqdm_class"] = silent_tqdm()
-            try:
-                files[rel] = Path(huggingface_hub.hf_hub_download(source.repo, rel, **options))
-            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-                raise WeightsError(f"model {entry.name}: cannot download {rel} from {source}: {first_line(exc)}") from None
+        for rel in (f"{name}/{CONFIG_FILE}", *(f"{name}/{file}" for file in WEIGHT_FILES)):
+            if rel.endswith(WEIGHT_FILES) and any(f"{name}/{file}" in files for file in WEIGHT_FILES):
+                break
+            path = _hub_download(entry, source, rel, progress=progress, force=force)
+            if path is not None:
+                files[rel] = path
     return files
+
+
+def _hub_download(entry: ModelEntry, source: HubSource, rel: str, *, progress: bool, force: bool) -> Path | None:
+    """The file from the hub cache or the hub; None when the repository has no such file
+    (read_component then names what is missing)."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    options: dict = {"revision": source.revision, "force_download": force}
+    if not progress:
+        from .download import silent_tqdm
+
+        options["tqdm_class"] = silent_tqdm()
+    try:
+        return Path(huggingface_hub.hf_hub_download(source.repo, rel, **options))
+    except LocalEntryNotFoundError as exc:  # not cached, and the hub cannot be reached
+        raise WeightsError(
+            f"model {entry.name}: cannot download {rel} from {source} and it is not in the Hugging Face cache"
+            f" ({first_line(exc)}); check the connection, or point the entry at a local diffusers folder with `path = ...`"
+        ) from None
+    except EntryNotFoundError:  # the hub answered: no such file in the repository
+        return None
+    except Exception as exc:  # noqa: BLE001 - the hub client also raises its HTTP library's errors
+        raise WeightsError(f"model {entry.name}: cannot download {rel} from {source}: {first_line(exc)}") from None
 
 
 # --- the converted file ---------------------------------------------------------------------------
