@@ -105,8 +105,10 @@ def test_download_takes_safetensors_and_the_bin_only_where_the_hub_has_no_safete
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     manifest = hub_manifest(tmp_path)
-    fetch_entry(manifest.model("karlo-prior"), progress=False)
+    prior = fetch_entry(manifest.model("karlo-prior"), progress=False)
     fetch_entry(manifest.model("karlo-decoder"), progress=False)
+    assert set(json.loads(safetensors_metadata(prior)["glidecli.diffusers_sources"])) == {
+        "prior/config.json", "prior/diffusion_pytorch_model.safetensors"}
     assert asked == [
         "prior/config.json", "prior/diffusion_pytorch_model.safetensors",
         "decoder/config.json", "decoder/diffusion_pytorch_model.safetensors", "decoder/diffusion_pytorch_model.bin",

@@ -241,8 +241,9 @@ def convert_components(
     return state
 
 
-def read_component(folder: Path, name: str, fetch: Callable[[str], Path | None]) -> dict[str, torch.Tensor]:
-    """The tensors of component `name`: `fetch(relative path)` gives the local file or None.
+def read_component(folder: str, name: str, fetch: Callable[[str], Path | None]) -> dict[str, torch.Tensor]:
+    """The tensors of component `name` of `folder` (a path or a hub address, for messages):
+    `fetch(relative path)` gives the local file or None.
     The component's config must name the class diffusers writes for it; `.bin` files are
     read with weights_only=True (tensors only, no code runs)."""
     where = f"{folder}/{name}"

@@ -37,9 +37,9 @@ def fetch_diffusers(entry: ModelEntry, *, offline: bool, progress: bool, force: 
         ready = cached_diffusers(entry, cache)
         if ready is not None:
             return ready
-    files = _source_files(entry, offline=offline, progress=progress, force=force)
+    files = _used(entry.kind, _source_files(entry, offline=offline, progress=progress, force=force))
     where = str(entry.source)
-    components = {name: read_component(Path(where), name, files.get) for name in COMPONENTS[entry.kind]}
+    components = {name: read_component(where, name, files.get) for name in COMPONENTS[entry.kind]}
     state = convert_components(entry.kind, entry.arch, _expected_shapes(entry, components), components, where)
     if progress:
         from rich.console import Console
@@ -65,8 +65,8 @@ def cached_diffusers(entry: ModelEntry, cache: Path) -> Path | None:
             return None
         if stat.st_size != record.get("size") or stat.st_mtime_ns != record.get("mtime_ns"):
             return None
-        if isinstance(entry.source, LocalSource) and not record["path"].startswith(str(entry.source.path)):
-            return None
+        if isinstance(entry.source, LocalSource) and not Path(record["path"]).is_relative_to(entry.source.path):
+            return None  # the entry now names another folder
     return converted
 
 
@@ -97,6 +97,16 @@ def _source_files(entry: ModelEntry, *, offline: bool, progress: bool, force: bo
             f" at a local diffusers folder with `path = ...`"
         )
     return _download(entry, source, progress=progress, force=force)
+
+
+def _used(kind: str, files: dict[str, Path]) -> dict[str, Path]:
+    """The files a conversion reads: each component's config and its first weight file."""
+    used = {}
+    for name in COMPONENTS[kind]:
+        config = f"{name}/{CONFIG_FILE}"
+        weights = next((f"{name}/{file}" for file in WEIGHT_FILES if f"{name}/{file}" in files), None)
+        used |= {rel: files[rel] for rel in (config, weights) if rel in files}
+    return used
 
 
 def _from_hub_cache(source: HubSource, wanted: list[str]) -> dict[str, Path]:
