@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from glidecli.nets.checkpoint import build_on_meta, fp32_parameter_names
 from glidecli.nets.prior import ClipText
 from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
-from glidecli.render.offload import _blocks
+from glidecli.render.offload import network_blocks
 
 GB = 1e9
 
@@ -96,7 +96,7 @@ def stage_memory(dtype: torch.dtype = torch.float16) -> dict[str, dict[str, int]
         network = build_on_meta(kind, config()).to(dtype)
         keep_fp32 = set() if kind == "openclip" else fp32_parameter_names(network)
         names = [n for n, _ in network.named_parameters()] + [n for n, _ in network.named_buffers()]
-        blocks, loose = _blocks(network)
+        blocks, loose = network_blocks(network)
         block_bytes = [_weight_bytes(network, [f"{b}.{n}" for n, _ in network.get_submodule(b).named_parameters()], dtype, keep_fp32) for b in blocks]
         live = LiveBytes()
         with torch.no_grad(), live:

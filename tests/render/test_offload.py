@@ -133,7 +133,7 @@ def test_model_offload_moves_each_stage_once_per_turn(unclip_manifest, picture):
 def test_sequential_offload_brings_one_block_at_a_time(unclip_manifest):
     session = session_for(unclip_manifest, "sequential")
     sr = session.network("karlo-sr", "unclip-sr")
-    blocks = offload_module._blocks(sr)[0]
+    blocks = offload_module.network_blocks(sr)[0]
     assert "model_first_steps.input_blocks.1" in blocks and "model_first_steps.time_embed.0" in blocks
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -91,7 +91,7 @@ def _tensor_names(module: nn.Module, prefix: str = "", recurse: bool = True) -> 
     return params + buffers
 
 
-def _blocks(module: nn.Module, prefix: str = "") -> tuple[list[str], list[str]]:
+def network_blocks(module: nn.Module, prefix: str = "") -> tuple[list[str], list[str]]:
     """(block module names, names of the tensors read outside any block). Blocks: each member
     of a block list (ModuleList, and so glidecli's Stage), each other leaf module with weights."""
     blocks, loose = [], _tensor_names(module, prefix, recurse=False)
@@ -101,7 +101,7 @@ def _blocks(module: nn.Module, prefix: str = "") -> tuple[list[str], list[str]]:
             if _tensor_names(child):
                 blocks.append(path)
         else:
-            inner, inner_loose = _blocks(child, path + ".")
+            inner, inner_loose = network_blocks(child, path + ".")
             blocks += inner
             loose += inner_loose
     return blocks, loose
@@ -135,7 +135,7 @@ class Offload:
         if self.choice == "model":
             self._networks[name] = _Resident(network, _tensor_names(network), self.pin)
         else:
-            blocks, loose = _blocks(network)
+            blocks, loose = network_blocks(network)
             self._networks[name] = _Resident(network, loose, self.pin)
             for block in blocks:
                 self._sequential_hooks(network.get_submodule(block))
