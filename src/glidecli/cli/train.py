@@ -18,7 +18,7 @@ SCHEDULE = "Checkpoints and samples"
 MODEL = "Model and device"
 
 PresetName = Literal["micro", "tiny", "small", "full"]
-KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint"]
+KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint", "clip"]
 PredictionName = Literal["eps", "v"]
 AmpName = Literal["auto", "fp32", "bf16", "fp16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
@@ -58,7 +58,7 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: weights, weights.toml, checkpoints/, samples/.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", help="Manifest model to fine-tune; with --preset, the new model's name.", rich_help_panel=MODEL)] = None,
     preset: Annotated[Optional[PresetName], typer.Option("--preset", help="Train a fresh network of this size instead (micro 16px, tiny 32px, small 64px, full = GLIDE's).", rich_help_panel=MODEL)] = None,
-    kind: Annotated[Optional[KindName], typer.Option("--kind", help="Kind of a fresh network (--preset; default base). With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.", show_default=False, rich_help_panel=MODEL)] = None,
+    kind: Annotated[Optional[KindName], typer.Option("--kind", help="Kind of a fresh network (--preset; default base; clip: a CLIP of your own, contrastive). With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.", show_default=False, rich_help_panel=MODEL)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of the trained model (default: --model).", rich_help_panel=MODEL)] = None,
     prediction: Annotated[Optional[PredictionName], typer.Option("--prediction", help="What the network predicts: eps (GLIDE's models) or v, which learns the prompt's colours far better where the picture is almost pure noise. Given with --model, the model is converted and learns the new target. [default: the model's own; eps for --preset]", show_default=False, rich_help_panel=MODEL)] = None,
     tokenizer_vocab: Annotated[int, typer.Option("--tokenizer-vocab", min=260, help="Vocabulary of the tokenizer a fresh network gets, built from the captions.", rich_help_panel=MODEL)] = 512,
@@ -173,8 +173,8 @@ def train_command(
     if not quiet:
         dataset = trainer.dataset
         console.print(dataset.report(), highlight=False, markup=False)
-        if trainer.batches.truncated:
-            console.print(f"warning: {trainer.batches.truncated} captions are longer than the model's {trainer.cfg.text_ctx} tokens and were cut", style="yellow", highlight=False)
+        if trainer.recipe.truncated():
+            console.print(f"warning: {trainer.recipe.truncated()} captions are longer than the model's {trainer.cfg.text_ctx} tokens and were cut", style="yellow", highlight=False)
         params = sum(p.numel() for p in trainer.model.parameters())
         start = f"resuming at step {trainer.step}" if resume else "starting"
         where = f" x {ranks.world} processes" if ranks.launched else ""
@@ -204,6 +204,8 @@ def train_command(
 def _try_command(source, cfg, manifest: Path) -> str:
     """The glide command that uses a freshly trained model."""
     where = f"--weights {manifest} --model {source.name}"
+    if source.kind == "clip":
+        return f"glide weights list --weights {manifest}   (an openclip entry: --clip-model {source.name})"
     if source.kind == "base":
         return f'glide generate "..." {where} --size {cfg.image_size}'
     if source.kind == "upsample":

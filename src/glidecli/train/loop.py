@@ -49,13 +49,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..diffusion.losses import hybrid_loss, q_sample
-from ..diffusion.schedule import Schedule
 from ..files.manifest import Manifest
 from ..nets.checkpoint import check_state_dict, read_safetensors, save_network
-from ..nets.tokenizer import GlideTokenizer
 from ..render.shard import Ranks, peer_failure
-from .data import BatchMaker, derived_generator
+from .data import derived_generator
 from .dataset import default_mode, make_folder, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .settings import (
@@ -67,30 +64,29 @@ from .settings import (
     ema_decay,
     learning_rate,
 )
+from .clip_recipe import CLIP_KIND, ClipRecipe
+from .recipe import GlideRecipe
 from .start import (
     TrainingError,
     check_fresh_folder,
-    check_kind_and_dtype,
     fine_tuned_entry,
-    prepare_model,
     read_state,
     resumed_settings,
-    run_image_size,
 )
 from .state import (
     STATE_VERSION,
-    arch_dict,
     checkpoint_dirs,
-    enable_gradient_checkpointing,
     load_optimizer_tensors,
-    network_from_weights,
     optimizer_tensors,
     prune_checkpoints,
     trim_log,
     write_checkpoint,
-    write_manifest,
-    write_samples,
 )
+
+
+def recipe_for(kind: str):
+    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, or a CLIP."""
+    return ClipRecipe() if kind == CLIP_KIND else GlideRecipe()
 
 
 class TrainingStopped(Exception):
@@ -163,9 +159,10 @@ class Trainer:
             )
         if plan.save_dtype is None:  # a resumed run exports as it was set up to
             self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
-        check_kind_and_dtype(self.source, self.hyper, self.device)
+        self.recipe = recipe_for(self.source.kind)
+        self.recipe.check(self)
         entry = fine_tuned_entry(self.source, manifest) if state is None else None
-        self.dataset = scan_dataset(data, max_side=2 * run_image_size(self.source, state, entry))
+        self.dataset = scan_dataset(data, max_side=2 * self.recipe.image_size(self, state, entry))
         if state is not None and state["data"]["fingerprint"] != self.dataset.fingerprint():
             raise TrainingError(
                 f"the data set differs from the one this run started with ({state['data']['examples']} examples then,"
@@ -174,10 +171,10 @@ class Trainer:
         self._set_up_model(manifest, entry, state, offline)
         self._set_up_optimizer(state)
         if plan.grad_checkpointing:
-            enable_gradient_checkpointing(self.model)
+            self.recipe.checkpointing(self.model)
         main_first(self.ranks, before=False)
         self.part = batch_part(self.hyper.batch_size, self.ranks)
-        self.net = data_parallel(self.model, self.ranks, self.device)
+        self.net = data_parallel(self.recipe.forward_module(self.model), self.ranks, self.device)
 
     # -- setup steps
 
@@ -198,18 +195,17 @@ class Trainer:
         return state, hyper, source
 
     def _set_up_model(self, manifest, entry, state, offline) -> None:
-        """The tokenizer, the network's config and the batches; then the network and its EMA,
-        from the checkpoint on --resume."""
+        """The recipe's network config and batches (its tokenizer too); then the network and
+        its EMA, from the checkpoint on --resume."""
+        created = not self.out.exists()
         make_folder(self.out)
-        self.tokenizer_path = self.out / f"{self.source.name}.tokenizer.json"
-        self.cfg, model = prepare_model(
-            self.source, self.hyper.seed, self.dataset, self.ranks, self.tokenizer_path, manifest, entry, state, offline
-        )
-        self.tokenizer = GlideTokenizer.from_file(self.tokenizer_path, text_ctx=self.cfg.text_ctx)
-        if self.tokenizer.max_token >= self.cfg.n_vocab:
-            raise TrainingError(f"the tokenizer makes ids up to {self.tokenizer.max_token} but the model knows only {self.cfg.n_vocab}")
-        self.schedule = Schedule.create(self.cfg.noise_schedule, self.cfg.diffusion_steps)
-        self.batches = BatchMaker(self.dataset, self.tokenizer, self.cfg, self.hyper)
+        try:
+            self.cfg, model = self.recipe.prepare(self, manifest, entry, state, offline)
+        except BaseException:
+            if created:  # a run refused at the start leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    self.out.rmdir()
+            raise
 
         if state is not None:
             weights = self._read_checkpoint_file("model.safetensors", model)
@@ -218,8 +214,8 @@ class Trainer:
             weights = model.state_dict()
             ema_weights = weights
         kind = self.source.kind
-        self.model = network_from_weights(kind, self.cfg, weights, self.device).train().requires_grad_(True)
-        self.ema = network_from_weights(kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
+        self.model = self.recipe.network(kind, self.cfg, weights, self.device).train().requires_grad_(True)
+        self.ema = self.recipe.network(kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
 
     def _set_up_optimizer(self, state: Optional[dict[str, Any]]) -> None:
         """AdamW and the fp16 gradient scaler, with their state and the step on --resume."""
@@ -246,12 +242,7 @@ class Trainer:
     # -- one step
 
     def train_step(self, step: int) -> dict[str, float]:
-        batch = self.batches(step, self.part)
         device = self.device
-        x0 = batch.x0.to(device)
-        noise = batch.noise.to(device)
-        t = batch.t.to(device)
-        x_t = q_sample(self.schedule, x0, t, noise)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.hyper, step)
         amp_dtype = AMP_DTYPES[self.hyper.amp]
@@ -262,14 +253,7 @@ class Trainer:
             torch.manual_seed(int(derived_generator(self.hyper.seed, stream, step).initial_seed()))
             autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
             with autocast:
-                low_res = batch.low_res.to(device) if batch.low_res is not None else None
-                known = {}
-                if batch.keep_mask is not None:  # the model multiplies the picture by the mask itself
-                    known = dict(inpaint_image=x0, inpaint_mask=batch.keep_mask.to(device))
-                output = self.net(x_t, t, batch.tokens.to(device), batch.mask.to(device), low_res, known)
-            terms = hybrid_loss(
-                self.schedule, output, x0, x_t, t, noise, min_snr_gamma=self.hyper.min_snr, prediction=self.cfg.prediction
-            )
+                terms = self.recipe.loss(self, step)
             loss = mean_loss(terms.loss, self.hyper.batch_size, self.ranks)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -283,9 +267,9 @@ class Trainer:
             ema_params = list(self.ema.parameters())
             torch._foreach_lerp_(ema_params, [p.detach() for p in self.model.parameters()], 1.0 - decay)
         if not self.ranks.launched:
-            means = {"loss": float(loss.detach()), "mse": float(terms.mse.detach().mean()), "vb": float(terms.vb.detach().mean())}
+            means = {"loss": float(loss.detach()), **{k: float(v.detach().mean()) for k, v in terms.logged.items()}}
         else:
-            sums = {"loss": terms.loss.sum(), "mse": terms.mse.sum(), "vb": terms.vb.sum()}
+            sums = {"loss": terms.loss.sum(), **{k: v.sum() for k, v in terms.logged.items()}}
             means = global_means(sums, self.hyper.batch_size, self.ranks)
         if not math.isfinite(means["loss"]):
             raise TrainingError(f"the loss became {means['loss']} at step {step + 1}; try a lower --lr or --dtype fp32")
@@ -303,7 +287,7 @@ class Trainer:
             "step": self.step,
             "hyper": dataclasses.asdict(self.hyper),
             "source": dataclasses.asdict(self.source),
-            "arch": arch_dict(self.cfg),
+            "arch": self.recipe.arch(self.cfg),
             "data": {"source": str(self.dataset.source), "examples": len(self.dataset), "fingerprint": self.dataset.fingerprint()},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "save_dtype": self.plan.save_dtype,
@@ -319,11 +303,10 @@ class Trainer:
         if not self.ranks.is_main:  # rank 0 writes them
             return self.out / f"{name}.safetensors", self.out / "weights.toml"
         dtype = SAVE_DTYPES[self.plan.save_dtype]
-        exported = network_from_weights(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
+        exported = self.recipe.network(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
         weights = save_network(exported, self.out / f"{name}.safetensors", metadata={"glidecli.step": str(self.step)})
         os.chmod(weights, default_mode())  # save_network writes through a private temporary file
-        manifest = write_manifest(self.out / "weights.toml", name, self.source.kind, self.cfg, weights, self.tokenizer_path, self._comment())
-        return weights, manifest
+        return weights, self.recipe.export(self, weights, self._comment())
 
     def _comment(self) -> list[str]:
         lines = [f"Written by glide train (glidecli {__version__}) after {self.step} steps on {len(self.dataset)} examples."]
@@ -332,9 +315,8 @@ class Trainer:
         return lines
 
     def write_samples(self, count: int = 4) -> Path:
-        """A row of EMA samples for the first captions of the data set (state.write_samples)."""
-        path = self.out / "samples" / f"step-{self.step}.png"
-        return write_samples(path, self.ema, self.tokenizer, self.dataset, self.cfg, self.device, count)
+        """What the EMA model makes of the first captions of the data set (the recipe's samples)."""
+        return self.recipe.samples(self, self.out / "samples" / f"step-{self.step}.png", count)
 
     # -- the loop
 

@@ -32,15 +32,15 @@ class Denoiser(nn.Module):
         return self.model(x_t, t, text, low_res=low_res, **known)
 
 
-def data_parallel(model: Text2ImUNet, ranks: Ranks, device: torch.device) -> nn.Module:
-    """The module a training step calls: the Denoiser, wrapped in DDP on several ranks (the
-    process group must be joined; DDP starts every rank from rank 0's weights)."""
-    denoiser = Denoiser(model)
+def data_parallel(forward: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
+    """The module a training step calls (a recipe's training forward: GLIDE's Denoiser),
+    wrapped in DDP on several ranks (the process group must be joined; DDP starts every rank
+    from rank 0's weights)."""
     if not ranks.launched:
-        return denoiser
+        return forward
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(denoiser, device_ids=[device] if device.type == "cuda" else None)
+    return DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
 
 
 def batch_part(batch_size: int, ranks: Ranks) -> Optional[range]:
