@@ -18,7 +18,7 @@ SCHEDULE = "Checkpoints and samples"
 MODEL = "Model and device"
 
 PresetName = Literal["micro", "tiny", "small", "full"]
-KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint", "clip"]
+KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint", "clip", "unclip-prior", "unclip-decoder"]
 PredictionName = Literal["eps", "v"]
 AmpName = Literal["auto", "fp32", "bf16", "fp16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
@@ -58,7 +58,8 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: weights, weights.toml, checkpoints/, samples/.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", help="Manifest model to fine-tune; with --preset, the new model's name.", rich_help_panel=MODEL)] = None,
     preset: Annotated[Optional[PresetName], typer.Option("--preset", help="Train a fresh network of this size instead (micro 16px, tiny 32px, small 64px, full = GLIDE's).", rich_help_panel=MODEL)] = None,
-    kind: Annotated[Optional[KindName], typer.Option("--kind", help="Kind of a fresh network (--preset; default base; clip: a CLIP of your own, contrastive). With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.", show_default=False, rich_help_panel=MODEL)] = None,
+    kind: Annotated[Optional[KindName], typer.Option("--kind", help="Kind of a fresh network (--preset; default base). clip: a CLIP of your own; unclip-prior, unclip-decoder: unCLIP's, learning from --clip. With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.", show_default=False, rich_help_panel=MODEL)] = None,
+    clip: Annotated[Optional[str], typer.Option("--clip", help="unclip-prior and unclip-decoder: the CLIP (an openclip entry of --weights) whose embeddings they learn.", show_default=False, rich_help_panel=MODEL)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of the trained model (default: --model).", rich_help_panel=MODEL)] = None,
     prediction: Annotated[Optional[PredictionName], typer.Option("--prediction", help="What the network predicts: eps (GLIDE's models) or v, which learns the prompt's colours far better where the picture is almost pure noise. Given with --model, the model is converted and learns the new target. [default: the model's own; eps for --preset]", show_default=False, rich_help_panel=MODEL)] = None,
     tokenizer_vocab: Annotated[int, typer.Option("--tokenizer-vocab", min=260, help="Vocabulary of the tokenizer a fresh network gets, built from the captions.", rich_help_panel=MODEL)] = 512,
@@ -127,7 +128,9 @@ def train_command(
     else:
         amp = dtype
         given["amp"] = amp
-    hyper = Hyper(**{**given, "amp": amp})
+    # unCLIP's decoder drops the caption for half of its examples (DALL-E 2), Karlo's prior for 20%.
+    kind_defaults = {"caption_dropout": 0.5} if kind == "unclip-decoder" else {}
+    hyper = Hyper(**{**kind_defaults, **given, "amp": amp})
     try:
         hyper.check()
     except ValueError as error:
@@ -136,9 +139,9 @@ def train_command(
     manifest = None
     if resume:
         source = ModelSource(name="")  # replaced by the checkpoint's
-        if preset is not None or model is not None or name is not None or kind is not None or prediction is not None:
+        if preset is not None or model is not None or name is not None or kind is not None or prediction is not None or clip is not None:
             raise click_errors.UsageError(
-                "--resume continues the run in --out; leave out --model, --preset, --name, --kind and --prediction"
+                "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction and --clip"
             )
     else:
         if model is None:
@@ -147,8 +150,14 @@ def train_command(
         if not new_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise click_errors.BadParameter(f"{new_name!r}: use letters, digits, '-', '_' and '.'", param_hint="'--name'")
         changes = {"prediction": prediction} if prediction is not None else {}
+        if clip is not None and kind not in ("unclip-prior", "unclip-decoder"):
+            raise click_errors.UsageError("--clip goes with --kind unclip-prior or unclip-decoder")
+        if kind in ("unclip-prior", "unclip-decoder"):
+            if clip is None:
+                raise click_errors.UsageError(f"--kind {kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
+            manifest = load_manifest(weights)
         if preset is not None:
-            source = ModelSource(name=new_name, kind=kind or "base", preset=preset, tokenizer_vocab=tokenizer_vocab, arch_changes=changes)
+            source = ModelSource(name=new_name, kind=kind or "base", preset=preset, tokenizer_vocab=tokenizer_vocab, arch_changes=changes, clip=clip)
         else:
             manifest = load_manifest(weights)
             entry = manifest.model(model)
@@ -176,10 +185,11 @@ def train_command(
         if trainer.recipe.truncated():
             console.print(f"warning: {trainer.recipe.truncated()} captions are longer than the model's {trainer.cfg.text_ctx} tokens and were cut", style="yellow", highlight=False)
         params = sum(p.numel() for p in trainer.model.parameters())
+        size = f"{trainer.cfg.image_size}px, " if hasattr(trainer.cfg, "image_size") else ""
         start = f"resuming at step {trainer.step}" if resume else "starting"
         where = f" x {ranks.world} processes" if ranks.launched else ""
         console.print(
-            f"{start}: {trainer.source.name} ({trainer.source.kind}, {trainer.cfg.image_size}px, {params / 1e6:.1f}M parameters) on"
+            f"{start}: {trainer.source.name} ({trainer.source.kind}, {size}{params / 1e6:.1f}M parameters) on"
             f" {resolved_device.type}{where}, batch {trainer.hyper.batch_size}, lr {trainer.hyper.lr:g}, seed {trainer.hyper.seed}",
             highlight=False,
         )
@@ -205,7 +215,12 @@ def _try_command(source, cfg, manifest: Path) -> str:
     """The glide command that uses a freshly trained model."""
     where = f"--weights {manifest} --model {source.name}"
     if source.kind == "clip":
-        return f"glide weights list --weights {manifest}   (an openclip entry: --clip-model {source.name})"
+        return f"glide train DATA --kind unclip-prior --clip {source.name} --weights {manifest} --preset tiny --model NAME --out DIR"
+    if source.kind == "unclip-prior":
+        return f"glide train DATA --kind unclip-decoder --clip {source.clip} --weights {manifest} --preset tiny --model NAME --out DIR"
+    if source.kind == "unclip-decoder":
+        return (f'glide unclip "..." --weights {manifest} --decoder-model {source.name} --clip-model {source.clip}'
+                f" --prior-model PRIOR --clip-stats PRIOR-stats --size {cfg.image_size}")
     if source.kind == "base":
         return f'glide generate "..." {where} --size {cfg.image_size}'
     if source.kind == "upsample":

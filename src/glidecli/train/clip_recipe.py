@@ -14,22 +14,20 @@ trainers' `--clip` take.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..files.manifest import toml_value
 from ..nets.tokenizer import ClipTokenizer
 from ..nets.unclip_config import OpenClipConfig
 from .data import DataOrder, derived_generator, pil_to_tensor, random_crop
-from .dataset import Dataset, default_mode
+from .dataset import Dataset
 from .recipe import LossTerms
+from .run_manifest import made_entry, write_run_manifest
 from .start import TrainingError
+from .state import write_json
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -175,24 +173,10 @@ class ClipRecipe:
         accuracy, chance, captions = top1_retrieval(trainer.ema, trainer.dataset, self.tokenizer, trainer.cfg, trainer.device)
         path = path.with_suffix(".json")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_text(path, json.dumps({"step": trainer.step, "top1": accuracy, "chance": chance, "captions": captions}) + "\n")
+        write_json(path, {"step": trainer.step, "top1": accuracy, "chance": chance, "captions": captions})
         return path
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
-        from ..files.fetch import sha256_file
-
-        name = json.dumps(trainer.source.name)
-        lines = [f"# {line}" for line in comment] + ["", "version = 1", "", f"[models.{name}]", 'kind = "openclip"']
-        lines += [f"path = {toml_value(os.path.relpath(weights, trainer.out))}", f"sha256 = {toml_value(sha256_file(weights))}"]
-        lines += [f"size = {weights.stat().st_size}", "", f"[models.{name}.arch]"]
-        lines += [f"{key} = {toml_value(value)}" for key, value in self.arch(trainer.cfg).items()]
-        return _write_text(trainer.out / "weights.toml", "\n".join(lines) + "\n")
-
-
-def _write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, default_mode())
-    os.replace(tmp, path)
-    return path
+        folder = trainer.out
+        entry = made_entry(trainer.source.name, "openclip", weights, self.arch(trainer.cfg), folder)
+        return write_run_manifest(folder / "weights.toml", [entry], comment)

@@ -66,6 +66,7 @@ from .settings import (
 )
 from .clip_recipe import CLIP_KIND, ClipRecipe
 from .recipe import GlideRecipe
+from .unclip_recipes import DecoderRecipe, PriorRecipe
 from .start import (
     TrainingError,
     check_fresh_folder,
@@ -85,8 +86,9 @@ from .state import (
 
 
 def recipe_for(kind: str):
-    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, or a CLIP."""
-    return ClipRecipe() if kind == CLIP_KIND else GlideRecipe()
+    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or decoder."""
+    recipes = {CLIP_KIND: ClipRecipe, "unclip-prior": PriorRecipe, "unclip-decoder": DecoderRecipe}
+    return recipes.get(kind, GlideRecipe)()
 
 
 class TrainingStopped(Exception):

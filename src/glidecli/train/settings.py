@@ -116,6 +116,7 @@ class ModelSource:
     preset: Optional[str] = None  # size preset of a fresh network
     arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
     tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
+    clip: Optional[str] = None  # unCLIP's prior and decoder: the CLIP entry they learn from
 
 
 def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:

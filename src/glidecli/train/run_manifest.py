@@ -1,0 +1,61 @@
+"""The manifest an unCLIP training run writes: the entries it made (the prior and its CLIP
+stats, or the decoder) and those it used (the CLIP, and the prior a decoder run was given),
+so that `glide unclip/vary/blend --weights RUN/weights.toml` works as it stands. Paths are
+relative to the manifest; entries from elsewhere keep their source."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from ..files.file_facts import sha256_file
+from ..files.manifest import HubSource, LocalSource, ModelEntry, toml_value
+from .dataset import default_mode
+
+
+def made_entry(name: str, kind: str, weights: Path, arch: Optional[dict[str, Any]], folder: Path) -> list[str]:
+    """A model this run made: its file beside the manifest."""
+    lines = [f"[models.{json.dumps(name)}]", f"kind = {toml_value(kind)}", f"path = {toml_value(os.path.relpath(weights, folder))}",
+             f"sha256 = {toml_value(sha256_file(weights))}", f"size = {weights.stat().st_size}", ""]
+    return lines + _arch(name, arch)
+
+
+def used_entry(entry: ModelEntry, folder: Path) -> list[str]:
+    """A model this run used, as its own manifest describes it (a local path made relative)."""
+    lines = [f"[models.{json.dumps(entry.name)}]", f"kind = {toml_value(entry.kind)}"]
+    source = entry.source
+    if isinstance(source, LocalSource):
+        lines.append(f"path = {toml_value(os.path.relpath(source.path, folder))}")
+    elif isinstance(source, HubSource):
+        lines += [f"hub = {toml_value(source.repo)}"] + ([f"file = {toml_value(source.file)}"] if source.file else [])
+        lines += [f"revision = {toml_value(source.revision)}"] if source.revision else []
+    else:
+        lines.append(f"url = {toml_value(source.url)}")
+    lines.append(f"format = {toml_value(entry.format)}")
+    lines += [f"sha256 = {toml_value(entry.sha256)}"] if entry.sha256 else []
+    lines.append("")
+    arch = None if entry.arch is None else {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(entry.arch).items()}
+    return lines + _arch(entry.name, arch)
+
+
+def _arch(name: str, arch: Optional[dict[str, Any]]) -> list[str]:
+    if not arch:
+        return []
+    return [f"[models.{json.dumps(name)}.arch]", *(f"{key} = {toml_value(value)}" for key, value in arch.items()), ""]
+
+
+def write_run_manifest(path: Path, blocks: list[list[str]], comment: list[str]) -> Path:
+    """Write the manifest whole (temporary file, then rename)."""
+    lines = [f"# {line}" for line in comment] + ["", "version = 1", ""]
+    for block in blocks:
+        lines += block
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines).rstrip() + "\n")
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,339 @@
+"""`glide train --kind unclip-prior|unclip-decoder --clip NAME`: unCLIP's prior and decoder
+(DALL-E 2, Ramesh et al. 2022; Karlo's settings) trained on a frozen CLIP's view of the data
+set (embeddings.py), with the loop every kind shares (loop.py).
+
+- Prior: a PriorTransformer (nets/prior.py) learns the CLIP image embedding, normalized by the
+  data set's mean and std (written as the run's clip-stats entry), from the caption's text
+  features: x0 prediction with the MSE loss, uniform timesteps; the caption is dropped (the
+  empty caption's features) for `--caption-dropout` of examples (Karlo's 0.2) for guidance.
+- Decoder: a GLIDE-style U-Net with CLIP conditioning (UNetConfig.clip_dim) paints the
+  picture from its image embedding and caption: the hybrid loss as GLIDE's, the embedding
+  dropped (the learned "no image" embedding) for 10% of examples and the caption for
+  `--caption-dropout` of them (the paper's 50% by default).
+
+Every random choice of example k comes from (seed, k) alone, as for GLIDE, so a resumed run
+and a torchrun of any number of ranks take the steps of an uninterrupted single process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion.losses import hybrid_loss, q_sample
+from ..diffusion.schedule import Schedule
+from ..files.manifest import load_manifest
+from ..nets.checkpoint import build_network
+from ..nets.config import UNetConfig
+from ..nets.prior import ClipText
+from ..nets.unclip import materialize_buffers
+from ..nets.unclip_config import PriorConfig, karlo_decoder_config
+from .data import DataOrder, derived_generator, pil_to_tensor, random_crop
+from .embeddings import ClipData, clip_data, clip_entry
+from .recipe import LossTerms
+from .run_manifest import made_entry, used_entry, write_run_manifest
+from .start import TrainingError
+from .state import init_fresh_, save_tensors
+
+# A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
+
+UNCLIP_TRAIN_KINDS = ("unclip-prior", "unclip-decoder")
+IMAGE_DROPOUT = 0.1  # decoder: share of examples without their image embedding (the paper's)
+USED = "used-models.toml"  # the entries a run reads, kept in its folder for --resume
+
+PRIOR_PRESETS = {
+    "micro": dict(xf_width=128, xf_layers=2, xf_heads=4),
+    "tiny": dict(xf_width=256, xf_layers=4, xf_heads=4),
+    "small": dict(xf_width=512, xf_layers=6, xf_heads=8),
+}
+DECODER_PRESETS = {
+    "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
+                  num_head_channels=32, xf_width=64, dropout=0.0),
+    "tiny": dict(image_size=32, model_channels=64, num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(16, 8),
+                 num_head_channels=32, xf_width=128, dropout=0.0),
+    "small": dict(image_size=64, model_channels=128, num_res_blocks=2, channel_mult=(1, 2, 3, 4), attention_resolutions=(32, 16, 8),
+                  num_head_channels=64, xf_width=256, dropout=0.1),
+}
+
+
+def _preset(presets: dict, preset: Optional[str], kind: str) -> dict:
+    if (preset or "tiny") not in presets:
+        raise TrainingError(f"unknown preset {preset!r} for an {kind}; choose one of {', '.join(presets)}")
+    return presets[preset or "tiny"]
+
+
+def _config(make, values: dict, changes: dict, kind: str):
+    try:
+        return make(**{**values, **changes})
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"invalid {kind} settings: {' '.join(str(error).split())}") from None
+
+
+class _UnclipRecipe:
+    """What the prior and the decoder share: the CLIP and its embeddings, the kept entries."""
+
+    kind = ""
+
+    def check(self, trainer: Any) -> None:
+        source = trainer.source
+        if source.entry is not None:
+            raise TrainingError(f"--kind {self.kind} trains a fresh network: give --preset micro, tiny or small, not --model of the manifest")
+        if trainer.hyper.amp == "fp16" and trainer.device.type == "cpu":
+            raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
+
+    def _clip(self, trainer: Any, manifest, state, offline) -> tuple[Any, ClipData]:
+        source = trainer.source
+        if state is not None:
+            manifest = load_manifest(trainer.out / USED)
+        if not source.clip:
+            raise TrainingError(f"--kind {self.kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
+        if manifest is None:
+            raise TrainingError(f"--kind {self.kind} needs the manifest holding CLIP {source.clip} (--weights)")
+        self.manifest = manifest
+        entry = clip_entry(manifest, source.clip)
+        return entry, clip_data(trainer.dataset, entry, trainer.device, offline)
+
+    def _keep_used(self, trainer: Any, entries: list) -> None:
+        self.used = entries
+        if trainer.ranks.is_main:
+            write_run_manifest(trainer.out / USED, [used_entry(e, trainer.out) for e in entries], ["What this run reads; kept for --resume."])
+
+    def network(self, kind: str, cfg, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
+        with torch.device("meta"):
+            network = build_network(kind, cfg)
+        network.load_state_dict({k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}, strict=True, assign=True)
+        materialize_buffers(kind, network, device)
+        return network
+
+    def truncated(self) -> int:
+        return 0  # long captions are refused (embeddings.py)
+
+    def arch(self, cfg) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+    def _draws(self, trainer: Any, step: int) -> tuple[list[int], list[torch.Generator]]:
+        """Example k's index and its own generator, k = step * batch + j for this rank's j."""
+        batch = trainer.hyper.batch_size
+        places = range(batch) if trainer.part is None else trainer.part
+        ks = [step * batch + j for j in places]
+        return [self.order[k] for k in ks], [derived_generator(trainer.hyper.seed, "example", k) for k in ks]
+
+
+class PriorForward(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_t: Tensor, t: Tensor, pooled: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        return self.model(x_t, t, ClipText(pooled, tokens, mask))
+
+
+class PriorRecipe(_UnclipRecipe):
+    kind = "unclip-prior"
+
+    def image_size(self, trainer: Any, state, entry) -> int:
+        return 64  # only the CLIP sees the pictures, at its own size
+
+    def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[PriorConfig, nn.Module]:
+        clip, self.data = self._clip(trainer, manifest, state, offline)
+        width = clip.arch.embed_dim
+        self.stats_path = trainer.out / f"{trainer.source.name}-stats.safetensors"
+        if state is not None:
+            cfg = PriorConfig(**state["arch"])
+            if cfg.clip_dim != width:
+                raise TrainingError(f"the run's prior reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
+            from safetensors.torch import load_file
+
+            stats = load_file(str(self.stats_path))
+            self.mean, self.std = stats["0"], stats["1"]
+            with torch.device("meta"):
+                model = build_network(self.kind, cfg)
+        else:
+            values = {**_preset(PRIOR_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
+            cfg = _config(PriorConfig, values, trainer.source.arch_changes, self.kind)
+            self.mean, self.std = self.data.images.mean(0), self.data.images.std(0).clamp(min=1e-6)
+            if trainer.ranks.is_main:
+                save_tensors({"0": self.mean, "1": self.std}, self.stats_path)
+            generator = torch.Generator().manual_seed(trainer.hyper.seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(trainer.hyper.seed)  # PyTorch's default layer init
+                model = build_network(self.kind, cfg)
+            with torch.no_grad():
+                model.positional_embedding.copy_(torch.randn(model.positional_embedding.shape, generator=generator) * 0.01)
+                model.prd_emb.copy_(torch.randn(model.prd_emb.shape, generator=generator) * 0.01)
+            self._keep_used(trainer, [clip])
+        if state is not None:
+            self.used = [clip]
+        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
+        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
+        return cfg, model
+
+    def forward_module(self, model: nn.Module) -> nn.Module:
+        return PriorForward(model)
+
+    def checkpointing(self, model: nn.Module) -> None:
+        raise TrainingError("--grad-checkpointing is for U-Nets; the prior is small enough without it")
+
+    def batch(self, trainer: Any, step: int):
+        indices, generators = self._draws(trainer, step)
+        dim, steps = trainer.cfg.clip_dim, trainer.cfg.diffusion_steps
+        draws = [(torch.rand((), generator=g) < trainer.hyper.caption_dropout, torch.randint(0, steps, (), generator=g),
+                  torch.randn(dim, generator=g)) for g in generators]
+        dropped = torch.stack([d[0] for d in draws])
+        t, noise = torch.stack([d[1] for d in draws]), torch.stack([d[2] for d in draws])
+        x0 = (self.data.images[indices] - self.mean) / self.std
+        return x0, t, noise, self.data.text_rows(indices, dropped)
+
+    def loss(self, trainer: Any, step: int) -> LossTerms:
+        x0, t, noise, text = self.batch(trainer, step)
+        device = trainer.device
+        x0, t = x0.to(device), t.to(device)
+        x_t = q_sample(self.schedule, x0, t, noise.to(device))
+        predicted = trainer.net(x_t, t, *(part.to(device) for part in text))
+        mse = ((predicted.float() - x0) ** 2).mean(dim=1)
+        return LossTerms(mse)
+
+    def samples(self, trainer: Any, path: Path, count: int = 16) -> Path:
+        """Not pictures: how close the EMA prior's embeddings for the first captions come to
+        their pictures' (cosine), beside two different pictures' closeness."""
+        from ..diffusion.noise import ImageNoise
+        from ..render.pipeline import SamplerChoice
+        from ..render.unclip import sample_prior
+
+        count = min(count, len(trainer.dataset))
+        rows = list(range(count))
+        prior = trainer.ema
+        prior.set_stats(self.mean, self.std)
+        device = trainer.device
+        text = ClipText(*(part[rows].to(device) for part in self.data.text))
+        with torch.no_grad():
+            made = sample_prior(prior, text, None, ImageNoise(rows), SamplerChoice("ddim", "25")).cpu()
+        truth = self.data.images[rows]
+        cos = nn.functional.cosine_similarity(made, truth).mean().item()
+        others = nn.functional.cosine_similarity(truth, truth.roll(1, dims=0)).mean().item()
+        report = {"step": trainer.step, "cosine_to_own_picture": cos, "cosine_between_pictures": others, "captions": count}
+        return _write_json(path.with_suffix(".json"), report)
+
+    def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
+        name, folder = trainer.source.name, trainer.out
+        blocks = [used_entry(e, folder) for e in self.used]
+        blocks.append(made_entry(name, self.kind, weights, self.arch(trainer.cfg), folder))
+        blocks.append(made_entry(f"{name}-stats", "clip-stats", self.stats_path, None, folder))
+        return write_run_manifest(folder / "weights.toml", blocks, comment)
+
+
+class DecoderForward(nn.Module):
+    """The decoder's training call: dropped embeddings become its learned "no image" one."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_t: Tensor, t: Tensor, pooled: Tensor, tokens: Tensor, mask: Tensor, image: Tensor, no_image: Tensor) -> Tensor:
+        image = torch.where(no_image[:, None], self.model.cf_param[None].to(image.dtype), image)
+        return self.model(x_t, t, self.model.encode_clip(pooled, tokens, mask, image))
+
+
+class DecoderRecipe(_UnclipRecipe):
+    kind = "unclip-decoder"
+
+    def image_size(self, trainer: Any, state, entry) -> int:
+        if state is not None:
+            return int(state["arch"]["image_size"])
+        preset = DECODER_PRESETS.get(trainer.source.preset or "tiny", {})
+        return int(trainer.source.arch_changes.get("image_size", preset.get("image_size", 32)))
+
+    def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[UNetConfig, nn.Module]:
+        clip, self.data = self._clip(trainer, manifest, state, offline)
+        width = clip.arch.embed_dim
+        # Priors of this CLIP's width in the manifest, with their stats, go into the run's
+        # manifest too, so that it holds a whole unCLIP (no super-resolution).
+        models = self.manifest.models
+        priors = [e for e in models.values() if e.kind == "unclip-prior" and e.arch.clip_dim == width]
+        priors += [models[f"{e.name}-stats"] for e in list(priors) if models.get(f"{e.name}-stats", e).kind == "clip-stats"]
+        if state is not None:
+            cfg = UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
+            if cfg.clip_dim != width:
+                raise TrainingError(f"the run's decoder reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
+            with torch.device("meta"):
+                model = build_network(self.kind, cfg)
+            self.used = [clip, *priors]
+        else:
+            values = {**_preset(DECODER_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
+            cfg = _config(karlo_decoder_config, values, trainer.source.arch_changes, self.kind)
+            model = init_fresh_(build_network(self.kind, cfg), trainer.hyper.seed)
+            with torch.no_grad():
+                model.cf_param.copy_(torch.randn(width, generator=torch.Generator().manual_seed(trainer.hyper.seed)) * 0.02)
+            self._keep_used(trainer, [clip, *priors])
+        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
+        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
+        return cfg, model
+
+    def forward_module(self, model: nn.Module) -> nn.Module:
+        return DecoderForward(model)
+
+    def checkpointing(self, model: nn.Module) -> None:
+        from .state import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
+
+    def batch(self, trainer: Any, step: int):
+        indices, generators = self._draws(trainer, step)
+        cfg, hyper = trainer.cfg, trainer.hyper
+        size = cfg.image_size
+        pictures, caption_off, image_off, ts, noises = [], [], [], [], []
+        for index, g in zip(indices, generators):
+            crop = torch.rand(3, generator=g)
+            caption_off.append(torch.rand((), generator=g) < hyper.caption_dropout)
+            image_off.append(torch.rand((), generator=g) < IMAGE_DROPOUT)
+            ts.append(torch.randint(0, cfg.diffusion_steps, (), generator=g))
+            noises.append(torch.randn(cfg.image_channels, size, size, generator=g))
+            pictures.append(pil_to_tensor(random_crop(trainer.dataset.image(index), size, hyper.crop_min, crop)))
+        text = self.data.text_rows(indices, torch.stack(caption_off))
+        return torch.stack(pictures), torch.stack(ts), torch.stack(noises), text, self.data.images[indices], torch.stack(image_off)
+
+    def loss(self, trainer: Any, step: int) -> LossTerms:
+        x0, t, noise, text, image, no_image = self.batch(trainer, step)
+        device = trainer.device
+        x0, t, noise = x0.to(device), t.to(device), noise.to(device)
+        x_t = q_sample(self.schedule, x0, t, noise)
+        output = trainer.net(x_t, t, *(part.to(device) for part in text), image.to(device), no_image.to(device))
+        terms = hybrid_loss(self.schedule, output, x0, x_t, t, noise, min_snr_gamma=trainer.hyper.min_snr, prediction=trainer.cfg.prediction)
+        return LossTerms(terms.loss, {"mse": terms.mse, "vb": terms.vb})
+
+    def samples(self, trainer: Any, path: Path, count: int = 4) -> Path:
+        """The EMA decoder's pictures from the first examples' image embeddings and captions
+        (guidance 3, 50 DDIM steps), in a row."""
+        from ..diffusion.noise import ImageNoise
+        from ..render.pipeline import SamplerChoice, sample_stage
+        from ..render.unclip import decoder_conditioning
+        from .state import write_png
+
+        count = min(count, len(trainer.dataset))
+        rows = list(range(count))
+        device = trainer.device
+        text = ClipText(*(part[rows].to(device) for part in self.data.text))
+        empty = ClipText(*(part.expand(count, *part.shape[1:]).to(device) for part in self.data.empty))
+        with torch.no_grad():
+            conditioning = decoder_conditioning(trainer.ema, text, empty, self.data.images[rows].to(device))
+            images = sample_stage(trainer.ema, conditioning, ImageNoise(rows), SamplerChoice("ddim", "50"), scale=3.0)
+        pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return write_png(path, torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy())
+
+    def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
+        folder = trainer.out
+        blocks = [used_entry(e, folder) for e in self.used]
+        blocks.append(made_entry(trainer.source.name, self.kind, weights, self.arch(trainer.cfg), folder))
+        return write_run_manifest(folder / "weights.toml", blocks, comment)
+
+
+def _write_json(path: Path, data: dict) -> Path:
+    from .state import write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)
+    return path
