@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from glidecli.cli import main as cli
 from glidecli.train.dataset import write_shapes
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
-from helpers.torchrun import can_run_ranks, kill_rank_when, run, torchrun_command
+from helpers.torchrun import can_run_ranks, glide_command, glide_env, kill_rank_when, run, torchrun_command
 
 MANIFEST = MODELS / "weights.toml"
 PROMPTS = ["a red circle on a blue background", "a green square on a yellow background", "a blue triangle on a red background"]
@@ -183,3 +184,26 @@ def test_torchrun_training_matches_one_process_and_resumes_after_a_dead_rank(tmp
         for name, tensor in uninterrupted[part].items():
             assert torch.equal(after[part][name], tensor), (part, name)
     assert (killed / "m.safetensors").read_bytes() == (tmp_path / "two" / "m.safetensors").read_bytes()
+
+
+@needs_ranks
+def test_torchrun_prior_training_matches_one_process(tmp_path):
+    """unCLIP's prior on two ranks: the global batches of one process (train/unclip_recipes.py)."""
+    from glidecli.train.loop import Trainer
+    from glidecli.train.settings import Hyper, ModelSource, RunPlan
+
+    data = tmp_path / "data"
+    list(write_shapes(data, 12, size=20, seed=3))
+    clip = Trainer(data, tmp_path / "clip", ModelSource(name="c", kind="clip", preset="micro", arch_changes={"text_ctx": 16}),
+                   Hyper(batch_size=4), RunPlan(steps=1, save_every=0, samples=False)).run().manifest
+    prior = ["train", data, "--kind", "unclip-prior", "--clip", "c", "--weights", clip, "--preset", "micro", "--model", "p",
+             "--steps", "8", "--batch-size", "4", "--lr", "1e-3", "--no-samples", "--log-every", "1", "--device", "cpu", "-q"]
+    env = {"GLIDE_CACHE": str(tmp_path / "cache")}
+    one = subprocess.run(glide_command([*prior, "--out", tmp_path / "one"]), env=glide_env(**env), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(torchrun_command([*prior, "--out", tmp_path / "two"]), env=glide_env(**env), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+    first, second = checkpoint(tmp_path / "one", 8), checkpoint(tmp_path / "two", 8)
+    for name, tensor in first["optimizer"].items():
+        torch.testing.assert_close(second["optimizer"][name], tensor, atol=1e-6, rtol=1e-4)

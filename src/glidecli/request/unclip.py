@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +21,9 @@ def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
     r = request
     decoder = build_stage(manifest, r.decoder_model, "unclip-decoder", r.sampler, r.steps, scale=r.scale, warnings=warnings)
     decoder_size = model_entry(manifest, r.decoder_model, "unclip-decoder").arch.image_size
-    if r.size == decoder_size:
+    # A manifest without the default SR (a decoder trained with glide train) stops at the decoder.
+    default_sr = next(f.default for f in dataclasses.fields(r) if f.name == "sr_model")
+    if r.size == decoder_size or (r.size is None and r.sr_model == default_sr and r.sr_model not in manifest.models):
         return decoder, None
     sr_arch = model_entry(manifest, r.sr_model, "unclip-sr").arch
     if r.size is not None and r.size != sr_arch.image_size:
@@ -28,11 +31,22 @@ def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
     return decoder, build_stage(manifest, r.sr_model, "unclip-sr", r.sr_sampler, r.sr_steps, steps_option="--sr-steps")
 
 
-def clip_models(manifest: Manifest, clip_model: str, clip_stats: Optional[str]):
+def clip_models(manifest: Manifest, clip_model: str, clip_stats: Optional[str], readers: tuple = ()):
+    """The CLIP entries, checked against the `readers` ((name, kind, option) of the prior and
+    the decoder): each reads embeddings of the CLIP's width, and the prior its text length."""
     from ..render.engine import model_entry
     from ..render.unclip import ClipModels
 
-    model_entry(manifest, clip_model, "openclip")
+    clip = model_entry(manifest, clip_model, "openclip").arch
+    for name, kind, option in readers:
+        arch = model_entry(manifest, name, kind).arch
+        if arch.clip_dim != clip.embed_dim:
+            raise RequestError(
+                f"{name} reads CLIP embeddings of width {arch.clip_dim}, but --clip-model {clip_model} makes {clip.embed_dim};"
+                " give the CLIP it was trained with", option,
+            )
+        if kind == "unclip-prior" and arch.text_ctx != clip.text_ctx:
+            raise RequestError(f"{name} reads {arch.text_ctx} text tokens, but --clip-model {clip_model} gives {clip.text_ctx}", option)
     if clip_stats is not None:
         model_entry(manifest, clip_stats, "clip-stats")
     return ClipModels(clip_model, clip_stats or ClipModels.stats)
@@ -58,7 +72,8 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: Optional[str]
 
     r = request
     warnings: list[str] = []
-    clip = clip_models(manifest, r.clip_model, r.clip_stats)
+    readers = ((r.prior_model, "unclip-prior", "--prior-model"), (r.decoder_model, "unclip-decoder", "--decoder-model"))
+    clip = clip_models(manifest, r.clip_model, r.clip_stats, readers)
     prior = build_stage(manifest, r.prior_model, "unclip-prior", r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps", warnings=warnings)
     decoder, sr = decoder_stages(manifest, r, warnings)
     ranking = best_of_choice(r.best_of, r.rank_model, None)
@@ -77,7 +92,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: Optional[str] = N
 
     r = request
     warnings: list[str] = []
-    clip = clip_models(manifest, r.clip_model, None)
+    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, "unclip-decoder", "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
     _check_picture(r.image)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
@@ -98,7 +113,7 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: Optional[str] =
     warnings: list[str] = []
     if r.frames is not None and r.mix is not None:
         raise RequestError("give --mix or --frames, not both")
-    clip = clip_models(manifest, r.clip_model, None)
+    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, "unclip-decoder", "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
     _check_picture(r.image_a)
     _check_picture(r.image_b)

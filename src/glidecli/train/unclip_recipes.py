@@ -53,8 +53,8 @@ PRIOR_PRESETS = {
 DECODER_PRESETS = {
     "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
                   num_head_channels=32, xf_width=64, dropout=0.0),
-    "tiny": dict(image_size=32, model_channels=64, num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(16, 8),
-                 num_head_channels=32, xf_width=128, dropout=0.0),
+    "tiny": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(16, 8),
+                 num_head_channels=32, xf_width=64, dropout=0.0),
     "small": dict(image_size=64, model_channels=128, num_res_blocks=2, channel_mult=(1, 2, 3, 4), attention_resolutions=(32, 16, 8),
                   num_head_channels=64, xf_width=256, dropout=0.1),
 }
