@@ -90,7 +90,8 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log lines.")] = False,
 ) -> None:
     """Train a model on DATA: fine-tune a manifest model (--model NAME) or train a fresh
-    network (--preset SIZE --model NEW-NAME).
+    network (--preset SIZE --model NEW-NAME). --kind clip trains a CLIP of your own, then
+    --kind unclip-prior and unclip-decoder --clip NAME an unCLIP on it (docs/training.md).
 
     GLIDE's recipe: random crops resized to the model's size, captions dropped for 20% of
     examples (classifier-free guidance), the hybrid loss (eps MSE + variational bound for
@@ -220,7 +221,7 @@ def _try_command(source, cfg, manifest: Path) -> str:
         return f"glide train DATA --kind unclip-decoder --clip {source.clip} --weights {manifest} --preset tiny --model NAME --out DIR"
     if source.kind == "unclip-decoder":
         return (f'glide unclip "..." --weights {manifest} --decoder-model {source.name} --clip-model {source.clip}'
-                f" --prior-model PRIOR --clip-stats PRIOR-stats --size {cfg.image_size}")
+                " --prior-model PRIOR --clip-stats PRIOR-stats")
     if source.kind == "base":
         return f'glide generate "..." {where} --size {cfg.image_size}'
     if source.kind == "upsample":
