@@ -55,31 +55,33 @@ def object_mask(picture: np.ndarray) -> np.ndarray:
     return np.linalg.norm(picture - centre, axis=2) < np.linalg.norm(picture - border, axis=2)
 
 
-def unclip_counts(session: Session, seeds: int) -> dict[str, int]:
-    jobs = [Job(shape_caption(*scene), seed, i) for i, (scene, seed) in enumerate((s, k) for s in EVAL_SCENES for k in range(seeds))]
+def prompt_jobs(seeds: int) -> list[Job]:
+    """The 8 scenes' captions, `seeds` seeds each; job index // seeds is the scene."""
+    return [Job(shape_caption(*scene), seed, i) for i, (scene, seed) in enumerate((s, k) for s in EVAL_SCENES for k in range(seeds))]
+
+
+def colour_counts(jobs: list[Job], rendered, seeds: int) -> dict[str, int]:
+    """Pictures with both of their prompt's colours, and colours right in all."""
     both = colours = 0
     with torch.no_grad():
-        for job, done in zip(jobs, render_unclip(session, jobs, PRIOR, DECODER, None, clip=CLIP, batch_size=8)):
+        for job, done in zip(jobs, rendered):
             scene = EVAL_SCENES[job.index // seeds]
             found = scene_colours(pixels(done.image))
             hits = (found[0] == scene[0]) + (found[1] == scene[2])
             both += hits == 2
             colours += hits
     return {"pictures": len(jobs), "both": both, "colours": colours}
+
+
+def unclip_counts(session: Session, seeds: int) -> dict[str, int]:
+    jobs = prompt_jobs(seeds)
+    return colour_counts(jobs, render_unclip(session, jobs, PRIOR, DECODER, None, clip=CLIP, batch_size=8), seeds)
 
 
 def glide_counts(session: Session, seeds: int) -> dict[str, int]:
-    jobs = [Job(shape_caption(*scene), seed, i) for i, (scene, seed) in enumerate((s, k) for s in EVAL_SCENES for k in range(seeds))]
-    stage = Stage("shapes", SamplerChoice("dpmpp_2m_sde", "20"), scale=3.0)
-    both = colours = 0
-    with torch.no_grad():
-        for job, done in zip(jobs, render_generate(session, jobs, stage, None, batch_size=8)):
-            scene = EVAL_SCENES[job.index // seeds]
-            found = scene_colours(pixels(done.image))
-            hits = (found[0] == scene[0]) + (found[1] == scene[2])
-            both += hits == 2
-            colours += hits
-    return {"pictures": len(jobs), "both": both, "colours": colours}
+    jobs = prompt_jobs(seeds)
+    stage = Stage("shapes", SamplerChoice("dpmpp_2m_sde", "20"), scale=3.0)  # glide generate's defaults
+    return colour_counts(jobs, render_generate(session, jobs, stage, None, batch_size=8), seeds)
 
 
 def vary_counts(session: Session, seeds: int, folder: Path) -> dict[str, float]:

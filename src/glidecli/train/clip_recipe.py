@@ -13,6 +13,7 @@ trainers' `--clip` take.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any, Optional
@@ -159,9 +160,10 @@ class ClipRecipe:
     def truncated(self) -> int:
         return self.batches.truncated
 
-    def loss(self, trainer: Any, step: int) -> LossTerms:
+    def loss(self, trainer: Any, step: int, autocast=contextlib.nullcontext()) -> LossTerms:
         pixels, tokens = self.batches(step, trainer.part)
-        image_features, text_features, logit_scale = trainer.net(pixels.to(trainer.device), tokens.to(trainer.device))[:3]
+        with autocast:
+            image_features, text_features, logit_scale = trainer.net(pixels.to(trainer.device), tokens.to(trainer.device))[:3]
         loss = per_example_contrastive_loss(image_features.float(), text_features.float(), logit_scale.float())
         return LossTerms(loss, {"temperature": (1.0 / logit_scale.detach()).expand(len(loss))})
 

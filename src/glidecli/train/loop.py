@@ -254,8 +254,7 @@ class Trainer:
             stream = f"dropout-rank-{self.ranks.rank}" if self.ranks.rank else "dropout"
             torch.manual_seed(int(derived_generator(self.hyper.seed, stream, step).initial_seed()))
             autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-            with autocast:
-                terms = self.recipe.loss(self, step)
+            terms = self.recipe.loss(self, step, autocast)  # autocast: around the network's call alone
             loss = mean_loss(terms.loss, self.hyper.batch_size, self.ranks)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()

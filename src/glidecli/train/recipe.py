@@ -7,6 +7,7 @@ samples and the manifest it exports. loop.recipe_for(kind) picks one.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -72,8 +73,8 @@ class GlideRecipe:
         """Captions cut to the model's context."""
         return self.batches.truncated
 
-    def loss(self, trainer: Any, step: int) -> LossTerms:
-        """The step's batch (this rank's part) through the network, inside the loop's autocast."""
+    def loss(self, trainer: Any, step: int, autocast=contextlib.nullcontext()) -> LossTerms:
+        """The step's batch (this rank's part) through the network (under `autocast`), and the loss."""
         batch = self.batches(step, trainer.part)
         device = trainer.device
         x0, noise, t = batch.x0.to(device), batch.noise.to(device), batch.t.to(device)
@@ -82,7 +83,8 @@ class GlideRecipe:
         known = {}
         if batch.keep_mask is not None:  # the model multiplies the picture by the mask itself
             known = dict(inpaint_image=x0, inpaint_mask=batch.keep_mask.to(device))
-        output = trainer.net(x_t, t, batch.tokens.to(device), batch.mask.to(device), low_res, known)
+        with autocast:
+            output = trainer.net(x_t, t, batch.tokens.to(device), batch.mask.to(device), low_res, known)
         terms = hybrid_loss(
             self.schedule, output, x0, x_t, t, noise, min_snr_gamma=trainer.hyper.min_snr, prediction=trainer.cfg.prediction
         )

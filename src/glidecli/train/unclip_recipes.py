@@ -17,6 +17,7 @@ and a torchrun of any number of ranks take the steps of an uninterrupted single 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any, Optional
@@ -188,12 +189,13 @@ class PriorRecipe(_UnclipRecipe):
         x0 = (self.data.images[indices] - self.mean) / self.std
         return x0, t, noise, self.data.text_rows(indices, dropped)
 
-    def loss(self, trainer: Any, step: int) -> LossTerms:
+    def loss(self, trainer: Any, step: int, autocast=contextlib.nullcontext()) -> LossTerms:
         x0, t, noise, text = self.batch(trainer, step)
         device = trainer.device
         x0, t = x0.to(device), t.to(device)
         x_t = q_sample(self.schedule, x0, t, noise.to(device))
-        predicted = trainer.net(x_t, t, *(part.to(device) for part in text))
+        with autocast:
+            predicted = trainer.net(x_t, t, *(part.to(device) for part in text))
         mse = ((predicted.float() - x0) ** 2).mean(dim=1)
         return LossTerms(mse)
 
@@ -296,12 +298,13 @@ class DecoderRecipe(_UnclipRecipe):
         text = self.data.text_rows(indices, torch.stack(caption_off))
         return torch.stack(pictures), torch.stack(ts), torch.stack(noises), text, self.data.images[indices], torch.stack(image_off)
 
-    def loss(self, trainer: Any, step: int) -> LossTerms:
+    def loss(self, trainer: Any, step: int, autocast=contextlib.nullcontext()) -> LossTerms:
         x0, t, noise, text, image, no_image = self.batch(trainer, step)
         device = trainer.device
         x0, t, noise = x0.to(device), t.to(device), noise.to(device)
         x_t = q_sample(self.schedule, x0, t, noise)
-        output = trainer.net(x_t, t, *(part.to(device) for part in text), image.to(device), no_image.to(device))
+        with autocast:
+            output = trainer.net(x_t, t, *(part.to(device) for part in text), image.to(device), no_image.to(device))
         terms = hybrid_loss(self.schedule, output, x0, x_t, t, noise, min_snr_gamma=trainer.hyper.min_snr, prediction=trainer.cfg.prediction)
         return LossTerms(terms.loss, {"mse": terms.mse, "vb": terms.vb})
 
