@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +34,7 @@ from ..nets.config import UNetConfig
 from ..nets.prior import ClipText
 from ..nets.unclip import materialize_buffers
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
+from .dataset import default_mode
 from .data import DataOrder, derived_generator, pil_to_tensor, random_crop
 from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
@@ -159,6 +161,7 @@ class PriorRecipe(_UnclipRecipe):
             self.mean, self.std = self.data.images.mean(0), self.data.images.std(0).clamp(min=1e-6)
             if trainer.ranks.is_main:
                 save_tensors({"0": self.mean, "1": self.std}, self.stats_path)
+                os.chmod(self.stats_path, default_mode())
             generator = torch.Generator().manual_seed(trainer.hyper.seed)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(trainer.hyper.seed)  # PyTorch's default layer init
