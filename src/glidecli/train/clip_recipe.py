@@ -28,7 +28,7 @@ from .dataset import Dataset
 from .recipe import LossTerms
 from .run_manifest import made_entry, write_run_manifest
 from .start import TrainingError
-from .state import write_json
+from .state import network_from_weights, write_json
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -143,13 +143,7 @@ class ClipRecipe:
         return cfg, model
 
     def network(self, kind: str, cfg: OpenClipConfig, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
-        from ..nets.checkpoint import build_network
-
-        with torch.device("meta"):
-            network = build_network("openclip", cfg)
-        network.load_state_dict({k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}, strict=True, assign=True)
-        network.attn_mask = torch.full((cfg.text_ctx, cfg.text_ctx), float("-inf"), device=device).triu_(1)
-        return network
+        return network_from_weights("openclip", cfg, weights, device)
 
     def forward_module(self, model: nn.Module) -> nn.Module:
         return model

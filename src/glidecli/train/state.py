@@ -27,6 +27,7 @@ from ..files.manifest import toml_value
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
+from ..nets.unclip import materialize_buffers
 from ..nets.unet import Text2ImUNet
 from .data import pil_to_tensor, random_crop
 from .dataset import Dataset, default_mode
@@ -92,12 +93,14 @@ def enable_gradient_checkpointing(model: Text2ImUNet) -> None:
         stage._glide_checkpointed = True
 
 
-def network_from_weights(kind: str, cfg: UNetConfig, weights: dict[str, Tensor], device: torch.device) -> Text2ImUNet:
-    """A float32 network on `device` holding copies of `weights`."""
+def network_from_weights(kind: str, cfg: Any, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
+    """A float32 network of `kind` on `device` holding copies of `weights` (and the buffers a
+    checkpoint does not hold: CLIP's causal mask, the prior's placeholder stats)."""
     with torch.device("meta"):
         network = build_network(kind, cfg)
     copies = {k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}
     network.load_state_dict(copies, strict=True, assign=True)
+    materialize_buffers(kind, network, device)
     return network
 
 

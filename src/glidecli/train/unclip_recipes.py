@@ -32,7 +32,6 @@ from ..files.manifest import load_manifest
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.prior import ClipText
-from ..nets.unclip import materialize_buffers
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
 from .dataset import default_mode
 from .data import DataOrder, derived_generator, pil_to_tensor, random_crop
@@ -40,7 +39,7 @@ from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
 from .start import TrainingError
-from .state import init_fresh_, save_tensors
+from .state import init_fresh_, network_from_weights, save_tensors
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -106,11 +105,7 @@ class _UnclipRecipe:
             write_run_manifest(trainer.out / USED, [used_entry(e, trainer.out) for e in entries], ["What this run reads; kept for --resume."])
 
     def network(self, kind: str, cfg, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
-        with torch.device("meta"):
-            network = build_network(kind, cfg)
-        network.load_state_dict({k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}, strict=True, assign=True)
-        materialize_buffers(kind, network, device)
-        return network
+        return network_from_weights(kind, cfg, weights, device)
 
     def truncated(self) -> int:
         return 0  # long captions are refused (embeddings.py)
