@@ -17,7 +17,6 @@ from glidecli.nets.checkpoint import load_network
 from glidecli.nets.clip_vit import encode_prompts
 from glidecli.nets.tokenizer import ClipTokenizer
 from glidecli.train.clip_recipe import per_example_contrastive_loss
-from glidecli.train.dataset import write_shapes
 from glidecli.train.loop import Trainer, TrainingStopped
 from glidecli.train.settings import Hyper, ModelSource, RunPlan
 from helpers.glide_cli import assert_one_error_line, invoker
@@ -25,13 +24,6 @@ from helpers.glide_cli import assert_one_error_line, invoker
 CLIP = ModelSource(name="little-clip", kind="clip", preset="micro", arch_changes={"text_ctx": 16})
 QUICK = RunPlan(steps=4, save_every=0, samples=False, log_every=1)
 HYPER = Hyper(batch_size=4, lr=1e-3, warmup=2, ema=0.9)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("shapes")
-    list(write_shapes(folder, 12, size=20, seed=3))
-    return folder
 
 
 def test_the_per_example_loss_averages_to_open_clips_clip_loss():

@@ -49,13 +49,6 @@ QUICK = RunPlan(steps=4, save_every=0, samples=False, log_every=1)
 HYPER = Hyper(batch_size=2, lr=1e-3, warmup=2, ema=0.9)
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("shapes")
-    list(write_shapes(folder, 12, size=20, seed=3))
-    return folder
-
-
 # --- the loss ---------------------------------------------------------------------------------
 
 

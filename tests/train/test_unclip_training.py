@@ -105,13 +105,6 @@ def test_a_dropped_embedding_is_the_learned_no_image_embedding():
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("shapes")
-    list(write_shapes(folder, 12, size=20, seed=3))
-    return folder
-
-
-@pytest.fixture(scope="module")
 def clip_manifest(shapes, tmp_path_factory) -> Path:
     source = ModelSource(name="c", kind="clip", preset="micro", arch_changes={"text_ctx": 16})
     return Trainer(shapes, tmp_path_factory.mktemp("clip") / "run", source, HYPER, RunPlan(steps=2, save_every=0, samples=False)).run().manifest
