@@ -28,7 +28,7 @@ from .dataset import Dataset
 from .recipe import LossTerms
 from .run_manifest import made_entry, write_run_manifest
 from .start import TrainingError
-from .state import network_from_weights, write_json
+from .state import arch_dict, network_from_weights, write_json
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -161,9 +161,6 @@ class ClipRecipe:
         loss = per_example_contrastive_loss(image_features.float(), text_features.float(), logit_scale.float())
         return LossTerms(loss, {"temperature": (1.0 / logit_scale.detach()).expand(len(loss))})
 
-    def arch(self, cfg: OpenClipConfig) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
     def samples(self, trainer: Any, path: Path, count: int = 4) -> Path:
         """Not pictures: the EMA model's top-1 retrieval of the data set's captions."""
         accuracy, chance, captions = top1_retrieval(trainer.ema, trainer.dataset, self.tokenizer, trainer.cfg, trainer.device)
@@ -174,5 +171,5 @@ class ClipRecipe:
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         folder = trainer.out
-        entry = made_entry(trainer.source.name, "openclip", weights, self.arch(trainer.cfg), folder)
+        entry = made_entry(trainer.source.name, "openclip", weights, arch_dict(trainer.cfg), folder)
         return write_run_manifest(folder / "weights.toml", [entry], comment)

@@ -76,6 +76,7 @@ from .start import (
 )
 from .state import (
     STATE_VERSION,
+    arch_dict,
     checkpoint_dirs,
     load_optimizer_tensors,
     optimizer_tensors,
@@ -288,7 +289,7 @@ class Trainer:
             "step": self.step,
             "hyper": dataclasses.asdict(self.hyper),
             "source": dataclasses.asdict(self.source),
-            "arch": self.recipe.arch(self.cfg),
+            "arch": arch_dict(self.cfg),
             "data": {"source": str(self.dataset.source), "examples": len(self.dataset), "fingerprint": self.dataset.fingerprint()},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "save_dtype": self.plan.save_dtype,

@@ -22,7 +22,7 @@ from ..nets.tokenizer import GlideTokenizer
 from .data import BatchMaker
 from .parallel import Denoiser
 from .start import TrainingError, check_kind_and_dtype, prepare_model, run_image_size
-from .state import arch_dict, enable_gradient_checkpointing, network_from_weights, write_manifest, write_samples
+from .state import enable_gradient_checkpointing, network_from_weights, write_manifest, write_samples
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -89,9 +89,6 @@ class GlideRecipe:
             self.schedule, output, x0, x_t, t, noise, min_snr_gamma=trainer.hyper.min_snr, prediction=trainer.cfg.prediction
         )
         return LossTerms(terms.loss, {"mse": terms.mse, "vb": terms.vb})
-
-    def arch(self, cfg: UNetConfig) -> dict[str, Any]:
-        return arch_dict(cfg)
 
     def samples(self, trainer: Any, path: Path, count: int = 4) -> Path:
         return write_samples(path, trainer.ema, self.tokenizer, trainer.dataset, trainer.cfg, trainer.device, count)

@@ -5,7 +5,6 @@ relative to the manifest; entries from elsewhere keep their source."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -15,6 +14,7 @@ from typing import Any, Optional
 from ..files.file_facts import sha256_file
 from ..files.manifest import HubSource, LocalSource, ModelEntry, toml_value
 from .dataset import default_mode
+from .state import arch_dict
 
 
 def made_entry(name: str, kind: str, weights: Path, arch: Optional[dict[str, Any]], folder: Path) -> list[str]:
@@ -38,8 +38,7 @@ def used_entry(entry: ModelEntry, folder: Path) -> list[str]:
     lines.append(f"format = {toml_value(entry.format)}")
     lines += [f"sha256 = {toml_value(entry.sha256)}"] if entry.sha256 else []
     lines.append("")
-    arch = None if entry.arch is None else {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(entry.arch).items()}
-    return lines + _arch(entry.name, arch)
+    return lines + _arch(entry.name, None if entry.arch is None else arch_dict(entry.arch))
 
 
 def _arch(name: str, arch: Optional[dict[str, Any]]) -> list[str]:

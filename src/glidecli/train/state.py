@@ -266,7 +266,7 @@ def write_samples(
     return write_png(path, row)
 
 
-def arch_dict(cfg: UNetConfig) -> dict[str, Any]:
+def arch_dict(cfg: Any) -> dict[str, Any]:
     """The network's settings with tuples as lists, as JSON and TOML write them."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 

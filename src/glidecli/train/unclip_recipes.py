@@ -18,7 +18,6 @@ and a torchrun of any number of ranks take the steps of an uninterrupted single 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -39,7 +38,7 @@ from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
 from .start import TrainingError
-from .state import init_fresh_, network_from_weights, save_tensors
+from .state import arch_dict, init_fresh_, network_from_weights, save_tensors
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -109,9 +108,6 @@ class _UnclipRecipe:
 
     def truncated(self) -> int:
         return 0  # long captions are refused (embeddings.py)
-
-    def arch(self, cfg) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
     def _draws(self, trainer: Any, step: int) -> tuple[list[int], list[torch.Generator]]:
         """Example k's index and its own generator, k = step * batch + j for this rank's j."""
@@ -221,7 +217,7 @@ class PriorRecipe(_UnclipRecipe):
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         name, folder = trainer.source.name, trainer.out
         blocks = [used_entry(e, folder) for e in self.used]
-        blocks.append(made_entry(name, self.kind, weights, self.arch(trainer.cfg), folder))
+        blocks.append(made_entry(name, self.kind, weights, arch_dict(trainer.cfg), folder))
         blocks.append(made_entry(f"{name}-stats", "clip-stats", self.stats_path, None, folder))
         return write_run_manifest(folder / "weights.toml", blocks, comment)
 
@@ -328,7 +324,7 @@ class DecoderRecipe(_UnclipRecipe):
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         folder = trainer.out
         blocks = [used_entry(e, folder) for e in self.used]
-        blocks.append(made_entry(trainer.source.name, self.kind, weights, self.arch(trainer.cfg), folder))
+        blocks.append(made_entry(trainer.source.name, self.kind, weights, arch_dict(trainer.cfg), folder))
         return write_run_manifest(folder / "weights.toml", blocks, comment)
 
 
