@@ -187,23 +187,29 @@ def test_torchrun_training_matches_one_process_and_resumes_after_a_dead_rank(tmp
 
 
 @needs_ranks
-def test_torchrun_prior_training_matches_one_process(tmp_path):
-    """unCLIP's prior on two ranks: the global batches of one process (train/unclip_recipes.py)."""
+@pytest.mark.parametrize("kind", ["clip", "unclip-prior", "unclip-decoder"])
+def test_torchrun_unclip_training_matches_one_process(tmp_path, kind):
+    """A CLIP (its contrastive loss gathers every rank's features), unCLIP's prior and decoder
+    on two ranks: the global batches of one process (train/clip_recipe.py, unclip_recipes.py)."""
     from glidecli.train.loop import Trainer
     from glidecli.train.settings import Hyper, ModelSource, RunPlan
 
     data = tmp_path / "data"
     list(write_shapes(data, 12, size=20, seed=3))
-    clip = Trainer(data, tmp_path / "clip", ModelSource(name="c", kind="clip", preset="micro", arch_changes={"text_ctx": 16}),
-                   Hyper(batch_size=4), RunPlan(steps=1, save_every=0, samples=False)).run().manifest
-    prior = ["train", data, "--kind", "unclip-prior", "--clip", "c", "--weights", clip, "--preset", "micro", "--model", "p",
-             "--steps", "8", "--batch-size", "4", "--lr", "1e-3", "--no-samples", "--log-every", "1", "--device", "cpu", "-q"]
-    env = {"GLIDE_CACHE": str(tmp_path / "cache")}
-    one = subprocess.run(glide_command([*prior, "--out", tmp_path / "one"]), env=glide_env(**env), capture_output=True, text=True, timeout=300)
+    common = ["--preset", "micro", "--model", "m", "--steps", "6", "--batch-size", "5", "--lr", "1e-3", "--no-samples",
+              "--log-every", "1", "--device", "cpu", "-q"]
+    if kind == "clip":
+        command = ["train", data, "--kind", "clip", *common]
+    else:
+        clip = Trainer(data, tmp_path / "clip", ModelSource(name="c", kind="clip", preset="micro", arch_changes={"text_ctx": 16}),
+                       Hyper(batch_size=4), RunPlan(steps=1, save_every=0, samples=False)).run().manifest
+        command = ["train", data, "--kind", kind, "--clip", "c", "--weights", clip, *common]
+    env = glide_env(GLIDE_CACHE=str(tmp_path / "cache"))
+    one = subprocess.run(glide_command([*command, "--out", tmp_path / "one"]), env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(torchrun_command([*prior, "--out", tmp_path / "two"]), env=glide_env(**env), capture_output=True, text=True, timeout=300)
+    two = subprocess.run(torchrun_command([*command, "--out", tmp_path / "two"]), env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
-    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
-    first, second = checkpoint(tmp_path / "one", 8), checkpoint(tmp_path / "two", 8)
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)  # batches of 5: ranks of 3 and 2
+    first, second = checkpoint(tmp_path / "one", 6), checkpoint(tmp_path / "two", 6)
     for name, tensor in first["optimizer"].items():
         torch.testing.assert_close(second["optimizer"][name], tensor, atol=1e-6, rtol=1e-4)

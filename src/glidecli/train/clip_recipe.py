@@ -66,6 +66,27 @@ def per_example_contrastive_loss(image_features: Tensor, text_features: Tensor, 
     return (per_image + per_text) / 2
 
 
+def _rank_contrastive_loss(images: Tensor, texts: Tensor, scale: Tensor, part: range, batch: int, ranks) -> Tensor:
+    """The per-example loss of this rank's examples (`part` of the global batch) against every
+    example of the batch, gathered from all ranks (padded to one size, as all_gather needs)."""
+    from torch.distributed.nn.functional import all_gather
+
+    from ..render.shard import share
+
+    parts = [share(batch, rank, ranks.world) for rank in range(ranks.world)]
+    longest = max(len(p) for p in parts)
+
+    def gathered(local: Tensor) -> Tensor:
+        padded = torch.cat([local, local.new_zeros(longest - len(local), local.shape[1])])
+        return torch.cat([chunk[: len(p)] for chunk, p in zip(all_gather(padded), parts)])
+
+    every_image, every_text = gathered(images), gathered(texts)
+    labels = torch.arange(part.start, part.stop, device=images.device)
+    per_image = nn.functional.cross_entropy(scale * images @ every_text.T, labels, reduction="none")
+    per_text = nn.functional.cross_entropy(scale * texts @ every_image.T, labels, reduction="none")
+    return (per_image + per_text) / 2
+
+
 def top1_retrieval(model: nn.Module, dataset: Dataset, tokenizer: ClipTokenizer, cfg: OpenClipConfig, device, limit: int = 256) -> tuple[float, float, int]:
     """(share of pictures whose own caption scores highest among the data set's distinct
     captions, chance, the number of distinct captions), on the first `limit` pictures."""
@@ -116,8 +137,6 @@ class ClipRecipe:
         source = trainer.source
         if source.entry is not None:
             raise TrainingError("--kind clip trains a fresh CLIP: give --preset micro, tiny or small, not a manifest --model")
-        if trainer.ranks.launched:
-            raise TrainingError("--kind clip runs in one process for now: its contrastive loss compares every pair of the batch")
         if trainer.hyper.amp == "fp16" and trainer.device.type == "cpu":
             raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
 
@@ -155,11 +174,18 @@ class ClipRecipe:
         return self.batches.truncated
 
     def loss(self, trainer: Any, step: int, autocast=contextlib.nullcontext()) -> LossTerms:
+        """This rank's examples against the whole global batch: under torchrun every rank's
+        features are gathered (with their gradients), so the ranks' per-example losses sum to
+        one process's and the loop's gradient scaling holds as for the other kinds."""
         pixels, tokens = self.batches(step, trainer.part)
         with autocast:
             image_features, text_features, logit_scale = trainer.net(pixels.to(trainer.device), tokens.to(trainer.device))[:3]
-        loss = per_example_contrastive_loss(image_features.float(), text_features.float(), logit_scale.float())
-        return LossTerms(loss, {"temperature": (1.0 / logit_scale.detach()).expand(len(loss))})
+        images, texts, scale = image_features.float(), text_features.float(), logit_scale.float()
+        if trainer.part is None:
+            loss = per_example_contrastive_loss(images, texts, scale)
+        else:
+            loss = _rank_contrastive_loss(images, texts, scale, trainer.part, trainer.hyper.batch_size, trainer.ranks)
+        return LossTerms(loss, {"temperature": (1.0 / scale.detach()).expand(len(loss))})
 
     def samples(self, trainer: Any, path: Path, count: int = 4) -> Path:
         """Not pictures: the EMA model's top-1 retrieval of the data set's captions."""
