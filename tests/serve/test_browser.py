@@ -42,6 +42,7 @@ def test_paint_a_mask_and_inpaint_in_the_browser(tmp_path):
             problems: list[str] = []
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.goto(base + "/")
+            page.wait_for_function("document.body.dataset.ready === '1'")  # the commands' options are in
             page.select_option("#command", "inpaint")
             page.set_input_files("#file", str(tmp_path / "source.png"))
             page.wait_for_function("document.getElementById('view').width === 32")

@@ -350,10 +350,7 @@ function useSettings(settings) {
 // --- wiring ---------------------------------------------------------------------------------------
 
 async function start() {
-  const response = await api(`${API}/commands`);
-  if (response.ok) commands = await response.json();
-  const health = await api(`${API}/health`);
-  if (health.ok) { const h = await health.json(); $("health").textContent = `glidecli ${h.version} on ${h.devices.join(", ")}`; }
+  // Listeners first: a picture chosen while /commands is still on its way is not missed.
   $("command").addEventListener("change", showCommand);
   $("job-form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", cancel);
@@ -373,7 +370,12 @@ async function start() {
   $("clear").addEventListener("click", clearMask);
   $("undo").addEventListener("click", undo);
   for (const button of $("details").querySelectorAll("[data-action]")) button.addEventListener("click", () => act(button.dataset.action));
+  const response = await api(`${API}/commands`);
+  if (response.ok) commands = await response.json();
+  const health = await api(`${API}/health`);
+  if (health.ok) { const h = await health.json(); $("health").textContent = `glidecli ${h.version} on ${h.devices.join(", ")}`; }
   showCommand();
+  document.body.dataset.ready = "1";
   await loadGallery();
 }
 
