@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..nets.tokenizer import ClipTokenizer
 from ..nets.unclip_config import OpenClipConfig
-from .data import DataOrder, derived_generator, pil_to_tensor, random_crop
+from .data import DataOrder, pil_to_tensor, random_crop, step_examples
 from .dataset import Dataset
 from .recipe import LossTerms
 from .run_manifest import made_entry, write_run_manifest
@@ -120,14 +120,12 @@ class ClipBatches:
         self.truncated = sum(encoded.truncated)
 
     def __call__(self, step: int, part: Optional[range] = None) -> tuple[Tensor, Tensor]:
-        places = range(self.batch_size) if part is None else part
-        pixels, indices = [], []
-        for j in places:
-            index = self.order[step * self.batch_size + j]
-            crop = torch.rand(3, generator=derived_generator(self.seed, "example", step * self.batch_size + j))
-            pixels.append(_normalized(random_crop(self.dataset.image(index), self.cfg.image_size, self.crop_min, crop), self.cfg))
-            indices.append(index)
-        return torch.stack(pixels), self.tokens[indices]
+        examples = step_examples(self.order, self.seed, self.batch_size, step, part)
+        pixels = [
+            _normalized(random_crop(self.dataset.image(index), self.cfg.image_size, self.crop_min, torch.rand(3, generator=g)), self.cfg)
+            for index, g in examples
+        ]
+        return torch.stack(pixels), self.tokens[[index for index, _ in examples]]
 
 
 class ClipRecipe:
@@ -191,7 +189,6 @@ class ClipRecipe:
         """Not pictures: the EMA model's top-1 retrieval of the data set's captions."""
         accuracy, chance, captions = top1_retrieval(trainer.ema, trainer.dataset, self.tokenizer, trainer.cfg, trainer.device)
         path = path.with_suffix(".json")
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"step": trainer.step, "top1": accuracy, "chance": chance, "captions": captions})
         return path
 

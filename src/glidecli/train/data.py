@@ -55,6 +55,16 @@ class DataOrder:
         return int(self._cache[epoch][position])
 
 
+def step_examples(order: DataOrder, seed: int, batch_size: int, step: int, part: Optional[range] = None) -> list[tuple[int, torch.Generator]]:
+    """The examples of `step` (this rank's places `part` of the batch; None: all): each one's
+    index in the data set and its own generator. Example j of step k is example
+    k * batch_size + j of the run, and its generator is seeded by the seed and that number
+    alone, so any split of the batch among processes draws exactly the whole batch's."""
+    places = range(batch_size) if part is None else part
+    examples = [step * batch_size + j for j in places]
+    return [(order[k], derived_generator(seed, "example", k)) for k in examples]
+
+
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """An RGB picture as a [3, H, W] float tensor in [-1, 1]."""
     array = np.asarray(image, dtype=np.uint8).copy()
@@ -125,15 +135,12 @@ class BatchMaker:
         self.empty_tokens, self.empty_mask = empty.tokens[0], empty.mask[0]
 
     def __call__(self, step: int, part: Optional[range] = None) -> Batch:
-        """The batch of `step`, or the places `part` of it (one rank's share). Example j of
-        step k is example k * batch + j of the run, and its random choices come from its
-        own generator, seeded by the seed and that number alone: any split of the batch
-        among processes builds exactly the examples of the whole."""
+        """The batch of `step`, or the places `part` of it (one rank's share; step_examples)."""
         cfg, hyper = self.cfg, self.hyper
-        size, batch = cfg.image_size, hyper.batch_size
-        places = range(batch) if part is None else part
-        indices = [self.order[step * batch + j] for j in places]
-        draws = [self._draws(step * batch + j) for j in places]
+        size = cfg.image_size
+        examples = step_examples(self.order, hyper.seed, hyper.batch_size, step, part)
+        indices = [index for index, _ in examples]
+        draws = [self._draws(generator) for _, generator in examples]
         crops = torch.stack([d[0] for d in draws])
         dropped = torch.stack([d[1] for d in draws])
         t = torch.stack([d[2] for d in draws])
@@ -162,11 +169,10 @@ class BatchMaker:
             dropped=dropped,
         )
 
-    def _draws(self, example: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
-        """Example `example` of the run's random choices: crop, caption dropout, timestep,
-        noise and (inpainting) the erased region, drawn in that order from its generator."""
+    def _draws(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """An example's random choices: crop, caption dropout, timestep, noise and
+        (inpainting) the erased region, drawn in that order from its own generator."""
         cfg, hyper = self.cfg, self.hyper
-        generator = derived_generator(hyper.seed, "example", example)
         crop = torch.rand(3, generator=generator)
         dropped = torch.rand((), generator=generator) < hyper.caption_dropout
         t = torch.randint(0, cfg.diffusion_steps, (), generator=generator)

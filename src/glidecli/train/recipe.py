@@ -22,7 +22,8 @@ from ..nets.tokenizer import GlideTokenizer
 from .data import BatchMaker
 from .parallel import Denoiser
 from .start import TrainingError, check_kind_and_dtype, prepare_model, run_image_size
-from .state import enable_gradient_checkpointing, network_from_weights, write_manifest, write_samples
+from .run_manifest import write_model_manifest
+from .state import enable_gradient_checkpointing, network_from_weights, write_samples
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -95,4 +96,4 @@ class GlideRecipe:
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         source = trainer.source
-        return write_manifest(trainer.out / "weights.toml", source.name, source.kind, trainer.cfg, weights, self.tokenizer_path, comment)
+        return write_model_manifest(trainer.out / "weights.toml", source.name, source.kind, trainer.cfg, weights, self.tokenizer_path, comment)

@@ -1,7 +1,7 @@
-"""The manifest an unCLIP training run writes: the entries it made (the prior and its CLIP
-stats, or the decoder) and those it used (the CLIP, and the prior a decoder run was given),
-so that `glide unclip/vary/blend --weights RUN/weights.toml` works as it stands. Paths are
-relative to the manifest; entries from elsewhere keep their source."""
+"""The manifest a training run writes: the entries it made and, for unCLIP's kinds, those it
+used (the CLIP, and the prior a decoder run was given), so that `glide generate`, `glide
+unclip/vary/blend --weights RUN/weights.toml` work as they stand. Paths are relative to the
+manifest; entries from elsewhere keep their source."""
 
 from __future__ import annotations
 
@@ -17,11 +17,22 @@ from .dataset import default_mode
 from .state import arch_dict
 
 
-def made_entry(name: str, kind: str, weights: Path, arch: Optional[dict[str, Any]], folder: Path) -> list[str]:
-    """A model this run made: its file beside the manifest."""
+def made_entry(
+    name: str, kind: str, weights: Path, arch: Optional[dict[str, Any]], folder: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """A model this run made: its file beside the manifest (`extra`: more key lines)."""
     lines = [f"[models.{json.dumps(name)}]", f"kind = {toml_value(kind)}", f"path = {toml_value(os.path.relpath(weights, folder))}",
-             f"sha256 = {toml_value(sha256_file(weights))}", f"size = {weights.stat().st_size}", ""]
+             f"sha256 = {toml_value(sha256_file(weights))}", f"size = {weights.stat().st_size}", *extra, ""]
     return lines + _arch(name, arch)
+
+
+def write_model_manifest(path: Path, name: str, kind: str, cfg: Any, weights: Path, tokenizer: Path, comment: list[str]) -> Path:
+    """GLIDE's kinds: one model and the tokenizer its prompts use."""
+    tokenizer_name = f"{name}-tokenizer"
+    model = made_entry(name, kind, weights, arch_dict(cfg), path.parent, (f"tokenizer = {toml_value(tokenizer_name)}",))
+    tokens = [f"[tokenizers.{json.dumps(tokenizer_name)}]", f"path = {toml_value(os.path.relpath(tokenizer, path.parent))}",
+              f"sha256 = {toml_value(sha256_file(tokenizer))}"]
+    return write_run_manifest(path, [model, tokens], comment)
 
 
 def used_entry(entry: ModelEntry, folder: Path) -> list[str]:

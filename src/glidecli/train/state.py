@@ -23,7 +23,6 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..files.manifest import toml_value
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
@@ -190,6 +189,8 @@ def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """`data` as JSON, written whole (its folder made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
@@ -270,36 +271,3 @@ def arch_dict(cfg: Any) -> dict[str, Any]:
     """The network's settings with tuples as lists, as JSON and TOML write them."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
-
-def write_manifest(path: Path, name: str, kind: str, cfg: UNetConfig, weights: Path, tokenizer: Path, comment: list[str]) -> Path:
-    """A manifest with one model and its tokenizer, paths relative to the manifest."""
-    from ..files.fetch import sha256_file
-
-    tokenizer_name = f"{name}-tokenizer"
-    lines = [f"# {line}" for line in comment]
-    lines += [
-        "",
-        "version = 1",
-        "",
-        f"[models.{json.dumps(name)}]",
-        f"kind = {toml_value(kind)}",
-        f"path = {toml_value(os.path.relpath(weights, path.parent))}",
-        f"sha256 = {toml_value(sha256_file(weights))}",
-        f"size = {weights.stat().st_size}",
-        f"tokenizer = {toml_value(tokenizer_name)}",
-        "",
-        f"[models.{json.dumps(name)}.arch]",
-    ]
-    lines += [f"{key} = {toml_value(value)}" for key, value in arch_dict(cfg).items()]
-    lines += [
-        "",
-        f"[tokenizers.{json.dumps(tokenizer_name)}]",
-        f"path = {toml_value(os.path.relpath(tokenizer, path.parent))}",
-        f"sha256 = {toml_value(sha256_file(tokenizer))}",
-    ]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.chmod(tmp, default_mode())
-    os.replace(tmp, path)
-    return path

@@ -33,12 +33,12 @@ from ..nets.config import UNetConfig
 from ..nets.prior import ClipText
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
 from .dataset import default_mode
-from .data import DataOrder, derived_generator, pil_to_tensor, random_crop
+from .data import DataOrder, pil_to_tensor, random_crop, step_examples
 from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
 from .start import TrainingError
-from .state import arch_dict, init_fresh_, network_from_weights, save_tensors
+from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_from_weights, save_tensors, write_json
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -109,12 +109,15 @@ class _UnclipRecipe:
     def truncated(self) -> int:
         return 0  # long captions are refused (embeddings.py)
 
+    def _ready(self, trainer: Any, cfg) -> None:
+        """The diffusion schedule and the data order, once the network's settings are known."""
+        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
+        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
+
     def _draws(self, trainer: Any, step: int) -> tuple[list[int], list[torch.Generator]]:
-        """Example k's index and its own generator, k = step * batch + j for this rank's j."""
-        batch = trainer.hyper.batch_size
-        places = range(batch) if trainer.part is None else trainer.part
-        ks = [step * batch + j for j in places]
-        return [self.order[k] for k in ks], [derived_generator(trainer.hyper.seed, "example", k) for k in ks]
+        """This rank's examples of `step`: their indices and their own generators."""
+        examples = step_examples(self.order, trainer.hyper.seed, trainer.hyper.batch_size, step, trainer.part)
+        return [index for index, _ in examples], [generator for _, generator in examples]
 
 
 class PriorForward(nn.Module):
@@ -163,8 +166,7 @@ class PriorRecipe(_UnclipRecipe):
             self._keep_used(trainer, [clip])
         if state is not None:
             self.used = [clip]
-        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
-        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
+        self._ready(trainer, cfg)
         return cfg, model
 
     def forward_module(self, model: nn.Module) -> nn.Module:
@@ -212,7 +214,8 @@ class PriorRecipe(_UnclipRecipe):
         cos = nn.functional.cosine_similarity(made, truth).mean().item()
         others = nn.functional.cosine_similarity(truth, truth.roll(1, dims=0)).mean().item()
         report = {"step": trainer.step, "cosine_to_own_picture": cos, "cosine_between_pictures": others, "captions": count}
-        return _write_json(path.with_suffix(".json"), report)
+        write_json(path.with_suffix(".json"), report)
+        return path.with_suffix(".json")
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         name, folder = trainer.source.name, trainer.out
@@ -265,16 +268,13 @@ class DecoderRecipe(_UnclipRecipe):
             with torch.no_grad():
                 model.cf_param.copy_(torch.randn(width, generator=torch.Generator().manual_seed(trainer.hyper.seed)) * 0.02)
             self._keep_used(trainer, [clip, *priors])
-        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
-        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
+        self._ready(trainer, cfg)
         return cfg, model
 
     def forward_module(self, model: nn.Module) -> nn.Module:
         return DecoderForward(model)
 
     def checkpointing(self, model: nn.Module) -> None:
-        from .state import enable_gradient_checkpointing
-
         enable_gradient_checkpointing(model)
 
     def batch(self, trainer: Any, step: int):
@@ -326,11 +326,3 @@ class DecoderRecipe(_UnclipRecipe):
         blocks = [used_entry(e, folder) for e in self.used]
         blocks.append(made_entry(trainer.source.name, self.kind, weights, arch_dict(trainer.cfg), folder))
         return write_run_manifest(folder / "weights.toml", blocks, comment)
-
-
-def _write_json(path: Path, data: dict) -> Path:
-    from .state import write_json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
-    return path
