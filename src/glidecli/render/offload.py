@@ -45,18 +45,19 @@ class _Resident:
     """The home (CPU) copies of some tensors of one module tree, and moving them."""
 
     def __init__(self, module: nn.Module, names: list[str], pin: bool):
-        self.module = module
-        self.names = names
+        # Each tensor's owning module, found once: "sequential" moves blocks at every call.
+        self.owners = []
+        for name in names:
+            owner, _, leaf = name.rpartition(".")
+            self.owners.append((name, module.get_submodule(owner) if owner else module, leaf))
         self.pin = pin
         self.home: dict[str, torch.Tensor] = {}
         self.placed: dict[str, torch.Tensor] = {}  # the tensor each name held when it last moved
         self.on_device = False
 
     def _tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        for name in self.names:
-            owner, _, leaf = name.rpartition(".")
-            module = self.module.get_submodule(owner) if owner else self.module
-            tensor = getattr(module, leaf)
+        for name, module, leaf in self.owners:
+            tensor = getattr(module, leaf)  # looked up each time: a module may replace it (the prior's stats)
             if tensor is not None:
                 yield name, tensor
 
