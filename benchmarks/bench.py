@@ -30,12 +30,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from glidecli.diffusion.guidance import clip_gradient, guided_model_fn
 from glidecli.nets.checkpoint import ArchConfig, build_network, fp32_parameter_names, random_init_
 from glidecli.nets.clip import NoisedClip, normalize
 from glidecli.nets.config import ClipConfig, unet_defaults
-from glidecli.diffusion.guidance import clip_gradient, guided_model_fn
-from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.engine import DEFAULT_BASE, DEFAULT_INPAINT_BASE, DEFAULT_UPSAMPLE
+from glidecli.render.pipeline import SamplerChoice
 
 STAGES = ("base", "upsample", "clip", "inpaint")
 # Sampling steps per image: the defaults of the commands that run each stage (render.py).

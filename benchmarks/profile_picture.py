@@ -34,10 +34,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline import PROMPT, SETTINGS, prepare  # noqa: E402
-
 from glidecli.files.manifest import load_manifest  # noqa: E402
 from glidecli.render.engine import Job, Reporter, Session, render_generate  # noqa: E402
+from pipeline import PROMPT, SETTINGS, prepare  # noqa: E402
 
 PACKAGE = str(Path(__file__).resolve().parents[1] / "src")
 RUNTIME_CALLS = ("cudaLaunchKernel", "cudaGraphLaunch", "cudaMemcpyAsync", "cudaStreamSynchronize",

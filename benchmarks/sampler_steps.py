@@ -86,7 +86,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -165,7 +164,7 @@ class Row:
     value: dict[int, float] = field(default_factory=dict)  # to the target / the ODE solution
     own: dict[int, float] = field(default_factory=dict)  # analytic ODE rows: to their own limit
 
-    def put(self, count: int, value: float, own: Optional[float] = None) -> None:
+    def put(self, count: int, value: float, own: float | None = None) -> None:
         self.value[count] = value
         if own is None:
             self.cells[count] = f"{value:.2f}"
@@ -509,9 +508,9 @@ def ode_agreement_rows(case: str, model_fn, schedule_name: str, start: Tensor, v
 
 
 def random_model_rows(seeds: int) -> tuple[list[Row], list[str]]:
-    from glidecli.nets.checkpoint import build_network, random_init_
     from glidecli.diffusion.guidance import guided_model_fn
     from glidecli.diffusion.noise import ImageNoise
+    from glidecli.nets.checkpoint import build_network, random_init_
 
     rows: list[Row] = []
     notes: list[str] = []
@@ -556,8 +555,8 @@ def trained_rows(models_dir: Path, seeds: int, budget_s: float) -> tuple[list[Ro
     if not manifest_path.is_file() or not any(models_dir.glob("*.safetensors")):
         return [], [f"trained: no trained model in {models_dir} (looked for weights.toml and *.safetensors); skipped"]
     from glidecli.diffusion.guidance import guided_model_fn
-    from glidecli.files.manifest import load_manifest
     from glidecli.diffusion.noise import ImageNoise
+    from glidecli.files.manifest import load_manifest
     from glidecli.render.pipeline import encode_prompts
     from glidecli.render.session import Session
 
@@ -639,10 +638,10 @@ def colour_rows(models_dir: Path, seeds: int) -> tuple[list[Row], list[str]]:
     manifest_path = models_dir / "weights.toml"
     if not manifest_path.is_file():
         return [], [f"colours: no trained model in {models_dir}; skipped"]
-    from glidecli.train.dataset import EVAL_SCENES, colour_hits, shape_caption
     from glidecli.files.manifest import load_manifest
-    from glidecli.render.pipeline import SamplerChoice
     from glidecli.render.engine import Job, Session, Stage, render_generate
+    from glidecli.render.pipeline import SamplerChoice
+    from glidecli.train.dataset import EVAL_SCENES, colour_hits, shape_caption
 
     manifest = load_manifest(manifest_path)
     session = Session(manifest, device="cpu", dtype="fp32", offline=True)
@@ -771,7 +770,7 @@ def summary(rows: list[Row]) -> list[str]:
     return lines
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Evidence for sampler defaults: how many DPM-Solver++(2M) / PLMS steps match ddpm-100 "
         "(GLIDE base) and ddim-fast27 (GLIDE upsampler), on analytic data, a tiny random U-Net and, "

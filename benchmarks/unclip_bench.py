@@ -49,7 +49,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (bench.py beside this file)
-
 from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_  # noqa: E402
 from glidecli.nets.clip_vit import clip_text, image_embedding  # noqa: E402
 from glidecli.nets.prior import ClipText  # noqa: E402

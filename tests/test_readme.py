@@ -18,9 +18,9 @@ from PIL import Image
 
 from glidecli.cli.main import app
 from glidecli.cli.run import click_errors
+from glidecli.files.pngfile import read_png_metadata
 from glidecli.request.commands import REQUESTS, build, option_fields
 from glidecli.request.options import RequestError
-from glidecli.files.pngfile import read_png_metadata
 from helpers.paths import MODELS, REPO_ROOT
 
 DOCS = tuple(sorted(str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "docs").glob("*.md")))
@@ -82,7 +82,7 @@ def glide_arguments(tokens: list[str]) -> list[str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def glide_command():
     """The `glide` click group, built once (Typer builds it anew at every call)."""
     return typer.main.get_command(app)

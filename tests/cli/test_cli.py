@@ -25,7 +25,6 @@ from glidecli import __version__
 from glidecli.cli import edit as cli_edit
 from glidecli.cli import generate as cli_generate
 from glidecli.cli import options as cli_options
-from glidecli.request import options as request_options
 from glidecli.diffusion.noise import MAX_SEED
 from glidecli.diffusion.samplers import SAMPLERS
 from glidecli.files.fetch import sha256_file
@@ -38,6 +37,7 @@ from glidecli.render import engine as render
 from glidecli.render import session
 from glidecli.render.offload import OFFLOAD_CHOICES
 from glidecli.render.pipeline import SamplerChoice
+from glidecli.request import options as request_options
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny import TINY_CLIP, tiny_network
 

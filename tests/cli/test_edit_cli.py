@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import FAST, environment, glide, half_mask, pixels, random_picture, world  # noqa: F401 - fixtures
 
-from glidecli.request import options as request_options
 from glidecli.files.fetch import sha256_file
 from glidecli.files.images import FIT_MODES, load_image, load_mask, tensor_to_pil
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.render import regions
 from glidecli.render.regions import feather_weights
+from glidecli.request import options as request_options
 from helpers.glide_cli import assert_one_error_line
-from test_cli import FAST, environment, glide, half_mask, pixels, random_picture, world  # noqa: F401 - fixtures
 
 
 def test_outpaint_grows_the_canvas_and_keeps_the_picture_bit_for_bit(glide, tmp_path):

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_editing import environment, glide, manifest, pixels  # noqa: F401 - fixtures
 
 from glidecli.files.images import load_image, load_mask, tensor_to_pil
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.train.dataset import SHAPE_COLOURS, draw_scene, nearest_colour, shape_caption
 from helpers.glide_cli import assert_one_error_line
-from test_editing import environment, glide, manifest, pixels  # noqa: F401 - fixtures
 
 INPAINT = ["--model", "shapes-inpaint", "--size", 32, "--scale", 3, "--quiet"]
 

@@ -12,8 +12,7 @@ import torch
 
 from glidecli.files.fetch import WeightsError, fetch_entry
 from glidecli.files.manifest import HubSource, UrlSource, load_manifest
-from glidecli.nets.checkpoint import load_network
-from glidecli.nets.checkpoint import read_clip_stats
+from glidecli.nets.checkpoint import load_network, read_clip_stats
 from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny_unclip import TINY_DECODER, TINY_SR, tiny_unclip_network

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from glidecli.cli import main as cli
 
@@ -23,7 +23,7 @@ class Result(NamedTuple):
 def invoker(capsys, monkeypatch):
     """A function that runs `glide ARGS...` in-process and returns its exit code and output."""
 
-    def invoke(*args, stdin: Optional[str] = None) -> Result:
+    def invoke(*args, stdin: str | None = None) -> Result:
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         capsys.readouterr()

@@ -25,7 +25,7 @@ can check that the oracle consumed exactly the checkpoint's keys.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -164,7 +164,7 @@ def _downsample(x: Tensor) -> Tensor:
     return F.avg_pool2d(x, kernel_size=2, stride=2)
 
 
-def resblock(w: Weights, p: str, cfg, x: Tensor, emb: Tensor, out_ch: int, updown: Optional[str]) -> Tensor:
+def resblock(w: Weights, p: str, cfg, x: Tensor, emb: Tensor, out_ch: int, updown: str | None) -> Tensor:
     h = group_norm(w, p + ".in_layers.0", x, swish=True)
     if updown is not None:
         # Resample between the in_layers' activation and their conv, on both paths.
@@ -186,7 +186,7 @@ def resblock(w: Weights, p: str, cfg, x: Tensor, emb: Tensor, out_ch: int, updow
     return x + h
 
 
-def attention_block(w: Weights, p: str, cfg, x: Tensor, xf_out: Optional[Tensor]) -> Tensor:
+def attention_block(w: Weights, p: str, cfg, x: Tensor, xf_out: Tensor | None) -> Tensor:
     b, c, *spatial = x.shape
     heads = cfg.num_heads if cfg.num_head_channels == -1 else c // cfg.num_head_channels
     qkv = conv1d(w, p + ".qkv", group_norm(w, p + ".norm", x, swish=False).reshape(b, c, -1))
@@ -242,7 +242,7 @@ def xf_attention(w: Weights, p: str, x: Tensor, heads: int) -> Tensor:
     return linear(w, p + ".c_proj", out)
 
 
-def text_embedding(state, cfg, tokens: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def text_embedding(state, cfg, tokens: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """(xf_proj [B, 4*C], xf_out [B, width, ctx]) as Text2ImUNet.get_text_emb returns them."""
     w = Weights(state)
     xf_in = F.embedding(tokens.long(), w["token_embedding.weight"])
@@ -268,9 +268,9 @@ def text_embedding(state, cfg, tokens: Tensor, mask: Optional[Tensor]) -> tuple[
 def conditioning_input(
     cfg,
     x: Tensor,
-    low_res: Optional[Tensor] = None,
-    inpaint_image: Optional[Tensor] = None,
-    inpaint_mask: Optional[Tensor] = None,
+    low_res: Tensor | None = None,
+    inpaint_image: Tensor | None = None,
+    inpaint_mask: Tensor | None = None,
 ) -> Tensor:
     if cfg.inpaint:
         if inpaint_image is None:
@@ -291,11 +291,11 @@ def unet_forward(
     cfg,
     x: Tensor,
     t: Tensor,
-    tokens: Optional[Tensor],
-    mask: Optional[Tensor],
-    low_res: Optional[Tensor] = None,
-    inpaint_image: Optional[Tensor] = None,
-    inpaint_mask: Optional[Tensor] = None,
+    tokens: Tensor | None,
+    mask: Tensor | None,
+    low_res: Tensor | None = None,
+    inpaint_image: Tensor | None = None,
+    inpaint_mask: Tensor | None = None,
 ) -> Tensor:
     w = Weights(state)
     layout = unet_layout(cfg)

@@ -31,7 +31,7 @@ so a test can hand both implementations the very same numbers (see `PerImageNois
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -307,13 +307,13 @@ def run_stage(
     *,
     tokens: Tensor,
     mask: Tensor,
-    uncond_tokens: Optional[Tensor] = None,
-    uncond_mask: Optional[Tensor] = None,
-    guidance_scale: Optional[float] = None,
-    low_res: Optional[Tensor] = None,
-    source: Optional[Tensor] = None,
-    keep_mask: Optional[Tensor] = None,
-    cond_fn: Optional[Callable] = None,
+    uncond_tokens: Tensor | None = None,
+    uncond_mask: Tensor | None = None,
+    guidance_scale: float | None = None,
+    low_res: Tensor | None = None,
+    source: Tensor | None = None,
+    keep_mask: Tensor | None = None,
+    cond_fn: Callable | None = None,
     eta: float = 0.0,
 ) -> Tensor:
     """One notebook stage for a batch of B prompts; returns the B samples (the first half when

@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from .paths import REPO_ROOT
 
 SRC = REPO_ROOT / "src"
 
 
-def can_run_ranks() -> Optional[str]:
+def can_run_ranks() -> str | None:
     """Why several gloo processes cannot run here (None: they can)."""
     try:
         import torch.distributed as dist

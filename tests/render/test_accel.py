@@ -9,19 +9,18 @@ without a GPU.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import pytest
 import torch
 
 from glidecli.diffusion.noise import ImageNoise
-from glidecli.render.accel import CudaGraphs, GraphedNetwork, CompiledNetwork, compile_cache_dir, network_call
-from glidecli.render.pipeline import Conditioning, SamplerChoice, quantize_to_8bit, sample_stage
 from glidecli.files.manifest import load_manifest
 from glidecli.nets.checkpoint import build_network, random_init_
 from glidecli.nets.prior import ClipText
 from glidecli.render import session as session_module
+from glidecli.render.accel import CompiledNetwork, CudaGraphs, GraphedNetwork, compile_cache_dir, network_call
 from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Session, render_generate
+from glidecli.render.pipeline import Conditioning, SamplerChoice, quantize_to_8bit, sample_stage
 from helpers.graphs import ReplayingBackend
 from helpers.paths import MODELS
 from helpers.tiny import tiny_network, tiny_unet_config
@@ -133,8 +132,8 @@ class MaskedText:
 
     pooled: torch.Tensor
     tokens: torch.Tensor
-    mask: Optional[torch.Tensor] = None
-    scale: Optional[torch.Tensor] = None
+    mask: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
 
 def reads_every_field(x, timesteps, text, **images):

@@ -11,7 +11,7 @@ import torch
 
 from glidecli.files.manifest import load_manifest
 from glidecli.render import cpu
-from glidecli.render.engine import Job, Stage, render_generate, render_inpaint, InpaintSource
+from glidecli.render.engine import InpaintSource, Job, Stage, render_generate, render_inpaint
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.session import RenderError, Session, resolve_dtype
 from glidecli.render.unclip import render_unclip

@@ -34,8 +34,6 @@ with CLIP's mean shift, whose last step may leave the range); the paste is exact
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytest
 import torch
 
@@ -134,9 +132,9 @@ class Stage:
     """One stage run three ways: glidecli's sample_stage, the reference loop over glidecli's
     networks (loop parity) and the reference loop over the network oracle (end to end)."""
 
-    def __init__(self, model, sampler: SamplerChoice, *, tokens, mask, guidance: Optional[float] = None,
+    def __init__(self, model, sampler: SamplerChoice, *, tokens, mask, guidance: float | None = None,
                  low_res=None, source=None, keep_mask=None, temperature: float = 1.0,
-                 clip: Optional[NoisedClip] = None, clip_tokens=None, clip_lengths=None, clip_scale: float = 0.0):
+                 clip: NoisedClip | None = None, clip_tokens=None, clip_lengths=None, clip_scale: float = 0.0):
         self.model, self.cfg, self.sampler = model, model.config, sampler
         self.tokens, self.mask, self.guidance = tokens, mask, guidance
         self.low_res, self.source, self.keep_mask = low_res, source, keep_mask
@@ -149,7 +147,7 @@ class Stage:
             self.uncond_tokens = self.uncond_mask = None
 
     # -- glidecli
-    def glidecli(self, scale: Optional[float] = None, clip_scale: Optional[float] = None, steps=None):
+    def glidecli(self, scale: float | None = None, clip_scale: float | None = None, steps=None):
         conditioning = encode(self.model, self.tokens, self.mask, self.uncond_tokens, self.uncond_mask)
         inpainting = None if self.source is None else Inpainting(self.source, self.keep_mask)
         clip_guidance = None

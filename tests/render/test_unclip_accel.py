@@ -25,7 +25,7 @@ from glidecli.render.accel import CompiledNetwork, GraphedNetwork
 from glidecli.render.engine import Job, Session
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.ranking import BestOf
-from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR, _UnclipRenderer, ClipModels, render_unclip, render_vary
+from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR, ClipModels, _UnclipRenderer, render_unclip, render_vary
 from helpers.graphs import ReplayingBackend
 from helpers.tiny_unclip import TINY_DECODER, TINY_SR, tiny_unclip_network, write_tiny_unclip_manifest
 
@@ -158,8 +158,8 @@ def test_compile_goes_through_compiled_network_for_every_network(manifest, pictu
 
 def test_the_prior_compiles_and_samples_like_eager(monkeypatch, tmp_path):
     """One real inductor compile on the CPU: the tiny prior (the quickest unCLIP network)."""
-    from glidecli.nets.prior import ClipText
     from glidecli.diffusion.noise import ImageNoise
+    from glidecli.nets.prior import ClipText
     from glidecli.render.unclip import sample_prior
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))

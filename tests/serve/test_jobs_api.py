@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glidecli.render import session as render_session
 from glidecli.render import engine as render_engine
+from glidecli.render import session as render_session
 from helpers.glide_cli import invoker
 from helpers.paths import MODELS
 from helpers.serving import FAST, wait_until

@@ -8,10 +8,10 @@ import zlib
 
 import pytest
 
+from glidecli.serve.uploads import UploadLimits
 from helpers.glide_cli import invoker
 from helpers.paths import MODELS
 from helpers.serving import FAST, b64, png_bytes
-from glidecli.serve.uploads import UploadLimits
 
 CLI_VALUES = [
     ({"scale": -1}, ["--scale", "-1"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -11,8 +11,8 @@ from ..request.commands import InpaintRequest, OutpaintRequest, UpsampleRequest
 from . import options as opt
 from .run import RunOptions, click_errors, render_request
 
-Picture = Annotated[Optional[Path], typer.Argument(metavar="IMAGE", help="The picture (any size).", show_default=False)]
-Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)]
+Picture = Annotated[Path | None, typer.Argument(metavar="IMAGE", help="The picture (any size).", show_default=False)]
+Prompt = Annotated[str | None, typer.Argument(metavar="PROMPT", help="What the picture shows.", show_default=False)]
 
 
 @opt.rendering_command(UpsampleRequest, compile_networks=True)
@@ -27,7 +27,7 @@ def upsample(image: Picture = None, prompt: Prompt = None, values: Any = opt.REQ
 
 @opt.rendering_command(InpaintRequest, compile_networks=True)
 def inpaint(
-    arguments: Annotated[Optional[list[str]], typer.Argument(metavar="IMAGE [MASK] PROMPT", help="The picture, an optional mask the same size (WHITE = repaint, black = keep), and the prompt. Without MASK, IMAGE's transparent pixels are repainted.", show_default=False)] = None,
+    arguments: Annotated[list[str] | None, typer.Argument(metavar="IMAGE [MASK] PROMPT", help="The picture, an optional mask the same size (WHITE = repaint, black = keep), and the prompt. Without MASK, IMAGE's transparent pixels are repainted.", show_default=False)] = None,
     values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
 ) -> None:
@@ -52,8 +52,8 @@ def inpaint(
 
 @opt.rendering_command(OutpaintRequest, compile_networks=True)
 def outpaint(
-    image: Annotated[Optional[Path], typer.Argument(metavar="IMAGE", help="The picture to extend (any size).", show_default=False)] = None,
-    prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What the whole, bigger picture shows.", show_default=False)] = None,
+    image: Annotated[Path | None, typer.Argument(metavar="IMAGE", help="The picture to extend (any size).", show_default=False)] = None,
+    prompt: Annotated[str | None, typer.Argument(metavar="PROMPT", help="What the whole, bigger picture shows.", show_default=False)] = None,
     values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
 ) -> None:

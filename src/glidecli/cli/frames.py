@@ -19,7 +19,7 @@ class StepFrames:
 
     def __init__(self, reporter: Any, every: int):
         self.reporter, self.every = reporter, every
-        self._frames: list[tuple[str, int, "Image.Image"]] = []
+        self._frames: list[tuple[str, int, Image.Image]] = []
 
     def warn(self, message: str) -> None:
         self.reporter.warn(message)
@@ -34,12 +34,12 @@ class StepFrames:
     def image_done(self) -> None:
         self.reporter.image_done()
 
-    def take(self) -> list[tuple[str, int, "Image.Image"]]:
+    def take(self) -> list[tuple[str, int, Image.Image]]:
         frames, self._frames = self._frames, []
         return frames
 
 
-def write_step_frames(picture: Path, final: "Image.Image", frames: list, kind: str, meta: dict, overwrite: bool) -> None:
+def write_step_frames(picture: Path, final: Image.Image, frames: list, kind: str, meta: dict, overwrite: bool) -> None:
     """A picture's steps as PNGs in PICTURE-steps/ (`03-base-020.png`) and the same frames as
     one animation PICTURE-steps.gif (or .webp), each at the picture's size."""
     from PIL import Image
@@ -56,7 +56,7 @@ def write_step_frames(picture: Path, final: "Image.Image", frames: list, kind: s
     write_animation([image.resize(size, Image.Resampling.NEAREST) for _, _, image in frames], picture.with_name(f"{picture.stem}-steps.{kind}"), kind, overwrite=overwrite)
 
 
-def write_animations(plan: "RenderPlan", paths: dict[int, Path], written: set[int], overwrite: bool, note: Any) -> list[Path]:
+def write_animations(plan: RenderPlan, paths: dict[int, Path], written: set[int], overwrite: bool, note: Any) -> list[Path]:
     """One animation per group of frames whose files this run wrote, beside its first frame."""
     from PIL import Image
 

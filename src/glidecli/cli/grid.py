@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -17,7 +17,7 @@ RENDERING = ("generate", "clip-guide", "upsample", "inpaint", "outpaint", "uncli
 def grid(
     context: typer.Context,
     x: Annotated[str, typer.Option("--x", metavar="OPTION=V1,V2,...", help="The columns: an option's CLI name and its values; seed=1,2,3; prompt-sr=FROM,TO1,TO2 replaces FROM in the prompt.", show_default=False)],
-    y: Annotated[Optional[str], typer.Option("--y", metavar="OPTION=V1,V2,...", help="The rows, as --x.", show_default=False)] = None,
+    y: Annotated[str | None, typer.Option("--y", metavar="OPTION=V1,V2,...", help="The rows, as --x.", show_default=False)] = None,
 ) -> None:
     """Render COMMAND once per cell of an X/Y grid and write a labelled contact sheet.
 

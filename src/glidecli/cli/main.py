@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 try:  # Ctrl-C while the command is still loading its modules: one line too, not a traceback
     import typer
 
     from .. import __version__
-    from .edit import inpaint, outpaint, upsample
-    from .completion import completion
-    from .generate import clip_guide, generate
-    from .grid import grid
     from ..request.failures import failure_message, is_known_failure
     from ..request.options import RequestError
+    from .completion import completion
+    from .edit import inpaint, outpaint, upsample
+    from .generate import clip_guide, generate
+    from .grid import grid
     from .run import Interrupted, click_errors
     from .score import score
     from .serve import serve
@@ -67,7 +67,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
     """Generate and edit pictures from text with OpenAI's GLIDE diffusion models.
 
@@ -104,7 +104,7 @@ def _error(message: str, usage: bool = False) -> None:
     sys.stderr.flush()
 
 
-def _torchrun_rank() -> Optional[int]:
+def _torchrun_rank() -> int | None:
     """This process's rank when torchrun started several, else None."""
     from ..render.shard import ShardError, torchrun_ranks  # no torch import
 
@@ -134,7 +134,7 @@ def _without_flag_metavars(command):
     return command
 
 
-def run(argv: Optional[list[str]] = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     """Run `glide` with `argv` (default: sys.argv[1:]) and return the exit status."""
     command = _without_flag_metavars(typer.main.get_command(app))
     try:

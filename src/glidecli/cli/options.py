@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
@@ -24,7 +25,7 @@ MODELS = o.MODELS
 # --- the options of every rendering command that are not part of its request ----------------------
 
 PromptsFile = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--prompts-file", help="One prompt per line ('-' reads stdin); blank lines are skipped. Each prompt gets -n images.", rich_help_panel=OUTPUT),
 ]
 Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
@@ -34,7 +35,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing f
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT)]
 Shard = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--shard", metavar="K/N", help="Render only task K's share of the images (K = 0..N-1): N independent processes (a job array) together write what one would. Needs --seed.", show_default=False, rich_help_panel=OUTPUT),
 ]
 Device = Annotated[DeviceName, typer.Option("--device", help="auto: $GLIDE_DEVICE when set, else CUDA, then MPS, then CPU.", rich_help_panel=MODELS)]
@@ -44,7 +45,7 @@ Offload = Annotated[
     typer.Option("--offload", help="Weights off the GPU while they wait: none (fastest), model (only the running network on the GPU), sequential (block by block, the least memory).", rich_help_panel=MODELS),
 ]
 Weights = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False, rich_help_panel=MODELS),
 ]
 Compile = Annotated[
@@ -52,9 +53,9 @@ Compile = Annotated[
     typer.Option("--compile", help="torch.compile the U-Nets: slower start (cached between runs), faster sampling.", rich_help_panel=MODELS),
 ]
 Offline = Annotated[bool, typer.Option("--offline", help="Never download; use cached or local weights only.", rich_help_panel=MODELS)]
-Prompt = Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file or --from).", show_default=False)]
+Prompt = Annotated[str | None, typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file or --from).", show_default=False)]
 FromImage = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--from", metavar="IMAGE", help="Take this picture's recorded command settings (glide's, or A1111's 'parameters') as the defaults; flags given win. Same device and dtype: the same picture.", show_default=False, rich_help_panel=o.SAMPLING),
 ]
 RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, rich_help_panel=MODELS)]
@@ -77,7 +78,7 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
         if option.kind == "bool":
             annotation: Any = bool
         else:
-            annotation = Optional[str] if default is None else str
+            annotation = Optional[str] if default is None else str  # noqa: UP045 - a runtime value typer reads
             extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.kind]
             if option.choices:  # tab completion offers them (the request checks them)
                 extra["autocompletion"] = _completer(option.choices)

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 try:  # recent typer ships its own copy of click, and its commands raise that copy's errors
     from typer._click import exceptions as click_errors
@@ -57,18 +57,18 @@ class RunOptions:
     quiet: bool
     device: str
     dtype: str
-    weights: Optional[Path]
+    weights: Path | None
     offline: bool
     compile_networks: bool = False  # --compile, on the commands that have it
-    shard: Optional[str] = None  # 'k/N': this task's part of a job array (render/shard.py)
+    shard: str | None = None  # 'k/N': this task's part of a job array (render/shard.py)
     offload: str = "none"  # --offload: none, model or sequential (render/offload.py)
-    from_image: Optional[Path] = None  # --from: a picture whose recorded settings are the defaults
+    from_image: Path | None = None  # --from: a picture whose recorded settings are the defaults
 
 
 # --- prompts and seeds ---------------------------------------------------------------------------
 
 
-def collect_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list[str]:
+def collect_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     """PROMPT, or the lines of --prompts-file; none when neither is given (--from may give
     one; the request says when none is missing)."""
     if prompt is not None and prompts_file is not None:
@@ -114,7 +114,7 @@ def _read_stdin() -> str:
 # --- output files ---------------------------------------------------------------------------------
 
 
-def plan_outputs(opts: RunOptions, jobs: list["Job"], console, part: Optional[range] = None, label: str = "") -> list[tuple["Job", Path]]:
+def plan_outputs(opts: RunOptions, jobs: list[Job], console, part: range | None = None, label: str = "") -> list[tuple[Job, Path]]:
     """The jobs still to do with their files; refuses clashes before any work. With `part`
     (a process's share of a split run), only those jobs' files are checked and kept."""
     from ..files.pngfile import ImageError, render_output_path
@@ -155,7 +155,7 @@ def plan_outputs(opts: RunOptions, jobs: list["Job"], console, part: Optional[ra
     return planned
 
 
-def _same_pictures_other_seed(opts: RunOptions, planned: list[tuple["Job", Path]], count: int) -> Optional[Path]:
+def _same_pictures_other_seed(opts: RunOptions, planned: list[tuple[Job, Path]], count: int) -> Path | None:
     """A file of one of these pictures (same index and prompt) under another seed, if the
     names hold the seed: what `--skip-existing` without the first run's `--seed` misses."""
     from ..files.pngfile import render_output_path
@@ -248,7 +248,7 @@ def _with_recorded(request_type: type, values: dict[str, Any], opts: RunOptions)
     return merged, index if isinstance(index, int) and index >= 0 else 0, opts
 
 
-def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = None, label: str = "") -> "Session":
+def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = None, label: str = "") -> Session:
     """The Session a command renders with: its options' device, dtype, offload and compile, notes on stderr."""
     from ..render.engine import Session
 
@@ -259,7 +259,7 @@ def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = Non
     )
 
 
-def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
+def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     """Check outputs, load models, render, and write each picture as soon as it is ready;
     returns the number written. Ctrl-C raises Interrupted with that number."""
     from rich.console import Console
@@ -296,13 +296,13 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
 
     written: set[int] = set()
 
-    def save(rendered: "RenderedImage", steps: Optional[list]) -> Path:
+    def save(rendered: RenderedImage, steps: list | None) -> Path:
         path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
         if steps:
             write_step_frames(path, rendered.image, steps, plan.animate or "gif", rendered.meta, opts.overwrite)
         return path
 
-    def report(rendered: "RenderedImage", reporter: ConsoleReporter, path: Path) -> None:
+    def report(rendered: RenderedImage, reporter: ConsoleReporter, path: Path) -> None:
         reporter.image_done()
         written.add(rendered.job.index)
         announce(path, rendered, opts.json_output, split, session.peak_memory())
@@ -325,7 +325,7 @@ def render_to_files(plan: "RenderPlan", opts: RunOptions) -> int:
     return _finish(split, opts, writer.done, len(part) - len(planned), started)
 
 
-def _finish(split: "Split", opts: RunOptions, written: int, skipped: int, started: float) -> int:
+def _finish(split: Split, opts: RunOptions, written: int, skipped: int, started: float) -> int:
     """Under torchrun, wait for every rank; rank 0 then sums up the run in one line."""
     from ..render.shard import gather, leave_group
 
@@ -349,7 +349,7 @@ def _finish(split: "Split", opts: RunOptions, written: int, skipped: int, starte
 
 
 def announce(
-    path: Path, rendered: "RenderedImage", as_json: bool, split: Optional["Split"] = None, peak_memory: Optional[int] = None
+    path: Path, rendered: RenderedImage, as_json: bool, split: Split | None = None, peak_memory: int | None = None
 ) -> None:
     """A written picture on stdout: its path, or with --json its record (and, on a GPU, the
     most memory the run has held so far, in bytes)."""
@@ -402,7 +402,7 @@ class ConsoleReporter:
         self._tasks: dict[str, Any] = {}
         self._updated = 0.0
 
-    def __enter__(self) -> "ConsoleReporter":
+    def __enter__(self) -> ConsoleReporter:
         return self
 
     def __exit__(self, *exc_info) -> None:

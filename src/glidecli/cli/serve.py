@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,14 +18,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs --token.", rich_help_panel=SERVER)] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one, printed).", rich_help_panel=SERVER)] = 7860,
-    token: Annotated[Optional[str], typer.Option("--token", envvar="GLIDE_SERVE_TOKEN", help="Every API route then needs 'Authorization: Bearer TOKEN' ($GLIDE_SERVE_TOKEN keeps it out of the process list).", show_default=False, rich_help_panel=SERVER)] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="GLIDE_SERVE_TOKEN", help="Every API route then needs 'Authorization: Bearer TOKEN' ($GLIDE_SERVE_TOKEN keeps it out of the process list).", show_default=False, rich_help_panel=SERVER)] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Jobs that may wait; more are answered 503 with Retry-After.", rich_help_panel=SERVER)] = 16,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, help="Largest picture upload, in MB.", rich_help_panel=SERVER)] = 32.0,
     max_upload_pixels: Annotated[int, typer.Option("--max-upload-pixels", min=1, help="Largest picture upload, in pixels (width x height).", rich_help_panel=SERVER)] = 4096 * 4096,
     out: opt.Out = Path("outputs"),
     weights: opt.Weights = None,
     device: opt.Device = "auto",
-    devices: Annotated[Optional[str], typer.Option("--devices", metavar="cuda:0,cuda:1", help="One worker per device (a job goes to the first free one); default: --device.", show_default=False, rich_help_panel=opt.MODELS)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", metavar="cuda:0,cuda:1", help="One worker per device (a job goes to the first free one); default: --device.", show_default=False, rich_help_panel=opt.MODELS)] = None,
     dtype: opt.Dtype = "auto",
     offload: opt.Offload = "none",
     compile_networks: opt.Compile = False,

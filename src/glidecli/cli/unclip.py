@@ -10,7 +10,7 @@ and super-resolves the winner only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -37,7 +37,7 @@ def unclip(
 
 @opt.rendering_command(VaryRequest)
 def vary(
-    image: Annotated[Optional[Path], typer.Argument(metavar="IMAGE", help="A picture (any format Pillow reads).", show_default=False)] = None,
+    image: Annotated[Path | None, typer.Argument(metavar="IMAGE", help="A picture (any format Pillow reads).", show_default=False)] = None,
     values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
 ) -> None:
@@ -52,8 +52,8 @@ def vary(
 
 @opt.rendering_command(BlendRequest)
 def blend(
-    image_a: Annotated[Optional[Path], typer.Argument(metavar="IMAGE_A", help="The picture at --mix 0.", show_default=False)] = None,
-    image_b: Annotated[Optional[Path], typer.Argument(metavar="IMAGE_B", help="The picture at --mix 1.", show_default=False)] = None,
+    image_a: Annotated[Path | None, typer.Argument(metavar="IMAGE_A", help="The picture at --mix 0.", show_default=False)] = None,
+    image_b: Annotated[Path | None, typer.Argument(metavar="IMAGE_B", help="The picture at --mix 1.", show_default=False)] = None,
     values: Any = opt.REQUEST,
     opts: RunOptions = opt.RUN_OPTIONS,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any
 
 import typer
 
@@ -24,7 +24,7 @@ from ..files.manifest import (
 )
 from .run import CommandError, click_errors
 
-Entry = Union[ModelEntry, TokenizerEntry]
+Entry = ModelEntry | TokenizerEntry
 
 weights_app = typer.Typer(
     help="List, download, convert and verify model weights (see the manifest, weights.toml).",
@@ -32,7 +32,7 @@ weights_app = typer.Typer(
 )
 
 Weights = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--weights", envvar="GLIDE_WEIGHTS", help="Weights manifest (TOML); default: the packaged one.", show_default=False),
 ]
 
@@ -50,7 +50,7 @@ def _find(manifest: Manifest, name: str) -> Entry:
     raise ManifestError(f"{manifest.path}: no model or tokenizer named {name!r}; known: {known}")
 
 
-def _human_size(size: Optional[int]) -> str:
+def _human_size(size: int | None) -> str:
     if size is None:
         return "-"
     if size < 1000:
@@ -102,7 +102,7 @@ def list_weights(
 
 @weights_app.command("download")
 def download(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Models or tokenizers to fetch (e.g. base upsample gpt2).", show_default=False)] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Models or tokenizers to fetch (e.g. base upsample gpt2).", show_default=False)] = None,
     all_entries: Annotated[bool, typer.Option("--all", help="Fetch everything in the manifest.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download and convert again even if cached.")] = False,
     weights: Weights = None,
@@ -143,7 +143,7 @@ def convert(
 @weights_app.command("verify")
 def verify(
     names: Annotated[list[str], typer.Argument(help="Models or tokenizers to check.", show_default=False)],
-    file: Annotated[Optional[Path], typer.Option("--file", help="Check this file instead of the cached one (one NAME only).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Check this file instead of the cached one (one NAME only).")] = None,
     weights: Weights = None,
 ) -> None:
     """Hash weight files and compare them with the manifest's sha256.

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -38,9 +38,9 @@ def guided_model_fn(
     model: Text2ImUNet,
     text: TextEmbedding,
     *,
-    uncond_text: Optional[TextEmbedding] = None,
+    uncond_text: TextEmbedding | None = None,
     scale: float = 1.0,
-    **images: Optional[Tensor],
+    **images: Tensor | None,
 ) -> ModelFn:
     """`model_fn(x, t)` for the samplers, with the text (and any conditioning images such as
     low_res, inpaint_image, inpaint_mask) bound. With `uncond_text` and a scale other than 1,
@@ -72,7 +72,7 @@ def composed_model_fn(
     weights: Tensor,
     *,
     scale: float = 1.0,
-    **images: Optional[Tensor],
+    **images: Tensor | None,
 ) -> ModelFn:
     """`model_fn(x, t)` for images whose prompts have several weighted components: row r of
     `text` is a component of image owner[r], with weight weights[r]; `uncond_text` has a row
@@ -104,7 +104,7 @@ def keep_known_region(source: Tensor, keep_mask: Tensor) -> X0Transform:
     return lambda x0, i: x0 * unknown + known
 
 
-def chain_x0_transforms(*transforms: Optional[X0Transform]) -> Optional[X0Transform]:
+def chain_x0_transforms(*transforms: X0Transform | None) -> X0Transform | None:
     active = [t for t in transforms if t is not None]
     if not active:
         return None

@@ -18,7 +18,7 @@ Angle 0 is seed S's own noise, bit for bit; a full turn comes back to it.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -48,7 +48,7 @@ class ImageNoise:
     samplers' ``NoiseFn``: ``noise(like)`` returns noise shaped and typed like ``like``.
     """
 
-    def __init__(self, seeds: Sequence[int], angles: Optional[Sequence[Optional[float]]] = None):
+    def __init__(self, seeds: Sequence[int], angles: Sequence[float | None] | None = None):
         checked = [check_seed(seed) for seed in seeds]
         if not checked:
             raise ValueError("at least one seed is needed")
@@ -64,7 +64,7 @@ class ImageNoise:
         ]
 
     @classmethod
-    def from_base_seed(cls, seed: int, count: int) -> "ImageNoise":
+    def from_base_seed(cls, seed: int, count: int) -> ImageNoise:
         """Seeds ``seed, seed + 1, ..., seed + count - 1`` (image i uses seed + i)."""
         seed = check_seed(seed)
         if count < 1:
@@ -73,7 +73,7 @@ class ImageNoise:
         return cls(range(seed, seed + count))
 
     @classmethod
-    def combine(cls, sources: Sequence[tuple["ImageNoise", int]]) -> "ImageNoise":
+    def combine(cls, sources: Sequence[tuple[ImageNoise, int]]) -> ImageNoise:
         """A batch whose image k continues image ``sources[k][1]`` of ``sources[k][0]``: the
         generators are shared, not copied, so drawing from the result advances them (best of
         N: the winners go on to the upsampler with their own noise, as they would alone)."""

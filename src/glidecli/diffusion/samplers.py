@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class Prediction(NamedTuple):
     eps: Tensor
     # Raw variance interpolation v in [-1, 1] when the model learns its variance;
     # None means "use the posterior variance".
-    var_interp: Optional[Tensor]
+    var_interp: Tensor | None
 
 
 class StepInfo(NamedTuple):
@@ -55,7 +56,7 @@ def denoiser_from_model(
     model_fn: ModelFn,
     schedule: Schedule,
     *,
-    x0_transform: Optional[X0Transform] = None,
+    x0_transform: X0Transform | None = None,
     clip: bool = True,
     prediction: str = "eps",
 ) -> Denoiser:
@@ -115,7 +116,7 @@ def dynamic_threshold(x0: Tensor, percentile: float = 0.995) -> Tensor:
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
-def _notify(callback: Optional[Callback], done: int, total: int, x: Tensor, x0: Tensor) -> None:
+def _notify(callback: Callback | None, done: int, total: int, x: Tensor, x0: Tensor) -> None:
     if callback is not None:
         callback(StepInfo(done, total, x, x0))
 
@@ -127,8 +128,8 @@ def sample_ddpm(
     schedule: Schedule,
     noise: NoiseFn,
     *,
-    mean_shift: Optional[MeanShift] = None,
-    callback: Optional[Callback] = None,
+    mean_shift: MeanShift | None = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Ancestral sampling (Ho et al.) with the model's learned variance.
 
@@ -160,10 +161,10 @@ def sample_ddim(
     denoise: Denoiser,
     x: Tensor,
     schedule: Schedule,
-    noise: Optional[NoiseFn] = None,
+    noise: NoiseFn | None = None,
     *,
     eta: float = 0.0,
-    callback: Optional[Callback] = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """DDIM (Song et al.): deterministic for ``eta = 0``; ``eta = 1`` matches DDPM's
     posterior variance. ``noise`` is required only when ``eta > 0``."""
@@ -204,7 +205,7 @@ def sample_plms(
     x: Tensor,
     schedule: Schedule,
     *,
-    callback: Optional[Callback] = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Pseudo linear multistep (PLMS, Liu et al. 2022).
 
@@ -235,10 +236,10 @@ def sample_dpmpp_2m(
     denoise: Denoiser,
     x: Tensor,
     schedule: Schedule,
-    noise: Optional[NoiseFn] = None,
+    noise: NoiseFn | None = None,
     *,
     lower_order_final: bool = True,
-    callback: Optional[Callback] = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in data prediction.
 
@@ -263,7 +264,7 @@ def sample_dpmpp_2m(
       steps, while with it 2M beats DDIM at every count tried.
     """
     total = len(schedule)
-    previous_x0: Optional[Tensor] = None
+    previous_x0: Tensor | None = None
     previous_h = 0.0
     for i in reversed(range(total)):
         pred = denoise(x, i)
@@ -306,9 +307,9 @@ def solver_timesteps(
     name: str,
     count: int,
     steps: int = 1000,
-    lambda_min: Optional[float] = DEFAULT_LAMBDA_MIN,
+    lambda_min: float | None = DEFAULT_LAMBDA_MIN,
     grid: str = "time",
-    highest: Optional[int] = None,
+    highest: int | None = None,
 ) -> list[int]:
     """Timesteps for the multistep solvers (PLMS, DPM-Solver++): ``count`` of them from 0
     up to ``t_top``, both ends included. ``grid`` "time" spaces them evenly in t
@@ -378,7 +379,7 @@ DEFAULT_GRID = {"plms": "time", "dpmpp_2m": "logsnr", "dpmpp_2m_sde": "logsnr"}
 _SOLVER_SPEC = re.compile(r"(time|logsnr)?(\d+)")
 
 
-def solver_spec(sampler: str, spec: str) -> Optional[tuple[str, int]]:
+def solver_spec(sampler: str, spec: str) -> tuple[str, int] | None:
     """(grid, count) for a solver's step spec: "20" (the solver's default grid), "logsnr20"
     or "time20"; None when ``spec`` is not of that form (e.g. "fast27") or ``sampler`` is
     not a solver."""
@@ -422,10 +423,10 @@ def sample(
     x: Tensor,
     schedule: Schedule,
     *,
-    noise: Optional[NoiseFn] = None,
+    noise: NoiseFn | None = None,
     eta: float = 0.0,
-    mean_shift: Optional[MeanShift] = None,
-    callback: Optional[Callback] = None,
+    mean_shift: MeanShift | None = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Run the named sampler, rejecting options it does not support."""
     if needs_noise(sampler, eta) and noise is None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -171,13 +171,13 @@ class Schedule:
     posterior_mean_coef2: Tensor  # multiplies x_t
 
     @classmethod
-    def create(cls, name: str, steps: int = 1000, respacing: str = "") -> "Schedule":
+    def create(cls, name: str, steps: int = 1000, respacing: str = "") -> Schedule:
         """The named schedule over ``steps`` training steps, respaced by ``respacing``
         (see :func:`space_timesteps`; empty keeps every step)."""
         return cls.from_timesteps(name, space_timesteps(steps, respacing), steps)
 
     @classmethod
-    def from_timesteps(cls, name: str, timesteps: Sequence[int], steps: int = 1000) -> "Schedule":
+    def from_timesteps(cls, name: str, timesteps: Sequence[int], steps: int = 1000) -> Schedule:
         """The respaced process that visits exactly ``timesteps`` (original indices)."""
         kept = sorted(int(t) for t in timesteps)
         if not kept:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .weights_error import WeightsError, first_line
 

@@ -13,9 +13,10 @@ glidecli's tensors comes from; `read_component` and `convert_components` do the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from ..nets.config import UNetConfig
 from ..nets.unclip_config import PriorConfig

@@ -10,8 +10,8 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 from .. import __version__
@@ -115,7 +115,7 @@ class _EmptyStream:
     def read(self, size: int = -1) -> bytes:
         return b""
 
-    def __enter__(self) -> "_EmptyStream":
+    def __enter__(self) -> _EmptyStream:
         return self
 
     def __exit__(self, *exc_info) -> None:

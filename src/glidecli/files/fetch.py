@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Union
 from urllib.parse import unquote, urlparse
 
 from .convert import convert_pt_to_safetensors
@@ -29,7 +28,7 @@ from .file_facts import safetensors_metadata, sha256_file
 from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
 from .weights_error import WeightsError, first_line
 
-Entry = Union[ModelEntry, TokenizerEntry]
+Entry = ModelEntry | TokenizerEntry
 
 _TRUE = {"1", "true", "yes", "on"}
 # Keys this module writes into the metadata of converted files.

@@ -58,7 +58,7 @@ def cached_diffusers(entry: ModelEntry, cache: Path) -> Path | None:
         sources = json.loads(recorded[_META_SOURCES])
     except (KeyError, ValueError):
         return None
-    for name, record in sources.items():
+    for record in sources.values():
         try:
             stat = Path(record["path"]).stat()
         except (OSError, KeyError, TypeError):

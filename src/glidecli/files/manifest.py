@@ -12,10 +12,11 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ..nets.config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig, unet_defaults
@@ -99,7 +100,7 @@ class LocalSource:
         return str(self.path)
 
 
-Source = Union[HubSource, UrlSource, LocalSource]
+Source = HubSource | UrlSource | LocalSource
 
 
 @dataclass(frozen=True)

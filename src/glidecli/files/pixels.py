@@ -10,7 +10,6 @@ opaque in a picture without a mask file. Failures raise `ImageError` with one li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -23,7 +22,7 @@ def load_pixels(path: str | Path) -> np.ndarray:
     return np.asarray(_to_rgb(_open(path)), dtype=np.uint8).copy()
 
 
-def load_repaint_mask(image: str | Path, mask: Optional[str | Path] = None, invert: bool = False) -> np.ndarray:
+def load_repaint_mask(image: str | Path, mask: str | Path | None = None, invert: bool = False) -> np.ndarray:
     """What to repaint, bool [H, W] at the picture's size: the white part of `mask` (which
     must be the picture's size), or without one the picture's transparent pixels."""
     if mask is not None:

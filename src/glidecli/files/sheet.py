@@ -6,7 +6,7 @@ pictures can be read."""
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -17,7 +17,7 @@ MIN_CELL = 128
 
 
 def contact_sheet(
-    pictures: Sequence[Sequence[Image.Image]], x_labels: Sequence[str], y_labels: Optional[Sequence[str]], title: str = ""
+    pictures: Sequence[Sequence[Image.Image]], x_labels: Sequence[str], y_labels: Sequence[str] | None, title: str = ""
 ) -> Image.Image:
     """`pictures[row][column]`, labelled: `x_labels` above the columns, `y_labels` (if any)
     left of the rows, `title` above all. Every cell gets the largest picture's box."""

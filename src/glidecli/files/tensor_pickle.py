@@ -36,7 +36,7 @@ _STORAGE_DTYPES = {
 class Opaque:
     """Stands for any object the checkpoint pickled: built from nothing, holding nothing."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Opaque":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -45,7 +45,7 @@ class Opaque:
     def __setstate__(self, state: Any) -> None:
         pass
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "Opaque":
+    def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
         return Opaque()
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from typing import Any, Callable, Optional
+from typing import Any
 
 _STOP = object()
 _SKIPPED = object()  # the result of a task that did not run because an earlier one failed
@@ -32,7 +33,7 @@ def default_threads() -> int:
 
 
 class BackgroundWriter:
-    def __init__(self, max_pending: int = 16, threads: Optional[int] = None):
+    def __init__(self, max_pending: int = 16, threads: int | None = None):
         self.threads = threads or default_threads()
         # Bounded: a slow disk makes sampling wait rather than pile pictures up in memory.
         # As with one thread, a task being reported plus `max_pending` waiting behind it.
@@ -40,7 +41,7 @@ class BackgroundWriter:
         self._order: queue.SimpleQueue = queue.SimpleQueue()  # (future, report) in the order given
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="glidecli-writer")
         self._failed = threading.Event()  # set by the first task that fails, in any order
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self.done = 0  # tasks written and reported so far
         self._stopping = False
         # Callers finish the writer in a `finally` (cli/run.py); one that forgets cannot keep
@@ -89,7 +90,7 @@ class BackgroundWriter:
             error, self._error = self._error, None
             raise error
 
-    def submit(self, work: Callable[..., Any], *args: Any, report: Optional[Callable[[Any], Any]] = None) -> None:
+    def submit(self, work: Callable[..., Any], *args: Any, report: Callable[[Any], Any] | None = None) -> None:
         """Queue `work(*args)` on the pool, then `report(its result)` in the order given;
         raises an earlier task's failure instead, if there was one."""
         self._raise_error()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -23,8 +23,8 @@ from .unclip import ImprovedSuperRes, build_unclip_network, materialize_buffers,
 from .unclip_config import UNCLIP_KINDS, OpenClipConfig, PriorConfig
 from .unet import Text2ImUNet
 
-Network = Union[Text2ImUNet, ClipImageEncoder, ClipTextEncoder, nn.Module]
-ArchConfig = Union[UNetConfig, ClipConfig, PriorConfig, OpenClipConfig]
+Network = Text2ImUNet | ClipImageEncoder | ClipTextEncoder | nn.Module
+ArchConfig = UNetConfig | ClipConfig | PriorConfig | OpenClipConfig
 
 
 class CheckpointError(Exception):
@@ -124,7 +124,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(f"{path} is not a readable safetensors file ({first_line})")
 
 
-def read_safetensors(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> dict[str, torch.Tensor]:
+def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -140,8 +140,8 @@ def read_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
 def load_network(
     kind: str,
     arch: ArchConfig,
-    path: Union[str, Path],
-    device: Union[str, torch.device] = "cpu",
+    path: str | Path,
+    device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Network:
     """Build the network for `arch` and load `path` into it, ready for inference (eval, no grad).
@@ -181,7 +181,7 @@ def load_network(
     return model.eval().requires_grad_(False)
 
 
-def save_network(model: nn.Module, path: Union[str, Path], metadata: Optional[dict[str, str]] = None) -> Path:
+def save_network(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the network's weights as safetensors, atomically (temp file + rename)."""
     from safetensors.torch import save_file
 

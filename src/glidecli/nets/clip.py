@@ -8,7 +8,6 @@ Parameter names follow the official `clip_image_enc` / `clip_text_enc` checkpoin
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -186,7 +185,7 @@ def normalize(z: torch.Tensor) -> torch.Tensor:
 class NoisedClip(nn.Module):
     """Both encoders and the logit scale; embeddings are L2-normalized."""
 
-    def __init__(self, image_encoder: ClipImageEncoder, text_encoder: ClipTextEncoder, logit_scale: Optional[float] = None):
+    def __init__(self, image_encoder: ClipImageEncoder, text_encoder: ClipTextEncoder, logit_scale: float | None = None):
         super().__init__()
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder

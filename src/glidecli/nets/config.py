@@ -9,8 +9,9 @@ own option names through `UNetConfig.from_reference` / `ClipConfig.from_referenc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # GLIDE's UNet kinds and the extra input channels each one concatenates to x_t.
 UNET_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
@@ -127,12 +128,12 @@ class UNetConfig:
         return 4 * self.model_channels
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "UNetConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> UNetConfig:
         _check_known(cls, values, "UNet")
         return cls(**values)
 
     @classmethod
-    def from_reference(cls, options: Mapping[str, Any]) -> "UNetConfig":
+    def from_reference(cls, options: Mapping[str, Any]) -> UNetConfig:
         """Build from glide-text2im's option names (as in the layout files)."""
         image_size = int(options["image_size"])
         channel_mult = options.get("channel_mult", "")
@@ -221,7 +222,7 @@ class ClipConfig:
         return (self.image_size // self.patch_size) ** 2
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ClipConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> ClipConfig:
         _check_known(cls, values, "CLIP")
         values = dict(values)
         for key in ("pixel_mean", "pixel_std"):
@@ -230,7 +231,7 @@ class ClipConfig:
         return cls(**values)
 
     @classmethod
-    def from_reference(cls, options: Mapping[str, Any]) -> "ClipConfig":
+    def from_reference(cls, options: Mapping[str, Any]) -> ClipConfig:
         """Build from glide-text2im's clip/config.yaml names (as in the layout files)."""
         return cls(
             image_size=int(options["image_size"]),

@@ -29,10 +29,10 @@ class ClipText(NamedTuple):
     tokens: torch.Tensor
     mask: torch.Tensor
 
-    def repeat(self, times: int) -> "ClipText":
+    def repeat(self, times: int) -> ClipText:
         return ClipText(*(t.repeat_interleave(times, dim=0) for t in self))
 
-    def cat(self, other: "ClipText") -> "ClipText":
+    def cat(self, other: ClipText) -> ClipText:
         return ClipText(*(torch.cat([a, b]) for a, b in zip(self, other)))
 
 
@@ -58,7 +58,7 @@ class PriorTransformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.out_proj.weight.dtype
 
-    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> "PriorTransformer":
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> PriorTransformer:
         """Use the CLIP image-embedding statistics (each [clip_dim]) for `denormalize`."""
         dim = self.config.clip_dim
         mean, std = mean.reshape(-1), std.reshape(-1)

@@ -6,8 +6,6 @@ Parameter names follow the official checkpoints (`resblocks.N.attn.c_qkv`, `ln_1
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +20,7 @@ class SelfAttention(nn.Module):
         self.c_qkv = nn.Linear(width, 3 * width)
         self.c_proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, width = x.shape
         # The checkpoint packs q, k, v per head: [head0: q k v | head1: q k v | ...].
         qkv = self.c_qkv(x).view(batch, length, self.heads, 3, width // self.heads)
@@ -49,7 +47,7 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = MLP(width)
         self.ln_2 = LayerNorm32(width)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
@@ -59,7 +57,7 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """`mask`: optional bool [B, 1, L, L] (True = attend), as scaled_dot_product_attention takes."""
         for block in self.resblocks:
             x = block(x, mask)

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 from torch import nn
 
@@ -23,7 +21,7 @@ from .unet import Text2ImUNet
 
 # Key prefixes of the release's checkpoints, stripped when loading.
 KEY_PREFIX = {"unclip-prior": "model.", "unclip-decoder": "model."}
-UnclipConfig = Union[PriorConfig, UNetConfig, OpenClipConfig]
+UnclipConfig = PriorConfig | UNetConfig | OpenClipConfig
 
 
 class ImprovedSuperRes(nn.Module):
@@ -40,7 +38,7 @@ class ImprovedSuperRes(nn.Module):
         """The U-Net for respaced step `index` (0 is the last step taken)."""
         return self.model_last_step if index == 0 else self.model_first_steps
 
-    def use_channels_last(self) -> "ImprovedSuperRes":
+    def use_channels_last(self) -> ImprovedSuperRes:
         self.model_first_steps.use_channels_last()
         self.model_last_step.use_channels_last()
         return self

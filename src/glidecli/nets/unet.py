@@ -7,7 +7,7 @@ The text is encoded once per prompt batch (`encode_text`) and the result is pass
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +25,9 @@ class TextEmbedding(NamedTuple):
 
     pooled: torch.Tensor
     tokens: torch.Tensor
-    mask: Optional[torch.Tensor] = None
+    mask: torch.Tensor | None = None
 
-    def repeat(self, times: int) -> "TextEmbedding":
+    def repeat(self, times: int) -> TextEmbedding:
         """Repeat each prompt `times` times along the batch (one embedding, several images)."""
         mask = None if self.mask is None else self.mask.repeat_interleave(times, dim=0)
         return TextEmbedding(
@@ -109,7 +109,7 @@ class AttentionBlock(nn.Module):
         return tuple(split.permute(3, 0, 2, 1, 4))
 
     def forward(
-        self, x: torch.Tensor, text_tokens: Optional[torch.Tensor], text_mask: Optional[torch.Tensor] = None
+        self, x: torch.Tensor, text_tokens: torch.Tensor | None, text_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         batch, channels, height, width = x.shape
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
@@ -159,8 +159,8 @@ class Stage(nn.ModuleList):
         self,
         h: torch.Tensor,
         emb: torch.Tensor,
-        text_tokens: Optional[torch.Tensor],
-        text_mask: Optional[torch.Tensor] = None,
+        text_tokens: torch.Tensor | None,
+        text_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
@@ -253,7 +253,7 @@ class Text2ImUNet(nn.Module):
         weight = self.input_blocks[0][0].weight
         return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
-    def use_channels_last(self) -> "Text2ImUNet":
+    def use_channels_last(self) -> Text2ImUNet:
         """Store convolution weights channels-last (NHWC); forward then runs NHWC throughout,
         which oneDNN and cuDNN convolve faster, and which makes the attention blocks'
         [B, HW, C] views free."""
@@ -280,7 +280,7 @@ class Text2ImUNet(nn.Module):
         text_pooled: torch.Tensor,
         text_tokens: torch.Tensor,
         text_mask: torch.Tensor,
-        image_embedding: Optional[torch.Tensor],
+        image_embedding: torch.Tensor | None,
     ) -> TextEmbedding:
         """unCLIP's decoder conditioning from CLIP: the pooled text embedding [B, D], the text
         token features [B, ctx, D] with their mask [B, ctx], and the image embedding [B, D]
@@ -304,9 +304,9 @@ class Text2ImUNet(nn.Module):
     def conditioning_input(
         self,
         x: torch.Tensor,
-        low_res: Optional[torch.Tensor] = None,
-        inpaint_image: Optional[torch.Tensor] = None,
-        inpaint_mask: Optional[torch.Tensor] = None,
+        low_res: torch.Tensor | None = None,
+        inpaint_image: torch.Tensor | None = None,
+        inpaint_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Concatenate the variant's conditioning images to x_t, in the checkpoint's channel order:
         x_t, masked source image, mask (inpainting), bilinearly upsampled low-res image (upsampling)."""
@@ -328,11 +328,11 @@ class Text2ImUNet(nn.Module):
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,
-        text: Optional[TextEmbedding] = None,
+        text: TextEmbedding | None = None,
         *,
-        low_res: Optional[torch.Tensor] = None,
-        inpaint_image: Optional[torch.Tensor] = None,
-        inpaint_mask: Optional[torch.Tensor] = None,
+        low_res: torch.Tensor | None = None,
+        inpaint_image: torch.Tensor | None = None,
+        inpaint_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict [eps, variance interpolation] for x_t [B, 3, H, W] at integer timesteps [B]."""
         if self.config.xf_width and text is None:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -66,7 +67,7 @@ class CudaGraphs:
         return graph.replay, output
 
 
-def _version(tensor: Tensor) -> Optional[int]:
+def _version(tensor: Tensor) -> int | None:
     try:
         return tensor._version
     except RuntimeError:  # inference-mode tensors keep no version counter
@@ -79,10 +80,10 @@ class _Captured:
 
     def __init__(self, inputs: dict[str, Tensor]):
         self.buffers = {name: torch.empty_like(value) for name, value in inputs.items()}
-        self._held: dict[str, tuple[Tensor, Optional[int]]] = {}
+        self._held: dict[str, tuple[Tensor, int | None]] = {}
         self.copies = 0  # input tensors copied in so far (tests read it)
         self.replay: Callable[[], None] = lambda: None
-        self.output: Optional[Tensor] = None
+        self.output: Tensor | None = None
 
     def load(self, inputs: dict[str, Tensor]) -> None:
         for name, value in inputs.items():
@@ -107,7 +108,7 @@ def _text_fields(text: Any) -> dict[str, Any]:
 TEXT = "text."  # prefix of the text object's fields among the flattened inputs
 
 
-def _flatten(x: Tensor, timesteps: Tensor, text: Any, images: dict[str, Optional[Tensor]]) -> dict[str, Tensor]:
+def _flatten(x: Tensor, timesteps: Tensor, text: Any, images: dict[str, Tensor | None]) -> dict[str, Tensor]:
     """Every tensor a call reads, by name: x, timesteps, `text.<field>` for each tensor field
     of the text object (None fields are left out), then the conditioning images."""
     inputs = {"x": x, "timesteps": timesteps}
@@ -139,15 +140,15 @@ class GraphedNetwork:
     """`network` with its calls replayed as graphs, one per input signature (shapes, dtypes,
     strides). Calls with autograd on (CLIP guidance's gradient) run eagerly."""
 
-    def __init__(self, network: NetworkCall, backend: GraphBackend, *, name: str = "network", note: Optional[Note] = None):
+    def __init__(self, network: NetworkCall, backend: GraphBackend, *, name: str = "network", note: Note | None = None):
         self.network = network
         self.backend = backend
         self.name = name
         self.note = note or (lambda message: None)
         self.graphs: dict[tuple, _Captured] = {}
-        self.failed: Optional[str] = None  # why capture was given up, once it was
+        self.failed: str | None = None  # why capture was given up, once it was
 
-    def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Optional[Tensor]) -> Tensor:
+    def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Tensor | None) -> Tensor:
         if self.failed is not None or torch.is_grad_enabled():
             return self.network(x, timesteps, text, **images)
         try:
@@ -167,7 +168,7 @@ class GraphedNetwork:
         # A copy: the next replay (of this or another graph in the pool) rewrites the output.
         return captured.output.clone()
 
-    def _capture(self, inputs: dict[str, Tensor], text: Any, image_names: list[str]) -> Optional[_Captured]:
+    def _capture(self, inputs: dict[str, Tensor], text: Any, image_names: list[str]) -> _Captured | None:
         captured = _Captured(inputs)
         captured.load(inputs)
         buffers = captured.buffers
@@ -203,7 +204,7 @@ class CompiledNetwork:
     """torch.compile(network) with static shapes; the first call of each new input signature
     compiles (or loads from the cache) and is timed and noted once."""
 
-    def __init__(self, network: torch.nn.Module, *, name: str = "network", note: Optional[Note] = None):
+    def __init__(self, network: torch.nn.Module, *, name: str = "network", note: Note | None = None):
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
         self.network = network
         self.compiled = torch.compile(network, dynamic=False)
@@ -211,7 +212,7 @@ class CompiledNetwork:
         self.note = note or (lambda message: None)
         self.compile_seconds: dict[tuple, float] = {}
 
-    def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Optional[Tensor]) -> Tensor:
+    def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Tensor | None) -> Tensor:
         key = _signature(_flatten(x, timesteps, text, images), text)
         if key in self.compile_seconds:
             return self.compiled(x, timesteps, text, **images)
@@ -232,10 +233,10 @@ def network_call(
     device: torch.device,
     *,
     compile: bool = False,
-    cuda_graphs: Optional[bool] = None,
+    cuda_graphs: bool | None = None,
     name: str = "network",
-    note: Optional[Note] = None,
-    backend: Optional[GraphBackend] = None,
+    note: Note | None = None,
+    backend: GraphBackend | None = None,
 ) -> NetworkCall:
     """The callable that samples `network` on `device`: compiled with `compile`, replayed as
     CUDA graphs when `cuda_graphs` (default: on CUDA), else the network itself."""

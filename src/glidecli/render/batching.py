@@ -12,7 +12,8 @@ On the CPU (and MPS) `auto` means 1: batching there gains little and costs memor
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -45,7 +46,7 @@ def plan_batch_size(count: int, free_bytes: int, stages: Sequence[StageMemory], 
     return math.ceil(count / passes)
 
 
-def measure_stage(probe: Probe, device: torch.device, evict: Optional[Callable[[], None]] = None) -> StageMemory:
+def measure_stage(probe: Probe, device: torch.device, evict: Callable[[], None] | None = None) -> StageMemory:
     """Peak memory of `probe` at 1 and 2 pictures, above what was allocated before (with
     `evict`, before the probe's network came onto the device: its weights count as fixed)."""
     peaks = []
@@ -70,8 +71,8 @@ def free_memory(device: torch.device) -> int:
 
 
 def unet_probe(
-    model: Text2ImUNet, guided: bool, size: Optional[tuple[int, int]] = None, *, low_res_factor: int = 4,
-    device: Optional[torch.device] = None,
+    model: Text2ImUNet, guided: bool, size: tuple[int, int] | None = None, *, low_res_factor: int = 4,
+    device: torch.device | None = None,
 ) -> Probe:
     """One network call for b pictures on zero inputs of the real shapes (2b when guided);
     `size` is the pictures' (height, width), by default the model's square. An upsampler's
@@ -100,7 +101,7 @@ def unet_probe(
     return run
 
 
-def prior_probe(prior: PriorTransformer, guided: bool, device: Optional[torch.device] = None) -> Probe:
+def prior_probe(prior: PriorTransformer, guided: bool, device: torch.device | None = None) -> Probe:
     """One call of unCLIP's prior for b pictures (2b when guided) on zero inputs."""
     cfg = prior.config
     device = device or next(prior.parameters()).device
@@ -117,13 +118,13 @@ def prior_probe(prior: PriorTransformer, guided: bool, device: Optional[torch.de
     return run
 
 
-def sr_probe(sr: ImprovedSuperRes, device: Optional[torch.device] = None) -> Probe:
+def sr_probe(sr: ImprovedSuperRes, device: torch.device | None = None) -> Probe:
     """One call of unCLIP's super-resolution for b pictures: its two U-Nets have one shape and
     take turns, so one of them stands for both."""
     return unet_probe(sr.model_first_steps, guided=False, low_res_factor=1, device=device)
 
 
-def clip_probe(clip: NoisedClip, device: Optional[torch.device] = None) -> Probe:
+def clip_probe(clip: NoisedClip, device: torch.device | None = None) -> Probe:
     """The CLIP gradient of b pictures (CLIP guidance runs it every step, with autograd)."""
     cfg = clip.image_encoder.config
     device = device or next(clip.image_encoder.parameters()).device
@@ -137,7 +138,7 @@ def clip_probe(clip: NoisedClip, device: Optional[torch.device] = None) -> Probe
 
 
 def auto_batch_size(
-    count: int, device: torch.device, probes: Sequence[Probe], evict: Optional[Callable[[], None]] = None
+    count: int, device: torch.device, probes: Sequence[Probe], evict: Callable[[], None] | None = None
 ) -> int:
     """`--batch-size auto` for `count` pictures: 1 off CUDA or for one picture, else measured.
     `evict`: the networks are offloaded (render/offload.py), one on the device at a time, so

@@ -15,7 +15,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -23,7 +22,7 @@ NATIVE_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86's two, and Arm's (Linu
 PROBE_SPEEDUP = 1.3  # bf16 must beat fp32 by this much to count as native
 
 
-def cpu_flags(path: str = "/proc/cpuinfo") -> Optional[set[str]]:
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
     """The processor's feature flags, or None where the system does not list them."""
     try:
         text = Path(path).read_text(errors="replace")

@@ -15,9 +15,10 @@ upsampler), so image i depends on its own seed alone, whatever the batch it ran 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -72,8 +73,8 @@ class Stage:
     scale: float = 1.0  # classifier-free guidance; 1 runs the conditional model alone
     temperature: float = 1.0  # multiplies the starting noise (the reference uses 0.997 to upsample)
     # The pictures' sides when not the model's training size (render/sizes.py says which work).
-    width: Optional[int] = None
-    height: Optional[int] = None
+    width: int | None = None
+    height: int | None = None
 
 
 COMPOSING_KINDS = ("base", "base-inpaint")  # the stages that read prompts joined with AND
@@ -107,7 +108,7 @@ class InpaintSource:
     one the picture's transparent pixels. Both are fitted to each stage's size."""
 
     image: Path
-    mask: Optional[Path] = None
+    mask: Path | None = None
     fit: str = "crop"
     invert_mask: bool = False
 
@@ -119,7 +120,7 @@ class Job:
     prompt: str
     seed: int
     index: int = 0
-    negative: Optional[str] = None
+    negative: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _sampler_meta(prefix: str, stage: Stage) -> dict[str, Any]:
 class Renderer:
     """Runs stages for batches of jobs; shared by the render_* functions."""
 
-    def __init__(self, session: Session, reporter: Optional[Reporter]):
+    def __init__(self, session: Session, reporter: Reporter | None):
         self.session = session
         self.reporter = reporter or Reporter()
         self._warned: set[str] = set()
@@ -198,8 +199,8 @@ class Renderer:
         )
 
     def batch_size(
-        self, requested: int | str, count: int, stages: Sequence[tuple[Optional[Stage], str]], clip: Any = None,
-        more_probes: Optional[Callable[[], list[Probe]]] = None, best_of: Optional[BestOf] = None,
+        self, requested: int | str, count: int, stages: Sequence[tuple[Stage | None, str]], clip: Any = None,
+        more_probes: Callable[[], list[Probe]] | None = None, best_of: BestOf | None = None,
     ) -> int:
         """`requested`, or for "auto" the largest batch that fits the GPU (1 on the CPU).
         `more_probes()` gives probes of networks that are not U-Net stages (unCLIP's). With
@@ -240,7 +241,7 @@ class Renderer:
         return meta
 
     def outputs(
-        self, images: torch.Tensor, jobs: list[Job], meta: dict[str, Any], per_image: Optional[list[dict[str, Any]]] = None
+        self, images: torch.Tensor, jobs: list[Job], meta: dict[str, Any], per_image: list[dict[str, Any]] | None = None
     ) -> Iterator[RenderedImage]:
         height, width = (int(side) for side in images.shape[-2:])
         for k, (picture, job) in enumerate(zip(batch_to_pil(images), jobs)):
@@ -267,7 +268,7 @@ def picture_record(job: Job, **more: Any) -> dict[str, Any]:
     return record
 
 
-def common_meta(session: Session, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+def common_meta(session: Session, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """What every picture records about where it was made, with the command's `extra` settings."""
     return {
         "device": session.device.type,
@@ -281,14 +282,14 @@ def render_generate(
     session: Session,
     jobs: Sequence[Job],
     base: Stage = DEFAULT_BASE,
-    upsample: Optional[Stage] = DEFAULT_UPSAMPLE,
+    upsample: Stage | None = DEFAULT_UPSAMPLE,
     *,
-    clip: Optional[ClipSteering] = None,
+    clip: ClipSteering | None = None,
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
-    init: Optional[InitImage] = None,
-    best_of: Optional[BestOf] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    init: InitImage | None = None,
+    best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Text to image: the base model (with classifier-free guidance, or steered by CLIP when
     `clip` is given), then the upsampler unless `upsample` is None. With `init`, stages start
@@ -368,8 +369,8 @@ def render_upsample(
     upsample: Stage = DEFAULT_UPSAMPLE,
     *,
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> Iterator[RenderedImage]:
     """The upsampler on one low-resolution picture `image` [1, 3, s, s] in [-1, 1] (quantized
     to 8 bits first, as the base model's output is), once per job."""
@@ -412,11 +413,11 @@ def render_inpaint(
     jobs: Sequence[Job],
     source: InpaintSource,
     base: Stage = DEFAULT_INPAINT_BASE,
-    upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
+    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE,
     *,
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> Iterator[RenderedImage]:
     """Repaint part of a picture: the base inpainting model at its size (or the stage's
     width x height), then (unless `upsample` is None) the inpainting upsampler. The kept
@@ -453,9 +454,9 @@ def inpaint_stages(
     batch: list[Job],
     noise: ImageNoise,
     low: Inpainting,
-    high: Optional[Inpainting],
+    high: Inpainting | None,
     base: Stage,
-    upsample: Optional[Stage],
+    upsample: Stage | None,
 ) -> torch.Tensor:
     """One batch through the base inpainting model on `low`, then (unless `upsample` is
     None) the inpainting upsampler on `high`; inputs hold one row or one per job."""
@@ -474,7 +475,7 @@ def inpaint_stages(
     return images
 
 
-def inpaint_meta(renderer: Renderer, base: Stage, upsample: Optional[Stage]) -> dict[str, Any]:
+def inpaint_meta(renderer: Renderer, base: Stage, upsample: Stage | None) -> dict[str, Any]:
     """The settings of the inpainting stages to record in a PNG."""
     meta = {**renderer.stage_meta("", base), "scale": base.scale}
     if upsample is not None:

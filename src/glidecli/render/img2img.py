@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -32,8 +32,8 @@ class InitImage:
     stage runs as usual; base strength None means the base model does not run)."""
 
     image: Path
-    strength: Optional[float] = None
-    upsample_strength: Optional[float] = None
+    strength: float | None = None
+    upsample_strength: float | None = None
     fit: str = "crop"
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ for bit with any choice.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -117,7 +117,7 @@ class Offload:
         self.pin = device.type == "cuda"
         self.home_device = torch.device("cpu")
         self.moves: Counter[str] = Counter()  # network name -> times it came onto the device
-        self.active: Optional[str] = None
+        self.active: str | None = None
         self._networks: dict[str, _Resident] = {}  # whole networks ("model"), or their loose tensors ("sequential")
 
     @property

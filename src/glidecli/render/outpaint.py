@@ -20,9 +20,10 @@ batch, paints the same canvas.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -58,10 +59,10 @@ class OutpaintSource:
 
     image: Path
     extension: Extension
-    context: Optional[int] = None
+    context: int | None = None
 
 
-def window_context(window: int | tuple[int, int], context: Optional[int]) -> int:
+def window_context(window: int | tuple[int, int], context: int | None) -> int:
     """The context a window (a square's side or (width, height)) keeps: by default half its
     shorter side; ValueError when it leaves no room to paint."""
     shorter = min(sides(window))
@@ -72,7 +73,7 @@ def window_context(window: int | tuple[int, int], context: Optional[int]) -> int
     return context
 
 
-def window_sizes(session: Session, base: Stage, upsample: Optional[Stage]) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
+def window_sizes(session: Session, base: Stage, upsample: Stage | None) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
     """(the base model's input size, the window's size): the models' squares (sides), or
     (width, height) when the stages have their own sides (Stage.width/height)."""
     if not any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
@@ -86,11 +87,11 @@ def render_outpaint(
     jobs: Sequence[Job],
     source: OutpaintSource,
     base: Stage = DEFAULT_INPAINT_BASE,
-    upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
+    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE,
     *,
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> Iterator[RenderedImage]:
     """Outpaint `source.image` (see the module's docstring): one canvas per job."""
     renderer = Renderer(session, reporter)

@@ -7,8 +7,8 @@ then the upsampler conditioned on the (8-bit quantized) base output.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -50,7 +50,7 @@ class SamplerChoice:
     name: str = "ddpm"
     steps: str = "100"
     eta: float = 0.0
-    threshold: Optional[float] = None
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -95,9 +95,9 @@ class Conditioning:
     component of a composed prompt; `uncond` (one row per image) for classifier-free guidance."""
 
     text: TextEmbedding
-    uncond: Optional[TextEmbedding]
+    uncond: TextEmbedding | None
     truncated: list[bool]  # per text row
-    composition: Optional[Composition] = None
+    composition: Composition | None = None
     texts: tuple[str, ...] = ()  # the text of each row
 
     @property
@@ -111,7 +111,7 @@ def encode_prompts(
     prompts: Sequence[str],
     *,
     guided: bool,
-    negative: Optional[Sequence[str]] = None,
+    negative: Sequence[str] | None = None,
     compose: bool = False,
 ) -> Conditioning:
     """Tokenize and encode a batch once. The unconditional half uses the empty prompt, or the
@@ -160,15 +160,15 @@ def sample_stage(
     sampler: SamplerChoice,
     *,
     scale: float = 1.0,
-    low_res: Optional[Tensor] = None,
-    inpainting: Optional[Inpainting] = None,
-    clip_guidance: Optional[ClipGuidance] = None,
+    low_res: Tensor | None = None,
+    inpainting: Inpainting | None = None,
+    clip_guidance: ClipGuidance | None = None,
     temperature: float = 1.0,
-    callback: Optional[Callback] = None,
-    init: Optional[Tensor] = None,
+    callback: Callback | None = None,
+    init: Tensor | None = None,
     strength: float = 1.0,
-    size: Optional[tuple[int, int]] = None,
-    network: Optional[Callable[..., Tensor]] = None,
+    size: tuple[int, int] | None = None,
+    network: Callable[..., Tensor] | None = None,
 ) -> Tensor:
     """Sample one batch of images [B, 3, H, W] in [-1, 1] from `model`.
 
@@ -188,7 +188,7 @@ def sample_stage(
     if size is None:
         size = tuple(inpainting.source.shape[-2:]) if inpainting is not None else (cfg.image_size, cfg.image_size)
 
-    images: dict[str, Optional[Tensor]] = {"low_res": low_res}
+    images: dict[str, Tensor | None] = {"low_res": low_res}
     known_region = None
     if inpainting is not None:
         images["inpaint_image"] = inpainting.source * inpainting.keep_mask

@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ def _square(images: Tensor, size: tuple[int, int]) -> Tensor:
 class OpenClipRanker:
     """An open_clip model as the judge."""
 
-    def __init__(self, spec: str, device: torch.device, offline: Optional[bool] = None):
+    def __init__(self, spec: str, device: torch.device, offline: bool | None = None):
         import open_clip
 
         self.name = spec
@@ -109,7 +110,7 @@ class OpenClipRanker:
         return 100.0 * (image_z * text_z).sum(-1).cpu()
 
 
-def _parse_spec(spec: str, open_clip: Any) -> tuple[str, Optional[str]]:
+def _parse_spec(spec: str, open_clip: Any) -> tuple[str, str | None]:
     if spec.startswith("hf-hub:"):
         return spec, None
     name, _, pretrained = spec.partition(":")
@@ -123,7 +124,7 @@ def _parse_spec(spec: str, open_clip: Any) -> tuple[str, Optional[str]]:
     return name, pretrained
 
 
-def _cached_weights(open_clip: Any, name: str, pretrained: Optional[str], folder: Path, spec: str) -> Optional[str]:
+def _cached_weights(open_clip: Any, name: str, pretrained: str | None, folder: Path, spec: str) -> str | None:
     """Offline: the cached file of a pretrained tag (a local file or hf-hub spec as it is)."""
     if pretrained is None or Path(pretrained).is_file():
         return pretrained
@@ -240,8 +241,8 @@ def pick_best(
 
 
 def first_stage_images(
-    jobs: Sequence[Any], best_of: Optional[BestOf], ranker: Optional[Ranker], run: StageFn, batch_size: int
-) -> tuple[Tensor, ImageNoise, Optional[list[dict[str, Any]]]]:
+    jobs: Sequence[Any], best_of: BestOf | None, ranker: Ranker | None, run: StageFn, batch_size: int
+) -> tuple[Tensor, ImageNoise, list[dict[str, Any]] | None]:
     """The first stage's pictures of `jobs`, their noise (for the later stages to continue)
     and each picture's best-of metadata: each job's own seed without `best_of` (metadata
     None), else the best candidates (pick_best)."""

@@ -13,9 +13,10 @@ source's, bit for bit, and the picture keeps its size.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class RegionSource:
     the picture."""
 
     image: Path
-    mask: Optional[Path] = None
+    mask: Path | None = None
     invert_mask: bool = False
     context: int = 64
     feather: int = 8
@@ -65,7 +66,7 @@ def stage_inputs(crops: Sequence[np.ndarray], repaint: np.ndarray, size: int | t
     return Inpainting(pictures, torch.from_numpy(keep.astype(np.float32))[None, None].expand(len(crops), 1, *keep.shape))
 
 
-def output_sizes(session: Session, base: Stage, upsample: Optional[Stage]) -> tuple[int, int]:
+def output_sizes(session: Session, base: Stage, upsample: Stage | None) -> tuple[int, int]:
     """(base model's size, size of the final pictures). Windows and crops are the models'
     own squares, so stages with other sides (Stage.width/height) are refused."""
     if any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
@@ -111,11 +112,11 @@ def render_inpaint_region(
     jobs: Sequence[Job],
     source: RegionSource,
     base: Stage = DEFAULT_INPAINT_BASE,
-    upsample: Optional[Stage] = DEFAULT_INPAINT_UPSAMPLE,
+    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE,
     *,
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> Iterator[RenderedImage]:
     """Repaint the masked region of `source.image` at its own resolution (see the module's
     docstring); each job's seed drives all of its noise, as in render_inpaint."""

@@ -17,7 +17,6 @@ picture, where `crop` fills in zeros.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -47,7 +46,7 @@ class Box:
 # --- inpainting a region ----------------------------------------------------------------------
 
 
-def mask_box(repaint: np.ndarray) -> Optional[Box]:
+def mask_box(repaint: np.ndarray) -> Box | None:
     """The smallest box holding every True pixel, or None when there is none."""
     rows, cols = np.flatnonzero(repaint.any(axis=1)), np.flatnonzero(repaint.any(axis=0))
     if rows.size == 0:

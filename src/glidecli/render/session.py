@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -129,8 +130,8 @@ class Session:
         show_progress: bool = False,
         tokenizer: str | None = None,
         compile: bool = False,
-        cuda_graphs: Optional[bool] = None,
-        note: Optional[Callable[[str], None]] = None,
+        cuda_graphs: bool | None = None,
+        note: Callable[[str], None] | None = None,
         offload: str = "none",
     ):
         self.manifest = manifest
@@ -176,7 +177,7 @@ class Session:
         self.offload.activate(name)  # handed out to run: on the device (its calls also bring it)
         return self._networks[name]
 
-    def peak_memory(self) -> Optional[int]:
+    def peak_memory(self) -> int | None:
         """The most bytes the device's allocator has held so far (CUDA only, else None)."""
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
@@ -198,7 +199,7 @@ class Session:
     def unet(self, name: str, kind: str) -> Text2ImUNet:
         return self._load(name, kind)
 
-    def sampling_call(self, name: str, kind: str, part: Optional[str] = None) -> NetworkCall:
+    def sampling_call(self, name: str, kind: str, part: str | None = None) -> NetworkCall:
         """The callable sampling runs for network `name` (a U-Net, or unCLIP's prior):
         `call(x, t, text, **images)`. `part` names a sub-network to call instead, e.g.
         "model_last_step" of unCLIP's super-resolution pair; each gets graphs of its own."""

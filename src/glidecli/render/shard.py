@@ -11,9 +11,10 @@ torch is imported only to join a process group or pick a GPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +70,7 @@ class Ranks:
         return self.rank == 0
 
 
-def torchrun_ranks(environ: Optional[Mapping[str, str]] = None) -> Ranks:
+def torchrun_ranks(environ: Mapping[str, str] | None = None) -> Ranks:
     """The ranks torchrun's variables describe. WORLD_SIZE unset or 1: a single process.
     A world of several without the other variables, or with values that do not fit, is
     refused: glide was not started by torchrun, or not completely."""
@@ -105,7 +106,7 @@ class Split:
     and within it this rank's part among torchrun's ranks."""
 
     ranks: Ranks = Ranks()
-    shard: Optional[tuple[int, int]] = None
+    shard: tuple[int, int] | None = None
 
     @property
     def index(self) -> int:
@@ -133,7 +134,7 @@ class Split:
         return f"shard {self.shard[0]}/{self.shard[1]}" if self.shard else ""
 
 
-def current_split(shard: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Split:
+def current_split(shard: str | None, environ: Mapping[str, str] | None = None) -> Split:
     return Split(torchrun_ranks(environ), parse_shard(shard) if shard is not None else None)
 
 
@@ -188,7 +189,7 @@ def from_main(ranks: Ranks, value: object) -> object:
     return holder[0]
 
 
-def rank_device(name: str, ranks: Ranks) -> "torch.device":
+def rank_device(name: str, ranks: Ranks) -> torch.device:
     """The device this rank runs on: `name` resolved as usual (session.resolve_device), and
     on CUDA the GPU numbered LOCAL_RANK (each rank its own)."""
     import torch

@@ -13,8 +13,6 @@ upsampler's factor (its size over the base model's: 4 for GLIDE's), then upsampl
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..nets.config import UNetConfig
 
 # Each side between MIN_FACTOR and MAX_FACTOR times the model's training size.
@@ -45,8 +43,8 @@ def check_side(arch: UNetConfig, side: int, what: str) -> None:
 
 
 def stage_sizes(
-    width: Optional[int], height: Optional[int], base: UNetConfig, upsampler: Optional[UNetConfig]
-) -> tuple[Optional[tuple[int, int]], Optional[tuple[int, int]]]:
+    width: int | None, height: int | None, base: UNetConfig, upsampler: UNetConfig | None
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """(base, upsampler) stage sizes as (height, width) for a picture of `width` x `height`
     (None: the final stage's training size), or (None, None) for the models' own squares.
     Raises ValueError with a one-line reason when a side does not fit."""

@@ -21,9 +21,10 @@ Every network (prior, decoder, both SR U-Nets) is sampled through the session's 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -89,13 +90,13 @@ def slerp(a: Tensor, b: Tensor, mix: float) -> Tensor:
 def sample_prior(
     prior: PriorTransformer,
     text: ClipText,
-    uncond: Optional[ClipText],
+    uncond: ClipText | None,
     noise: ImageNoise,
     sampler: SamplerChoice,
     *,
     scale: float = 1.0,
-    callback: Optional[Callback] = None,
-    network: Optional[NetworkCall] = None,
+    callback: Callback | None = None,
+    network: NetworkCall | None = None,
 ) -> Tensor:
     """CLIP image embeddings [B, D] (de-normalized) for a batch of prompts. Guidance mixes
     the two x0 predictions; each x0 estimate is clamped to +-clamp_x0, as the reference does.
@@ -122,7 +123,7 @@ def sample_prior(
     return prior.denormalize(result)
 
 
-def decoder_conditioning(decoder: Text2ImUNet, text: ClipText, uncond: Optional[ClipText], embeddings: Tensor) -> Conditioning:
+def decoder_conditioning(decoder: Text2ImUNet, text: ClipText, uncond: ClipText | None, embeddings: Tensor) -> Conditioning:
     """The decoder's inputs: the image embeddings with the prompts' text, and (for guidance)
     the learned "no image" embedding with the empty (or negative) prompts' text."""
     cond = decoder.encode_clip(text.pooled, text.tokens, text.mask, embeddings)
@@ -136,8 +137,8 @@ def super_resolve(
     noise: ImageNoise,
     sampler: SamplerChoice,
     *,
-    callback: Optional[Callback] = None,
-    networks: Optional[tuple[NetworkCall, NetworkCall]] = None,
+    callback: Callback | None = None,
+    networks: tuple[NetworkCall, NetworkCall] | None = None,
 ) -> Tensor:
     """Karlo's improved SR of decoder outputs [B, 3, s, s]: bicubic (antialiased, as torchvision
     resizes tensors) to the SR size, then sampling where the last step uses `model_last_step`.
@@ -162,8 +163,8 @@ class _UnclipRenderer:
     """Loads unCLIP's models from a session and runs the decoder and SR for batches."""
 
     def __init__(
-        self, session: Session, clip: ClipModels, decoder: Stage, sr: Optional[Stage], reporter: Optional[Reporter],
-        best_of: Optional[BestOf] = None,
+        self, session: Session, clip: ClipModels, decoder: Stage, sr: Stage | None, reporter: Reporter | None,
+        best_of: BestOf | None = None,
     ):
         self.base = Renderer(session, reporter)
         self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
@@ -202,7 +203,7 @@ class _UnclipRenderer:
             self._stats_set.add(name)
         return prior
 
-    def batch_size(self, requested: int | str, count: int, prior: Optional[Stage] = None) -> int:
+    def batch_size(self, requested: int | str, count: int, prior: Stage | None = None) -> int:
         """`requested`, or for "auto" the largest batch (of pictures, or of best-of candidates)
         whose prior, decoder and SR calls fit the GPU together, measured (1 on the CPU)."""
 
@@ -215,11 +216,11 @@ class _UnclipRenderer:
 
         return self.base.batch_size(requested, count, [(self.decoder_stage, "unclip-decoder")], more_probes=probes, best_of=self.best_of)
 
-    def unguided(self, jobs: list[Job], guided: bool) -> Optional[ClipText]:
+    def unguided(self, jobs: list[Job], guided: bool) -> ClipText | None:
         return self.text([job.negative or "" for job in jobs]) if guided else None
 
     def decode(
-        self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText, unguided: Optional[ClipText] = None
+        self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText, unguided: ClipText | None = None
     ) -> Tensor:
         """The decoder's pictures [B, 3, 64, 64] (before super-resolution). `unguided`: the
         jobs' unguided text when the prior already encoded it."""
@@ -263,7 +264,7 @@ class _UnclipRenderer:
         batch_size: int | str,
         embeddings_for: Callable[[list[Job]], Tensor],
         source: dict[str, Any],
-        extra: Optional[Mapping[str, Any]],
+        extra: Mapping[str, Any] | None,
     ) -> Iterator[RenderedImage]:
         """Decode (and super-resolve) every batch of jobs from the image embeddings [B, D]
         that `embeddings_for(batch)` gives, with each job's prompt as the decoder's text."""
@@ -273,7 +274,7 @@ class _UnclipRenderer:
 
         yield from self.render(jobs, self.batch_size(batch_size, len(jobs)), decoded, lambda: {**source, **self.meta(extra)})
 
-    def meta(self, extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    def meta(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         meta = {**self.base.stage_meta("decoder_", self.decoder_stage), "decoder_scale": self.decoder_stage.scale}
         if self.sr_stage is not None:
             meta.update(self.base.stage_meta("sr_", self.sr_stage))
@@ -286,13 +287,13 @@ def render_unclip(
     jobs: Sequence[Job],
     prior: Stage = DEFAULT_PRIOR,
     decoder: Stage = DEFAULT_DECODER,
-    sr: Optional[Stage] = DEFAULT_SR,
+    sr: Stage | None = DEFAULT_SR,
     *,
     clip: ClipModels = ClipModels(),
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
-    best_of: Optional[BestOf] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Text to image with unCLIP: prior, decoder, then super-resolution unless `sr` is None.
     With `best_of`, prior and decoder run for every candidate, SR for the winner only."""
@@ -317,13 +318,13 @@ def render_vary(
     jobs: Sequence[Job],
     image: Path,
     decoder: Stage = DEFAULT_DECODER,
-    sr: Optional[Stage] = DEFAULT_SR,
+    sr: Stage | None = DEFAULT_SR,
     *,
     clip: ClipModels = ClipModels(),
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
-    best_of: Optional[BestOf] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Variations of a picture: its CLIP image embedding drives the decoder (with each job's
     prompt as the decoder's text, usually empty), then super-resolution. With `best_of`,
@@ -341,13 +342,13 @@ def render_blend(
     image_a: Path,
     image_b: Path,
     decoder: Stage = DEFAULT_DECODER,
-    sr: Optional[Stage] = DEFAULT_SR,
+    sr: Stage | None = DEFAULT_SR,
     *,
     clip: ClipModels = ClipModels(),
     batch_size: int | str = 1,
-    reporter: Optional[Reporter] = None,
-    extra_meta: Optional[Mapping[str, Any]] = None,
-    best_of: Optional[BestOf] = None,
+    reporter: Reporter | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Pictures between two others: the slerp of their CLIP image embeddings at each job's
     `mix` drives the decoder, then super-resolution (`best_of` as for render_vary)."""

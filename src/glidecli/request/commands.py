@@ -9,9 +9,10 @@ file paths here; the server saves uploads under names of its own and puts those 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar
 
 from . import options as o
 from .options import Option, RequestError, value_of
@@ -34,29 +35,29 @@ class GenerateRequest:
     command: ClassVar[str] = "generate"
     prompts: tuple[str, ...] = uses(PROMPTS, ())
     scale: float = uses(o.SCALE, 3.0)
-    negative: Optional[str] = uses(o.NEGATIVE, None)
+    negative: str | None = uses(o.NEGATIVE, None)
     steps: str = uses(o.STEPS, "20")
     sampler: str = uses(o.SAMPLER, "dpmpp_2m_sde")
     eta: float = uses(o.ETA, 0.0)
-    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    threshold: float | None = uses(o.THRESHOLD, None)
     upsample_steps: str = uses(o.UPSAMPLE_STEPS, "15")
     upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "dpmpp_2m")
     upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
-    size: Optional[int] = uses(o.SIZE, None)
-    width: Optional[int] = uses(o.WIDTH, None)
-    height: Optional[int] = uses(o.HEIGHT, None)
-    init_image: Optional[Path] = uses(o.INIT_IMAGE, None)
-    strength: Optional[float] = uses(o.STRENGTH, None)
-    upsample_strength: Optional[float] = uses(o.UPSAMPLE_STRENGTH, None)
+    size: int | None = uses(o.SIZE, None)
+    width: int | None = uses(o.WIDTH, None)
+    height: int | None = uses(o.HEIGHT, None)
+    init_image: Path | None = uses(o.INIT_IMAGE, None)
+    strength: float | None = uses(o.STRENGTH, None)
+    upsample_strength: float | None = uses(o.UPSAMPLE_STRENGTH, None)
     init_fit: str = uses(o.INIT_FIT, "crop")
     best_of: int = uses(o.BEST_OF, 1)
     rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
-    seed_walk: Optional[int] = uses(o.SEED_WALK, None)
-    show_steps: Optional[int] = uses(o.SHOW_STEPS, None)
-    animate: Optional[str] = uses(o.ANIMATE, None)
+    seed_walk: int | None = uses(o.SEED_WALK, None)
+    show_steps: int | None = uses(o.SHOW_STEPS, None)
+    animate: str | None = uses(o.ANIMATE, None)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     model: str = uses(o.BASE_MODEL, "base")
     upsample_model: str = uses(o.UPSAMPLE_MODEL, "upsample")
 
@@ -71,14 +72,14 @@ class ClipGuideRequest:
     steps: str = uses(o.STEPS, "100")
     sampler: str = uses(o.SAMPLER, "ddpm")
     eta: float = uses(o.ETA, 0.0)
-    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    threshold: float | None = uses(o.THRESHOLD, None)
     upsample_steps: str = uses(o.UPSAMPLE_STEPS, "15")
     upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "dpmpp_2m")
     upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
-    size: Optional[int] = uses(o.SIZE, None)
+    size: int | None = uses(o.SIZE, None)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     model: str = uses(o.BASE_MODEL, "base")
     upsample_model: str = uses(o.UPSAMPLE_MODEL, "upsample")
     clip_image_model: str = uses(o.CLIP_IMAGE_MODEL, "clip-image")
@@ -90,15 +91,15 @@ class UpsampleRequest:
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
-    image: Optional[Path] = uses(o.IMAGE, None)
-    prompt: Optional[str] = uses(PROMPT, None)
+    image: Path | None = uses(o.IMAGE, None)
+    prompt: str | None = uses(PROMPT, None)
     steps: str = uses(o.UPSAMPLE_ONLY_STEPS, "15")
     sampler: str = uses(o.UPSAMPLE_ONLY_SAMPLER, "dpmpp_2m")
     temp: float = uses(o.UPSAMPLE_ONLY_TEMP, 0.997)
     fit: str = uses(o.FIT, "crop")
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     model: str = uses(o.UPSAMPLE_ONLY_MODEL, "upsample")
 
 
@@ -107,15 +108,15 @@ class InpaintRequest:
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
-    image: Optional[Path] = uses(o.IMAGE, None)
-    mask: Optional[Path] = uses(o.MASK, None)
-    prompt: Optional[str] = uses(PROMPT, None)
+    image: Path | None = uses(o.IMAGE, None)
+    mask: Path | None = uses(o.MASK, None)
+    prompt: str | None = uses(PROMPT, None)
     scale: float = uses(o.SCALE, 5.0)
-    negative: Optional[str] = uses(o.NEGATIVE, None)
+    negative: str | None = uses(o.NEGATIVE, None)
     steps: str = uses(o.STEPS, "100")
     sampler: str = uses(o.SAMPLER, "ddpm")
     eta: float = uses(o.ETA, 0.0)
-    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    threshold: float | None = uses(o.THRESHOLD, None)
     invert_mask: bool = uses(o.INVERT_MASK, False)
     fit: str = uses(o.INPAINT_FIT, "auto")
     context: int = uses(o.REGION_CONTEXT, 64)
@@ -123,12 +124,12 @@ class InpaintRequest:
     upsample_steps: str = uses(o.UPSAMPLE_STEPS, "fast27")
     upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "ddpm")
     upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
-    size: Optional[int] = uses(o.SIZE, None)
-    width: Optional[int] = uses(o.WIDTH, None)
-    height: Optional[int] = uses(o.HEIGHT, None)
+    size: int | None = uses(o.SIZE, None)
+    width: int | None = uses(o.WIDTH, None)
+    height: int | None = uses(o.HEIGHT, None)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     model: str = uses(o.INPAINT_MODEL, "base-inpaint")
     upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, "upsample-inpaint")
 
@@ -138,28 +139,28 @@ class OutpaintRequest:
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
-    image: Optional[Path] = uses(o.IMAGE, None)
-    prompt: Optional[str] = uses(PROMPT, None)
+    image: Path | None = uses(o.IMAGE, None)
+    prompt: str | None = uses(PROMPT, None)
     left: int = uses(o.LEFT, 0)
     right: int = uses(o.RIGHT, 0)
     top: int = uses(o.TOP, 0)
     bottom: int = uses(o.BOTTOM, 0)
-    to: Optional[str] = uses(o.TO, None)
-    context: Optional[int] = uses(o.WINDOW_CONTEXT, None)
+    to: str | None = uses(o.TO, None)
+    context: int | None = uses(o.WINDOW_CONTEXT, None)
     scale: float = uses(o.SCALE, 5.0)
-    negative: Optional[str] = uses(o.NEGATIVE, None)
+    negative: str | None = uses(o.NEGATIVE, None)
     steps: str = uses(o.STEPS, "100")
     sampler: str = uses(o.SAMPLER, "ddpm")
     eta: float = uses(o.ETA, 0.0)
-    threshold: Optional[float] = uses(o.THRESHOLD, None)
+    threshold: float | None = uses(o.THRESHOLD, None)
     upsample_steps: str = uses(o.UPSAMPLE_STEPS, "fast27")
     upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, "ddpm")
     upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
-    size: Optional[int] = uses(o.WINDOW_SIZE, None)
-    window: Optional[str] = uses(o.WINDOW, None)
+    size: int | None = uses(o.WINDOW_SIZE, None)
+    window: str | None = uses(o.WINDOW, None)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     model: str = uses(o.INPAINT_MODEL, "base-inpaint")
     upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, "upsample-inpaint")
 
@@ -174,17 +175,17 @@ class UnclipRequest:
     prior_steps: str = uses(o.PRIOR_STEPS, "25")
     prior_sampler: str = uses(o.PRIOR_SAMPLER, "ddpm")
     scale: float = uses(o.DECODER_SCALE, 8.0)
-    negative: Optional[str] = uses(o.NEGATIVE, None)
+    negative: str | None = uses(o.NEGATIVE, None)
     steps: str = uses(o.DECODER_STEPS, "25")
     sampler: str = uses(o.DECODER_SAMPLER, "ddpm")
     sr_steps: str = uses(o.SR_STEPS, "7")
     sr_sampler: str = uses(o.SR_SAMPLER, "ddpm")
-    size: Optional[int] = uses(o.UNCLIP_SIZE, None)
+    size: int | None = uses(o.UNCLIP_SIZE, None)
     best_of: int = uses(o.BEST_OF, 1)
     rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     prior_model: str = uses(o.PRIOR_MODEL, "karlo-prior")
     decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
     sr_model: str = uses(o.SR_MODEL, "karlo-sr")
@@ -203,12 +204,12 @@ class DecoderRequest:
     sampler: str = uses(o.DECODER_SAMPLER, "ddpm")
     sr_steps: str = uses(o.SR_STEPS, "7")
     sr_sampler: str = uses(o.SR_SAMPLER, "ddpm")
-    size: Optional[int] = uses(o.UNCLIP_SIZE, None)
+    size: int | None = uses(o.UNCLIP_SIZE, None)
     best_of: int = uses(o.BEST_OF, 1)
     rank_model: str = uses(o.RANK_MODEL, DEFAULT_RANK_MODEL)
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: Optional[int] = uses(o.SEED, None)
+    seed: int | None = uses(o.SEED, None)
     decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
     sr_model: str = uses(o.SR_MODEL, "karlo-sr")
     clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
@@ -220,7 +221,7 @@ class VaryRequest(DecoderRequest):
 
     command: ClassVar[str] = "vary"
     pattern: ClassVar[str] = "{index:05d}-{seed}-vary.png"
-    image: Optional[Path] = uses(o.IMAGE, None)
+    image: Path | None = uses(o.IMAGE, None)
 
 
 @dataclass(frozen=True)
@@ -229,11 +230,11 @@ class BlendRequest(DecoderRequest):
 
     command: ClassVar[str] = "blend"
     pattern: ClassVar[str] = "{index:05d}-{seed}-blend.png"
-    image_a: Optional[Path] = uses(o.IMAGE_A, None)
-    image_b: Optional[Path] = uses(o.IMAGE_B, None)
-    mix: Optional[float] = uses(o.MIX, None)
-    frames: Optional[int] = uses(o.FRAMES, None)
-    animate: Optional[str] = uses(o.ANIMATE, None)
+    image_a: Path | None = uses(o.IMAGE_A, None)
+    image_b: Path | None = uses(o.IMAGE_B, None)
+    mix: float | None = uses(o.MIX, None)
+    frames: int | None = uses(o.FRAMES, None)
+    animate: str | None = uses(o.ANIMATE, None)
 
 
 REQUESTS: dict[str, type] = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 from ..files.manifest import Manifest
 from .commands import InpaintRequest, OutpaintRequest, UpsampleRequest
@@ -14,7 +13,7 @@ from .plan import RenderPlan
 from .stages import build_stage, sized_fit, sized_stages, upsampler_stage
 
 
-def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..files.images import load_image
     from ..render.engine import model_entry, render_upsample
 
@@ -32,7 +31,7 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: Optional[
     )
 
 
-def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.engine import InpaintSource, model_entry, render_inpaint
     from ..render.region_inpaint import render_inpaint_region
 
@@ -57,7 +56,7 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: Optional[st
     return RenderPlan("inpaint", manifest, jobs, render, warnings)
 
 
-def inpaint_region(image: Path, mask: Optional[Path], invert: bool, fit: str, context: int, feather: int, final_size: int):
+def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, context: int, feather: int, final_size: int):
     """For inpaint: the RegionSource when the picture is inpainted at its own size (--fit
     region, or auto with a picture larger than final_size), else None. Either way a mask
     that selects nothing or everything is refused here, before any model loads."""
@@ -72,7 +71,7 @@ def inpaint_region(image: Path, mask: Optional[Path], invert: bool, fit: str, co
     return None
 
 
-def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.engine import model_entry
     from ..render.outpaint import OutpaintSource, render_outpaint, window_context
 
@@ -116,7 +115,7 @@ def parse_size(text: str, option: str = "--to") -> tuple[int, int]:
     return width, height
 
 
-def canvas_extension(image: Path, left: int, right: int, top: int, bottom: int, to: Optional[str]):
+def canvas_extension(image: Path, left: int, right: int, top: int, bottom: int, to: str | None):
     """How far to grow IMAGE, checked before any model loads."""
     from ..files.images import _open
     from ..render.regions import Extension

@@ -5,7 +5,7 @@ traceback."""
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 # Exceptions whose message is a complete one-line explanation, by module; a module that was
 # never imported cannot have raised its error, so none is imported here (no torch at --help).
@@ -41,7 +41,7 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def failure_message(error: BaseException, more: Sequence[tuple[str, str]] = ()) -> Optional[str]:
+def failure_message(error: BaseException, more: Sequence[tuple[str, str]] = ()) -> str | None:
     """The line to show for an expected failure of a render (None: a bug). `more` names
     further exception types of the caller's own ((module, class) pairs)."""
     if is_known_failure(error, more):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from .commands import build, field_names, option_fields
 from .options import MAX_SEED, RequestError
@@ -53,7 +54,7 @@ class Cell:
     request: Any
 
 
-def grid_cells(request_type: type, values: Mapping[str, Any], x: Axis, y: Optional[Axis]) -> list[Cell]:
+def grid_cells(request_type: type, values: Mapping[str, Any], x: Axis, y: Axis | None) -> list[Cell]:
     """Every cell's request, row by row; each value is checked as the command checks it, and
     all before anything renders."""
     count = len(x.values) * (len(y.values) if y else 1)

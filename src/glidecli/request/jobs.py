@@ -4,7 +4,8 @@ the whole request (prompt k, picture i -> k * num + i)."""
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .options import MAX_SEED, RequestError
 
@@ -45,9 +46,9 @@ def check_prompt(prompt: str, composable: bool = True, command: str = "") -> Non
 
 
 def make_jobs(
-    prompts: Sequence[str], num: int, seed: Optional[int], negative: Optional[str], shard: Optional[str] = None, *,
+    prompts: Sequence[str], num: int, seed: int | None, negative: str | None, shard: str | None = None, *,
     composable: bool = True, command: str = "",
-) -> list["Job"]:
+) -> list[Job]:
     """`num` pictures per prompt from `seed` on. A random seed is drawn by rank 0 of a
     torchrun launch for all ranks; the tasks of a job array must be given one. Prompts joined
     with AND are refused unless `composable`."""

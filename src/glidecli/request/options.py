@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 MAX_SEED = 2**32 - 1  # as glidecli.diffusion.noise.MAX_SEED, which imports torch; a test keeps them equal
 
@@ -36,7 +36,7 @@ class RequestError(ValueError):
     """A value no render can use, found before any model loads. `option` is the flag it
     concerns ('--scale'), None for a rule between several."""
 
-    def __init__(self, reason: str, option: Optional[str] = None):
+    def __init__(self, reason: str, option: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.option = option
@@ -56,10 +56,10 @@ class Option:
     help: str
     panel: str = SAMPLING
     choices: tuple[str, ...] = ()
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
+    minimum: float | None = None
+    maximum: float | None = None
     optional: bool = False  # None is a value (an option the user may leave out)
-    metavar: Optional[str] = None
+    metavar: str | None = None
     show_default: bool = True
     name: str = field(default="", compare=False)  # the positional's name in JSON (pictures)
 
@@ -117,7 +117,7 @@ def convert(option: Option, raw: Any) -> Any:
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
 
 
-def _number(raw: Any, kind: str) -> "int | float | None":
+def _number(raw: Any, kind: str) -> int | float | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         return None
     try:
@@ -149,7 +149,7 @@ def check(option: Option, value: Any) -> Any:
     return value
 
 
-def _batch_size(option: Option, value: Any) -> "int | str":
+def _batch_size(option: Option, value: Any) -> int | str:
     if value == "auto":
         return value
     number = _number(value, "int") if isinstance(value, (int, str)) else None
@@ -158,7 +158,7 @@ def _batch_size(option: Option, value: Any) -> "int | str":
     return number
 
 
-def _range_text(low: Optional[float], high: Optional[float]) -> str:
+def _range_text(low: float | None, high: float | None) -> str:
     show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     if low is not None and high is not None:
         return f"{show(low)} to {show(high)}"

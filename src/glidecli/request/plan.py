@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest
 
@@ -23,9 +24,9 @@ class RenderPlan:
 
     command: str
     manifest: Manifest
-    jobs: list["Job"]
+    jobs: list[Job]
     render: RenderFn
     warnings: list[str] = field(default_factory=list)
-    animate: Optional[str] = None
+    animate: str | None = None
     animations: list[tuple[int, ...]] = field(default_factory=list)
-    show_steps: Optional[int] = None
+    show_steps: int | None = None

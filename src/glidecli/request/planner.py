@@ -9,7 +9,7 @@ request and seed.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..files.manifest import Manifest
 from . import edits, text, unclip
@@ -27,6 +27,6 @@ PLANNERS = {
 }
 
 
-def plan_request(request: Any, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_request(request: Any, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard."""
     return PLANNERS[request.command](request, manifest, shard)

@@ -11,8 +11,9 @@ for the user in one warning line.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .a1111 import glide_sampler
 from .commands import REQUESTS, build, option_fields

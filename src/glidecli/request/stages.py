@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from ..files.manifest import Manifest
 from .options import RequestError
@@ -30,12 +30,12 @@ def build_stage(
     steps: str,
     *,
     eta: float = 0.0,
-    threshold: Optional[float] = None,
+    threshold: float | None = None,
     scale: float = 1.0,
     temperature: float = 1.0,
     steps_option: str = "--steps",
-    warnings: Optional[list[str]] = None,
-) -> "Stage":
+    warnings: list[str] | None = None,
+) -> Stage:
     """A render stage for model `name`, with the sampler checked against its diffusion;
     a setting that may diverge adds a line to `warnings`."""
     from ..render.engine import Stage, check_sampler, model_entry
@@ -60,8 +60,8 @@ def build_stage(
 
 
 def upsampler_stage(
-    manifest: Manifest, size: Optional[int], base: str, base_kind: str, name: str, kind: str, sampler: str, steps: str, temperature: float
-) -> Optional["Stage"]:
+    manifest: Manifest, size: int | None, base: str, base_kind: str, name: str, kind: str, sampler: str, steps: str, temperature: float
+) -> Stage | None:
     """The upsampling stage of a two-stage command, or None when --size asks for the base
     model's pictures alone."""
     if not wants_upsampler(size, manifest, base, base_kind, name, kind):
@@ -69,7 +69,7 @@ def upsampler_stage(
     return build_stage(manifest, name, kind, sampler, steps, temperature=temperature, steps_option="--upsample-steps")
 
 
-def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
+def wants_upsampler(size: int | None, manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
     """--size picks the base model's size (no upsampler) or the upsampler's (default). A
     manifest without the default upsampler (e.g. one written by `glide train` for a base
     model) gives the base model's pictures."""
@@ -92,14 +92,14 @@ def wants_upsampler(size: Optional[int], manifest: Manifest, base: str, base_kin
 
 def sized_stages(
     manifest: Manifest,
-    base: "Stage",
-    upsample: Optional["Stage"],
+    base: Stage,
+    upsample: Stage | None,
     base_kind: str,
     up_kind: str,
-    width: Optional[int],
-    height: Optional[int],
+    width: int | None,
+    height: int | None,
     option: str = "--width",
-) -> tuple["Stage", Optional["Stage"]]:
+) -> tuple[Stage, Stage | None]:
     """The stages with the sides --width/--height ask for (the models' own when both are None)."""
     from ..render.engine import model_entry
     from ..render.sizes import stage_sizes
@@ -117,7 +117,7 @@ def sized_stages(
     return base, upsample
 
 
-def sized_fit(fit: str, width: Optional[int], height: Optional[int]) -> str:
+def sized_fit(fit: str, width: int | None, height: int | None) -> str:
     """glide inpaint's --fit with --width/--height: the whole picture is fitted to that
     rectangle, so 'auto' means crop and 'region' (which keeps the picture's size) is refused."""
     if width is None and height is None:
@@ -128,8 +128,8 @@ def sized_fit(fit: str, width: Optional[int], height: Optional[int]) -> str:
 
 
 def init_image(
-    image: Optional[Path], strength: Optional[float], upsample_strength: Optional[float], fit: str, has_upsampler: bool
-) -> Optional["InitImage"]:
+    image: Path | None, strength: float | None, upsample_strength: float | None, fit: str, has_upsampler: bool
+) -> InitImage | None:
     """The img2img settings, or None without --init-image; the picture is read once here, so
     an unreadable one fails before anything is written."""
     if image is None:
@@ -155,7 +155,7 @@ def init_image(
     return InitImage(image, strength, upsample_strength, fit)
 
 
-def best_of_choice(count: int, rank_model: str, init: Optional["InitImage"]) -> Optional["BestOf"]:
+def best_of_choice(count: int, rank_model: str, init: InitImage | None) -> BestOf | None:
     """The best-of-N settings, or None for one candidate (plain generation)."""
     from ..render.ranking import MAX_BEST_OF, BestOf
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from ..files.manifest import Manifest
 from .commands import ClipGuideRequest, GenerateRequest
@@ -13,7 +13,7 @@ from .plan import RenderPlan
 from .stages import best_of_choice, build_stage, init_image, sized_stages, upsampler_stage
 
 
-def plan_generate(request: GenerateRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.engine import render_generate
 
     r = request
@@ -57,7 +57,7 @@ def seed_walks(jobs: list, frames: int, ranking: Any) -> tuple[list, list[tuple[
     return walked, [tuple(range(i * frames, (i + 1) * frames)) for i in range(len(jobs))]
 
 
-def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.engine import ClipSteering, model_entry, render_generate
 
     r = request

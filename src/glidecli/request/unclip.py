@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..files.manifest import Manifest
 from .commands import BlendRequest, UnclipRequest, VaryRequest
@@ -31,7 +31,7 @@ def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
     return decoder, build_stage(manifest, r.sr_model, "unclip-sr", r.sr_sampler, r.sr_steps, steps_option="--sr-steps")
 
 
-def clip_models(manifest: Manifest, clip_model: str, clip_stats: Optional[str], readers: tuple = ()):
+def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, readers: tuple = ()):
     """The CLIP entries, checked against the `readers` ((name, kind, option) of the prior and
     the decoder): each reads embeddings of the CLIP's width, and the prior its text length."""
     from ..render.engine import model_entry
@@ -67,7 +67,7 @@ def _check_picture(path: Path) -> None:
     open_rgb(path)
 
 
-def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.unclip import render_unclip
 
     r = request
@@ -87,7 +87,7 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: Optional[str]
     )
 
 
-def plan_vary(request: VaryRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.unclip import render_vary
 
     r = request
@@ -106,7 +106,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: Optional[str] = N
     )
 
 
-def plan_blend(request: BlendRequest, manifest: Manifest, shard: Optional[str] = None) -> RenderPlan:
+def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.unclip import BlendJob, render_blend
 
     r = request

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -143,7 +143,7 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     return command, options, pictures
 
 
-def _models(service: Service, checkpoint: Optional[str], kind: str) -> tuple[str, Optional[str]]:
+def _models(service: Service, checkpoint: str | None, kind: str) -> tuple[str, str | None]:
     """The base model (A1111's checkpoint, or the manifest's default) and its upsampler."""
     manifest = service.manifest
     default = "base" if kind == "base" else "base-inpaint"
@@ -158,7 +158,7 @@ def _models(service: Service, checkpoint: Optional[str], kind: str) -> tuple[str
     return base, companion(manifest, base, up_kind)
 
 
-def _sampler(body: dict[str, Any]) -> Optional[str]:
+def _sampler(body: dict[str, Any]) -> str | None:
     """glide's sampler for A1111's sampler_name (or the older sampler_index); None at A1111's
     defaults ("Euler a", "Euler"), where the command's own default applies."""
     chosen = [body.get(key) for key in ("sampler_name", "sampler_index") if body.get(key) not in (None, "", A1111_DEFAULTS[key])]
@@ -176,7 +176,7 @@ def _count(value: Any, name: str) -> int:
     return value
 
 
-def _size(service: Service, given: dict[str, Any], base: str, upsampler: Optional[str], options: dict[str, Any]) -> None:
+def _size(service: Service, given: dict[str, Any], base: str, upsampler: str | None, options: dict[str, Any]) -> None:
     """width/height other than A1111's default 512x512 and the models' own size ask for that size."""
     width, height = given.get("width"), given.get("height")
     if width is None and height is None:

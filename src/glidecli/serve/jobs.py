@@ -15,9 +15,10 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from ..request.failures import failure_message
 from ..request.plan import RenderPlan
@@ -46,22 +47,22 @@ class Job:
     pattern: str
     labels: dict[str, str] = field(default_factory=dict)  # upload path -> what the PNG records instead
     state: str = "queued"
-    stage: Optional[str] = None
+    stage: str | None = None
     step: int = 0
     total: int = 0
     images_done: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
-    error: Optional[str] = None
-    worker: Optional[str] = None
+    error: str | None = None
+    worker: str | None = None
     created: float = field(default_factory=time.time)
-    started_at: Optional[float] = None
-    finished_at: Optional[float] = None
+    started_at: float | None = None
+    finished_at: float | None = None
     render_seconds: float = 0.0  # inside the render (sampling), the rest of a job's time is the server's
     write_seconds: float = 0.0  # encoding and writing its PNGs
     keep_finished: bool = False  # a cancel that keeps the pictures finished before it (A1111's interrupt)
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
-    cleanup: Optional[Callable[[], None]] = None  # removes the job's uploads when it ends
+    cleanup: Callable[[], None] | None = None  # removes the job's uploads when it ends
 
     @property
     def finished(self) -> bool:
@@ -83,7 +84,7 @@ class JobQueue:
         self._waiting: list[Job] = []  # queued jobs, oldest first
         self._lock = threading.Condition()
         self._names = threading.Lock()
-        self._next_index: Optional[int] = None
+        self._next_index: int | None = None
         self.sessions: dict[str, Any] = {}  # worker -> its Session, once made
         self._stopping = False
         # A worker's name is its device, numbered when several share one (two CPU workers).
@@ -96,8 +97,8 @@ class JobQueue:
 
     # --- what the routes call ------------------------------------------------------------------
 
-    def submit(self, plan: RenderPlan, pattern: str, labels: Optional[dict[str, str]] = None,
-               cleanup: Optional[Callable[[], None]] = None) -> Job:
+    def submit(self, plan: RenderPlan, pattern: str, labels: dict[str, str] | None = None,
+               cleanup: Callable[[], None] | None = None) -> Job:
         with self._lock:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"the queue holds {len(self._waiting)} jobs (--max-queue {self.max_queue}); try again later")
@@ -109,7 +110,7 @@ class JobQueue:
             self._lock.notify_all()
         return job
 
-    def get(self, job_id: str) -> Optional[Job]:
+    def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
 
@@ -117,7 +118,7 @@ class JobQueue:
         with self._lock:
             return list(self._jobs.values())
 
-    def position(self, job: Job) -> Optional[int]:
+    def position(self, job: Job) -> int | None:
         """0 for the next job to start; None once it has started."""
         with self._lock:
             return self._waiting.index(job) if job in self._waiting else None
@@ -135,7 +136,7 @@ class JobQueue:
                 self._end(job, "cancelled")
             return True
 
-    def wait(self, job: Job, timeout: Optional[float] = None) -> bool:
+    def wait(self, job: Job, timeout: float | None = None) -> bool:
         """Block until the job has finished (True) or `timeout` seconds passed (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -146,7 +147,7 @@ class JobQueue:
                 self._lock.wait(left)
             return True
 
-    def events(self, job: Job, keepalive: float = 15.0) -> Iterator[Optional[dict[str, Any]]]:
+    def events(self, job: Job, keepalive: float = 15.0) -> Iterator[dict[str, Any] | None]:
         """The job's events in order, from the first, until its last; None every
         `keepalive` seconds without one (the stream sends a comment, and so notices a
         client that left)."""
@@ -313,7 +314,7 @@ class _JobReporter:
                 self.jobs._publish(job, "step")
 
 
-def default_devices(devices: Optional[str], device: str) -> list[str]:
+def default_devices(devices: str | None, device: str) -> list[str]:
     """--devices cuda:0,cuda:1 (one worker each), else the one --device."""
     if not devices:
         return [device]

@@ -6,8 +6,6 @@ manifest's default names (upsample, base-inpaint, upsample-inpaint) when present
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..files.manifest import Manifest
 
 DEFAULT_NAMES = {"base": "base", "upsample": "upsample", "base-inpaint": "base-inpaint", "upsample-inpaint": "upsample-inpaint"}
@@ -18,7 +16,7 @@ def models_of_kind(manifest: Manifest, kind: str) -> list[str]:
     return [name for name, entry in manifest.models.items() if entry.kind == kind]
 
 
-def companion(manifest: Manifest, name: str, kind: str) -> Optional[str]:
+def companion(manifest: Manifest, name: str, kind: str) -> str | None:
     """The model of `kind` that goes with `name`, or None when the manifest has none."""
     candidates = [name + SUFFIXES.get(kind, ""), name.removesuffix("-inpaint") + SUFFIXES.get(kind, ""), DEFAULT_NAMES.get(kind, "")]
     if kind == "upsample-inpaint":
@@ -30,7 +28,7 @@ def companion(manifest: Manifest, name: str, kind: str) -> Optional[str]:
     return None
 
 
-def model_size(manifest: Manifest, base: str, upsampler: Optional[str]) -> int:
+def model_size(manifest: Manifest, base: str, upsampler: str | None) -> int:
     """The side of the pictures a base model (and its upsampler, if any) makes."""
     name = upsampler or base
     entry = manifest.models.get(name)

@@ -18,7 +18,7 @@ import base64
 import io
 import re
 import time
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -163,7 +163,7 @@ def _n(body: dict[str, Any]) -> int:
     return count
 
 
-def _model(service: Service, name: Optional[str], kinds: tuple[str, ...]) -> Optional[str]:
+def _model(service: Service, name: str | None, kinds: tuple[str, ...]) -> str | None:
     """A manifest entry of one of `kinds`, or None for OpenAI's names and no name (the default)."""
     if not name or name in OPENAI_MODELS:
         return None
@@ -174,7 +174,7 @@ def _model(service: Service, name: Optional[str], kinds: tuple[str, ...]) -> Opt
     return name
 
 
-def _size(service: Service, size: Optional[str], base: str, upsampler: Optional[str], options: dict[str, Any]) -> None:
+def _size(service: Service, size: str | None, base: str, upsampler: str | None, options: dict[str, Any]) -> None:
     if not size or size in PEER_DEFAULT_SIZES:
         return
     match = re.fullmatch(r"(\d+)x(\d+)", str(size))

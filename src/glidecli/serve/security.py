@@ -16,7 +16,8 @@ import base64
 import hmac
 import json
 import socket
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
@@ -25,7 +26,7 @@ PUBLIC_PATHS = ("/", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
 
 
-def allowed_host_names(bind_host: str) -> Optional[set[str]]:
+def allowed_host_names(bind_host: str) -> set[str] | None:
     """The names a request's Host header may hold; None (any) when binding every address,
     where --token guards every route instead."""
     if bind_host in WILDCARD_HOSTS:
@@ -45,7 +46,7 @@ def host_name(host_header: str) -> str:
 class Guard:
     """The ASGI middleware: `app` behind the checks above."""
 
-    def __init__(self, app: Callable, bind_host: str, token: Optional[str]):
+    def __init__(self, app: Callable, bind_host: str, token: str | None):
         self.app = app
         self.hosts = allowed_host_names(bind_host)
         self.token = token
@@ -65,7 +66,7 @@ class Guard:
             return
         await self.app(scope, receive, send)
 
-    def refusal(self, path: str, headers: dict[str, str], scheme: str) -> Optional[tuple[int, str, dict[str, str]]]:
+    def refusal(self, path: str, headers: dict[str, str], scheme: str) -> tuple[int, str, dict[str, str]] | None:
         host = headers.get("host", "")
         if self.hosts is not None and host_name(host) not in self.hosts:
             return 400, f"host {host!r} is not this server's name (DNS rebinding protection); use {sorted(self.hosts)[0]}", {}

@@ -6,9 +6,10 @@ openai_images.py) only translate their format to and from these calls."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..files.manifest import Manifest, load_manifest
 from ..request.commands import REQUESTS, field_names, file_pattern, from_mapping, option_fields
@@ -21,7 +22,7 @@ from .uploads import UploadError, UploadLimits, decode_base64, new_uploads, save
 class ClientError(Exception):
     """A request the server refuses: `status` (4xx, or 503 for a full queue) and one line."""
 
-    def __init__(self, message: str, status: int = 422, headers: Optional[dict[str, str]] = None):
+    def __init__(self, message: str, status: int = 422, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
@@ -34,20 +35,20 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     out: Path = Path("outputs")
-    weights: Optional[Path] = None
+    weights: Path | None = None
     device: str = "auto"
-    devices: Optional[str] = None
+    devices: str | None = None
     dtype: str = "auto"
     offload: str = "none"
     compile: bool = False
     offline: bool = False
-    token: Optional[str] = None
+    token: str | None = None
     max_queue: int = 16
     limits: UploadLimits = field(default_factory=UploadLimits)
 
 
 class Service:
-    def __init__(self, config: ServerConfig, manifest: Optional[Manifest] = None, session_factory=None):
+    def __init__(self, config: ServerConfig, manifest: Manifest | None = None, session_factory=None):
         self.config = config
         self.manifest = manifest or load_manifest(config.weights)
         self.out = config.out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -119,7 +119,7 @@ class ClipBatches:
         self.tokens = encoded.tokens
         self.truncated = sum(encoded.truncated)
 
-    def __call__(self, step: int, part: Optional[range] = None) -> tuple[Tensor, Tensor]:
+    def __call__(self, step: int, part: range | None = None) -> tuple[Tensor, Tensor]:
         examples = step_examples(self.order, self.seed, self.batch_size, step, part)
         pixels = [
             _normalized(random_crop(self.dataset.image(index), self.cfg.image_size, self.crop_min, torch.rand(3, generator=g)), self.cfg)
@@ -138,7 +138,7 @@ class ClipRecipe:
         if trainer.hyper.amp == "fp16" and trainer.device.type == "cpu":
             raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
 
-    def image_size(self, trainer: Any, state: Optional[dict], entry) -> int:
+    def image_size(self, trainer: Any, state: dict | None, entry) -> int:
         if state is not None:
             return int(state["arch"]["image_size"])
         return int(trainer.source.arch_changes.get("image_size", CLIP_PRESETS.get(trainer.source.preset or "tiny", {}).get("image_size", 32)))

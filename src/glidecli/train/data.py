@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -55,7 +54,7 @@ class DataOrder:
         return int(self._cache[epoch][position])
 
 
-def step_examples(order: DataOrder, seed: int, batch_size: int, step: int, part: Optional[range] = None) -> list[tuple[int, torch.Generator]]:
+def step_examples(order: DataOrder, seed: int, batch_size: int, step: int, part: range | None = None) -> list[tuple[int, torch.Generator]]:
     """The examples of `step` (this rank's places `part` of the batch; None: all): each one's
     index in the data set and its own generator. Example j of step k is example
     k * batch_size + j of the run, and its generator is seeded by the seed and that number
@@ -115,8 +114,8 @@ class Batch:
     mask: Tensor  # [B, ctx]
     t: Tensor  # [B]
     noise: Tensor  # [B, 3, S, S]
-    low_res: Optional[Tensor]  # [B, 3, S/4, S/4] for upsamplers
-    keep_mask: Optional[Tensor]  # [B, 1, S, S] for inpainting models: 1 = known, 0 = to fill
+    low_res: Tensor | None  # [B, 3, S/4, S/4] for upsamplers
+    keep_mask: Tensor | None  # [B, 1, S, S] for inpainting models: 1 = known, 0 = to fill
     indices: list[int]
     dropped: Tensor  # [B] bool
 
@@ -134,7 +133,7 @@ class BatchMaker:
         empty = tokenizer.batch([""])
         self.empty_tokens, self.empty_mask = empty.tokens[0], empty.mask[0]
 
-    def __call__(self, step: int, part: Optional[range] = None) -> Batch:
+    def __call__(self, step: int, part: range | None = None) -> Batch:
         """The batch of `step`, or the places `part` of it (one rank's share; step_examples)."""
         cfg, hyper = self.cfg, self.hyper
         size = cfg.image_size
@@ -169,7 +168,7 @@ class BatchMaker:
             dropped=dropped,
         )
 
-    def _draws(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+    def _draws(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """An example's random choices: crop, caption dropout, timestep, noise and
         (inpainting) the erased region, drawn in that order from its own generator."""
         cfg, hyper = self.cfg, self.hyper

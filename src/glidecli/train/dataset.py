@@ -14,14 +14,15 @@ in minutes, which makes it a test of the whole training path.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import random
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -83,7 +84,7 @@ class Dataset:
     source: Path
     examples: list[Example]
     skipped: Skipped
-    images: Optional[list[Image.Image]] = None  # decoded RGB images when kept in memory
+    images: list[Image.Image] | None = None  # decoded RGB images when kept in memory
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -93,7 +94,7 @@ class Dataset:
         the same data to continue exactly."""
         digest = hashlib.sha256()
         for example in self.examples:
-            digest.update(f"{example.path.name}\t{example.caption}\n".encode("utf-8"))
+            digest.update(f"{example.path.name}\t{example.caption}\n".encode())
         return digest.hexdigest()[:16]
 
     def image(self, index: int) -> Image.Image:
@@ -123,7 +124,7 @@ def _clean_caption(text: str) -> str:
     return " ".join(text.split())
 
 
-def scan_dataset(source: str | Path, *, max_side: Optional[int] = None, keep_in_memory_mb: int = 1024) -> Dataset:
+def scan_dataset(source: str | Path, *, max_side: int | None = None, keep_in_memory_mb: int = 1024) -> Dataset:
     """Read a folder or JSONL data set. Every image is decoded once here; when the decoded
     images (shrunk so their short side is at most `max_side`) fit in `keep_in_memory_mb`,
     they are kept, else they are read again when used."""
@@ -248,7 +249,7 @@ def shape_scene(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
     return draw_scene(colour, shape, background, size, rng), shape_caption(colour, shape, background)
 
 
-def draw_scene(colour: str, shape: str, background: str, size: int = 64, rng: Optional[random.Random] = None) -> Image.Image:
+def draw_scene(colour: str, shape: str, background: str, size: int = 64, rng: random.Random | None = None) -> Image.Image:
     """A `colour` `shape` on a `background`: without `rng` centred, 29% of the side from centre
     to edge; with it of random size (24-34%) and place (within 8% of the side from the centre)."""
     factor = 4  # drawn large, then shrunk: smooth edges
@@ -342,14 +343,18 @@ def write_shapes(out: Path, count: int, *, size: int = 64, seed: int = 0, jsonl:
     for index in range(count):
         image, caption = shape_scene(rng, size)
         path = out / f"{index:0{width}d}.png"
-        _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+        _atomic_write(path, functools.partial(image.save, format="PNG"))
         if jsonl:
             lines.append(json.dumps({"path": path.name, "caption": caption}))
         else:
-            _atomic_write(path.with_suffix(".txt"), lambda tmp: Path(tmp).write_text(caption + "\n", encoding="utf-8"))
+            _atomic_write(path.with_suffix(".txt"), functools.partial(_write_text, text=caption + "\n"))
         yield path
     if jsonl:
-        _atomic_write(out / "captions.jsonl", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        _atomic_write(out / "captions.jsonl", functools.partial(_write_text, text="\n".join(lines) + "\n"))
+
+
+def _write_text(path: str | Path, text: str) -> None:
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def default_mode(directory: bool = False) -> int:

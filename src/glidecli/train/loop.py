@@ -41,9 +41,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,9 +53,11 @@ from .. import __version__
 from ..files.manifest import Manifest
 from ..nets.checkpoint import check_state_dict, read_safetensors, save_network
 from ..render.shard import Ranks, peer_failure
+from .clip_recipe import CLIP_KIND, ClipRecipe
 from .data import derived_generator
 from .dataset import default_mode, make_folder, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
+from .recipe import GlideRecipe
 from .settings import (
     AMP_DTYPES,
     SAVE_DTYPES,
@@ -64,9 +67,6 @@ from .settings import (
     ema_decay,
     learning_rate,
 )
-from .clip_recipe import CLIP_KIND, ClipRecipe
-from .recipe import GlideRecipe
-from .unclip_recipes import DecoderRecipe, PriorRecipe
 from .start import (
     TrainingError,
     check_fresh_folder,
@@ -84,6 +84,7 @@ from .state import (
     trim_log,
     write_checkpoint,
 )
+from .unclip_recipes import DecoderRecipe, PriorRecipe
 
 
 def recipe_for(kind: str):
@@ -137,14 +138,14 @@ class Trainer:
         hyper: Hyper,
         plan: RunPlan,
         *,
-        manifest: Optional[Manifest] = None,
+        manifest: Manifest | None = None,
         resume: bool = False,
         device: str | torch.device = "cpu",
-        offline: Optional[bool] = None,
-        progress: Optional[Progress] = None,
+        offline: bool | None = None,
+        progress: Progress | None = None,
         command_line: str = "",
-        hyper_given: Optional[set[str]] = None,
-        ranks: Optional[Ranks] = None,
+        hyper_given: set[str] | None = None,
+        ranks: Ranks | None = None,
     ):
         """`hyper_given`: the settings the user gave explicitly; on --resume they must agree
         with the run's (None: all of them are checked). `ranks`: this process's place in a
@@ -182,8 +183,8 @@ class Trainer:
     # -- setup steps
 
     def _starting_state(
-        self, resume: bool, hyper: Hyper, source: ModelSource, hyper_given: Optional[set[str]]
-    ) -> tuple[Optional[dict[str, Any]], Hyper, ModelSource]:
+        self, resume: bool, hyper: Hyper, source: ModelSource, hyper_given: set[str] | None
+    ) -> tuple[dict[str, Any] | None, Hyper, ModelSource]:
         """On --resume, the last checkpoint's state and the run's settings from it; else no
         state and the settings given, in a folder that holds nothing the run would replace."""
         existing = checkpoint_dirs(self.out)
@@ -220,7 +221,7 @@ class Trainer:
         self.model = self.recipe.network(kind, self.cfg, weights, self.device).train().requires_grad_(True)
         self.ema = self.recipe.network(kind, self.cfg, ema_weights, self.device).eval().requires_grad_(False)
 
-    def _set_up_optimizer(self, state: Optional[dict[str, Any]]) -> None:
+    def _set_up_optimizer(self, state: dict[str, Any] | None) -> None:
         """AdamW and the fp16 gradient scaler, with their state and the step on --resume."""
         hyper = self.hyper
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
@@ -322,7 +323,7 @@ class Trainer:
 
     # -- the loop
 
-    def run(self, should_stop: Optional[Callable[[int], bool]] = None) -> TrainResult:
+    def run(self, should_stop: Callable[[int], bool] | None = None) -> TrainResult:
         """Train to plan.steps. `should_stop(step)` is asked after every step; when it says so
         (or on Ctrl-C, between steps) a checkpoint is saved and TrainingStopped is raised."""
         plan, progress = self.plan, self.progress
@@ -338,7 +339,7 @@ class Trainer:
         stop_on_sigint = _stop_on_sigint(interrupted, second_aborts=not self.ranks.launched)
         with stop_on_sigint, open(log_path, "a", encoding="utf-8") as log, self._peers_watched():
             window_start, window_images = time.perf_counter(), 0
-            smoothed: Optional[float] = None
+            smoothed: float | None = None
             while self.step < plan.steps:
                 terms = self.train_step(self.step)
                 self.step += 1

@@ -10,8 +10,6 @@ rounding). Every rank keeps the same weights, optimizer and EMA; only rank 0 wri
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -27,7 +25,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x_t: Tensor, t: Tensor, tokens: Tensor, mask: Tensor, low_res: Optional[Tensor], known: dict[str, Tensor]) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, tokens: Tensor, mask: Tensor, low_res: Tensor | None, known: dict[str, Tensor]) -> Tensor:
         text = self.model.encode_text(tokens, mask)
         return self.model(x_t, t, text, low_res=low_res, **known)
 
@@ -43,7 +41,7 @@ def data_parallel(forward: nn.Module, ranks: Ranks, device: torch.device) -> nn.
     return DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
 
 
-def batch_part(batch_size: int, ranks: Ranks) -> Optional[range]:
+def batch_part(batch_size: int, ranks: Ranks) -> range | None:
     """This rank's places in every global batch (None: the whole batch, one process)."""
     return share(batch_size, ranks.rank, ranks.world) if ranks.launched else None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,8 +21,8 @@ from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
 from .data import BatchMaker
 from .parallel import Denoiser
-from .start import TrainingError, check_kind_and_dtype, prepare_model, run_image_size
 from .run_manifest import write_model_manifest
+from .start import TrainingError, check_kind_and_dtype, prepare_model, run_image_size
 from .state import enable_gradient_checkpointing, network_from_weights, write_samples
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
@@ -44,7 +44,7 @@ class GlideRecipe:
     def check(self, trainer: Any) -> None:
         check_kind_and_dtype(trainer.source, trainer.hyper, trainer.device)
 
-    def image_size(self, trainer: Any, state: Optional[dict], entry) -> int:
+    def image_size(self, trainer: Any, state: dict | None, entry) -> int:
         return run_image_size(trainer.source, state, entry)
 
     def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[UNetConfig, torch.nn.Module]:

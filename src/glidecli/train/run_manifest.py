@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..files.file_facts import sha256_file
 from ..files.manifest import HubSource, LocalSource, ModelEntry, toml_value
@@ -18,7 +18,7 @@ from .state import arch_dict
 
 
 def made_entry(
-    name: str, kind: str, weights: Path, arch: Optional[dict[str, Any]], folder: Path, extra: tuple[str, ...] = ()
+    name: str, kind: str, weights: Path, arch: dict[str, Any] | None, folder: Path, extra: tuple[str, ...] = ()
 ) -> list[str]:
     """A model this run made: its file beside the manifest (`extra`: more key lines)."""
     lines = [f"[models.{json.dumps(name)}]", f"kind = {toml_value(kind)}", f"path = {toml_value(os.path.relpath(weights, folder))}",
@@ -52,7 +52,7 @@ def used_entry(entry: ModelEntry, folder: Path) -> list[str]:
     return lines + _arch(entry.name, None if entry.arch is None else arch_dict(entry.arch))
 
 
-def _arch(name: str, arch: Optional[dict[str, Any]]) -> list[str]:
+def _arch(name: str, arch: dict[str, Any] | None) -> list[str]:
     if not arch:
         return []
     return [f"[models.{json.dumps(name)}.arch]", *(f"{key} = {toml_value(value)}" for key, value in arch.items()), ""]

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -103,7 +102,7 @@ class RunPlan:
     keep_checkpoints: int = 2
     log_every: int = 50
     grad_checkpointing: bool = False
-    save_dtype: Optional[str] = None  # None: the resumed run's, else fp32
+    save_dtype: str | None = None  # None: the resumed run's, else fp32
 
 
 @dataclass
@@ -112,11 +111,11 @@ class ModelSource:
 
     name: str  # the trained model's name (its file name and manifest entry)
     kind: str = "base"
-    entry: Optional[str] = None  # manifest entry to fine-tune
-    preset: Optional[str] = None  # size preset of a fresh network
+    entry: str | None = None  # manifest entry to fine-tune
+    preset: str | None = None  # size preset of a fresh network
     arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
     tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
-    clip: Optional[str] = None  # unCLIP's prior and decoder: the CLIP entry they learn from
+    clip: str | None = None  # unCLIP's prior and decoder: the CLIP entry they learn from
 
 
 def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:

@@ -9,8 +9,9 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -59,7 +60,7 @@ def read_state(checkpoint: Path) -> Any:
 
 
 def resumed_settings(
-    state: Any, hyper: Hyper, hyper_given: Optional[set[str]], checkpoint: Path, message: Callable[[str], None]
+    state: Any, hyper: Hyper, hyper_given: set[str] | None, checkpoint: Path, message: Callable[[str], None]
 ) -> tuple[Hyper, ModelSource]:
     """The run's settings from a checkpoint's state. Version 1 (before torchrun) differs only
     in how examples drew their randomness, so it resumes, with a note that the batches
@@ -85,7 +86,7 @@ def resumed_settings(
     return _resumed_hyper(hyper, saved, hyper_given), source
 
 
-def _resumed_hyper(given: Hyper, stored: Hyper, names: Optional[set[str]]) -> Hyper:
+def _resumed_hyper(given: Hyper, stored: Hyper, names: set[str] | None) -> Hyper:
     """The run's settings; those given explicitly must agree with them."""
     for item in dataclasses.fields(Hyper):
         if names is not None and item.name not in names:
@@ -100,7 +101,7 @@ def _resumed_hyper(given: Hyper, stored: Hyper, names: Optional[set[str]]) -> Hy
     return stored
 
 
-def fine_tuned_entry(source: ModelSource, manifest: Optional[Manifest]) -> Optional[ModelEntry]:
+def fine_tuned_entry(source: ModelSource, manifest: Manifest | None) -> ModelEntry | None:
     """The manifest entry a fresh run fine-tunes (None: it starts from a preset), checked
     against what the run would make of it."""
     if source.entry is None:
@@ -118,7 +119,7 @@ def fine_tuned_entry(source: ModelSource, manifest: Optional[Manifest]) -> Optio
     return entry
 
 
-def run_image_size(source: ModelSource, state: Optional[dict], entry) -> int:
+def run_image_size(source: ModelSource, state: dict | None, entry) -> int:
     if state is not None:
         return int(state["arch"]["image_size"])
     if entry is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +32,8 @@ from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.prior import ClipText
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
-from .dataset import default_mode
 from .data import DataOrder, pil_to_tensor, random_crop, step_examples
+from .dataset import default_mode
 from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
@@ -61,7 +61,7 @@ DECODER_PRESETS = {
 }
 
 
-def _preset(presets: dict, preset: Optional[str], kind: str) -> dict:
+def _preset(presets: dict, preset: str | None, kind: str) -> dict:
     if (preset or "tiny") not in presets:
         raise TrainingError(f"unknown preset {preset!r} for an {kind}; choose one of {', '.join(presets)}")
     return presets[preset or "tiny"]
