@@ -21,10 +21,8 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from glidecli.cli import main as cli
-from glidecli.diffusion.schedule import SCHEDULE_NAMES
 from glidecli.files import pngfile
 from glidecli.files.pngfile import read_png_metadata
-from glidecli.nets.config import NOISE_SCHEDULES
 from glidecli.render import engine as render_engine
 from glidecli.train import dataset as train_dataset
 from helpers.glide_cli import assert_one_error_line, invoker
@@ -241,10 +239,6 @@ def test_manifest_arch_values_no_network_has(glide, files, tmp_path, old, new, f
     result = glide("generate", "x", *SHAPES, "--weights", manifest, "--out", files["out"])
     assert_one_error_line(result, 1, fragment)
     assert not files["out"].exists() or not any(files["out"].iterdir())
-
-
-def test_noise_schedule_names_mirror_the_schedules():
-    assert NOISE_SCHEDULES == SCHEDULE_NAMES
 
 
 # --- Ctrl-C ------------------------------------------------------------------------------------------

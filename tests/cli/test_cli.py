@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple, get_args
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -24,20 +24,16 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from glidecli import __version__
 from glidecli.cli import edit as cli_edit
 from glidecli.cli import generate as cli_generate
-from glidecli.cli import options as cli_options
 from glidecli.diffusion.noise import MAX_SEED
-from glidecli.diffusion.samplers import SAMPLERS
 from glidecli.files.fetch import sha256_file
-from glidecli.files.images import FIT_MODES, load_image, load_mask, tensor_to_pil
+from glidecli.files.images import load_image, load_mask, tensor_to_pil
 from glidecli.files.manifest import load_manifest, toml_value
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import build_network, random_init_, save_network
 from glidecli.nets.unet import Text2ImUNet
 from glidecli.render import engine as render
 from glidecli.render import session
-from glidecli.render.offload import OFFLOAD_CHOICES
 from glidecli.render.pipeline import SamplerChoice
-from glidecli.request import options as request_options
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny import TINY_CLIP, tiny_network
 
@@ -506,15 +502,6 @@ def test_help_and_weights_list_do_not_import_torch(world):
     for args in (["--help"], ["generate", "--help"], ["weights", "list"]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env={**os.environ, "GLIDE_WEIGHTS": str(world.manifest)})
         assert done.stdout.strip().splitlines()[-1] == "False", (args, done.stderr)
-
-
-def test_choices_mirror_the_modules_that_define_them():
-    assert request_options.SAMPLERS == tuple(SAMPLERS)
-    assert request_options.FIT_MODES == FIT_MODES
-    assert get_args(cli_options.DtypeName) == ("auto", *render.DTYPES)
-    assert get_args(cli_options.DeviceName) == render.DEVICES
-    assert get_args(cli_options.OffloadName) == OFFLOAD_CHOICES
-    assert request_options.MAX_SEED == MAX_SEED
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,9 @@ from PIL import Image
 from test_cli import FAST, environment, glide, half_mask, pixels, random_picture, world  # noqa: F401 - fixtures
 
 from glidecli.files.fetch import sha256_file
-from glidecli.files.images import FIT_MODES, load_image, load_mask, tensor_to_pil
+from glidecli.files.images import load_image, load_mask, tensor_to_pil
 from glidecli.files.pngfile import read_png_metadata
-from glidecli.render import regions
 from glidecli.render.regions import feather_weights
-from glidecli.request import options as request_options
 from helpers.glide_cli import assert_one_error_line
 
 
@@ -205,10 +203,6 @@ def test_a_prompt_slug_stays_inside_the_output_directory(glide, tmp_path):
     [path] = result.paths
     assert path.resolve().is_relative_to((tmp_path / "o").resolve()) and path.name == "1.png"
 
-
-def test_the_canvas_limit_and_fit_modes_mirror_the_modules_that_define_them():
-    assert request_options.MAX_CANVAS == regions.MAX_CANVAS
-    assert request_options.INPAINT_FIT_MODES == ("auto", "region", *FIT_MODES)
 
 
 def test_outpaint_help(glide):

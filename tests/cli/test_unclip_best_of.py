@@ -137,7 +137,7 @@ def test_the_default_rank_model_is_generates():
     import inspect
 
     from glidecli.cli import unclip as cli_unclip
-    from glidecli.render.ranking import DEFAULT_RANK_MODEL
+    from glidecli.render.defaults import RANK_MODEL as DEFAULT_RANK_MODEL
 
     for command in (cli_unclip.unclip, cli_unclip.vary, cli_unclip.blend):
         assert inspect.signature(command).parameters["rank_model"].default == DEFAULT_RANK_MODEL

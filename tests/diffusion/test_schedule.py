@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from glidecli.diffusion.schedule import (
-    SCHEDULE_NAMES,
     Schedule,
     betas_for,
     space_timesteps,
 )
+from glidecli.nets.config import NOISE_SCHEDULES
 from helpers.paths import SHARED
 
 # Shared reference vectors live beside the repository, not in it; a fresh clone skips.
@@ -37,7 +37,7 @@ def test_respacing_matches_reference(vectors):
         assert space_timesteps(1000, spec) == expected, spec
 
 
-@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+@pytest.mark.parametrize("name", NOISE_SCHEDULES)
 def test_schedule_values_match_reference(vectors, name):
     table = vectors["schedules"][name]
     index = table["index"]
@@ -129,7 +129,7 @@ def test_bad_specs_raise_clear_errors(spec, message):
 # --- the respaced process ---
 
 
-@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+@pytest.mark.parametrize("name", NOISE_SCHEDULES)
 def test_respaced_process_keeps_original_alpha_bar(name):
     full = Schedule.create(name)
     spaced = Schedule.create(name, respacing="27")

@@ -15,13 +15,8 @@ from glidecli.files.manifest import (
     load_manifest,
     packaged_manifest_path,
 )
-from glidecli.nets.config import (
-    CLIP_KINDS,
-    UNET_KINDS,
-    ClipConfig,
-    UNetConfig,
-    unet_defaults,
-)
+from glidecli.nets.config import ClipConfig, UNetConfig, unet_defaults
+from glidecli.nets.kinds import CLIP_KINDS, UNET_KINDS
 from helpers.paths import REPO_ROOT
 
 OFFICIAL_FILES = {

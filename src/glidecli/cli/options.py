@@ -6,18 +6,15 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
 from ..request.commands import file_pattern, option_fields
 from ..request.options import RequestError
 from .run import RunOptions, click_errors
-
-DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # mirrors render.session.DEVICES; a test keeps them equal
-DtypeName = Literal["auto", "fp32", "fp16", "bf16"]
-OffloadName = Literal["none", "model", "sequential"]  # mirrors render.offload.OFFLOAD_CHOICES
 
 OUTPUT = o.OUTPUT
 MODELS = o.MODELS

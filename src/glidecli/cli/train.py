@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from ..nets.kinds import ModelKind
+from ..render.defaults import DeviceName
 from .run import click_errors
 
 TRAINING = "Training"
@@ -22,7 +24,6 @@ KindName = Literal["base", "upsample", "base-inpaint", "upsample-inpaint", "clip
 PredictionName = Literal["eps", "v"]
 AmpName = Literal["auto", "fp32", "bf16", "fp16"]
 SaveDtype = Literal["fp32", "fp16", "bf16"]
-DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 
 
 class Stopped(Exception):
@@ -130,7 +131,7 @@ def train_command(
         amp = dtype
         given["amp"] = amp
     # unCLIP's decoder drops the caption for half of its examples (DALL-E 2), Karlo's prior for 20%.
-    kind_defaults = {"caption_dropout": 0.5} if kind == "unclip-decoder" else {}
+    kind_defaults = {"caption_dropout": 0.5} if kind == ModelKind.UNCLIP_DECODER else {}
     hyper = Hyper(**{**kind_defaults, **given, "amp": amp})
     try:
         hyper.check()
@@ -151,14 +152,14 @@ def train_command(
         if not new_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise click_errors.BadParameter(f"{new_name!r}: use letters, digits, '-', '_' and '.'", param_hint="'--name'")
         changes = {"prediction": prediction} if prediction is not None else {}
-        if clip is not None and kind not in ("unclip-prior", "unclip-decoder"):
+        if clip is not None and kind not in (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER):
             raise click_errors.UsageError("--clip goes with --kind unclip-prior or unclip-decoder")
-        if kind in ("unclip-prior", "unclip-decoder"):
+        if kind in (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER):
             if clip is None:
                 raise click_errors.UsageError(f"--kind {kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
             manifest = load_manifest(weights)
         if preset is not None:
-            source = ModelSource(name=new_name, kind=kind or "base", preset=preset, tokenizer_vocab=tokenizer_vocab, arch_changes=changes, clip=clip)
+            source = ModelSource(name=new_name, kind=kind or ModelKind.BASE, preset=preset, tokenizer_vocab=tokenizer_vocab, arch_changes=changes, clip=clip)
         else:
             manifest = load_manifest(weights)
             entry = manifest.model(model)
@@ -217,16 +218,16 @@ def _try_command(source, cfg, manifest: Path) -> str:
     where = f"--weights {manifest} --model {source.name}"
     if source.kind == "clip":
         return f"glide train DATA --kind unclip-prior --clip {source.name} --weights {manifest} --preset tiny --model NAME --out DIR"
-    if source.kind == "unclip-prior":
+    if source.kind == ModelKind.UNCLIP_PRIOR:
         return f"glide train DATA --kind unclip-decoder --clip {source.clip} --weights {manifest} --preset tiny --model NAME --out DIR"
-    if source.kind == "unclip-decoder":
+    if source.kind == ModelKind.UNCLIP_DECODER:
         return (f'glide unclip "..." --weights {manifest} --decoder-model {source.name} --clip-model {source.clip}'
                 " --prior-model PRIOR --clip-stats PRIOR-stats")
-    if source.kind == "base":
+    if source.kind == ModelKind.BASE:
         return f'glide generate "..." {where} --size {cfg.image_size}'
-    if source.kind == "upsample":
+    if source.kind == ModelKind.UPSAMPLE:
         return f'glide upsample IMAGE "..." {where}'
-    if source.kind == "base-inpaint":
+    if source.kind == ModelKind.BASE_INPAINT:
         return f'glide inpaint IMAGE MASK "..." {where} --size {cfg.image_size}'
     return f'glide inpaint IMAGE MASK "..." --weights {manifest} --upsample-model {source.name} (with a base-inpaint model in that manifest)'
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-MAX_SEED = 2**32 - 1
+from .vocabulary import MAX_SEED
 
 
 def check_seed(seed: object) -> int:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .schedule import Schedule, betas_for, coefficient, space_timesteps
+from .vocabulary import SOLVERS, SamplerName
 
 
 class Prediction(NamedTuple):
@@ -358,24 +359,20 @@ def solver_timesteps(
     return timesteps
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "plms": sample_plms,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "dpmpp_2m_sde": sample_dpmpp_2m,  # with a noise function: the stochastic form
+SAMPLERS: dict[SamplerName, Callable[..., Tensor]] = {
+    SamplerName.DDPM: sample_ddpm,
+    SamplerName.DDIM: sample_ddim,
+    SamplerName.PLMS: sample_plms,
+    SamplerName.DPMPP_2M: sample_dpmpp_2m,
+    SamplerName.DPMPP_2M_SDE: sample_dpmpp_2m,  # with a noise function: the stochastic form
 }
-
-# The multistep ODE solvers: by default they get :func:`solver_timesteps`, while DDPM and
-# DDIM keep the reference's respacing rules (and so its results).
-SOLVERS = frozenset({"plms", "dpmpp_2m", "dpmpp_2m_sde"})
 
 
 # The grid a bare count gives each solver (benchmarks/README.md has the evidence). DPM-Solver++
 # steps in lambda and on GLIDE's schedules converges far faster on a lambda-uniform grid:
 # on the time-uniform one the whole low-noise range, where detail forms, falls into the last
 # step or two. PLMS steps in t, and at strong guidance is unstable on the lambda grid.
-DEFAULT_GRID = {"plms": "time", "dpmpp_2m": "logsnr", "dpmpp_2m_sde": "logsnr"}
+DEFAULT_GRID = {SamplerName.PLMS: "time", SamplerName.DPMPP_2M: "logsnr", SamplerName.DPMPP_2M_SDE: "logsnr"}
 _SOLVER_SPEC = re.compile(r"(time|logsnr)?(\d+)")
 
 
@@ -403,7 +400,7 @@ def timesteps_for(sampler: str, schedule_name: str, spec: str, steps: int = 1000
     if solver is not None:
         grid, count = solver
         return solver_timesteps(schedule_name, count, steps, grid=grid)
-    if sampler.startswith("dpmpp_2m"):
+    if sampler.startswith(SamplerName.DPMPP_2M):
         # Its step-ratio extrapolation is unstable on uneven respacings such as fast27's
         # (199 -> 200); PLMS follows them (on fast27 it is far closer to the ODE than DDIM).
         raise ValueError(f"sampler {sampler} takes a number of steps ('20', 'logsnr20' or 'time20'), not {spec!r}")
@@ -414,7 +411,7 @@ def needs_noise(sampler: str, eta: float = 0.0) -> bool:
     """Whether ``sampler`` draws fresh noise at each step (DDIM only when eta > 0)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
-    return sampler in ("ddpm", "dpmpp_2m_sde") or (sampler == "ddim" and eta > 0)
+    return sampler in (SamplerName.DDPM, SamplerName.DPMPP_2M_SDE) or (sampler == SamplerName.DDIM and eta > 0)
 
 
 def sample(
@@ -431,14 +428,14 @@ def sample(
     """Run the named sampler, rejecting options it does not support."""
     if needs_noise(sampler, eta) and noise is None:
         raise ValueError(f"sampler {sampler!r} needs a noise function")
-    if mean_shift is not None and sampler != "ddpm":
+    if mean_shift is not None and sampler != SamplerName.DDPM:
         raise ValueError("mean_shift (CLIP guidance) is only supported by the ddpm sampler")
-    if eta and sampler != "ddim":
+    if eta and sampler != SamplerName.DDIM:
         raise ValueError("eta only applies to the ddim sampler")
-    if sampler == "ddpm":
+    if sampler == SamplerName.DDPM:
         return sample_ddpm(denoise, x, schedule, noise, mean_shift=mean_shift, callback=callback)
-    if sampler == "ddim":
+    if sampler == SamplerName.DDIM:
         return sample_ddim(denoise, x, schedule, noise, eta=eta, callback=callback)
-    if sampler == "dpmpp_2m_sde":
+    if sampler == SamplerName.DPMPP_2M_SDE:
         return sample_dpmpp_2m(denoise, x, schedule, noise, callback=callback)
     return SAMPLERS[sampler](denoise, x, schedule, callback=callback)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SCHEDULE_NAMES = ("linear", "squaredcos_cap_v2")
+from ..nets.config import NOISE_SCHEDULES
+from .vocabulary import FAST27
 
 # Largest beta allowed by the cosine schedule; without the cap the last beta would be 1.
 _COSINE_MAX_BETA = 0.999
@@ -48,7 +49,7 @@ def betas_for(name: str, steps: int = 1000) -> np.ndarray:
             min(1.0 - alpha_bar[k + 1] / alpha_bar[k], _COSINE_MAX_BETA) for k in range(steps)
         ]
         return np.asarray(betas, dtype=np.float64)
-    raise ValueError(f"unknown noise schedule {name!r}; known schedules: {', '.join(SCHEDULE_NAMES)}")
+    raise ValueError(f"unknown noise schedule {name!r}; known schedules: {', '.join(NOISE_SCHEDULES)}")
 
 
 _SPEC_HELP = (
@@ -112,9 +113,9 @@ def space_timesteps(num_timesteps: int, spec: str) -> list[int]:
         )
 
     if text.startswith("fast"):
-        if text != "fast27":
+        if text != FAST27:
             raise ValueError(
-                f"unknown respacing {spec!r}: 'fast27' is the only fastN preset (GLIDE's "
+                f"unknown respacing {spec!r}: '{FAST27}' is the only fastN preset (GLIDE's "
                 f"reference defines no other); use a plain count or sections instead"
             )
         chosen = _spaced_sections(num_timesteps, [10, 10, 3, 2, 2])

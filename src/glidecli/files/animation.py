@@ -8,8 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from .pngfile import ImageError, write_whole
-
-FORMATS = {"gif": "GIF", "webp": "WEBP"}
+from .vocabulary import ANIMATION_FORMATS
 
 
 def animation_path(first_frame: Path, kind: str) -> Path:
@@ -20,8 +19,8 @@ def animation_path(first_frame: Path, kind: str) -> Path:
 def write_animation(frames: Sequence[Image.Image], path: str | Path, kind: str, *, frame_ms: int = 200, overwrite: bool = False) -> Path:
     """Frames in order, looping forever; every frame at the first frame's size. WebP keeps
     the frames as they are (lossless); a GIF has 256 colours a frame."""
-    if kind not in FORMATS:
-        raise ImageError(f"unknown animation format {kind!r}; choose {' or '.join(FORMATS)}")
+    if kind not in ANIMATION_FORMATS:
+        raise ImageError(f"unknown animation format {kind!r}; choose {' or '.join(ANIMATION_FORMATS)}")
     if not frames:
         raise ImageError("an animation needs at least one frame")
     size = frames[0].size
@@ -29,6 +28,6 @@ def write_animation(frames: Sequence[Image.Image], path: str | Path, kind: str, 
     options = {"lossless": True} if kind == "webp" else {"optimize": False}
 
     def save(file) -> None:
-        sized[0].save(file, format=FORMATS[kind], save_all=True, append_images=sized[1:], duration=frame_ms, loop=0, **options)
+        sized[0].save(file, format=ANIMATION_FORMATS[kind], save_all=True, append_images=sized[1:], duration=frame_ms, loop=0, **options)
 
     return write_whole(path, save, overwrite=overwrite)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..nets.config import UNetConfig
+from ..nets.kinds import ModelKind
 from ..nets.unclip_config import PriorConfig
 from .convert import unpickling_reason
 from .weights_error import WeightsError, first_line
@@ -29,10 +30,10 @@ if TYPE_CHECKING:  # torch is imported where tensors are read: `glide weights li
 # The pipeline components each manifest kind is made from, with the class diffusers names in
 # each component's config.json.
 COMPONENTS: dict[str, tuple[str, ...]] = {
-    "unclip-prior": ("prior",),
-    "unclip-decoder": ("decoder", "text_proj"),
-    "unclip-sr": ("super_res_first", "super_res_last"),
-    "clip-stats": ("prior",),
+    ModelKind.UNCLIP_PRIOR: ("prior",),
+    ModelKind.UNCLIP_DECODER: ("decoder", "text_proj"),
+    ModelKind.UNCLIP_SR: ("super_res_first", "super_res_last"),
+    ModelKind.CLIP_STATS: ("prior",),
 }
 COMPONENT_CLASSES = {
     "prior": "PriorTransformer",
@@ -193,13 +194,13 @@ def _prior_map(cfg: PriorConfig) -> dict[str, Take]:
 def key_map(kind: str, arch) -> dict[str, Take]:
     """Where each tensor of glidecli's network of `kind` comes from in diffusers' components
     (every name the network could have; `convert_components` keeps those it has)."""
-    if kind == "unclip-prior":
+    if kind == ModelKind.UNCLIP_PRIOR:
         return _prior_map(arch)
-    if kind == "unclip-decoder":
+    if kind == ModelKind.UNCLIP_DECODER:
         return _decoder_map(arch)
-    if kind == "unclip-sr":
+    if kind == ModelKind.UNCLIP_SR:
         return _unet_map(arch, "super_res_first", "model_first_steps.") | _unet_map(arch, "super_res_last", "model_last_step.")
-    if kind == "clip-stats":
+    if kind == ModelKind.CLIP_STATS:
         return {"0": Take(("prior/clip_mean",)), "1": Take(("prior/clip_std",))}
     raise WeightsError(f"a {kind} model has no diffusers layout")
 
@@ -227,7 +228,7 @@ def convert_components(
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensors ({some_of(sorted(missing))})")
-    if unused and kind != "clip-stats":
+    if unused and kind != ModelKind.CLIP_STATS:
         problems.append(f"{len(unused)} tensors this network does not have ({some_of(sorted(unused))})")
     if not problems:
         misshaped = [n for n, t in state.items() if tuple(t.shape) != tuple(expected[n])]

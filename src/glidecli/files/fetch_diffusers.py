@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from ..nets.kinds import ModelKind
 from .convert import save_whole
 from .diffusers_unclip import COMPONENTS, CONFIG_FILE, WEIGHT_FILES, convert_components, read_component
 from .file_facts import safetensors_metadata, sha256_file
@@ -163,7 +164,7 @@ def _hub_download(entry: ModelEntry, source: HubSource, rel: str, *, progress: b
 
 def _expected_shapes(entry: ModelEntry, components) -> dict[str, tuple[int, ...]]:
     """The names and shapes of the manifest's network (built on the meta device)."""
-    if entry.kind == "clip-stats":
+    if entry.kind == ModelKind.CLIP_STATS:
         prior = components["prior"]
         shapes = {key: tuple(prior[name].shape) for key, name in (("0", "clip_mean"), ("1", "clip_std")) if name in prior}
         return shapes or {"0": (), "1": ()}

@@ -29,8 +29,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .pngfile import ImageError, check_input_file
-
-FIT_MODES = ("crop", "pad", "stretch")
+from .vocabulary import FIT_MODES
 
 # 8-bit values at or above this count as white (mask) or opaque (alpha): 50% grey.
 _THRESHOLD = 128

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,31 +20,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..nets.config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig, unet_defaults
-from ..nets.unclip_config import UNCLIP_KINDS, OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    try:
-        import tomli as tomllib  # type: ignore[no-redef]
-    except ModuleNotFoundError:  # pragma: no cover - depends on the environment
-        tomllib = None  # type: ignore[assignment]
+from ..nets.config import ClipConfig, UNetConfig, unet_defaults
+from ..nets.kinds import MODEL_KINDS, UNET_KINDS, ModelKind
+from ..nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
 
 MANIFEST_ENV = "GLIDE_WEIGHTS"
-MODEL_KINDS = UNET_KINDS + CLIP_KINDS + UNCLIP_KINDS
 # Defaults of the unCLIP kinds' settings ("clip-stats" has none) and the U-Net kind that
 # their UNetConfig describes.
 _UNCLIP_DEFAULTS = {
-    "unclip-prior": PriorConfig,
-    "unclip-decoder": karlo_decoder_config,
-    "unclip-sr": karlo_sr_config,
-    "openclip": OpenClipConfig,
+    ModelKind.UNCLIP_PRIOR: PriorConfig,
+    ModelKind.UNCLIP_DECODER: karlo_decoder_config,
+    ModelKind.UNCLIP_SR: karlo_sr_config,
+    ModelKind.OPENCLIP: OpenClipConfig,
 }
-_UNET_CONFIG_KIND = {"unclip-sr": "upsample"}
+_UNET_CONFIG_KIND = {ModelKind.UNCLIP_SR: ModelKind.UPSAMPLE}
 FORMATS = ("safetensors", "pt", "diffusers")
 # Kinds a diffusers unCLIP (Karlo) folder holds: files/diffusers_unclip.py's COMPONENTS.
-DIFFUSERS_KINDS = ("unclip-prior", "unclip-decoder", "unclip-sr", "clip-stats")
+DIFFUSERS_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR, ModelKind.CLIP_STATS)
 
 # File suffixes whose format is unambiguous; anything else needs an explicit `format`.
 _SUFFIX_FORMATS = {
@@ -106,7 +99,7 @@ Source = HubSource | UrlSource | LocalSource
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    kind: str
+    kind: ModelKind
     source: Source
     format: str
     sha256: str | None
@@ -175,8 +168,6 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         else:
             path = packaged_manifest_path()
     manifest_path = Path(path).expanduser()
-    if tomllib is None:
-        raise ManifestError(f"{manifest_path}: reading TOML on this Python needs the 'tomli' package (pip install tomli)")
     try:
         raw = manifest_path.read_bytes()
     except FileNotFoundError:
@@ -230,6 +221,7 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
         raise ManifestError(f"{where}: missing 'kind' (one of {', '.join(MODEL_KINDS)})")
     if kind not in MODEL_KINDS:
         raise ManifestError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    kind = ModelKind(kind)
     file_format = table.get("format")
     if file_format is not None and file_format not in FORMATS:
         raise ManifestError(f"{where}: unknown format {file_format!r}; expected safetensors, pt or diffusers")
@@ -326,7 +318,7 @@ def _parse_sha256(table: Mapping[str, Any], where: str) -> str | None:
 
 
 def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> Any:
-    if kind == "clip-stats":
+    if kind == ModelKind.CLIP_STATS:
         if arch:
             raise ManifestError(f"{where}: a clip-stats entry has no arch settings")
         return None
@@ -351,7 +343,7 @@ def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> Any:
         # super_res/inpaint decide the network's inputs; they must agree with the kind.
         raise ManifestError(
             f"{where}: arch super_res={str(config.super_res).lower()}, inpaint={str(config.inpaint).lower()}"
-            f" describe kind {config.kind!r}, but the entry's kind is {kind!r}"
+            f" describe kind '{config.kind}', but the entry's kind is '{kind}'"
         )
     return config
 

@@ -22,7 +22,8 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-DEFAULT_PATTERN = "{index:05d}-{seed}-{slug}.png"
+from .vocabulary import DEFAULT_PATTERN
+
 PATTERN_FIELDS = ("index", "seed", "slug", "prompt_hash")
 # Suffixes that mean the user asked for a format we do not write (not a directory name).
 _OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from .clip import ClipImageEncoder, ClipTextEncoder
-from .config import CLIP_KINDS, UNET_KINDS, ClipConfig, UNetConfig
+from .config import ClipConfig, UNetConfig
+from .kinds import CLIP_KINDS, UNCLIP_KINDS, UNET_KINDS, ModelKind
 from .layers import NORM_TYPES
 from .unclip import ImprovedSuperRes, build_unclip_network, materialize_buffers, strip_prefix
-from .unclip_config import UNCLIP_KINDS, OpenClipConfig, PriorConfig
+from .unclip_config import OpenClipConfig, PriorConfig
 from .unet import Text2ImUNet
 
 Network = Text2ImUNet | ClipImageEncoder | ClipTextEncoder | nn.Module
@@ -35,18 +36,18 @@ def build_network(kind: str, arch: ArchConfig) -> Network:
     """A network of the given kind, on the current default device, weights uninitialized."""
     if kind in UNET_KINDS:
         if not isinstance(arch, UNetConfig):
-            raise TypeError(f"kind {kind!r} needs a UNetConfig")
+            raise TypeError(f"kind '{kind}' needs a UNetConfig")
         if arch.kind != kind:
             raise CheckpointError(f"settings describe a {arch.kind} model, not {kind}")
         return _built(kind, lambda: Text2ImUNet(arch))
     if kind in CLIP_KINDS:
         if not isinstance(arch, ClipConfig):
-            raise TypeError(f"kind {kind!r} needs a ClipConfig")
-        return _built(kind, lambda: ClipImageEncoder(arch) if kind == "clip-image" else ClipTextEncoder(arch))
-    if kind in UNCLIP_KINDS and kind != "clip-stats":
+            raise TypeError(f"kind '{kind}' needs a ClipConfig")
+        return _built(kind, lambda: ClipImageEncoder(arch) if kind == ModelKind.CLIP_IMAGE else ClipTextEncoder(arch))
+    if kind in UNCLIP_KINDS and kind != ModelKind.CLIP_STATS:
         return _built(kind, lambda: build_unclip_network(kind, arch))
-    known = UNET_KINDS + CLIP_KINDS + tuple(k for k in UNCLIP_KINDS if k != "clip-stats")
-    raise CheckpointError(f"unknown model kind {kind!r}; known: {', '.join(known)}")
+    known = UNET_KINDS + CLIP_KINDS + tuple(k for k in UNCLIP_KINDS if k != ModelKind.CLIP_STATS)
+    raise CheckpointError(f"unknown model kind '{kind}'; known: {', '.join(known)}")
 
 
 def _built(kind: str, build) -> Network:
@@ -159,7 +160,7 @@ def load_network(
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     # open_clip's own LayerNorm runs in the weights' dtype, so its norms follow `dtype`.
-    keep_fp32 = set() if kind == "openclip" else fp32_parameter_names(model)
+    keep_fp32 = set() if kind == ModelKind.OPENCLIP else fp32_parameter_names(model)
     channels_last = isinstance(model, (Text2ImUNet, ImprovedSuperRes))  # faster convolutions (oneDNN, cuDNN)
     state = {}
     try:

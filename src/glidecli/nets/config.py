@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# GLIDE's UNet kinds and the extra input channels each one concatenates to x_t.
-UNET_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
-CLIP_KINDS = ("clip-image", "clip-text")
+from .kinds import UNET_KINDS, ModelKind
 
 PREDICTIONS = ("eps", "v")  # what a U-Net's first output channels predict
 
@@ -34,7 +32,7 @@ def _as_int_tuple(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
-# As glidecli.diffusion.schedule.SCHEDULE_NAMES, which imports torch (a test keeps them equal).
+# The noise schedules diffusion/schedule.py builds.
 NOISE_SCHEDULES = ("linear", "squaredcos_cap_v2")
 
 
@@ -106,12 +104,12 @@ class UNetConfig:
             raise ValueError("a CLIP-conditioned decoder needs xf_layers = 0, xf_width > 0 and clip_tokens >= 1")
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> ModelKind:
         if self.clip_dim:
-            return "unclip-decoder"
+            return ModelKind.UNCLIP_DECODER
         if self.super_res:
-            return "upsample-inpaint" if self.inpaint else "upsample"
-        return "base-inpaint" if self.inpaint else "base"
+            return ModelKind.UPSAMPLE_INPAINT if self.inpaint else ModelKind.UPSAMPLE
+        return ModelKind.BASE_INPAINT if self.inpaint else ModelKind.BASE
 
     @property
     def in_channels(self) -> int:
@@ -168,15 +166,15 @@ class UNetConfig:
 def unet_defaults(kind: str) -> UNetConfig:
     """The official settings of each GLIDE (filtered) U-Net."""
     if kind not in UNET_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(UNET_KINDS)}")
-    upsample = kind.startswith("upsample")
+        raise ValueError(f"unknown model kind '{kind}'; expected one of {', '.join(UNET_KINDS)}")
+    upsample = kind in (ModelKind.UPSAMPLE, ModelKind.UPSAMPLE_INPAINT)
     return UNetConfig(
         image_size=256 if upsample else 64,
         num_res_blocks=2 if upsample else 3,
         channel_mult=_DEFAULT_CHANNEL_MULT[256 if upsample else 64],
         noise_schedule="linear" if upsample else "squaredcos_cap_v2",
         super_res=upsample,
-        inpaint=kind.endswith("inpaint"),
+        inpaint=kind in (ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT),
     )
 
 

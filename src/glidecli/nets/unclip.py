@@ -15,12 +15,13 @@ from torch import nn
 
 from .clip_vit import build_clip_vit
 from .config import UNetConfig
+from .kinds import ModelKind
 from .prior import PriorTransformer
 from .unclip_config import OpenClipConfig, PriorConfig
 from .unet import Text2ImUNet
 
 # Key prefixes of the release's checkpoints, stripped when loading.
-KEY_PREFIX = {"unclip-prior": "model.", "unclip-decoder": "model."}
+KEY_PREFIX = {ModelKind.UNCLIP_PRIOR: "model.", ModelKind.UNCLIP_DECODER: "model."}
 UnclipConfig = PriorConfig | UNetConfig | OpenClipConfig
 
 
@@ -47,22 +48,22 @@ class ImprovedSuperRes(nn.Module):
 def build_unclip_network(kind: str, arch: UnclipConfig) -> nn.Module:
     """The unCLIP network of `kind`, on the current default device, weights uninitialized."""
     expected = {
-        "unclip-prior": PriorConfig,
-        "unclip-decoder": UNetConfig,
-        "unclip-sr": UNetConfig,
-        "openclip": OpenClipConfig,
+        ModelKind.UNCLIP_PRIOR: PriorConfig,
+        ModelKind.UNCLIP_DECODER: UNetConfig,
+        ModelKind.UNCLIP_SR: UNetConfig,
+        ModelKind.OPENCLIP: OpenClipConfig,
     }
     if kind not in expected:
-        raise ValueError(f"{kind!r} is not an unCLIP network kind")
+        raise ValueError(f"'{kind}' is not an unCLIP network kind")
     if not isinstance(arch, expected[kind]):
-        raise TypeError(f"kind {kind!r} needs a {expected[kind].__name__}")
-    if kind == "unclip-prior":
+        raise TypeError(f"kind '{kind}' needs a {expected[kind].__name__}")
+    if kind == ModelKind.UNCLIP_PRIOR:
         return PriorTransformer(arch)
-    if kind == "unclip-decoder":
+    if kind == ModelKind.UNCLIP_DECODER:
         if not arch.clip_dim:
             raise ValueError("an unCLIP decoder needs clip_dim > 0")
         return Text2ImUNet(arch)
-    if kind == "unclip-sr":
+    if kind == ModelKind.UNCLIP_SR:
         if not arch.super_res:
             raise ValueError("unCLIP's super-resolution U-Nets need super_res = true")
         return ImprovedSuperRes(arch)
@@ -72,11 +73,11 @@ def build_unclip_network(kind: str, arch: UnclipConfig) -> nn.Module:
 def materialize_buffers(kind: str, model: nn.Module, device: torch.device | str) -> None:
     """Rebuild the buffers a checkpoint does not hold (left on the meta device when the network
     was built there): the prior's placeholder stats and CLIP's causal text mask."""
-    if kind == "unclip-prior":
+    if kind == ModelKind.UNCLIP_PRIOR:
         dim = model.config.clip_dim
         model.clip_mean = torch.zeros(dim, device=device)
         model.clip_std = torch.ones(dim, device=device)
-    elif kind == "openclip":
+    elif kind == ModelKind.OPENCLIP:
         ctx = model.config.text_ctx
         model.attn_mask = torch.full((ctx, ctx), float("-inf"), device=device).triu_(1)
 

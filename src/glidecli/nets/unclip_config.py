@@ -12,10 +12,6 @@ from typing import Any
 
 from .config import UNetConfig
 
-# Manifest kinds of the unCLIP stack. "clip-stats" is the prior's CLIP image-embedding
-# mean and std (a pair of tensors, no network).
-UNCLIP_KINDS = ("unclip-prior", "unclip-decoder", "unclip-sr", "openclip", "clip-stats")
-
 
 @dataclass(frozen=True)
 class PriorConfig:

@@ -35,6 +35,8 @@ from ..files.images import (
 )
 from ..files.pngfile import ImageError
 from ..nets.config import ClipConfig, UNetConfig
+from ..nets.kinds import COMPOSING_KINDS, ModelKind
+from . import defaults
 from .batching import Probe, auto_batch_size, clip_probe, unet_probe
 from .composition import is_composed, parse_prompt, plain_text
 from .composition import record as composition_record
@@ -71,35 +73,32 @@ class Stage:
     model: str
     sampler: SamplerChoice = SamplerChoice()
     scale: float = 1.0  # classifier-free guidance; 1 runs the conditional model alone
-    temperature: float = 1.0  # multiplies the starting noise (the reference uses 0.997 to upsample)
+    temperature: float = 1.0  # multiplies the starting noise (defaults.UPSAMPLE_TEMPERATURE to upsample)
     # The pictures' sides when not the model's training size (render/sizes.py says which work).
     width: int | None = None
     height: int | None = None
 
+    @classmethod
+    def of(cls, stage: defaults.StageDefaults) -> Stage:
+        """A command's default stage (render/defaults.py)."""
+        return cls(stage.model, SamplerChoice(stage.sampler, stage.steps), scale=stage.scale, temperature=stage.temperature)
 
-COMPOSING_KINDS = ("base", "base-inpaint")  # the stages that read prompts joined with AND
 
-# The commands' defaults (the CLI repeats them; a test keeps them in sync). Text-to-image
-# uses fast solvers where benchmarks/README.md shows they match the reference notebook's
-# sampling: SDE-DPM-Solver++(2M) with 20 steps for ddpm-100 (guided), DPM-Solver++(2M) with
-# 15 steps for ddim-fast27. Inpainting keeps the notebook's settings (no evidence yet).
-DEFAULT_BASE = Stage("base", SamplerChoice("dpmpp_2m_sde", "20"), scale=3.0)
-DEFAULT_UPSAMPLE = Stage("upsample", SamplerChoice("dpmpp_2m", "15"), temperature=0.997)
-# The reference notebooks' text-to-image settings: --sampler ddpm --steps 100
-# --upsample-sampler ddim --upsample-steps fast27.
-REFERENCE_BASE = Stage("base", SamplerChoice("ddpm", "100"), scale=3.0)
-REFERENCE_UPSAMPLE = Stage("upsample", SamplerChoice("ddim", "fast27"), temperature=0.997)
-DEFAULT_INPAINT_BASE = Stage("base-inpaint", SamplerChoice("ddpm", "100"), scale=5.0)
-DEFAULT_INPAINT_UPSAMPLE = Stage("upsample-inpaint", SamplerChoice("ddpm", "fast27"), temperature=0.997)
+DEFAULT_BASE = Stage.of(defaults.GENERATE_BASE)
+DEFAULT_UPSAMPLE = Stage.of(defaults.GENERATE_UPSAMPLE)
+REFERENCE_BASE = Stage.of(defaults.REFERENCE_BASE)
+REFERENCE_UPSAMPLE = Stage.of(defaults.REFERENCE_UPSAMPLE)
+DEFAULT_INPAINT_BASE = Stage.of(defaults.INPAINT_BASE)
+DEFAULT_INPAINT_UPSAMPLE = Stage.of(defaults.INPAINT_UPSAMPLE)
 
 
 @dataclass(frozen=True)
 class ClipSteering:
     """CLIP guidance of the base stage with the noised CLIP's two halves."""
 
-    image_model: str = "clip-image"
-    text_model: str = "clip-text"
-    scale: float = 3.0
+    image_model: str = defaults.CLIP_IMAGE_MODEL
+    text_model: str = defaults.CLIP_TEXT_MODEL
+    scale: float = defaults.CLIP_GUIDE_SCALE
 
 
 @dataclass(frozen=True)
@@ -301,10 +300,10 @@ def render_generate(
     ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
     base_init = up_init = None
     if init is not None:
-        base_init = init.picture(_stage_size(session, base, "base")).to(session.device)
+        base_init = init.picture(_stage_size(session, base, ModelKind.BASE)).to(session.device)
         if upsample is not None and init.upsample_strength is not None:
-            up_init = init.picture(_stage_size(session, upsample, "upsample")).to(session.device)
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base"), (upsample, "upsample")], clip, best_of=best_of)
+            up_init = init.picture(_stage_size(session, upsample, ModelKind.UPSAMPLE)).to(session.device)
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, ModelKind.BASE), (upsample, ModelKind.UPSAMPLE)], clip, best_of=best_of)
 
     def first_stage(todo: list[Job], noise: ImageNoise) -> torch.Tensor:
         conditions: dict[str, Any] = {}
@@ -314,7 +313,7 @@ def render_generate(
             if init.skips_base:  # the upsampler alone redraws the picture
                 return quantize_to_8bit(base_init.expand(len(todo), -1, -1, -1))
             conditions.update(init=base_init.expand(len(todo), -1, -1, -1), strength=init.strength)
-        return renderer.run_stage(base, "base", todo, noise, **conditions)
+        return renderer.run_stage(base, ModelKind.BASE, todo, noise, **conditions)
 
     for batch in batches(jobs, batch_size):
         with torch.no_grad():
@@ -323,7 +322,7 @@ def render_generate(
                 conditions = {}
                 if up_init is not None:
                     conditions.update(init=up_init.expand(len(batch), -1, -1, -1), strength=init.upsample_strength)
-                images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=quantize_to_8bit(images), **conditions)
+                images = renderer.run_stage(upsample, ModelKind.UPSAMPLE, batch, noise, low_res=quantize_to_8bit(images), **conditions)
         meta = {}
         if init is None or not init.skips_base:
             meta.update(renderer.stage_meta("", base))
@@ -348,7 +347,7 @@ def _clip_guidance(renderer: Renderer, clip: ClipSteering, base: Stage, batch: l
     session = renderer.session
     network = session.clip(clip.image_model, clip.text_model)
     config: ClipConfig = network.image_encoder.config
-    base_size = session.entry(base.model, "base").arch.image_size
+    base_size = session.entry(base.model, ModelKind.BASE).arch.image_size
     if config.image_size != base_size:
         raise RenderError(
             f"CLIP model {clip.image_model!r} sees {config.image_size}x{config.image_size} images but base model"
@@ -376,11 +375,11 @@ def render_upsample(
     to 8 bits first, as the base model's output is), once per job."""
     renderer = Renderer(session, reporter)
     low_res = quantize_to_8bit(image.float().to(session.device))
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(upsample, "upsample")])
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(upsample, ModelKind.UPSAMPLE)])
     for batch in batches(jobs, batch_size):
         noise = job_noise(batch)
         with torch.no_grad():
-            images = renderer.run_stage(upsample, "upsample", batch, noise, low_res=low_res.expand(len(batch), -1, -1, -1))
+            images = renderer.run_stage(upsample, ModelKind.UPSAMPLE, batch, noise, low_res=low_res.expand(len(batch), -1, -1, -1))
         meta = {**renderer.stage_meta("upsample_", upsample), "upsample_temp": upsample.temperature}
         yield from renderer.outputs(images, batch, {**meta, **common_meta(session, extra_meta)})
 
@@ -423,13 +422,13 @@ def render_inpaint(
     width x height), then (unless `upsample` is None) the inpainting upsampler. The kept
     region of each result is the source picture, fitted to the output size, exactly."""
     renderer = Renderer(session, reporter)
-    low = load_inpaint_inputs(source, _inpaint_size(session, base, "base-inpaint"))
+    low = load_inpaint_inputs(source, _inpaint_size(session, base, ModelKind.BASE_INPAINT))
     high = None
     if upsample is not None:
-        high = load_inpaint_inputs(source, _inpaint_size(session, upsample, "upsample-inpaint"))
+        high = load_inpaint_inputs(source, _inpaint_size(session, upsample, ModelKind.UPSAMPLE_INPAINT))
     if not bool((low.keep_mask < 0.5).any()):
         renderer.reporter.warn("the mask leaves nothing to repaint; the result is the source picture")
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, ModelKind.BASE_INPAINT), (upsample, ModelKind.UPSAMPLE_INPAINT)])
     for batch in batches(jobs, batch_size):
         noise = job_noise(batch)
         images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
@@ -462,11 +461,11 @@ def inpaint_stages(
     None) the inpainting upsampler on `high`; inputs hold one row or one per job."""
     device = renderer.session.device
     with torch.no_grad():
-        images = renderer.run_stage(base, "base-inpaint", batch, noise, inpainting=_on_device(low, device, len(batch)))
+        images = renderer.run_stage(base, ModelKind.BASE_INPAINT, batch, noise, inpainting=_on_device(low, device, len(batch)))
         if upsample is not None:
             images = renderer.run_stage(
                 upsample,
-                "upsample-inpaint",
+                ModelKind.UPSAMPLE_INPAINT,
                 batch,
                 noise,
                 low_res=quantize_to_8bit(images),

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-OFFLOAD_CHOICES = ("none", "model", "sequential")
+from .defaults import OFFLOAD_CHOICES
+
 # Methods through which a network is used besides its forward, some of which read its own
 # weights before calling any of its layers (the decoder's learned "no image" embedding).
 ENTRY_METHODS = ("encode_clip", "encode_text")

@@ -31,6 +31,7 @@ from PIL import Image
 from ..files.fetch import sha256_file
 from ..files.images import batch_to_pil
 from ..files.pixels import load_pixels
+from ..nets.kinds import ModelKind
 from .engine import (
     DEFAULT_INPAINT_BASE,
     DEFAULT_INPAINT_UPSAMPLE,
@@ -78,8 +79,8 @@ def window_sizes(session: Session, base: Stage, upsample: Stage | None) -> tuple
     (width, height) when the stages have their own sides (Stage.width/height)."""
     if not any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
         return output_sizes(session, base, upsample)
-    low = _stage_size(session, base, "base-inpaint")[::-1]
-    return low, (_stage_size(session, upsample, "upsample-inpaint")[::-1] if upsample is not None else low)
+    low = _stage_size(session, base, ModelKind.BASE_INPAINT)[::-1]
+    return low, (_stage_size(session, upsample, ModelKind.UPSAMPLE_INPAINT)[::-1] if upsample is not None else low)
 
 
 def render_outpaint(
@@ -120,7 +121,7 @@ def render_outpaint(
         "context": context,
         "windows": len(windows),
     }
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, ModelKind.BASE_INPAINT), (upsample, ModelKind.UPSAMPLE_INPAINT)])
     for batch in batches(jobs, batch_size):
         noise = job_noise(batch)  # one generator per image, for all its windows
         canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]

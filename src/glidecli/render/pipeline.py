@@ -31,6 +31,7 @@ from ..diffusion.samplers import (
     sample,
 )
 from ..diffusion.schedule import Schedule
+from ..diffusion.vocabulary import SamplerName
 from ..nets.clip import NoisedClip
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet, TextEmbedding
@@ -47,7 +48,7 @@ class SamplerChoice:
     a bare count takes the solver's default grid. DPM-Solver++ takes counts only.
     `threshold` is a dynamic-thresholding percentile (e.g. 0.995); None clips x0 to [-1, 1]."""
 
-    name: str = "ddpm"
+    name: str = SamplerName.DDPM
     steps: str = "100"
     eta: float = 0.0
     threshold: float | None = None
@@ -55,7 +56,7 @@ class SamplerChoice:
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.name!r}; choose from {', '.join(SAMPLERS)}")
-        if self.eta and self.name != "ddim":
+        if self.eta and self.name != SamplerName.DDIM:
             raise ValueError("eta applies to the ddim sampler only")
         if self.threshold is not None and not 0.5 <= self.threshold <= 1.0:
             raise ValueError(f"threshold percentile must be in [0.5, 1], got {self.threshold}")
@@ -212,7 +213,7 @@ def sample_stage(
     mean_shift = None
     if clip_guidance is not None:
         grad = clip_gradient(clip_guidance.clip, clip_guidance.text_embeddings, clip_guidance.scale, schedule)
-        if sampler.name == "ddpm":
+        if sampler.name == SamplerName.DDPM:
             mean_shift = grad
         else:
             denoise = clip_guided_denoiser(denoise, schedule, grad)

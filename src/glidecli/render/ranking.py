@@ -35,15 +35,15 @@ from torch import Tensor
 
 from ..diffusion.noise import MAX_SEED, ImageNoise
 from ..files.fetch import cache_dir
+from ..nets.kinds import ModelKind
 from .composition import parse_prompt, plain_text
+from .defaults import MAX_BEST_OF, RANK_MODEL
 from .pipeline import job_noise, quantize_to_8bit
 from .session import RenderError, Session
 
 # The golden-ratio increment (2^32 / phi): candidate seeds of nearby pictures never meet.
 CANDIDATE_STRIDE = 0x9E3779B1
-DEFAULT_RANK_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 NOISED_CLIP = "noised-clip"
-MAX_BEST_OF = 64
 
 
 def candidate_seed(seed: int, candidate: int) -> int:
@@ -145,7 +145,7 @@ def _cached_weights(open_clip: Any, name: str, pretrained: str | None, folder: P
 class NoisedClipRanker:
     """GLIDE's noised CLIP at timestep 0 (the pictures are clean)."""
 
-    def __init__(self, session: Session, image_model: str = "clip-image", text_model: str = "clip-text"):
+    def __init__(self, session: Session, image_model: str = ModelKind.CLIP_IMAGE, text_model: str = ModelKind.CLIP_TEXT):
         self.name = NOISED_CLIP
         self.session = session
         self.clip = session.clip(image_model, text_model)
@@ -176,7 +176,7 @@ class BestOf:
     """Sample `count` candidates per picture and keep the best by `rank_model`."""
 
     count: int
-    rank_model: str = DEFAULT_RANK_MODEL
+    rank_model: str = RANK_MODEL
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_BEST_OF:

@@ -25,6 +25,7 @@ from PIL import Image
 from ..files.fetch import sha256_file
 from ..files.images import batch_to_pil, pil_to_tensor
 from ..files.pixels import check_repaints_something, load_pixels, load_repaint_mask
+from ..nets.kinds import ModelKind
 from .engine import (
     DEFAULT_INPAINT_BASE,
     DEFAULT_INPAINT_UPSAMPLE,
@@ -71,10 +72,10 @@ def output_sizes(session: Session, base: Stage, upsample: Stage | None) -> tuple
     own squares, so stages with other sides (Stage.width/height) are refused."""
     if any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
         raise ValueError("region inpainting and outpainting work in the models' own squares; give stages without width/height")
-    base_size = session.entry(base.model, "base-inpaint").arch.image_size
+    base_size = session.entry(base.model, ModelKind.BASE_INPAINT).arch.image_size
     if upsample is None:
         return base_size, base_size
-    return base_size, session.entry(upsample.model, "upsample-inpaint").arch.image_size
+    return base_size, session.entry(upsample.model, ModelKind.UPSAMPLE_INPAINT).arch.image_size
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def render_inpaint_region(
         meta["mask_sha256"] = sha256_file(source.mask)
     if source.invert_mask:
         meta["invert_mask"] = True
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, "base-inpaint"), (upsample, "upsample-inpaint")])
+    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, ModelKind.BASE_INPAINT), (upsample, ModelKind.UPSAMPLE_INPAINT)])
     for batch in batches(jobs, batch_size):
         images = inpaint_stages(renderer, batch, job_noise(batch), low, high, base, upsample)
         record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}

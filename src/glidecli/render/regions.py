@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .defaults import MAX_CANVAS
+
 
 @dataclass(frozen=True)
 class Box:
@@ -175,9 +177,6 @@ def blend(source: np.ndarray, painted: np.ndarray, weights: np.ndarray) -> np.nd
 
 
 # --- outpainting ------------------------------------------------------------------------------
-
-
-MAX_CANVAS = 8192  # pixels per side of an outpainted canvas; a bigger one is refused before any work
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from ..files.fetch import fetch_entry, recorded_sha256
 from ..files.manifest import DEFAULT_TOKENIZER, Manifest, ManifestError, ModelEntry
 from ..nets.checkpoint import load_network
 from ..nets.clip import NoisedClip
+from ..nets.kinds import ModelKind
 from ..nets.tokenizer import ClipTokenizer, GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from .accel import CudaGraphs, NetworkCall, network_call
+from .defaults import DEVICES
 from .offload import Offload, OffloadError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 log = logging.getLogger("glidecli")
@@ -213,7 +214,7 @@ class Session:
         return self._calls[key]
 
     def clip(self, image_model: str, text_model: str) -> NoisedClip:
-        return NoisedClip(self._load(image_model, "clip-image"), self._load(text_model, "clip-text"))
+        return NoisedClip(self._load(image_model, ModelKind.CLIP_IMAGE), self._load(text_model, ModelKind.CLIP_TEXT))
 
     def tokenizer(self, text_ctx: int, model: str | None = None) -> GlideTokenizer:
         """The prompt tokenizer of `model` (its entry's `tokenizer`, GPT-2's by default),

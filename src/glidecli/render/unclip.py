@@ -36,28 +36,28 @@ from ..files.fetch import sha256_file
 from ..files.images import open_rgb
 from ..nets.checkpoint import read_clip_stats
 from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
+from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText, PriorTransformer
 from ..nets.unclip import ImprovedSuperRes
 from ..nets.unet import Text2ImUNet
+from . import defaults
 from .accel import NetworkCall
 from .batching import Probe, prior_probe, sr_probe
 from .engine import Job, RenderedImage, Renderer, Reporter, Session, Stage, batches, common_meta
 from .pipeline import Conditioning, SamplerChoice, sample_stage
 from .ranking import BestOf, first_stage_images, load_ranker
 
-# The reference's "fast" setting (karlo/sampler/template.py): prior 25 steps at guidance 4,
-# decoder 25 at guidance 8, both ancestral (ddpm) over respaced steps; SR 7 ddpm steps.
-DEFAULT_PRIOR = Stage("karlo-prior", SamplerChoice("ddpm", "25"), scale=4.0)
-DEFAULT_DECODER = Stage("karlo-decoder", SamplerChoice("ddpm", "25"), scale=8.0)
-DEFAULT_SR = Stage("karlo-sr", SamplerChoice("ddpm", "7"))
+DEFAULT_PRIOR = Stage.of(defaults.UNCLIP_PRIOR)
+DEFAULT_DECODER = Stage.of(defaults.UNCLIP_DECODER)
+DEFAULT_SR = Stage.of(defaults.UNCLIP_SR)
 
 
 @dataclass(frozen=True)
 class ClipModels:
     """The CLIP ViT whose embeddings the networks read, and the prior's embedding statistics."""
 
-    clip: str = "clip-vit-l-14"
-    stats: str = "karlo-clip-stats"
+    clip: str = defaults.UNCLIP_CLIP_MODEL
+    stats: str = defaults.UNCLIP_CLIP_STATS
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ class _UnclipRenderer:
         return self.base.reporter
 
     def clip(self) -> Any:
-        return self.session.network(self.clip_models.clip, "openclip")
+        return self.session.network(self.clip_models.clip, ModelKind.OPENCLIP)
 
     def text(self, prompts: Sequence[str]) -> ClipText:
         clip = self.clip()
@@ -196,9 +196,9 @@ class _UnclipRenderer:
             return image_embedding(clip, pixels)
 
     def prior(self, name: str) -> PriorTransformer:
-        prior = self.session.network(name, "unclip-prior")
+        prior = self.session.network(name, ModelKind.UNCLIP_PRIOR)
         if name not in self._stats_set:  # once: the file is read once, a compiled prior sees one module
-            mean, std = read_clip_stats(self.session.weights_path(self.clip_models.stats, "clip-stats"))
+            mean, std = read_clip_stats(self.session.weights_path(self.clip_models.stats, ModelKind.CLIP_STATS))
             prior.set_stats(mean, std)
             self._stats_set.add(name)
         return prior
@@ -209,12 +209,12 @@ class _UnclipRenderer:
 
         def probes() -> list[Probe]:
             device = self.session.device if self.session.offload.enabled else None
-            found = [] if prior is None else [prior_probe(self.session.network(prior.model, "unclip-prior"), prior.scale != 1.0, device)]
+            found = [] if prior is None else [prior_probe(self.session.network(prior.model, ModelKind.UNCLIP_PRIOR), prior.scale != 1.0, device)]
             if self.sr_stage is not None:
-                found.append(sr_probe(self.session.network(self.sr_stage.model, "unclip-sr"), device))
+                found.append(sr_probe(self.session.network(self.sr_stage.model, ModelKind.UNCLIP_SR), device))
             return found
 
-        return self.base.batch_size(requested, count, [(self.decoder_stage, "unclip-decoder")], more_probes=probes, best_of=self.best_of)
+        return self.base.batch_size(requested, count, [(self.decoder_stage, ModelKind.UNCLIP_DECODER)], more_probes=probes, best_of=self.best_of)
 
     def unguided(self, jobs: list[Job], guided: bool) -> ClipText | None:
         return self.text([job.negative or "" for job in jobs]) if guided else None
@@ -225,14 +225,14 @@ class _UnclipRenderer:
         """The decoder's pictures [B, 3, 64, 64] (before super-resolution). `unguided`: the
         jobs' unguided text when the prior already encoded it."""
         stage = self.decoder_stage
-        decoder = self.session.network(stage.model, "unclip-decoder")
+        decoder = self.session.network(stage.model, ModelKind.UNCLIP_DECODER)
         guided = stage.scale != 1.0
         uncond = (unguided if unguided is not None else self.unguided(jobs, True)) if guided else None
         conditioning = decoder_conditioning(decoder, text, uncond, embeddings.to(self.session.device))
         return sample_stage(
             decoder, conditioning, noise, stage.sampler, scale=stage.scale,
             callback=lambda info: self.reporter.step("decoder", info),
-            network=self.session.sampling_call(stage.model, "unclip-decoder"),
+            network=self.session.sampling_call(stage.model, ModelKind.UNCLIP_DECODER),
         )
 
     def render(
@@ -249,8 +249,8 @@ class _UnclipRenderer:
                 images, noise, per_image = first_stage_images(batch, self.best_of, self.ranker, decoded, batch_size)
                 if self.sr_stage is not None:
                     name = self.sr_stage.model
-                    sr = self.session.network(name, "unclip-sr")
-                    networks = tuple(self.session.sampling_call(name, "unclip-sr", part) for part in ("model_first_steps", "model_last_step"))
+                    sr = self.session.network(name, ModelKind.UNCLIP_SR)
+                    networks = tuple(self.session.sampling_call(name, ModelKind.UNCLIP_SR, part) for part in ("model_first_steps", "model_last_step"))
                     images = super_resolve(
                         sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info),
                         networks=networks,
@@ -305,7 +305,7 @@ def render_unclip(
         embeddings = sample_prior(
             renderer.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale,
             callback=lambda info: renderer.reporter.step("prior", info),
-            network=session.sampling_call(prior.model, "unclip-prior"),
+            network=session.sampling_call(prior.model, ModelKind.UNCLIP_PRIOR),
         )
         return renderer.decode(todo, noise, embeddings, text, uncond)
 

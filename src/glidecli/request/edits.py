@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ..files.manifest import Manifest
+from ..nets.kinds import ModelKind
 from .commands import InpaintRequest, OutpaintRequest, UpsampleRequest
 from .jobs import make_jobs
 from .options import MAX_CANVAS, RequestError
@@ -18,9 +19,9 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     from ..render.engine import model_entry, render_upsample
 
     r = request
-    stage = build_stage(manifest, r.model, "upsample", r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps")
+    stage = build_stage(manifest, r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps")
     # GLIDE's upsampler was trained on 4x (64 -> 256).
-    picture = load_image(r.image, max(1, model_entry(manifest, r.model, "upsample").arch.image_size // 4), r.fit)
+    picture = load_image(r.image, max(1, model_entry(manifest, r.model, ModelKind.UPSAMPLE).arch.image_size // 4), r.fit)
     jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
@@ -37,13 +38,13 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
 
     r = request
     warnings: list[str] = []
-    base = build_stage(manifest, r.model, "base-inpaint", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
+    base = build_stage(manifest, r.model, ModelKind.BASE_INPAINT, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
     upsample = upsampler_stage(
-        manifest, r.size, r.model, "base-inpaint", r.upsample_model, "upsample-inpaint", r.upsample_sampler, r.upsample_steps, r.upsample_temp
+        manifest, r.size, r.model, ModelKind.BASE_INPAINT, r.upsample_model, ModelKind.UPSAMPLE_INPAINT, r.upsample_sampler, r.upsample_steps, r.upsample_temp
     )
     fit = sized_fit(r.fit, r.width, r.height)
-    base, upsample = sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", r.width, r.height)
-    final = model_entry(manifest, upsample.model, "upsample-inpaint") if upsample else model_entry(manifest, r.model, "base-inpaint")
+    base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, r.width, r.height)
+    final = model_entry(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else model_entry(manifest, r.model, ModelKind.BASE_INPAINT)
     region = inpaint_region(r.image, r.mask, r.invert_mask, fit, r.context, r.feather, final.arch.image_size)
     source = InpaintSource(r.image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)
     jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
@@ -78,15 +79,15 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
     r = request
     warnings: list[str] = []
     extension = canvas_extension(r.image, r.left, r.right, r.top, r.bottom, r.to)
-    base = build_stage(manifest, r.model, "base-inpaint", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
+    base = build_stage(manifest, r.model, ModelKind.BASE_INPAINT, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
     upsample = upsampler_stage(
-        manifest, r.size, r.model, "base-inpaint", r.upsample_model, "upsample-inpaint", r.upsample_sampler, r.upsample_steps, r.upsample_temp
+        manifest, r.size, r.model, ModelKind.BASE_INPAINT, r.upsample_model, ModelKind.UPSAMPLE_INPAINT, r.upsample_sampler, r.upsample_steps, r.upsample_temp
     )
     if r.window is not None:
         width, height = parse_size(r.window, "--window")
-        base, upsample = sized_stages(manifest, base, upsample, "base-inpaint", "upsample-inpaint", width, height, "--window")
+        base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, width, height, "--window")
     final = upsample or base
-    window = model_entry(manifest, final.model, "upsample-inpaint" if upsample else "base-inpaint").arch.image_size
+    window = model_entry(manifest, final.model, ModelKind.UPSAMPLE_INPAINT if upsample else ModelKind.BASE_INPAINT).arch.image_size
     if final.width or final.height:
         window = (final.width, final.height)
     try:

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MAX_SEED = 2**32 - 1  # as glidecli.diffusion.noise.MAX_SEED, which imports torch; a test keeps them equal
+from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
+from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES
+from ..render.defaults import MAX_CANVAS
 
-# Mirrors of names defined in modules that import torch; tests keep them in sync.
-SAMPLERS = ("ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde")
-FIT_MODES = ("crop", "pad", "stretch")
-INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)
-MAX_CANVAS = 8192  # as render.regions.MAX_CANVAS; a test keeps them equal
+INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)  # glide inpaint's --fit (request/edits.py)
 
 # Help panels of `glide COMMAND --help`.
 SAMPLING = "Sampling"
@@ -174,11 +172,11 @@ STEPS = Option(
     ("--steps",), "str",
     "Base steps: a count ('20'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.",
 )
-SAMPLER = Option(("--sampler",), "str", "Base sampler.", choices=SAMPLERS)
+SAMPLER = Option(("--sampler",), "str", "Base sampler.", choices=SAMPLER_NAMES)
 ETA = Option(("--eta",), "float", "DDIM noise (0 = deterministic); ddim only.", minimum=0.0)
 THRESHOLD = Option(("--threshold",), "float", "Dynamic thresholding percentile of x0, e.g. 0.995 (off: clip to [-1, 1]).", optional=True)
 UPSAMPLE_STEPS = Option(("--upsample-steps",), "str", "Upsampler steps (same forms as --steps).", panel=UPSAMPLING)
-UPSAMPLE_SAMPLER = Option(("--upsample-sampler",), "str", "Upsampler sampler.", panel=UPSAMPLING, choices=SAMPLERS)
+UPSAMPLE_SAMPLER = Option(("--upsample-sampler",), "str", "Upsampler sampler.", panel=UPSAMPLING, choices=SAMPLER_NAMES)
 UPSAMPLE_TEMP = Option(("--upsample-temp",), "float", "Scales the upsampler's starting noise (the reference uses 0.997).", panel=UPSAMPLING, minimum=0.0)
 SIZE = Option(
     ("--size",), "int", "64: base model only; 256 (default): base then upsampler (sizes of the configured models).",
@@ -248,7 +246,7 @@ IMAGE_B = Option((), "picture", "The picture at --mix 1.", name="image-b")
 # --- glide upsample --------------------------------------------------------------------------------
 
 UPSAMPLE_ONLY_STEPS = Option(("--upsample-steps", "--steps"), "str", "Steps: a count, sections, 'ddimN' or 'fast27' (the reference's, with ddim).")
-UPSAMPLE_ONLY_SAMPLER = Option(("--upsample-sampler", "--sampler"), "str", "Sampler.", choices=SAMPLERS)
+UPSAMPLE_ONLY_SAMPLER = Option(("--upsample-sampler", "--sampler"), "str", "Sampler.", choices=SAMPLER_NAMES)
 UPSAMPLE_ONLY_TEMP = Option(("--upsample-temp", "--temp"), "float", "Scales the starting noise.", minimum=0.0)
 UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), "str", "Upsampler (manifest name).", panel=MODELS)
 
@@ -292,14 +290,14 @@ WINDOW = Option(
 
 PRIOR_SCALE = Option(("--prior-scale",), "float", "Classifier-free guidance of the prior (1 = off).", panel=PRIOR, minimum=0.0)
 PRIOR_STEPS = Option(("--prior-steps",), "str", "Prior steps (same forms as --steps).", panel=PRIOR)
-PRIOR_SAMPLER = Option(("--prior-sampler",), "str", "Prior sampler.", panel=PRIOR, choices=SAMPLERS)
+PRIOR_SAMPLER = Option(("--prior-sampler",), "str", "Prior sampler.", panel=PRIOR, choices=SAMPLER_NAMES)
 DECODER_SCALE = Option(("--scale", "--cfg-scale"), "float", "Classifier-free guidance of the decoder (1 = off).", minimum=0.0)
 DECODER_STEPS = Option(
     ("--steps",), "str", "Decoder steps: a count ('25'); ddpm/ddim/plms also take sections ('10,10,5') or 'ddimN'; solvers also 'logsnr20'/'time20'."
 )
-DECODER_SAMPLER = Option(("--sampler",), "str", "Decoder sampler.", choices=SAMPLERS)
+DECODER_SAMPLER = Option(("--sampler",), "str", "Decoder sampler.", choices=SAMPLER_NAMES)
 SR_STEPS = Option(("--sr-steps",), "str", "Super-resolution steps (same forms as --steps); the last always runs the fine-tuned last-step U-Net.")
-SR_SAMPLER = Option(("--sr-sampler",), "str", "Super-resolution sampler.", choices=SAMPLERS)
+SR_SAMPLER = Option(("--sr-sampler",), "str", "Super-resolution sampler.", choices=SAMPLER_NAMES)
 UNCLIP_SIZE = Option(("--size",), "int", "64: the decoder's pictures; 256 (default): then super-resolution.", panel=OUTPUT, optional=True, show_default=False)
 PRIOR_MODEL = Option(("--prior-model",), "str", "unCLIP prior (manifest name).", panel=MODELS)
 DECODER_MODEL = Option(("--decoder-model",), "str", "unCLIP decoder (manifest name).", panel=MODELS)
@@ -312,10 +310,9 @@ FRAMES = Option(("--frames",), "int", "A sequence of N pictures from A to B with
 
 # --- animations ------------------------------------------------------------------------------------------
 
-ANIMATIONS = ("gif", "webp")
 ANIMATE = Option(
     ("--animate",), "str", "Also write the frames (--frames, --seed-walk) as one animated picture beside the first frame.",
-    panel=OUTPUT, choices=ANIMATIONS, optional=True, show_default=False,
+    panel=OUTPUT, choices=tuple(ANIMATION_FORMATS), optional=True, show_default=False,
 )
 SEED_WALK = Option(
     ("--seed-walk",), "int",

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import Manifest
 from .options import RequestError
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 # Multistep solvers amplify strong guidance: on the analytic test at scale 10 they are
 # 17-27 levels off at 15 steps and within ~1 level from 25 (benchmarks/README.md).
 STRONG_GUIDANCE = 5.0
-STRONG_GUIDANCE_MIN_STEPS = {"dpmpp_2m_sde": 25, "plms": 25}
+STRONG_GUIDANCE_MIN_STEPS = {SamplerName.DPMPP_2M_SDE: 25, SamplerName.PLMS: 25}
 
 
 def build_stage(
@@ -157,7 +158,8 @@ def init_image(
 
 def best_of_choice(count: int, rank_model: str, init: InitImage | None) -> BestOf | None:
     """The best-of-N settings, or None for one candidate (plain generation)."""
-    from ..render.ranking import MAX_BEST_OF, BestOf
+    from ..render.defaults import MAX_BEST_OF
+    from ..render.ranking import BestOf
 
     if count > MAX_BEST_OF:
         raise RequestError(f"{count} is more than {MAX_BEST_OF} candidates", "--best-of")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import Manifest
+from ..nets.kinds import ModelKind
 from .commands import ClipGuideRequest, GenerateRequest
 from .jobs import check_image_count, make_jobs
 from .options import MAX_SEED, RequestError
@@ -18,9 +20,9 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
 
     r = request
     warnings: list[str] = []
-    base = build_stage(manifest, r.model, "base", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
-    upsample = upsampler_stage(manifest, r.size, r.model, "base", r.upsample_model, "upsample", r.upsample_sampler, r.upsample_steps, r.upsample_temp)
-    base, upsample = sized_stages(manifest, base, upsample, "base", "upsample", r.width, r.height)
+    base = build_stage(manifest, r.model, ModelKind.BASE, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
+    upsample = upsampler_stage(manifest, r.size, r.model, ModelKind.BASE, r.upsample_model, ModelKind.UPSAMPLE, r.upsample_sampler, r.upsample_steps, r.upsample_temp)
+    base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE, ModelKind.UPSAMPLE, r.width, r.height)
     init = init_image(r.init_image, r.strength, r.upsample_strength, r.init_fit, upsample is not None)
     ranking = best_of_choice(r.best_of, r.rank_model, init)
     jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard)
@@ -62,13 +64,13 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
 
     r = request
     jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, composable=False, command="clip-guide")
-    model_entry(manifest, r.clip_image_model, "clip-image")
-    model_entry(manifest, r.clip_text_model, "clip-text")
-    if r.sampler != "ddpm":
+    model_entry(manifest, r.clip_image_model, ModelKind.CLIP_IMAGE)
+    model_entry(manifest, r.clip_text_model, ModelKind.CLIP_TEXT)
+    if r.sampler != SamplerName.DDPM:
         raise RequestError("CLIP guidance shifts each step's mean: use --sampler ddpm", "--sampler")
     warnings: list[str] = []
-    base = build_stage(manifest, r.model, "base", r.sampler, r.steps, eta=r.eta, threshold=r.threshold, warnings=warnings)
-    upsample = upsampler_stage(manifest, r.size, r.model, "base", r.upsample_model, "upsample", r.upsample_sampler, r.upsample_steps, r.upsample_temp)
+    base = build_stage(manifest, r.model, ModelKind.BASE, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, warnings=warnings)
+    upsample = upsampler_stage(manifest, r.size, r.model, ModelKind.BASE, r.upsample_model, ModelKind.UPSAMPLE, r.upsample_sampler, r.upsample_steps, r.upsample_temp)
     steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
     return RenderPlan(
         "clip-guide", manifest, jobs,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files.manifest import Manifest
+from ..nets.kinds import ModelKind
 from .commands import BlendRequest, UnclipRequest, VaryRequest
 from .jobs import check_image_count, make_jobs
 from .options import RequestError
@@ -19,16 +20,16 @@ def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
     from ..render.engine import model_entry
 
     r = request
-    decoder = build_stage(manifest, r.decoder_model, "unclip-decoder", r.sampler, r.steps, scale=r.scale, warnings=warnings)
-    decoder_size = model_entry(manifest, r.decoder_model, "unclip-decoder").arch.image_size
+    decoder = build_stage(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER, r.sampler, r.steps, scale=r.scale, warnings=warnings)
+    decoder_size = model_entry(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER).arch.image_size
     # A manifest without the default SR (a decoder trained with glide train) stops at the decoder.
     default_sr = next(f.default for f in dataclasses.fields(r) if f.name == "sr_model")
     if r.size == decoder_size or (r.size is None and r.sr_model == default_sr and r.sr_model not in manifest.models):
         return decoder, None
-    sr_arch = model_entry(manifest, r.sr_model, "unclip-sr").arch
+    sr_arch = model_entry(manifest, r.sr_model, ModelKind.UNCLIP_SR).arch
     if r.size is not None and r.size != sr_arch.image_size:
         raise RequestError(f"{r.size} is neither {decoder_size} (decoder only) nor {sr_arch.image_size} (with super-resolution)", "--size")
-    return decoder, build_stage(manifest, r.sr_model, "unclip-sr", r.sr_sampler, r.sr_steps, steps_option="--sr-steps")
+    return decoder, build_stage(manifest, r.sr_model, ModelKind.UNCLIP_SR, r.sr_sampler, r.sr_steps, steps_option="--sr-steps")
 
 
 def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, readers: tuple = ()):
@@ -37,7 +38,7 @@ def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, rea
     from ..render.engine import model_entry
     from ..render.unclip import ClipModels
 
-    clip = model_entry(manifest, clip_model, "openclip").arch
+    clip = model_entry(manifest, clip_model, ModelKind.OPENCLIP).arch
     for name, kind, option in readers:
         arch = model_entry(manifest, name, kind).arch
         if arch.clip_dim != clip.embed_dim:
@@ -45,10 +46,10 @@ def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, rea
                 f"{name} reads CLIP embeddings of width {arch.clip_dim}, but --clip-model {clip_model} makes {clip.embed_dim};"
                 " give the CLIP it was trained with", option,
             )
-        if kind == "unclip-prior" and arch.text_ctx != clip.text_ctx:
+        if kind == ModelKind.UNCLIP_PRIOR and arch.text_ctx != clip.text_ctx:
             raise RequestError(f"{name} reads {arch.text_ctx} text tokens, but --clip-model {clip_model} gives {clip.text_ctx}", option)
     if clip_stats is not None:
-        model_entry(manifest, clip_stats, "clip-stats")
+        model_entry(manifest, clip_stats, ModelKind.CLIP_STATS)
     return ClipModels(clip_model, clip_stats or ClipModels.stats)
 
 
@@ -72,9 +73,9 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
 
     r = request
     warnings: list[str] = []
-    readers = ((r.prior_model, "unclip-prior", "--prior-model"), (r.decoder_model, "unclip-decoder", "--decoder-model"))
+    readers = ((r.prior_model, ModelKind.UNCLIP_PRIOR, "--prior-model"), (r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"))
     clip = clip_models(manifest, r.clip_model, r.clip_stats, readers)
-    prior = build_stage(manifest, r.prior_model, "unclip-prior", r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps", warnings=warnings)
+    prior = build_stage(manifest, r.prior_model, ModelKind.UNCLIP_PRIOR, r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps", warnings=warnings)
     decoder, sr = decoder_stages(manifest, r, warnings)
     ranking = best_of_choice(r.best_of, r.rank_model, None)
     jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, composable=False, command="unclip")
@@ -92,7 +93,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
 
     r = request
     warnings: list[str] = []
-    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, "unclip-decoder", "--decoder-model"),))
+    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
     _check_picture(r.image)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
@@ -113,7 +114,7 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
     warnings: list[str] = []
     if r.frames is not None and r.mix is not None:
         raise RequestError("give --mix or --frames, not both")
-    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, "unclip-decoder", "--decoder-model"),))
+    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
     _check_picture(r.image_a)
     _check_picture(r.image_b)

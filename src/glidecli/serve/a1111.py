@@ -18,7 +18,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..request.a1111 import SAMPLER_NAMES, glide_sampler
+from ..diffusion.vocabulary import SAMPLER_NAMES, SamplerName
+from ..nets.kinds import ModelKind
+from ..request.a1111 import A1111_SAMPLERS, glide_sampler
 from ..request.options import RequestError
 from .body import read_json
 from .models import companion, model_size, models_of_kind
@@ -98,7 +100,7 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     given = {key: value for key, value in body.items() if key in MAPPED and value is not None and A1111_DEFAULTS.get(key, object()) != value}
     masked = from_picture and bool(given.get("mask"))
     command = "inpaint" if masked else "generate"
-    base, upsampler = _models(service, checkpoint, "base-inpaint" if masked else "base")
+    base, upsampler = _models(service, checkpoint, ModelKind.BASE_INPAINT if masked else ModelKind.BASE)
     options: dict[str, Any] = {"model": base}
     if upsampler is not None:
         options["upsample-model"] = upsampler
@@ -114,7 +116,7 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     sampler = _sampler(body)
     if sampler is not None:
         options["sampler"] = sampler
-    if "eta" in given and sampler == "ddim":
+    if "eta" in given and sampler == SamplerName.DDIM:
         options["eta"] = given["eta"]
     options["num"] = _count(body.get("batch_size", 1), "batch_size") * _count(body.get("n_iter", 1), "n_iter")
     _size(service, given, base, upsampler, options)
@@ -146,15 +148,15 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
 def _models(service: Service, checkpoint: str | None, kind: str) -> tuple[str, str | None]:
     """The base model (A1111's checkpoint, or the manifest's default) and its upsampler."""
     manifest = service.manifest
-    default = "base" if kind == "base" else "base-inpaint"
+    default = ModelKind.BASE if kind == ModelKind.BASE else ModelKind.BASE_INPAINT
     if checkpoint:
         entry = manifest.models.get(checkpoint)
-        if entry is None or entry.kind not in ("base", "base-inpaint"):
+        if entry is None or entry.kind not in (ModelKind.BASE, ModelKind.BASE_INPAINT):
             raise ClientError(f"no checkpoint {checkpoint!r}; GET /sdapi/v1/sd-models lists them")
         base = checkpoint if entry.kind == kind else companion(manifest, checkpoint, kind) or default
     else:
         base = default if default in manifest.models else next(iter(models_of_kind(manifest, kind)), default)
-    up_kind = "upsample" if kind == "base" else "upsample-inpaint"
+    up_kind = ModelKind.UPSAMPLE if kind == ModelKind.BASE else ModelKind.UPSAMPLE_INPAINT
     return base, companion(manifest, base, up_kind)
 
 
@@ -249,7 +251,7 @@ def skip(request: Request) -> dict[str, Any]:
 def sd_models(request: Request) -> list[dict[str, Any]]:
     manifest = service_of(request).manifest
     rows = []
-    for name in models_of_kind(manifest, "base"):
+    for name in models_of_kind(manifest, ModelKind.BASE):
         entry = manifest.models[name]
         rows.append({"title": name, "model_name": name, "hash": (entry.sha256 or "")[:10] or None, "sha256": entry.sha256,
                      "filename": name, "config": None})
@@ -258,8 +260,8 @@ def sd_models(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    glide_names = ("ddpm", "ddim", "plms", "dpmpp_2m", "dpmpp_2m_sde")
-    return [{"name": name, "aliases": sorted(k for k, v in SAMPLER_NAMES.items() if v == name and k != name), "options": {}} for name in glide_names]
+    glide_names = SAMPLER_NAMES
+    return [{"name": name, "aliases": sorted(k for k, v in A1111_SAMPLERS.items() if v == name and k != name), "options": {}} for name in glide_names]
 
 
 @router.get("/schedulers")
@@ -270,7 +272,7 @@ def schedulers() -> list[dict[str, Any]]:
 @router.get("/options")
 def get_options(request: Request) -> dict[str, Any]:
     service = service_of(request)
-    model, _ = _models(service, service.defaults.get("model"), "base")
+    model, _ = _models(service, service.defaults.get("model"), ModelKind.BASE)
     return {"sd_model_checkpoint": model, "samples_format": "png", "outdir_samples": str(service.out)}
 
 
@@ -281,7 +283,7 @@ async def set_options(request: Request) -> dict[str, Any]:
     body = await read_json(request, service.config.limits)
     checkpoint = body.get("sd_model_checkpoint")
     if checkpoint is not None:
-        _models(service, str(checkpoint), "base")  # refuses names that are no base model
+        _models(service, str(checkpoint), ModelKind.BASE)  # refuses names that are no base model
         service.defaults["model"] = str(checkpoint)
     return {}
 

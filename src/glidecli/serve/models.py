@@ -7,9 +7,10 @@ manifest's default names (upsample, base-inpaint, upsample-inpaint) when present
 from __future__ import annotations
 
 from ..files.manifest import Manifest
+from ..nets.kinds import ModelKind
 
-DEFAULT_NAMES = {"base": "base", "upsample": "upsample", "base-inpaint": "base-inpaint", "upsample-inpaint": "upsample-inpaint"}
-SUFFIXES = {"upsample": "-upsample", "base-inpaint": "-inpaint", "upsample-inpaint": "-upsample"}
+DEFAULT_NAMES = {ModelKind.BASE: ModelKind.BASE, ModelKind.UPSAMPLE: ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT: ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT: ModelKind.UPSAMPLE_INPAINT}
+SUFFIXES = {ModelKind.UPSAMPLE: "-upsample", ModelKind.BASE_INPAINT: "-inpaint", ModelKind.UPSAMPLE_INPAINT: "-upsample"}
 
 
 def models_of_kind(manifest: Manifest, kind: str) -> list[str]:
@@ -19,7 +20,7 @@ def models_of_kind(manifest: Manifest, kind: str) -> list[str]:
 def companion(manifest: Manifest, name: str, kind: str) -> str | None:
     """The model of `kind` that goes with `name`, or None when the manifest has none."""
     candidates = [name + SUFFIXES.get(kind, ""), name.removesuffix("-inpaint") + SUFFIXES.get(kind, ""), DEFAULT_NAMES.get(kind, "")]
-    if kind == "upsample-inpaint":
+    if kind == ModelKind.UPSAMPLE_INPAINT:
         candidates.insert(1, name.removesuffix("-inpaint") + "-inpaint-upsample")
     for candidate in candidates:
         entry = manifest.models.get(candidate)

@@ -18,19 +18,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from ..diffusion.vocabulary import SAMPLER_NOTES
 from ..request.commands import REQUESTS
 from .body import read_json, read_multipart
 from .service import ClientError, Service, commands_description
 
 router = APIRouter(prefix="/glide/v1", tags=["glide"])
-
-SAMPLERS = {
-    "ddpm": "ancestral DDPM (the reference's base sampler); sections, ddimN, fast27",
-    "ddim": "DDIM, eta 0 deterministic (the reference's upsampler sampler); sections, ddimN, fast27",
-    "plms": "pseudo linear multistep (PNDM)",
-    "dpmpp_2m": "DPM-Solver++(2M), deterministic",
-    "dpmpp_2m_sde": "SDE-DPM-Solver++(2M), stochastic (generate's default)",
-}
 
 
 def service_of(request: Request) -> Service:
@@ -104,7 +97,7 @@ def models(request: Request) -> dict[str, Any]:
 
 @router.get("/samplers")
 def samplers() -> dict[str, Any]:
-    return {"samplers": [{"name": name, "description": text} for name, text in SAMPLERS.items()]}
+    return {"samplers": [{"name": name, "description": text} for name, text in SAMPLER_NOTES.items()]}
 
 
 @router.get("/health")

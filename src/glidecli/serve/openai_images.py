@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..nets.kinds import ModelKind
 from .body import read_json, read_multipart
 from .models import companion, model_size, models_of_kind
 from .service import ClientError, Service
@@ -71,13 +72,13 @@ async def _form(request: Request, service: Service) -> tuple[dict[str, Any], dic
 
 def _generate(service: Service, body: dict[str, Any], base_url: str) -> dict[str, Any]:
     _check_common(body)
-    model = _model(service, body.get("model"), ("base", "unclip-prior"))
+    model = _model(service, body.get("model"), (ModelKind.BASE, ModelKind.UNCLIP_PRIOR))
     prompt = _prompt(body)
-    if model is not None and service.manifest.models[model].kind == "unclip-prior":
+    if model is not None and service.manifest.models[model].kind == ModelKind.UNCLIP_PRIOR:
         options = {"prompt": prompt, "prior-model": model, "num": _n(body)}
         return _respond(service, "unclip", options, {}, body, base_url)
-    base = model or ("base" if "base" in service.manifest.models else next(iter(models_of_kind(service.manifest, "base")), "base"))
-    upsampler = companion(service.manifest, base, "upsample")
+    base = model or (ModelKind.BASE if ModelKind.BASE in service.manifest.models else next(iter(models_of_kind(service.manifest, ModelKind.BASE)), ModelKind.BASE))
+    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE)
     options = {"prompt": prompt, "model": base, "num": _n(body)}
     if upsampler:
         options["upsample-model"] = upsampler
@@ -89,11 +90,11 @@ def _edit(service: Service, fields: dict[str, Any], files: dict[str, bytes], bas
     _check_common(fields)
     if "image" not in files:
         raise ClientError("edits needs the picture as the multipart file 'image'")
-    model = _model(service, fields.get("model"), ("base-inpaint", "base"))
-    if model is not None and service.manifest.models[model].kind == "base":
-        model = companion(service.manifest, model, "base-inpaint")
-    base = model or "base-inpaint"
-    upsampler = companion(service.manifest, base, "upsample-inpaint")
+    model = _model(service, fields.get("model"), (ModelKind.BASE_INPAINT, ModelKind.BASE))
+    if model is not None and service.manifest.models[model].kind == ModelKind.BASE:
+        model = companion(service.manifest, model, ModelKind.BASE_INPAINT)
+    base = model or ModelKind.BASE_INPAINT
+    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE_INPAINT)
     options = {"prompt": _prompt(fields), "model": base, "num": _n(fields)}
     if upsampler:
         options["upsample-model"] = upsampler
@@ -108,7 +109,7 @@ def _vary(service: Service, fields: dict[str, Any], files: dict[str, bytes], bas
     _check_common(fields)
     if "image" not in files:
         raise ClientError("variations needs the picture as the multipart file 'image'")
-    model = _model(service, fields.get("model"), ("unclip-decoder",))
+    model = _model(service, fields.get("model"), (ModelKind.UNCLIP_DECODER,))
     options: dict[str, Any] = {"num": _n(fields)}
     if model is not None:
         options["decoder-model"] = model

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..nets.kinds import ModelKind
 from ..nets.tokenizer import ClipTokenizer
 from ..nets.unclip_config import OpenClipConfig
 from .data import DataOrder, pil_to_tensor, random_crop, step_examples
@@ -149,18 +150,18 @@ class ClipRecipe:
         if state is not None:
             cfg = OpenClipConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
             with torch.device("meta"):
-                model = build_network("openclip", cfg)
+                model = build_network(ModelKind.OPENCLIP, cfg)
         else:
             cfg = clip_preset(trainer.source.preset or "tiny", **trainer.source.arch_changes)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(trainer.hyper.seed)  # open_clip initializes from the global generator
-                model = build_network("openclip", cfg)
+                model = build_network(ModelKind.OPENCLIP, cfg)
         self.tokenizer = ClipTokenizer(cfg.text_ctx)
         self.batches = ClipBatches(trainer.dataset, self.tokenizer, cfg, trainer.hyper.batch_size, trainer.hyper.seed, trainer.hyper.crop_min)
         return cfg, model
 
     def network(self, kind: str, cfg: OpenClipConfig, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
-        return network_from_weights("openclip", cfg, weights, device)
+        return network_from_weights(ModelKind.OPENCLIP, cfg, weights, device)
 
     def forward_module(self, model: nn.Module) -> nn.Module:
         return model
@@ -194,5 +195,5 @@ class ClipRecipe:
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         folder = trainer.out
-        entry = made_entry(trainer.source.name, "openclip", weights, arch_dict(trainer.cfg), folder)
+        entry = made_entry(trainer.source.name, ModelKind.OPENCLIP, weights, arch_dict(trainer.cfg), folder)
         return write_run_manifest(folder / "weights.toml", [entry], comment)

@@ -21,6 +21,7 @@ from ..files.file_facts import safetensors_metadata, sha256_file
 from ..files.manifest import Manifest, ManifestError, ModelEntry
 from ..nets.checkpoint import load_network
 from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
+from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText
 from ..nets.tokenizer import ClipTokenizer
 from .dataset import Dataset
@@ -52,7 +53,7 @@ def clip_entry(manifest: Manifest, name: str) -> ModelEntry:
         entry = manifest.model(name)
     except ManifestError as error:
         raise TrainingError(str(error)) from None
-    if entry.kind != "openclip":
+    if entry.kind != ModelKind.OPENCLIP:
         raise TrainingError(f"--clip {name}: that model is a {entry.kind}, not a CLIP (openclip); train one with --kind clip")
     cfg = entry.arch
     if cfg.text_width != cfg.embed_dim:
@@ -87,7 +88,7 @@ def clip_data(dataset: Dataset, entry: ModelEntry, device: torch.device, offline
                 f" {str(recorded.get('clip_sha256'))[:12]}..., this one {digest[:12]}...); delete it to compute them again"
             )
         return _loaded(path, digest)
-    model = load_network("openclip", cfg, weights, device)
+    model = load_network(ModelKind.OPENCLIP, cfg, weights, device)
     images, pooled, tokens = [], [], []
     mask = torch.arange(cfg.text_ctx)[None] < encoded.lengths[:, None]
     with torch.no_grad():

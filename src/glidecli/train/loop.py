@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..files.manifest import Manifest
 from ..nets.checkpoint import check_state_dict, read_safetensors, save_network
+from ..nets.kinds import ModelKind
 from ..render.shard import Ranks, peer_failure
 from .clip_recipe import CLIP_KIND, ClipRecipe
 from .data import derived_generator
@@ -89,7 +90,7 @@ from .unclip_recipes import DecoderRecipe, PriorRecipe
 
 def recipe_for(kind: str):
     """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or decoder."""
-    recipes = {CLIP_KIND: ClipRecipe, "unclip-prior": PriorRecipe, "unclip-decoder": DecoderRecipe}
+    recipes = {CLIP_KIND: ClipRecipe, ModelKind.UNCLIP_PRIOR: PriorRecipe, ModelKind.UNCLIP_DECODER: DecoderRecipe}
     return recipes.get(kind, GlideRecipe)()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..nets.config import UNetConfig, unet_defaults
+from ..nets.kinds import ModelKind
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -64,13 +65,13 @@ class Hyper:
 
 # --- what to train and how ------------------------------------------------------------------
 
-TRAINABLE_KINDS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
+TRAINABLE_KINDS = (ModelKind.BASE, ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT)
 
 # Fresh networks by size. Upsamplers see 4x-smaller pictures as their low-resolution input;
 # inpainting variants take the sizes of their base or upsample kind.
 _TEXT_SMALL = dict(text_ctx=16, xf_width=64, xf_layers=2, xf_heads=4)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "base": {
+    ModelKind.BASE: {
         "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
                       num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
         "tiny": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2, 2), attention_resolutions=(8, 4),
@@ -79,7 +80,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       num_head_channels=32, dropout=0.1, text_ctx=32, xf_width=256, xf_layers=4, xf_heads=4),
         "full": {},  # the official GLIDE base network (64x64)
     },
-    "upsample": {
+    ModelKind.UPSAMPLE: {
         "micro": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2), attention_resolutions=(),
                       num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
         "tiny": dict(image_size=64, model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 2, 2), attention_resolutions=(8,),
@@ -110,7 +111,7 @@ class ModelSource:
     """Where the starting network comes from: a manifest entry (fine-tuning) or a preset."""
 
     name: str  # the trained model's name (its file name and manifest entry)
-    kind: str = "base"
+    kind: str = ModelKind.BASE
     entry: str | None = None  # manifest entry to fine-tune
     preset: str | None = None  # size preset of a fresh network
     arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)

@@ -18,6 +18,7 @@ import torch
 from ..files.manifest import Manifest, ModelEntry
 from ..nets.checkpoint import build_network, load_network
 from ..nets.config import UNetConfig, unet_defaults
+from ..nets.kinds import ModelKind
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from ..render.shard import Ranks
@@ -125,7 +126,7 @@ def run_image_size(source: ModelSource, state: dict | None, entry) -> int:
     if entry is not None:
         return entry.arch.image_size
     preset = PRESETS.get(source.kind.removesuffix("-inpaint"), {}).get(source.preset or "tiny")
-    default = unet_defaults(source.kind if source.kind in TRAINABLE_KINDS else "base").image_size
+    default = unet_defaults(source.kind if source.kind in TRAINABLE_KINDS else ModelKind.BASE).image_size
     return int(source.arch_changes.get("image_size", (preset or {}).get("image_size", default)))
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..diffusion.vocabulary import SamplerName
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
@@ -260,7 +261,7 @@ def write_samples(
         inpainting = Inpainting(pictures(size), keep)
     conditioning = encode_prompts(ema, tokenizer, captions, guided=True)
     images = sample_stage(
-        ema, conditioning, ImageNoise(list(range(count))), SamplerChoice("ddim", "50"), scale=3.0,
+        ema, conditioning, ImageNoise(list(range(count))), SamplerChoice(SamplerName.DDIM, "50"), scale=3.0,
         low_res=low_res, inpainting=inpainting,
     )
     pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

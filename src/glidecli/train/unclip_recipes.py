@@ -27,9 +27,11 @@ from torch import Tensor, nn
 
 from ..diffusion.losses import hybrid_loss, q_sample
 from ..diffusion.schedule import Schedule
+from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import load_manifest
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
+from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
 from .data import DataOrder, pil_to_tensor, random_crop, step_examples
@@ -42,7 +44,7 @@ from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, networ
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
-UNCLIP_TRAIN_KINDS = ("unclip-prior", "unclip-decoder")
+UNCLIP_TRAIN_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER)
 IMAGE_DROPOUT = 0.1  # decoder: share of examples without their image embedding (the paper's)
 USED = "used-models.toml"  # the entries a run reads, kept in its folder for --resume
 
@@ -130,7 +132,7 @@ class PriorForward(nn.Module):
 
 
 class PriorRecipe(_UnclipRecipe):
-    kind = "unclip-prior"
+    kind = ModelKind.UNCLIP_PRIOR
 
     def image_size(self, trainer: Any, state, entry) -> int:
         return 64  # only the CLIP sees the pictures, at its own size
@@ -209,7 +211,7 @@ class PriorRecipe(_UnclipRecipe):
         device = trainer.device
         text = ClipText(*(part[rows].to(device) for part in self.data.text))
         with torch.no_grad():
-            made = sample_prior(prior, text, None, ImageNoise(rows), SamplerChoice("ddim", "25")).cpu()
+            made = sample_prior(prior, text, None, ImageNoise(rows), SamplerChoice(SamplerName.DDIM, "25")).cpu()
         truth = self.data.images[rows]
         cos = nn.functional.cosine_similarity(made, truth).mean().item()
         others = nn.functional.cosine_similarity(truth, truth.roll(1, dims=0)).mean().item()
@@ -221,7 +223,7 @@ class PriorRecipe(_UnclipRecipe):
         name, folder = trainer.source.name, trainer.out
         blocks = [used_entry(e, folder) for e in self.used]
         blocks.append(made_entry(name, self.kind, weights, arch_dict(trainer.cfg), folder))
-        blocks.append(made_entry(f"{name}-stats", "clip-stats", self.stats_path, None, folder))
+        blocks.append(made_entry(f"{name}-stats", ModelKind.CLIP_STATS, self.stats_path, None, folder))
         return write_run_manifest(folder / "weights.toml", blocks, comment)
 
 
@@ -238,7 +240,7 @@ class DecoderForward(nn.Module):
 
 
 class DecoderRecipe(_UnclipRecipe):
-    kind = "unclip-decoder"
+    kind = ModelKind.UNCLIP_DECODER
 
     def image_size(self, trainer: Any, state, entry) -> int:
         if state is not None:
@@ -252,8 +254,8 @@ class DecoderRecipe(_UnclipRecipe):
         # Priors of this CLIP's width in the manifest, with their stats, go into the run's
         # manifest too, so that it holds a whole unCLIP (no super-resolution).
         models = self.manifest.models
-        priors = [e for e in models.values() if e.kind == "unclip-prior" and e.arch.clip_dim == width]
-        priors += [models[f"{e.name}-stats"] for e in list(priors) if models.get(f"{e.name}-stats", e).kind == "clip-stats"]
+        priors = [e for e in models.values() if e.kind == ModelKind.UNCLIP_PRIOR and e.arch.clip_dim == width]
+        priors += [models[f"{e.name}-stats"] for e in list(priors) if models.get(f"{e.name}-stats", e).kind == ModelKind.CLIP_STATS]
         if state is not None:
             cfg = UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
             if cfg.clip_dim != width:
@@ -317,7 +319,7 @@ class DecoderRecipe(_UnclipRecipe):
         empty = ClipText(*(part.expand(count, *part.shape[1:]).to(device) for part in self.data.empty))
         with torch.no_grad():
             conditioning = decoder_conditioning(trainer.ema, text, empty, self.data.images[rows].to(device))
-            images = sample_stage(trainer.ema, conditioning, ImageNoise(rows), SamplerChoice("ddim", "50"), scale=3.0)
+            images = sample_stage(trainer.ema, conditioning, ImageNoise(rows), SamplerChoice(SamplerName.DDIM, "50"), scale=3.0)
         pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return write_png(path, torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy())
 
