@@ -157,7 +157,7 @@ def check_request(command: str, params: dict) -> None:
         return
     fields = {name: option for name, option, _ in option_fields(request_type)}
     values = {name: value for name, value in params.items() if name in fields and fields[name].flags}
-    stand_ins = {name: ("x" if option.kind != "picture" else "x.png") for name, option in fields.items() if not option.flags}
+    stand_ins = {name: ("x" if option.value_type != "picture" else "x.png") for name, option in fields.items() if not option.flags}
     build(request_type, {**stand_ins, **values, **({"prompts": ("x",)} if "prompts" in fields else {})})
 
 

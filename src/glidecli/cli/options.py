@@ -13,7 +13,7 @@ import typer
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
 from ..request.commands import file_pattern, option_fields
-from ..request.options import RequestError
+from ..request.options import RequestError, ValueType
 from .run import RunOptions, click_errors
 
 OUTPUT = o.OUTPUT
@@ -60,7 +60,7 @@ RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, 
 
 # --- a request's options as typer parameters ---------------------------------------------------------
 
-_METAVARS = {"int": "<int>", "float": "<float>", "str": "<str>", "batch": "<auto|N>", "picture": "<path>"}  # typer's own style
+_METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.STR: "<str>", ValueType.BATCH: "<auto|N>", ValueType.PICTURE: "<path>"}  # typer's own style
 
 
 def request_parameters(request_type: type) -> list[inspect.Parameter]:
@@ -72,11 +72,11 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
         if not option.flags:
             continue
         extra: dict[str, Any] = {}
-        if option.kind == "bool":
+        if option.value_type == ValueType.BOOL:
             annotation: Any = bool
         else:
             annotation = Optional[str] if default is None else str  # noqa: UP045 - a runtime value typer reads
-            extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.kind]
+            extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.value_type]
             if option.choices:  # tab completion offers them (the request checks them)
                 extra["autocompletion"] = _completer(option.choices)
         info = typer.Option(*option.flags, help=option.help, rich_help_panel=option.panel, show_default=option.show_default, **extra)

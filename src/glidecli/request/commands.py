@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..diffusion.vocabulary import SamplerName
-from ..files.vocabulary import DEFAULT_PATTERN
-from ..nets.kinds import ModelKind
+from ..files.vocabulary import DEFAULT_PATTERN, FitMode
 from ..render import defaults
 from . import options as o
-from .options import Option, RequestError, value_of
+from .options import Option, RequestError, ValueType, value_of
 
-PROMPTS = Option((), "prompts", "What to draw: one prompt, or several (each gets -n images).", name="prompt")
-PROMPT = Option((), "str", "What the picture shows.", name="prompt")
+PROMPTS = Option((), ValueType.PROMPTS, "What to draw: one prompt, or several (each gets -n images).", name="prompt")
+PROMPT = Option((), ValueType.STR, "What the picture shows.", name="prompt")
 
 
 def uses(option: Option, default: Any) -> Any:
@@ -30,114 +28,194 @@ def uses(option: Option, default: Any) -> Any:
     return field(default=default, metadata={"option": option})
 
 
+# --- field groups: the options several commands share, with the defaults they share ---------------
+# A request lists its groups as bases; dataclasses order fields from the last base to the
+# first, then the request's own (the CLI's positional pictures and prompts among them).
+
+
 @dataclass(frozen=True)
-class GenerateRequest:
+class Output:
+    """How many pictures, in which batches, from which seed."""
+
+    num: int = uses(o.NUM, 1)
+    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
+    seed: int | None = uses(o.SEED, None)
+
+
+@dataclass(frozen=True)
+class SamplerTuning:
+    """DDIM's noise and dynamic thresholding of a GLIDE base stage."""
+
+    eta: float = uses(o.ETA, 0.0)
+    threshold: float | None = uses(o.THRESHOLD, None)
+
+
+@dataclass(frozen=True)
+class TextBaseSampling:
+    """generate's base stage."""
+
+    scale: float = uses(o.SCALE, defaults.GENERATE_BASE.scale)
+    negative: str | None = uses(o.NEGATIVE, None)
+    steps: str = uses(o.STEPS, defaults.GENERATE_BASE.steps)
+    sampler: str = uses(o.SAMPLER, defaults.GENERATE_BASE.sampler)
+
+
+@dataclass(frozen=True)
+class InpaintBaseSampling:
+    """The base inpainting stage of inpaint and outpaint."""
+
+    scale: float = uses(o.SCALE, defaults.INPAINT_BASE.scale)
+    negative: str | None = uses(o.NEGATIVE, None)
+    steps: str = uses(o.STEPS, defaults.INPAINT_BASE.steps)
+    sampler: str = uses(o.SAMPLER, defaults.INPAINT_BASE.sampler)
+
+
+@dataclass(frozen=True)
+class TextUpsampling:
+    """The upsampler after a text-to-image base stage (generate, clip-guide)."""
+
+    upsample_steps: str = uses(o.UPSAMPLE_STEPS, defaults.GENERATE_UPSAMPLE.steps)
+    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, defaults.GENERATE_UPSAMPLE.sampler)
+    upsample_temp: float = uses(o.UPSAMPLE_TEMP, defaults.GENERATE_UPSAMPLE.temperature)
+
+
+@dataclass(frozen=True)
+class InpaintUpsampling:
+    """The inpainting upsampler (inpaint, outpaint)."""
+
+    upsample_steps: str = uses(o.UPSAMPLE_STEPS, defaults.INPAINT_UPSAMPLE.steps)
+    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, defaults.INPAINT_UPSAMPLE.sampler)
+    upsample_temp: float = uses(o.UPSAMPLE_TEMP, defaults.INPAINT_UPSAMPLE.temperature)
+
+
+@dataclass(frozen=True)
+class PictureSize:
+    """--size picks the stages; --width/--height other sides than the models' own."""
+
+    size: int | None = uses(o.SIZE, None)
+    width: int | None = uses(o.WIDTH, None)
+    height: int | None = uses(o.HEIGHT, None)
+
+
+@dataclass(frozen=True)
+class BestOfN:
+    """Best of N candidates by a CLIP score."""
+
+    best_of: int = uses(o.BEST_OF, 1)
+    rank_model: str = uses(o.RANK_MODEL, defaults.RANK_MODEL)
+
+
+@dataclass(frozen=True)
+class TextModels:
+    """GLIDE's text-to-image base model and upsampler."""
+
+    model: str = uses(o.BASE_MODEL, defaults.GENERATE_BASE.model)
+    upsample_model: str = uses(o.UPSAMPLE_MODEL, defaults.GENERATE_UPSAMPLE.model)
+
+
+@dataclass(frozen=True)
+class InpaintModels:
+    """GLIDE's inpainting models."""
+
+    model: str = uses(o.INPAINT_MODEL, defaults.INPAINT_BASE.model)
+    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, defaults.INPAINT_UPSAMPLE.model)
+
+
+@dataclass(frozen=True)
+class DecoderSampling:
+    """unCLIP's decoder and super-resolution stages (unclip, vary, blend)."""
+
+    scale: float = uses(o.DECODER_SCALE, defaults.UNCLIP_DECODER.scale)
+    steps: str = uses(o.DECODER_STEPS, defaults.UNCLIP_DECODER.steps)
+    sampler: str = uses(o.DECODER_SAMPLER, defaults.UNCLIP_DECODER.sampler)
+    sr_steps: str = uses(o.SR_STEPS, defaults.UNCLIP_SR.steps)
+    sr_sampler: str = uses(o.SR_SAMPLER, defaults.UNCLIP_SR.sampler)
+    size: int | None = uses(o.UNCLIP_SIZE, None)
+
+
+@dataclass(frozen=True)
+class DecoderModels:
+    """unCLIP's decoder, super-resolution and the CLIP that conditions them."""
+
+    decoder_model: str = uses(o.DECODER_MODEL, defaults.UNCLIP_DECODER.model)
+    sr_model: str = uses(o.SR_MODEL, defaults.UNCLIP_SR.model)
+    clip_model: str = uses(o.CLIP_MODEL, defaults.UNCLIP_CLIP_MODEL)
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitPicture:
+    """img2img: the stages start from a picture noised to a strength."""
+
+    init_image: Path | None = uses(o.INIT_IMAGE, None)
+    strength: float | None = uses(o.STRENGTH, None)
+    upsample_strength: float | None = uses(o.UPSAMPLE_STRENGTH, None)
+    init_fit: str = uses(o.INIT_FIT, FitMode.CROP)
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A seed walk, or the sampling steps, as frames and an animation."""
+
+    seed_walk: int | None = uses(o.SEED_WALK, None)
+    show_steps: int | None = uses(o.SHOW_STEPS, None)
+    animate: str | None = uses(o.ANIMATE, None)
+
+
+@dataclass(frozen=True)
+class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
     """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
 
     command: ClassVar[str] = "generate"
     prompts: tuple[str, ...] = uses(PROMPTS, ())
-    scale: float = uses(o.SCALE, 3.0)
-    negative: str | None = uses(o.NEGATIVE, None)
-    steps: str = uses(o.STEPS, "20")
-    sampler: str = uses(o.SAMPLER, SamplerName.DPMPP_2M_SDE)
-    eta: float = uses(o.ETA, 0.0)
-    threshold: float | None = uses(o.THRESHOLD, None)
-    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "15")
-    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, SamplerName.DPMPP_2M)
-    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
-    size: int | None = uses(o.SIZE, None)
-    width: int | None = uses(o.WIDTH, None)
-    height: int | None = uses(o.HEIGHT, None)
-    init_image: Path | None = uses(o.INIT_IMAGE, None)
-    strength: float | None = uses(o.STRENGTH, None)
-    upsample_strength: float | None = uses(o.UPSAMPLE_STRENGTH, None)
-    init_fit: str = uses(o.INIT_FIT, "crop")
-    best_of: int = uses(o.BEST_OF, 1)
-    rank_model: str = uses(o.RANK_MODEL, defaults.RANK_MODEL)
-    seed_walk: int | None = uses(o.SEED_WALK, None)
-    show_steps: int | None = uses(o.SHOW_STEPS, None)
-    animate: str | None = uses(o.ANIMATE, None)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    model: str = uses(o.BASE_MODEL, ModelKind.BASE)
-    upsample_model: str = uses(o.UPSAMPLE_MODEL, ModelKind.UPSAMPLE)
 
 
 @dataclass(frozen=True)
-class ClipGuideRequest:
+class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
     """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
 
     command: ClassVar[str] = "clip-guide"
     prompts: tuple[str, ...] = uses(PROMPTS, ())
-    clip_scale: float = uses(o.CLIP_SCALE, 3.0)
-    steps: str = uses(o.STEPS, "100")
-    sampler: str = uses(o.SAMPLER, SamplerName.DDPM)
-    eta: float = uses(o.ETA, 0.0)
-    threshold: float | None = uses(o.THRESHOLD, None)
-    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "15")
-    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, SamplerName.DPMPP_2M)
-    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
+    clip_scale: float = uses(o.CLIP_SCALE, defaults.CLIP_GUIDE_SCALE)
+    steps: str = uses(o.STEPS, defaults.CLIP_GUIDE_BASE.steps)
+    sampler: str = uses(o.SAMPLER, defaults.CLIP_GUIDE_BASE.sampler)
     size: int | None = uses(o.SIZE, None)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    model: str = uses(o.BASE_MODEL, ModelKind.BASE)
-    upsample_model: str = uses(o.UPSAMPLE_MODEL, ModelKind.UPSAMPLE)
-    clip_image_model: str = uses(o.CLIP_IMAGE_MODEL, ModelKind.CLIP_IMAGE)
-    clip_text_model: str = uses(o.CLIP_TEXT_MODEL, ModelKind.CLIP_TEXT)
+    clip_image_model: str = uses(o.CLIP_IMAGE_MODEL, defaults.CLIP_IMAGE_MODEL)
+    clip_text_model: str = uses(o.CLIP_TEXT_MODEL, defaults.CLIP_TEXT_MODEL)
 
 
 @dataclass(frozen=True)
-class UpsampleRequest:
+class UpsampleRequest(Output):
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
     image: Path | None = uses(o.IMAGE, None)
     prompt: str | None = uses(PROMPT, None)
-    steps: str = uses(o.UPSAMPLE_ONLY_STEPS, "15")
-    sampler: str = uses(o.UPSAMPLE_ONLY_SAMPLER, SamplerName.DPMPP_2M)
-    temp: float = uses(o.UPSAMPLE_ONLY_TEMP, 0.997)
-    fit: str = uses(o.FIT, "crop")
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    model: str = uses(o.UPSAMPLE_ONLY_MODEL, ModelKind.UPSAMPLE)
+    steps: str = uses(o.UPSAMPLE_ONLY_STEPS, defaults.GENERATE_UPSAMPLE.steps)
+    sampler: str = uses(o.UPSAMPLE_ONLY_SAMPLER, defaults.GENERATE_UPSAMPLE.sampler)
+    temp: float = uses(o.UPSAMPLE_ONLY_TEMP, defaults.GENERATE_UPSAMPLE.temperature)
+    fit: str = uses(o.FIT, FitMode.CROP)
+    model: str = uses(o.UPSAMPLE_ONLY_MODEL, defaults.GENERATE_UPSAMPLE.model)
 
 
 @dataclass(frozen=True)
-class InpaintRequest:
+class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
     image: Path | None = uses(o.IMAGE, None)
     mask: Path | None = uses(o.MASK, None)
     prompt: str | None = uses(PROMPT, None)
-    scale: float = uses(o.SCALE, 5.0)
-    negative: str | None = uses(o.NEGATIVE, None)
-    steps: str = uses(o.STEPS, "100")
-    sampler: str = uses(o.SAMPLER, SamplerName.DDPM)
-    eta: float = uses(o.ETA, 0.0)
-    threshold: float | None = uses(o.THRESHOLD, None)
     invert_mask: bool = uses(o.INVERT_MASK, False)
     fit: str = uses(o.INPAINT_FIT, "auto")
     context: int = uses(o.REGION_CONTEXT, 64)
     feather: int = uses(o.FEATHER, 8)
-    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "fast27")
-    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, SamplerName.DDPM)
-    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
-    size: int | None = uses(o.SIZE, None)
-    width: int | None = uses(o.WIDTH, None)
-    height: int | None = uses(o.HEIGHT, None)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    model: str = uses(o.INPAINT_MODEL, ModelKind.BASE_INPAINT)
-    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, ModelKind.UPSAMPLE_INPAINT)
 
 
 @dataclass(frozen=True)
-class OutpaintRequest:
+class OutpaintRequest(InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
@@ -149,72 +227,36 @@ class OutpaintRequest:
     bottom: int = uses(o.BOTTOM, 0)
     to: str | None = uses(o.TO, None)
     context: int | None = uses(o.WINDOW_CONTEXT, None)
-    scale: float = uses(o.SCALE, 5.0)
-    negative: str | None = uses(o.NEGATIVE, None)
-    steps: str = uses(o.STEPS, "100")
-    sampler: str = uses(o.SAMPLER, SamplerName.DDPM)
-    eta: float = uses(o.ETA, 0.0)
-    threshold: float | None = uses(o.THRESHOLD, None)
-    upsample_steps: str = uses(o.UPSAMPLE_STEPS, "fast27")
-    upsample_sampler: str = uses(o.UPSAMPLE_SAMPLER, SamplerName.DDPM)
-    upsample_temp: float = uses(o.UPSAMPLE_TEMP, 0.997)
     size: int | None = uses(o.WINDOW_SIZE, None)
     window: str | None = uses(o.WINDOW, None)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    model: str = uses(o.INPAINT_MODEL, ModelKind.BASE_INPAINT)
-    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, ModelKind.UPSAMPLE_INPAINT)
 
 
 @dataclass(frozen=True)
-class UnclipRequest:
+class PriorSampling:
+    """unCLIP's prior: text to a CLIP image embedding."""
+
+    prior_scale: float = uses(o.PRIOR_SCALE, defaults.UNCLIP_PRIOR.scale)
+    prior_steps: str = uses(o.PRIOR_STEPS, defaults.UNCLIP_PRIOR.steps)
+    prior_sampler: str = uses(o.PRIOR_SAMPLER, defaults.UNCLIP_PRIOR.sampler)
+
+
+@dataclass(frozen=True)
+class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
     """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
 
     command: ClassVar[str] = "unclip"
     prompts: tuple[str, ...] = uses(PROMPTS, ())
-    prior_scale: float = uses(o.PRIOR_SCALE, 4.0)
-    prior_steps: str = uses(o.PRIOR_STEPS, "25")
-    prior_sampler: str = uses(o.PRIOR_SAMPLER, SamplerName.DDPM)
-    scale: float = uses(o.DECODER_SCALE, 8.0)
     negative: str | None = uses(o.NEGATIVE, None)
-    steps: str = uses(o.DECODER_STEPS, "25")
-    sampler: str = uses(o.DECODER_SAMPLER, SamplerName.DDPM)
-    sr_steps: str = uses(o.SR_STEPS, "7")
-    sr_sampler: str = uses(o.SR_SAMPLER, SamplerName.DDPM)
-    size: int | None = uses(o.UNCLIP_SIZE, None)
-    best_of: int = uses(o.BEST_OF, 1)
-    rank_model: str = uses(o.RANK_MODEL, defaults.RANK_MODEL)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    prior_model: str = uses(o.PRIOR_MODEL, "karlo-prior")
-    decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
-    sr_model: str = uses(o.SR_MODEL, "karlo-sr")
-    clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
-    clip_stats: str = uses(o.CLIP_STATS, "karlo-clip-stats")
+    prior_model: str = uses(o.PRIOR_MODEL, defaults.UNCLIP_PRIOR.model)
+    clip_stats: str = uses(o.CLIP_STATS, defaults.UNCLIP_CLIP_STATS)
 
 
 @dataclass(frozen=True)
-class DecoderRequest:
-    """The options of the unCLIP commands that start from pictures' CLIP image embeddings
-    (vary, blend): the decoder's and super-resolution's sampling, the output, the models."""
+class DecoderRequest(DecoderModels, Output, BestOfN, DecoderSampling):
+    """The unCLIP commands that start from pictures' CLIP image embeddings (vary, blend): the
+    decoder's and super-resolution's sampling, the output, the models, and the decoder's text."""
 
     prompt: str = uses(o.DECODER_PROMPT, "")
-    scale: float = uses(o.DECODER_SCALE, 8.0)
-    steps: str = uses(o.DECODER_STEPS, "25")
-    sampler: str = uses(o.DECODER_SAMPLER, SamplerName.DDPM)
-    sr_steps: str = uses(o.SR_STEPS, "7")
-    sr_sampler: str = uses(o.SR_SAMPLER, SamplerName.DDPM)
-    size: int | None = uses(o.UNCLIP_SIZE, None)
-    best_of: int = uses(o.BEST_OF, 1)
-    rank_model: str = uses(o.RANK_MODEL, defaults.RANK_MODEL)
-    num: int = uses(o.NUM, 1)
-    batch_size: int | str = uses(o.BATCH_SIZE, "auto")
-    seed: int | None = uses(o.SEED, None)
-    decoder_model: str = uses(o.DECODER_MODEL, "karlo-decoder")
-    sr_model: str = uses(o.SR_MODEL, "karlo-sr")
-    clip_model: str = uses(o.CLIP_MODEL, "clip-vit-l-14")
 
 
 @dataclass(frozen=True)
@@ -294,7 +336,7 @@ def from_mapping(request_type: type, data: Mapping[str, Any], pictures: Mapping[
             raise RequestError(f"{request_type.command} has no option {key!r}")
         if name in values:
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
-        if options[name].kind == "picture":
+        if options[name].value_type == ValueType.PICTURE:
             raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
         values[name] = raw
     for name, path in pictures.items():

@@ -11,7 +11,7 @@ from .commands import InpaintRequest, OutpaintRequest, UpsampleRequest
 from .jobs import make_jobs
 from .options import MAX_CANVAS, RequestError
 from .plan import RenderPlan
-from .stages import build_stage, sized_fit, sized_stages, upsampler_stage
+from .stages import StageSpec, build_stage, glide_specs, sized_fit, sized_stages, upsampler_stage
 
 
 def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
@@ -19,7 +19,7 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     from ..render.engine import model_entry, render_upsample
 
     r = request
-    stage = build_stage(manifest, r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps")
+    stage = build_stage(manifest, StageSpec(r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
     # GLIDE's upsampler was trained on 4x (64 -> 256).
     picture = load_image(r.image, max(1, model_entry(manifest, r.model, ModelKind.UPSAMPLE).arch.image_size // 4), r.fit)
     jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
@@ -38,10 +38,9 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
 
     r = request
     warnings: list[str] = []
-    base = build_stage(manifest, r.model, ModelKind.BASE_INPAINT, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
-    upsample = upsampler_stage(
-        manifest, r.size, r.model, ModelKind.BASE_INPAINT, r.upsample_model, ModelKind.UPSAMPLE_INPAINT, r.upsample_sampler, r.upsample_steps, r.upsample_temp
-    )
+    base_spec, up_spec = glide_specs(r, ModelKind.BASE_INPAINT, scale=r.scale)
+    base = build_stage(manifest, base_spec, warnings)
+    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
     fit = sized_fit(r.fit, r.width, r.height)
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, r.width, r.height)
     final = model_entry(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else model_entry(manifest, r.model, ModelKind.BASE_INPAINT)
@@ -79,10 +78,9 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
     r = request
     warnings: list[str] = []
     extension = canvas_extension(r.image, r.left, r.right, r.top, r.bottom, r.to)
-    base = build_stage(manifest, r.model, ModelKind.BASE_INPAINT, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
-    upsample = upsampler_stage(
-        manifest, r.size, r.model, ModelKind.BASE_INPAINT, r.upsample_model, ModelKind.UPSAMPLE_INPAINT, r.upsample_sampler, r.upsample_steps, r.upsample_temp
-    )
+    base_spec, up_spec = glide_specs(r, ModelKind.BASE_INPAINT, scale=r.scale)
+    base = build_stage(manifest, base_spec, warnings)
+    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
     if r.window is not None:
         width, height = parse_size(r.window, "--window")
         base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, width, height, "--window")

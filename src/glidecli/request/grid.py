@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .commands import build, field_names, option_fields
-from .options import MAX_SEED, RequestError
+from .options import MAX_SEED, RequestError, ValueType
 
 MAX_CELLS = 256  # a sheet of 16 x 16 pictures; more is a typo rather than a plan
 PROMPT_SR = "prompt-sr"
@@ -40,7 +40,7 @@ def parse_axis(text: str, request_type: type, flag: str) -> Axis:
         return Axis(name, values)
     field = field_names(request_type).get(name)
     options = {field_name: option for field_name, option, _ in option_fields(request_type)}
-    if field is None or not options[field].flags or options[field].kind == "picture":
+    if field is None or not options[field].flags or options[field].value_type == ValueType.PICTURE:
         raise RequestError(f"{request_type.command} has no option {name!r} to put on an axis", flag)
     if field == "num":
         raise RequestError("a grid cell is one picture: -n cannot be an axis (use seed=...)", flag)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,26 @@ class RequestError(ValueError):
         return f"Invalid value for '{self.option}': {self.reason}" if self.option else self.reason
 
 
+class ValueType(StrEnum):
+    """What an option's value is; the server's /commands shows it as the option's "type"."""
+
+    INT = "int"
+    FLOAT = "float"
+    STR = "str"
+    BOOL = "bool"
+    BATCH = "batch"  # auto or a positive whole number
+    PICTURE = "picture"  # a file path on the CLI, an upload over HTTP
+    PROMPTS = "prompts"  # one prompt or several
+
+
 @dataclass(frozen=True)
 class Option:
     """One option: `flags` as the CLI spells them (the first long one names it in messages; without
-    dashes they are its names in JSON), `kind` one of int, float, str, bool, batch (auto|N)
-    or picture (a file path on the CLI, an upload over HTTP; positional when it has no flags)."""
+    dashes they are its names in JSON) and the type of its value (a picture without flags is
+    positional on the CLI)."""
 
     flags: tuple[str, ...]
-    kind: str
+    value_type: ValueType
     help: str
     panel: str = SAMPLING
     choices: tuple[str, ...] = ()
@@ -84,23 +97,23 @@ def convert(option: Option, raw: Any) -> Any:
     """`raw` as the option's type: "3" and 3 are both the int 3; anything else is RequestError."""
     if raw is None:
         return None
-    kind = option.kind
-    if kind == "bool":
+    kind = option.value_type
+    if kind == ValueType.BOOL:
         if isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and raw.lower() in _BOOLEANS:
             return _BOOLEANS[raw.lower()]
         raise RequestError(f"{raw!r} is not true or false", option.flag)
-    if kind in ("int", "float"):
+    if kind in (ValueType.INT, ValueType.FLOAT):
         number = _number(raw, kind)
         if number is None:
-            raise RequestError(f"{raw!r} is not {'a whole number' if kind == 'int' else 'a number'}", option.flag)
+            raise RequestError(f"{raw!r} is not {'a whole number' if kind == ValueType.INT else 'a number'}", option.flag)
         return number
-    if kind == "batch":
+    if kind == ValueType.BATCH:
         return raw
-    if kind == "picture":
+    if kind == ValueType.PICTURE:
         return Path(raw)  # the CLI's argument; the server puts only paths of its own here
-    if kind == "prompts":
+    if kind == ValueType.PROMPTS:
         prompts = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else None
         if prompts is None or not all(isinstance(p, str) for p in prompts):
             raise RequestError(f"{raw!r} is not a prompt or a list of prompts", option.flag)
@@ -115,11 +128,11 @@ def convert(option: Option, raw: Any) -> Any:
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
 
 
-def _number(raw: Any, kind: str) -> int | float | None:
+def _number(raw: Any, kind: ValueType) -> int | float | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         return None
     try:
-        value = float(raw) if kind == "float" else int(raw) if not isinstance(raw, float) else None
+        value = float(raw) if kind == ValueType.FLOAT else int(raw) if not isinstance(raw, float) else None
     except ValueError:
         return None
     if value is None and isinstance(raw, float) and raw.is_integer():  # JSON's 4.0 for an int
@@ -134,13 +147,13 @@ def check(option: Option, value: Any) -> Any:
         if option.optional:
             return None
         raise RequestError(f"missing {option.flag}" if not option.flags else "a value is required", None if not option.flags else option.flag)
-    if option.kind == "batch":
+    if option.value_type == ValueType.BATCH:
         return _batch_size(option, value)
-    if option.kind == "float" and not math.isfinite(value):
+    if option.value_type == ValueType.FLOAT and not math.isfinite(value):
         raise RequestError(f"{value} is not a finite number", option.flag)
     if option.choices and value not in option.choices:
         raise RequestError(f"{value!r} is not one of {', '.join(map(repr, option.choices))}", option.flag)
-    if option.kind in ("int", "float"):
+    if option.value_type in (ValueType.INT, ValueType.FLOAT):
         low, high = option.minimum, option.maximum
         if (low is not None and value < low) or (high is not None and value > high):
             raise RequestError(f"{value} is not in the range {_range_text(low, high)}", option.flag)
@@ -150,7 +163,7 @@ def check(option: Option, value: Any) -> Any:
 def _batch_size(option: Option, value: Any) -> int | str:
     if value == "auto":
         return value
-    number = _number(value, "int") if isinstance(value, (int, str)) else None
+    number = _number(value, ValueType.INT) if isinstance(value, (int, str)) else None
     if number is None or number < 1:
         raise RequestError(f"expected 'auto' or a positive integer, got {value!r}", option.flag)
     return number
@@ -166,160 +179,160 @@ def _range_text(low: float | None, high: float | None) -> str:
 # --- the options the rendering commands share --------------------------------------------------
 
 PROMPT_HELP = "What to draw."
-NEGATIVE = Option(("--negative", "--negative-prompt"), "str", "Replaces the empty prompt of the unguided half (classifier-free guidance).", optional=True)
-SCALE = Option(("--scale", "--cfg-scale"), "float", "Classifier-free guidance scale (1 = off).", minimum=0.0)
+NEGATIVE = Option(("--negative", "--negative-prompt"), ValueType.STR, "Replaces the empty prompt of the unguided half (classifier-free guidance).", optional=True)
+SCALE = Option(("--scale", "--cfg-scale"), ValueType.FLOAT, "Classifier-free guidance scale (1 = off).", minimum=0.0)
 STEPS = Option(
-    ("--steps",), "str",
+    ("--steps",), ValueType.STR,
     "Base steps: a count ('20'); ddpm/ddim/plms also take sections ('10,10,5'), 'ddimN' or 'fast27'; solvers also 'logsnr20' or 'time20' (the grid). The reference's: --sampler ddpm --steps 100.",
 )
-SAMPLER = Option(("--sampler",), "str", "Base sampler.", choices=SAMPLER_NAMES)
-ETA = Option(("--eta",), "float", "DDIM noise (0 = deterministic); ddim only.", minimum=0.0)
-THRESHOLD = Option(("--threshold",), "float", "Dynamic thresholding percentile of x0, e.g. 0.995 (off: clip to [-1, 1]).", optional=True)
-UPSAMPLE_STEPS = Option(("--upsample-steps",), "str", "Upsampler steps (same forms as --steps).", panel=UPSAMPLING)
-UPSAMPLE_SAMPLER = Option(("--upsample-sampler",), "str", "Upsampler sampler.", panel=UPSAMPLING, choices=SAMPLER_NAMES)
-UPSAMPLE_TEMP = Option(("--upsample-temp",), "float", "Scales the upsampler's starting noise (the reference uses 0.997).", panel=UPSAMPLING, minimum=0.0)
+SAMPLER = Option(("--sampler",), ValueType.STR, "Base sampler.", choices=SAMPLER_NAMES)
+ETA = Option(("--eta",), ValueType.FLOAT, "DDIM noise (0 = deterministic); ddim only.", minimum=0.0)
+THRESHOLD = Option(("--threshold",), ValueType.FLOAT, "Dynamic thresholding percentile of x0, e.g. 0.995 (off: clip to [-1, 1]).", optional=True)
+UPSAMPLE_STEPS = Option(("--upsample-steps",), ValueType.STR, "Upsampler steps (same forms as --steps).", panel=UPSAMPLING)
+UPSAMPLE_SAMPLER = Option(("--upsample-sampler",), ValueType.STR, "Upsampler sampler.", panel=UPSAMPLING, choices=SAMPLER_NAMES)
+UPSAMPLE_TEMP = Option(("--upsample-temp",), ValueType.FLOAT, "Scales the upsampler's starting noise (the reference uses 0.997).", panel=UPSAMPLING, minimum=0.0)
 SIZE = Option(
-    ("--size",), "int", "64: base model only; 256 (default): base then upsampler (sizes of the configured models).",
+    ("--size",), ValueType.INT, "64: base model only; 256 (default): base then upsampler (sizes of the configured models).",
     panel=OUTPUT, optional=True, show_default=False,
 )
 WIDTH = Option(
-    ("--width",), "int",
+    ("--width",), ValueType.INT,
     "Width of the pictures (default --size): with the upsampler a multiple of 32 from 128 to 512 for GLIDE's models (base model alone: of 8, from 32 to 128).",
     panel=OUTPUT, optional=True, show_default=False,
 )
-HEIGHT = Option(("--height",), "int", "Height of the pictures (as --width).", panel=OUTPUT, optional=True, show_default=False)
-NUM = Option(("-n", "--num"), "int", "Images per prompt; image i uses seed + i.", panel=OUTPUT, minimum=1)
+HEIGHT = Option(("--height",), ValueType.INT, "Height of the pictures (as --width).", panel=OUTPUT, optional=True, show_default=False)
+NUM = Option(("-n", "--num"), ValueType.INT, "Images per prompt; image i uses seed + i.", panel=OUTPUT, minimum=1)
 BATCH_SIZE = Option(
-    ("--batch-size",), "batch",
+    ("--batch-size",), ValueType.BATCH,
     "Images through the network at once: auto (on a GPU the most that fit its free memory, measured; on the CPU 1) or a number. Does not change the images.",
     panel=OUTPUT, metavar="auto|N",
 )
 SEED = Option(
-    ("--seed",), "int", "Seed of the first image (random when omitted; always printed and recorded).",
+    ("--seed",), ValueType.INT, "Seed of the first image (random when omitted; always printed and recorded).",
     panel=OUTPUT, minimum=0, maximum=MAX_SEED, optional=True, show_default=False,
 )
-FIT = Option(("--fit",), "str", "Making the picture square: crop (centre), pad (black borders, kept), stretch.", choices=FIT_MODES)
-BASE_MODEL = Option(("--model",), "str", "Base model (manifest name).", panel=MODELS)
-UPSAMPLE_MODEL = Option(("--upsample-model",), "str", "Upsampler (manifest name).", panel=MODELS)
-INPAINT_MODEL = Option(("--model",), "str", "Base inpainting model (manifest name).", panel=MODELS)
-INPAINT_UPSAMPLE_MODEL = Option(("--upsample-model",), "str", "Inpainting upsampler (manifest name).", panel=MODELS)
+FIT = Option(("--fit",), ValueType.STR, "Making the picture square: crop (centre), pad (black borders, kept), stretch.", choices=FIT_MODES)
+BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS)
+UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Upsampler (manifest name).", panel=MODELS)
+INPAINT_MODEL = Option(("--model",), ValueType.STR, "Base inpainting model (manifest name).", panel=MODELS)
+INPAINT_UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Inpainting upsampler (manifest name).", panel=MODELS)
 
 # --- img2img and best of N (glide generate) ------------------------------------------------------
 
 INIT_IMAGE = Option(
-    ("--init-image",), "picture", "Start from this picture instead of pure noise (img2img); needs --strength and/or --upsample-strength.",
+    ("--init-image",), ValueType.PICTURE, "Start from this picture instead of pure noise (img2img); needs --strength and/or --upsample-strength.",
     panel=IMG2IMG, optional=True, show_default=False,
 )
 STRENGTH = Option(
-    ("--strength",), "float",
+    ("--strength",), ValueType.FLOAT,
     "How much of the init picture the base model redraws, 0 < S <= 1 (1: plain generation). It is noised to the timestep at fraction S of the schedule and sampled from there.",
     panel=IMG2IMG, optional=True, show_default=False,
 )
 UPSAMPLE_STRENGTH = Option(
-    ("--upsample-strength",), "float",
+    ("--upsample-strength",), ValueType.FLOAT,
     "The upsampler too starts from the init picture (meant for one at the upsampler's size), noised at this strength. Without --strength the base model does not run: the upsampler alone redraws the picture.",
     panel=IMG2IMG, optional=True, show_default=False,
 )
-INIT_FIT = Option(("--init-fit",), "str", "Fitting the init picture to the size made: crop (centre), pad (black borders), stretch.", panel=IMG2IMG, choices=FIT_MODES)
+INIT_FIT = Option(("--init-fit",), ValueType.STR, "Fitting the init picture to the size made: crop (centre), pad (black borders), stretch.", panel=IMG2IMG, choices=FIT_MODES)
 BEST_OF = Option(
-    ("--best-of",), "int", "Draw N candidates per picture (from its seed) and keep the one --rank-model scores highest for the prompt.", minimum=1
+    ("--best-of",), ValueType.INT, "Draw N candidates per picture (from its seed) and keep the one --rank-model scores highest for the prompt.", minimum=1
 )
 RANK_MODEL = Option(
-    ("--rank-model",), "str",
+    ("--rank-model",), ValueType.STR,
     "Judge for --best-of: an open_clip NAME:PRETRAINED (or NAME:FILE, hf-hub:REPO), or 'noised-clip' (GLIDE's noised CLIP at t=0, no extra download).",
     panel=MODELS,
 )
 
 # --- CLIP guidance ---------------------------------------------------------------------------------
 
-CLIP_SCALE = Option(("--clip-scale",), "float", "Strength of the CLIP gradient.", minimum=0.0)
-CLIP_IMAGE_MODEL = Option(("--clip-image-model",), "str", "Noised CLIP image encoder.", panel=MODELS)
-CLIP_TEXT_MODEL = Option(("--clip-text-model",), "str", "Noised CLIP text encoder.", panel=MODELS)
+CLIP_SCALE = Option(("--clip-scale",), ValueType.FLOAT, "Strength of the CLIP gradient.", minimum=0.0)
+CLIP_IMAGE_MODEL = Option(("--clip-image-model",), ValueType.STR, "Noised CLIP image encoder.", panel=MODELS)
+CLIP_TEXT_MODEL = Option(("--clip-text-model",), ValueType.STR, "Noised CLIP text encoder.", panel=MODELS)
 
 # --- pictures in -----------------------------------------------------------------------------------
 
-IMAGE = Option((), "picture", "The picture.", name="image")
-MASK = Option((), "picture", "The mask, the size of IMAGE: WHITE = repaint, black = keep.", optional=True, name="mask")
-IMAGE_A = Option((), "picture", "The picture at --mix 0.", name="image-a")
-IMAGE_B = Option((), "picture", "The picture at --mix 1.", name="image-b")
+IMAGE = Option((), ValueType.PICTURE, "The picture.", name="image")
+MASK = Option((), ValueType.PICTURE, "The mask, the size of IMAGE: WHITE = repaint, black = keep.", optional=True, name="mask")
+IMAGE_A = Option((), ValueType.PICTURE, "The picture at --mix 0.", name="image-a")
+IMAGE_B = Option((), ValueType.PICTURE, "The picture at --mix 1.", name="image-b")
 
 # --- glide upsample --------------------------------------------------------------------------------
 
-UPSAMPLE_ONLY_STEPS = Option(("--upsample-steps", "--steps"), "str", "Steps: a count, sections, 'ddimN' or 'fast27' (the reference's, with ddim).")
-UPSAMPLE_ONLY_SAMPLER = Option(("--upsample-sampler", "--sampler"), "str", "Sampler.", choices=SAMPLER_NAMES)
-UPSAMPLE_ONLY_TEMP = Option(("--upsample-temp", "--temp"), "float", "Scales the starting noise.", minimum=0.0)
-UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), "str", "Upsampler (manifest name).", panel=MODELS)
+UPSAMPLE_ONLY_STEPS = Option(("--upsample-steps", "--steps"), ValueType.STR, "Steps: a count, sections, 'ddimN' or 'fast27' (the reference's, with ddim).")
+UPSAMPLE_ONLY_SAMPLER = Option(("--upsample-sampler", "--sampler"), ValueType.STR, "Sampler.", choices=SAMPLER_NAMES)
+UPSAMPLE_ONLY_TEMP = Option(("--upsample-temp", "--temp"), ValueType.FLOAT, "Scales the starting noise.", minimum=0.0)
+UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), ValueType.STR, "Upsampler (manifest name).", panel=MODELS)
 
 # --- glide inpaint -----------------------------------------------------------------------------------
 
-INVERT_MASK = Option(("--invert-mask",), "bool", "Repaint the black (or opaque) part instead.")
+INVERT_MASK = Option(("--invert-mask",), ValueType.BOOL, "Repaint the black (or opaque) part instead.")
 INPAINT_FIT = Option(
-    ("--fit",), "str",
+    ("--fit",), ValueType.STR,
     "auto: 'region' for pictures larger than the model's output, else 'crop'. region: repaint a square around the"
     " mask at the models' size and paste it back feathered; the picture keeps its size and every other pixel."
     " crop/pad/stretch: fit the whole picture to the model's square (the output is that square).",
     choices=INPAINT_FIT_MODES,
 )
-REGION_CONTEXT = Option(("--context",), "int", "--fit region: pixels of the picture around the mask that the models see.", minimum=0, maximum=MAX_CANVAS)
-FEATHER = Option(("--feather",), "int", "--fit region: pixels over which the repainted region fades into the picture around the mask.", minimum=0, maximum=256)
+REGION_CONTEXT = Option(("--context",), ValueType.INT, "--fit region: pixels of the picture around the mask that the models see.", minimum=0, maximum=MAX_CANVAS)
+FEATHER = Option(("--feather",), ValueType.INT, "--fit region: pixels over which the repainted region fades into the picture around the mask.", minimum=0, maximum=256)
 
 # --- glide outpaint ----------------------------------------------------------------------------------
 
 
 def side(flag: str) -> Option:
-    return Option((flag,), "int", "Pixels to add on this side.", panel=CANVAS, minimum=0, maximum=MAX_CANVAS)
+    return Option((flag,), ValueType.INT, "Pixels to add on this side.", panel=CANVAS, minimum=0, maximum=MAX_CANVAS)
 
 
 LEFT, RIGHT, TOP, BOTTOM = (side(flag) for flag in ("--left", "--right", "--top", "--bottom"))
-TO = Option(("--to",), "str", "The canvas size instead of the four sides; the picture stays centred.", panel=CANVAS, optional=True, metavar="WxH")
+TO = Option(("--to",), ValueType.STR, "The canvas size instead of the four sides; the picture stays centred.", panel=CANVAS, optional=True, metavar="WxH")
 WINDOW_CONTEXT = Option(
-    ("--context",), "int", "Pixels of each window already painted, towards the picture (default: half the window's shorter side).",
+    ("--context",), ValueType.INT, "Pixels of each window already painted, towards the picture (default: half the window's shorter side).",
     panel=CANVAS, minimum=1, optional=True, show_default=False,
 )
 WINDOW_SIZE = Option(
-    ("--size",), "int", "Window size: the base model's (64: base model only) or the upsampler's (256, default).",
+    ("--size",), ValueType.INT, "Window size: the base model's (64: base model only) or the upsampler's (256, default).",
     panel=OUTPUT, optional=True, show_default=False,
 )
 WINDOW = Option(
-    ("--window",), "str",
+    ("--window",), ValueType.STR,
     "Rectangular windows instead of the models' squares, sides as glide generate's --width/--height (e.g. 384x256; with --size 64 of the base model's).",
     panel=CANVAS, optional=True, metavar="WxH", show_default=False,
 )
 
 # --- unCLIP ---------------------------------------------------------------------------------------------
 
-PRIOR_SCALE = Option(("--prior-scale",), "float", "Classifier-free guidance of the prior (1 = off).", panel=PRIOR, minimum=0.0)
-PRIOR_STEPS = Option(("--prior-steps",), "str", "Prior steps (same forms as --steps).", panel=PRIOR)
-PRIOR_SAMPLER = Option(("--prior-sampler",), "str", "Prior sampler.", panel=PRIOR, choices=SAMPLER_NAMES)
-DECODER_SCALE = Option(("--scale", "--cfg-scale"), "float", "Classifier-free guidance of the decoder (1 = off).", minimum=0.0)
+PRIOR_SCALE = Option(("--prior-scale",), ValueType.FLOAT, "Classifier-free guidance of the prior (1 = off).", panel=PRIOR, minimum=0.0)
+PRIOR_STEPS = Option(("--prior-steps",), ValueType.STR, "Prior steps (same forms as --steps).", panel=PRIOR)
+PRIOR_SAMPLER = Option(("--prior-sampler",), ValueType.STR, "Prior sampler.", panel=PRIOR, choices=SAMPLER_NAMES)
+DECODER_SCALE = Option(("--scale", "--cfg-scale"), ValueType.FLOAT, "Classifier-free guidance of the decoder (1 = off).", minimum=0.0)
 DECODER_STEPS = Option(
-    ("--steps",), "str", "Decoder steps: a count ('25'); ddpm/ddim/plms also take sections ('10,10,5') or 'ddimN'; solvers also 'logsnr20'/'time20'."
+    ("--steps",), ValueType.STR, "Decoder steps: a count ('25'); ddpm/ddim/plms also take sections ('10,10,5') or 'ddimN'; solvers also 'logsnr20'/'time20'."
 )
-DECODER_SAMPLER = Option(("--sampler",), "str", "Decoder sampler.", choices=SAMPLER_NAMES)
-SR_STEPS = Option(("--sr-steps",), "str", "Super-resolution steps (same forms as --steps); the last always runs the fine-tuned last-step U-Net.")
-SR_SAMPLER = Option(("--sr-sampler",), "str", "Super-resolution sampler.", choices=SAMPLER_NAMES)
-UNCLIP_SIZE = Option(("--size",), "int", "64: the decoder's pictures; 256 (default): then super-resolution.", panel=OUTPUT, optional=True, show_default=False)
-PRIOR_MODEL = Option(("--prior-model",), "str", "unCLIP prior (manifest name).", panel=MODELS)
-DECODER_MODEL = Option(("--decoder-model",), "str", "unCLIP decoder (manifest name).", panel=MODELS)
-SR_MODEL = Option(("--sr-model",), "str", "unCLIP super-resolution (manifest name).", panel=MODELS)
-CLIP_MODEL = Option(("--clip-model",), "str", "CLIP ViT the networks were trained with (manifest name).", panel=MODELS)
-CLIP_STATS = Option(("--clip-stats",), "str", "The prior's CLIP embedding statistics (manifest name).", panel=MODELS)
-DECODER_PROMPT = Option(("--prompt",), "str", "Text for the decoder (empty by default, as the reference's variations).")
-MIX = Option(("--mix",), "float", "Where between A (0) and B (1); default 0.5.", minimum=0.0, maximum=1.0, optional=True, show_default=False)
-FRAMES = Option(("--frames",), "int", "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
+DECODER_SAMPLER = Option(("--sampler",), ValueType.STR, "Decoder sampler.", choices=SAMPLER_NAMES)
+SR_STEPS = Option(("--sr-steps",), ValueType.STR, "Super-resolution steps (same forms as --steps); the last always runs the fine-tuned last-step U-Net.")
+SR_SAMPLER = Option(("--sr-sampler",), ValueType.STR, "Super-resolution sampler.", choices=SAMPLER_NAMES)
+UNCLIP_SIZE = Option(("--size",), ValueType.INT, "64: the decoder's pictures; 256 (default): then super-resolution.", panel=OUTPUT, optional=True, show_default=False)
+PRIOR_MODEL = Option(("--prior-model",), ValueType.STR, "unCLIP prior (manifest name).", panel=MODELS)
+DECODER_MODEL = Option(("--decoder-model",), ValueType.STR, "unCLIP decoder (manifest name).", panel=MODELS)
+SR_MODEL = Option(("--sr-model",), ValueType.STR, "unCLIP super-resolution (manifest name).", panel=MODELS)
+CLIP_MODEL = Option(("--clip-model",), ValueType.STR, "CLIP ViT the networks were trained with (manifest name).", panel=MODELS)
+CLIP_STATS = Option(("--clip-stats",), ValueType.STR, "The prior's CLIP embedding statistics (manifest name).", panel=MODELS)
+DECODER_PROMPT = Option(("--prompt",), ValueType.STR, "Text for the decoder (empty by default, as the reference's variations).")
+MIX = Option(("--mix",), ValueType.FLOAT, "Where between A (0) and B (1); default 0.5.", minimum=0.0, maximum=1.0, optional=True, show_default=False)
+FRAMES = Option(("--frames",), ValueType.INT, "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
 
 # --- animations ------------------------------------------------------------------------------------------
 
 ANIMATE = Option(
-    ("--animate",), "str", "Also write the frames (--frames, --seed-walk) as one animated picture beside the first frame.",
+    ("--animate",), ValueType.STR, "Also write the frames (--frames, --seed-walk) as one animated picture beside the first frame.",
     panel=OUTPUT, choices=tuple(ANIMATION_FORMATS), optional=True, show_default=False,
 )
 SEED_WALK = Option(
-    ("--seed-walk",), "int",
+    ("--seed-walk",), ValueType.INT,
     "N frames whose noise turns a full circle from the seed's towards seed + 1's (a latent walk; frame 0 is the plain picture).",
     panel=OUTPUT, minimum=2, maximum=1000, optional=True, show_default=False,
 )
 SHOW_STEPS = Option(
-    ("--show-steps",), "int", "Also write each picture's clean-image estimate every N sampling steps, as frames and an animation (--animate, default gif).",
+    ("--show-steps",), ValueType.INT, "Also write each picture's clean-image estimate every N sampling steps, as frames and an animation (--animate, default gif).",
     panel=OUTPUT, minimum=1, optional=True, show_default=False,
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from .a1111 import glide_sampler
 from .commands import REQUESTS, build, option_fields
-from .options import RequestError
+from .options import RequestError, ValueType
 
 # Recorded facts, never options.
 FACTS = {
@@ -133,7 +133,7 @@ def command_line(record: Mapping[str, Any], source: str = "IMAGE") -> str:
         if value == default or value is None:
             continue
         flag = next(f for f in option.flags if f.startswith("--"))
-        words += [flag] if option.kind == "bool" else [flag, _text(value)]
+        words += [flag] if option.value_type == ValueType.BOOL else [flag, _text(value)]
     for key in ("device", "dtype"):
         if key in record:
             words += [f"--{key}", str(record[key])]
@@ -143,7 +143,7 @@ def command_line(record: Mapping[str, Any], source: str = "IMAGE") -> str:
 def _stand_ins(command: str) -> dict[str, Any]:
     """Values for the positional fields a record may lack (an upload's picture)."""
     fields = {name: option for name, option, _ in option_fields(REQUESTS[command])}
-    return {name: ("PICTURE" if option.kind == "picture" else "") for name, option in fields.items() if not option.flags and not option.optional}
+    return {name: ("PICTURE" if option.value_type == ValueType.PICTURE else "") for name, option in fields.items() if not option.flags and not option.optional}
 
 
 def _text(value: Any) -> str:

@@ -5,11 +5,14 @@ check runs before any model loads."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import Manifest
+from ..nets.kinds import ModelKind
+from ..render.defaults import glide_model
 from .options import RequestError
 
 if TYPE_CHECKING:
@@ -23,69 +26,94 @@ STRONG_GUIDANCE = 5.0
 STRONG_GUIDANCE_MIN_STEPS = {SamplerName.DPMPP_2M_SDE: 25, SamplerName.PLMS: 25}
 
 
-def build_stage(
-    manifest: Manifest,
-    name: str,
-    kind: str,
-    sampler: str,
-    steps: str,
-    *,
-    eta: float = 0.0,
-    threshold: float | None = None,
-    scale: float = 1.0,
-    temperature: float = 1.0,
-    steps_option: str = "--steps",
-    warnings: list[str] | None = None,
-) -> Stage:
-    """A render stage for model `name`, with the sampler checked against its diffusion;
+@dataclass(frozen=True)
+class StageSpec:
+    """What a request asks of one stage, before it is checked against the manifest's model:
+    the model and its kind, the sampler and steps (`steps_option` names them in messages),
+    guidance, the starting noise's temperature, DDIM's eta and dynamic thresholding."""
+
+    model: str
+    kind: ModelKind
+    sampler: str
+    steps: str
+    scale: float = 1.0
+    temperature: float = 1.0
+    eta: float = 0.0
+    threshold: float | None = None
+    steps_option: str = "--steps"
+
+
+class GlideStagesRequest(Protocol):
+    """The fields of a request for a GLIDE base model and its upsampler."""
+
+    model: str
+    sampler: str
+    steps: str
+    eta: float
+    threshold: float | None
+    upsample_model: str
+    upsample_sampler: str
+    upsample_steps: str
+    upsample_temp: float
+
+
+def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0) -> tuple[StageSpec, StageSpec]:
+    """The base stage (of `base_kind`) and the upsampler stage a GLIDE request asks for."""
+    base = StageSpec(r.model, base_kind, r.sampler, r.steps, scale=scale, eta=r.eta, threshold=r.threshold)
+    upsampler = StageSpec(
+        r.upsample_model, base_kind.upsampler, r.upsample_sampler, r.upsample_steps, temperature=r.upsample_temp, steps_option="--upsample-steps"
+    )
+    return base, upsampler
+
+
+def build_stage(manifest: Manifest, spec: StageSpec, warnings: list[str] | None = None) -> Stage:
+    """A render stage for `spec`'s model, with the sampler checked against its diffusion;
     a setting that may diverge adds a line to `warnings`."""
     from ..render.engine import Stage, check_sampler, model_entry
     from ..render.pipeline import SamplerChoice
 
-    arch = model_entry(manifest, name, kind).arch
+    arch = model_entry(manifest, spec.model, spec.kind).arch
     try:
-        choice = SamplerChoice(sampler, steps, eta, threshold)
+        choice = SamplerChoice(spec.sampler, spec.steps, spec.eta, spec.threshold)
     except ValueError as error:
         raise RequestError(str(error)) from None
     try:
         check_sampler(choice, arch)
     except ValueError as error:
-        raise RequestError(str(error), steps_option) from None
+        raise RequestError(str(error), spec.steps_option) from None
     count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
-    if scale > STRONG_GUIDANCE and sampler in STRONG_GUIDANCE_MIN_STEPS and count < STRONG_GUIDANCE_MIN_STEPS[sampler] and warnings is not None:
+    least = STRONG_GUIDANCE_MIN_STEPS.get(spec.sampler)
+    if spec.scale > STRONG_GUIDANCE and least is not None and count < least and warnings is not None:
         warnings.append(
-            f"--scale {scale:g} with {count} {sampler} steps may diverge; use {steps_option} "
-            f"{STRONG_GUIDANCE_MIN_STEPS[sampler]} or more (benchmarks/README.md)"
+            f"--scale {spec.scale:g} with {count} {spec.sampler} steps may diverge; use {spec.steps_option} {least} or more (benchmarks/README.md)"
         )
-    return Stage(name, choice, scale=scale, temperature=temperature)
+    return Stage(spec.model, choice, scale=spec.scale, temperature=spec.temperature)
 
 
-def upsampler_stage(
-    manifest: Manifest, size: int | None, base: str, base_kind: str, name: str, kind: str, sampler: str, steps: str, temperature: float
-) -> Stage | None:
+def upsampler_stage(manifest: Manifest, size: int | None, base: StageSpec, upsampler: StageSpec) -> Stage | None:
     """The upsampling stage of a two-stage command, or None when --size asks for the base
     model's pictures alone."""
-    if not wants_upsampler(size, manifest, base, base_kind, name, kind):
+    if not wants_upsampler(size, manifest, base, upsampler):
         return None
-    return build_stage(manifest, name, kind, sampler, steps, temperature=temperature, steps_option="--upsample-steps")
+    return build_stage(manifest, upsampler)
 
 
-def wants_upsampler(size: int | None, manifest: Manifest, base: str, base_kind: str, upsampler: str, up_kind: str) -> bool:
+def wants_upsampler(size: int | None, manifest: Manifest, base: StageSpec, upsampler: StageSpec) -> bool:
     """--size picks the base model's size (no upsampler) or the upsampler's (default). A
     manifest without the default upsampler (e.g. one written by `glide train` for a base
     model) gives the base model's pictures."""
     from ..render.engine import model_entry
 
     if size is None:
-        return upsampler != up_kind or upsampler in manifest.models
-    base_size = model_entry(manifest, base, base_kind).arch.image_size
+        return upsampler.model != glide_model(upsampler.kind) or upsampler.model in manifest.models
+    base_size = model_entry(manifest, base.model, base.kind).arch.image_size
     if size == base_size:
         return False
-    if upsampler not in manifest.models:
+    if upsampler.model not in manifest.models:
         raise RequestError(
-            f"{size} is not {base_size}, the base model's size, and {manifest.path} has no upsampler {upsampler!r} for other sizes", "--size"
+            f"{size} is not {base_size}, the base model's size, and {manifest.path} has no upsampler {upsampler.model!r} for other sizes", "--size"
         )
-    up_size = model_entry(manifest, upsampler, up_kind).arch.image_size
+    up_size = model_entry(manifest, upsampler.model, upsampler.kind).arch.image_size
     if size == up_size:
         return True
     raise RequestError(f"{size} is neither {base_size} (base model only) nor {up_size} (with the upsampler)", "--size")

@@ -12,7 +12,7 @@ from .commands import ClipGuideRequest, GenerateRequest
 from .jobs import check_image_count, make_jobs
 from .options import MAX_SEED, RequestError
 from .plan import RenderPlan
-from .stages import best_of_choice, build_stage, init_image, sized_stages, upsampler_stage
+from .stages import best_of_choice, build_stage, glide_specs, init_image, sized_stages, upsampler_stage
 
 
 def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
@@ -20,8 +20,9 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
 
     r = request
     warnings: list[str] = []
-    base = build_stage(manifest, r.model, ModelKind.BASE, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, scale=r.scale, warnings=warnings)
-    upsample = upsampler_stage(manifest, r.size, r.model, ModelKind.BASE, r.upsample_model, ModelKind.UPSAMPLE, r.upsample_sampler, r.upsample_steps, r.upsample_temp)
+    base_spec, up_spec = glide_specs(r, ModelKind.BASE, scale=r.scale)
+    base = build_stage(manifest, base_spec, warnings)
+    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE, ModelKind.UPSAMPLE, r.width, r.height)
     init = init_image(r.init_image, r.strength, r.upsample_strength, r.init_fit, upsample is not None)
     ranking = best_of_choice(r.best_of, r.rank_model, init)
@@ -69,8 +70,9 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
     if r.sampler != SamplerName.DDPM:
         raise RequestError("CLIP guidance shifts each step's mean: use --sampler ddpm", "--sampler")
     warnings: list[str] = []
-    base = build_stage(manifest, r.model, ModelKind.BASE, r.sampler, r.steps, eta=r.eta, threshold=r.threshold, warnings=warnings)
-    upsample = upsampler_stage(manifest, r.size, r.model, ModelKind.BASE, r.upsample_model, ModelKind.UPSAMPLE, r.upsample_sampler, r.upsample_steps, r.upsample_temp)
+    base_spec, up_spec = glide_specs(r, ModelKind.BASE)
+    base = build_stage(manifest, base_spec, warnings)
+    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
     steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
     return RenderPlan(
         "clip-guide", manifest, jobs,

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
+from ..render import defaults
 from .commands import BlendRequest, UnclipRequest, VaryRequest
 from .jobs import check_image_count, make_jobs
 from .options import RequestError
 from .plan import RenderPlan
-from .stages import best_of_choice, build_stage
+from .stages import StageSpec, best_of_choice, build_stage
 
 
 def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
@@ -20,16 +20,15 @@ def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
     from ..render.engine import model_entry
 
     r = request
-    decoder = build_stage(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER, r.sampler, r.steps, scale=r.scale, warnings=warnings)
+    decoder = build_stage(manifest, StageSpec(r.decoder_model, ModelKind.UNCLIP_DECODER, r.sampler, r.steps, scale=r.scale), warnings)
     decoder_size = model_entry(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER).arch.image_size
     # A manifest without the default SR (a decoder trained with glide train) stops at the decoder.
-    default_sr = next(f.default for f in dataclasses.fields(r) if f.name == "sr_model")
-    if r.size == decoder_size or (r.size is None and r.sr_model == default_sr and r.sr_model not in manifest.models):
+    if r.size == decoder_size or (r.size is None and r.sr_model == defaults.UNCLIP_SR.model and r.sr_model not in manifest.models):
         return decoder, None
     sr_arch = model_entry(manifest, r.sr_model, ModelKind.UNCLIP_SR).arch
     if r.size is not None and r.size != sr_arch.image_size:
         raise RequestError(f"{r.size} is neither {decoder_size} (decoder only) nor {sr_arch.image_size} (with super-resolution)", "--size")
-    return decoder, build_stage(manifest, r.sr_model, ModelKind.UNCLIP_SR, r.sr_sampler, r.sr_steps, steps_option="--sr-steps")
+    return decoder, build_stage(manifest, StageSpec(r.sr_model, ModelKind.UNCLIP_SR, r.sr_sampler, r.sr_steps, steps_option="--sr-steps"))
 
 
 def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, readers: tuple = ()):
@@ -75,7 +74,8 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
     warnings: list[str] = []
     readers = ((r.prior_model, ModelKind.UNCLIP_PRIOR, "--prior-model"), (r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"))
     clip = clip_models(manifest, r.clip_model, r.clip_stats, readers)
-    prior = build_stage(manifest, r.prior_model, ModelKind.UNCLIP_PRIOR, r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps", warnings=warnings)
+    prior_spec = StageSpec(r.prior_model, ModelKind.UNCLIP_PRIOR, r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps")
+    prior = build_stage(manifest, prior_spec, warnings)
     decoder, sr = decoder_stages(manifest, r, warnings)
     ranking = best_of_choice(r.best_of, r.rank_model, None)
     jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, composable=False, command="unclip")

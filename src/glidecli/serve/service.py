@@ -81,7 +81,7 @@ class Service:
         if request_type is None:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
         names = field_names(request_type)
-        kinds = {name: option.kind for name, option, _ in option_fields(request_type)}
+        kinds = {name: option.value_type for name, option, _ in option_fields(request_type)}
         given_pictures = {key: value for key, value in options.items() if kinds.get(names.get(key, "")) == "picture"}
         options = {key: value for key, value in options.items() if key not in given_pictures}
         uploads = new_uploads(self.uploads_root)
@@ -219,7 +219,7 @@ def commands_description() -> dict[str, Any]:
         options = []
         for name, option, default in option_fields(request_type):
             options.append({
-                "name": option.keys[0], "aliases": list(option.keys[1:]), "field": name, "type": option.kind,
+                "name": option.keys[0], "aliases": list(option.keys[1:]), "field": name, "type": option.value_type,
                 "default": list(default) if isinstance(default, tuple) else default, "choices": list(option.choices) or None,
                 "minimum": option.minimum, "maximum": option.maximum, "optional": option.optional, "help": option.help,
             })
