@@ -148,7 +148,7 @@ class Manifest:
             known = ", ".join(self.tokenizers) or "none"
             raise ManifestError(f"{self.path}: no tokenizer named {name!r}; known tokenizers: {known}") from None
 
-    def models_of_kind(self, kind: str) -> list[ModelEntry]:
+    def models_of_kind(self, kind: ModelKind) -> list[ModelEntry]:
         """Entries of one kind, in manifest order."""
         return [entry for entry in self.models.values() if entry.kind == kind]
 

@@ -19,14 +19,20 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ..diffusion.vocabulary import SAMPLER_NAMES, SamplerName
+from ..files.vocabulary import FitMode
 from ..nets.kinds import ModelKind
+from ..render.defaults import glide_model
 from ..request.a1111 import A1111_SAMPLERS, glide_sampler
+from ..request.commands import GenerateRequest, InpaintRequest
 from ..request.options import RequestError
 from .body import read_json
-from .models import companion, model_size, models_of_kind
+from .dependencies import ServiceDep
+from .jobs import Job, JobState
+from .models import companion, default_model, model_size
 from .service import ClientError, Service
 
-router = APIRouter(prefix="/sdapi/v1", tags=["automatic1111"])
+A1111_API = "/sdapi/v1"
+router = APIRouter(prefix=A1111_API, tags=["automatic1111"])
 
 # Fields that hold A1111's defaults in every client, and mean the picture A1111 makes by
 # default: ignored at these values (glide's own defaults apply).
@@ -50,23 +56,20 @@ IGNORED = {
 }
 MAPPED = {"prompt", "negative_prompt", "seed", "steps", "cfg_scale", "width", "height", "batch_size", "n_iter", "sampler_name",
           "eta", "init_images", "denoising_strength", "mask", "inpainting_mask_invert", "mask_blur", "resize_mode"}
-RESIZE_MODES = {0: "stretch", 1: "crop", 2: "pad"}  # A1111: just resize, crop and resize, resize and fill
-
-
-def service_of(request: Request) -> Service:
-    return request.app.state.service
+RESIZE_MODES = {0: FitMode.STRETCH, 1: FitMode.CROP, 2: FitMode.PAD}  # A1111: just resize, crop and resize, resize and fill
+CHECKPOINT_KINDS = (ModelKind.BASE, ModelKind.BASE_INPAINT)  # the models A1111's clients pick as checkpoints
 
 
 @router.post("/txt2img")
-async def txt2img(request: Request) -> dict[str, Any]:
-    body = await read_json(request, service_of(request).config.limits)
-    return await run_in_threadpool(_render, service_of(request), body, False)
+async def txt2img(request: Request, service: ServiceDep) -> dict[str, Any]:
+    body = await read_json(request, service.config.limits)
+    return await run_in_threadpool(_render, service, body, False)
 
 
 @router.post("/img2img")
-async def img2img(request: Request) -> dict[str, Any]:
-    body = await read_json(request, service_of(request).config.limits)
-    return await run_in_threadpool(_render, service_of(request), body, True)
+async def img2img(request: Request, service: ServiceDep) -> dict[str, Any]:
+    body = await read_json(request, service.config.limits)
+    return await run_in_threadpool(_render, service, body, True)
 
 
 def _render(service: Service, body: dict[str, Any], from_picture: bool) -> dict[str, Any]:
@@ -74,9 +77,9 @@ def _render(service: Service, body: dict[str, Any], from_picture: bool) -> dict[
     unknown = sorted(set(body) - MAPPED - IGNORED - set(REFUSED_UNLESS))
     job = service.submit(command, options, pictures)
     service.queue.wait(job)
-    if job.state == "failed":
+    if job.state == JobState.FAILED:
         raise ClientError(job.error or "the render failed", 500)
-    if job.state == "cancelled" and not job.files:
+    if job.state == JobState.CANCELLED and not job.files:
         raise ClientError("interrupted before any picture was finished", 409)
     images = [base64.b64encode(service.image_path(f["name"]).read_bytes()).decode() for f in job.files]
     return {
@@ -96,10 +99,10 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     override = body.get("override_settings") or {}
     if not isinstance(override, dict):
         raise ClientError("override_settings must be an object")
-    checkpoint = override.get("sd_model_checkpoint") or service.defaults.get("model")
+    checkpoint = override.get("sd_model_checkpoint") or service.checkpoint
     given = {key: value for key, value in body.items() if key in MAPPED and value is not None and A1111_DEFAULTS.get(key, object()) != value}
     masked = from_picture and bool(given.get("mask"))
-    command = "inpaint" if masked else "generate"
+    command = InpaintRequest.command if masked else GenerateRequest.command
     base, upsampler = _models(service, checkpoint, ModelKind.BASE_INPAINT if masked else ModelKind.BASE)
     options: dict[str, Any] = {"model": base}
     if upsampler is not None:
@@ -145,19 +148,18 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     return command, options, pictures
 
 
-def _models(service: Service, checkpoint: str | None, kind: str) -> tuple[str, str | None]:
-    """The base model (A1111's checkpoint, or the manifest's default) and its upsampler."""
+def _models(service: Service, checkpoint: str | None, kind: ModelKind) -> tuple[str, str | None]:
+    """The base model of `kind` (base or base-inpaint) for A1111's checkpoint, or the
+    manifest's default, and its upsampler."""
     manifest = service.manifest
-    default = ModelKind.BASE if kind == ModelKind.BASE else ModelKind.BASE_INPAINT
     if checkpoint:
         entry = manifest.models.get(checkpoint)
-        if entry is None or entry.kind not in (ModelKind.BASE, ModelKind.BASE_INPAINT):
-            raise ClientError(f"no checkpoint {checkpoint!r}; GET /sdapi/v1/sd-models lists them")
-        base = checkpoint if entry.kind == kind else companion(manifest, checkpoint, kind) or default
+        if entry is None or entry.kind not in CHECKPOINT_KINDS:
+            raise ClientError(f"no checkpoint {checkpoint!r}; GET {A1111_API}/sd-models lists them")
+        base = checkpoint if entry.kind == kind else companion(manifest, checkpoint, kind) or glide_model(kind)
     else:
-        base = default if default in manifest.models else next(iter(models_of_kind(manifest, kind)), default)
-    up_kind = ModelKind.UPSAMPLE if kind == ModelKind.BASE else ModelKind.UPSAMPLE_INPAINT
-    return base, companion(manifest, base, up_kind)
+        base = default_model(manifest, kind)
+    return base, companion(manifest, base, kind.upsampler)
 
 
 def _sampler(body: dict[str, Any]) -> str | None:
@@ -189,7 +191,7 @@ def _size(service: Service, given: dict[str, Any], base: str, upsampler: str | N
         options["width"], options["height"] = width, height
 
 
-def _info(job: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _info(job: Job, options: dict[str, Any]) -> dict[str, Any]:
     from ..files.pngfile import build_parameters_text
 
     settings = [f["settings"] for f in job.files]
@@ -205,14 +207,13 @@ def _info(job: Any, options: dict[str, Any]) -> dict[str, Any]:
         "sd_model_hash": (first.get("model_hash") or "")[:10] or None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": first.get("strength"), "extra_generation_params": {}, "index_of_first_image": 0,
         "infotexts": [build_parameters_text(s) for s in settings], "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
-        "clip_skip": 1, "is_using_inpainting_conditioning": job.command == "inpaint", "version": f"glidecli {first.get('glidecli_version', '')}".strip(),
-        "interrupted": job.state == "cancelled", "files": [f["name"] for f in job.files],
+        "clip_skip": 1, "is_using_inpainting_conditioning": job.command == InpaintRequest.command, "version": f"glidecli {first.get('glidecli_version', '')}".strip(),
+        "interrupted": job.state == JobState.CANCELLED, "files": [f["name"] for f in job.files],
     }
 
 
 @router.get("/progress")
-def progress(request: Request) -> dict[str, Any]:
-    service = service_of(request)
+def progress(service: ServiceDep) -> dict[str, Any]:
     running = service.queue.running()
     job = running[0] if running else None
     fraction, eta = 0.0, 0.0
@@ -234,34 +235,27 @@ def progress(request: Request) -> dict[str, Any]:
 
 
 @router.post("/interrupt")
-def interrupt(request: Request) -> dict[str, Any]:
+def interrupt(service: ServiceDep) -> dict[str, Any]:
     """Stop the running jobs at their next step; their finished pictures are kept and returned."""
-    service = service_of(request)
     for job in service.queue.running():
         service.queue.cancel(job, keep_finished=True)
     return {}
 
 
 @router.post("/skip")
-def skip(request: Request) -> dict[str, Any]:
-    return interrupt(request)
+def skip(service: ServiceDep) -> dict[str, Any]:
+    return interrupt(service)
 
 
 @router.get("/sd-models")
-def sd_models(request: Request) -> list[dict[str, Any]]:
-    manifest = service_of(request).manifest
-    rows = []
-    for name in models_of_kind(manifest, ModelKind.BASE):
-        entry = manifest.models[name]
-        rows.append({"title": name, "model_name": name, "hash": (entry.sha256 or "")[:10] or None, "sha256": entry.sha256,
-                     "filename": name, "config": None})
-    return rows
+def sd_models(service: ServiceDep) -> list[dict[str, Any]]:
+    return [{"title": entry.name, "model_name": entry.name, "hash": (entry.sha256 or "")[:10] or None, "sha256": entry.sha256,
+             "filename": entry.name, "config": None} for entry in service.manifest.models_of_kind(ModelKind.BASE)]
 
 
 @router.get("/samplers")
 def samplers() -> list[dict[str, Any]]:
-    glide_names = SAMPLER_NAMES
-    return [{"name": name, "aliases": sorted(k for k, v in A1111_SAMPLERS.items() if v == name and k != name), "options": {}} for name in glide_names]
+    return [{"name": name, "aliases": sorted(k for k, v in A1111_SAMPLERS.items() if v == name and k != name), "options": {}} for name in SAMPLER_NAMES]
 
 
 @router.get("/schedulers")
@@ -270,21 +264,19 @@ def schedulers() -> list[dict[str, Any]]:
 
 
 @router.get("/options")
-def get_options(request: Request) -> dict[str, Any]:
-    service = service_of(request)
-    model, _ = _models(service, service.defaults.get("model"), ModelKind.BASE)
+def get_options(service: ServiceDep) -> dict[str, Any]:
+    model, _ = _models(service, service.checkpoint, ModelKind.BASE)
     return {"sd_model_checkpoint": model, "samples_format": "png", "outdir_samples": str(service.out)}
 
 
 @router.post("/options")
-async def set_options(request: Request) -> dict[str, Any]:
+async def set_options(request: Request, service: ServiceDep) -> dict[str, Any]:
     """Clients switch models through sd_model_checkpoint; other settings mean nothing here."""
-    service = service_of(request)
     body = await read_json(request, service.config.limits)
     checkpoint = body.get("sd_model_checkpoint")
     if checkpoint is not None:
         _models(service, str(checkpoint), ModelKind.BASE)  # refuses names that are no base model
-        service.defaults["model"] = str(checkpoint)
+        service.checkpoint = str(checkpoint)
     return {}
 
 

@@ -7,6 +7,7 @@ guard in front of them (security.py). Routes stay thin; service.py does the work
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from .. import __version__
 from . import a1111, native, openai_images
@@ -21,9 +23,9 @@ from .security import Guard
 from .service import ClientError, Service
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service) -> ASGIApp:
     @asynccontextmanager
-    async def lifespan(_: FastAPI):
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()  # the queue's workers stop; the uploads folder goes
 
@@ -49,4 +51,4 @@ def create_app(service: Service) -> FastAPI:
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")}, status_code=422)
 
-    return Guard(app, service.config.host, service.config.token)  # type: ignore[return-value]
+    return Guard(app, service.config.host, service.config.token)

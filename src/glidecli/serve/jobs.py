@@ -17,16 +17,44 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..request.failures import failure_message
 from ..request.plan import RenderPlan
 
+if TYPE_CHECKING:
+    from ..diffusion.samplers import StepInfo
+    from ..render.engine import RenderedImage
+    from ..render.session import Reporter, Session
+else:
+    # render.session loads torch, which the server leaves to its first job: at run time the
+    # job's reporter answers Reporter's two calls without being one of its subclasses.
+    Reporter = object
+
 log = logging.getLogger("glidecli.serve")
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = ("done", "failed", "cancelled")
+
+class JobState(StrEnum):
+    """Where a job is; its value is what GET /jobs/{id} and the events report."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobEvent(StrEnum):
+    """A job's events other than its changes of state (each of those is named by its state)."""
+
+    STEP = "step"
+    IMAGE = "image"
+    WARNING = "warning"
 
 
 class QueueFull(Exception):
@@ -46,7 +74,7 @@ class Job:
     plan: RenderPlan
     pattern: str
     labels: dict[str, str] = field(default_factory=dict)  # upload path -> what the PNG records instead
-    state: str = "queued"
+    state: JobState = JobState.QUEUED
     stage: str | None = None
     step: int = 0
     total: int = 0
@@ -66,7 +94,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state in FINISHED_STATES
 
 
 class JobQueue:
@@ -74,8 +102,8 @@ class JobQueue:
     the jobs waiting (not those running). `session_factory(device)` makes a worker's
     Session, once, when its first job starts."""
 
-    def __init__(self, devices: list[str], session_factory: Callable[[str], Any], out: Path, max_queue: int = 16,
-                 keep_finished_jobs: int = 1000):
+    def __init__(self, devices: list[str], session_factory: Callable[[str], Session], out: Path, max_queue: int = 16,
+                 keep_finished_jobs: int = 1000) -> None:
         self.out = out
         self.max_queue = max_queue
         self.keep_finished_jobs = keep_finished_jobs
@@ -85,7 +113,7 @@ class JobQueue:
         self._lock = threading.Condition()
         self._names = threading.Lock()
         self._next_index: int | None = None
-        self.sessions: dict[str, Any] = {}  # worker -> its Session, once made
+        self.sessions: dict[str, Session] = {}  # worker -> its Session, once made
         self._stopping = False
         # A worker's name is its device, numbered when several share one (two CPU workers).
         names = [device if devices.count(device) == 1 else f"{device}#{i}" for i, device in enumerate(devices)]
@@ -105,7 +133,7 @@ class JobQueue:
             job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup)
             self._jobs[job.id] = job
             self._waiting.append(job)
-            self._publish(job, "queued")
+            self._publish(job, JobState.QUEUED)
             self._forget_old()
             self._lock.notify_all()
         return job
@@ -133,7 +161,7 @@ class JobQueue:
             job.cancel_requested.set()
             if job in self._waiting:
                 self._waiting.remove(job)
-                self._end(job, "cancelled")
+                self._end(job, JobState.CANCELLED)
             return True
 
     def wait(self, job: Job, timeout: float | None = None) -> bool:
@@ -167,7 +195,7 @@ class JobQueue:
 
     def running(self) -> list[Job]:
         with self._lock:
-            return [job for job in self._jobs.values() if job.state == "running"]
+            return [job for job in self._jobs.values() if job.state == JobState.RUNNING]
 
     def waiting(self) -> int:
         with self._lock:
@@ -178,7 +206,7 @@ class JobQueue:
             self._stopping = True
             for job in list(self._waiting):
                 self._waiting.remove(job)
-                self._end(job, "cancelled")
+                self._end(job, JobState.CANCELLED)
             for job in self._jobs.values():
                 job.cancel_requested.set()
             self._lock.notify_all()
@@ -193,13 +221,13 @@ class JobQueue:
                 if self._stopping:
                     return
                 job = self._waiting.pop(0)
-                job.state, job.worker, job.started_at = "running", worker, time.time()
-                self._publish(job, "running")
+                job.state, job.worker, job.started_at = JobState.RUNNING, worker, time.time()
+                self._publish(job, JobState.RUNNING)
             self._run(job, worker, device)
 
     def _run(self, job: Job, worker: str, device: str) -> None:
         written: list[Path] = []
-        pictures = None
+        pictures: Iterator[RenderedImage] | None = None
         try:
             session = self.sessions.get(worker)
             if session is None:
@@ -219,7 +247,7 @@ class JobQueue:
                 job.write_seconds += time.perf_counter() - started
                 with self._lock:
                     job.images_done += 1
-                    self._publish(job, "image", file=job.files[-1])
+                    self._publish(job, JobEvent.IMAGE, file=job.files[-1])
                 if job.cancel_requested.is_set():
                     raise JobCancelled()
         except JobCancelled:
@@ -228,7 +256,7 @@ class JobQueue:
                     path.unlink(missing_ok=True)
                 job.files.clear()
             with self._lock:
-                self._end(job, "cancelled")
+                self._end(job, JobState.CANCELLED)
         except Exception as error:  # noqa: BLE001 - a failing job fails alone; the worker goes on
             message = failure_message(error)
             if message is None:
@@ -236,15 +264,16 @@ class JobQueue:
                 message = f"internal error: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
             with self._lock:
                 job.error = message
-                self._end(job, "failed")
+                self._end(job, JobState.FAILED)
         else:
             with self._lock:
-                self._end(job, "done")
+                self._end(job, JobState.DONE)
         finally:
-            if hasattr(pictures, "close"):  # a render stopped between pictures: end its generator now
-                pictures.close()
+            close = getattr(pictures, "close", None)
+            if close is not None:  # a render stopped between pictures: end its generator now
+                close()
 
-    def _write(self, job: Job, rendered: Any) -> Path:
+    def _write(self, job: Job, rendered: RenderedImage) -> Path:
         """The picture under a new name in --out (the command's pattern, numbered on from
         the files already there), whole or not at all, never over another file."""
         from ..files.pngfile import ImageError, next_free_index, render_output_path, write_png
@@ -269,12 +298,12 @@ class JobQueue:
 
     # --- bookkeeping (under the lock) ---------------------------------------------------------------
 
-    def _publish(self, job: Job, kind: str, **extra: Any) -> None:
-        job.events.append({"event": kind, "state": job.state, "stage": job.stage, "step": job.step, "total": job.total,
+    def _publish(self, job: Job, event: JobState | JobEvent, **extra: Any) -> None:
+        job.events.append({"event": event, "state": job.state, "stage": job.stage, "step": job.step, "total": job.total,
                            "images_done": job.images_done, **extra})
         self._lock.notify_all()
 
-    def _end(self, job: Job, state: str) -> None:
+    def _end(self, job: Job, state: JobState) -> None:
         job.state, job.finished_at = state, time.time()
         if job.cleanup is not None:
             job.cleanup()
@@ -286,7 +315,7 @@ class JobQueue:
             del self._jobs[job.id]
 
 
-class _JobReporter:
+class _JobReporter(Reporter):
     """A render.Reporter that records a job's progress and stops a cancelled job at its next
     step. The job's fields follow every step; its event stream gets a stage's first and last
     steps and at most one more every STEP_EVENT_INTERVAL seconds (each event wakes the
@@ -294,15 +323,15 @@ class _JobReporter:
 
     STEP_EVENT_INTERVAL = 0.1
 
-    def __init__(self, jobs: JobQueue, job: Job):
+    def __init__(self, jobs: JobQueue, job: Job) -> None:
         self.jobs, self.job = jobs, job
         self._published = 0.0
 
     def warn(self, message: str) -> None:
         with self.jobs._lock:
-            self.jobs._publish(self.job, "warning", message=message)
+            self.jobs._publish(self.job, JobEvent.WARNING, message=message)
 
-    def step(self, stage: str, info: Any) -> None:
+    def step(self, stage: str, info: StepInfo) -> None:
         job = self.job
         if job.cancel_requested.is_set():
             raise JobCancelled()
@@ -311,7 +340,7 @@ class _JobReporter:
             job.stage, job.step, job.total = stage, info.index, info.total
             if info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
                 self._published = now
-                self.jobs._publish(job, "step")
+                self.jobs._publish(job, JobEvent.STEP)
 
 
 def default_devices(devices: str | None, device: str) -> list[str]:

@@ -2,26 +2,39 @@
 OpenAI's `model`): a base model's companions are found by name. For a model NAME, the
 upsampler is NAME-upsample, the inpainting model NAME-inpaint, the inpainting upsampler
 NAME-inpaint-upsample (`shapes` -> `shapes-upsample`, `shapes-inpaint`); failing those, the
-manifest's default names (upsample, base-inpaint, upsample-inpaint) when present."""
+commands' default names (render.defaults: upsample, base-inpaint, upsample-inpaint) when
+present."""
 
 from __future__ import annotations
 
 from ..files.manifest import Manifest
-from ..nets.kinds import ModelKind
+from ..nets.kinds import UNET_KINDS, ModelKind
+from ..render.defaults import glide_model
 
-DEFAULT_NAMES = {ModelKind.BASE: ModelKind.BASE, ModelKind.UPSAMPLE: ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT: ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT: ModelKind.UPSAMPLE_INPAINT}
-SUFFIXES = {ModelKind.UPSAMPLE: "-upsample", ModelKind.BASE_INPAINT: "-inpaint", ModelKind.UPSAMPLE_INPAINT: "-upsample"}
+UPSAMPLE_SUFFIX = "-upsample"
+INPAINT_SUFFIX = "-inpaint"
+# GLIDE's models by the commands' default names; a companion of another kind has none.
+DEFAULT_NAMES = {kind: glide_model(kind) for kind in UNET_KINDS}
+SUFFIXES = {ModelKind.UPSAMPLE: UPSAMPLE_SUFFIX, ModelKind.BASE_INPAINT: INPAINT_SUFFIX, ModelKind.UPSAMPLE_INPAINT: UPSAMPLE_SUFFIX}
 
 
-def models_of_kind(manifest: Manifest, kind: str) -> list[str]:
-    return [name for name, entry in manifest.models.items() if entry.kind == kind]
+def default_model(manifest: Manifest, kind: ModelKind) -> str:
+    """The model of `kind` for a client that names none: the default name when the manifest
+    holds it, else the manifest's first model of `kind`, else the default name (which
+    planning refuses with its own message)."""
+    name = glide_model(kind)
+    if name in manifest.models:
+        return name
+    return next((entry.name for entry in manifest.models_of_kind(kind)), name)
 
 
-def companion(manifest: Manifest, name: str, kind: str) -> str | None:
+def companion(manifest: Manifest, name: str, kind: ModelKind) -> str | None:
     """The model of `kind` that goes with `name`, or None when the manifest has none."""
-    candidates = [name + SUFFIXES.get(kind, ""), name.removesuffix("-inpaint") + SUFFIXES.get(kind, ""), DEFAULT_NAMES.get(kind, "")]
+    suffix = SUFFIXES.get(kind, "")
+    stem = name.removesuffix(INPAINT_SUFFIX)
+    candidates = [name + suffix, stem + suffix, DEFAULT_NAMES.get(kind, "")]
     if kind == ModelKind.UPSAMPLE_INPAINT:
-        candidates.insert(1, name.removesuffix("-inpaint") + "-inpaint-upsample")
+        candidates.insert(1, stem + INPAINT_SUFFIX + UPSAMPLE_SUFFIX)
     for candidate in candidates:
         entry = manifest.models.get(candidate)
         if entry is not None and entry.kind == kind:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,18 +22,14 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from ..diffusion.vocabulary import SAMPLER_NOTES
 from ..request.commands import REQUESTS
 from .body import read_json, read_multipart
-from .service import ClientError, Service, commands_description
+from .dependencies import ServiceDep
+from .service import NATIVE_API, ClientError, commands_description
 
-router = APIRouter(prefix="/glide/v1", tags=["glide"])
-
-
-def service_of(request: Request) -> Service:
-    return request.app.state.service
+router = APIRouter(prefix=NATIVE_API, tags=["glide"])
 
 
 @router.post("/jobs", status_code=202)
-async def create_job(request: Request) -> JSONResponse:
-    service = service_of(request)
+async def create_job(request: Request, service: ServiceDep) -> JSONResponse:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         fields, files = await read_multipart(request, service.config.limits)
         body: dict[str, Any] = dict(fields)
@@ -42,21 +39,19 @@ async def create_job(request: Request) -> JSONResponse:
     if not isinstance(command, str):
         raise ClientError(f"give the command: one of {', '.join(REQUESTS)}")
     job = await run_in_threadpool(service.submit, command, body, files)
-    return JSONResponse(service.status(job), status_code=202, headers={"Location": f"/glide/v1/jobs/{job.id}"})
+    return JSONResponse(service.status(job), status_code=202, headers={"Location": f"{NATIVE_API}/jobs/{job.id}"})
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, request: Request) -> dict[str, Any]:
-    service = service_of(request)
+def get_job(job_id: str, service: ServiceDep) -> dict[str, Any]:
     return service.status(service.job(job_id))
 
 
 @router.get("/jobs/{job_id}/events")
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
-    service = service_of(request)
+async def job_events(job_id: str, service: ServiceDep) -> StreamingResponse:
     job = service.job(job_id)
 
-    def stream():
+    def stream() -> Iterator[str]:
         for event in service.queue.events(job):
             if event is None:
                 yield ": keep-alive\n\n"
@@ -67,8 +62,7 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
 
 
 @router.delete("/jobs/{job_id}")
-def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
-    service = service_of(request)
+def cancel_job(job_id: str, service: ServiceDep) -> dict[str, Any]:
     job = service.job(job_id)
     if not service.queue.cancel(job):
         raise ClientError(f"job {job_id} has finished already ({job.state})", 409)
@@ -76,13 +70,13 @@ def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/images/{name:path}")
-def get_image(name: str, request: Request) -> FileResponse:
-    return FileResponse(service_of(request).image_path(name), media_type="image/png")
+def get_image(name: str, service: ServiceDep) -> FileResponse:
+    return FileResponse(service.image_path(name), media_type="image/png")
 
 
 @router.get("/gallery")
-def gallery(request: Request, limit: int = 60, offset: int = 0) -> dict[str, Any]:
-    return {"images": service_of(request).gallery(max(1, min(limit, 500)), max(0, offset))}
+def gallery(service: ServiceDep, limit: int = 60, offset: int = 0) -> dict[str, Any]:
+    return {"images": service.gallery(max(1, min(limit, 500)), max(0, offset))}
 
 
 @router.get("/commands")
@@ -91,8 +85,8 @@ def commands() -> dict[str, Any]:
 
 
 @router.get("/models")
-def models(request: Request) -> dict[str, Any]:
-    return {"models": service_of(request).models()}
+def models(service: ServiceDep) -> dict[str, Any]:
+    return {"models": service.models()}
 
 
 @router.get("/samplers")
@@ -101,5 +95,5 @@ def samplers() -> dict[str, Any]:
 
 
 @router.get("/health")
-def health(request: Request) -> dict[str, Any]:
-    return service_of(request).health()
+def health(service: ServiceDep) -> dict[str, Any]:
+    return service.health()

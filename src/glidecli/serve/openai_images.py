@@ -24,9 +24,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ..nets.kinds import ModelKind
+from ..render.defaults import glide_model
+from ..request.commands import GenerateRequest, InpaintRequest, UnclipRequest, VaryRequest
 from .body import read_json, read_multipart
-from .models import companion, model_size, models_of_kind
-from .service import ClientError, Service
+from .dependencies import ServiceDep
+from .jobs import JobState
+from .models import companion, default_model, model_size
+from .service import NATIVE_API, ClientError, Service, image_url
 from .uploads import UploadLimits
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
@@ -36,27 +40,20 @@ PEER_DEFAULT_SIZES = ("1024x1024", "auto")  # what OpenAI's clients send when no
 IGNORED = {"quality", "style", "user", "moderation", "partial_images", "stream", "output_compression", "input_fidelity"}
 
 
-def service_of(request: Request) -> Service:
-    return request.app.state.service
-
-
 @router.post("/generations")
-async def generations(request: Request) -> dict[str, Any]:
-    service = service_of(request)
+async def generations(request: Request, service: ServiceDep) -> dict[str, Any]:
     body = await read_json(request, service.config.limits)
     return await run_in_threadpool(_generate, service, body, str(request.base_url))
 
 
 @router.post("/edits")
-async def edits(request: Request) -> dict[str, Any]:
-    service = service_of(request)
+async def edits(request: Request, service: ServiceDep) -> dict[str, Any]:
     fields, files = await _form(request, service)
     return await run_in_threadpool(_edit, service, fields, files, str(request.base_url))
 
 
 @router.post("/variations")
-async def variations(request: Request) -> dict[str, Any]:
-    service = service_of(request)
+async def variations(request: Request, service: ServiceDep) -> dict[str, Any]:
     fields, files = await _form(request, service)
     return await run_in_threadpool(_vary, service, fields, files, str(request.base_url))
 
@@ -76,14 +73,14 @@ def _generate(service: Service, body: dict[str, Any], base_url: str) -> dict[str
     prompt = _prompt(body)
     if model is not None and service.manifest.models[model].kind == ModelKind.UNCLIP_PRIOR:
         options = {"prompt": prompt, "prior-model": model, "num": _n(body)}
-        return _respond(service, "unclip", options, {}, body, base_url)
-    base = model or (ModelKind.BASE if ModelKind.BASE in service.manifest.models else next(iter(models_of_kind(service.manifest, ModelKind.BASE)), ModelKind.BASE))
+        return _respond(service, UnclipRequest.command, options, {}, body, base_url)
+    base = model or default_model(service.manifest, ModelKind.BASE)
     upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE)
     options = {"prompt": prompt, "model": base, "num": _n(body)}
     if upsampler:
         options["upsample-model"] = upsampler
     _size(service, body.get("size"), base, upsampler, options)
-    return _respond(service, "generate", options, {}, body, base_url)
+    return _respond(service, GenerateRequest.command, options, {}, body, base_url)
 
 
 def _edit(service: Service, fields: dict[str, Any], files: dict[str, bytes], base_url: str) -> dict[str, Any]:
@@ -93,7 +90,7 @@ def _edit(service: Service, fields: dict[str, Any], files: dict[str, bytes], bas
     model = _model(service, fields.get("model"), (ModelKind.BASE_INPAINT, ModelKind.BASE))
     if model is not None and service.manifest.models[model].kind == ModelKind.BASE:
         model = companion(service.manifest, model, ModelKind.BASE_INPAINT)
-    base = model or ModelKind.BASE_INPAINT
+    base = model or glide_model(ModelKind.BASE_INPAINT)
     upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE_INPAINT)
     options = {"prompt": _prompt(fields), "model": base, "num": _n(fields)}
     if upsampler:
@@ -102,7 +99,7 @@ def _edit(service: Service, fields: dict[str, Any], files: dict[str, bytes], bas
     pictures: dict[str, Any] = {"image": files["image"]}
     if files.get("mask"):
         pictures["mask"] = repaint_mask_from_alpha(files["mask"], service.config.limits)
-    return _respond(service, "inpaint", options, pictures, fields, base_url)
+    return _respond(service, InpaintRequest.command, options, pictures, fields, base_url)
 
 
 def _vary(service: Service, fields: dict[str, Any], files: dict[str, bytes], base_url: str) -> dict[str, Any]:
@@ -113,7 +110,7 @@ def _vary(service: Service, fields: dict[str, Any], files: dict[str, bytes], bas
     options: dict[str, Any] = {"num": _n(fields)}
     if model is not None:
         options["decoder-model"] = model
-    return _respond(service, "vary", options, {"image": files["image"]}, fields, base_url)
+    return _respond(service, VaryRequest.command, options, {"image": files["image"]}, fields, base_url)
 
 
 def _respond(service: Service, command: str, options: dict[str, Any], pictures: dict[str, Any], body: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -122,12 +119,12 @@ def _respond(service: Service, command: str, options: dict[str, Any], pictures: 
         raise ClientError(f"response_format {response_format!r} is not b64_json or url")
     job = service.submit(command, options, pictures)
     service.queue.wait(job)
-    if job.state != "done":
-        raise ClientError(job.error or f"the job was {job.state}", 500 if job.state == "failed" else 409)
+    if job.state != JobState.DONE:
+        raise ClientError(job.error or f"the job was {job.state}", 500 if job.state == JobState.FAILED else 409)
     data = []
     for made in job.files:
         if response_format == "url":
-            data.append({"url": base_url.rstrip("/") + f"/glide/v1/images/{made['name']}", "revised_prompt": made["settings"].get("prompt")})
+            data.append({"url": base_url.rstrip("/") + image_url(made["name"]), "revised_prompt": made["settings"].get("prompt")})
         else:
             encoded = base64.b64encode(service.image_path(made["name"]).read_bytes()).decode()
             data.append({"b64_json": encoded, "revised_prompt": made["settings"].get("prompt")})
@@ -164,14 +161,14 @@ def _n(body: dict[str, Any]) -> int:
     return count
 
 
-def _model(service: Service, name: str | None, kinds: tuple[str, ...]) -> str | None:
+def _model(service: Service, name: str | None, kinds: tuple[ModelKind, ...]) -> str | None:
     """A manifest entry of one of `kinds`, or None for OpenAI's names and no name (the default)."""
     if not name or name in OPENAI_MODELS:
         return None
     entry = service.manifest.models.get(name)
     if entry is None or entry.kind not in kinds:
         wanted = " or ".join(kinds)
-        raise ClientError(f"model {name!r} is not a {wanted} model of this server (GET /glide/v1/models lists them)")
+        raise ClientError(f"model {name!r} is not a {wanted} model of this server (GET {NATIVE_API}/models lists them)")
     return name
 
 

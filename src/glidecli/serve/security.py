@@ -16,9 +16,9 @@ import base64
 import hmac
 import json
 import socket
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
@@ -46,14 +46,15 @@ def host_name(host_header: str) -> str:
 class Guard:
     """The ASGI middleware: `app` behind the checks above."""
 
-    def __init__(self, app: Callable, bind_host: str, token: str | None):
+    def __init__(self, app: ASGIApp, bind_host: str, token: str | None) -> None:
         self.app = app
         self.hosts = allowed_host_names(bind_host)
         self.token = token
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])}
         refusal = self.refusal(scope.get("path", "/"), headers, scope.get("scheme", "http"))
         if refusal is not None:
@@ -75,14 +76,15 @@ class Guard:
             return None
         authorized = False
         if self.token is not None:
-            authorized = self._token_given(headers.get("authorization", ""))
+            authorized = self._token_given(headers.get("authorization", ""), self.token)
             if not authorized:
                 return 401, "this server needs 'Authorization: Bearer TOKEN' (the --token it was started with)", {"WWW-Authenticate": "Bearer"}
         if not authorized and self._cross_origin(headers, scheme, host):
             return 403, "cross-origin requests need the server's token (start it with --token)", {}
         return None
 
-    def _token_given(self, header: str) -> bool:
+    @staticmethod
+    def _token_given(header: str, token: str) -> bool:
         scheme_word, _, value = header.partition(" ")
         value = value.strip()
         if scheme_word.lower() == "basic":  # user:TOKEN, any user
@@ -92,7 +94,7 @@ class Guard:
                 return False
         elif scheme_word.lower() != "bearer":
             return False
-        return hmac.compare_digest(value.encode(), self.token.encode())
+        return hmac.compare_digest(value.encode(), token.encode())
 
     @staticmethod
     def _cross_origin(headers: dict[str, str], scheme: str, host: str) -> bool:

@@ -6,10 +6,10 @@ openai_images.py) only translate their format to and from these calls."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest, load_manifest
 from ..request.commands import REQUESTS, field_names, file_pattern, from_mapping, option_fields
@@ -18,11 +18,17 @@ from ..request.options import RequestError
 from .jobs import Job, JobQueue, QueueFull, default_devices
 from .uploads import UploadError, UploadLimits, decode_base64, new_uploads, save_picture
 
+if TYPE_CHECKING:
+    from ..render.session import Session
+    from ..request.plan import RenderPlan
+
+NATIVE_API = "/glide/v1"  # the native API's routes (native.py), and the pictures' URLs
+
 
 class ClientError(Exception):
     """A request the server refuses: `status` (4xx, or 503 for a full queue) and one line."""
 
-    def __init__(self, message: str, status: int = 422, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, status: int = 422, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
@@ -48,16 +54,17 @@ class ServerConfig:
 
 
 class Service:
-    def __init__(self, config: ServerConfig, manifest: Manifest | None = None, session_factory=None):
+    def __init__(self, config: ServerConfig, manifest: Manifest | None = None,
+                 session_factory: Callable[[str], Session] | None = None) -> None:
         self.config = config
         self.manifest = manifest or load_manifest(config.weights)
         self.out = config.out
         self.uploads_root = Path(tempfile.mkdtemp(prefix="glide-serve-uploads-"))
         self.devices = default_devices(config.devices, config.device)
-        self.defaults: dict[str, Any] = {}  # A1111's /options: the base model its clients picked
+        self.checkpoint: str | None = None  # A1111's /options: the base model its clients picked
         self.queue = JobQueue(self.devices, session_factory or self._new_session, self.out, max_queue=config.max_queue)
 
-    def _new_session(self, device: str):
+    def _new_session(self, device: str) -> Session:
         from ..render.session import Session
 
         return Session(
@@ -110,7 +117,7 @@ class Service:
             uploads.remove()
             raise
 
-    def _plan(self, request: Any):
+    def _plan(self, request: Any) -> RenderPlan:
         from ..request.planner import plan_request
 
         try:
@@ -209,7 +216,7 @@ class Service:
 def image_url(name: str) -> str:
     from urllib.parse import quote
 
-    return f"/glide/v1/images/{quote(name)}"
+    return f"{NATIVE_API}/images/{quote(name)}"
 
 
 def commands_description() -> dict[str, Any]:
