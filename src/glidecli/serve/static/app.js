@@ -5,8 +5,19 @@
 
 const $ = (id) => document.getElementById(id);
 const API = "/glide/v1";
-const COMMON = ["prompt", "negative", "steps", "scale", "seed", "num", "left", "right", "top", "bottom"];
-const PICTURE_FIELDS = { inpaint: ["image", "mask"], outpaint: ["image"], upsample: ["image"], vary: ["image"], blend: ["image-a", "image-b"] };
+// The job states the page tells apart (serve/jobs.py's JobState); any other is shown as it is.
+const STATE = Object.freeze({ DONE: "done", FAILED: "failed" });
+// The commands whose pictures and canvas the page handles itself; /commands lists them all.
+const COMMAND = Object.freeze({
+  GENERATE: "generate", INPAINT: "inpaint", OUTPAINT: "outpaint", UPSAMPLE: "upsample", VARY: "vary", BLEND: "blend",
+});
+const SIDES = ["left", "right", "top", "bottom"];  // outpaint's options, the canvas grown on each side
+const BASICS = ["negative", "steps", "scale", "seed", "num"];  // options with a field of their own
+const COMMON = ["prompt", ...BASICS, ...SIDES];
+const PICTURE_FIELDS = {
+  [COMMAND.INPAINT]: ["image", "mask"], [COMMAND.OUTPAINT]: ["image"], [COMMAND.UPSAMPLE]: ["image"], [COMMAND.VARY]: ["image"],
+  [COMMAND.BLEND]: ["image-a", "image-b"],
+};
 
 let commands = {};          // GET /commands: each command's options
 let picture = null;         // {blob, image, width, height}
@@ -43,17 +54,30 @@ function say(text, isError = false) {
 // --- the form -------------------------------------------------------------------------------
 
 function optionsOf(command) { return (commands[command] || { options: [] }).options; }
-function hasOption(command, name) { return optionsOf(command).some((o) => o.name === name || o.aliases.includes(name)); }
+function optionOf(command, name) { return optionsOf(command).find((o) => o.name === name || o.aliases.includes(name)); }
+function hasOption(command, name) { return optionOf(command, name) !== undefined; }
+
+function listCommands() {
+  const select = $("command");
+  const chosen = select.value;
+  select.replaceChildren();
+  for (const command of Object.keys(commands)) {
+    const item = document.createElement("option");
+    item.value = item.textContent = command;
+    select.append(item);
+  }
+  if (chosen in commands) select.value = chosen;
+}
 
 function showCommand() {
   const command = $("command").value;
-  $("outpaint-sides").hidden = command !== "outpaint";
-  $("second-drop").hidden = command !== "blend";
-  $("tools").hidden = !(command === "inpaint" && picture);
-  for (const name of ["negative", "steps", "scale", "seed", "num"]) {
+  $("outpaint-sides").hidden = command !== COMMAND.OUTPAINT;
+  $("second-drop").hidden = command !== COMMAND.BLEND;
+  $("tools").hidden = !(command === COMMAND.INPAINT && picture);
+  for (const name of BASICS) {
     const input = $(name);
     input.closest("label").hidden = !hasOption(command, name);
-    const option = optionsOf(command).find((o) => o.name === name);
+    const option = optionOf(command, name);
     input.placeholder = option && option.default !== null ? String(option.default) : (name === "seed" ? "random" : "");
   }
   $("prompt").closest("label").hidden = !hasOption(command, "prompt");
@@ -94,7 +118,7 @@ function formOptions(command) {
     const input = $(name);
     if (!input || input.closest("label").hidden || !hasOption(command, name)) continue;
     const value = input.value.trim();
-    if (value !== "" && !(["left", "right", "top", "bottom"].includes(name) && value === "0")) options[name] = value;
+    if (value !== "" && !(SIDES.includes(name) && value === "0")) options[name] = value;
   }
   for (const input of $("more-fields").querySelectorAll("[data-option]")) {
     if (input.type === "checkbox") { if (input.checked) options[input.dataset.option] = "true"; }
@@ -124,12 +148,12 @@ async function submit(event) {
   if (needs.length && !picture) return say("drop a picture first", true);
   if (needs.includes("image")) body.append("image", picture.blob, "image");
   if (needs.includes("mask")) body.append("mask", await maskBlob(), "mask.png");
-  if (command === "blend") {
+  if (command === COMMAND.BLEND) {
     if (!pictureB) return say("blend needs a second picture", true);
     body.append("image-a", picture.blob, "a");
     body.append("image-b", pictureB, "b");
   }
-  if (command === "generate" && picture && (options.strength || options["upsample-strength"])) body.append("init-image", picture.blob, "init");
+  if (command === COMMAND.GENERATE && picture && (options.strength || options["upsample-strength"])) body.append("init-image", picture.blob, "init");
   say("submitting...");
   const response = await api(`${API}/jobs`, { method: "POST", body });
   if (!response.ok) return say(await detail(response), true);
@@ -177,11 +201,11 @@ async function finished(job, event) {
   $("cancel").disabled = true;
   currentJob = null;
   const status = await (await api(`${API}/jobs/${job.id}`)).json();
-  if (status.state === "done") { $("progress").value = 1; say(`done: ${status.files.map((f) => f.name).join(", ")}`); }
-  else if (status.state === "failed") say(`failed: ${status.error}`, true);
+  if (status.state === STATE.DONE) { $("progress").value = 1; say(`${STATE.DONE}: ${status.files.map((f) => f.name).join(", ")}`); }
+  else if (status.state === STATE.FAILED) say(`${STATE.FAILED}: ${status.error}`, true);
   else say(status.state);
   await loadGallery();
-  if (status.state === "done" && status.files.length) showDetails({ name: status.files[0].name, url: status.files[0].url, settings: status.files[0].settings });
+  if (status.state === STATE.DONE && status.files.length) showDetails({ name: status.files[0].name, url: status.files[0].url, settings: status.files[0].settings });
 }
 
 async function cancel() {
@@ -204,9 +228,8 @@ async function usePicture(blob) {
 }
 
 function sides() {
-  if ($("command").value !== "outpaint") return { left: 0, right: 0, top: 0, bottom: 0 };
-  const read = (id) => Math.max(0, parseInt($(id).value, 10) || 0);
-  return { left: read("left"), right: read("right"), top: read("top"), bottom: read("bottom") };
+  const outpaint = $("command").value === COMMAND.OUTPAINT;
+  return Object.fromEntries(SIDES.map((side) => [side, outpaint ? Math.max(0, parseInt($(side).value, 10) || 0) : 0]));
 }
 
 function draw() {
@@ -218,7 +241,7 @@ function draw() {
   const context = view.getContext("2d");
   context.clearRect(0, 0, view.width, view.height);
   context.drawImage(picture.image, grow.left, grow.top);
-  if ($("command").value === "inpaint") {
+  if ($("command").value === COMMAND.INPAINT) {
     const tint = document.createElement("canvas");
     tint.width = mask.width; tint.height = mask.height;
     const t = tint.getContext("2d");
@@ -254,7 +277,7 @@ function strokeTo(x, y) {
 }
 
 function startStroke(event) {
-  if (!picture || $("command").value !== "inpaint") return;
+  if (!picture || $("command").value !== COMMAND.INPAINT) return;
   undoStack.push(mask.getContext("2d").getImageData(0, 0, mask.width, mask.height));
   if (undoStack.length > 30) undoStack.shift();
   painting = pictureXY(event);
@@ -328,7 +351,7 @@ async function act(action) {
   const blob = await (await api(selected.url)).blob();
   $("command").value = action;
   await usePicture(blob);
-  if (selected.settings.prompt && action !== "vary") $("prompt").value = selected.settings.prompt;
+  if (selected.settings.prompt && action !== COMMAND.VARY) $("prompt").value = selected.settings.prompt;
   showCommand();
 }
 
@@ -357,7 +380,7 @@ async function start() {
   $("refresh").addEventListener("click", loadGallery);
   $("file").addEventListener("change", (e) => e.target.files[0] && usePicture(e.target.files[0]));
   $("file-b").addEventListener("change", (e) => { pictureB = e.target.files[0] || null; });
-  for (const id of ["left", "right", "top", "bottom"]) $(id).addEventListener("input", draw);
+  for (const id of SIDES) $(id).addEventListener("input", draw);
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -371,7 +394,7 @@ async function start() {
   $("undo").addEventListener("click", undo);
   for (const button of $("details").querySelectorAll("[data-action]")) button.addEventListener("click", () => act(button.dataset.action));
   const response = await api(`${API}/commands`);
-  if (response.ok) commands = await response.json();
+  if (response.ok) { commands = await response.json(); listCommands(); }
   const health = await api(`${API}/health`);
   if (health.ok) { const h = await health.json(); $("health").textContent = `glidecli ${h.version} on ${h.devices.join(", ")}`; }
   showCommand();
