@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..files.manifest import Manifest, load_manifest
 from ..request.commands import REQUESTS, field_names, file_pattern, from_mapping, option_fields
 from ..request.failures import is_known_failure, one_line
-from ..request.options import RequestError
+from ..request.options import RequestError, ValueType
 from .jobs import Job, JobQueue, QueueFull, default_devices
 from .uploads import UploadError, UploadLimits, decode_base64, new_uploads, save_picture
 
@@ -89,13 +89,13 @@ class Service:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
         names = field_names(request_type)
         kinds = {name: option.value_type for name, option, _ in option_fields(request_type)}
-        given_pictures = {key: value for key, value in options.items() if kinds.get(names.get(key, "")) == "picture"}
+        given_pictures = {key: value for key, value in options.items() if kinds.get(names.get(key, "")) == ValueType.PICTURE}
         options = {key: value for key, value in options.items() if key not in given_pictures}
         uploads = new_uploads(self.uploads_root)
         try:
             for key, raw in {**given_pictures, **pictures}.items():
                 name = names.get(key)
-                if name is None or kinds[name] != "picture":
+                if name is None or kinds[name] != ValueType.PICTURE:
                     raise ClientError(f"{command} takes no picture {key!r}")
                 if raw is None or raw == "" or raw == b"":
                     continue
