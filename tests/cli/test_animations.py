@@ -56,6 +56,12 @@ def test_a_seed_walk_and_its_animation(glide):
     assert len({np.asarray(Image.open(p)).tobytes() for p in pictures}) == 5
 
 
+def test_a_seed_walk_without_animate_writes_the_frames_alone(glide):
+    made = glide("generate", "a red circle", *SHAPES, "--seed", "2", "--seed-walk", "3", "--out", "walk")
+    assert made.code == 0, made.err
+    assert [p.suffix for p in made.paths] == [".png"] * 3 and sorted(p.name for p in made.paths[0].parent.iterdir()) == sorted(p.name for p in made.paths)
+
+
 def test_blend_frames_become_an_animation(glide, tmp_path):
     for name, colour in (("a.png", (220, 30, 30)), ("b.png", (30, 60, 220))):
         Image.new("RGB", (32, 32), colour).save(name)

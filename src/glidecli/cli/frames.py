@@ -57,12 +57,15 @@ def write_step_frames(picture: Path, final: Image.Image, frames: list, kind: str
 
 
 def write_animations(plan: RenderPlan, paths: dict[int, Path], written: set[int], overwrite: bool, note: Any) -> list[Path]:
-    """One animation per group of frames whose files this run wrote, beside its first frame."""
+    """One animation per group of frames whose files this run wrote, beside its first frame;
+    none without --animate (the frames alone were asked for)."""
     from PIL import Image
 
     from ..files.animation import animation_path, write_animation
 
-    made = []
+    made: list[Path] = []
+    if plan.animate is None:
+        return made
     for group in plan.animations:
         if not all(index in written for index in group):
             note(f"not every frame of {paths.get(group[0], 'a sequence')} was made in this run: no animation for it")

@@ -28,6 +28,8 @@ except ImportError:  # older typer runs on click itself
     from click.core import ParameterSource  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..render.engine import Job, RenderedImage, Session
     from ..render.shard import Split
     from ..request.plan import RenderPlan
@@ -286,9 +288,8 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
         console.print(f"{label}nothing to do: every image exists", highlight=False)
         return _finish(split, opts, 0, len(part), started)
     session = run_session(plan.manifest, opts, console, rank_device(opts.device, split.ranks), label)
-    seeds = sorted({job.seed for job in jobs})
     if split.ranks.is_main:
-        console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
+        _print_seeds(jobs, console)
     paths = {job.index: path for job, path in planned}
     # PNG encoding and writing run on a few threads of their own, so sampling never waits for
     # them; each file is announced in the order rendered, once it is written.
@@ -315,14 +316,23 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
                 writer.submit(save, rendered, steps, report=functools.partial(report, rendered, reporter))
             writer.close()
         for path in write_animations(plan, paths, written, opts.overwrite, lambda text: console.print(f"{label}note: {text}", highlight=False)):
-            if sys.stdout is not None:
-                sys.stdout.write((json.dumps({"path": str(path), "animation": plan.animate}) if opts.json_output else str(path)) + "\n")
+            _announce_animation(path, plan, opts)
     except KeyboardInterrupt:
         writer.close()  # the finished pictures still queued are written (again if Ctrl-C hit the wait)
         raise Interrupted(writer.done) from None
     finally:
         writer.finish()  # after any other failure too, the finished pictures are kept
     return _finish(split, opts, writer.done, len(part) - len(planned), started)
+
+
+def _print_seeds(jobs: list[Job], console: Console) -> None:
+    seeds = sorted({job.seed for job in jobs})
+    console.print(f"seed {seeds[0]}" + (f" (images use {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""), highlight=False)
+
+
+def _announce_animation(path: Path, plan: RenderPlan, opts: RunOptions) -> None:
+    if sys.stdout is not None:
+        sys.stdout.write((json.dumps({"path": str(path), "animation": plan.animate}) if opts.json_output else str(path)) + "\n")
 
 
 def _finish(split: Split, opts: RunOptions, written: int, skipped: int, started: float) -> int:
