@@ -40,8 +40,8 @@ def inpaint(
     --feather edge (--fit region); --fit crop/pad/stretch instead fit the picture to the
     models' square, or to the rectangle --width/--height ask for (then --fit auto means
     crop). Pixels outside the (feathered) mask are the source's exactly. Defaults follow
-    the reference notebook: scale 5, ddpm 100 steps; upsampler ddpm fast27, temperature
-    0.997.
+    the reference notebook: scale {INPAINT_BASE.scale:g}, {INPAINT_BASE.sampler} {INPAINT_BASE.steps} steps; upsampler {INPAINT_UPSAMPLE.sampler} {INPAINT_UPSAMPLE.steps}, temperature
+    {UPSAMPLE_TEMPERATURE}.
     """
     arguments = arguments or []
     if len(arguments) not in (0, 2, 3) or (not arguments and opts.from_image is None):
@@ -65,6 +65,6 @@ def outpaint(
     from the picture, each keeping --context pixels of what is already painted, so every
     window continues its neighbours.
     IMAGE's own pixels are kept bit for bit at their place in the canvas. Image i uses seed
-    S + i for all its windows. Defaults as glide inpaint: scale 5, ddpm 100, upsampler ddpm fast27.
+    S + i for all its windows. Defaults as glide inpaint: scale {INPAINT_BASE.scale:g}, {INPAINT_BASE.sampler} {INPAINT_BASE.steps}, upsampler {INPAINT_UPSAMPLE.sampler} {INPAINT_UPSAMPLE.steps}.
     """
     render_request(OutpaintRequest, {**values, "image": image, "prompt": prompt}, opts)

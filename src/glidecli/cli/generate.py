@@ -18,10 +18,10 @@ def generate(
     --init-image starts from a picture (img2img, --strength); --width/--height make other
     sizes; --best-of N keeps the best of N candidates by a CLIP score.
 
-    The base model uses classifier-free guidance (--scale 3). Default sampling is fast and
-    matches the reference notebook's on the project's measures: dpmpp_2m_sde with 20 steps,
-    then the upsampler with dpmpp_2m, 15 steps, temperature 0.997. The notebook's own:
-    --sampler ddpm --steps 100 --upsample-sampler ddim --upsample-steps fast27.
+    The base model uses classifier-free guidance (--scale {GENERATE_BASE.scale:g}). Default sampling is fast and
+    matches the reference notebook's on the project's measures: {GENERATE_BASE.sampler} with {GENERATE_BASE.steps} steps,
+    then the upsampler with {GENERATE_UPSAMPLE.sampler}, {GENERATE_UPSAMPLE.steps} steps, temperature {UPSAMPLE_TEMPERATURE}. The notebook's own:
+    --sampler {REFERENCE_BASE.sampler} --steps {REFERENCE_BASE.steps} --upsample-sampler {REFERENCE_UPSAMPLE.sampler} --upsample-steps {REFERENCE_UPSAMPLE.steps}.
     Image i of each prompt uses seed + i, whatever --batch-size is.
     """
     render_request(GenerateRequest, {**values, "prompts": collect_prompts(prompt, prompts_file)}, opts)
@@ -34,7 +34,7 @@ def clip_guide(
     """Draw PROMPT with the base model steered by the noised CLIP, then upsample.
 
     The gradient of CLIP's image-text similarity shifts every step (--clip-scale); there
-    is no classifier-free guidance, as in the reference notebook (ddpm, 100 steps; CLIP
+    is no classifier-free guidance, as in the reference notebook ({CLIP_GUIDE_BASE.sampler}, {CLIP_GUIDE_BASE.steps} steps; CLIP
     guidance needs ddpm). The upsampler runs as in `glide generate`.
     """
     render_request(ClipGuideRequest, {**values, "prompts": collect_prompts(prompt, prompts_file)}, opts)

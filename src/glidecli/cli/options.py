@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..render import defaults
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
 from ..request.commands import file_pattern, option_fields
@@ -134,6 +135,8 @@ def rendering_command(request_type: type, *, compile_networks: bool = False) -> 
                 raise click_errors.UsageError(str(error)) from None
 
         run_command.__signature__ = inspect.Signature(own + fields + shared + last)  # type: ignore[attr-defined]
+        # The help names the defaults by their declarations ({GENERATE_BASE.steps}), never restates them.
+        run_command.__doc__ = (command.__doc__ or "").format_map(vars(defaults))
         return run_command
 
     return decorate

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
 from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES
-from ..render.defaults import MAX_CANVAS
+from ..render.defaults import MAX_CANVAS, UPSAMPLE_TEMPERATURE
 
 INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)  # glide inpaint's --fit (request/edits.py)
 
@@ -190,7 +190,7 @@ ETA = Option(("--eta",), ValueType.FLOAT, "DDIM noise (0 = deterministic); ddim 
 THRESHOLD = Option(("--threshold",), ValueType.FLOAT, "Dynamic thresholding percentile of x0, e.g. 0.995 (off: clip to [-1, 1]).", optional=True)
 UPSAMPLE_STEPS = Option(("--upsample-steps",), ValueType.STR, "Upsampler steps (same forms as --steps).", panel=UPSAMPLING)
 UPSAMPLE_SAMPLER = Option(("--upsample-sampler",), ValueType.STR, "Upsampler sampler.", panel=UPSAMPLING, choices=SAMPLER_NAMES)
-UPSAMPLE_TEMP = Option(("--upsample-temp",), ValueType.FLOAT, "Scales the upsampler's starting noise (the reference uses 0.997).", panel=UPSAMPLING, minimum=0.0)
+UPSAMPLE_TEMP = Option(("--upsample-temp",), ValueType.FLOAT, f"Scales the upsampler's starting noise (the reference uses {UPSAMPLE_TEMPERATURE}).", panel=UPSAMPLING, minimum=0.0)
 SIZE = Option(
     ("--size",), ValueType.INT, "64: base model only; 256 (default): base then upsampler (sizes of the configured models).",
     panel=OUTPUT, optional=True, show_default=False,
