@@ -46,12 +46,12 @@ def guided_model_fn(
     low_res, inpaint_image, inpaint_mask) bound. With `uncond_text` and a scale other than 1,
     classifier-free guidance runs both halves in one call; otherwise only the conditional
     model runs (scale 1 is exactly the conditional model)."""
-    images = {k: v for k, v in images.items() if v is not None}
+    given = {k: v for k, v in images.items() if v is not None}
     if uncond_text is None or scale == 1.0:
-        return lambda x, t: model(x, t, text, **images)
+        return lambda x, t: model(x, t, text, **given)
 
     both_text = _concat_text(text, uncond_text)
-    both_images = {k: torch.cat([v, v]) for k, v in images.items()}
+    both_images = {k: torch.cat([v, v]) for k, v in given.items()}
 
     def model_fn(x: Tensor, t: Tensor) -> Tensor:
         out = model(torch.cat([x, x]), torch.cat([t, t]), both_text, **both_images)
@@ -77,12 +77,12 @@ def composed_model_fn(
     """`model_fn(x, t)` for images whose prompts have several weighted components: row r of
     `text` is a component of image owner[r], with weight weights[r]; `uncond_text` has a row
     per image. One network call per step runs the component rows and the unconditional rows."""
-    images = {k: v for k, v in images.items() if v is not None}
+    given = {k: v for k, v in images.items() if v is not None}
     batch = uncond_text.pooled.shape[0]
     rows = torch.cat([owner, torch.arange(batch, device=owner.device)])
     first = torch.tensor([int((owner == b).nonzero()[0]) for b in range(batch)], device=owner.device)
     all_text = _concat_text(text, uncond_text)
-    all_images = {k: v[rows] for k, v in images.items()}
+    all_images = {k: v[rows] for k, v in given.items()}
     count = owner.shape[0]
 
     def model_fn(x: Tensor, t: Tensor) -> Tensor:

@@ -30,14 +30,15 @@ def check_seed(seed: object) -> int:
     """Return ``seed`` as an int, or raise ValueError unless it is an integer in 0..2**32-1."""
     if isinstance(seed, bool):
         raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
-    if not isinstance(seed, int):
-        # Accept numpy integers and the like, but not floats or strings.
-        if not hasattr(seed, "__index__"):
-            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
-        seed = seed.__index__()
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    return int(seed)
+    if isinstance(seed, int):
+        value = seed
+    elif hasattr(seed, "__index__"):  # numpy integers and the like, but not floats or strings
+        value = seed.__index__()
+    else:
+        raise ValueError(f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"seed must be in 0..{MAX_SEED}, got {value}")
+    return int(value)
 
 
 class ImageNoise:

@@ -39,7 +39,7 @@ class Prediction(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    index: int  # steps completed so far, 1..total
+    index: int  # type: ignore[assignment]  # steps completed so far, 1..total (the field hides tuple.index)
     total: int
     x: Tensor  # the image after this step
     x0: Tensor  # the clean-image estimate this step used
@@ -185,7 +185,7 @@ def sample_ddim(
         # Clamp at 0: for eta > 1 the direction term would otherwise be imaginary.
         direction = torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0.0))
         x = pred.x0 * torch.sqrt(ab_prev) + direction * pred.eps
-        if i > 0 and eta > 0:
+        if i > 0 and eta > 0 and noise is not None:  # noise is there when eta > 0 (checked above)
             x = x + sigma * noise(x)
         _notify(callback, total - i, total, x, pred.x0)
     return x
@@ -383,7 +383,7 @@ def solver_spec(sampler: str, spec: str) -> tuple[str, int] | None:
     match = _SOLVER_SPEC.fullmatch(spec.strip())
     if sampler not in SOLVERS or match is None:
         return None
-    return match.group(1) or DEFAULT_GRID[sampler], int(match.group(2))
+    return match.group(1) or DEFAULT_GRID[SamplerName(sampler)], int(match.group(2))
 
 
 def timesteps_for(sampler: str, schedule_name: str, spec: str, steps: int = 1000) -> list[int]:
@@ -432,10 +432,10 @@ def sample(
         raise ValueError("mean_shift (CLIP guidance) is only supported by the ddpm sampler")
     if eta and sampler != SamplerName.DDIM:
         raise ValueError("eta only applies to the ddim sampler")
-    if sampler == SamplerName.DDPM:
+    if sampler == SamplerName.DDPM and noise is not None:  # ddpm needs noise (checked above)
         return sample_ddpm(denoise, x, schedule, noise, mean_shift=mean_shift, callback=callback)
     if sampler == SamplerName.DDIM:
         return sample_ddim(denoise, x, schedule, noise, eta=eta, callback=callback)
     if sampler == SamplerName.DPMPP_2M_SDE:
         return sample_dpmpp_2m(denoise, x, schedule, noise, callback=callback)
-    return SAMPLERS[sampler](denoise, x, schedule, callback=callback)
+    return SAMPLERS[SamplerName(sampler)](denoise, x, schedule, callback=callback)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -27,7 +28,7 @@ def write_animation(frames: Sequence[Image.Image], path: str | Path, kind: str, 
     sized = [frame.convert("RGB") if frame.size == size else frame.convert("RGB").resize(size, Image.Resampling.NEAREST) for frame in frames]
     options = {"lossless": True} if kind == "webp" else {"optimize": False}
 
-    def save(file) -> None:
+    def save(file: BinaryIO) -> None:
         sized[0].save(file, format=ANIMATION_FORMATS[kind], save_all=True, append_images=sized[1:], duration=frame_ms, loop=0, **options)
 
     return write_whole(path, save, overwrite=overwrite)

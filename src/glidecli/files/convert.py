@@ -8,8 +8,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .weights_error import WeightsError, first_line
+
+if TYPE_CHECKING:  # torch loads in the functions that use it, not with this module
+    import torch
 
 
 def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Mapping[str, str] | None = None) -> Path:
@@ -50,7 +54,7 @@ def convert_pt_to_safetensors(src: str | Path, dst: str | Path, *, metadata: Map
     return save_whole(tensors, dst, metadata)
 
 
-def save_whole(tensors, dst: Path, metadata: Mapping[str, str] | None = None) -> Path:
+def save_whole(tensors: dict[str, torch.Tensor], dst: Path, metadata: Mapping[str, str] | None = None) -> Path:
     """Write a converted safetensors file under a temporary name and move it into place, so
     `dst` is either absent or complete."""
     from safetensors.torch import save_file
@@ -79,7 +83,7 @@ def _is_tensor_pair(value: object) -> bool:
     )
 
 
-def _load_pickled_tensors(src: Path):
+def _load_pickled_tensors(src: Path) -> Any:
     import pickle
 
     import torch
@@ -106,7 +110,7 @@ def _load_pickled_tensors(src: Path):
         raise WeightsError(f"{src}: not a readable PyTorch checkpoint ({first_line(exc)})") from None
 
 
-def _training_checkpoint_weights(src: Path):
+def _training_checkpoint_weights(src: Path) -> dict[str, dict[Any, torch.Tensor]] | None:
     """{"state_dict": tensors} of a training checkpoint (a Lightning .ckpt, say) whose other
     entries pickle objects that weights_only refuses, read without running any of its code;
     None when the file is anything else."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
-from ..nets.unclip_config import PriorConfig
+from ..nets.unclip_config import ArchConfig, PriorConfig, settings_for
 from .convert import unpickling_reason
 from .weights_error import WeightsError, first_line
 
@@ -191,22 +191,23 @@ def _prior_map(cfg: PriorConfig) -> dict[str, Take]:
     return taken | _same("prior", pairs)
 
 
-def key_map(kind: str, arch) -> dict[str, Take]:
+def key_map(kind: str, arch: ArchConfig | None) -> dict[str, Take]:
     """Where each tensor of glidecli's network of `kind` comes from in diffusers' components
     (every name the network could have; `convert_components` keeps those it has)."""
     if kind == ModelKind.UNCLIP_PRIOR:
-        return _prior_map(arch)
+        return _prior_map(settings_for(kind, arch, PriorConfig))
     if kind == ModelKind.UNCLIP_DECODER:
-        return _decoder_map(arch)
+        return _decoder_map(settings_for(kind, arch, UNetConfig))
     if kind == ModelKind.UNCLIP_SR:
-        return _unet_map(arch, "super_res_first", "model_first_steps.") | _unet_map(arch, "super_res_last", "model_last_step.")
+        unet = settings_for(kind, arch, UNetConfig)
+        return _unet_map(unet, "super_res_first", "model_first_steps.") | _unet_map(unet, "super_res_last", "model_last_step.")
     if kind == ModelKind.CLIP_STATS:
         return {"0": Take(("prior/clip_mean",)), "1": Take(("prior/clip_std",))}
     raise WeightsError(f"a {kind} model has no diffusers layout")
 
 
 def convert_components(
-    kind: str, arch, expected: Mapping[str, tuple[int, ...]], components: Mapping[str, Mapping[str, torch.Tensor]], where: str
+    kind: str, arch: ArchConfig | None, expected: Mapping[str, tuple[int, ...]], components: Mapping[str, Mapping[str, torch.Tensor]], where: str
 ) -> dict[str, torch.Tensor]:
     """glidecli's tensors for a network whose state has the names and shapes `expected`,
     assembled from diffusers' `components` (name -> state); every diffusers tensor must be used."""

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from .. import __version__
@@ -72,7 +74,19 @@ def download_file(url: str, part: Path, *, label: str, progress: bool) -> str:
     return digest.hexdigest()
 
 
-def _open_url(url: str, offset: int):
+class _ByteStream(Protocol):
+    """What a download reads: a local file, an HTTP response or an _EmptyStream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None, /
+    ) -> bool | None: ...
+
+
+def _open_url(url: str, offset: int) -> tuple[_ByteStream, int | None, bool]:
     """Open `url` from byte `offset`: (stream, total size or None, whether it resumed)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
@@ -82,11 +96,11 @@ def _open_url(url: str, offset: int):
             stream = open(path, "rb")
         except OSError as exc:
             raise WeightsError(f"cannot read {url}: {exc.strerror or exc}") from None
-        total = os.fstat(stream.fileno()).st_size
-        resumed = 0 < offset <= total
+        size = os.fstat(stream.fileno()).st_size
+        resumed = 0 < offset <= size
         if resumed:
             stream.seek(offset)
-        return stream, total, resumed
+        return stream, size, resumed
     headers = {"User-Agent": f"glidecli/{__version__}", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -118,7 +132,7 @@ class _EmptyStream:
     def __enter__(self) -> _EmptyStream:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
 
@@ -155,11 +169,11 @@ def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> It
         yield lambda n: bar.advance(task, n)
 
 
-def silent_tqdm():
+def silent_tqdm() -> type[Any]:
     from tqdm.auto import tqdm
 
-    class SilentTqdm(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
+    class SilentTqdm(tqdm):  # type: ignore[misc]  # tqdm ships no types: its classes are Any
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 

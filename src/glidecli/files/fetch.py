@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .convert import convert_pt_to_safetensors
@@ -70,13 +71,13 @@ def fetch_entry(
         if ready is not None:
             return ready
     if isinstance(source, LocalSource):
-        original = _local_file(entry)
+        original = _local_file(entry, source)
         fresh_hash = None
     elif isinstance(source, HubSource):
-        original = _hub_file(entry, offline=offline, progress=show_progress, force=force)
+        original = _hub_file(entry, source, offline=offline, progress=show_progress, force=force)
         fresh_hash = None
     else:
-        original, fresh_hash = _url_file(entry, offline=offline, progress=show_progress, force=force)
+        original, fresh_hash = _url_file(entry, source, offline=offline, progress=show_progress, force=force)
     if entry.sha256 is not None:
         _check_hash(entry, original, fresh_hash or _stamped_hash(original) or sha256_file(original))
         _write_stamp(original, entry.sha256)
@@ -180,15 +181,15 @@ def recorded_sha256(path: str | Path) -> str | None:
 # --- sources -----------------------------------------------------------------------------
 
 
-def _local_file(entry: Entry) -> Path:
-    path = entry.source.path  # type: ignore[union-attr]
+def _local_file(entry: Entry, source: LocalSource) -> Path:
+    path = source.path
     if not path.is_file():
         what = "is not a regular file" if os.path.lexists(path) else "does not exist"
         raise WeightsError(f"{_label(entry)}: {path} {what}; fix its `path` in {_manifest_name(entry)}")
     return path
 
 
-def _hub_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> Path:
+def _hub_file(entry: Entry, source: HubSource, *, offline: bool, progress: bool, force: bool) -> Path:
     import inspect
 
     import huggingface_hub
@@ -198,8 +199,7 @@ def _hub_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> Pa
         OfflineModeIsEnabled,
     )
 
-    source: HubSource = entry.source  # type: ignore[assignment]
-    options: dict = {"revision": source.revision, "local_files_only": offline, "force_download": force}
+    options: dict[str, Any] = {"revision": source.revision, "local_files_only": offline, "force_download": force}
     if not progress and "tqdm_class" in inspect.signature(huggingface_hub.hf_hub_download).parameters:
         options["tqdm_class"] = silent_tqdm()
     try:
@@ -218,9 +218,8 @@ def _hub_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> Pa
         raise WeightsError(f"{_label(entry)}: cannot download {source}: {first_line(exc)}") from None
 
 
-def _url_file(entry: Entry, *, offline: bool, progress: bool, force: bool) -> tuple[Path, str | None]:
+def _url_file(entry: Entry, source: UrlSource, *, offline: bool, progress: bool, force: bool) -> tuple[Path, str | None]:
     """The downloaded file, and its sha256 when this call downloaded it."""
-    source: UrlSource = entry.source  # type: ignore[assignment]
     dest = _download_path(source)
     part = dest.with_name(dest.name + ".part")
     if force:
@@ -319,8 +318,9 @@ def _stamped_hash(path: Path) -> str | None:
         stat = path.stat()
     except (OSError, ValueError):
         return None
-    if stamp.get("size") == stat.st_size and stamp.get("mtime_ns") == stat.st_mtime_ns:
-        return stamp.get("sha256")
+    digest = stamp.get("sha256")
+    if stamp.get("size") == stat.st_size and stamp.get("mtime_ns") == stat.st_mtime_ns and isinstance(digest, str):
+        return digest
     return None
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..nets.kinds import ModelKind
 from .convert import save_whole
@@ -25,11 +27,23 @@ from .file_facts import safetensors_metadata, sha256_file
 from .manifest import HubSource, LocalSource, ModelEntry
 from .weights_error import WeightsError, first_line
 
+if TYPE_CHECKING:  # torch loads with the conversion, not with this module
+    import torch
+
 _META_SOURCES = "glidecli.diffusers_sources"
 _META_SHA256 = "glidecli.source_sha256"  # as fetch.py's conversions: the model's hash (recorded_sha256)
 _META_COMMIT = "glidecli.hub_commit"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SNAPSHOT_RE = re.compile(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]")
+
+
+class _SourceRecord(TypedDict):
+    """A file a converted file was made from, as its metadata records it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
 
 
 def fetch_diffusers(entry: ModelEntry, *, offline: bool, progress: bool, force: bool, cache: Path) -> Path:
@@ -102,7 +116,7 @@ def _source_files(entry: ModelEntry, *, offline: bool, progress: bool, force: bo
 
 def _used(kind: str, files: dict[str, Path]) -> dict[str, Path]:
     """The files a conversion reads: each component's config and its first weight file."""
-    used = {}
+    used: dict[str, Path] = {}
     for name in COMPONENTS[kind]:
         config = f"{name}/{CONFIG_FILE}"
         weights = next((f"{name}/{file}" for file in WEIGHT_FILES if f"{name}/{file}" in files), None)
@@ -141,7 +155,7 @@ def _hub_download(entry: ModelEntry, source: HubSource, rel: str, *, progress: b
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    options: dict = {"revision": source.revision, "force_download": force}
+    options: dict[str, Any] = {"revision": source.revision, "force_download": force}
     if not progress:
         from .download import silent_tqdm
 
@@ -162,7 +176,7 @@ def _hub_download(entry: ModelEntry, source: HubSource, rel: str, *, progress: b
 # --- the converted file ---------------------------------------------------------------------------
 
 
-def _expected_shapes(entry: ModelEntry, components) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(entry: ModelEntry, components: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, tuple[int, ...]]:
     """The names and shapes of the manifest's network (built on the meta device)."""
     if entry.kind == ModelKind.CLIP_STATS:
         prior = components["prior"]
@@ -177,10 +191,10 @@ def _expected_shapes(entry: ModelEntry, components) -> dict[str, tuple[int, ...]
     return {name: tuple(t.shape) for name, t in network.state_dict().items()}
 
 
-def _describe(files: dict[str, Path]) -> dict[str, dict]:
+def _describe(files: dict[str, Path]) -> dict[str, _SourceRecord]:
     """What the converted file was made from: each source file's path, size, time and sha256
     (the hub cache names an LFS blob by its sha256; other files are hashed)."""
-    described = {}
+    described: dict[str, _SourceRecord] = {}
     for rel, path in sorted(files.items()):
         stat = path.stat()
         blob = path.resolve().name
@@ -189,7 +203,7 @@ def _describe(files: dict[str, Path]) -> dict[str, dict]:
     return described
 
 
-def _write(state, converted: Path, sources: dict[str, dict]) -> Path:
+def _write(state: Mapping[str, torch.Tensor], converted: Path, sources: dict[str, _SourceRecord]) -> Path:
     combined = hashlib.sha256("".join(f"{rel}:{s['sha256']}\n" for rel, s in sources.items()).encode()).hexdigest()
     metadata = {_META_SOURCES: json.dumps(sources), _META_SHA256: combined}
     commits = {m.group(1) for s in sources.values() if (m := _SNAPSHOT_RE.search(s["path"]))}
@@ -203,6 +217,7 @@ def _converted_path(entry: ModelEntry, cache: Path) -> Path:
     if isinstance(source, HubSource):
         identity = f"hub:{source.repo}:{source.revision or 'main'}:{entry.kind}:{entry.arch!r}"
     else:
+        assert isinstance(source, LocalSource)  # the manifest takes diffusers from the hub or a folder
         identity = f"path:{source.path}:{entry.kind}:{entry.arch!r}"
     key = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return cache / "converted" / f"diffusers-{entry.kind}-{key}" / f"{entry.name}.safetensors"

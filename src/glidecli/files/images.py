@@ -21,6 +21,7 @@ Every failure a user can cause raises `ImageError` with one line that names the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,7 @@ def batch_to_pil(x: torch.Tensor) -> list[Image.Image]:
     at once, benchmarks/host_work.py)."""
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected a tensor of shape [B, 3, H, W], got {list(x.shape)}")
+    pixels: Iterable[torch.Tensor]
     if x.device.type == "cpu":
         pixels = (_quantize(picture).permute(1, 2, 0) for picture in x)
     else:
@@ -185,7 +187,7 @@ def load_image(path: str | Path, size: int | tuple[int, int] | None, fit: str = 
     _check_fit(fit, path)
     rgb = _to_rgb(_open(path))
     if size is not None:
-        rgb = _fit_square(rgb, size, fit, Image.BICUBIC, (0, 0, 0))
+        rgb = _fit_square(rgb, size, fit, Image.Resampling.BICUBIC, (0, 0, 0))
     return pil_to_tensor(rgb)[None]
 
 
@@ -197,11 +199,11 @@ def load_image_rgba(
     like masks, and padding counts as opaque."""
     _check_fit(fit, path)
     image = _open(path)
-    rgb = pil_to_tensor(_fit_square(_to_rgb(image), size, fit, Image.BICUBIC, (0, 0, 0)))[None]
+    rgb = pil_to_tensor(_fit_square(_to_rgb(image), size, fit, Image.Resampling.BICUBIC, (0, 0, 0)))[None]
     alpha = _alpha_channel(image)
     if alpha is None:
         return rgb, None
-    fitted = np.asarray(_fit_square(alpha, size, fit, Image.NEAREST, 255), dtype=np.float32)
+    fitted = np.asarray(_fit_square(alpha, size, fit, Image.Resampling.NEAREST, 255), dtype=np.float32)
     return rgb, torch.from_numpy(fitted / 255.0)[None, None]
 
 
@@ -216,7 +218,7 @@ def load_mask(path: str | Path, size: int | tuple[int, int], fit: str = "crop", 
     meaning. Transparent pixels of the mask file count as black (keep)."""
     _check_fit(fit, path)
     grey = _to_rgb(_open(path, "mask")).convert("L")
-    fitted = np.asarray(_fit_square(grey, size, fit, Image.NEAREST, 0))  # pad = black = keep
+    fitted = np.asarray(_fit_square(grey, size, fit, Image.Resampling.NEAREST, 0))  # pad = black = keep
     keep = fitted < _THRESHOLD
     return _mask_tensor(~keep if invert else keep)
 
@@ -228,7 +230,7 @@ def mask_from_alpha(path: str | Path, size: int | tuple[int, int], fit: str = "c
     alpha = _alpha_channel(_open(path))
     if alpha is None:
         raise ImageError(f"image {path} has no transparency to use as a mask; give a mask file")
-    fitted = np.asarray(_fit_square(alpha, size, fit, Image.NEAREST, 255))  # pad = opaque = keep
+    fitted = np.asarray(_fit_square(alpha, size, fit, Image.Resampling.NEAREST, 255))  # pad = opaque = keep
     return _mask_tensor(fitted >= _THRESHOLD)
 
 

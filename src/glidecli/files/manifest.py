@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,13 +27,13 @@ from ..nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_conf
 MANIFEST_ENV = "GLIDE_WEIGHTS"
 # Defaults of the unCLIP kinds' settings ("clip-stats" has none) and the U-Net kind that
 # their UNetConfig describes.
-_UNCLIP_DEFAULTS = {
+_UNCLIP_DEFAULTS: dict[str, Callable[[], PriorConfig | UNetConfig | OpenClipConfig]] = {
     ModelKind.UNCLIP_PRIOR: PriorConfig,
     ModelKind.UNCLIP_DECODER: karlo_decoder_config,
     ModelKind.UNCLIP_SR: karlo_sr_config,
     ModelKind.OPENCLIP: OpenClipConfig,
 }
-_UNET_CONFIG_KIND = {ModelKind.UNCLIP_SR: ModelKind.UPSAMPLE}
+_UNET_CONFIG_KIND: dict[str, str] = {ModelKind.UNCLIP_SR: ModelKind.UPSAMPLE}
 FORMATS = ("safetensors", "pt", "diffusers")
 # Kinds a diffusers unCLIP (Karlo) folder holds: files/diffusers_unclip.py's COMPONENTS.
 DIFFUSERS_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR, ModelKind.CLIP_STATS)

@@ -48,12 +48,12 @@ def contact_sheet(
     return sheet
 
 
-def _width(font: ImageFont.FreeTypeFont, text: str) -> int:
+def _width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> int:
     if not text:
         return 0
     box = font.getbbox(text)
     return int(box[2] - box[0])
 
 
-def _height(font: ImageFont.FreeTypeFont) -> int:
+def _height(font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> int:
     return int(font.getbbox("Ag")[3])

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
-_STOP = object()
 _SKIPPED = object()  # the result of a task that did not run because an earlier one failed
+# A task given, in the reporter's queue: its future and what reports its result.
+_Given = tuple[Future[Any], Callable[[Any], Any] | None]
 
 
 def default_threads() -> int:
@@ -38,7 +39,7 @@ class BackgroundWriter:
         # Bounded: a slow disk makes sampling wait rather than pile pictures up in memory.
         # As with one thread, a task being reported plus `max_pending` waiting behind it.
         self._slots = threading.Semaphore(max_pending + 1)
-        self._order: queue.SimpleQueue = queue.SimpleQueue()  # (future, report) in the order given
+        self._order: queue.SimpleQueue[_Given | None] = queue.SimpleQueue()  # in the order given; None: stop
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="glidecli-writer")
         self._failed = threading.Event()  # set by the first task that fails, in any order
         self._error: BaseException | None = None
@@ -50,7 +51,7 @@ class BackgroundWriter:
         self._reporter = threading.Thread(target=self._report_in_order, name="glidecli-writer-report", daemon=True)
         self._reporter.start()
 
-    def _work(self, future: Future, function: Callable[..., Any], args: tuple) -> None:
+    def _work(self, future: Future[Any], function: Callable[..., Any], args: tuple[Any, ...]) -> None:
         if not future.set_running_or_notify_cancel():
             return  # cancelled by a Ctrl-C inside `submit`
         if self._failed.is_set():
@@ -66,7 +67,7 @@ class BackgroundWriter:
         stopped = False
         while True:
             item = self._order.get()
-            if item is _STOP:
+            if item is None:
                 return
             future, report = item
             try:
@@ -97,7 +98,7 @@ class BackgroundWriter:
         if self._stopping:
             raise RuntimeError("the writer is closed")
         self._slots.acquire()
-        future: Future = Future()
+        future: Future[Any] = Future()
         try:
             self._order.put((future, report))
             self._pool.submit(self._work, future, work, args)
@@ -117,6 +118,6 @@ class BackgroundWriter:
         """Wait for every queued task without raising (an exception is already on its way)."""
         if not self._stopping:
             self._stopping = True
-            self._order.put(_STOP)
+            self._order.put(None)
         self._reporter.join()
         self._pool.shutdown(wait=True)

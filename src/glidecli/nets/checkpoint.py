@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -21,19 +21,19 @@ from .config import ClipConfig, UNetConfig
 from .kinds import CLIP_KINDS, UNCLIP_KINDS, UNET_KINDS, ModelKind
 from .layers import NORM_TYPES
 from .unclip import ImprovedSuperRes, build_unclip_network, materialize_buffers, strip_prefix
-from .unclip_config import OpenClipConfig, PriorConfig
+from .unclip_config import ArchConfig
 from .unet import Text2ImUNet
 
 Network = Text2ImUNet | ClipImageEncoder | ClipTextEncoder | nn.Module
-ArchConfig = UNetConfig | ClipConfig | PriorConfig | OpenClipConfig
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read or does not fit the network; the message is one line."""
 
 
-def build_network(kind: str, arch: ArchConfig) -> Network:
-    """A network of the given kind, on the current default device, weights uninitialized."""
+def build_network(kind: str, arch: ArchConfig | None) -> Network:
+    """A network of the given kind, on the current default device, weights uninitialized; a
+    TypeError when `arch` is not the kind's settings (None: a clip-stats entry's, no network's)."""
     if kind in UNET_KINDS:
         if not isinstance(arch, UNetConfig):
             raise TypeError(f"kind '{kind}' needs a UNetConfig")
@@ -50,7 +50,7 @@ def build_network(kind: str, arch: ArchConfig) -> Network:
     raise CheckpointError(f"unknown model kind '{kind}'; known: {', '.join(known)}")
 
 
-def _built(kind: str, build) -> Network:
+def _built(kind: str, build: Callable[[], Network]) -> Network:
     """build(), with the errors of arch settings no network can have (channels that the
     group norms cannot split, ...) as one line: the manifest's checks catch the rest."""
     try:
@@ -60,7 +60,7 @@ def _built(kind: str, build) -> Network:
 
 
 @contextlib.contextmanager
-def _skipping_init():
+def _skipping_init() -> Iterator[None]:
     """Modules built on `meta` for loading need no initial values, and PyTorch's meta
     `normal_` (nn.Embedding's init) first imports sympy and some 900 modules: seconds of
     start-up. The in-place initializers of torch.nn.init do nothing meanwhile."""
@@ -77,7 +77,7 @@ def _skipping_init():
             setattr(init, name, function)
 
 
-def build_on_meta(kind: str, arch: ArchConfig) -> Network:
+def build_on_meta(kind: str, arch: ArchConfig | None) -> Network:
     """The network of `kind` on the meta device: names and shapes, no memory, no init."""
     with torch.device("meta"), _skipping_init():
         return build_network(kind, arch)
@@ -112,7 +112,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
 
 def fp32_parameter_names(model: nn.Module) -> set[str]:
     """Parameters kept in float32 under fp16/bf16 inference: those of normalization layers."""
-    names = set()
+    names: set[str] = set()
     for module_name, module in model.named_modules():
         if isinstance(module, NORM_TYPES) or getattr(module, "keep_fp32", False):
             prefix = f"{module_name}." if module_name else ""
@@ -140,7 +140,7 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> di
 
 def load_network(
     kind: str,
-    arch: ArchConfig,
+    arch: ArchConfig | None,
     path: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -177,7 +177,7 @@ def load_network(
         raise _unreadable(path, exc) from None
     model.load_state_dict(state, strict=True, assign=True)
     materialize_buffers(kind, model, device)
-    if channels_last:
+    if isinstance(model, (Text2ImUNet, ImprovedSuperRes)):  # channels_last (the checker narrows on isinstance only)
         model.use_channels_last()  # a no-op for the weights read above, kept for any the file lacks
     return model.eval().requires_grad_(False)
 
@@ -214,7 +214,7 @@ def random_init_(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Modul
     return model
 
 
-def read_clip_stats(path) -> tuple[torch.Tensor, torch.Tensor]:
+def read_clip_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The CLIP image-embedding mean and std from a converted stats file (keys "0" and "1",
     from the release's pickled (mean, std) pair)."""
     state = read_safetensors(path)

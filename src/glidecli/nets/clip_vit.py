@@ -10,6 +10,8 @@ of it: text features as Karlo's reference computes them, and image embeddings.
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 from PIL import Image
 from torch import nn
@@ -17,6 +19,24 @@ from torch import nn
 from .prior import ClipText
 from .tokenizer import ClipTokenizer
 from .unclip_config import OpenClipConfig
+
+
+class OpenClipParts(Protocol):
+    """What glidecli reads and sets of open_clip's CLIP model, which ships no types."""
+
+    config: OpenClipConfig
+    token_embedding: nn.Embedding
+    positional_embedding: torch.Tensor
+    transformer: nn.Module
+    attn_mask: torch.Tensor
+    ln_final: nn.Module
+    text_projection: torch.Tensor
+    visual: nn.Module
+
+
+def open_clip_parts(model: nn.Module) -> OpenClipParts:
+    """A network built by `build_clip_vit`, typed by the parts glidecli uses."""
+    return cast(OpenClipParts, model)
 
 
 def build_clip_vit(cfg: OpenClipConfig) -> nn.Module:
@@ -44,13 +64,14 @@ def build_clip_vit(cfg: OpenClipConfig) -> nn.Module:
 
 def clip_text(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor) -> ClipText:
     """Karlo's text features for token ids [B, ctx] (start, BPE ids, end, zeros) and their mask."""
-    dtype = model.token_embedding.weight.dtype
-    x = model.token_embedding(tokens.long()).to(dtype) + model.positional_embedding.to(dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask)
-    x = model.ln_final(x)
+    clip = open_clip_parts(model)
+    dtype = clip.token_embedding.weight.dtype
+    x = clip.token_embedding(tokens.long()).to(dtype) + clip.positional_embedding.to(dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    x = clip.ln_final(x)
     # The end token has the largest id, so argmax finds it (as CLIP does).
     end = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-    pooled = end @ model.text_projection
+    pooled = end @ clip.text_projection
     return ClipText(pooled=pooled.float(), tokens=x.float(), mask=mask.bool())
 
 
@@ -59,7 +80,7 @@ def encode_prompts(model: nn.Module, tokenizer: ClipTokenizer, prompts: list[str
     batch = tokenizer.batch(prompts)
     positions = torch.arange(batch.tokens.shape[1])
     mask = positions[None] < batch.lengths[:, None]
-    device = model.token_embedding.weight.device
+    device = open_clip_parts(model).token_embedding.weight.device
     return clip_text(model, batch.tokens.to(device), mask.to(device))
 
 
@@ -67,7 +88,7 @@ def preprocess_image(image: Image.Image, cfg: OpenClipConfig) -> torch.Tensor:
     """A picture as the image tower takes it: [3, S, S], resized (not cropped) to S x S with
     bicubic filtering as Karlo's reference does, then normalized with CLIP's statistics."""
     size = cfg.image_size
-    rgb = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(size, size, 3)
     pixels = pixels.permute(2, 0, 1).float() / 255.0
     mean = torch.tensor(cfg.pixel_mean)[:, None, None]
@@ -77,5 +98,6 @@ def preprocess_image(image: Image.Image, cfg: OpenClipConfig) -> torch.Tensor:
 
 def image_embedding(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """The CLIP image embedding [B, D] (not normalized) of preprocessed pixels [B, 3, S, S]."""
-    dtype = next(model.visual.parameters()).dtype
-    return model.visual(pixels.to(dtype)).float()
+    visual = open_clip_parts(model).visual
+    dtype = next(visual.parameters()).dtype
+    return visual(pixels.to(dtype)).float()

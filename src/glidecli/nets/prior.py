@@ -37,6 +37,10 @@ class ClipText(NamedTuple):
 
 
 class PriorTransformer(nn.Module):
+    # Buffers (register_buffer below), declared for the checker.
+    clip_mean: torch.Tensor
+    clip_std: torch.Tensor
+
     def __init__(self, cfg: PriorConfig):
         super().__init__()
         self.config = cfg

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import tokenizers
 import torch
@@ -110,7 +110,7 @@ class GlideTokenizer:
         return TokenBatch(tokens, mask, truncated)
 
 
-def _plain_gpt2_bpe(spec: dict) -> dict:
+def _plain_gpt2_bpe(spec: dict[str, Any]) -> dict[str, Any]:
     """Copy of a tokenizer spec stripped down to what GLIDE's reference encoder does.
 
     Hub tokenizer files may add special tokens, templates, truncation or padding;

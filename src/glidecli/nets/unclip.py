@@ -10,19 +10,20 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
-from .clip_vit import build_clip_vit
+from .clip_vit import build_clip_vit, open_clip_parts
 from .config import UNetConfig
 from .kinds import ModelKind
 from .prior import PriorTransformer
-from .unclip_config import OpenClipConfig, PriorConfig
+from .unclip_config import ArchConfig, OpenClipConfig, PriorConfig, settings_for
 from .unet import Text2ImUNet
 
 # Key prefixes of the release's checkpoints, stripped when loading.
-KEY_PREFIX = {ModelKind.UNCLIP_PRIOR: "model.", ModelKind.UNCLIP_DECODER: "model."}
-UnclipConfig = PriorConfig | UNetConfig | OpenClipConfig
+KEY_PREFIX: dict[str, str] = {ModelKind.UNCLIP_PRIOR: "model.", ModelKind.UNCLIP_DECODER: "model."}
 
 
 class ImprovedSuperRes(nn.Module):
@@ -45,41 +46,37 @@ class ImprovedSuperRes(nn.Module):
         return self
 
 
-def build_unclip_network(kind: str, arch: UnclipConfig) -> nn.Module:
-    """The unCLIP network of `kind`, on the current default device, weights uninitialized."""
-    expected = {
-        ModelKind.UNCLIP_PRIOR: PriorConfig,
-        ModelKind.UNCLIP_DECODER: UNetConfig,
-        ModelKind.UNCLIP_SR: UNetConfig,
-        ModelKind.OPENCLIP: OpenClipConfig,
-    }
-    if kind not in expected:
-        raise ValueError(f"'{kind}' is not an unCLIP network kind")
-    if not isinstance(arch, expected[kind]):
-        raise TypeError(f"kind '{kind}' needs a {expected[kind].__name__}")
+def build_unclip_network(kind: str, arch: ArchConfig | None) -> nn.Module:
+    """The unCLIP network of `kind`, on the current default device, weights uninitialized;
+    a TypeError when `arch` is not the kind's settings."""
     if kind == ModelKind.UNCLIP_PRIOR:
-        return PriorTransformer(arch)
+        return PriorTransformer(settings_for(kind, arch, PriorConfig))
+    if kind == ModelKind.OPENCLIP:
+        return build_clip_vit(settings_for(kind, arch, OpenClipConfig))
+    if kind not in (ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR):
+        raise ValueError(f"'{kind}' is not an unCLIP network kind")
+    unet = settings_for(kind, arch, UNetConfig)
     if kind == ModelKind.UNCLIP_DECODER:
-        if not arch.clip_dim:
+        if not unet.clip_dim:
             raise ValueError("an unCLIP decoder needs clip_dim > 0")
-        return Text2ImUNet(arch)
-    if kind == ModelKind.UNCLIP_SR:
-        if not arch.super_res:
-            raise ValueError("unCLIP's super-resolution U-Nets need super_res = true")
-        return ImprovedSuperRes(arch)
-    return build_clip_vit(arch)
+        return Text2ImUNet(unet)
+    if not unet.super_res:
+        raise ValueError("unCLIP's super-resolution U-Nets need super_res = true")
+    return ImprovedSuperRes(unet)
 
 
 def materialize_buffers(kind: str, model: nn.Module, device: torch.device | str) -> None:
     """Rebuild the buffers a checkpoint does not hold (left on the meta device when the network
     was built there): the prior's placeholder stats and CLIP's causal text mask."""
     if kind == ModelKind.UNCLIP_PRIOR:
-        dim = model.config.clip_dim
-        model.clip_mean = torch.zeros(dim, device=device)
-        model.clip_std = torch.ones(dim, device=device)
+        prior = cast(PriorTransformer, model)  # what build_unclip_network builds for the kind
+        dim = prior.config.clip_dim
+        prior.clip_mean = torch.zeros(dim, device=device)
+        prior.clip_std = torch.ones(dim, device=device)
     elif kind == ModelKind.OPENCLIP:
-        ctx = model.config.text_ctx
-        model.attn_mask = torch.full((ctx, ctx), float("-inf"), device=device).triu_(1)
+        clip = open_clip_parts(model)
+        ctx = clip.config.text_ctx
+        clip.attn_mask = torch.full((ctx, ctx), float("-inf"), device=device).triu_(1)
 
 
 def strip_prefix(kind: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

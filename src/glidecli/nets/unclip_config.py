@@ -8,9 +8,9 @@ prior and CLIP have settings of their own. Defaults are the release's full sizes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from .config import UNetConfig
+from .config import ClipConfig, UNetConfig
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,16 @@ def karlo_sr_config(**changes: Any) -> UNetConfig:
     )
     values.update(changes)
     return UNetConfig(**values)
+
+
+# Every network's settings: what a manifest entry's `arch` holds (None for clip-stats, which
+# has no network).
+ArchConfig = UNetConfig | ClipConfig | PriorConfig | OpenClipConfig
+Settings = TypeVar("Settings", UNetConfig, ClipConfig, PriorConfig, OpenClipConfig)
+
+
+def settings_for(kind: str, arch: ArchConfig | None, expected: type[Settings]) -> Settings:
+    """`arch` as the settings a network of `kind` takes; a TypeError when it holds others."""
+    if not isinstance(arch, expected):
+        raise TypeError(f"kind '{kind}' needs a {expected.__name__}")
+    return arch

@@ -246,11 +246,11 @@ class Text2ImUNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.time_embed[0].weight.dtype
+        return next(self.time_embed.parameters()).dtype  # time_embed[0].weight's, typed
 
     @property
     def channels_last(self) -> bool:
-        weight = self.input_blocks[0][0].weight
+        weight = next(self.input_blocks.parameters())  # input_blocks[0][0].weight, typed
         return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
     def use_channels_last(self) -> Text2ImUNet:
