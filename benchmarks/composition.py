@@ -12,16 +12,13 @@ negative weight against the same prompt without it. Colours are read from the pi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from glidecli.files.manifest import load_manifest
+import harness
 from glidecli.render.engine import DEFAULT_BASE, Job, Session, Stage, render_generate
 from glidecli.train.dataset import scene_colours
-
-MODELS = Path(__file__).resolve().parent.parent / "models" / "weights.toml"
 
 # (what is measured, prompt, the object colour wanted or None, the background colour wanted or None)
 ROWS = [
@@ -37,7 +34,7 @@ NEGATED = "a circle on a blue background"  # leaves the circle's colour open; it
 def pictures(session: Session, prompt: str, seeds: range, scale: float) -> list[np.ndarray]:
     stage = Stage("shapes", DEFAULT_BASE.sampler, scale=scale)
     jobs = [Job(prompt, seed, index) for index, seed in enumerate(seeds)]
-    return [np.asarray(done.image.convert("RGB"), dtype=np.float64) for done in render_generate(session, jobs, stage, None, batch_size=len(jobs))]
+    return [harness.rgb_pixels(done.image) for done in render_generate(session, jobs, stage, None, batch_size=len(jobs))]
 
 
 def main() -> int:
@@ -46,11 +43,10 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=3.0)
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    session = Session(load_manifest(MODELS), device="cpu", dtype="fp32", offline=True)
+    session = harness.offline_session()
     seeds = range(args.seeds)
     print(f"shapes model, {DEFAULT_BASE.sampler.name} {DEFAULT_BASE.sampler.steps} steps, scale {args.scale:g}, seeds 0..{args.seeds - 1}\n")
-    print("| prompt | what | red object | blue background | both |")
-    print("|---|---|---|---|---|")
+    harness.print_header(["prompt", "what", "red object", "blue background", "both"])
     for what, prompt, colour, background in ROWS:
         found = [scene_colours(p) for p in pictures(session, prompt, seeds, args.scale)]
         red = sum(f[0] == colour for f in found)
@@ -59,8 +55,8 @@ def main() -> int:
         print(f"| `{prompt}` | {what} | {red}/{args.seeds} | {blue}/{args.seeds} | {both}/{args.seeds} |")
     plain = [scene_colours(p)[0] for p in pictures(session, NEGATED, seeds, args.scale)]
     colour = max(set(plain), key=plain.count)
-    print(f"\n| prompt | object colours | {colour} objects |")
-    print("|---|---|---|")
+    print()
+    harness.print_header(["prompt", "object colours", f"{colour} objects"])
     for prompt in (NEGATED, f"{NEGATED} AND a {colour} circle :-1"):
         found = plain if prompt == NEGATED else [scene_colours(p)[0] for p in pictures(session, prompt, seeds, args.scale)]
         counts = ", ".join(f"{name} {found.count(name)}" for name in sorted(set(found), key=lambda n: (-found.count(n), n)))

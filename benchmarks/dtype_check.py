@@ -21,31 +21,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from glidecli.files.manifest import load_manifest
-from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_
-from glidecli.nets.config import unet_defaults
+import harness
 from glidecli.nets.unet import TextEmbedding
 from glidecli.render.accel import CudaGraphs, GraphedNetwork
-from glidecli.render.engine import DEFAULT_BASE, Job, Session, render_generate
-from glidecli.render.session import DTYPES
+from glidecli.render.engine import DEFAULT_BASE, Job, render_generate
+from harness import DTYPES
 
-MODELS = Path(__file__).resolve().parent.parent / "models" / "weights.toml"
 PROMPTS = ["a red circle on a blue background", "a yellow square on a green background"]
 
 
 def pictures(device: str, dtype: str, count: int) -> np.ndarray:
-    session = Session(load_manifest(MODELS), device=device, dtype=dtype, offline=True)
+    session = harness.offline_session(device=device, dtype=dtype)
     base = dataclasses.replace(DEFAULT_BASE, model="shapes")
     jobs = [Job(PROMPTS[i % 2], seed=i, index=i) for i in range(count)]
     done = render_generate(session, jobs, base, None, batch_size=min(count, 8))
-    return np.stack([np.asarray(d.image, dtype=np.int16) for d in done])
+    return np.stack([harness.rgb_pixels(d.image, np.int16) for d in done])
 
 
 SCENES = [("red", "circle", "blue"), ("yellow", "square", "green")]  # PROMPTS' colours
@@ -56,8 +52,8 @@ def levels_table(device: str, count: int) -> None:
 
     reference = pictures("cpu", "fp32", count)
     targets = [SCENES[i % 2] for i in range(count)]
-    print(f"| shapes model, {count} pictures, against CPU fp32 | max difference (levels) | values > 2 levels off | both colours right |")
-    print("|---|---|---|---|")
+    harness.print_header([f"shapes model, {count} pictures, against CPU fp32", "max difference (levels)", "values > 2 levels off",
+                          "both colours right"])
     print(f"| cpu fp32 (the reference) | 0 | 0.00% | {colour_hits(reference.astype(np.float64), targets)[0]}/{count} |", flush=True)
     for dtype in DTYPES:
         if device == "cpu" and dtype == "fp32":
@@ -69,28 +65,8 @@ def levels_table(device: str, count: int) -> None:
 
 
 def network(kind: str, device: str, dtype: torch.dtype, tiny: bool) -> torch.nn.Module:
-    arch = unet_defaults(kind)
-    if tiny:
-        arch = dataclasses.replace(arch, model_channels=32, num_res_blocks=1, num_head_channels=32, xf_width=64, xf_layers=1, xf_heads=2)
-    with torch.device(device):
-        model = random_init_(build_network(kind, arch), seed=0)
-    keep = fp32_parameter_names(model)
-    for name, param in model.named_parameters():
-        param.data = param.data.to(torch.float32 if name in keep else dtype)
-    return model.use_channels_last().eval().requires_grad_(False)
-
-
-def call_ms(call, args: tuple, kwargs: dict, device: str, repeats: int) -> float:
-    for _ in range(3):
-        call(*args, **kwargs)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        call(*args, **kwargs)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / repeats * 1000
+    arch = harness.unet_arch(kind, "tiny" if tiny else "full")
+    return harness.random_network(kind, arch, device, dtype).use_channels_last()
 
 
 def inputs(model: torch.nn.Module, kind: str, n: int, device: str) -> tuple[tuple, dict]:
@@ -106,8 +82,9 @@ def inputs(model: torch.nn.Module, kind: str, n: int, device: str) -> tuple[tupl
 
 
 def speed_table(device: str, batches: list[int], dtypes: list[str], tiny: bool, repeats: int) -> None:
-    print(f"\n| network call ({'tiny' if tiny else 'full-size'}, random weights) | dtype | batch | eager ms | CUDA graph ms | against fp32: max, mean (x RMS) |")
-    print("|---|---|---|---|---|---|")
+    print()
+    harness.print_header([f"network call ({'tiny' if tiny else 'full-size'}, random weights)", "dtype", "batch", "eager ms", "CUDA graph ms",
+                          "against fp32: max, mean (x RMS)"])
     for kind in ("base", "upsample"):
         references: dict[int, torch.Tensor] = {}
         for dtype in ["fp32", *[d for d in dtypes if d != "fp32"]]:
@@ -121,10 +98,11 @@ def speed_table(device: str, batches: list[int], dtypes: list[str], tiny: bool, 
                         references[batch] = out
                     if dtype not in dtypes:
                         continue  # fp32 only as the reference
-                    eager = call_ms(model, args, images, device, repeats)
+                    eager = harness.back_to_back_ms(functools.partial(model, *args, **images), device, repeats)
                     graph = "-"
                     if device == "cuda":
-                        graph = f"{call_ms(GraphedNetwork(model, CudaGraphs()), args, images, device, repeats):.1f}"
+                        graphed = GraphedNetwork(model, CudaGraphs())
+                        graph = f"{harness.back_to_back_ms(functools.partial(graphed, *args, **images), device, repeats):.1f}"
                 reference = references[batch]
                 rms = reference.pow(2).mean().sqrt().item()
                 diff = (out - reference).abs()
@@ -139,19 +117,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--batch-sizes", default="1,32", help="speed table batch sizes (default 1,32)")
+    ap.add_argument("--batch-sizes", type=harness.int_list, default="1,32", help="speed table batch sizes (default 1,32)")
     ap.add_argument("--dtypes", default="fp16,bf16", help="speed table dtypes (default fp16,bf16)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--tiny", action="store_true", help="tiny networks in the speed table (checks the script on a CPU)")
     ap.add_argument("--seeds", type=int, default=8, help="pictures in the levels table (default 8)")
-    ap.add_argument("--threads", type=int, help="torch.set_num_threads")
+    harness.add_threads_option(ap, help_text="torch.set_num_threads")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    harness.set_threads(args.threads)
     if torch.cuda.is_available():
         print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     levels_table(args.device, args.seeds)
-    speed_table(args.device, [int(b) for b in args.batch_sizes.split(",")], args.dtypes.split(","), args.tiny, args.repeats)
+    speed_table(args.device, args.batch_sizes, args.dtypes.split(","), args.tiny, args.repeats)
     return 0
 
 

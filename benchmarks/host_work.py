@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ import PIL
 import torch
 from PIL import Image
 
+import harness
 from glidecli.diffusion.noise import ImageNoise
 from glidecli.diffusion.samplers import Prediction, sample
 from glidecli.files.images import batch_to_pil
@@ -47,7 +46,7 @@ from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE
 H200_SECONDS_PER_PICTURE = {1: 0.544, 8: 0.295, 32: 0.265, 64: 0.259}
 BASE_SIZE, SIZE = 64, 256
 META = {  # what the engine records in each PNG, about this long
-    "prompt": "a corgi wearing a red hat", "seed": 1000, "index": 0, "size": SIZE,
+    "prompt": harness.PROMPT, "seed": 1000, "index": 0, "size": SIZE,
     "model": "base", "sampler": "dpmpp_2m_sde", "steps": "20", "scale": 3.0, "upsample_model": "upsample",
     "upsample_sampler": "dpmpp_2m", "upsample_steps": "15", "upsample_temp": 0.997,
     "device": "cuda", "dtype": "fp16", "glidecli_version": "0.1.0", "command": "generate",
@@ -69,27 +68,15 @@ def noise_draws(stage, noise_schedule: str) -> int:
     return len(draws)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 BUSY: list[float] = []  # the writer pool's CPU time over its wall time, run by run
 
 
 def timed(function, repeats: int, device: torch.device, busy: bool = False) -> float:
     """Median wall milliseconds of `function()` over `repeats` runs, after one warm-up."""
-    function()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        started, cpu = time.perf_counter(), time.process_time()
-        function()
-        sync(device)
-        times.append((time.perf_counter() - started) * 1000)
-        if busy:
-            BUSY.append((time.process_time() - cpu) * 1000 / times[-1])
-    return statistics.median(times)
+    times, cpu_times = harness.time_calls(function, device, warmups=1, repeats=repeats)
+    if busy:
+        BUSY.extend(cpu / wall for cpu, wall in zip(cpu_times, times))
+    return 1000 * statistics.median(times)
 
 
 def draw_noise(batch: int, base_draws: int, device: torch.device) -> None:
@@ -135,19 +122,34 @@ def write_all(pictures: list[Image.Image], folder: Path, threads: int) -> None:
     assert len(reported) == len(pictures)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def batch_row(batch: int, args: argparse.Namespace, device: torch.device, base_draws: int, work: Path) -> tuple[str, list[int]]:
+    """One batch size's table row, and the sizes of the PNG files it wrote."""
+    images = picture_batch(batch, device)
+    noise = timed(lambda: draw_noise(batch, base_draws, device), args.repeats, device)
+    before = timed(lambda: per_picture_before(images), args.repeats, device)
+    now = timed(lambda: batch_to_pil(images), args.repeats, device)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(per_picture_before(images), batch_to_pil(images)))
+    pictures = batch_to_pil(images)
+    folder = work / f"batch-{batch}"
+    folder.mkdir(exist_ok=True)
+    one = timed(lambda: write_all(pictures, folder, 1), args.repeats, device)
+    pool = timed(lambda: write_all(pictures, folder, args.threads), args.repeats, device, busy=True)
+    sizes = [p.stat().st_size for p in folder.glob("*.png")]
+    total_before, total_now = noise + before + one, noise + now + pool
+    wall = H200_SECONDS_PER_PICTURE.get(batch)
+    share = f"{total_before / batch / 10 / wall:.1f}% -> {total_now / batch / 10 / wall:.1f}%" if wall else "-"
+
+    def cell(ms: float) -> str:
+        return f"{ms:.1f} ms ({ms / batch:.2f}/picture)"
+
+    row = (f"| {batch} | {cell(noise)} | {cell(before)} | {cell(now)} | {cell(one)} | {cell(pool)} "
+           f"| {cell(total_before)} | {cell(total_now)} | {share} |")
+    return row, sizes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-sizes", default="1,8,32,64")
+    parser.add_argument("--batch-sizes", type=harness.int_list, default="1,8,32,64")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=default_threads(), help="the writer's pool (default: min(4, cores))")
@@ -157,49 +159,31 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.torch_threads)
-    batches = [int(b) for b in args.batch_sizes.split(",")]
     base_draws = noise_draws(DEFAULT_BASE, "squaredcos_cap_v2")
     upsample_draws = noise_draws(DEFAULT_UPSAMPLE, "linear")
     work = args.work or Path(tempfile.mkdtemp(prefix="glidecli-host-work-"))
     work.mkdir(parents=True, exist_ok=True)
 
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
+    print(f"machine: {harness.cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start")
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), Pillow {PIL.__version__}, numpy {np.__version__}, "
           f"device {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")
     print(f"noise per picture: base 1 + {base_draws} draws of 3x{BASE_SIZE}x{BASE_SIZE}, upsampler 1 + {upsample_draws} of 3x{SIZE}x{SIZE}; "
           f"PNGs in {work}; median of {args.repeats} runs")
     print()
-    print(f"| batch | noise | to PIL, per picture (before) | to PIL, batch_to_pil | PNGs, 1 thread | PNGs, {args.threads} threads "
-          "| host work before | host work now | share of H200 wall time, before -> now |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    harness.print_header(["batch", "noise", "to PIL, per picture (before)", "to PIL, batch_to_pil", "PNGs, 1 thread",
+                          f"PNGs, {args.threads} threads", "host work before", "host work now",
+                          "share of H200 wall time, before -> now"])
     sizes = []
-    for batch in batches:
-        images = picture_batch(batch, device)
-        noise = timed(lambda: draw_noise(batch, base_draws, device), args.repeats, device)
-        before = timed(lambda: per_picture_before(images), args.repeats, device)
-        now = timed(lambda: batch_to_pil(images), args.repeats, device)
-        assert all(a.tobytes() == b.tobytes() for a, b in zip(per_picture_before(images), batch_to_pil(images)))
-        pictures = batch_to_pil(images)
-        folder = work / f"batch-{batch}"
-        folder.mkdir(exist_ok=True)
-        one = timed(lambda: write_all(pictures, folder, 1), args.repeats, device)
-        pool = timed(lambda: write_all(pictures, folder, args.threads), args.repeats, device, busy=True)
-        sizes += [p.stat().st_size for p in folder.glob("*.png")]
-        total_before, total_now = noise + before + one, noise + now + pool
-        wall = H200_SECONDS_PER_PICTURE.get(batch)
-        share = f"{total_before / batch / 10 / wall:.1f}% -> {total_now / batch / 10 / wall:.1f}%" if wall else "-"
-
-        def cell(ms: float) -> str:
-            return f"{ms:.1f} ms ({ms / batch:.2f}/picture)"
-
-        print(f"| {batch} | {cell(noise)} | {cell(before)} | {cell(now)} | {cell(one)} | {cell(pool)} "
-              f"| {cell(total_before)} | {cell(total_now)} | {share} |", flush=True)
+    for batch in args.batch_sizes:
+        row, written = batch_row(batch, args, device, base_draws, work)
+        sizes += written
+        print(row, flush=True)
     print()
     print(f"PNG files {statistics.mean(sizes) / 1024:.0f} KiB on average. The pool's writes kept {statistics.median(BUSY):.2f} cores "
           f"busy (CPU time over wall time, median; below {args.threads} when other work held the cores). "
           f"Load average {os.getloadavg()[0]:.2f} at the end.")
     print("Share of H200 wall time: host work per picture here over the H200's wall time per picture "
-          + ", ".join(f"{H200_SECONDS_PER_PICTURE[b]} s at batch {b}" for b in batches if b in H200_SECONDS_PER_PICTURE)
+          + ", ".join(f"{H200_SECONDS_PER_PICTURE[b]} s at batch {b}" for b in args.batch_sizes if b in H200_SECONDS_PER_PICTURE)
           + " (pipeline.py, default sampling, fp16, graphs). It counts everything as if it added to the"
           " wall time; in `glide` the PNGs of all batches but the last are written while the next batch samples.")
 

@@ -24,38 +24,16 @@ batch 32 (benchmarks/README.md). This prints:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import harness
 from glidecli.nets.layers import GroupNorm32
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench import build  # noqa: E402  (beside this file: random weights, norms in fp32 as loading keeps them)
-from pipeline import architecture  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
-
-
-def timed(run, device: torch.device, repeats: int) -> float:
-    """Median milliseconds of `run()` after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def block_layers(channels: int, device: torch.device, dtype: torch.dtype, layout) -> nn.Module:
@@ -68,12 +46,12 @@ def norm_rows(channels: int, side: int, batches: list[int], device: torch.device
     """What GroupNorm32's fp32 statistics cost in half precision, and what they change."""
     norm = GroupNorm32(channels).to(device)
     weight, bias = norm.weight.to(dtype), norm.bias.to(dtype)
-    print(f"\n| batch (pictures) | GroupNorm32 ms (fp32 casts) | group_norm in {dtype} ms | ratio | largest difference |")
-    print("|---|---|---|---|---|")
+    print()
+    harness.print_header(["batch (pictures)", "GroupNorm32 ms (fp32 casts)", f"group_norm in {dtype} ms", "ratio", "largest difference"])
     for batch in batches:
         x = torch.randn(2 * batch, channels, side, side, device=device, dtype=dtype)
         direct = lambda: F.group_norm(x, norm.num_groups, weight, bias, norm.eps)  # noqa: E731
-        ours_ms, direct_ms = timed(lambda: norm(x), device, repeats), timed(direct, device, repeats)
+        ours_ms, direct_ms = harness.median_ms(lambda: norm(x), device, repeats), harness.median_ms(direct, device, repeats)
         gap = (norm(x).float() - direct().float()).abs().max().item()
         print(f"| {batch} | {ours_ms:.3f} | {direct_ms:.3f} | {direct_ms / ours_ms:.2f} | {gap:.2e} |", flush=True)
 
@@ -93,15 +71,15 @@ def base_call(model: nn.Module, batch: int, device: torch.device):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", choices=DTYPES, help="default: fp16 on CUDA, fp32 on the CPU")
+    harness.add_dtype_option(ap, None, "default: fp16 on CUDA, fp32 on the CPU")
     ap.add_argument("--batch-sizes", default=None, help="pictures per call (default: 1,32 on CUDA, 1 on the CPU)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls, median (default: 20 CUDA, 3 CPU)")
     ap.add_argument("--tiny", action="store_true", help="a tiny base network (checks the script)")
     args = ap.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
-    batches = [int(b) for b in (args.batch_sizes or ("1,32" if cuda else "1")).split(",")]
+    dtype = harness.DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
+    batches = harness.int_list(args.batch_sizes or ("1,32" if cuda else "1"))
     repeats = args.repeats or (20 if cuda else 3)
 
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
@@ -111,22 +89,22 @@ def main() -> int:
     kept = GroupNorm32(channels).to(device)(probe).is_contiguous(memory_format=torch.channels_last)
     print(f"GroupNorm32 keeps a channels-last input channels-last: {'yes' if kept else 'no (it returns NCHW)'}\n")
 
-    print("| what | batch (pictures) | NCHW ms | NHWC ms | NHWC / NCHW |\n|---|---|---|---|---|")
+    harness.print_header(["what", "batch (pictures)", "NCHW ms", "NHWC ms", "NHWC / NCHW"])
     with torch.no_grad():
         for batch in batches:
             ms = {}
             for label, layout in LAYOUTS.items():
                 layers = block_layers(channels, device, dtype, layout)
                 x = torch.randn(2 * batch, channels, side, side, device=device, dtype=dtype).contiguous(memory_format=layout)
-                ms[label] = timed(lambda: layers(x), device, repeats)
+                ms[label] = harness.median_ms(lambda: layers(x), device, repeats)
             print(f"| GroupNorm32 + SiLU + conv3x3, {channels} ch at {side}x{side} | {batch} | {ms['NCHW']:.3f} | {ms['NHWC']:.3f} |"
                   f" {ms['NHWC'] / ms['NCHW']:.2f} |", flush=True)
-        model = build("base", str(device), dtype, architecture("base", "tiny" if args.tiny else "full"))  # NCHW; converted below
+        model = harness.random_network("base", harness.unet_arch("base", "tiny" if args.tiny else "full"), device, dtype)  # NCHW; converted below
         for batch in batches:
             ms = {}
             for label, layout in LAYOUTS.items():
                 model.to(memory_format=layout)  # 4-d weights only: the convolutions'
-                ms[label] = timed(base_call(model, batch, device), device, repeats)
+                ms[label] = harness.median_ms(base_call(model, batch, device), device, repeats)
             print(f"| base network, guided pair{' (tiny)' if args.tiny else ''} | {batch} | {ms['NCHW']:.2f} | {ms['NHWC']:.2f} |"
                   f" {ms['NHWC'] / ms['NCHW']:.2f} |", flush=True)
         if dtype != torch.float32:

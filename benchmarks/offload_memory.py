@@ -22,6 +22,7 @@ import weakref
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import harness
 from glidecli.nets.checkpoint import build_on_meta, fp32_parameter_names
 from glidecli.nets.prior import ClipText
 from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
@@ -122,13 +123,12 @@ def print_prediction(dtype: torch.dtype = torch.float16) -> dict[str, int]:
     stages = stage_memory(dtype)
     name = str(dtype).removeprefix("torch.")
     print(f"## Predicted peak GPU memory of glide unclip at 256x256, batch 1, {name} (meta-device accounting)\n")
-    print("| stage | weights GB | outside blocks GB | largest block GB | activations of one call GB |")
-    print("|---|---|---|---|---|")
+    harness.print_header(["stage", "weights GB", "outside blocks GB", "largest block GB", "activations of one call GB"])
     for stage, s in stages.items():
         print(f"| {stage} | {s['weights'] / GB:.2f} | {s['loose'] / GB:.3f} | {s['largest_block'] / GB:.3f} | {s['activations'] / GB:.3f} |")
     peaks = predicted_peaks(stages)
-    print("\n| --offload | predicted peak GB | target |")
-    print("|---|---|---|")
+    print()
+    harness.print_header(["--offload", "predicted peak GB", "target"])
     targets = {"none": "-", "model": "<= 5", "sequential": "<= 2"}
     for choice, peak in peaks.items():
         print(f"| {choice} | {peak / GB:.2f} | {targets[choice]} |")
@@ -201,8 +201,7 @@ def measure_offload(manifest_path, device: str, dtype: str, choices=("none", "mo
 
 def print_measured(rows: list[dict], device: str, dtype: str) -> None:
     print(f"\n## Measured: glide unclip, batch 1, {dtype} on {device}\n")
-    print("| --offload | s/picture | vs none | peak allocated GB |")
-    print("|---|---|---|---|")
+    harness.print_header(["--offload", "s/picture", "vs none", "peak allocated GB"])
     base = rows[0]["s_per_picture"]
     for row in rows:
         peak = "-" if row["peak"] is None else f"{row['peak'] / GB:.2f}"

@@ -26,7 +26,6 @@ reference notebook's):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -39,20 +38,16 @@ from pathlib import Path
 
 import torch
 
+import harness
 from glidecli.files.manifest import load_manifest
 from glidecli.files.pngfile import write_png
 from glidecli.files.writer import BackgroundWriter
 from glidecli.render.accel import CompiledNetwork
 from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, REFERENCE_BASE, REFERENCE_UPSAMPLE, Job, Session, Stage, render_generate
+from harness import PROMPT, log
 
-PROMPT = "a corgi wearing a red hat"
 SETTINGS = {"default": (DEFAULT_BASE, DEFAULT_UPSAMPLE), "reference": (REFERENCE_BASE, REFERENCE_UPSAMPLE)}
 SECTIONS = ("in-process", "process", "startup")
-GiB = 2**30
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def out(line: str = "") -> None:
@@ -66,43 +61,6 @@ def arguments(base: Stage, upsample: Stage) -> list[str]:
 
 def calls(base: Stage, upsample: Stage) -> str:
     return f"{len(base.sampler.schedule('squaredcos_cap_v2'))} + {len(upsample.sampler.schedule('linear'))}"
-
-
-# --- the checkpoints ----------------------------------------------------------------------------
-
-
-def architecture(kind: str, scale: str):
-    from glidecli.nets.config import unet_defaults
-
-    arch = unet_defaults(kind)
-    if scale == "tiny":  # same sizes and pipeline, a sliver of the compute
-        arch = dataclasses.replace(arch, model_channels=32, num_res_blocks=1, num_head_channels=32, xf_width=64,
-                                   xf_layers=1, xf_heads=2)
-    return arch
-
-
-def prepare(work: Path, scale: str) -> Path:
-    """Random base and upsampler checkpoints plus a manifest (kept for reuse)."""
-    from glidecli.nets.checkpoint import build_network, random_init_, save_network
-    from glidecli.train.dataset import build_caption_tokenizer
-
-    folder = work if scale == "full" else work / scale
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "weights.toml"
-    if manifest.is_file():
-        return manifest
-    tables = []
-    for kind in ("base", "upsample"):
-        log(f"writing a random {scale}-size {kind} checkpoint to {folder} ...")
-        arch = architecture(kind, scale)
-        save_network(random_init_(build_network(kind, arch), seed=0), folder / f"{kind}.safetensors")
-        changed = {k: v for k, v in dataclasses.asdict(arch).items() if v != dataclasses.asdict(architecture(kind, "full"))[k]}
-        tables.append(f'[models.{kind}]\nkind = "{kind}"\npath = "{kind}.safetensors"\ntokenizer = "bench"\n'
-                      + (f"[models.{kind}.arch]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in changed.items()) if changed else ""))
-    # The prompt's tokens cost nothing measurable; any byte-level BPE will do.
-    build_caption_tokenizer([PROMPT, "a watercolor of a lighthouse"], folder / "tokenizer.json")
-    manifest.write_text("version = 1\n\n" + "\n".join(tables) + '\n[tokenizers.bench]\npath = "tokenizer.json"\n')
-    return manifest
 
 
 # --- in-process rows ----------------------------------------------------------------------------------
@@ -137,15 +95,8 @@ class TimedCalls:
         return seconds
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated() / GiB:.1f} GiB"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB RSS (process)"
+    return f"{harness.peak_memory_gib(device):.1f} GiB" + ("" if device.type == "cuda" else " RSS (process)")
 
 
 def render_once(session: Session, stages, batch: int, seed: int, folder: Path) -> float:
@@ -153,7 +104,7 @@ def render_once(session: Session, stages, batch: int, seed: int, folder: Path) -
     base, upsample = stages
     jobs = [Job(PROMPT, seed + i, i) for i in range(batch)]
     writer = BackgroundWriter()
-    sync(session.device)
+    harness.sync(session.device)
     started = time.perf_counter()
     try:
         for done in render_generate(session, jobs, base, upsample, batch_size=batch):
@@ -161,7 +112,7 @@ def render_once(session: Session, stages, batch: int, seed: int, folder: Path) -
         writer.close()
     finally:
         writer.finish()
-    sync(session.device)
+    harness.sync(session.device)
     return time.perf_counter() - started
 
 
@@ -241,7 +192,7 @@ def process_rows(manifest: Path, args, device: torch.device, setting: str) -> No
             rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20
             peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("GLIDE_BENCH_PEAK")]
             notes = "; ".join(line[6:] for line in done.stderr.splitlines() if line.startswith("note: "))
-            memory = f"{int(peak[0]) / GiB:.1f} GiB GPU, {rss:.1f} GiB RSS" if peak else f"{rss:.1f} GiB RSS"
+            memory = f"{int(peak[0]) / harness.GiB:.1f} GiB GPU, {rss:.1f} GiB RSS" if peak else f"{rss:.1f} GiB RSS"
             out(f"| {setting} | {count} | {'yes' if compiled else 'no'} | {wall:.1f} s | {count / wall:.2f} | {memory} | {notes or '-'} |")
 
 
@@ -289,24 +240,17 @@ def startup_row(manifest: Path, args, device: torch.device) -> None:
 def machine(device: torch.device, dtype: str) -> str:
     line = f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        line += f", GPU {props.name} ({props.total_memory / GiB:.0f} GiB, CUDA {torch.version.cuda})"
+        line += f", GPU {harness.gpu_summary()}"
     if hasattr(os, "getloadavg"):
-        line += ", load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        line += ", load average " + harness.load_average()
     from glidecli.render.session import dtype_name, resolve_dtype
 
     return line + f"; dtype {dtype} = {dtype_name(resolve_dtype(dtype, device))}"
 
 
 def table(title: str, columns: str) -> None:
-    names = columns.split(", ")
     out(f"\n## {title}\n")
-    out("| " + " | ".join(names) + " |")
-    out("|" + "---|" * len(names))
-
-
-def int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+    harness.print_header(columns.split(", "), flush=True)
 
 
 def main() -> int:
@@ -314,21 +258,20 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     ap.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (default auto: fp16 on a GPU, fp32 on the CPU)")
-    ap.add_argument("--batch-sizes", type=int_list, help="in-process batch sizes (default: GPU 1,8,32,64; CPU 1)")
+    ap.add_argument("--batch-sizes", type=harness.int_list, help="in-process batch sizes (default: GPU 1,8,32,64; CPU 1)")
     ap.add_argument("--compile", action="store_true", help="also run the in-process and process rows with --compile")
     ap.add_argument("--compile-only", action="store_true", help="with --compile: only the compiled rows")
-    ap.add_argument("--compile-process-counts", type=int_list, help="-n of the compiled whole-process rows (default: --process-counts)")
-    ap.add_argument("--compile-batch-sizes", type=int_list, help="batch sizes of the compiled in-process rows (default: --batch-sizes)")
-    ap.add_argument("--process-counts", type=int_list, help="-n of the whole-process rows (default: GPU 1,64; CPU 1)")
+    ap.add_argument("--compile-process-counts", type=harness.int_list, help="-n of the compiled whole-process rows (default: --process-counts)")
+    ap.add_argument("--compile-batch-sizes", type=harness.int_list, help="batch sizes of the compiled in-process rows (default: --batch-sizes)")
+    ap.add_argument("--process-counts", type=harness.int_list, help="-n of the whole-process rows (default: GPU 1,64; CPU 1)")
     ap.add_argument("--sections", default=None, help=f"which of {','.join(SECTIONS)} to run (default: all on a GPU; process on the CPU)")
     ap.add_argument("--only", choices=sorted(SETTINGS), action="append", help="sampling settings (repeatable; default: default on a GPU, both on the CPU)")
     ap.add_argument("--scale", choices=("full", "tiny"), default="full", help="network size: full (the real cost) or tiny (checks the script)")
     ap.add_argument("--work", type=Path, help="where the random checkpoints live (default: a folder in the temp dir, kept)")
     ap.add_argument("--prepare-only", action="store_true", help="write the random checkpoints and manifest, then stop")
-    ap.add_argument("--threads", type=int, help="torch threads, here and in the child processes (default: torch's choice)")
+    harness.add_threads_option(ap, help_text="torch threads, here and in the child processes (default: torch's choice)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    harness.set_threads(args.threads)
     args.compile_modes = ([True] if args.compile_only else [False, True]) if args.compile else [False]
 
     from glidecli.render.session import resolve_device
@@ -342,7 +285,7 @@ def main() -> int:
         ap.error(f"unknown sections {', '.join(sorted(unknown))}")
     settings = args.only or (["default"] if gpu else ["default", "reference"])
     args.work = args.work or Path(tempfile.gettempdir()) / "glidecli-pipeline-bench"
-    manifest = prepare(args.work, args.scale)
+    manifest = harness.random_checkpoints(args.work, args.scale)
     if args.prepare_only:
         print(manifest)
         return 0

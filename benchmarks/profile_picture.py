@@ -33,12 +33,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).parent))
-from glidecli.files.manifest import load_manifest  # noqa: E402
-from glidecli.render.engine import Job, Reporter, Session, render_generate  # noqa: E402
-from pipeline import PROMPT, SETTINGS, prepare  # noqa: E402
+import harness
+from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Reporter, Session, render_generate
 
-PACKAGE = str(Path(__file__).resolve().parents[1] / "src")
+PACKAGE = str(harness.REPO_ROOT / "src")
 RUNTIME_CALLS = ("cudaLaunchKernel", "cudaGraphLaunch", "cudaMemcpyAsync", "cudaStreamSynchronize",
                  "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaHostAlloc", "cudaMalloc")
 
@@ -54,9 +52,8 @@ class LoopWatch(Reporter):
 
 
 def batch(session: Session, watch: LoopWatch, size: int, seed: int) -> None:
-    base, upsample = SETTINGS["default"]
-    jobs = [Job(PROMPT, seed + i, i) for i in range(size)]
-    for _ in render_generate(session, jobs, base, upsample, batch_size=size, reporter=watch):
+    jobs = [Job(harness.PROMPT, seed + i, i) for i in range(size)]
+    for _ in render_generate(session, jobs, DEFAULT_BASE, DEFAULT_UPSAMPLE, batch_size=size, reporter=watch):
         pass
 
 
@@ -65,26 +62,9 @@ def our_line(record: warnings.WarningMessage) -> str:
     return f"{Path(record.filename).name}:{record.lineno}" + ("" if record.filename.startswith(PACKAGE) else " (outside glidecli)")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--scale", choices=("full", "tiny"), default="full")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "glidecli-pipeline-bench")
-    ap.add_argument("--rows", type=int, default=15, help="ops listed by host time")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    session = Session(load_manifest(prepare(args.work, args.scale)), device=args.device, dtype=args.dtype, offline=True)
+def profiled_batch(session: Session, watch: LoopWatch, size: int):
+    """Profile one batch: (wall seconds, the profiler's events, waits for the GPU by place)."""
     cuda = session.device.type == "cuda"
-    watch = LoopWatch()
-    batch(session, watch, args.batch_size, 0)  # warm-up: loading, graph capture
-    print(f"# one batch of {args.batch_size} ({args.scale}-size random weights) on {session.device.type}, "
-          f"{session.dtype}, torch {torch.__version__}")
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     syncs: dict[str, collections.Counter] = {"in sampling loops": collections.Counter(), "elsewhere": collections.Counter()}
     with warnings.catch_warnings(record=True) as caught, profile(activities=activities) as prof:
@@ -106,7 +86,7 @@ def main() -> int:
                 original(stage, info)
 
             watch.step = step
-            batch(session, watch, args.batch_size, 1000)
+            batch(session, watch, size, 1000)
             if cuda:
                 torch.cuda.synchronize()
         finally:
@@ -115,24 +95,49 @@ def main() -> int:
         wall = time.perf_counter() - started
     for record in caught[seen:]:
         syncs["elsewhere"][our_line(record)] += 1
+    return wall, prof.key_averages(), syncs
 
-    events = prof.key_averages()
-    print(f"\nwall time {wall:.3f} s ({wall / args.batch_size:.3f} s per picture)")
+
+def print_report(wall: float, events, syncs: dict, size: int, rows: int, cuda: bool) -> None:
+    print(f"\nwall time {wall:.3f} s ({wall / size:.3f} s per picture)")
     if cuda:
         busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
         print(f"GPU busy {busy:.3f} s ({100 * busy / wall:.0f}% of the wall time; idle {100 * (1 - busy / wall):.0f}%)")
-    print("\n| waits for the GPU | where (file:line) | count |\n|---|---|---|")
+    print()
+    harness.print_header(["waits for the GPU", "where (file:line)", "count"])
     for where, counter in syncs.items():
         for line, count in counter.most_common() or [("none", 0)]:
             print(f"| {where} | {line} | {count} |")
     counts = {e.key: e.count for e in events if e.key in RUNTIME_CALLS}
     if counts:
-        print("\n| CUDA runtime call | count | per picture |\n|---|---|---|")
+        print()
+        harness.print_header(["CUDA runtime call", "count", "per picture"])
         for key in RUNTIME_CALLS:
             if key in counts:
-                print(f"| {key} | {counts[key]} | {counts[key] / args.batch_size:.0f} |")
-    print(f"\nops by host (self CPU) time, top {args.rows}:\n")
-    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+                print(f"| {key} | {counts[key]} | {counts[key] / size:.0f} |")
+    print(f"\nops by host (self CPU) time, top {rows}:\n")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--scale", choices=("full", "tiny"), default="full")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "glidecli-pipeline-bench")
+    ap.add_argument("--rows", type=int, default=15, help="ops listed by host time")
+    harness.add_threads_option(ap, help_text="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    harness.set_threads(args.threads)
+
+    session = harness.offline_session(harness.random_checkpoints(args.work, args.scale), args.device, args.dtype)
+    watch = LoopWatch()
+    batch(session, watch, args.batch_size, 0)  # warm-up: loading, graph capture
+    print(f"# one batch of {args.batch_size} ({args.scale}-size random weights) on {session.device.type}, "
+          f"{session.dtype}, torch {torch.__version__}")
+    wall, events, syncs = profiled_batch(session, watch, args.batch_size)
+    print_report(wall, events, syncs, args.batch_size, args.rows, session.device.type == "cuda")
     return 0
 
 

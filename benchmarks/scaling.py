@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import harness
+from harness import REPO_ROOT as ROOT
 
 
 def torchrun(ranks: int, args: list[str]) -> tuple[float, str]:
@@ -55,7 +56,7 @@ def main() -> None:
                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True, capture_output=True)
         for n in counts:
             render = ["generate", "--prompts-file", str(prompts), "-n", str(options.images // 2), "--seed", "1",
-                      "--weights", str(ROOT / "models" / "weights.toml"), "--model", "shapes", "--size", "32",
+                      "--weights", str(harness.MODELS), "--model", "shapes", "--size", "32",
                       "--device", options.device, "--out", str(work / f"render-{n}"), "--json", "-q"]
             seconds, out = torchrun(n, render)
             summary = [json.loads(line)["summary"] for line in out.splitlines() if line.startswith('{"summary"')]
@@ -68,8 +69,8 @@ def main() -> None:
     base = rows[0]
     print(f"{options.images} pictures (shapes, 32x32, 20 steps); training micro, batch {options.train_batch}, {options.train_steps} steps; device {options.device}")
     print()
-    print("| ranks | render images/s (whole command) | render images/s (rank 0's summary) | train images/s (whole command) | speed-up render / train |")
-    print("|---|---|---|---|---|")
+    harness.print_header(["ranks", "render images/s (whole command)", "render images/s (rank 0's summary)", "train images/s (whole command)",
+                          "speed-up render / train"])
     for n, render_rate, inner, train_rate in rows:
         inner_text = f"{inner:.2f}" if inner else "-"
         print(f"| {n} | {render_rate:.2f} | {inner_text} | {train_rate:.1f} | {render_rate / base[1]:.2f}x / {train_rate / base[3]:.2f}x |")

@@ -28,22 +28,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-MODELS = HERE.parent / "models" / "weights.toml"
+import harness
+from harness import log
+
 PROMPT = "a red circle on a blue background"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def manifest_and_models(args) -> tuple[Path, dict[str, str]]:
     if args.models == "shapes":
-        return MODELS, {"model": "shapes", "upsample-model": "shapes-upsample"}
-    sys.path.insert(0, str(HERE))
-    from pipeline import prepare  # full-size random base and upsampler checkpoints, written once
-
-    return prepare(args.work, "full"), {"model": "base", "upsample-model": "upsample"}
+        return harness.MODELS, {"model": "shapes", "upsample-model": "shapes-upsample"}
+    # full-size random base and upsampler checkpoints, written once
+    return harness.random_checkpoints(args.work, "full"), {"model": "base", "upsample-model": "upsample"}
 
 
 def options(args, models: dict[str, str]) -> dict[str, str]:
@@ -132,16 +127,15 @@ def main() -> int:
     same = len(served) == len(made) and all(a.read_bytes() == b.read_bytes() for a, b in zip(served, made))
     print(f"\n{args.n} one-picture requests, {args.models} models, {platform.processor() or platform.machine()} {args.device}, "
           f"settings {json.dumps(chosen)}; pictures byte-identical: {'yes' if same else 'NO'}\n")
-    print("| way | seconds for all | seconds per picture | speed-up |")
-    print("|---|---|---|---|")
+    harness.print_header(["way", "seconds for all", "seconds per picture", "speed-up"])
     total_server, total_cli = sum(walls), sum(processes)
     print(f"| {args.n} separate `glide generate` processes | {total_cli:.2f} | {total_cli / args.n:.3f} | 1.0x |")
     print(f"| warm `glide serve`, {args.n} requests | {total_server:.2f} | {total_server / args.n:.3f} | {total_cli / total_server:.1f}x |")
     print(f"| (its first request, loading the models) | {first:.2f} | | |")
     render, wall, write = statistics.mean(renders), statistics.mean(walls), statistics.mean(writes)
     overhead = wall - render
-    print("\n| per warm request | ms |")
-    print("|---|---|")
+    print()
+    harness.print_header(["per warm request", "ms"])
     print(f"| wall time seen by the client | {wall * 1000:.1f} |")
     print(f"| render (sampling, in the job) | {render * 1000:.1f} |")
     print(f"| server overhead (HTTP, queue, events, PNG) | {overhead * 1000:.1f} ({100 * overhead / render:.1f}% of the render) |")

@@ -39,22 +39,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
-import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402  (bench.py beside this file)
-from glidecli.nets.checkpoint import build_network, fp32_parameter_names, random_init_  # noqa: E402
-from glidecli.nets.clip_vit import clip_text, image_embedding  # noqa: E402
-from glidecli.nets.prior import ClipText  # noqa: E402
-from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config  # noqa: E402
-from glidecli.render.accel import CudaGraphs, GraphedNetwork  # noqa: E402
-from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR  # noqa: E402
+import bench
+import harness
+import offload_memory
+from glidecli.nets.clip_vit import clip_text, image_embedding
+from glidecli.nets.prior import ClipText
+from glidecli.nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
+from glidecli.render.accel import CudaGraphs, GraphedNetwork
+from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR
 
 UNCLIP_STAGES = ("clip-text", "clip-image", "prior", "decoder", "sr")
 GLIDE_STAGES = ("glide-base", "glide-upsample")
@@ -70,15 +68,6 @@ STEPS = {
 KIND = {"clip-text": "openclip", "clip-image": "openclip", "prior": "unclip-prior", "decoder": "unclip-decoder", "sr": "unclip-sr"}
 GUIDED = {"prior", "decoder", "clip-text", "glide-base"}  # one call on 2B
 GRAPHED = ("prior", "decoder", "sr")  # the stages `--graphs` also replays
-
-
-class RerunBackend:
-    """The CPU's stand-in for CUDA graph capture: replay re-runs the call on the static
-    buffers, so the wrapper's inputs are checked; the time is eager execution's."""
-
-    def capture(self, run):
-        output = run()
-        return (lambda: output.copy_(run())), output
 
 
 def configs(reduced: bool, tiny: bool = False) -> dict:
@@ -103,16 +92,11 @@ def configs(reduced: bool, tiny: bool = False) -> dict:
 
 
 def build(kind: str, cfg, device: str, dtype: torch.dtype) -> torch.nn.Module:
-    with torch.device(device):
-        model = build_network(kind, cfg)
-    if device != "meta":
-        random_init_(model, seed=0)
-    keep = set() if kind == "openclip" else fp32_parameter_names(model)
-    for name, param in model.named_parameters():
-        param.data = param.data.to(torch.float32 if name in keep else dtype)
+    """A random-weight network; the CLIP ViT keeps no norms in fp32 and gets its causal text mask."""
+    model = harness.random_network(kind, cfg, device, dtype, fp32_norms=kind != "openclip")
     if kind == "openclip":
         model.attn_mask = torch.full((77, 77), float("-inf"), device=device).triu_(1)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def make_step(stage: str, net: torch.nn.Module, batch: int, device: str, graphs=None):
@@ -190,10 +174,10 @@ def full_size_flops() -> list[tuple[str, float, int]]:
 def measure(stage: str, device: str, dtype: torch.dtype, batches, size: str, repeats: int, peak: float, graphs: bool = False) -> list[dict]:
     """Rows of one stage per batch size: the eager call, and with `graphs` (prior, decoder,
     SR) the same call through GraphedNetwork with its largest difference from eager."""
-    bench.log(f"[{device}] building {stage} ...")
+    harness.log(f"[{device}] building {stage} ...")
     backend = None
     if graphs and stage in GRAPHED:
-        backend = CudaGraphs() if device == "cuda" else RerunBackend()  # one pool per stage, as a session has
+        backend = CudaGraphs() if device == "cuda" else harness.ReplayingBackend()  # one pool per stage, as a session has
     if stage in GLIDE_STAGES:
         kind = stage.split("-", 1)[1]
         nets = bench.build_stage(kind, device, dtype)
@@ -217,7 +201,7 @@ def measure(stage: str, device: str, dtype: torch.dtype, batches, size: str, rep
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             warmups = 2 if device == "cuda" else int(index == 0 or how != "eager")  # a graph's first call captures it
-            times, _ = bench.time_calls(step, device, warmups, repeats, 30.0 if device == "cpu" else float("inf"))
+            times, _ = harness.time_calls(step, device, warmups, repeats, 30.0 if device == "cpu" else float("inf"))
             med = statistics.median(times)
             diff = None
             if how != "eager":
@@ -225,38 +209,33 @@ def measure(stage: str, device: str, dtype: torch.dtype, batches, size: str, rep
                     diff = (step().float() - eager().float()).abs().max().item()
             rows.append(dict(stage=stage, call=how, batch=batch, med=med, gflop=flops / 1e9, rate=flops / med / 1e9,
                              share=flops / med / 1e9 / peak, steps=STEPS[stage], s_img=STEPS[stage] * med / batch,
-                             mem=bench.memory_gib(device), size="full" if stage in GLIDE_STAGES else size, diff=diff))
-            bench.log(f"[{device}] {stage} {how} B={batch}: {med:.4f} s/call, {flops / med / 1e9:.0f} GFLOP/s")
+                             mem=harness.peak_memory_gib(device), size="full" if stage in GLIDE_STAGES else size, diff=diff))
+            harness.log(f"[{device}] {stage} {how} B={batch}: {med:.4f} s/call, {flops / med / 1e9:.0f} GFLOP/s")
     if device == "cuda":
         torch.cuda.empty_cache()
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--dtype", default="fp32", choices=bench.DTYPES)
-    ap.add_argument("--batch-sizes", default="1", help="images per batch, comma-separated (default 1)")
+    harness.add_dtype_option(ap, "fp32")
+    ap.add_argument("--batch-sizes", type=harness.int_list, default="1", help="images per batch, comma-separated (default 1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reduced", action="store_true", help="time reduced-width unCLIP networks (GLIDE's stay full size)")
     ap.add_argument("--tiny", action="store_true", help="time tiny unCLIP networks: a quick check of the script on a CPU")
     ap.add_argument("--graphs", action="store_true", help="also time the prior, decoder and SR calls replayed as CUDA graphs")
     ap.add_argument("--stages", default=",".join(UNCLIP_STAGES + GLIDE_STAGES))
     ap.add_argument("--flops-only", action="store_true", help="only the full-size FLOP table (meta device)")
-    ap.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (1 is steadiest on a shared machine)")
+    harness.add_threads_option(ap, help_text="torch.set_num_threads for CPU runs (1 is steadiest on a shared machine)")
     ap.add_argument("--memory", action="store_true", help="peak memory per --offload choice: predicted, and measured on a GPU")
     ap.add_argument("--weights-dir", default="/tmp/glidecli-karlo-random", help="where --memory writes its random weights")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    began = time.perf_counter()
-    if args.memory:
-        memory(args)
-        return
+    return ap.parse_args()
 
+
+def print_flops_table() -> None:
     print("## Full size: GFLOP per image per call (meta device)\n")
-    print("| stage | GFLOP/image/call | calls/image | GFLOP/image |")
-    print("|---|---|---|---|")
+    harness.print_header(["stage", "GFLOP/image/call", "calls/image", "GFLOP/image"])
     totals = {"unclip": 0.0, "glide": 0.0}
     for stage, gflop, calls in full_size_flops():
         print(f"| {stage} | {gflop:.1f} | {calls} | {gflop * calls:.0f} |")
@@ -264,24 +243,21 @@ def main() -> None:
             totals["glide" if stage.startswith("glide") else "unclip"] += gflop * calls
     print(f"\n# per 256x256 image: glide unclip {totals['unclip']:.0f} GFLOP (CLIP text, prior, decoder, SR), "
           f"glide generate {totals['glide']:.0f} GFLOP (base, upsampler); the guided stages count both halves.")
-    if args.flops_only:
-        return
 
-    dtype = bench.DTYPES[args.dtype]
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    header = bench.machine_description([args.device])
-    peak = bench.matmul_peak(args.device, dtype, 3 if args.device == "cpu" else 10)
+
+def print_times_table(args: argparse.Namespace, began: float) -> None:
+    dtype = harness.DTYPES[args.dtype]
+    header = harness.machine_description([args.device])
+    peak = harness.matmul_peak(args.device, dtype, 3 if args.device == "cpu" else 10)
     header.append(f"{args.device} {args.dtype} matmul peak: {peak:.0f} GFLOP/s")
     size = "tiny" if args.tiny else "reduced" if args.reduced else "full"
     rows = []
     for stage in args.stages.split(","):
-        rows += measure(stage, args.device, dtype, batches, size, args.repeats, peak, args.graphs)
+        rows += measure(stage, args.device, dtype, args.batch_sizes, size, args.repeats, peak, args.graphs)
     print()
     print("\n".join("# " + line for line in header))
-    cols = ["stage", "size", "call", "images/batch", "s/call", "GFLOP/call", "GFLOP/s", "% of peak", "calls/image", "s/image",
-            "peak mem GiB", "max |graph - eager|"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
+    harness.print_header(["stage", "size", "call", "images/batch", "s/call", "GFLOP/call", "GFLOP/s", "% of peak", "calls/image",
+                          "s/image", "peak mem GiB", "max |graph - eager|"])
     for r in rows:
         diff = "-" if r["diff"] is None else f"{r['diff']:.3g}"
         print(f"| {r['stage']} | {r['size']} | {r['call']} | {r['batch']} | {r['med']:.4g} | {r['gflop']:.1f} | {r['rate']:.0f} "
@@ -290,13 +266,23 @@ def main() -> None:
           f" Total {time.perf_counter() - began:.0f} s.")
 
 
-def memory(args) -> None:
-    import offload_memory
+def main() -> None:
+    args = parse_args()
+    harness.set_threads(args.threads)
+    began = time.perf_counter()
+    if args.memory:
+        memory(args)
+        return
+    print_flops_table()
+    if not args.flops_only:
+        print_times_table(args, began)
 
+
+def memory(args) -> None:
     offload_memory.print_prediction(torch.float16)
     if args.device == "cuda" or args.tiny:
         size = "tiny" if args.tiny else "full"
-        weights = offload_memory.write_random_unclip(f"{args.weights_dir}-{size}", configs(False, tiny=args.tiny), bench.DTYPES[args.dtype])
+        weights = offload_memory.write_random_unclip(f"{args.weights_dir}-{size}", configs(False, tiny=args.tiny), harness.DTYPES[args.dtype])
         rows = offload_memory.measure_offload(weights, args.device, args.dtype)
         offload_memory.print_measured(rows, args.device, args.dtype)
     else:

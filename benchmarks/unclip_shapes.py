@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import harness
 from glidecli.files.manifest import load_manifest
 from glidecli.nets.tokenizer import ClipTokenizer
 from glidecli.render.engine import Job, Session, Stage, render_generate
@@ -34,14 +35,9 @@ from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, BlendJob, Cli
 from glidecli.train.clip_recipe import top1_retrieval
 from glidecli.train.dataset import EVAL_SCENES, draw_scene, scan_dataset, scene_colours, shape_caption, write_shapes
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
 PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)
 DECODER = Stage("shapes-decoder", DEFAULT_DECODER.sampler, scale=3.0)
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.float64)
 
 
 def object_mask(picture: np.ndarray) -> np.ndarray:
@@ -66,7 +62,7 @@ def colour_counts(jobs: list[Job], rendered, seeds: int) -> dict[str, int]:
     with torch.no_grad():
         for job, done in zip(jobs, rendered):
             scene = EVAL_SCENES[job.index // seeds]
-            found = scene_colours(pixels(done.image))
+            found = scene_colours(harness.rgb_pixels(done.image))
             hits = (found[0] == scene[0]) + (found[1] == scene[2])
             both += hits == 2
             colours += hits
@@ -89,11 +85,11 @@ def vary_counts(session: Session, seeds: int, folder: Path) -> dict[str, float]:
     for k, scene in enumerate(EVAL_SCENES):
         source = folder / f"scene-{k}.png"
         draw_scene(scene[0], scene[1], scene[2], 32).save(source)
-        reference = object_mask(pixels(Image.open(source)))
+        reference = object_mask(harness.rgb_pixels(Image.open(source)))
         jobs = [Job("", seed, i) for i, seed in enumerate(range(seeds))]
         with torch.no_grad():
             for done in render_vary(session, jobs, source, DECODER, None, clip=CLIP, batch_size=8):
-                picture = pixels(done.image)
+                picture = harness.rgb_pixels(done.image)
                 kept += scene_colours(picture) == (scene[0], scene[2])
                 mask = object_mask(picture)
                 shape += (mask & reference).sum() / max(1, (mask | reference).sum()) > 0.5
@@ -114,7 +110,7 @@ def blend_counts(session: Session, folder: Path, frames: int = 5, pairs: int = 4
         row = []
         with torch.no_grad():
             for done in render_blend(session, jobs, paths[0], paths[1], DECODER, None, clip=CLIP, batch_size=frames):
-                found = scene_colours(pixels(done.image))
+                found = scene_colours(harness.rgb_pixels(done.image))
                 row.append("A" if found == (a[0], a[2]) else "B" if found == (b[0], b[2]) else "-")
         rows.append(row)
     return rows
@@ -134,11 +130,11 @@ def clip_retrieval(manifest, folder: Path) -> tuple[float, float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", default=str(ROOT / "models" / "weights.toml"))
+    ap.add_argument("--weights", default=str(harness.MODELS))
     ap.add_argument("--seeds", type=int, default=16)
     args = ap.parse_args()
     manifest = load_manifest(args.weights)
-    session = Session(manifest, device="cpu", dtype="fp32", offline=True)
+    session = harness.offline_session(args.weights)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -148,8 +144,7 @@ def main() -> None:
         blends = blend_counts(session, folder)
         accuracy, chance, captions = clip_retrieval(manifest, folder)
     print(f"## The shapes unCLIP ({args.weights}), {args.seeds} seeds per prompt, CPU fp32\n")
-    print("| pictures of the 8 prompts | both colours right | colours right |")
-    print("|---|---|---|")
+    harness.print_header(["pictures of the 8 prompts", "both colours right", "colours right"])
     for name, c in (("glide unclip (shapes-prior + shapes-decoder)", unclip), ("glide generate (GLIDE's shapes)", glide)):
         print(f"| {name} | {c['both']} / {c['pictures']} | {c['colours']} / {2 * c['pictures']} |")
     print(f"\nvary: {vary['colours_kept']} / {vary['pictures']} keep both colours, {vary['shape_kept']} / {vary['pictures']} the object's area (IoU > 0.5)")
