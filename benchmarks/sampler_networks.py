@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 import harness
-from glidecli.diffusion.samplers import denoiser_from_model, sample, timesteps_for
+from glidecli.diffusion.samplers import denoiser_from_model, sample
 from glidecli.diffusion.schedule import Schedule, betas_for
+from glidecli.diffusion.solver_steps import timesteps_for
 from harness import log
 from sampler_variants import (
     DDIM,

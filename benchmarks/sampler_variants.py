@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from glidecli.diffusion.samplers import timesteps_for
 from glidecli.diffusion.schedule import Schedule, space_timesteps
+from glidecli.diffusion.solver_steps import timesteps_for
 
 LEVEL = 1 / 127.5  # one 8-bit level on the [-1, 1] scale
 COSINE, LINEAR = "squaredcos_cap_v2", "linear"

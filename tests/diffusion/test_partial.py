@@ -20,8 +20,9 @@ import torch
 
 from glidecli.diffusion.noise import ImageNoise
 from glidecli.diffusion.partial import check_strength, partial_timesteps, start_timestep
-from glidecli.diffusion.samplers import SAMPLERS, Prediction, needs_noise, sample, timesteps_for
+from glidecli.diffusion.samplers import SAMPLERS, Prediction, needs_noise, sample
 from glidecli.diffusion.schedule import Schedule, betas_for
+from glidecli.diffusion.solver_steps import timesteps_for
 
 NAME = "squaredcos_cap_v2"
 SPECS = {

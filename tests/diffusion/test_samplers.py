@@ -19,7 +19,6 @@ import torch
 from glidecli.diffusion.noise import MAX_SEED, ImageNoise
 from glidecli.diffusion.samplers import (
     SAMPLERS,
-    SOLVERS,
     Prediction,
     StepInfo,
     denoiser_from_model,
@@ -29,10 +28,10 @@ from glidecli.diffusion.samplers import (
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
-    solver_timesteps,
-    timesteps_for,
 )
 from glidecli.diffusion.schedule import Schedule, betas_for, space_timesteps
+from glidecli.diffusion.solver_steps import solver_timesteps, timesteps_for
+from glidecli.diffusion.vocabulary import SOLVERS
 from helpers.paths import SHARED
 
 VECTORS = SHARED / "glide" / "diffusion-vectors.json"

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
-from .samplers import solver_spec, solver_timesteps, timesteps_for
 from .schedule import space_timesteps
+from .solver_steps import solver_spec, solver_timesteps, timesteps_for
 
 
 def check_strength(strength: float, option: str = "strength") -> float:
