@@ -46,13 +46,15 @@ class RequestError(ValueError):
 @dataclass(frozen=True)
 class Option:
     """One option: `flags` as the CLI spells them (the first long one names it in messages; without
-    dashes they are its names in JSON), `kind` one of int, float, str, bool, batch (auto|N)
-    or picture (a file path on the CLI, an upload over HTTP; positional when it has no flags)."""
+    dashes they are its names in JSON), `kind` one of int, float, str, bool, batch (auto|N),
+    picture (a file path on the CLI, an upload over HTTP; positional when it has no flags) or
+    path (a file or folder of the machine that runs the command: glide train's). `panel` None:
+    the CLI's plain Options (or Arguments) panel."""
 
     flags: tuple[str, ...]
     kind: str
     help: str
-    panel: str = SAMPLING
+    panel: str | None = SAMPLING
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
@@ -60,6 +62,7 @@ class Option:
     metavar: str | None = None
     show_default: bool = True
     name: str = field(default="", compare=False)  # the positional's name in JSON (pictures)
+    envvar: str | None = None  # the CLI reads the value from this environment variable when the flag is not given
 
     @property
     def flag(self) -> str:
@@ -100,6 +103,8 @@ def convert(option: Option, raw: Any) -> Any:
         return raw
     if kind == "picture":
         return Path(raw)  # the CLI's argument; the server puts only paths of its own here
+    if kind == "path":
+        return Path(raw)
     if kind == "prompts":
         prompts = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else None
         if prompts is None or not all(isinstance(p, str) for p in prompts):
