@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .kinds import UNET_KINDS, ModelKind
 
-PREDICTIONS = ("eps", "v")  # what a U-Net's first output channels predict
+PredictionName = Literal["eps", "v"]  # what a U-Net's first output channels predict
+PREDICTIONS: tuple[PredictionName, ...] = get_args(PredictionName)
 
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 

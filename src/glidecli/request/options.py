@@ -54,18 +54,19 @@ class ValueType(StrEnum):
     BATCH = "batch"  # auto or a positive whole number
     PICTURE = "picture"  # a file path on the CLI, an upload over HTTP
     PROMPTS = "prompts"  # one prompt or several
+    PATH = "path"  # a file or folder of the machine that runs the command (glide train's)
 
 
 @dataclass(frozen=True)
 class Option:
     """One option: `flags` as the CLI spells them (the first long one names it in messages; without
     dashes they are its names in JSON) and the type of its value (a picture without flags is
-    positional on the CLI)."""
+    positional on the CLI). `panel` None: the CLI's plain Options (or Arguments) panel."""
 
     flags: tuple[str, ...]
     value_type: ValueType
     help: str
-    panel: str = SAMPLING
+    panel: str | None = SAMPLING
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
@@ -73,6 +74,7 @@ class Option:
     metavar: str | None = None
     show_default: bool = True
     name: str = field(default="", compare=False)  # the positional's name in JSON (pictures)
+    envvar: str | None = None  # the CLI reads the value from this environment variable when the flag is not given
 
     @property
     def flag(self) -> str:
@@ -113,6 +115,8 @@ def convert(option: Option, raw: Any) -> Any:
         return raw
     if kind == ValueType.PICTURE:
         return Path(raw)  # the CLI's argument; the server puts only paths of its own here
+    if kind == ValueType.PATH:
+        return Path(raw)
     if kind == ValueType.PROMPTS:
         prompts = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else None
         if prompts is None or not all(isinstance(p, str) for p in prompts):

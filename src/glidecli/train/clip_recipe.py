@@ -30,15 +30,14 @@ from .recipe import LossTerms
 from .run_manifest import made_entry, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, network_from_weights, write_json
+from .vocabulary import DEFAULT_PRESET, PresetName
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
-
-CLIP_KIND = "clip"  # what `--kind` says; the exported entry's kind is "openclip"
 
 # Fresh CLIPs by size: the image tower's side and patch, widths, depths and the shared
 # embedding. open_clip's BPE vocabulary (49,408 tokens) is fixed, so the token embedding is
 # most of a small model's parameters.
-CLIP_PRESETS: dict[str, dict[str, Any]] = {
+CLIP_PRESETS: dict[PresetName, dict[str, Any]] = {
     "micro": dict(image_size=32, patch_size=8, vision_width=64, vision_layers=2, vision_head_width=32,
                   text_ctx=24, text_width=64, text_heads=2, text_layers=2, embed_dim=64),
     "tiny": dict(image_size=32, patch_size=4, vision_width=128, vision_layers=4, vision_head_width=32,
@@ -142,7 +141,7 @@ class ClipRecipe:
     def image_size(self, trainer: Any, state: dict | None, entry) -> int:
         if state is not None:
             return int(state["arch"]["image_size"])
-        return int(trainer.source.arch_changes.get("image_size", CLIP_PRESETS.get(trainer.source.preset or "tiny", {}).get("image_size", 32)))
+        return int(trainer.source.arch_changes.get("image_size", CLIP_PRESETS.get(trainer.source.preset or DEFAULT_PRESET, {}).get("image_size", 32)))
 
     def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[OpenClipConfig, nn.Module]:
         from ..nets.checkpoint import build_network
@@ -152,7 +151,7 @@ class ClipRecipe:
             with torch.device("meta"):
                 model = build_network(ModelKind.OPENCLIP, cfg)
         else:
-            cfg = clip_preset(trainer.source.preset or "tiny", **trainer.source.arch_changes)
+            cfg = clip_preset(trainer.source.preset or DEFAULT_PRESET, **trainer.source.arch_changes)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(trainer.hyper.seed)  # open_clip initializes from the global generator
                 model = build_network(ModelKind.OPENCLIP, cfg)

@@ -52,22 +52,13 @@ from torch import Tensor, nn
 from .. import __version__
 from ..files.manifest import Manifest
 from ..nets.checkpoint import check_state_dict, read_safetensors, save_network
-from ..nets.kinds import ModelKind
 from ..render.shard import Ranks, peer_failure
-from .clip_recipe import CLIP_KIND, ClipRecipe
+from .clip_recipe import ClipRecipe
 from .data import derived_generator
 from .dataset import default_mode, make_folder, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .recipe import GlideRecipe
-from .settings import (
-    AMP_DTYPES,
-    SAVE_DTYPES,
-    Hyper,
-    ModelSource,
-    RunPlan,
-    ema_decay,
-    learning_rate,
-)
+from .settings import Hyper, ModelSource, RunPlan, ema_decay, learning_rate
 from .start import (
     TrainingError,
     check_fresh_folder,
@@ -86,11 +77,15 @@ from .state import (
     write_checkpoint,
 )
 from .unclip_recipes import DecoderRecipe, PriorRecipe
+from .vocabulary import MixedPrecision, SaveDtypeName, TrainKind
+
+AMP_DTYPES: dict[MixedPrecision, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SAVE_DTYPES: dict[SaveDtypeName, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def recipe_for(kind: str):
     """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or decoder."""
-    recipes = {CLIP_KIND: ClipRecipe, ModelKind.UNCLIP_PRIOR: PriorRecipe, ModelKind.UNCLIP_DECODER: DecoderRecipe}
+    recipes = {TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe}
     return recipes.get(kind, GlideRecipe)()
 
 

@@ -2,7 +2,8 @@
 use, the learning-rate and EMA schedules), what to train (ModelSource, the size presets of
 fresh networks) and how the run proceeds (RunPlan).
 
-Both the loop (loop.py) and the batch maker (data.py) read them, so they live apart from both.
+Both the loop (loop.py) and the batch maker (data.py) read them, so they live apart from both;
+torch-free, so that `glide train`'s request (request/train.py) checks them before torch loads.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from ..nets.config import UNetConfig, unet_defaults
-from ..nets.kinds import ModelKind
-
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from ..nets.kinds import UNET_KINDS, ModelKind
+from .vocabulary import MIXED_PRECISIONS, MixedPrecision, PresetName, SaveDtypeName
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class Hyper:
     grad_clip: float = 1.0
     caption_dropout: float = 0.2
     crop_min: float = 0.8  # random crops keep 80..100% of the picture's short side
-    amp: str = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16
+    amp: MixedPrecision = "fp32"  # autocast dtype: fp32 (off), bf16 or fp16
     min_snr: float = 0.0  # Min-SNR-gamma weighting of the MSE (losses.py); 0: GLIDE's plain loss
     noisy_share: float = 0.0  # share of examples with t in the noisiest 15% (data.noisy_start)
 
@@ -59,18 +56,16 @@ class Hyper:
             raise ValueError(f"noisy share must be in [0, 1], got {self.noisy_share}")
         if self.min_snr < 0:
             raise ValueError(f"min-SNR gamma must not be negative, got {self.min_snr}")
-        if self.amp not in AMP_DTYPES:
+        if self.amp not in MIXED_PRECISIONS:
             raise ValueError(f"unknown mixed-precision dtype {self.amp!r}; choose fp32, bf16 or fp16")
 
 
 # --- what to train and how ------------------------------------------------------------------
 
-TRAINABLE_KINDS = (ModelKind.BASE, ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT)
-
 # Fresh networks by size. Upsamplers see 4x-smaller pictures as their low-resolution input;
 # inpainting variants take the sizes of their base or upsample kind.
 _TEXT_SMALL = dict(text_ctx=16, xf_width=64, xf_layers=2, xf_heads=4)
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+PRESETS: dict[str, dict[PresetName, dict[str, Any]]] = {
     ModelKind.BASE: {
         "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
                       num_head_channels=32, dropout=0.0, text_ctx=8, xf_width=32, xf_layers=1, xf_heads=2),
@@ -103,7 +98,7 @@ class RunPlan:
     keep_checkpoints: int = 2
     log_every: int = 50
     grad_checkpointing: bool = False
-    save_dtype: str | None = None  # None: the resumed run's, else fp32
+    save_dtype: SaveDtypeName | None = None  # None: the resumed run's, else fp32
 
 
 @dataclass
@@ -113,15 +108,15 @@ class ModelSource:
     name: str  # the trained model's name (its file name and manifest entry)
     kind: str = ModelKind.BASE
     entry: str | None = None  # manifest entry to fine-tune
-    preset: str | None = None  # size preset of a fresh network
+    preset: PresetName | None = None  # size preset of a fresh network
     arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
     tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
     clip: str | None = None  # unCLIP's prior and decoder: the CLIP entry they learn from
 
 
 def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:
-    if kind not in TRAINABLE_KINDS:
-        raise ValueError(f"cannot train {kind!r} models; choose one of {', '.join(TRAINABLE_KINDS)}")
+    if kind not in UNET_KINDS:
+        raise ValueError(f"cannot train {kind!r} models; choose one of {', '.join(UNET_KINDS)}")
     sizes = PRESETS[kind.removesuffix("-inpaint")]
     if preset not in sizes:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(sizes)}")

@@ -18,13 +18,14 @@ import torch
 from ..files.manifest import Manifest, ModelEntry
 from ..nets.checkpoint import build_network, load_network
 from ..nets.config import UNetConfig, unet_defaults
-from ..nets.kinds import ModelKind
+from ..nets.kinds import UNET_KINDS, ModelKind
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from ..render.shard import Ranks
 from .dataset import Dataset, build_caption_tokenizer
-from .settings import PRESETS, TRAINABLE_KINDS, Hyper, ModelSource, preset_config
+from .settings import PRESETS, Hyper, ModelSource, preset_config
 from .state import RESUMABLE_VERSIONS, STATE_VERSION, init_fresh_, inpainting_weights, network_from_weights
+from .vocabulary import DEFAULT_PRESET
 
 
 class TrainingError(Exception):
@@ -47,8 +48,8 @@ def check_fresh_folder(out: Path, existing: list[tuple[int, Path]], name: str) -
 
 
 def check_kind_and_dtype(source: ModelSource, hyper: Hyper, device: torch.device) -> None:
-    if source.kind not in TRAINABLE_KINDS:
-        raise TrainingError(f"training {source.kind} models is not supported; train one of {', '.join(TRAINABLE_KINDS)}")
+    if source.kind not in UNET_KINDS:
+        raise TrainingError(f"training {source.kind} models is not supported; train one of {', '.join(UNET_KINDS)}")
     if hyper.amp == "fp16" and device.type == "cpu":
         raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
 
@@ -125,8 +126,8 @@ def run_image_size(source: ModelSource, state: dict | None, entry) -> int:
         return int(state["arch"]["image_size"])
     if entry is not None:
         return entry.arch.image_size
-    preset = PRESETS.get(source.kind.removesuffix("-inpaint"), {}).get(source.preset or "tiny")
-    default = unet_defaults(source.kind if source.kind in TRAINABLE_KINDS else ModelKind.BASE).image_size
+    preset = PRESETS.get(source.kind.removesuffix("-inpaint"), {}).get(source.preset or DEFAULT_PRESET)
+    default = unet_defaults(source.kind if source.kind in UNET_KINDS else ModelKind.BASE).image_size
     return int(source.arch_changes.get("image_size", (preset or {}).get("image_size", default)))
 
 
@@ -158,7 +159,7 @@ def prepare_model(
         build_caption_tokenizer([e.caption for e in dataset.examples], tokenizer_path, source.tokenizer_vocab)
     vocab = GlideTokenizer.from_file(tokenizer_path).max_token + 1
     try:
-        cfg = preset_config(source.kind, source.preset or "tiny", n_vocab=vocab, **source.arch_changes)
+        cfg = preset_config(source.kind, source.preset or DEFAULT_PRESET, n_vocab=vocab, **source.arch_changes)
     except (TypeError, ValueError) as error:
         raise TrainingError(f"invalid model settings: {' '.join(str(error).split())}") from None
     return cfg, init_fresh_(build_network(source.kind, cfg), seed)

@@ -41,19 +41,19 @@ from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_from_weights, save_tensors, write_json
+from .vocabulary import DEFAULT_PRESET, PresetName
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
-UNCLIP_TRAIN_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER)
 IMAGE_DROPOUT = 0.1  # decoder: share of examples without their image embedding (the paper's)
 USED = "used-models.toml"  # the entries a run reads, kept in its folder for --resume
 
-PRIOR_PRESETS = {
+PRIOR_PRESETS: dict[PresetName, dict[str, Any]] = {
     "micro": dict(xf_width=128, xf_layers=2, xf_heads=4),
     "tiny": dict(xf_width=256, xf_layers=4, xf_heads=4),
     "small": dict(xf_width=512, xf_layers=6, xf_heads=8),
 }
-DECODER_PRESETS = {
+DECODER_PRESETS: dict[PresetName, dict[str, Any]] = {
     "micro": dict(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
                   num_head_channels=32, xf_width=64, dropout=0.0),
     "tiny": dict(image_size=32, model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2), attention_resolutions=(16, 8),
@@ -63,10 +63,10 @@ DECODER_PRESETS = {
 }
 
 
-def _preset(presets: dict, preset: str | None, kind: str) -> dict:
-    if (preset or "tiny") not in presets:
+def _preset(presets: dict[PresetName, dict[str, Any]], preset: PresetName | None, kind: str) -> dict[str, Any]:
+    if (preset or DEFAULT_PRESET) not in presets:
         raise TrainingError(f"unknown preset {preset!r} for an {kind}; choose one of {', '.join(presets)}")
-    return presets[preset or "tiny"]
+    return presets[preset or DEFAULT_PRESET]
 
 
 def _config(make, values: dict, changes: dict, kind: str):
@@ -245,7 +245,7 @@ class DecoderRecipe(_UnclipRecipe):
     def image_size(self, trainer: Any, state, entry) -> int:
         if state is not None:
             return int(state["arch"]["image_size"])
-        preset = DECODER_PRESETS.get(trainer.source.preset or "tiny", {})
+        preset = DECODER_PRESETS.get(trainer.source.preset or DEFAULT_PRESET, {})
         return int(trainer.source.arch_changes.get("image_size", preset.get("image_size", 32)))
 
     def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[UNetConfig, nn.Module]:

@@ -1,0 +1,328 @@
+"""`glide train`'s requests: one typed, frozen request per family of kinds (GLIDE's U-Nets, a
+CLIP of one's own, unCLIP's prior and decoder) and the bare TrainRequest that continues a run
+(--resume), each with its checks, whose messages are the one line the CLI shows. The families
+share the fields every run takes (TrainRequest) and those of a run that starts (FreshTrainRequest).
+
+`train_request` makes one from the command line's flags, `start_training` the Trainer that runs
+it (train/loop.py). The CLI builds its flags from these Options with their types and limits
+(`command_options`), so that the flags are parsed and range-checked as typer always did; the
+rules between options, and Hyper's, are checked here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..files.manifest import Manifest, load_manifest
+from ..nets.config import PredictionName
+from ..render.defaults import DeviceName
+from ..train.settings import Hyper, ModelSource, RunPlan
+from ..train.vocabulary import AmpName, GlideKind, MixedPrecision, PresetName, SaveDtypeName, TrainKind, UnclipKind
+from .commands import uses
+from .options import Option, RequestError
+from .train_options import (
+    BATCH_SIZE,
+    CAPTION_DROPOUT,
+    CLIP,
+    CROP_MIN,
+    DATA,
+    DEVICE,
+    DTYPE,
+    EMA,
+    GRAD_CHECKPOINTING,
+    GRAD_CLIP,
+    HELP_ORDER,
+    KEEP,
+    KIND,
+    LOG_EVERY,
+    LR,
+    MIN_SNR,
+    MODEL,
+    NAME,
+    NO_SAMPLES,
+    NOISY_SHARE,
+    OFFLINE,
+    OUT,
+    PREDICTION,
+    PRESET,
+    QUIET,
+    RESUME,
+    SAMPLE_EVERY,
+    SAVE_DTYPE,
+    SAVE_EVERY,
+    SEED,
+    STEPS,
+    TOKENIZER_VOCAB,
+    WARMUP,
+    WEIGHT_DECAY,
+    WEIGHTS,
+)
+
+if TYPE_CHECKING:
+    from ..render.shard import Ranks
+    from ..train.loop import Progress, Trainer, TrainResult
+
+MISSING_MODEL = "missing --model NAME (the model to fine-tune, or with --preset the new model's name)"
+RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction and --clip"
+CLIP_WITHOUT_UNCLIP = "--clip goes with --kind unclip-prior or unclip-decoder"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRequest:
+    """What every run takes: the data, the output folder, the optimization (None: the kind's
+    default, Hyper's), the checkpoints and samples, and the machine. On its own (resume=True)
+    it continues the run in `out`, whose checkpoint says what it trains; a run that starts is
+    one of the families below."""
+
+    data: Path = uses(DATA, MISSING)
+    out: Path = uses(OUT, MISSING)
+    steps: int = uses(STEPS, 1000)
+    # The optimization: Hyper's fields, by their names.
+    batch_size: int | None = uses(BATCH_SIZE, None)
+    lr: float | None = uses(LR, None)
+    weight_decay: float | None = uses(WEIGHT_DECAY, None)
+    ema: float | None = uses(EMA, None)
+    warmup: int | None = uses(WARMUP, None)
+    grad_clip: float | None = uses(GRAD_CLIP, None)
+    caption_dropout: float | None = uses(CAPTION_DROPOUT, None)
+    crop_min: float | None = uses(CROP_MIN, None)
+    min_snr: float | None = uses(MIN_SNR, None)
+    noisy_share: float | None = uses(NOISY_SHARE, None)
+    seed: int | None = uses(SEED, None)
+    # Checkpoints and samples.
+    save_every: int = uses(SAVE_EVERY, 500)
+    keep: int = uses(KEEP, 2)
+    sample_every: int = uses(SAMPLE_EVERY, 0)
+    no_samples: bool = uses(NO_SAMPLES, False)
+    log_every: int = uses(LOG_EVERY, 50)
+    resume: bool = uses(RESUME, False)
+    save_dtype: SaveDtypeName | None = uses(SAVE_DTYPE, None)
+    # The machine and the weights.
+    device: DeviceName = uses(DEVICE, "auto")
+    dtype: AmpName = uses(DTYPE, "auto")
+    grad_checkpointing: bool = uses(GRAD_CHECKPOINTING, False)
+    weights: Path | None = uses(WEIGHTS, None)
+    offline: bool = uses(OFFLINE, False)
+    quiet: bool = uses(QUIET, False)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """RequestError for settings no run can use, in the order the command line always checked them."""
+        try:
+            self.hyper("fp32" if self.dtype == "auto" else self.dtype).check()
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+        self.check_source()
+
+    def check_source(self) -> None:
+        """That the request says what to train: on its own, only a resumed run's checkpoint does."""
+        if not self.resume:
+            raise RequestError(MISSING_MODEL)
+
+    def hyper_defaults(self) -> dict[str, Any]:
+        """Where this family's optimization differs from Hyper's defaults."""
+        return {}
+
+    def hyper_given(self) -> dict[str, Any]:
+        """The optimization settings given (a resumed run's must agree with them), "amp" for --dtype."""
+        given = {item.name: getattr(self, item.name, None) for item in dataclasses.fields(Hyper)}
+        given["amp"] = None if self.dtype == "auto" else self.dtype
+        return {name: value for name, value in given.items() if value is not None}
+
+    def hyper(self, amp: MixedPrecision) -> Hyper:
+        """The optimization, with `amp` as the run's autocast dtype (--dtype auto resolved)."""
+        return Hyper(**{**self.hyper_defaults(), **self.hyper_given(), "amp": amp})
+
+    def plan(self) -> RunPlan:
+        return RunPlan(
+            steps=self.steps, save_every=self.save_every, sample_every=self.sample_every, samples=not self.no_samples,
+            keep_checkpoints=self.keep, log_every=self.log_every, grad_checkpointing=self.grad_checkpointing, save_dtype=self.save_dtype,
+        )
+
+    def source(self) -> tuple[ModelSource, Manifest | None]:
+        """What the run trains and the manifest it reads: a resumed run's come from its checkpoint."""
+        return ModelSource(name=""), None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreshTrainRequest(TrainRequest):
+    """A run that starts: a manifest model to fine-tune (`model`), or a fresh network of a size
+    (`preset`, with `model` its name), of a kind; `name` renames the result, `prediction`
+    sets what it predicts."""
+
+    model: str | None = uses(MODEL, None)
+    preset: PresetName | None = uses(PRESET, None)
+    kind: TrainKind | None = uses(KIND, None)
+    name: str | None = uses(NAME, None)
+    prediction: PredictionName | None = uses(PREDICTION, None)
+
+    def check_source(self) -> None:
+        if self.resume:
+            raise RequestError(RESUME_LEAVES_OUT)
+        if self.model is None:
+            raise RequestError(MISSING_MODEL)
+        name = self.new_name
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise RequestError(f"{name!r}: use letters, digits, '-', '_' and '.'", NAME.flag)
+
+    @property
+    def new_name(self) -> str:
+        """The trained model's name (its file and manifest entry)."""
+        return self.name or self.model or ""
+
+    def arch_changes(self) -> dict[str, Any]:
+        return {"prediction": self.prediction} if self.prediction is not None else {}
+
+    def fresh_network(self) -> dict[str, Any]:
+        """What this family adds to a fresh network's ModelSource."""
+        return {}
+
+    def source(self) -> tuple[ModelSource, Manifest | None]:
+        """A fresh network of the preset, or the manifest model to fine-tune, of a kind it can become."""
+        if self.preset is not None:
+            source = ModelSource(
+                name=self.new_name, kind=self.kind or TrainKind.BASE, preset=self.preset, arch_changes=self.arch_changes(), **self.fresh_network()
+            )
+            return source, None
+        manifest = load_manifest(self.weights)
+        model = self.model or ""
+        entry = manifest.model(model)
+        if self.kind is not None and self.kind not in (entry.kind, f"{entry.kind}-inpaint"):
+            inpainting = "" if entry.kind.endswith("-inpaint") else f" or, to start an inpainting model, {entry.kind}-inpaint"
+            raise RequestError(f"{model!r} is a {entry.kind} model; it trains as {entry.kind}{inpainting}", KIND.flag)
+        return ModelSource(name=self.new_name, kind=self.kind or entry.kind, entry=model, arch_changes=self.arch_changes()), manifest
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlideTrainRequest(FreshTrainRequest):
+    """GLIDE's U-Nets (kind None: base for a preset, the manifest model's own kind to fine-tune);
+    a fresh one gets a tokenizer of its own, built from the captions."""
+
+    kind: GlideKind | None = uses(KIND, None)
+    tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
+
+    def fresh_network(self) -> dict[str, Any]:
+        return {"tokenizer_vocab": self.tokenizer_vocab}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipTrainRequest(FreshTrainRequest):
+    """A CLIP of one's own (open_clip's tokenizer), for unCLIP's prior and decoder to learn from."""
+
+    kind: Literal[TrainKind.CLIP] = uses(KIND, TrainKind.CLIP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnclipTrainRequest(FreshTrainRequest):
+    """unCLIP's prior or decoder, learning from `clip` (an openclip entry of the manifest)."""
+
+    kind: UnclipKind = uses(KIND, MISSING)
+    clip: str | None = uses(CLIP, None)
+
+    def check_source(self) -> None:
+        super().check_source()
+        if self.clip is None:
+            raise RequestError(f"--kind {self.kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
+
+    def hyper_defaults(self) -> dict[str, Any]:
+        # The decoder drops the caption for half of its examples (DALL-E 2), Karlo's prior for 20%.
+        return {"caption_dropout": 0.5} if self.kind == TrainKind.UNCLIP_DECODER else {}
+
+    def fresh_network(self) -> dict[str, Any]:
+        return {"clip": self.clip}
+
+    def source(self) -> tuple[ModelSource, Manifest | None]:
+        manifest = load_manifest(self.weights)  # it holds the CLIP
+        source, _ = super().source()  # a manifest model is refused by the recipe: these train fresh networks only
+        return source, manifest
+
+
+# The families in the order their options' defaults are taken for the command line.
+FAMILIES: tuple[type[TrainRequest], ...] = (GlideTrainRequest, UnclipTrainRequest, ClipTrainRequest, TrainRequest)
+_FAMILY_OF_KIND: dict[TrainKind, type[TrainRequest]] = {
+    TrainKind.CLIP: ClipTrainRequest, TrainKind.UNCLIP_PRIOR: UnclipTrainRequest, TrainKind.UNCLIP_DECODER: UnclipTrainRequest,
+}
+
+
+def command_options() -> list[tuple[str, Option, Any]]:
+    """Every option of `glide train` once, in the order its --help lists them, as (field name,
+    Option, default on the command line): the first family's that has it, MISSING if required."""
+    declared: dict[Option, tuple[str, Any]] = {}
+    for family in FAMILIES:
+        for item in dataclasses.fields(family):
+            declared.setdefault(item.metadata["option"], (item.name, item.default))
+    return [(declared[option][0], option, declared[option][1]) for option in HELP_ORDER]
+
+
+def train_request(flags: Mapping[str, Any]) -> TrainRequest:
+    """The request for `glide train`'s flags (field name -> value; None: not given): with
+    --resume the bare TrainRequest, else the family of --kind (none: GLIDE's). An option its
+    family has no field for must not be given, except one that always has a value
+    (--tokenizer-vocab), which means nothing to the other families."""
+    options = {name: option for name, option, _ in command_options()}
+    unknown = sorted(set(flags) - set(options))
+    if unknown:
+        raise RequestError(f"glide train has no option {unknown[0]!r}")
+    kind = _kind(flags.get("kind"))
+    family: type[TrainRequest] = GlideTrainRequest if kind is None else _FAMILY_OF_KIND.get(kind, GlideTrainRequest)
+    if flags.get("resume"):
+        family = TrainRequest
+    fields = {item.name for item in dataclasses.fields(family)}
+    request = family(**{name: value for name, value in {**flags, "kind": kind}.items() if name in fields})
+    refused = [name for name, value in flags.items() if name not in fields and value is not None and options[name].optional]
+    if refused:  # a fresh run's family lacks only unCLIP's --clip among those
+        raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else CLIP_WITHOUT_UNCLIP)
+    return request
+
+
+def _kind(value: Any) -> TrainKind | None:
+    try:
+        return None if value is None else TrainKind(value)
+    except ValueError:
+        raise RequestError(f"{value!r} is not one of {', '.join(map(repr, KIND.choices))}", KIND.flag) from None
+
+
+def start_training(request: TrainRequest, ranks: Ranks, progress: Progress, command_line: str = "") -> Trainer:
+    """The Trainer of `request` on this rank's device, with the process group of a torchrun
+    launch joined: what it trains is settled here (a manifest model must be of a kind it can
+    become: RequestError), the data set, the folder and the network by the Trainer."""
+    import torch
+
+    from ..render.shard import join_group, rank_device
+    from ..train.loop import Trainer
+
+    device = rank_device(request.device, ranks)
+    amp: MixedPrecision = "fp32" if request.dtype == "auto" else request.dtype
+    if request.dtype == "auto" and device.type == "cuda":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    hyper = request.hyper(amp)
+    source, manifest = request.source()
+    join_group(ranks, "nccl" if device.type == "cuda" else "gloo")
+    return Trainer(
+        request.data, request.out, source, hyper, request.plan(), manifest=manifest, resume=request.resume, device=device,
+        offline=request.offline or None, progress=progress, command_line=command_line, hyper_given=set(request.hyper_given()), ranks=ranks,
+    )
+
+
+def finish_training(trainer: Trainer) -> TrainResult | None:
+    """Run `trainer` to its last step and leave the process group: the result on rank 0, None on
+    the others. Stopped by Ctrl-C (after a checkpoint), rank 0 raises TrainingStopped, whose
+    message says how to resume, and the others return None."""
+    from ..render.shard import leave_group
+    from ..train.loop import TrainingStopped
+
+    try:
+        result = trainer.run()
+    except TrainingStopped:
+        leave_group()
+        if trainer.ranks.is_main:
+            raise
+        return None
+    leave_group()
+    return result if trainer.ranks.is_main else None
