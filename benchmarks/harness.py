@@ -3,8 +3,9 @@ and checkpoints with random weights, timing loops, the machine's description, ma
 and the command-line options they have in common.
 
 The scripts run as `python benchmarks/NAME.py`, so this folder is on sys.path and they import
-this module as `harness`. The tests' tiny networks (tests/helpers) are importable as `helpers`,
-as the tests import them: this module puts tests/ on sys.path once.
+this module as `harness`. What the tests' helpers already have (the tiny U-Net settings, the CPU
+stand-in for CUDA graph capture, where models/ is) is imported from tests/helpers, as `helpers`
+like the tests import it (this module puts tests/ on sys.path once), and offered here.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def log(message: str) -> None:
 
 
 def int_list(text: str) -> list[int]:
-    """"1,8,32" -> [1, 8, 32] (an argparse type)."""
+    """The integers of a comma-separated list such as 1,8,32 (an argparse type)."""
     return [int(part) for part in text.split(",") if part.strip()]
 
 
@@ -140,12 +141,12 @@ def cpu_name() -> str:
 
 
 def load_average() -> str:
-    """"0.52, 1.10, 1.31": the 1, 5 and 15 minute load averages."""
+    """The 1, 5 and 15 minute load averages, as in "0.52, 1.10, 1.31"."""
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def gpu_summary(index: int = 0) -> str:
-    """"NVIDIA H200 (140 GiB, CUDA 13.0)"."""
+    """The GPU's name, memory and CUDA version, as in "NVIDIA H200 (140 GiB, CUDA 13.0)"."""
     props = torch.cuda.get_device_properties(index)
     return f"{props.name} ({props.total_memory / GiB:.0f} GiB, CUDA {torch.version.cuda})"
 
@@ -253,7 +254,7 @@ def random_checkpoints(work: Path, scale: str) -> Path:
     return manifest
 
 
-# --- the small shapes models in models/ ------------------------------------------------------------
+# --- render sessions and their pictures ------------------------------------------------------------
 
 
 def offline_session(manifest: Path = MODELS, device: str = "cpu", dtype: str = "fp32"):
