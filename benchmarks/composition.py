@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import harness
-from glidecli.render.engine import DEFAULT_BASE, Job, Session, Stage, render_generate
+from glidecli.render.engine import DEFAULT_BASE, Job, RenderOptions, Session, Stage, render_generate
 from glidecli.train.dataset import scene_colours
 
 # (what is measured, prompt, the object colour wanted or None, the background colour wanted or None)
@@ -34,7 +34,7 @@ NEGATED = "a circle on a blue background"  # leaves the circle's colour open; it
 def pictures(session: Session, prompt: str, seeds: range, scale: float) -> list[np.ndarray]:
     stage = Stage("shapes", DEFAULT_BASE.sampler, scale=scale)
     jobs = [Job(prompt, seed, index) for index, seed in enumerate(seeds)]
-    return [harness.rgb_pixels(done.image) for done in render_generate(session, jobs, stage, None, batch_size=len(jobs))]
+    return [harness.rgb_pixels(done.image) for done in render_generate(session, jobs, stage, None, options=RenderOptions(batch_size=len(jobs)))]
 
 
 def main() -> int:

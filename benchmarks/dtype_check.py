@@ -30,7 +30,7 @@ import torch
 import harness
 from glidecli.nets.unet import TextEmbedding
 from glidecli.render.accel import CudaGraphs, GraphedNetwork
-from glidecli.render.engine import DEFAULT_BASE, Job, render_generate
+from glidecli.render.engine import DEFAULT_BASE, Job, RenderOptions, render_generate
 from harness import DTYPES
 
 PROMPTS = ["a red circle on a blue background", "a yellow square on a green background"]
@@ -40,7 +40,7 @@ def pictures(device: str, dtype: str, count: int) -> np.ndarray:
     session = harness.offline_session(device=device, dtype=dtype)
     base = dataclasses.replace(DEFAULT_BASE, model="shapes")
     jobs = [Job(PROMPTS[i % 2], seed=i, index=i) for i in range(count)]
-    done = render_generate(session, jobs, base, None, batch_size=min(count, 8))
+    done = render_generate(session, jobs, base, None, options=RenderOptions(batch_size=min(count, 8)))
     return np.stack([harness.rgb_pixels(d.image, np.int16) for d in done])
 
 

@@ -174,7 +174,7 @@ def measure_offload(manifest_path, device: str, dtype: str, choices=("none", "mo
     import time
 
     from glidecli.files.manifest import load_manifest
-    from glidecli.render.engine import Job, Session
+    from glidecli.render.engine import Job, RenderOptions, Session
     from glidecli.render.unclip import render_unclip
 
     rows = []
@@ -187,7 +187,7 @@ def measure_offload(manifest_path, device: str, dtype: str, choices=("none", "mo
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             began = time.perf_counter()
-            list(render_unclip(session, [Job(f"a red hat {i}", i + 1, i) for i in range(pictures)], batch_size=1))
+            list(render_unclip(session, [Job(f"a red hat {i}", i + 1, i) for i in range(pictures)], options=RenderOptions(batch_size=1)))
             if cuda:
                 torch.cuda.synchronize()
         seconds = (time.perf_counter() - began) / pictures

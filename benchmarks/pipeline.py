@@ -43,7 +43,17 @@ from glidecli.files.manifest import load_manifest
 from glidecli.files.pngfile import write_png
 from glidecli.files.writer import BackgroundWriter
 from glidecli.render.accel import CompiledNetwork
-from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, REFERENCE_BASE, REFERENCE_UPSAMPLE, Job, Session, Stage, render_generate
+from glidecli.render.engine import (
+    DEFAULT_BASE,
+    DEFAULT_UPSAMPLE,
+    REFERENCE_BASE,
+    REFERENCE_UPSAMPLE,
+    Job,
+    RenderOptions,
+    Session,
+    Stage,
+    render_generate,
+)
 from harness import PROMPT, log
 
 SETTINGS = {"default": (DEFAULT_BASE, DEFAULT_UPSAMPLE), "reference": (REFERENCE_BASE, REFERENCE_UPSAMPLE)}
@@ -107,7 +117,7 @@ def render_once(session: Session, stages, batch: int, seed: int, folder: Path) -
     harness.sync(session.device)
     started = time.perf_counter()
     try:
-        for done in render_generate(session, jobs, base, upsample, batch_size=batch):
+        for done in render_generate(session, jobs, base, upsample, options=RenderOptions(batch_size=batch)):
             writer.submit(lambda d: write_png(d.image, folder / f"{d.job.index:05d}.png", d.meta, overwrite=True), done)
         writer.close()
     finally:

@@ -34,7 +34,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import harness
-from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Reporter, Session, render_generate
+from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, RenderOptions, Reporter, Session, render_generate
 
 PACKAGE = str(harness.REPO_ROOT / "src")
 RUNTIME_CALLS = ("cudaLaunchKernel", "cudaGraphLaunch", "cudaMemcpyAsync", "cudaStreamSynchronize",
@@ -53,7 +53,7 @@ class LoopWatch(Reporter):
 
 def batch(session: Session, watch: LoopWatch, size: int, seed: int) -> None:
     jobs = [Job(harness.PROMPT, seed + i, i) for i in range(size)]
-    for _ in render_generate(session, jobs, DEFAULT_BASE, DEFAULT_UPSAMPLE, batch_size=size, reporter=watch):
+    for _ in render_generate(session, jobs, DEFAULT_BASE, DEFAULT_UPSAMPLE, options=RenderOptions(batch_size=size, reporter=watch)):
         pass
 
 

@@ -267,7 +267,7 @@ def colour_rows(models_dir: Path, seeds: int) -> tuple[list[Row], list[str]]:
     if not manifest_path.is_file():
         return [], [f"colours: no trained model in {models_dir}; skipped"]
     from glidecli.files.manifest import load_manifest
-    from glidecli.render.engine import Job, Stage, render_generate
+    from glidecli.render.engine import Job, RenderOptions, Stage, render_generate
     from glidecli.render.pipeline import SamplerChoice
     from glidecli.train.dataset import EVAL_SCENES, colour_hits, shape_caption
 
@@ -292,7 +292,7 @@ def colour_rows(models_dir: Path, seeds: int) -> tuple[list[Row], list[str]]:
             row = Row(case, label, f"pictures with both colours right, of {len(jobs)}")
             for count in counts:
                 stage = Stage(entry.name, SamplerChoice(sampler, str(count)), scale=GUIDANCE)
-                done = render_generate(session, jobs, stage, None, batch_size=len(jobs))
+                done = render_generate(session, jobs, stage, None, options=RenderOptions(batch_size=len(jobs)))
                 pictures = [harness.rgb_pixels(item.image) for item in done]
                 both, _ = colour_hits(pictures, scenes)
                 row.put(count, float(both))

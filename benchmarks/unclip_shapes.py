@@ -29,7 +29,7 @@ from PIL import Image
 import harness
 from glidecli.files.manifest import load_manifest
 from glidecli.nets.tokenizer import ClipTokenizer
-from glidecli.render.engine import Job, Session, Stage, render_generate
+from glidecli.render.engine import Job, RenderOptions, Session, Stage, render_generate
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, BlendJob, ClipModels, render_blend, render_unclip, render_vary
 from glidecli.train.clip_recipe import top1_retrieval
@@ -71,13 +71,13 @@ def colour_counts(jobs: list[Job], rendered, seeds: int) -> dict[str, int]:
 
 def unclip_counts(session: Session, seeds: int) -> dict[str, int]:
     jobs = prompt_jobs(seeds)
-    return colour_counts(jobs, render_unclip(session, jobs, PRIOR, DECODER, None, clip=CLIP, batch_size=8), seeds)
+    return colour_counts(jobs, render_unclip(session, jobs, PRIOR, DECODER, None, clip=CLIP, options=RenderOptions(batch_size=8)), seeds)
 
 
 def glide_counts(session: Session, seeds: int) -> dict[str, int]:
     jobs = prompt_jobs(seeds)
     stage = Stage("shapes", SamplerChoice("dpmpp_2m_sde", "20"), scale=3.0)  # glide generate's defaults
-    return colour_counts(jobs, render_generate(session, jobs, stage, None, batch_size=8), seeds)
+    return colour_counts(jobs, render_generate(session, jobs, stage, None, options=RenderOptions(batch_size=8)), seeds)
 
 
 def vary_counts(session: Session, seeds: int, folder: Path) -> dict[str, float]:
@@ -88,7 +88,7 @@ def vary_counts(session: Session, seeds: int, folder: Path) -> dict[str, float]:
         reference = object_mask(harness.rgb_pixels(Image.open(source)))
         jobs = [Job("", seed, i) for i, seed in enumerate(range(seeds))]
         with torch.no_grad():
-            for done in render_vary(session, jobs, source, DECODER, None, clip=CLIP, batch_size=8):
+            for done in render_vary(session, jobs, source, DECODER, None, clip=CLIP, options=RenderOptions(batch_size=8)):
                 picture = harness.rgb_pixels(done.image)
                 kept += scene_colours(picture) == (scene[0], scene[2])
                 mask = object_mask(picture)
@@ -109,7 +109,7 @@ def blend_counts(session: Session, folder: Path, frames: int = 5, pairs: int = 4
         jobs = [BlendJob("", seed, i, mix=i / (frames - 1)) for i in range(frames)]
         row = []
         with torch.no_grad():
-            for done in render_blend(session, jobs, paths[0], paths[1], DECODER, None, clip=CLIP, batch_size=frames):
+            for done in render_blend(session, jobs, paths[0], paths[1], DECODER, None, clip=CLIP, options=RenderOptions(batch_size=frames)):
                 found = scene_colours(harness.rgb_pixels(done.image))
                 row.append("A" if found == (a[0], a[2]) else "B" if found == (b[0], b[2]) else "-")
         rows.append(row)

@@ -523,7 +523,7 @@ def test_python_api_without_the_command_line(world):
     session = render.Session(load_manifest(world.manifest), device="cpu")
     base = render.Stage("base", SamplerChoice("ddim", "3"), scale=2.0)
     jobs = [render.Job("a kite", seed=5, index=0), render.Job("a kite", seed=6, index=1)]
-    done = list(render.render_generate(session, jobs, base, None, batch_size=2))
+    done = list(render.render_generate(session, jobs, base, None, options=render.RenderOptions(batch_size=2)))
     assert [d.meta["seed"] for d in done] == [5, 6] and done[0].image.size == (16, 16)
     assert done[0].meta["sampler"] == "ddim" and "command" not in done[0].meta
 

@@ -16,6 +16,7 @@ from glidecli.render.pipeline import (
     Conditioning,
     Inpainting,
     SamplerChoice,
+    StageInputs,
     quantize_to_8bit,
     sample_stage,
 )
@@ -82,7 +83,7 @@ def test_inpainting_keeps_the_known_region_exactly(sampler):
     keep = torch.zeros(2, 1, 16, 16)
     keep[:, :, :, :9] = 1
     with torch.no_grad():
-        out = sample_stage(model, cond, ImageNoise([1, 2]), sampler, scale=5.0, inpainting=Inpainting(source, keep))
+        out = sample_stage(model, cond, ImageNoise([1, 2]), sampler, scale=5.0, inputs=StageInputs(inpainting=Inpainting(source, keep)))
     assert torch.equal(out[..., :9], source[..., :9])
     assert not torch.allclose(out[..., 9:], source[..., 9:], atol=1e-3)
     assert out.abs().max() <= 1.0
@@ -94,9 +95,9 @@ def test_upsampler_stage_uses_low_res_and_temperature():
     low = quantize_to_8bit(torch.rand(1, 3, 16, 16) * 2 - 1)
     sampler = SamplerChoice("ddim", "fast27")
     with torch.no_grad():
-        a = sample_stage(model, cond, ImageNoise([0]), sampler, low_res=low, temperature=0.997)
-        b = sample_stage(model, cond, ImageNoise([0]), sampler, low_res=low, temperature=1.0)
-        c = sample_stage(model, cond, ImageNoise([0]), sampler, low_res=-low, temperature=0.997)
+        a = sample_stage(model, cond, ImageNoise([0]), sampler, inputs=StageInputs(low_res=low), temperature=0.997)
+        b = sample_stage(model, cond, ImageNoise([0]), sampler, inputs=StageInputs(low_res=low), temperature=1.0)
+        c = sample_stage(model, cond, ImageNoise([0]), sampler, inputs=StageInputs(low_res=-low), temperature=0.997)
     assert a.shape == (1, 3, 32, 32)
     assert not torch.equal(a, b) and not torch.allclose(a, c)
 
@@ -132,7 +133,7 @@ def test_clip_guidance_moves_samples(sampler):
     text = clip.text_embeddings(torch.randint(1, 60, (2, 12)), torch.tensor([4, 6]))
     with torch.no_grad():
         plain = sample_stage(model, cond, ImageNoise([0, 1]), sampler)
-        guided = sample_stage(model, cond, ImageNoise([0, 1]), sampler, clip_guidance=ClipGuidance(clip, text, 50.0))
+        guided = sample_stage(model, cond, ImageNoise([0, 1]), sampler, inputs=StageInputs(clip_guidance=ClipGuidance(clip, text, 50.0)))
     assert torch.isfinite(guided).all()
     assert not torch.allclose(plain, guided, atol=1e-4)
 

@@ -24,11 +24,10 @@ from glidecli.files.images import (
     pil_to_tensor,
     tensor_to_pil,
 )
+from glidecli.files.parameters import build_parameters_text, parse_parameters_text
 from glidecli.files.pngfile import (
     ImageError,
-    build_parameters_text,
     next_free_index,
-    parse_parameters_text,
     read_png_metadata,
     render_output_path,
     slugify,

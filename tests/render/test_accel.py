@@ -19,8 +19,8 @@ from glidecli.nets.checkpoint import build_network, random_init_
 from glidecli.nets.prior import ClipText
 from glidecli.render import session as session_module
 from glidecli.render.accel import CompiledNetwork, CudaGraphs, GraphedNetwork, compile_cache_dir, network_call
-from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Session, render_generate
-from glidecli.render.pipeline import Conditioning, SamplerChoice, quantize_to_8bit, sample_stage
+from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, RenderOptions, Session, render_generate
+from glidecli.render.pipeline import Conditioning, SamplerChoice, StageInputs, quantize_to_8bit, sample_stage
 from helpers.graphs import ReplayingBackend
 from helpers.paths import MODELS
 from helpers.tiny import tiny_network, tiny_unet_config
@@ -80,7 +80,7 @@ def test_conditioning_images_follow_each_batch():
         cond = conditioning(model, seed, 2, guided=False)
         with torch.no_grad():
             runs = [
-                sample_stage(model, cond, ImageNoise([seed, seed + 1]), SamplerChoice("dpmpp_2m", "3"), low_res=low_res, network=network)
+                sample_stage(model, cond, ImageNoise([seed, seed + 1]), SamplerChoice("dpmpp_2m", "3"), inputs=StageInputs(low_res=low_res), network=network)
                 for network in (graphed, None)
             ]
         assert torch.equal(*runs)
@@ -98,7 +98,7 @@ def test_the_engine_samples_through_the_sessions_graphs(monkeypatch):
     jobs = [Job(f"a red circle on a {colour} background", seed=i, index=i) for i, colour in enumerate(["blue", "green", "red"])]
     sessions = [Session(manifest, device="cpu", dtype="fp32", offline=True, cuda_graphs=graphs) for graphs in (True, False)]
     with torch.no_grad():
-        pictures = [[done.image for done in render_generate(s, jobs, base, upsample, batch_size=2)] for s in sessions]
+        pictures = [[done.image for done in render_generate(s, jobs, base, upsample, options=RenderOptions(batch_size=2))] for s in sessions]
     assert [p.tobytes() for p in pictures[0]] == [p.tobytes() for p in pictures[1]]
     graphed = sessions[0].sampling_call("shapes", "base")
     assert isinstance(graphed, GraphedNetwork) and len(graphed.graphs) == 2  # batches of 2 and 1
@@ -230,7 +230,7 @@ def test_cuda_graph_replay_equals_eager_bit_for_bit(dtype):
             with torch.no_grad():
                 low = sample_stage(base, conditioning(base, seed, batch), noise, SamplerChoice("dpmpp_2m_sde", "5"), scale=3.0, network=net_base)
                 high = sample_stage(upsample, conditioning(upsample, seed, batch, guided=False), noise, SamplerChoice("dpmpp_2m", "4"),
-                                    low_res=quantize_to_8bit(low), network=net_up)
+                                    inputs=StageInputs(low_res=quantize_to_8bit(low)), network=net_up)
             runs.append((low, high))
         assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     assert len(graphed_base.graphs) == len(graphed_up.graphs) == 2 and graphed_base.failed is None
@@ -263,6 +263,6 @@ def test_cuda_sessions_render_the_same_pictures_with_and_without_graphs():
     notes = []
     sessions = [Session(manifest, device="cuda", offline=True, cuda_graphs=graphs, note=notes.append) for graphs in (True, False)]
     assert sessions[0].dtype == torch.float16  # --dtype auto on a GPU
-    pictures = [[d.image.tobytes() for d in render_generate(s, jobs, base, upsample, batch_size="auto")] for s in sessions]
+    pictures = [[d.image.tobytes() for d in render_generate(s, jobs, base, upsample, options=RenderOptions(batch_size="auto"))] for s in sessions]
     assert pictures[0] == pictures[1] and len(pictures[0]) == 3
     assert notes == ["batch size 3 for 3 pictures (measured to fit the GPU's free memory)"] * 2

@@ -13,7 +13,7 @@ import pytest
 from glidecli.files.manifest import load_manifest
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.render.composition import MAX_COMPONENTS, Component, CompositionError, parse_prompt
-from glidecli.render.engine import DEFAULT_BASE, Job, Session, Stage, render_generate
+from glidecli.render.engine import DEFAULT_BASE, Job, RenderOptions, Session, Stage, render_generate
 from glidecli.train.dataset import scene_colours
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
@@ -57,7 +57,7 @@ def session() -> Session:
 
 
 def pixels(session, jobs, batch_size=None) -> list[np.ndarray]:
-    done = render_generate(session, jobs, BASE, None, batch_size=batch_size or len(jobs))
+    done = render_generate(session, jobs, BASE, None, options=RenderOptions(batch_size=batch_size or len(jobs)))
     return [np.asarray(item.image) for item in done]
 
 

@@ -11,7 +11,8 @@ import torch
 
 from glidecli.files.manifest import load_manifest
 from glidecli.render import cpu
-from glidecli.render.engine import InpaintSource, Job, Stage, render_generate, render_inpaint
+from glidecli.render.engine import Job, RenderOptions, Stage, render_generate
+from glidecli.render.inpaint import InpaintSource, render_inpaint
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.session import RenderError, Session, resolve_dtype
 from glidecli.render.unclip import render_unclip
@@ -103,7 +104,7 @@ def test_bf16_samples_every_kind_without_nan(tmp_path, monkeypatch):
     fast = SamplerChoice("dpmpp_2m", "4")
     report = FiniteSteps()
     list(render_generate(session, [Job("a red circle on a blue background", 1)], Stage("shapes", fast, scale=3.0),
-                         Stage("shapes-upsample", SamplerChoice("ddpm", "3")), reporter=report))
+                         Stage("shapes-upsample", SamplerChoice("ddpm", "3")), options=RenderOptions(reporter=report)))
     from PIL import Image
 
     Image.new("RGB", (32, 32), (30, 60, 200)).save(tmp_path / "p.png")
@@ -111,9 +112,9 @@ def test_bf16_samples_every_kind_without_nan(tmp_path, monkeypatch):
     mask.paste(255, (8, 8, 24, 24))
     mask.save(tmp_path / "m.png")
     list(render_inpaint(session, [Job("a red square", 2)], InpaintSource(tmp_path / "p.png", tmp_path / "m.png"),
-                        Stage("shapes-inpaint", fast, scale=5.0), None, reporter=report))
+                        Stage("shapes-inpaint", fast, scale=5.0), None, options=RenderOptions(reporter=report)))
     tiny = Session(load_manifest(write_tiny_unclip_manifest(tmp_path / "tiny")), device="cpu", dtype="bf16", offline=True)
     list(render_unclip(tiny, [Job("a cat", 3)], Stage("karlo-prior", SamplerChoice("ddpm", "3"), scale=4.0),
                        Stage("karlo-decoder", SamplerChoice("ddpm", "3"), scale=8.0), Stage("karlo-sr", SamplerChoice("ddpm", "2")),
-                       reporter=report))
+                       options=RenderOptions(reporter=report)))
     assert set(report.steps) == {"base", "upsample", "base-inpaint", "prior", "decoder", "super-res"}, report.steps

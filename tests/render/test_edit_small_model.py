@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from glidecli.files.manifest import load_manifest
-from glidecli.render.engine import Job, Session, Stage
+from glidecli.render.engine import Job, RenderOptions, Session, Stage
 from glidecli.render.outpaint import OutpaintSource, render_outpaint
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.region_inpaint import RegionSource, render_inpaint_region
@@ -45,7 +45,7 @@ def colour_shares(pixels: np.ndarray) -> Counter:
 
 def outpaint(session, source: Path, prompt: str, extension: Extension, seeds=SEEDS, batch_size=None) -> list[np.ndarray]:
     jobs = [Job(prompt, seed, index) for index, seed in enumerate(seeds)]
-    done = render_outpaint(session, jobs, OutpaintSource(source, extension), STAGE, None, batch_size=batch_size or len(jobs))
+    done = render_outpaint(session, jobs, OutpaintSource(source, extension), STAGE, None, options=RenderOptions(batch_size=batch_size or len(jobs)))
     return [np.asarray(item.image) for item in done]
 
 
@@ -109,7 +109,7 @@ def test_a_big_picture_changes_only_inside_its_feathered_mask(session, tmp_path)
     region = RegionSource(tmp_path / "big.png", tmp_path / "mask.png", context=32, feather=6)
     for colour in ("yellow", "green"):
         jobs = [Job(shape_caption(colour, "circle", "blue"), seed, index) for index, seed in enumerate(SEEDS)]
-        done = list(render_inpaint_region(session, jobs, region, STAGE, None, batch_size=len(jobs)))
+        done = list(render_inpaint_region(session, jobs, region, STAGE, None, options=RenderOptions(batch_size=len(jobs))))
         for item in done:
             result = np.asarray(item.image)
             assert result.shape == source.shape

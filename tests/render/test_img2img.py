@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from glidecli.files.manifest import load_manifest
-from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, Session, Stage, render_generate
+from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, RenderOptions, Session, Stage, render_generate
 from glidecli.render.img2img import InitImage
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.train.dataset import EVAL_SCENES, SHAPE_COLOURS, colour_hits, draw_scene, scene_colours, shape_caption
@@ -61,7 +61,7 @@ def _img2img(session, init_pictures, strength: float, base: Stage = BASE, seeds=
     for scene, init_colours, path in init_pictures:
         jobs = [Job(shape_caption(*scene), seed, seed) for seed in seeds]
         init = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
-        for done in render_generate(session, jobs, base, None, batch_size=len(jobs), init=InitImage(path, strength)):
+        for done in render_generate(session, jobs, base, None, options=RenderOptions(batch_size=len(jobs)), init=InitImage(path, strength)):
             found = scene_colours(_pixels(done))
             kept += found == init_colours
             followed += found == (scene[0], scene[2])
@@ -94,10 +94,10 @@ def test_every_sampler_stays_close_at_low_strength(session, init_pictures, sampl
 def test_strength_one_is_plain_generation_and_reruns_are_identical(session, init_pictures):
     scene, _, path = init_pictures[0]
     jobs = [Job(shape_caption(*scene), seed, seed) for seed in (5, 6)]
-    plain = [_pixels(d) for d in render_generate(session, jobs, BASE, None, batch_size=2)]
-    full = [_pixels(d) for d in render_generate(session, jobs, BASE, None, batch_size=2, init=InitImage(path, 1.0))]
+    plain = [_pixels(d) for d in render_generate(session, jobs, BASE, None, options=RenderOptions(batch_size=2))]
+    full = [_pixels(d) for d in render_generate(session, jobs, BASE, None, options=RenderOptions(batch_size=2), init=InitImage(path, 1.0))]
     assert all(np.array_equal(a, b) for a, b in zip(plain, full))
-    first = [_pixels(d) for d in render_generate(session, jobs, BASE, None, batch_size=2, init=InitImage(path, 0.5))]
+    first = [_pixels(d) for d in render_generate(session, jobs, BASE, None, options=RenderOptions(batch_size=2), init=InitImage(path, 0.5))]
     again = [_pixels(d) for d in render_generate(session, jobs[1:], BASE, None, init=InitImage(path, 0.5))]
     assert np.array_equal(first[1], again[0])  # image i is seed S + i alone, with the init picture too
     assert not np.array_equal(first[0], plain[0])
@@ -114,7 +114,7 @@ def test_the_upsampler_alone_redraws_a_picture_at_its_size(session, tmp_path):
     target = np.asarray(truth, dtype=np.float64)
     errors = {}
     for strength in (0.3, 1.0):
-        done = list(render_generate(session, jobs, BASE, UPSAMPLE, batch_size=2, init=InitImage(path, None, strength)))
+        done = list(render_generate(session, jobs, BASE, UPSAMPLE, options=RenderOptions(batch_size=2), init=InitImage(path, None, strength)))
         assert all(d.image.size == (64, 64) and "model" not in d.meta and d.meta["upsample_strength"] == strength for d in done)
         errors[strength] = float(np.mean([np.abs(_pixels(d) - target).mean() for d in done]))
     print(errors)
@@ -131,14 +131,14 @@ def test_other_aspect_ratios_keep_the_prompts_colours(session):
     for width, height in ((48, 32), (32, 48)):
         base = dataclasses.replace(BASE, width=width, height=height)
         pictures = []
-        for done in render_generate(session, jobs, base, None, batch_size=len(jobs)):
+        for done in render_generate(session, jobs, base, None, options=RenderOptions(batch_size=len(jobs))):
             assert done.image.size == (width, height) and done.meta["size"] == [width, height]
             pixels = _pixels(done)
             top, left = (height - 32) // 2, (width - 32) // 2
             pictures.append(pixels[top : top + 32, left : left + 32])  # the centred square
         results[(width, height)] = colour_hits(pictures, targets)[0]
     up = list(render_generate(session, jobs[:2], dataclasses.replace(BASE, width=48, height=32),
-                              dataclasses.replace(UPSAMPLE, width=96, height=64), batch_size=2))
+                              dataclasses.replace(UPSAMPLE, width=96, height=64), options=RenderOptions(batch_size=2)))
     assert [d.image.size for d in up] == [(96, 64)] * 2
     print(results, "of", len(jobs))
     assert all(hits >= 0.6 * len(jobs) for hits in results.values())

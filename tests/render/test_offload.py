@@ -18,7 +18,8 @@ from PIL import Image
 
 from glidecli.files.manifest import load_manifest
 from glidecli.render import offload as offload_module
-from glidecli.render.engine import InpaintSource, Job, RenderError, Session, Stage, render_generate, render_inpaint, render_upsample
+from glidecli.render.engine import Job, RenderError, RenderOptions, Session, Stage, render_generate, render_upsample
+from glidecli.render.inpaint import InpaintSource, render_inpaint
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR, render_unclip, render_vary
 from helpers.paths import MODELS
@@ -99,9 +100,9 @@ def render_unclip_pictures(manifest, how, picture, offload, watch=False):
         watcher.hook_all()
     with torch.no_grad():
         if how == "unclip":
-            done = render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, batch_size=2)
+            done = render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, options=RenderOptions(batch_size=2))
         else:
-            done = render_vary(session, JOBS, picture, DECODER, DEFAULT_SR, batch_size=2)
+            done = render_vary(session, JOBS, picture, DECODER, DEFAULT_SR, options=RenderOptions(batch_size=2))
         pictures = [rendered.image.tobytes() for rendered in done]
     return pictures, session, watcher
 
@@ -171,7 +172,7 @@ def test_glide_generate_upsample_and_inpaint_are_bit_identical_with_offload(offl
     def pictures(choice):
         session = session_for(manifest, choice)
         with torch.no_grad():
-            made = [r.image for r in render_generate(session, jobs, Stage("shapes", steps, 3.0), Stage("shapes-upsample", steps), batch_size=2)]
+            made = [r.image for r in render_generate(session, jobs, Stage("shapes", steps, 3.0), Stage("shapes-upsample", steps), options=RenderOptions(batch_size=2))]
             low = torch.from_numpy(np.asarray(made[0].resize((16, 16)), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
             made += [r.image for r in render_upsample(session, jobs[:1], low, Stage("shapes-upsample", steps))]
             mask = Image.new("L", (32, 32), 0)
@@ -226,7 +227,7 @@ def test_on_a_gpu_the_pictures_are_the_same_and_the_weights_leave(unclip_manifes
     def render(choice):
         session = Session(unclip_manifest, device="cuda", dtype="fp16", offline=True, offload=choice, cuda_graphs=False)
         with torch.no_grad():
-            pictures = [r.image.tobytes() for r in render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, batch_size=2)]
+            pictures = [r.image.tobytes() for r in render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, options=RenderOptions(batch_size=2))]
         return pictures, session
 
     plain = render("none")[0]  # that session, holding every network on the GPU, is gone

@@ -102,7 +102,7 @@ def test_auto_batch_size_counts_the_candidates_of_best_of(monkeypatch):
     counted = []
     monkeypatch.setattr(engine, "auto_batch_size", lambda count, device, probes, evict=None: counted.append(count) or 4)
     session = engine.Session(load_manifest(None), device=torch.device("cuda"), dtype=torch.float16, note=lambda text: None)
-    renderer = engine.Renderer(session, None)
+    renderer = engine.Renderer(session)
     assert renderer.batch_size("auto", 1, [], best_of=BestOf(4)) == 4
     assert renderer.batch_size("auto", 3, [], best_of=BestOf(2)) == 4
     assert renderer.batch_size("auto", 1, []) == 1  # one picture, one candidate: nothing to measure

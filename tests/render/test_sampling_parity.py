@@ -47,6 +47,7 @@ from glidecli.render.pipeline import (
     Conditioning,
     Inpainting,
     SamplerChoice,
+    StageInputs,
     quantize_to_8bit,
     sample_stage,
 )
@@ -160,7 +161,7 @@ class Stage:
         return sample_stage(
             self.model, conditioning, ImageNoise(SEEDS), self.sampler,
             scale=(self.guidance or 1.0) if scale is None else scale,
-            low_res=self.low_res, inpainting=inpainting, clip_guidance=clip_guidance,
+            inputs=StageInputs(low_res=self.low_res, inpainting=inpainting, clip_guidance=clip_guidance),
             temperature=self.temperature, callback=callback,
         )
 

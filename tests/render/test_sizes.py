@@ -12,7 +12,7 @@ from PIL import Image
 from glidecli.diffusion.noise import ImageNoise
 from glidecli.files.images import load_image, load_mask
 from glidecli.files.manifest import load_manifest
-from glidecli.render.pipeline import Conditioning, Inpainting, SamplerChoice, sample_stage
+from glidecli.render.pipeline import Conditioning, Inpainting, SamplerChoice, StageInputs, sample_stage
 from glidecli.render.sizes import check_side, side_multiple, side_range, stage_sizes
 from helpers.tiny import tiny_network
 
@@ -116,7 +116,7 @@ def test_inpainting_a_rectangle_keeps_the_known_region_exactly():
     text = network.encode_text(tokenizer_tokens, torch.ones(2, cfg.text_ctx, dtype=torch.bool))
     conditioning = Conditioning(text, None, [False, False])
     out = sample_stage(network, conditioning, ImageNoise([1, 2]), SamplerChoice("ddim", "5"),
-                       inpainting=Inpainting(source, keep))
+                       inputs=StageInputs(inpainting=Inpainting(source, keep)))
     assert out.shape == (2, 3, height, width)
     assert torch.equal(out * keep, source * keep)
     assert not torch.equal(out, source)

@@ -21,6 +21,7 @@ from glidecli.render.engine import (
     DEFAULT_BASE,
     DEFAULT_UPSAMPLE,
     Job,
+    RenderOptions,
     Session,
     Stage,
     render_generate,
@@ -28,6 +29,7 @@ from glidecli.render.engine import (
 from glidecli.render.pipeline import (
     Inpainting,
     SamplerChoice,
+    StageInputs,
     encode_prompts,
     sample_stage,
 )
@@ -55,7 +57,7 @@ pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"the small model
 def render(session: Session, prompts: list[str], scale: float) -> list[np.ndarray]:
     jobs = [Job(prompt, seed, index) for index, (prompt, seed) in enumerate((p, s) for p in prompts for s in SEEDS)]
     stage = Stage(MODEL, SAMPLER, scale=scale)
-    done = render_generate(session, jobs, stage, None, batch_size=len(jobs))
+    done = render_generate(session, jobs, stage, None, options=RenderOptions(batch_size=len(jobs)))
     return [np.asarray(item.image.convert("RGB"), dtype=np.float64) for item in done]
 
 
@@ -169,7 +171,7 @@ def _inpaint(session: Session, region: str, scale: float, empty: bool = False) -
     tokenizer = session.tokenizer(model.config.text_ctx, INPAINT_MODEL)
     conditioning = encode_prompts(model, tokenizer, prompts, guided=scale != 1.0)
     images = sample_stage(model, conditioning, ImageNoise(seeds), INPAINT_SAMPLER, scale=scale,
-                          inpainting=Inpainting(torch.stack(sources), keep.contiguous()))
+                          inputs=StageInputs(inpainting=Inpainting(torch.stack(sources), keep.contiguous())))
     return _pixels(images)
 
 
@@ -201,7 +203,7 @@ def _upsample(session: Session, prompts: list[str], lows: list[Image.Image], see
     tokenizer = session.tokenizer(model.config.text_ctx, UPSAMPLE_MODEL)
     conditioning = encode_prompts(model, tokenizer, prompts, guided=False)
     low_res = torch.stack([pil_to_tensor(low) for low in lows])
-    images = sample_stage(model, conditioning, ImageNoise(seeds), DEFAULT_UPSAMPLE.sampler, low_res=low_res,
+    images = sample_stage(model, conditioning, ImageNoise(seeds), DEFAULT_UPSAMPLE.sampler, inputs=StageInputs(low_res=low_res),
                           temperature=DEFAULT_UPSAMPLE.temperature)
     return _pixels(images)
 

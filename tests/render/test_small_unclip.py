@@ -16,7 +16,7 @@ from glidecli.files.fetch import fetch_entry
 from glidecli.files.manifest import load_manifest
 from glidecli.nets.checkpoint import load_network
 from glidecli.nets.tokenizer import ClipTokenizer
-from glidecli.render.engine import Job, Session, Stage
+from glidecli.render.engine import Job, RenderOptions, Session, Stage
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, ClipModels, render_unclip, render_vary
 from glidecli.train.clip_recipe import top1_retrieval
 from glidecli.train.dataset import EVAL_SCENES, draw_scene, scan_dataset, scene_colours, shape_caption, write_shapes
@@ -50,7 +50,7 @@ def test_the_entries_are_small_and_beside_the_manifest():
 def test_unclip_pictures_have_the_prompted_colours(session):
     jobs = [Job(shape_caption(*scene), seed=0, index=i) for i, scene in enumerate(EVAL_SCENES)]
     with torch.no_grad():
-        done = list(render_unclip(session, jobs, PRIOR, DECODER, None, clip=CLIP, batch_size=8))
+        done = list(render_unclip(session, jobs, PRIOR, DECODER, None, clip=CLIP, options=RenderOptions(batch_size=8)))
     right = sum(colours(d.image) == (scene[0], scene[2]) for d, scene in zip(done, EVAL_SCENES))
     assert right >= 7, right  # 16 seeds: see models/README.md
 

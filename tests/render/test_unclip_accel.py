@@ -22,7 +22,7 @@ from glidecli.render import batching
 from glidecli.render import engine as engine_module
 from glidecli.render import session as session_module
 from glidecli.render.accel import CompiledNetwork, GraphedNetwork
-from glidecli.render.engine import Job, Session
+from glidecli.render.engine import Job, RenderOptions, Session
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.ranking import BestOf
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR, ClipModels, _UnclipRenderer, render_unclip, render_vary
@@ -72,9 +72,9 @@ def module(session, name, kind, part):
 def render(session, how, picture, batch_size=2, best_of=None):
     with torch.no_grad():
         if how == "unclip":
-            done = render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, batch_size=batch_size, best_of=best_of)
+            done = render_unclip(session, JOBS, PRIOR, DECODER, DEFAULT_SR, options=RenderOptions(batch_size=batch_size), best_of=best_of)
         else:
-            done = render_vary(session, JOBS, picture, DECODER, DEFAULT_SR, batch_size=batch_size, best_of=best_of)
+            done = render_vary(session, JOBS, picture, DECODER, DEFAULT_SR, options=RenderOptions(batch_size=batch_size), best_of=best_of)
         return [rendered.image.tobytes() for rendered in done]
 
 
@@ -182,7 +182,7 @@ def test_the_prior_compiles_and_samples_like_eager(monkeypatch, tmp_path):
 
 def test_auto_is_one_on_the_cpu_without_measuring(manifest, monkeypatch):
     monkeypatch.setattr(engine_module, "auto_batch_size", lambda *a: pytest.fail("nothing is measured on the CPU"))
-    renderer = _UnclipRenderer(cpu_session(manifest), ClipModels(), DECODER, DEFAULT_SR, None)
+    renderer = _UnclipRenderer(cpu_session(manifest), ClipModels(), DECODER, DEFAULT_SR)
     assert renderer.batch_size("auto", 8, PRIOR) == 1
     assert renderer.batch_size(3, 8, PRIOR) == 3
 
@@ -204,7 +204,7 @@ def test_auto_on_a_gpu_measures_the_prior_decoder_and_sr(manifest, monkeypatch):
     for name, kind, _ in NETWORKS:
         session.network(name, kind)  # loaded on the CPU, before the session poses as a GPU one
     session.device = torch.device("cuda")
-    renderer = _UnclipRenderer(session, ClipModels(), DECODER, DEFAULT_SR, None)
+    renderer = _UnclipRenderer(session, ClipModels(), DECODER, DEFAULT_SR)
     assert renderer.batch_size("auto", 8, PRIOR) == 4
     prior_dim, side, sr_side = 32, TINY_DECODER.image_size, TINY_SR.image_size
     assert measured[-1] == (8, [
@@ -257,7 +257,7 @@ def test_cuda_graph_replay_of_every_unclip_network_equals_eager_bit_for_bit(mani
 def test_cuda_auto_batch_measures_the_unclip_networks(manifest):
     notes = []
     session = Session(manifest, device="cuda", offline=True, note=notes.append)
-    renderer = _UnclipRenderer(session, ClipModels(), DECODER, DEFAULT_SR, None)
+    renderer = _UnclipRenderer(session, ClipModels(), DECODER, DEFAULT_SR)
     assert renderer.batch_size("auto", 5, PRIOR) == 5  # tiny networks: all five fit
     assert notes == ["batch size 5 for 5 pictures (measured to fit the GPU's free memory)"]
     stages = [batching.measure_stage(probe, session.device) for probe in (

@@ -57,7 +57,7 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
     from ..files.manifest import load_manifest
     from ..files.pngfile import ImageError, next_free_index, slugify, write_png
     from ..files.sheet import contact_sheet
-    from ..request.grid import PROMPT_SR, stage_key
+    from ..request.grid import stage_key
     from ..request.planner import plan_request
 
     manifest = load_manifest(opts.weights)
@@ -88,9 +88,8 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
                 announce(paths[k], rendered, opts.json_output, peak_memory=session.peak_memory())
     columns = len(x_axis.values)
     rows = [pictures[j * columns : (j + 1) * columns] for j in range(len(cells) // columns)]
-    label = lambda axis, value: value if axis.option == PROMPT_SR else f"{axis.option}={value}"  # noqa: E731
-    x_labels = [label(x_axis, value) for value in x_axis.values]
-    y_labels = [label(y_axis, value) for value in y_axis.values] if y_axis else None
+    x_labels = [_axis_label(x_axis, value) for value in x_axis.values]
+    y_labels = [_axis_label(y_axis, value) for value in y_axis.values] if y_axis else None
     base = cells[0].request
     prompt = (base.prompts[0] if getattr(base, "prompts", ()) else getattr(base, "prompt", "")) or ""
     record = {
@@ -104,3 +103,10 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
     if sys.stdout is not None:
         sys.stdout.write((json.dumps({"path": str(sheet_path), "grid": record}, ensure_ascii=False) if opts.json_output else str(sheet_path)) + "\n")
         sys.stdout.flush()
+
+
+def _axis_label(axis: Any, value: str) -> str:
+    """A sheet's label of one value on `axis`: a prompt as it is, any other value as option=value."""
+    from ..request.grid import PROMPT_SR
+
+    return value if axis.option == PROMPT_SR else f"{axis.option}={value}"

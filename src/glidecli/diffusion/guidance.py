@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..nets.clip import NoisedClip
-from ..nets.unet import Text2ImUNet, TextEmbedding
+from ..nets.unet import TextEmbedding
 from .samplers import Denoiser, ModelFn, Prediction, X0Transform
 from .schedule import Schedule, coefficient
 
@@ -35,7 +35,7 @@ def _concat_text(first: TextEmbedding, second: TextEmbedding) -> TextEmbedding:
 
 
 def guided_model_fn(
-    model: Text2ImUNet,
+    model: Callable[..., Tensor],  # the network, or a graphed or compiled call of it
     text: TextEmbedding,
     *,
     uncond_text: TextEmbedding | None = None,
@@ -65,7 +65,7 @@ def guided_model_fn(
 
 
 def composed_model_fn(
-    model: Text2ImUNet,
+    model: Callable[..., Tensor],  # the network, or a graphed or compiled call of it
     text: TextEmbedding,
     uncond_text: TextEmbedding,
     owner: Tensor,

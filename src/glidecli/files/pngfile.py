@@ -1,7 +1,8 @@
 """Writing glide's PNGs: settings in text chunks, atomic writes, and output file names.
 
 Every PNG carries two text chunks: `parameters` in A1111's format (what most image tools
-show) and `glide`, the full JSON record needed to reproduce the image. Files are written to
+show, parameters.py) and `glide`, the full JSON record needed to reproduce the image (a
+rendered picture's is record.py's PictureRecord). Files are written to
 a temporary name and renamed, and never overwrite an existing file unless asked. This module
 needs no torch, so `glide info` starts quickly.
 """
@@ -18,10 +19,12 @@ import string
 import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from .parameters import build_parameters_text, parse_parameters_text
+from .record import PictureRecord
 from .vocabulary import DEFAULT_PATTERN
 
 PATTERN_FIELDS = ("index", "seed", "slug", "prompt_hash")
@@ -38,126 +41,6 @@ class ImageError(Exception):
 
 
 # --------------------------------------------------------------------------- metadata
-
-# meta key (and accepted aliases) -> label in A1111's settings line, in A1111's order.
-_PARAMETER_LABELS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("steps",), "Steps"),
-    (("sampler",), "Sampler"),
-    (("scale", "cfg_scale"), "CFG scale"),
-    (("seed",), "Seed"),
-    (("size",), "Size"),
-    (("model",), "Model"),
-    (("model_hash",), "Model hash"),
-    (("upsample_steps",), "Upsample steps"),
-    (("upsample_temp",), "Upsample temp"),
-)
-_NEGATIVE_KEYS = ("negative_prompt", "negative")
-_NEGATIVE_PREFIX = "Negative prompt: "
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # A1111 writes "CFG scale: 3", not "3.0"
-    return str(value)
-
-
-def _format_size(meta: Mapping[str, Any]) -> str | None:
-    size = meta.get("size")
-    if size is None and "width" in meta and "height" in meta:
-        size = (meta["width"], meta["height"])
-    if size is None:
-        return None
-    if isinstance(size, (list, tuple)):
-        return f"{size[0]}x{size[1]}"
-    if isinstance(size, int):
-        return f"{size}x{size}"
-    return str(size)
-
-
-def _quote(text: str) -> str:
-    """Quote a value that would otherwise break the "Key: value, Key: value" line."""
-    if any(c in text for c in ',:"\n'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
-
-
-def _first_present(meta: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if meta.get(key) is not None:
-            return meta[key]
-    return None
-
-
-def _setting_text(meta: Mapping[str, Any], keys: tuple[str, ...], label: str) -> str | None:
-    if label == "Size":
-        return _format_size(meta)
-    value = _first_present(meta, keys)
-    return None if value is None else _format_value(value)
-
-
-def build_parameters_text(meta: Mapping[str, Any]) -> str:
-    """A1111's `parameters` text: the prompt, an optional "Negative prompt: ..." line,
-    then one "Key: value, ..." line holding only the settings present in `meta`."""
-    lines = [str(meta.get("prompt", ""))]
-    negative = _first_present(meta, _NEGATIVE_KEYS)
-    if negative:
-        lines.append(_NEGATIVE_PREFIX + str(negative))
-    settings = []
-    for keys, label in _PARAMETER_LABELS:
-        text = _setting_text(meta, keys, label)
-        if text is not None:
-            settings.append(f"{label}: {_quote(text)}")
-    if settings:
-        lines.append(", ".join(settings))
-    return "\n".join(lines)
-
-
-# One "Label: value" pair, the value either a JSON string or plain text up to a comma.
-_SETTING_PAIR = re.compile(r'\s*([^:,]+):\s*("(?:\\.|[^"\\])*"|[^,]*)\s*(?:,|$)')
-_SETTINGS_LINE = re.compile(r"^\s*[A-Za-z][\w ]*: ")
-
-
-def _parse_setting_value(raw: str) -> Any:
-    if raw.startswith('"'):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def parse_parameters_text(text: str) -> dict[str, Any]:
-    """Best-effort inverse of build_parameters_text (also reads other tools' text):
-    known labels map back to meta keys, others become snake_case keys."""
-    lines = text.split("\n")
-    settings_line = ""
-    if len(lines) > 1 and _SETTINGS_LINE.match(lines[-1]):
-        settings_line = lines.pop()
-    prompt_lines: list[str] = []
-    negative_lines: list[str] = []
-    for line in lines:
-        if line.startswith(_NEGATIVE_PREFIX) and not negative_lines:
-            negative_lines.append(line[len(_NEGATIVE_PREFIX):])
-        elif negative_lines:
-            negative_lines.append(line)  # a multi-line negative prompt continues
-        else:
-            prompt_lines.append(line)
-
-    meta: dict[str, Any] = {"prompt": "\n".join(prompt_lines)}
-    if negative_lines:
-        meta["negative_prompt"] = "\n".join(negative_lines)
-    keys_by_label = {label: keys[0] for keys, label in _PARAMETER_LABELS}
-    for label, raw in _SETTING_PAIR.findall(settings_line):
-        label = label.strip()
-        key = keys_by_label.get(label, re.sub(r"\W+", "_", label.lower()).strip("_"))
-        value = _parse_setting_value(raw.strip())
-        meta[key] = str(value) if key in ("sampler", "model", "model_hash", "size") else value
-    return meta
 
 
 def _add_text_chunk(info: PngImagePlugin.PngInfo, key: str, text: str) -> None:
@@ -210,7 +93,7 @@ def read_png_metadata(path: str | Path) -> dict[str, Any]:
         with Image.open(path) as image:
             if image.format != "PNG":
                 raise ImageError(f"{path} is a {image.format} file, not a PNG")
-            texts = dict(image.text)  # reads every text chunk, also those after the pixels
+            texts = dict(cast(PngImagePlugin.PngImageFile, image).text)  # every text chunk, also those after the pixels
     except FileNotFoundError:
         raise ImageError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
@@ -277,9 +160,11 @@ def _exists_error(path: Path) -> ImageError:
     return ImageError(f"output file {path} already exists; use --overwrite to replace it")
 
 
-def write_png(image: Image.Image, path: str | Path, meta: Mapping[str, Any], *, overwrite: bool = False) -> Path:
-    """Write `image` as a PNG with `parameters` and `glide` metadata, atomically (write_whole)."""
-    return write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=_png_info(meta)), overwrite=overwrite)
+def write_png(image: Image.Image, path: str | Path, meta: PictureRecord | Mapping[str, Any], *, overwrite: bool = False) -> Path:
+    """Write `image` as a PNG with `parameters` and `glide` metadata, atomically (write_whole):
+    a picture's record (files/record.py), or any settings by key."""
+    record = meta.as_meta() if isinstance(meta, PictureRecord) else meta
+    return write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=_png_info(record)), overwrite=overwrite)
 
 
 def write_whole(path: str | Path, save: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:

@@ -84,7 +84,10 @@ def unet_probe(
 
     def run(pictures: int) -> object:
         batch = pictures * (2 if guided else 1)
-        zeros = lambda *shape, dtype=torch.float32: torch.zeros(batch, *shape, device=device, dtype=dtype)  # noqa: E731
+
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(batch, *shape, device=device, dtype=dtype)
+
         text = None
         if cfg.clip_dim:
             mask = torch.ones(batch, cfg.text_ctx, dtype=torch.bool, device=device)

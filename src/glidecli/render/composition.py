@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 MAX_COMPONENTS = 8  # each costs a network row per step: 8 is already 9x a plain picture's calls
 
@@ -82,6 +83,6 @@ def plain_text(components: list[Component]) -> str:
     return ", ".join(drawn)
 
 
-def record(components: list[Component]) -> list[dict]:
+def record(components: list[Component]) -> list[dict[str, Any]]:
     """The components as a PNG records them."""
     return [{"prompt": c.text, "weight": c.weight} for c in components]

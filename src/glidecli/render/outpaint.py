@@ -15,42 +15,30 @@ batch, paints the same canvas.
 
     source = OutpaintSource(Path("photo.png"), Extension(right=128))
     for done in render_outpaint(session, [Job("a beach", seed=1)], source):
-        write_png(done.image, "wider.png", done.meta)
+        write_png(done.image, "wider.png", done.record)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..files.fetch import sha256_file
+from ..files.file_facts import sha256_file
 from ..files.images import batch_to_pil
 from ..files.pixels import load_pixels
+from ..files.record import Settings
 from ..nets.kinds import ModelKind
-from .engine import (
-    DEFAULT_INPAINT_BASE,
-    DEFAULT_INPAINT_UPSAMPLE,
-    Job,
-    RenderedImage,
-    Renderer,
-    Reporter,
-    Session,
-    Stage,
-    _stage_size,
-    batches,
-    common_meta,
-    inpaint_meta,
-    inpaint_stages,
-    picture_record,
-)
+from .engine import stage_size
+from .inpaint import InpaintStages
+from .jobs import DEFAULT_INPAINT_BASE, DEFAULT_INPAINT_UPSAMPLE, DEFAULT_OPTIONS, Job, RenderedImage, RenderOptions, Stage
 from .pipeline import job_noise
 from .region_inpaint import output_sizes, stage_inputs
-from .regions import MAX_CANVAS, Extension, crop, fill_unknown, paste, plan_windows, sides
+from .regions import MAX_CANVAS, Box, Extension, crop, fill_unknown, paste, plan_windows, sides
+from .session import Session
 
 
 @dataclass(frozen=True)
@@ -79,23 +67,16 @@ def window_sizes(session: Session, base: Stage, upsample: Stage | None) -> tuple
     (width, height) when the stages have their own sides (Stage.width/height)."""
     if not any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
         return output_sizes(session, base, upsample)
-    low = _stage_size(session, base, ModelKind.BASE_INPAINT)[::-1]
-    return low, (_stage_size(session, upsample, ModelKind.UPSAMPLE_INPAINT)[::-1] if upsample is not None else low)
+    low = stage_size(session, base, ModelKind.BASE_INPAINT)[::-1]
+    return low, (stage_size(session, upsample, ModelKind.UPSAMPLE_INPAINT)[::-1] if upsample is not None else low)
 
 
 def render_outpaint(
-    session: Session,
-    jobs: Sequence[Job],
-    source: OutpaintSource,
-    base: Stage = DEFAULT_INPAINT_BASE,
-    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE,
-    *,
-    batch_size: int | str = 1,
-    reporter: Reporter | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
+    session: Session, jobs: Sequence[Job], source: OutpaintSource, base: Stage = DEFAULT_INPAINT_BASE,
+    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE, *, options: RenderOptions = DEFAULT_OPTIONS,
 ) -> Iterator[RenderedImage]:
     """Outpaint `source.image` (see the module's docstring): one canvas per job."""
-    renderer = Renderer(session, reporter)
+    stages = InpaintStages(session, base, upsample, options)
     pixels = load_pixels(source.image)
     height, width = pixels.shape[:2]
     extension = source.extension
@@ -107,7 +88,7 @@ def render_outpaint(
     base_size, window = window_sizes(session, base, upsample)
     context = window_context(window, source.context)
     windows = plan_windows(width, height, extension, window, context)
-    meta = {
+    canvas: Settings = {
         "width": canvas_w,
         "height": canvas_h,
         "image": str(source.image),
@@ -121,29 +102,45 @@ def render_outpaint(
         "context": context,
         "windows": len(windows),
     }
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, ModelKind.BASE_INPAINT), (upsample, ModelKind.UPSAMPLE_INPAINT)])
-    for batch in batches(jobs, batch_size):
-        noise = job_noise(batch)  # one generator per image, for all its windows
-        canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]
-        painted = np.zeros((canvas_h, canvas_w), dtype=bool)
-        for canvas in canvases:
-            canvas[extension.top : extension.top + height, extension.left : extension.left + width] = pixels
-        painted[extension.top : extension.top + height, extension.left : extension.left + width] = True
-        for box in windows:
-            known, inside = crop(painted, box)
-            new = inside & ~known
-            if not new.any():
-                continue  # every pixel of this window is already painted (the same for every image)
-            repaint = ~known  # outside the canvas too: painted freely, then dropped
-            squares = [fill_unknown(crop(canvas, box)[0], known) for canvas in canvases]
-            low = stage_inputs(squares, repaint, base_size)
-            high = stage_inputs(squares, repaint, window) if upsample is not None else None
-            images = inpaint_stages(renderer, batch, noise, low, high, base, upsample)
-            for canvas, image in zip(canvases, batch_to_pil(images)):
-                paste(canvas, box, np.asarray(image), new)
-            paste(painted, box, new, new)
-        if not painted.all():  # plan_windows covers every new pixel; this guards its promise
-            raise RuntimeError("outpainting left canvas pixels unpainted")
-        record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}
-        for canvas, job in zip(canvases, batch):
-            yield RenderedImage(Image.fromarray(canvas, "RGB"), job, {**picture_record(job), **record})
+    for batch in stages.batches(jobs):
+        canvases = _paint_canvases(stages, batch, pixels, extension, windows, (base_size, window))
+        settings = stages.settings(canvas)
+        for picture, job in zip(canvases, batch):
+            yield RenderedImage(Image.fromarray(picture, "RGB"), job, stages.record(job, settings))
+
+
+def _paint_canvases(
+    stages: InpaintStages,
+    batch: list[Job],
+    pixels: np.ndarray,
+    extension: Extension,
+    windows: Sequence[Box],
+    sizes: tuple[int | tuple[int, int], int | tuple[int, int]],
+) -> list[np.ndarray]:
+    """The canvases of one batch: the picture at its offset, then each window painted in
+    turn; `sizes` are the base model's input size and the window's (window_sizes)."""
+    base_size, window = sizes
+    height, width = pixels.shape[:2]
+    canvas_w, canvas_h = extension.canvas(width, height)
+    noise = job_noise(batch)  # one generator per image, for all its windows
+    canvases = [np.zeros((canvas_h, canvas_w, 3), dtype=np.uint8) for _ in batch]
+    painted = np.zeros((canvas_h, canvas_w), dtype=bool)
+    for canvas in canvases:
+        canvas[extension.top : extension.top + height, extension.left : extension.left + width] = pixels
+    painted[extension.top : extension.top + height, extension.left : extension.left + width] = True
+    for box in windows:
+        known, inside = crop(painted, box)
+        new = inside & ~known
+        if not new.any():
+            continue  # every pixel of this window is already painted (the same for every image)
+        repaint = ~known  # outside the canvas too: painted freely, then dropped
+        squares = [fill_unknown(crop(canvas, box)[0], known) for canvas in canvases]
+        low = stage_inputs(squares, repaint, base_size)
+        high = stage_inputs(squares, repaint, window) if stages.upsample is not None else None
+        images = stages.paint(batch, noise, low, high)
+        for canvas, image in zip(canvases, batch_to_pil(images)):
+            paste(canvas, box, np.asarray(image), new)
+        paste(painted, box, new, new)
+    if not painted.all():  # plan_windows covers every new pixel; this guards its promise
+        raise RuntimeError("outpainting left canvas pixels unpainted")
+    return canvases

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -26,6 +27,9 @@ from ..diffusion.partial import partial_timesteps
 from ..diffusion.samplers import (
     SAMPLERS,
     Callback,
+    Denoiser,
+    MeanShift,
+    X0Transform,
     denoiser_from_model,
     dynamic_threshold,
     sample,
@@ -103,7 +107,9 @@ class Conditioning:
 
     @property
     def batch(self) -> int:
-        return self.uncond.pooled.shape[0] if self.composition is not None else self.text.pooled.shape[0]
+        if self.composition is not None and self.uncond is not None:
+            return int(self.uncond.pooled.shape[0])
+        return int(self.text.pooled.shape[0])
 
 
 def encode_prompts(
@@ -143,7 +149,14 @@ def encode_prompts(
     return Conditioning(text, uncond, truncated, composition, tuple(texts))
 
 
-def job_noise(jobs: Sequence) -> ImageNoise:
+class SeededJob(Protocol):
+    """A job as its noise sees it (engine.Job): its seed."""
+
+    @property
+    def seed(self) -> int: ...
+
+
+def job_noise(jobs: Sequence[SeededJob]) -> ImageNoise:
     """The noise of a batch of jobs: each job's seed, turned by its seed walk's angle when it
     has one (engine.WalkJob)."""
     return ImageNoise([job.seed for job in jobs], [getattr(job, "angle", None) for job in jobs])
@@ -154,80 +167,117 @@ def quantize_to_8bit(x: Tensor) -> Tensor:
     return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
 
 
+@dataclass(frozen=True, kw_only=True)
+class StageInputs:
+    """What a stage samples from besides its prompts and noise; each is optional."""
+
+    low_res: Tensor | None = None  # an upsampler's low-resolution pictures [B, 3, h, w], 8-bit quantized
+    inpainting: Inpainting | None = None
+    clip_guidance: ClipGuidance | None = None
+    # img2img: the picture [B, 3, H, W] to start from, diffused to fraction `strength` of the
+    # sampler's grid; strength 1 ignores it.
+    init: Tensor | None = None
+    strength: float = 1.0
+    size: tuple[int, int] | None = None  # the pictures' (height, width)
+
+    @property
+    def partial(self) -> bool:
+        """Whether sampling starts part-way, from `init`."""
+        return self.init is not None and self.strength < 1.0
+
+
+NO_INPUTS = StageInputs()
+
+
 def sample_stage(
     model: Text2ImUNet,
     conditioning: Conditioning,
     noise: ImageNoise,
     sampler: SamplerChoice,
     *,
+    inputs: StageInputs = NO_INPUTS,
     scale: float = 1.0,
-    low_res: Tensor | None = None,
-    inpainting: Inpainting | None = None,
-    clip_guidance: ClipGuidance | None = None,
     temperature: float = 1.0,
     callback: Callback | None = None,
-    init: Tensor | None = None,
-    strength: float = 1.0,
-    size: tuple[int, int] | None = None,
     network: Callable[..., Tensor] | None = None,
 ) -> Tensor:
     """Sample one batch of images [B, 3, H, W] in [-1, 1] from `model`.
 
-    (H, W) is `size`, else the inpainting source's, else the model's square image size.
-    With `init` [B, 3, H, W] and `strength` < 1 (img2img), the picture is diffused to the
-    timestep at fraction `strength` of the sampler's grid and sampled from there
-    (diffusion/partial.py); strength 1 ignores `init`: plain generation. `network`, when
-    given, is called in place of `model` with its signature (a CUDA-graphed or compiled
+    (H, W) is `inputs.size`, else the inpainting source's, else the model's square image
+    size. With `inputs.init` [B, 3, H, W] and a strength < 1 (img2img), the picture is
+    diffused to the timestep at fraction `strength` of the sampler's grid and sampled from
+    there (diffusion/partial.py); strength 1 ignores `init`: plain generation. `network`,
+    when given, is called in place of `model` with its signature (a CUDA-graphed or compiled
     version of it, render/accel.py)."""
     cfg = model.config
     device = next(model.parameters()).device
     batch = conditioning.batch
     if len(noise) != batch:
         raise ValueError(f"{len(noise)} seeds for a batch of {batch} prompts")
-    partial = init is not None and strength < 1.0
-    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps, strength if partial else 1.0)
-    if size is None:
-        size = tuple(inpainting.source.shape[-2:]) if inpainting is not None else (cfg.image_size, cfg.image_size)
-
-    images: dict[str, Tensor | None] = {"low_res": low_res}
-    known_region = None
-    if inpainting is not None:
-        images["inpaint_image"] = inpainting.source * inpainting.keep_mask
-        images["inpaint_mask"] = inpainting.keep_mask
-        known_region = keep_known_region(inpainting.source, inpainting.keep_mask)
-    if conditioning.composition is not None:
-        parts = conditioning.composition
-        model_fn = composed_model_fn(network or model, conditioning.text, conditioning.uncond, parts.owner, parts.weights, scale=scale, **images)
-    else:
-        model_fn = guided_model_fn(network or model, conditioning.text, uncond_text=conditioning.uncond, scale=scale, **images)
-
-    # Threshold first, then paste the source, so the known region stays exact.
-    threshold = None
-    if sampler.threshold is not None:
-        percentile = sampler.threshold
-        threshold = lambda x0, i: dynamic_threshold(x0, percentile)  # noqa: E731
-    denoise = denoiser_from_model(
-        model_fn, schedule, x0_transform=chain_x0_transforms(threshold, known_region), prediction=cfg.prediction
-    )
-
-    mean_shift = None
-    if clip_guidance is not None:
-        grad = clip_gradient(clip_guidance.clip, clip_guidance.text_embeddings, clip_guidance.scale, schedule)
-        if sampler.name == SamplerName.DDPM:
-            mean_shift = grad
-        else:
-            denoise = clip_guided_denoiser(denoise, schedule, grad)
-
-    x = noise.initial((3, *size), device, torch.float32) * temperature
-    if partial:
+    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps, inputs.strength if inputs.partial else 1.0)
+    denoise, mean_shift = _denoiser(network or model, conditioning, schedule, sampler, inputs, scale, cfg.prediction)
+    x = noise.initial((3, *_picture_size(inputs, cfg.image_size)), device, torch.float32) * temperature
+    if inputs.init is not None and inputs.partial:
         # The same first draw as plain generation, as the noise of q(x_t | x0) at the top.
-        x = schedule.q_sample(init.to(device, torch.float32), len(schedule) - 1, x)
+        x = schedule.q_sample(inputs.init.to(device, torch.float32), len(schedule) - 1, x)
     result = sample(
         sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, mean_shift=mean_shift, callback=callback
     )
     # Multistep solvers may land a hair outside the clipped range; images live in [-1, 1].
     result = result.clamp(-1.0, 1.0)
+    inpainting = inputs.inpainting
     if inpainting is not None:
         # The last x0 estimate already holds the source there; make it exact to the bit.
         result = result * (1 - inpainting.keep_mask) + inpainting.source * inpainting.keep_mask
     return result
+
+
+def _picture_size(inputs: StageInputs, side: int) -> tuple[int, int]:
+    """(H, W): the inputs' size, else the inpainting source's, else the model's square."""
+    if inputs.size is not None:
+        return inputs.size
+    if inputs.inpainting is not None:
+        height, width = inputs.inpainting.source.shape[-2:]
+        return int(height), int(width)
+    return side, side
+
+
+def _denoiser(
+    network: Callable[..., Tensor],
+    conditioning: Conditioning,
+    schedule: Schedule,
+    sampler: SamplerChoice,
+    inputs: StageInputs,
+    scale: float,
+    prediction: str,
+) -> tuple[Denoiser, MeanShift | None]:
+    """The denoiser of a stage with its guidance and x0 transforms, and (CLIP guidance with
+    DDPM) the shift of each step's mean."""
+    images: dict[str, Tensor | None] = {"low_res": inputs.low_res}
+    known_region = None
+    if inputs.inpainting is not None:
+        source, keep = inputs.inpainting.source, inputs.inpainting.keep_mask
+        images.update(inpaint_image=source * keep, inpaint_mask=keep)
+        known_region = keep_known_region(source, keep)
+    parts, uncond = conditioning.composition, conditioning.uncond
+    if parts is not None and uncond is not None:
+        model_fn = composed_model_fn(network, conditioning.text, uncond, parts.owner, parts.weights, scale=scale, **images)
+    else:
+        model_fn = guided_model_fn(network, conditioning.text, uncond_text=uncond, scale=scale, **images)
+    # Threshold first, then paste the source, so the known region stays exact.
+    threshold = _dynamic_threshold(sampler.threshold) if sampler.threshold is not None else None
+    denoise = denoiser_from_model(model_fn, schedule, x0_transform=chain_x0_transforms(threshold, known_region), prediction=prediction)
+    guidance = inputs.clip_guidance
+    if guidance is None:
+        return denoise, None
+    grad = clip_gradient(guidance.clip, guidance.text_embeddings, guidance.scale, schedule)
+    if sampler.name == SamplerName.DDPM:
+        return denoise, grad
+    return clip_guided_denoiser(denoise, schedule, grad), None
+
+
+def _dynamic_threshold(percentile: float) -> X0Transform:
+    def threshold(x0: Tensor, step: int) -> Tensor:
+        return dynamic_threshold(x0, percentile)
+
+    return threshold

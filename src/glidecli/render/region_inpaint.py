@@ -8,41 +8,30 @@ source's, bit for bit, and the picture keeps its size.
 
     source = RegionSource(Path("photo.png"), Path("mask.png"), context=64, feather=8)
     for done in render_inpaint_region(session, [Job("a red hat", seed=1)], source):
-        write_png(done.image, "hat.png", done.meta)
+        write_png(done.image, "hat.png", done.record)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..files.fetch import sha256_file
+from ..files.file_facts import sha256_file
 from ..files.images import batch_to_pil, pil_to_tensor
 from ..files.pixels import check_repaints_something, load_pixels, load_repaint_mask
+from ..files.record import Settings
 from ..nets.kinds import ModelKind
-from .engine import (
-    DEFAULT_INPAINT_BASE,
-    DEFAULT_INPAINT_UPSAMPLE,
-    Job,
-    RenderedImage,
-    Renderer,
-    Reporter,
-    Session,
-    Stage,
-    batches,
-    common_meta,
-    inpaint_meta,
-    inpaint_stages,
-    picture_record,
-)
+from .engine import unet_config
+from .inpaint import InpaintStages
+from .jobs import DEFAULT_INPAINT_BASE, DEFAULT_INPAINT_UPSAMPLE, DEFAULT_OPTIONS, Job, RenderedImage, RenderOptions, Stage
 from .pipeline import Inpainting, job_noise
 from .regions import Box, blend, coverage_mask, crop, feather_weights, fill_unknown, mask_box, resize_picture, square_around
+from .session import Session
 
 
 @dataclass(frozen=True)
@@ -72,10 +61,10 @@ def output_sizes(session: Session, base: Stage, upsample: Stage | None) -> tuple
     own squares, so stages with other sides (Stage.width/height) are refused."""
     if any(stage is not None and (stage.width or stage.height) for stage in (base, upsample)):
         raise ValueError("region inpainting and outpainting work in the models' own squares; give stages without width/height")
-    base_size = session.entry(base.model, ModelKind.BASE_INPAINT).arch.image_size
+    base_size = unet_config(session, base.model, ModelKind.BASE_INPAINT).image_size
     if upsample is None:
         return base_size, base_size
-    return base_size, session.entry(upsample.model, ModelKind.UPSAMPLE_INPAINT).arch.image_size
+    return base_size, unet_config(session, upsample.model, ModelKind.UPSAMPLE_INPAINT).image_size
 
 
 @dataclass(frozen=True)
@@ -109,30 +98,39 @@ def plan_region(repaint: np.ndarray, context: int, feather: int, min_side: int) 
 
 
 def render_inpaint_region(
-    session: Session,
-    jobs: Sequence[Job],
-    source: RegionSource,
-    base: Stage = DEFAULT_INPAINT_BASE,
-    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE,
-    *,
-    batch_size: int | str = 1,
-    reporter: Reporter | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
+    session: Session, jobs: Sequence[Job], source: RegionSource, base: Stage = DEFAULT_INPAINT_BASE,
+    upsample: Stage | None = DEFAULT_INPAINT_UPSAMPLE, *, options: RenderOptions = DEFAULT_OPTIONS,
 ) -> Iterator[RenderedImage]:
     """Repaint the masked region of `source.image` at its own resolution (see the module's
     docstring); each job's seed drives all of its noise, as in render_inpaint."""
-    renderer = Renderer(session, reporter)
+    stages = InpaintStages(session, base, upsample, options)
     pixels = load_pixels(source.image)
     repaint = load_repaint_mask(source.image, source.mask, source.invert_mask)
     check_repaints_something(repaint, source.mask or source.image)
-    height, width = repaint.shape
     base_size, final_size = output_sizes(session, base, upsample)
     plan = plan_region(repaint, source.context, source.feather, final_size)
     square, inside = crop(pixels, plan.box)
     square = fill_unknown(square, inside)  # a square reaching past a non-square picture
     low = stage_inputs([square], plan.repaint, base_size)
     high = stage_inputs([square], plan.repaint, final_size) if upsample is not None else None
-    meta = {
+    region = _region_settings(source, repaint.shape, plan)
+    target = plan.paste_box
+    rows, cols = slice(target.top, target.bottom), slice(target.left, target.right)
+    inner = (slice(target.top - plan.box.top, target.bottom - plan.box.top), slice(target.left - plan.box.left, target.right - plan.box.left))
+    for batch in stages.batches(jobs):
+        images = stages.paint(batch, job_noise(batch), low, high)
+        settings = stages.settings(region)
+        for picture, job in zip(batch_to_pil(images), batch):
+            scaled = np.asarray(picture.resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC))
+            result = pixels.copy()
+            result[rows, cols] = blend(pixels[rows, cols], scaled[inner], plan.weights)
+            yield RenderedImage(Image.fromarray(result, "RGB"), job, stages.record(job, settings))
+
+
+def _region_settings(source: RegionSource, shape: tuple[int, ...], plan: RegionPlan) -> Settings:
+    """What a picture records of its source and the square repainted, after the stages."""
+    height, width = shape
+    settings: dict[str, object] = {
         "width": width,
         "height": height,
         "image": str(source.image),
@@ -144,19 +142,7 @@ def render_inpaint_region(
         "region": plan.box.as_list(),
     }
     if source.mask is not None:
-        meta["mask_sha256"] = sha256_file(source.mask)
+        settings["mask_sha256"] = sha256_file(source.mask)
     if source.invert_mask:
-        meta["invert_mask"] = True
-    batch_size = renderer.batch_size(batch_size, len(jobs), [(base, ModelKind.BASE_INPAINT), (upsample, ModelKind.UPSAMPLE_INPAINT)])
-    for batch in batches(jobs, batch_size):
-        images = inpaint_stages(renderer, batch, job_noise(batch), low, high, base, upsample)
-        record = {**inpaint_meta(renderer, base, upsample), **meta, **common_meta(session, extra_meta)}
-        target = plan.paste_box
-        rows, cols = slice(target.top, target.bottom), slice(target.left, target.right)
-        inner = (slice(target.top - plan.box.top, target.bottom - plan.box.top), slice(target.left - plan.box.left, target.right - plan.box.left))
-        for picture, job in zip(batch_to_pil(images), batch):
-            scaled = np.asarray(picture.resize((plan.box.width, plan.box.height), Image.Resampling.BICUBIC))
-            result = pixels.copy()
-            result[rows, cols] = blend(pixels[rows, cols], scaled[inner], plan.weights)
-            yield RenderedImage(Image.fromarray(result, "RGB"), job, {**picture_record(job), **record})
-
+        settings["invert_mask"] = True
+    return settings

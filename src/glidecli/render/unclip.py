@@ -21,8 +21,9 @@ Every network (prior, decoder, both SR U-Nets) is sampled through the session's 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..diffusion.noise import ImageNoise
-from ..diffusion.samplers import Callback, denoiser_from_model, sample
-from ..files.fetch import sha256_file
+from ..diffusion.samplers import Callback, ModelFn, Prediction, denoiser_from_model, sample
+from ..files.file_facts import sha256_file
 from ..files.images import open_rgb
+from ..files.record import Settings, StageRecord, StageRole
 from ..nets.checkpoint import read_clip_stats
 from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
 from ..nets.kinds import ModelKind
@@ -43,9 +45,16 @@ from ..nets.unet import Text2ImUNet
 from . import defaults
 from .accel import NetworkCall
 from .batching import Probe, prior_probe, sr_probe
-from .engine import Job, RenderedImage, Renderer, Reporter, Session, Stage, batches, common_meta
+from .engine import Renderer, batches
+from .jobs import DEFAULT_OPTIONS, BlendJob, Job, RenderedImage, RenderOptions, Stage
 from .pipeline import Conditioning, SamplerChoice, sample_stage
-from .ranking import BestOf, first_stage_images, load_ranker
+from .ranking import BestOf, StageFn, first_stage_images, load_ranker
+from .session import Reporter, Session
+
+__all__ = [
+    "DEFAULT_DECODER", "DEFAULT_PRIOR", "DEFAULT_SR", "BlendJob", "ClipModels", "decoder_conditioning", "render_blend", "render_unclip",
+    "render_vary", "sample_prior", "slerp", "super_resolve",
+]
 
 DEFAULT_PRIOR = Stage.of(defaults.UNCLIP_PRIOR)
 DEFAULT_DECODER = Stage.of(defaults.UNCLIP_DECODER)
@@ -58,13 +67,6 @@ class ClipModels:
 
     clip: str = defaults.UNCLIP_CLIP_MODEL
     stats: str = defaults.UNCLIP_CLIP_STATS
-
-
-@dataclass(frozen=True)
-class BlendJob(Job):
-    """A blend picture: `mix` 0 is picture A's embedding, 1 is picture B's."""
-
-    mix: float = 0.5
 
 
 # --- the stages as plain functions ------------------------------------------------------------
@@ -84,7 +86,8 @@ def slerp(a: Tensor, b: Tensor, mix: float) -> Tensor:
         direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     else:
         direction = (torch.sin((1 - mix) * omega) * unit_a + torch.sin(mix * omega) * unit_b) / sin
-    return (direction * ((1 - mix) * norm_a + mix * norm_b)).to(a.dtype)
+    result: Tensor = (direction * ((1 - mix) * norm_a + mix * norm_b)).to(a.dtype)
+    return result
 
 
 def sample_prior(
@@ -105,19 +108,21 @@ def sample_prior(
     device = prior.out_proj.weight.device
     schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
     net = network or prior
-    if uncond is None or scale == 1.0:
-        model_fn = lambda x, t: net(x, t, text)  # noqa: E731
-    else:
-        both = text.cat(uncond)
+    both = text.cat(uncond) if uncond is not None and scale != 1.0 else None
 
-        def model_fn(x: Tensor, t: Tensor) -> Tensor:
-            cond_x0, uncond_x0 = net(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-            return uncond_x0 + scale * (cond_x0 - uncond_x0)
+    def model_fn(x: Tensor, t: Tensor) -> Tensor:
+        if both is None:
+            out: Tensor = net(x, t, text)
+            return out
+        cond_x0, uncond_x0 = net(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+        return uncond_x0 + scale * (cond_x0 - uncond_x0)
 
     limit = cfg.clamp_x0
-    denoise = denoiser_from_model(
-        model_fn, schedule, x0_transform=lambda x0, i: x0.clamp(-limit, limit), clip=False, prediction="x0"
-    )
+
+    def clamp(x0: Tensor, step: int) -> Tensor:
+        return x0.clamp(-limit, limit)
+
+    denoise = denoiser_from_model(model_fn, schedule, x0_transform=clamp, clip=False, prediction="x0")
     x = noise.initial((cfg.clip_dim,), device, torch.float32)
     result = sample(sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, callback=callback)
     return prior.denormalize(result)
@@ -147,26 +152,37 @@ def super_resolve(
     size = cfg.image_size
     low_res = F.interpolate(images.clamp(-1, 1).float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
-    denoisers = {
-        which: denoiser_from_model(lambda x, t, net=net: net(x, t, low_res=low_res), schedule, prediction=cfg.prediction)
-        for which, net in zip(("first", "last"), networks or (sr.model_first_steps, sr.model_last_step))
-    }
-    denoise = lambda x, i: denoisers["last" if i == 0 else "first"](x, i)  # noqa: E731
+    first_steps, last_step = networks or (sr.model_first_steps, sr.model_last_step)
+    first = denoiser_from_model(_with_low_res(first_steps, low_res), schedule, prediction=cfg.prediction)
+    last = denoiser_from_model(_with_low_res(last_step, low_res), schedule, prediction=cfg.prediction)
+
+    def denoise(x: Tensor, i: int) -> Prediction:
+        return last(x, i) if i == 0 else first(x, i)  # i counts down: 0 is the last step
+
     x = noise.initial((3, size, size), low_res.device, torch.float32)
     return sample(sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, callback=callback).clamp(-1, 1)
 
 
+def _with_low_res(network: NetworkCall, low_res: Tensor) -> ModelFn:
+    """`network` as a model_fn(x, t) that sees `low_res`."""
+
+    def model_fn(x: Tensor, t: Tensor) -> Tensor:
+        out: Tensor = network(x, t, low_res=low_res)
+        return out
+
+    return model_fn
+
+
 # --- rendering jobs -----------------------------------------------------------------------------
 
-
 class _UnclipRenderer:
-    """Loads unCLIP's models from a session and runs the decoder and SR for batches."""
+    """Loads unCLIP's models from a session and runs the prior, decoder and SR for batches."""
 
     def __init__(
-        self, session: Session, clip: ClipModels, decoder: Stage, sr: Stage | None, reporter: Reporter | None,
+        self, session: Session, clip: ClipModels, decoder: Stage, sr: Stage | None, options: RenderOptions = DEFAULT_OPTIONS,
         best_of: BestOf | None = None,
     ):
-        self.base = Renderer(session, reporter)
+        self.renderer = Renderer(session, options)
         self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
         self.best_of = best_of
         self.ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
@@ -174,7 +190,7 @@ class _UnclipRenderer:
 
     @property
     def reporter(self) -> Reporter:
-        return self.base.reporter
+        return self.renderer.reporter
 
     def clip(self) -> Any:
         return self.session.network(self.clip_models.clip, ModelKind.OPENCLIP)
@@ -183,7 +199,7 @@ class _UnclipRenderer:
         clip = self.clip()
         batch = self.session.clip_tokenizer(clip.config.text_ctx).batch(list(prompts))
         for prompt, cut in zip(prompts, batch.truncated):
-            self.base.warn_truncated(prompt, cut, clip.config.text_ctx - 2)
+            self.renderer.warn_truncated(prompt, cut, clip.config.text_ctx - 2)
         mask = torch.arange(batch.tokens.shape[1])[None] < batch.lengths[:, None]
         device = self.session.device
         with torch.no_grad():
@@ -196,7 +212,7 @@ class _UnclipRenderer:
             return image_embedding(clip, pixels)
 
     def prior(self, name: str) -> PriorTransformer:
-        prior = self.session.network(name, ModelKind.UNCLIP_PRIOR)
+        prior: PriorTransformer = self.session.network(name, ModelKind.UNCLIP_PRIOR)
         if name not in self._stats_set:  # once: the file is read once, a compiled prior sees one module
             mean, std = read_clip_stats(self.session.weights_path(self.clip_models.stats, ModelKind.CLIP_STATS))
             prior.set_stats(mean, std)
@@ -214,7 +230,7 @@ class _UnclipRenderer:
                 found.append(sr_probe(self.session.network(self.sr_stage.model, ModelKind.UNCLIP_SR), device))
             return found
 
-        return self.base.batch_size(requested, count, [(self.decoder_stage, ModelKind.UNCLIP_DECODER)], more_probes=probes, best_of=self.best_of)
+        return self.renderer.batch_size(requested, count, [(self.decoder_stage, ModelKind.UNCLIP_DECODER)], more_probes=probes, best_of=self.best_of)
 
     def unguided(self, jobs: list[Job], guided: bool) -> ClipText | None:
         return self.text([job.negative or "" for job in jobs]) if guided else None
@@ -230,135 +246,107 @@ class _UnclipRenderer:
         uncond = (unguided if unguided is not None else self.unguided(jobs, True)) if guided else None
         conditioning = decoder_conditioning(decoder, text, uncond, embeddings.to(self.session.device))
         return sample_stage(
-            decoder, conditioning, noise, stage.sampler, scale=stage.scale,
-            callback=lambda info: self.reporter.step("decoder", info),
+            decoder, conditioning, noise, stage.sampler, scale=stage.scale, callback=partial(self.reporter.step, "decoder"),
             network=self.session.sampling_call(stage.model, ModelKind.UNCLIP_DECODER),
         )
 
-    def render(
-        self,
-        jobs: Sequence[Job],
-        batch_size: int,
-        decoded: Callable[[list[Job], ImageNoise], Tensor],
-        meta: Callable[[], dict[str, Any]],
-    ) -> Iterator[RenderedImage]:
-        """Every batch of jobs (`batch_size` resolved): `decoded(batch, noise)`'s pictures (the
-        best of N candidates with best_of), then super-resolution unless there is no SR stage."""
+    def decode_prompts(self, prior: Stage, jobs: list[Job], noise: ImageNoise) -> Tensor:
+        """The decoder's pictures of the image embeddings the prior gives for the jobs' prompts."""
+        text = self.text([job.prompt for job in jobs])
+        uncond = self.unguided(jobs, prior.scale != 1.0)
+        embeddings = sample_prior(
+            self.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale, callback=partial(self.reporter.step, "prior"),
+            network=self.session.sampling_call(prior.model, ModelKind.UNCLIP_PRIOR),
+        )
+        return self.decode(jobs, noise, embeddings, text, uncond)
+
+    def decode_embeddings(self, embeddings_for: Callable[[list[Job]], Tensor], jobs: list[Job], noise: ImageNoise) -> Tensor:
+        """The decoder's pictures of the image embeddings [B, D] that `embeddings_for(jobs)`
+        gives, with each job's prompt as the decoder's text."""
+        return self.decode(jobs, noise, embeddings_for(jobs), self.text([job.prompt for job in jobs]))
+
+    def super_resolve_batch(self, sr_stage: Stage, images: Tensor, noise: ImageNoise) -> Tensor:
+        """The SR stage on a batch of the decoder's pictures, continuing their noise."""
+        sr = self.session.network(sr_stage.model, ModelKind.UNCLIP_SR)
+        first_steps, last_step = (self.session.sampling_call(sr_stage.model, ModelKind.UNCLIP_SR, part) for part in ("model_first_steps", "model_last_step"))
+        return super_resolve(sr, images, noise, sr_stage.sampler, callback=partial(self.reporter.step, "super-res"), networks=(first_steps, last_step))
+
+    def render(self, jobs: Sequence[Job], decoded: StageFn, prior: Stage | None = None, source: Settings | None = None) -> Iterator[RenderedImage]:
+        """Every batch of jobs: `decoded(batch, noise)`'s pictures (the best of N candidates
+        with best_of), then super-resolution unless there is no SR stage. `prior`: the
+        prior stage `decoded` runs; `source`: the pictures it decodes, as recorded."""
+        batch_size = self.batch_size(self.renderer.options.batch_size, len(jobs), prior)
         for batch in batches(jobs, batch_size):
             with torch.no_grad():
-                images, noise, per_image = first_stage_images(batch, self.best_of, self.ranker, decoded, batch_size)
+                images, noise, picks = first_stage_images(batch, self.best_of, self.ranker, decoded, batch_size)
                 if self.sr_stage is not None:
-                    name = self.sr_stage.model
-                    sr = self.session.network(name, ModelKind.UNCLIP_SR)
-                    networks = tuple(self.session.sampling_call(name, ModelKind.UNCLIP_SR, part) for part in ("model_first_steps", "model_last_step"))
-                    images = super_resolve(
-                        sr, images, noise, self.sr_stage.sampler, callback=lambda info: self.reporter.step("super-res", info),
-                        networks=networks,
-                    )
+                    images = self.super_resolve_batch(self.sr_stage, images, noise)
             # After the batch: the models' hashes are known once they are loaded.
-            yield from self.base.outputs(images, batch, meta(), per_image)
+            yield from self.renderer.outputs(images, batch, self.settings(prior, source), picks)
 
-    def decode_jobs(
-        self,
-        jobs: Sequence[Job],
-        batch_size: int | str,
-        embeddings_for: Callable[[list[Job]], Tensor],
-        source: dict[str, Any],
-        extra: Mapping[str, Any] | None,
-    ) -> Iterator[RenderedImage]:
-        """Decode (and super-resolve) every batch of jobs from the image embeddings [B, D]
-        that `embeddings_for(batch)` gives, with each job's prompt as the decoder's text."""
-
-        def decoded(todo: list[Job], noise: ImageNoise) -> Tensor:
-            return self.decode(todo, noise, embeddings_for(todo), self.text([job.prompt for job in todo]))
-
-        yield from self.render(jobs, self.batch_size(batch_size, len(jobs)), decoded, lambda: {**source, **self.meta(extra)})
-
-    def meta(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-        meta = {**self.base.stage_meta("decoder_", self.decoder_stage), "decoder_scale": self.decoder_stage.scale}
+    def settings(self, prior: Stage | None, source: Settings | None) -> tuple[StageRecord | Settings, ...]:
+        """What a picture records: its source pictures or its prior stage, the decoder and
+        SR stages, and the CLIP model."""
+        settings: list[StageRecord | Settings] = [] if source is None else [source]
+        if prior is not None:
+            settings.append(self.renderer.stage_record(StageRole.PRIOR, prior, scale=prior.scale))
+        settings.append(self.renderer.stage_record(StageRole.DECODER, self.decoder_stage, scale=self.decoder_stage.scale))
         if self.sr_stage is not None:
-            meta.update(self.base.stage_meta("sr_", self.sr_stage))
-        meta["clip_model"] = self.clip_models.clip
-        return {**meta, **common_meta(self.session, extra)}
+            settings.append(self.renderer.stage_record(StageRole.SR, self.sr_stage))
+        settings.append({"clip_model": self.clip_models.clip})
+        return tuple(settings)
 
 
 def render_unclip(
-    session: Session,
-    jobs: Sequence[Job],
-    prior: Stage = DEFAULT_PRIOR,
-    decoder: Stage = DEFAULT_DECODER,
-    sr: Stage | None = DEFAULT_SR,
-    *,
-    clip: ClipModels = ClipModels(),
-    batch_size: int | str = 1,
-    reporter: Reporter | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
-    best_of: BestOf | None = None,
+    session: Session, jobs: Sequence[Job], prior: Stage = DEFAULT_PRIOR, decoder: Stage = DEFAULT_DECODER, sr: Stage | None = DEFAULT_SR,
+    *, clip: ClipModels = ClipModels(), options: RenderOptions = DEFAULT_OPTIONS, best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Text to image with unCLIP: prior, decoder, then super-resolution unless `sr` is None.
     With `best_of`, prior and decoder run for every candidate, SR for the winner only."""
-    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
-
-    def decoded(todo: list[Job], noise: ImageNoise) -> Tensor:
-        text = renderer.text([job.prompt for job in todo])
-        uncond = renderer.unguided(todo, prior.scale != 1.0)
-        embeddings = sample_prior(
-            renderer.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale,
-            callback=lambda info: renderer.reporter.step("prior", info),
-            network=session.sampling_call(prior.model, ModelKind.UNCLIP_PRIOR),
-        )
-        return renderer.decode(todo, noise, embeddings, text, uncond)
-
-    meta = lambda: {**renderer.base.stage_meta("prior_", prior), "prior_scale": prior.scale, **renderer.meta(extra_meta)}  # noqa: E731
-    yield from renderer.render(jobs, renderer.batch_size(batch_size, len(jobs), prior), decoded, meta)
+    renderer = _UnclipRenderer(session, clip, decoder, sr, options, best_of)
+    yield from renderer.render(jobs, partial(renderer.decode_prompts, prior), prior=prior)
 
 
 def render_vary(
-    session: Session,
-    jobs: Sequence[Job],
-    image: Path,
-    decoder: Stage = DEFAULT_DECODER,
-    sr: Stage | None = DEFAULT_SR,
-    *,
-    clip: ClipModels = ClipModels(),
-    batch_size: int | str = 1,
-    reporter: Reporter | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
-    best_of: BestOf | None = None,
+    session: Session, jobs: Sequence[Job], image: Path, decoder: Stage = DEFAULT_DECODER, sr: Stage | None = DEFAULT_SR,
+    *, clip: ClipModels = ClipModels(), options: RenderOptions = DEFAULT_OPTIONS, best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Variations of a picture: its CLIP image embedding drives the decoder (with each job's
     prompt as the decoder's text, usually empty), then super-resolution. With `best_of`,
     the candidates are ranked against the jobs' prompts (give one)."""
-    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
+    renderer = _UnclipRenderer(session, clip, decoder, sr, options, best_of)
     embedding = renderer.picture_embedding(image)
     source = {"image": str(image), "image_sha256": sha256_file(image)}
-    embeddings_for = lambda batch: embedding.expand(len(batch), -1)  # noqa: E731
-    yield from renderer.decode_jobs(jobs, batch_size, embeddings_for, source, extra_meta)
+    yield from renderer.render(jobs, partial(renderer.decode_embeddings, partial(_repeated, embedding)), source=source)
 
 
 def render_blend(
-    session: Session,
-    jobs: Sequence[BlendJob],
-    image_a: Path,
-    image_b: Path,
-    decoder: Stage = DEFAULT_DECODER,
-    sr: Stage | None = DEFAULT_SR,
-    *,
-    clip: ClipModels = ClipModels(),
-    batch_size: int | str = 1,
-    reporter: Reporter | None = None,
-    extra_meta: Mapping[str, Any] | None = None,
-    best_of: BestOf | None = None,
+    session: Session, jobs: Sequence[BlendJob], image_a: Path, image_b: Path, decoder: Stage = DEFAULT_DECODER, sr: Stage | None = DEFAULT_SR,
+    *, clip: ClipModels = ClipModels(), options: RenderOptions = DEFAULT_OPTIONS, best_of: BestOf | None = None,
 ) -> Iterator[RenderedImage]:
     """Pictures between two others: the slerp of their CLIP image embeddings at each job's
-    `mix` drives the decoder, then super-resolution (`best_of` as for render_vary)."""
-    renderer = _UnclipRenderer(session, clip, decoder, sr, reporter, best_of)
+    `mix` drives the decoder, then super-resolution (`best_of` as for render_vary). Each
+    picture records its mix."""
+    renderer = _UnclipRenderer(session, clip, decoder, sr, options, best_of)
     first, second = renderer.picture_embedding(image_a)[0], renderer.picture_embedding(image_b)[0]
     source = {
         "image_a": str(image_a), "image_a_sha256": sha256_file(image_a),
         "image_b": str(image_b), "image_b_sha256": sha256_file(image_b),
     }
-    embeddings_for = lambda batch: torch.stack([slerp(first, second, job.mix) for job in batch])  # noqa: E731
-    for rendered in renderer.decode_jobs(jobs, batch_size, embeddings_for, source, extra_meta):
-        rendered.meta["mix"] = rendered.job.mix
-        yield rendered
+    yield from renderer.render(jobs, partial(renderer.decode_embeddings, partial(_blended, first, second)), source=source)
+
+
+def _repeated(embedding: Tensor, jobs: list[Job]) -> Tensor:
+    """One picture's embedding [1, D] for every job."""
+    return embedding.expand(len(jobs), -1)
+
+
+def _blended(first: Tensor, second: Tensor, jobs: list[Job]) -> Tensor:
+    """The embeddings [B, D] between two pictures' at each blend job's mix."""
+    return torch.stack([slerp(first, second, _mix(job)) for job in jobs])
+
+
+def _mix(job: Job) -> float:
+    if not isinstance(job, BlendJob):
+        raise TypeError(f"render_blend takes BlendJobs (each with its mix), got {type(job).__name__}")
+    return job.mix

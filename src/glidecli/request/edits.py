@@ -16,7 +16,7 @@ from .stages import StageSpec, build_stage, glide_specs, sized_fit, sized_stages
 
 def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..files.images import load_image
-    from ..render.engine import model_entry, render_upsample
+    from ..render.engine import RenderOptions, model_entry, render_upsample
 
     r = request
     stage = build_stage(manifest, StageSpec(r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
@@ -25,15 +25,16 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
-        "upsample", manifest, jobs,
-        lambda session, todo, reporter, meta: render_upsample(
-            session, todo, picture, stage, batch_size=r.batch_size, reporter=reporter, extra_meta={**meta, **extra}
+        command="upsample", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_upsample(
+            session, todo, picture, stage, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta={**meta, **extra})
         ),
     )
 
 
 def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import InpaintSource, model_entry, render_inpaint
+    from ..render.engine import RenderOptions, model_entry
+    from ..render.inpaint import InpaintSource, render_inpaint
     from ..render.region_inpaint import render_inpaint_region
 
     r = request
@@ -49,11 +50,12 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
     jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
 
     def render(session, todo, reporter, meta):
+        options = RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
         if region is not None:
-            return render_inpaint_region(session, todo, region, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
-        return render_inpaint(session, todo, source, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
+            return render_inpaint_region(session, todo, region, base, upsample, options=options)
+        return render_inpaint(session, todo, source, base, upsample, options=options)
 
-    return RenderPlan("inpaint", manifest, jobs, render, warnings)
+    return RenderPlan(command="inpaint", manifest=manifest, jobs=jobs, render=render, warnings=warnings)
 
 
 def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, context: int, feather: int, final_size: int):
@@ -72,7 +74,7 @@ def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, conte
 
 
 def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import model_entry
+    from ..render.engine import RenderOptions, model_entry
     from ..render.outpaint import OutpaintSource, render_outpaint, window_context
 
     r = request
@@ -95,11 +97,11 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
     source = OutpaintSource(r.image, extension, r.context)
     jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
     return RenderPlan(
-        "outpaint", manifest, jobs,
-        lambda session, todo, reporter, meta: render_outpaint(
-            session, todo, source, base, upsample, batch_size=r.batch_size, reporter=reporter, extra_meta=meta
+        command="outpaint", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_outpaint(
+            session, todo, source, base, upsample, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
         ),
-        warnings,
+        warnings=warnings,
     )
 
 

@@ -174,10 +174,13 @@ def _batch_size(option: Option, value: Any) -> int | str:
 
 
 def _range_text(low: float | None, high: float | None) -> str:
-    show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     if low is not None and high is not None:
-        return f"{show(low)} to {show(high)}"
-    return f"x >= {show(low)}" if low is not None else f"x <= {show(high)}"
+        return f"{_bound_text(low)} to {_bound_text(high)}"
+    return f"x >= {_bound_text(low)}" if low is not None else f"x <= {_bound_text(high)}"
+
+
+def _bound_text(bound: float | None) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
 
 
 # --- the options the rendering commands share --------------------------------------------------

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 RenderFn = Callable[["Session", list["Job"], "Reporter", dict[str, Any]], Iterator["RenderedImage"]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RenderPlan:
     """What a request renders: `render(session, jobs, reporter, meta)` yields one picture per
     job of `jobs` (or of a part of them); `meta` is recorded in every PNG (the command's name).

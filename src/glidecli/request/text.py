@@ -16,7 +16,7 @@ from .stages import best_of_choice, build_stage, glide_specs, init_image, sized_
 
 
 def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import render_generate
+    from ..render.engine import RenderOptions, render_generate
 
     r = request
     warnings: list[str] = []
@@ -36,11 +36,12 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
         raise RequestError("--show-steps follows one picture's sampling: it cannot follow --best-of's candidates")
     batch_size = 1 if r.show_steps is not None else r.batch_size  # one picture's steps at a time (the pictures are the same)
     return RenderPlan(
-        "generate", manifest, jobs,
-        lambda session, todo, reporter, meta: render_generate(
-            session, todo, base, upsample, batch_size=batch_size, reporter=reporter, extra_meta=meta, init=init, best_of=ranking
+        command="generate", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_generate(
+            session, todo, base, upsample, options=RenderOptions(batch_size=batch_size, reporter=reporter, extra_meta=meta), init=init,
+            best_of=ranking,
         ),
-        warnings, r.animate or ("gif" if r.show_steps else None), animations, r.show_steps,
+        warnings=warnings, animate=r.animate or ("gif" if r.show_steps else None), animations=animations, show_steps=r.show_steps,
     )
 
 
@@ -61,7 +62,7 @@ def seed_walks(jobs: list, frames: int, ranking: Any) -> tuple[list, list[tuple[
 
 
 def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import ClipSteering, model_entry, render_generate
+    from ..render.engine import ClipSteering, RenderOptions, model_entry, render_generate
 
     r = request
     jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, composable=False, command="clip-guide")
@@ -75,9 +76,9 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
     upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
     steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
     return RenderPlan(
-        "clip-guide", manifest, jobs,
-        lambda session, todo, reporter, meta: render_generate(
-            session, todo, base, upsample, clip=steering, batch_size=r.batch_size, reporter=reporter, extra_meta=meta
+        command="clip-guide", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_generate(
+            session, todo, base, upsample, clip=steering, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
         ),
-        warnings,
+        warnings=warnings,
     )

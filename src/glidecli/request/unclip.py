@@ -68,6 +68,7 @@ def _check_picture(path: Path) -> None:
 
 
 def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
+    from ..render.engine import RenderOptions
     from ..render.unclip import render_unclip
 
     r = request
@@ -80,15 +81,17 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
     ranking = best_of_choice(r.best_of, r.rank_model, None)
     jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, composable=False, command="unclip")
     return RenderPlan(
-        "unclip", manifest, jobs,
-        lambda session, todo, reporter, meta: render_unclip(
-            session, todo, prior, decoder, sr, clip=clip, batch_size=r.batch_size, reporter=reporter, extra_meta=meta, best_of=ranking,
+        command="unclip", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_unclip(
+            session, todo, prior, decoder, sr, clip=clip, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta),
+            best_of=ranking,
         ),
-        warnings,
+        warnings=warnings,
     )
 
 
 def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
+    from ..render.engine import RenderOptions
     from ..render.unclip import render_vary
 
     r = request
@@ -99,16 +102,18 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="vary")
     return RenderPlan(
-        "vary", manifest, jobs,
-        lambda session, todo, reporter, meta: render_vary(
-            session, todo, r.image, decoder, sr, clip=clip, batch_size=r.batch_size, reporter=reporter, extra_meta=meta, best_of=ranking,
+        command="vary", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_vary(
+            session, todo, r.image, decoder, sr, clip=clip, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta),
+            best_of=ranking,
         ),
-        warnings,
+        warnings=warnings,
     )
 
 
 def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.unclip import BlendJob, render_blend
+    from ..render.engine import BlendJob, RenderOptions
+    from ..render.unclip import render_blend
 
     r = request
     warnings: list[str] = []
@@ -129,12 +134,12 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
     seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="blend")
     jobs = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
     return RenderPlan(
-        "blend", manifest, jobs,
-        lambda session, todo, reporter, meta: render_blend(
-            session, todo, r.image_a, r.image_b, decoder, sr, clip=clip, batch_size=r.batch_size, reporter=reporter,
-            extra_meta=meta, best_of=ranking,
+        command="blend", manifest=manifest, jobs=jobs,
+        render=lambda session, todo, reporter, meta: render_blend(
+            session, todo, r.image_a, r.image_b, decoder, sr, clip=clip,
+            options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta), best_of=ranking,
         ),
-        warnings,
-        r.animate,
-        [tuple(range(i * len(mixes), (i + 1) * len(mixes))) for i in range(len(seeds))] if r.animate else [],
+        warnings=warnings,
+        animate=r.animate,
+        animations=[tuple(range(i * len(mixes), (i + 1) * len(mixes))) for i in range(len(seeds))] if r.animate else [],
     )

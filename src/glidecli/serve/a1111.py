@@ -192,7 +192,7 @@ def _size(service: Service, given: dict[str, Any], base: str, upsampler: str | N
 
 
 def _info(job: Job, options: dict[str, Any]) -> dict[str, Any]:
-    from ..files.pngfile import build_parameters_text
+    from ..files.parameters import build_parameters_text
 
     settings = [f["settings"] for f in job.files]
     first = settings[0] if settings else {}

@@ -241,6 +241,7 @@ def write_samples(
     from ..render.pipeline import (
         Inpainting,
         SamplerChoice,
+        StageInputs,
         encode_prompts,
         sample_stage,
     )
@@ -262,7 +263,7 @@ def write_samples(
     conditioning = encode_prompts(ema, tokenizer, captions, guided=True)
     images = sample_stage(
         ema, conditioning, ImageNoise(list(range(count))), SamplerChoice(SamplerName.DDIM, "50"), scale=3.0,
-        low_res=low_res, inpainting=inpainting,
+        inputs=StageInputs(low_res=low_res, inpainting=inpainting),
     )
     pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     row = torch.cat(list(pixels), dim=2).permute(1, 2, 0).numpy()
