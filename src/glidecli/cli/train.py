@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from ..request.options import Option, RequestError, ValueType
-from ..request.train import command_options
+from ..request.train import command_options, finish_training, start_training, train_request
 from ..train.vocabulary import TrainKind
 from .run import click_errors
 
@@ -56,7 +56,7 @@ _TYPES: dict[ValueType, Any] = {ValueType.INT: int, ValueType.FLOAT: float, Valu
 def _parameter(name: str, option: Option, default: Any) -> inspect.Parameter:
     """The typer parameter of a request option, with its type, limits and choices: typer parses
     and checks the flag as it did before requests."""
-    annotation: Any = Literal[tuple(map(str, option.choices))] if option.choices else _TYPES[option.value_type]
+    annotation: Any = Literal[option.choices] if option.choices else _TYPES[option.value_type]
     if option.optional:
         annotation = Optional[annotation]  # noqa: UP045 - a runtime value typer reads
     if option.flags:
@@ -102,7 +102,6 @@ def train_command(values: Any = FLAGS) -> None:
     from rich.console import Console
 
     from ..render.shard import torchrun_ranks
-    from ..request.train import finish_training, start_training, train_request
     from ..train.loop import TrainingStopped
 
     request = train_request(values)

@@ -32,7 +32,7 @@ KIND = Option(
     ("--kind",), ValueType.STR,
     "Kind of a fresh network (--preset; default base). clip: a CLIP of your own; unclip-prior, unclip-decoder: unCLIP's, learning from --clip."
     " With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.",
-    panel=MODEL_AND_DEVICE, choices=tuple(TrainKind), optional=True, show_default=False,
+    panel=MODEL_AND_DEVICE, choices=tuple(kind.value for kind in TrainKind), optional=True, show_default=False,
 )
 CLIP = Option(
     ("--clip",), ValueType.STR, "unclip-prior and unclip-decoder: the CLIP (an openclip entry of --weights) whose embeddings they learn.",

@@ -59,13 +59,7 @@ from .dataset import default_mode, make_folder, scan_dataset
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .recipe import GlideRecipe
 from .settings import Hyper, ModelSource, RunPlan, ema_decay, learning_rate
-from .start import (
-    TrainingError,
-    check_fresh_folder,
-    fine_tuned_entry,
-    read_state,
-    resumed_settings,
-)
+from .start import TrainingError, check_fresh_folder, fine_tuned_entry, read_state, resumed_settings
 from .state import (
     STATE_VERSION,
     arch_dict,
@@ -367,7 +361,6 @@ class Trainer:
         weights, manifest = self.export()
         return TrainResult(self.step, weights, manifest, last_loss)
 
-
     @contextlib.contextmanager
     def _peers_watched(self) -> Iterator[None]:
         """A rank that dies makes the others' collectives fail: one line, not a traceback."""
@@ -402,12 +395,4 @@ def _stop_on_sigint(flag: threading.Event, second_aborts: bool = True) -> Iterat
         signal.signal(signal.SIGINT, previous)
 
 
-__all__ = [
-    "Hyper",
-    "ModelSource",
-    "RunPlan",
-    "Trainer",
-    "TrainingError",
-    "TrainingStopped",
-    "TrainResult",
-]
+__all__ = ["Hyper", "ModelSource", "RunPlan", "Trainer", "TrainingError", "TrainingStopped", "TrainResult"]

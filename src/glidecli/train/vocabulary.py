@@ -27,8 +27,6 @@ class TrainKind(StrEnum):
 # (request/train.py): GLIDE's U-Nets, and unCLIP's prior and decoder, which learn from a CLIP.
 GlideKind = Literal[TrainKind.BASE, TrainKind.UPSAMPLE, TrainKind.BASE_INPAINT, TrainKind.UPSAMPLE_INPAINT]
 UnclipKind = Literal[TrainKind.UNCLIP_PRIOR, TrainKind.UNCLIP_DECODER]
-GLIDE_KINDS: tuple[GlideKind, ...] = get_args(GlideKind)
-UNCLIP_KINDS: tuple[UnclipKind, ...] = get_args(UnclipKind)
 
 # Sizes of a fresh network (settings.PRESETS, clip_recipe.CLIP_PRESETS, unclip_recipes'); full
 # is GLIDE's own, for its U-Nets only.
