@@ -166,18 +166,21 @@ def check(option: Option, value: Any) -> Any:
 
 def _batch_size(option: Option, value: Any) -> int | str:
     if value == "auto":
-        return value
+        return "auto"
     number = _number(value, ValueType.INT) if isinstance(value, (int, str)) else None
-    if number is None or number < 1:
+    if not isinstance(number, int) or number < 1:  # an INT's number is an int or None
         raise RequestError(f"expected 'auto' or a positive integer, got {value!r}", option.flag)
     return number
 
 
 def _range_text(low: float | None, high: float | None) -> str:
-    show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     if low is not None and high is not None:
-        return f"{show(low)} to {show(high)}"
-    return f"x >= {show(low)}" if low is not None else f"x <= {show(high)}"
+        return f"{_limit_text(low)} to {_limit_text(high)}"
+    return f"x >= {_limit_text(low)}" if low is not None else f"x <= {_limit_text(high)}"
+
+
+def _limit_text(limit: float | None) -> str:
+    return f"{limit:g}" if isinstance(limit, float) else str(limit)
 
 
 # --- the options the rendering commands share --------------------------------------------------
