@@ -281,7 +281,14 @@ class BlendRequest(DecoderRequest):
     animate: str | None = uses(o.ANIMATE, None)
 
 
-REQUESTS: dict[str, type] = {
+# Every rendering request, and the classes they are made from (a function that takes "a
+# request type" takes one of these).
+Request = GenerateRequest | ClipGuideRequest | UpsampleRequest | InpaintRequest | OutpaintRequest | UnclipRequest | VaryRequest | BlendRequest
+RequestType = type[Request]
+# The requests with several prompts (`prompts`); the others have one (`prompt`).
+MANY_PROMPTS = (GenerateRequest, ClipGuideRequest, UnclipRequest)
+
+REQUESTS: dict[str, RequestType] = {
     cls.command: cls
     for cls in (
         GenerateRequest, ClipGuideRequest, UpsampleRequest, InpaintRequest, OutpaintRequest, UnclipRequest, VaryRequest, BlendRequest,
@@ -289,21 +296,22 @@ REQUESTS: dict[str, type] = {
 }
 
 
-def file_pattern(request_type: type) -> str:
+def file_pattern(request_type: RequestType) -> str:
     """The command's default file names in --out."""
-    return getattr(request_type, "pattern", DEFAULT_PATTERN)
+    pattern: str = getattr(request_type, "pattern", DEFAULT_PATTERN)
+    return pattern
 
 
-def option_fields(request_type: type) -> list[tuple[str, Option, Any]]:
+def option_fields(request_type: RequestType) -> list[tuple[str, Option, Any]]:
     """(field name, Option, default) of each field of a request type, in order."""
     return [(f.name, f.metadata["option"], f.default) for f in dataclasses.fields(request_type)]
 
 
-def build(request_type: type, values: Mapping[str, Any]) -> Any:
+def build(request_type: RequestType, values: Mapping[str, Any]) -> Request:
     """A request from raw values by field name (CLI text, JSON values, or typed values);
     fields not given keep the command's default (a required picture or prompt is missing).
     Every value is converted and checked."""
-    typed = {}
+    typed: dict[str, Any] = {}
     for name, option, default in option_fields(request_type):
         typed[name] = value_of(option, values.get(name, default))
     unknown = set(values) - set(typed)
@@ -312,10 +320,10 @@ def build(request_type: type, values: Mapping[str, Any]) -> Any:
     return request_type(**typed)
 
 
-def field_names(request_type: type) -> dict[str, str]:
+def field_names(request_type: RequestType) -> dict[str, str]:
     """Every name a field answers to in JSON -> the field: its flags without dashes
     ('cfg-scale', 'n'), and its Python name ('upsample_steps')."""
-    names = {}
+    names: dict[str, str] = {}
     for name, option, _ in option_fields(request_type):
         names[name] = name
         for key in option.keys:
@@ -323,7 +331,7 @@ def field_names(request_type: type) -> dict[str, str]:
     return names
 
 
-def from_mapping(request_type: type, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Any:
+def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Request:
     """A request from JSON by option names (`{"scale": 3, "upsample-steps": "fast27"}`);
     picture fields come from `pictures` (the server's saved uploads), never from `data`.
     Unknown names, and one option given under two names, are refused."""

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .commands import build, field_names, option_fields
-from .options import MAX_SEED, RequestError, ValueType
+from ..diffusion.vocabulary import MAX_SEED
+from .commands import MANY_PROMPTS, Request, RequestType, build, field_names, option_fields
+from .options import RequestError, ValueType
 
 MAX_CELLS = 256  # a sheet of 16 x 16 pictures; more is a typo rather than a plan
 PROMPT_SR = "prompt-sr"
@@ -26,7 +27,7 @@ class Axis:
     field: str = ""  # the request field it sets ('' for prompt-sr)
 
 
-def parse_axis(text: str, request_type: type, flag: str) -> Axis:
+def parse_axis(text: str, request_type: RequestType, flag: str) -> Axis:
     """`scale=1,3,5` -> Axis('scale', ('1', '3', '5'), 'scale'); RequestError for an option
     the command does not have, or no values."""
     name, sep, rest = text.partition("=")
@@ -51,10 +52,10 @@ def parse_axis(text: str, request_type: type, flag: str) -> Axis:
 class Cell:
     x: int
     y: int
-    request: Any
+    request: Request
 
 
-def grid_cells(request_type: type, values: Mapping[str, Any], x: Axis, y: Axis | None) -> list[Cell]:
+def grid_cells(request_type: RequestType, values: Mapping[str, Any], x: Axis, y: Axis | None) -> list[Cell]:
     """Every cell's request, row by row; each value is checked as the command checks it, and
     all before anything renders."""
     count = len(x.values) * (len(y.values) if y else 1)
@@ -68,36 +69,37 @@ def grid_cells(request_type: type, values: Mapping[str, Any], x: Axis, y: Axis |
     if base.seed is None:  # one seed for the whole sheet, so that only the axes differ
         base = dataclasses.replace(base, seed=secrets.randbelow(MAX_SEED + 1))
     cells = []
-    for j, y_value in enumerate(y.values if y else (None,)):
+    y_values: tuple[str | None, ...] = y.values if y else (None,)
+    for j, y_value in enumerate(y_values):
         for i, x_value in enumerate(x.values):
-            request = base
-            for axis, value in ((x, x_value), (y, y_value)):
-                if axis is not None:
-                    request = _apply(request_type, request, axis, value)
+            request = _apply(request_type, base, x, x_value)
+            if y is not None and y_value is not None:
+                request = _apply(request_type, request, y, y_value)
             cells.append(Cell(i, j, request))
     return cells
 
 
-def _apply(request_type: type, request: Any, axis: Axis, value: str) -> Any:
+def _apply(request_type: RequestType, request: Request, axis: Axis, value: str) -> Request:
     if axis.option == PROMPT_SR:
         return _replace_prompt(request, axis.values[0], value)
     return build(request_type, {**dataclasses.asdict(request), axis.field: value})
 
 
-def _replace_prompt(request: Any, search: str, replacement: str) -> Any:
-    if hasattr(request, "prompts"):
+def _replace_prompt(request: Request, search: str, replacement: str) -> Request:
+    if isinstance(request, MANY_PROMPTS):
         prompts = request.prompts
         if not any(search in prompt for prompt in prompts):
             raise RequestError(f"prompt-sr: {search!r} is not in the prompt")
         return dataclasses.replace(request, prompts=tuple(prompt.replace(search, replacement) for prompt in prompts))
-    if search not in (request.prompt or ""):
+    prompt = request.prompt or ""
+    if search not in prompt:
         raise RequestError(f"prompt-sr: {search!r} is not in the prompt")
-    return dataclasses.replace(request, prompt=request.prompt.replace(search, replacement))
+    return dataclasses.replace(request, prompt=prompt.replace(search, replacement))
 
 
-def stage_key(request: Any) -> Any:
+def stage_key(request: Request) -> Request:
     """What cells share when their pictures can go through the networks together: the
     request without its prompts and seed (those differ job by job within one render)."""
-    changes = {"seed": None}
-    changes["prompts" if hasattr(request, "prompts") else "prompt"] = () if hasattr(request, "prompts") else ""
-    return dataclasses.replace(request, **changes)
+    if isinstance(request, MANY_PROMPTS):
+        return dataclasses.replace(request, seed=None, prompts=())
+    return dataclasses.replace(request, seed=None, prompt="")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from .options import MAX_SEED, RequestError
+from ..diffusion.vocabulary import MAX_SEED
+from .options import RequestError
 
 if TYPE_CHECKING:
     from ..render.engine import Job
@@ -66,7 +67,7 @@ def make_jobs(
         split = current_split(shard)
         if split.shard is not None:
             raise RequestError("--shard needs --seed: the tasks of a job array must render with the same seeds")
-        seed = int(from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))
+        seed = cast(int, from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))  # rank 0's draw, an int
     elif seed + num - 1 > MAX_SEED:
         raise RequestError(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", "--seed")
     return [Job(prompt, seed + i, k * num + i, negative) for k, prompt in enumerate(prompts) for i in range(num)]

@@ -166,9 +166,9 @@ def check(option: Option, value: Any) -> Any:
 
 def _batch_size(option: Option, value: Any) -> int | str:
     if value == "auto":
-        return value
+        return "auto"
     number = _number(value, ValueType.INT) if isinstance(value, (int, str)) else None
-    if number is None or number < 1:
+    if not isinstance(number, int) or number < 1:  # an INT's number is an int or None
         raise RequestError(f"expected 'auto' or a positive integer, got {value!r}", option.flag)
     return number
 

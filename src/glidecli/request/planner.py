@@ -9,24 +9,42 @@ request and seed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import assert_never
 
 from ..files.manifest import Manifest
 from . import edits, text, unclip
+from .commands import (
+    BlendRequest,
+    ClipGuideRequest,
+    GenerateRequest,
+    InpaintRequest,
+    OutpaintRequest,
+    Request,
+    UnclipRequest,
+    UpsampleRequest,
+    VaryRequest,
+)
 from .plan import RenderPlan
 
-PLANNERS = {
-    "generate": text.plan_generate,
-    "clip-guide": text.plan_clip_guide,
-    "upsample": edits.plan_upsample,
-    "inpaint": edits.plan_inpaint,
-    "outpaint": edits.plan_outpaint,
-    "unclip": unclip.plan_unclip,
-    "vary": unclip.plan_vary,
-    "blend": unclip.plan_blend,
-}
 
-
-def plan_request(request: Any, manifest: Manifest, shard: str | None = None) -> RenderPlan:
+def plan_request(request: Request, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard."""
-    return PLANNERS[request.command](request, manifest, shard)
+    match request:
+        case GenerateRequest():
+            return text.plan_generate(request, manifest, shard)
+        case ClipGuideRequest():
+            return text.plan_clip_guide(request, manifest, shard)
+        case UpsampleRequest():
+            return edits.plan_upsample(request, manifest, shard)
+        case InpaintRequest():
+            return edits.plan_inpaint(request, manifest, shard)
+        case OutpaintRequest():
+            return edits.plan_outpaint(request, manifest, shard)
+        case UnclipRequest():
+            return unclip.plan_unclip(request, manifest, shard)
+        case VaryRequest():
+            return unclip.plan_vary(request, manifest, shard)
+        case BlendRequest():
+            return unclip.plan_blend(request, manifest, shard)
+        case _:
+            assert_never(request)

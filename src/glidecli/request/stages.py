@@ -5,13 +5,16 @@ check runs before any model loads."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import Manifest
+from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
+from ..nets.unclip_config import PriorConfig
 from ..render.defaults import glide_model
 from .options import RequestError
 
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 # Multistep solvers amplify strong guidance: on the analytic test at scale 10 they are
 # 17-27 levels off at 15 steps and within ~1 level from 25 (benchmarks/README.md).
 STRONG_GUIDANCE = 5.0
-STRONG_GUIDANCE_MIN_STEPS = {SamplerName.DPMPP_2M_SDE: 25, SamplerName.PLMS: 25}
+STRONG_GUIDANCE_MIN_STEPS: Mapping[str, int] = {SamplerName.DPMPP_2M_SDE: 25, SamplerName.PLMS: 25}
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,35 @@ class StageSpec:
 
 
 class GlideStagesRequest(Protocol):
-    """The fields of a request for a GLIDE base model and its upsampler."""
+    """The fields of a request for a GLIDE base model and its upsampler (read-only: the
+    requests are frozen)."""
 
-    model: str
-    sampler: str
-    steps: str
-    eta: float
-    threshold: float | None
-    upsample_model: str
-    upsample_sampler: str
-    upsample_steps: str
-    upsample_temp: float
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def sampler(self) -> str: ...
+
+    @property
+    def steps(self) -> str: ...
+
+    @property
+    def eta(self) -> float: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+    @property
+    def upsample_model(self) -> str: ...
+
+    @property
+    def upsample_sampler(self) -> str: ...
+
+    @property
+    def upsample_steps(self) -> str: ...
+
+    @property
+    def upsample_temp(self) -> float: ...
 
 
 def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0) -> tuple[StageSpec, StageSpec]:
@@ -69,25 +90,43 @@ def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0)
 def build_stage(manifest: Manifest, spec: StageSpec, warnings: list[str] | None = None) -> Stage:
     """A render stage for `spec`'s model, with the sampler checked against its diffusion;
     a setting that may diverge adds a line to `warnings`."""
-    from ..render.engine import Stage, check_sampler, model_entry
+    from ..render.engine import Stage
     from ..render.pipeline import SamplerChoice
 
-    arch = model_entry(manifest, spec.model, spec.kind).arch
+    arch = diffusion_arch(manifest, spec.model, spec.kind)
     try:
         choice = SamplerChoice(spec.sampler, spec.steps, spec.eta, spec.threshold)
     except ValueError as error:
         raise RequestError(str(error)) from None
-    try:
-        check_sampler(choice, arch)
+    try:  # render.engine.check_sampler's check, which the prior's diffusion passes too
+        count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
     except ValueError as error:
         raise RequestError(str(error), spec.steps_option) from None
-    count = len(choice.schedule(arch.noise_schedule, arch.diffusion_steps))
     least = STRONG_GUIDANCE_MIN_STEPS.get(spec.sampler)
     if spec.scale > STRONG_GUIDANCE and least is not None and count < least and warnings is not None:
         warnings.append(
             f"--scale {spec.scale:g} with {count} {spec.sampler} steps may diverge; use {spec.steps_option} {least} or more (benchmarks/README.md)"
         )
     return Stage(spec.model, choice, scale=spec.scale, temperature=spec.temperature)
+
+
+def diffusion_arch(manifest: Manifest, name: str, kind: ModelKind) -> UNetConfig | PriorConfig:
+    """The settings of the manifest's model `name` (of `kind`) that sample a diffusion: a
+    U-Net's or unCLIP's prior's."""
+    from ..render.session import model_entry
+
+    arch = model_entry(manifest, name, kind).arch
+    if not isinstance(arch, (UNetConfig, PriorConfig)):
+        raise RequestError(f"{manifest.path}: model {name!r} of kind {kind} has no diffusion to sample")
+    return arch
+
+
+def unet_arch(manifest: Manifest, name: str, kind: ModelKind) -> UNetConfig:
+    """The U-Net settings of the manifest's model `name` (of `kind`): its sides among them."""
+    arch = diffusion_arch(manifest, name, kind)
+    if not isinstance(arch, UNetConfig):
+        raise RequestError(f"{manifest.path}: model {name!r} of kind {kind} is not a U-Net")
+    return arch
 
 
 def upsampler_stage(manifest: Manifest, size: int | None, base: StageSpec, upsampler: StageSpec) -> Stage | None:
@@ -102,18 +141,16 @@ def wants_upsampler(size: int | None, manifest: Manifest, base: StageSpec, upsam
     """--size picks the base model's size (no upsampler) or the upsampler's (default). A
     manifest without the default upsampler (e.g. one written by `glide train` for a base
     model) gives the base model's pictures."""
-    from ..render.engine import model_entry
-
     if size is None:
         return upsampler.model != glide_model(upsampler.kind) or upsampler.model in manifest.models
-    base_size = model_entry(manifest, base.model, base.kind).arch.image_size
+    base_size = unet_arch(manifest, base.model, base.kind).image_size
     if size == base_size:
         return False
     if upsampler.model not in manifest.models:
         raise RequestError(
             f"{size} is not {base_size}, the base model's size, and {manifest.path} has no upsampler {upsampler.model!r} for other sizes", "--size"
         )
-    up_size = model_entry(manifest, upsampler.model, upsampler.kind).arch.image_size
+    up_size = unet_arch(manifest, upsampler.model, upsampler.kind).image_size
     if size == up_size:
         return True
     raise RequestError(f"{size} is neither {base_size} (base model only) nor {up_size} (with the upsampler)", "--size")
@@ -123,25 +160,24 @@ def sized_stages(
     manifest: Manifest,
     base: Stage,
     upsample: Stage | None,
-    base_kind: str,
-    up_kind: str,
+    base_kind: ModelKind,
+    up_kind: ModelKind,
     width: int | None,
     height: int | None,
     option: str = "--width",
 ) -> tuple[Stage, Stage | None]:
     """The stages with the sides --width/--height ask for (the models' own when both are None)."""
-    from ..render.engine import model_entry
     from ..render.sizes import stage_sizes
 
-    base_arch = model_entry(manifest, base.model, base_kind).arch
-    up_arch = model_entry(manifest, upsample.model, up_kind).arch if upsample is not None else None
+    base_arch = unet_arch(manifest, base.model, base_kind)
+    up_arch = unet_arch(manifest, upsample.model, up_kind) if upsample is not None else None
     try:
         base_size, up_size = stage_sizes(width, height, base_arch, up_arch)
     except ValueError as error:
         raise RequestError(str(error), option) from None
     if base_size is not None:
         base = dataclasses.replace(base, height=base_size[0], width=base_size[1])
-    if up_size is not None:
+    if up_size is not None and upsample is not None:  # an upsampler's size needs one
         upsample = dataclasses.replace(upsample, height=up_size[0], width=up_size[1])
     return base, upsample
 
