@@ -263,23 +263,25 @@ def plan_windows(width: int, height: int, extension: Extension, window: int | tu
             windows.append(box)
 
     rows = _spans(y0, y0 + height, window_h, window_h - context, canvas_h)
-    if extension.left:
-        for left in _rings(0, x0, window_w, context, canvas_w, -1):
-            for top in rows:
-                add(left, top)
-    if extension.right:
-        for left in _rings(x0 + width, canvas_w, window_w, context, canvas_w, +1):
-            for top in rows:
-                add(left, top)
     columns = _spans(0, canvas_w, window_w, window_w - context, canvas_w)
-    if extension.top:
-        for top in _rings(0, y0, window_h, context, canvas_h, -1):
-            for left in columns:
-                add(left, top)
-    if extension.bottom:
-        for top in _rings(y0 + height, canvas_h, window_h, context, canvas_h, +1):
-            for left in columns:
-                add(left, top)
+    # Left, right, top, bottom: rings stepping outward from the picture (over the new pixels
+    # [first, last) of that side), each across the picture's rows or the whole canvas's columns.
+    outward_sides = (
+        (extension.left, 0, x0, -1, False),
+        (extension.right, x0 + width, canvas_w, +1, False),
+        (extension.top, 0, y0, -1, True),
+        (extension.bottom, y0 + height, canvas_h, +1, True),
+    )
+    for grown, first, last, outward, vertical in outward_sides:
+        if not grown:
+            continue
+        window, length, across = (window_h, canvas_h, columns) if vertical else (window_w, canvas_w, rows)
+        for ring in _rings(first, last, window, context, length, outward):
+            for place in across:
+                if vertical:
+                    add(place, ring)
+                else:
+                    add(ring, place)
     # Keep only the windows that find something left to paint, in order.
     painted = np.zeros((canvas_h, canvas_w), dtype=bool)
     painted[y0 : y0 + height, x0 : x0 + width] = True
