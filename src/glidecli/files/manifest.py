@@ -8,32 +8,24 @@ names the file and the problem, before any download starts.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..nets.config import ClipConfig, UNetConfig, unet_defaults
+from ..nets.config import ClipConfig, UNetConfig
 from ..nets.kinds import MODEL_KINDS, UNET_KINDS, ModelKind
-from ..nets.unclip_config import OpenClipConfig, PriorConfig, karlo_decoder_config, karlo_sr_config
+from ..nets.unclip_config import OpenClipConfig, PriorConfig
+from .arch_settings import ManifestError as ManifestError
+from .arch_settings import build_arch, one_line
 
 MANIFEST_ENV = "GLIDE_WEIGHTS"
-# Defaults of the unCLIP kinds' settings ("clip-stats" has none) and the U-Net kind that
-# their UNetConfig describes.
-_UNCLIP_DEFAULTS: dict[str, Callable[[], PriorConfig | UNetConfig | OpenClipConfig]] = {
-    ModelKind.UNCLIP_PRIOR: PriorConfig,
-    ModelKind.UNCLIP_DECODER: karlo_decoder_config,
-    ModelKind.UNCLIP_SR: karlo_sr_config,
-    ModelKind.OPENCLIP: OpenClipConfig,
-}
-_UNET_CONFIG_KIND: dict[str, str] = {ModelKind.UNCLIP_SR: ModelKind.UPSAMPLE}
 FORMATS = ("safetensors", "pt", "diffusers")
 # Kinds a diffusers unCLIP (Karlo) folder holds: files/diffusers_unclip.py's COMPONENTS.
 DIFFUSERS_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR, ModelKind.CLIP_STATS)
@@ -54,10 +46,6 @@ _SCHEMA_VERSION = 1
 DEFAULT_TOKENIZER = "gpt2"  # the [tokenizers.NAME] a U-Net's prompts use unless its entry names another
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _URL_SCHEMES = ("https", "http", "file")
-
-
-class ManifestError(Exception):
-    """A manifest that cannot be read or is invalid; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +170,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
         raise ManifestError(f"{manifest_path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         # The decoder's message already ends with "(at line L, column C)".
-        raise ManifestError(f"{manifest_path}: invalid TOML: {_one_line(str(exc))}") from None
+        raise ManifestError(f"{manifest_path}: invalid TOML: {one_line(str(exc))}") from None
     return _parse_manifest(data, manifest_path.resolve())
 
 
@@ -249,7 +237,7 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
         format=file_format,
         sha256=_parse_sha256(table, where),
         size=size,
-        arch=_build_arch(kind, arch_table, where),
+        arch=build_arch(kind, arch_table, where),
         manifest_path=path,
         tokenizer=tokenizer,
     )
@@ -317,67 +305,6 @@ def _parse_sha256(table: Mapping[str, Any], where: str) -> str | None:
     return digest.lower()
 
 
-def _build_arch(kind: str, arch: Mapping[str, Any], where: str) -> Any:
-    if kind == ModelKind.CLIP_STATS:
-        if arch:
-            raise ManifestError(f"{where}: a clip-stats entry has no arch settings")
-        return None
-    if kind in _UNCLIP_DEFAULTS:
-        defaults: Any = _UNCLIP_DEFAULTS[kind]()
-    else:
-        defaults = unet_defaults(kind) if kind in UNET_KINDS else ClipConfig()
-    known = {f.name for f in dataclasses.fields(defaults)}
-    changes = {}
-    for key, value in arch.items():
-        if key not in known:
-            raise ManifestError(
-                f"{where}: unknown arch setting {key!r} for a {kind} model"
-                f" (known: {', '.join(sorted(known))})"
-            )
-        changes[key] = _coerce_setting(value, getattr(defaults, key), f"{where}: arch.{key}")
-    try:
-        config = dataclasses.replace(defaults, **changes)
-    except (TypeError, ValueError) as exc:
-        raise ManifestError(f"{where}: invalid arch: {_one_line(str(exc))}") from None
-    if isinstance(config, UNetConfig) and config.kind != _UNET_CONFIG_KIND.get(kind, kind):
-        # super_res/inpaint decide the network's inputs; they must agree with the kind.
-        raise ManifestError(
-            f"{where}: arch super_res={str(config.super_res).lower()}, inpaint={str(config.inpaint).lower()}"
-            f" describe kind '{config.kind}', but the entry's kind is '{kind}'"
-        )
-    return config
-
-
-def _coerce_setting(value: Any, default: Any, where: str) -> Any:
-    """Check a TOML value against the type of the setting's default; convert where lossless."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        expected = "true or false"
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        expected = "a whole number"
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        expected = "a number"
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        expected = "a string"
-    elif isinstance(default, tuple):
-        floats = any(isinstance(v, float) for v in default)
-        if isinstance(value, list) and all(
-            isinstance(v, (int, float) if floats else int) and not isinstance(v, bool) for v in value
-        ):
-            return tuple(float(v) if floats else v for v in value)
-        expected = "a list of numbers" if floats else "a list of whole numbers"
-    else:  # pragma: no cover - every setting has one of the types above
-        return value
-    raise ManifestError(f"{where} must be {expected}, not {value!r}")
-
-
 def _source_file_name(source: Source) -> str:
     if isinstance(source, HubSource):
         return source.file.rsplit("/", 1)[-1]
@@ -403,10 +330,6 @@ def _reject_unknown_keys(table: Mapping[str, Any], allowed: frozenset[str], wher
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ManifestError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def toml_value(value: Any) -> str:
