@@ -279,21 +279,24 @@ def sample_dpmpp_2m(
             else:
                 half_inv_r = 0.5 * h / previous_h
                 data = (1 + half_inv_r) * pred.x0 - half_inv_r * previous_x0
-            sigma_ratio = math.sqrt((1 - ab_prev) / (1 - ab))
-            if noise is None:
-                x_weight = sigma_ratio
-                data_weight = -math.sqrt(ab_prev) * math.expm1(-h)  # alpha_t (1 - e^-h)
-            else:
-                x_weight = sigma_ratio * math.exp(-h)
-                data_weight = -math.sqrt(ab_prev) * math.expm1(-2 * h)
+            x_weight, data_weight, noise_std = _dpmpp_weights(ab, ab_prev, h, stochastic=noise is not None)
             x = coefficient(x_weight, x) * x + coefficient(data_weight, x) * data
             if noise is not None:
-                noise_std = math.sqrt(1 - ab_prev) * math.sqrt(-math.expm1(-2 * h))
                 x = x + coefficient(noise_std, x) * noise(x)
             previous_h = h
         previous_x0 = pred.x0
         _notify(callback, total - i, total, x, pred.x0)
     return x
+
+
+def _dpmpp_weights(ab: float, ab_prev: float, h: float, stochastic: bool) -> tuple[float, float, float]:
+    """DPM-Solver++'s weights of x and of D for one step from alpha_bar `ab` to `ab_prev`, a
+    lambda step `h`, and the fresh noise's std in the stochastic form (0 in the ODE's)."""
+    sigma_ratio = math.sqrt((1 - ab_prev) / (1 - ab))
+    if not stochastic:
+        return sigma_ratio, -math.sqrt(ab_prev) * math.expm1(-h), 0.0  # alpha_t (1 - e^-h)
+    noise_std = math.sqrt(1 - ab_prev) * math.sqrt(-math.expm1(-2 * h))
+    return sigma_ratio * math.exp(-h), -math.sqrt(ab_prev) * math.expm1(-2 * h), noise_std
 
 
 SAMPLERS: dict[SamplerName, Callable[..., Tensor]] = {

@@ -180,23 +180,7 @@ class Text2ImUNet(nn.Module):
         emb_dim = cfg.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
-        if cfg.clip_dim:
-            # unCLIP's decoder: CLIP's image embedding and text features replace the text transformer.
-            self.clip_emb = nn.Linear(cfg.clip_dim, emb_dim)
-            self.text_seq_proj = nn.Sequential(nn.Linear(cfg.clip_dim, cfg.xf_width), LayerNorm32(cfg.xf_width))
-            self.text_feat_proj = nn.Linear(cfg.clip_dim, emb_dim)
-            self.clip_tok_proj = nn.Linear(cfg.clip_dim, cfg.xf_width * cfg.clip_tokens)
-            # The learned "no image" embedding of the unconditional half of guidance.
-            self.cf_param = nn.Parameter(torch.empty(cfg.clip_dim))
-        elif cfg.xf_width:
-            self.token_embedding = nn.Embedding(cfg.n_vocab, cfg.xf_width)
-            self.positional_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
-            self.padding_embedding = (
-                nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width)) if cfg.xf_padding else None
-            )
-            self.transformer = TextTransformer(cfg.xf_width, cfg.xf_layers, cfg.xf_heads)
-            self.final_ln = LayerNorm32(cfg.xf_width) if cfg.xf_final_ln else None
-            self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim)
+        self._add_text_conditioning(cfg, emb_dim)
 
         # Attention resolutions are feature-map sizes; the U-Net tracks its downsampling factor.
         attention_factors = {cfg.image_size // r for r in cfg.attention_resolutions}
@@ -237,6 +221,27 @@ class Text2ImUNet(nn.Module):
                 self.output_blocks.append(block)
 
         self.out = nn.Sequential(GroupNorm32(current), nn.SiLU(), nn.Conv2d(first, cfg.out_channels, 3, padding=1))
+
+    def _add_text_conditioning(self, cfg: UNetConfig, emb_dim: int) -> None:
+        """The layers that read the prompt: GLIDE's own text transformer, or for unCLIP's
+        decoder CLIP's image embedding and text features in its place."""
+        if cfg.clip_dim:
+            # unCLIP's decoder: CLIP's image embedding and text features replace the text transformer.
+            self.clip_emb = nn.Linear(cfg.clip_dim, emb_dim)
+            self.text_seq_proj = nn.Sequential(nn.Linear(cfg.clip_dim, cfg.xf_width), LayerNorm32(cfg.xf_width))
+            self.text_feat_proj = nn.Linear(cfg.clip_dim, emb_dim)
+            self.clip_tok_proj = nn.Linear(cfg.clip_dim, cfg.xf_width * cfg.clip_tokens)
+            # The learned "no image" embedding of the unconditional half of guidance.
+            self.cf_param = nn.Parameter(torch.empty(cfg.clip_dim))
+        elif cfg.xf_width:
+            self.token_embedding = nn.Embedding(cfg.n_vocab, cfg.xf_width)
+            self.positional_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
+            self.padding_embedding = (
+                nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width)) if cfg.xf_padding else None
+            )
+            self.transformer = TextTransformer(cfg.xf_width, cfg.xf_layers, cfg.xf_heads)
+            self.final_ln = LayerNorm32(cfg.xf_width) if cfg.xf_final_ln else None
+            self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim)
 
     @staticmethod
     def _resampler(channels: int, direction: str, cfg: UNetConfig) -> nn.Module:
