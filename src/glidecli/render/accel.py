@@ -35,6 +35,7 @@ from torch import Tensor
 from ..files.fetch import cache_dir
 
 NetworkCall = Callable[..., Tensor]  # network(x, timesteps, text=None, **images) -> output
+Signature = tuple[object, ...]  # a call's text type, then each input's name, shape, dtype, strides and device
 Note = Callable[[str], None]
 
 
@@ -54,7 +55,7 @@ class CudaGraphs:
         self._pool: Any = None
 
     def capture(self, run: Callable[[], Tensor]) -> tuple[Callable[[], None], Tensor]:
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # torch leaves Stream.__new__ unannotated
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             run()  # warm-up outside the capture: cuDNN/cuBLAS pick algorithms, inductor compiles
@@ -83,7 +84,7 @@ class _Captured:
         self._held: dict[str, tuple[Tensor, int | None]] = {}
         self.copies = 0  # input tensors copied in so far (tests read it)
         self.replay: Callable[[], None] = lambda: None
-        self.output: Tensor | None = None
+        self.output: Tensor  # set by GraphedNetwork._capture; only captured graphs are kept
 
     def load(self, inputs: dict[str, Tensor]) -> None:
         for name, value in inputs.items():
@@ -131,7 +132,7 @@ def _text_rebuilder(text: Any) -> Callable[[dict[str, Tensor]], Any]:
     return lambda buffers: kind(**{name: buffers.get(TEXT + name) for name in names})
 
 
-def _signature(inputs: dict[str, Tensor], text: Any = None) -> tuple:
+def _signature(inputs: dict[str, Tensor], text: Any = None) -> Signature:
     shapes = tuple((name, tuple(v.shape), v.dtype, v.stride(), str(v.device)) for name, v in inputs.items())
     return (type(text).__qualname__, *shapes)
 
@@ -145,7 +146,7 @@ class GraphedNetwork:
         self.backend = backend
         self.name = name
         self.note = note or (lambda message: None)
-        self.graphs: dict[tuple, _Captured] = {}
+        self.graphs: dict[Signature, _Captured] = {}
         self.failed: str | None = None  # why capture was given up, once it was
 
     def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Tensor | None) -> Tensor:
@@ -207,10 +208,10 @@ class CompiledNetwork:
     def __init__(self, network: torch.nn.Module, *, name: str = "network", note: Note | None = None):
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
         self.network = network
-        self.compiled = torch.compile(network, dynamic=False)
+        self.compiled: NetworkCall = torch.compile(network, dynamic=False)
         self.name = name
         self.note = note or (lambda message: None)
-        self.compile_seconds: dict[tuple, float] = {}
+        self.compile_seconds: dict[Signature, float] = {}
 
     def __call__(self, x: Tensor, timesteps: Tensor, text: Any = None, **images: Tensor | None) -> Tensor:
         key = _signature(_flatten(x, timesteps, text, images), text)

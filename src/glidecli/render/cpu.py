@@ -62,8 +62,9 @@ def _probe_cached() -> bool:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), bool):
-        return known[key]
+    cached = known.get(key) if isinstance(known, dict) else None
+    if isinstance(cached, bool):
+        return cached
     result = probe_speedup() >= PROBE_SPEEDUP
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

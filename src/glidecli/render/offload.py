@@ -20,7 +20,8 @@ for bit with any choice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,8 +149,8 @@ class Offload:
                 setattr(network, method, self._activating(name, getattr(network, method)))
         return network
 
-    def _activating(self, name: str, method):
-        def call(*args, **kwargs):
+    def _activating(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
             self.activate(name)
             return method(*args, **kwargs)
 
@@ -158,10 +159,10 @@ class Offload:
     def _sequential_hooks(self, block: nn.Module) -> None:
         resident = _Resident(block, _tensor_names(block), self.pin)
 
-        def arrive(*_):
+        def arrive(*_: object) -> None:
             resident.to_device(self.device)
 
-        def leave(*_):
+        def leave(*_: object) -> None:
             resident.to_home()
 
         block.register_forward_pre_hook(arrive)

@@ -203,7 +203,7 @@ class Pick:
 
 
 # run(jobs, noise) -> images: one stage (or stages) for a batch of jobs with their noise.
-StageFn = Callable[[list, ImageNoise], Tensor]
+StageFn = Callable[[list[Any], ImageNoise], Tensor]
 
 
 def pick_best(
@@ -217,7 +217,7 @@ def pick_best(
         (j, k, dataclasses.replace(job, seed=candidate_seed(job.seed, k))) for j, job in enumerate(jobs) for k in range(best_of.count)
     ]
     scores: dict[tuple[int, int], float] = {}
-    kept: dict[tuple[int, int], tuple[Tensor, ImageNoise, int]] = {}
+    kept: dict[int, tuple[Tensor, ImageNoise, int]] = {}  # by job: its leader's image, noise and row
     for start in range(0, len(candidates), batch_size):
         part = candidates[start : start + batch_size]
         noise = ImageNoise([job.seed for _, _, job in part])
@@ -249,5 +249,7 @@ def first_stage_images(
     if best_of is None:
         noise = job_noise(jobs)
         return run(list(jobs), noise), noise, None
+    if ranker is None:  # callers load a ranker whenever they pass best_of
+        raise TypeError("best_of needs a ranker")
     images, noise, picks = pick_best(jobs, best_of, ranker, run, batch_size)
     return images, noise, [pick.meta(best_of) for pick in picks]

@@ -154,7 +154,7 @@ def distance_to(mask: np.ndarray, limit: int) -> np.ndarray:
         dst = slice(max(-dx, 0), width + min(-dx, 0))
         shifted[:, dst] = column[:, src] ** 2
         squared = np.minimum(squared, shifted + dx * dx)
-    distance = np.sqrt(squared)
+    distance: np.ndarray = np.sqrt(squared)
     distance[distance > limit] = np.inf
     return distance
 

@@ -16,6 +16,7 @@ from ..files.fetch import fetch_entry, recorded_sha256
 from ..files.manifest import DEFAULT_TOKENIZER, Manifest, ManifestError, ModelEntry
 from ..nets.checkpoint import load_network
 from ..nets.clip import NoisedClip
+from ..nets.config import ClipConfig, UNetConfig
 from ..nets.kinds import ModelKind
 from ..nets.tokenizer import ClipTokenizer, GlideTokenizer
 from ..nets.unet import Text2ImUNet
@@ -198,7 +199,8 @@ class Session:
         return self._paths[name]
 
     def unet(self, name: str, kind: str) -> Text2ImUNet:
-        return self._load(name, kind)
+        network: Text2ImUNet = self._load(name, kind)
+        return network
 
     def sampling_call(self, name: str, kind: str, part: str | None = None) -> NetworkCall:
         """The callable sampling runs for network `name` (a U-Net, or unCLIP's prior):
@@ -224,7 +226,7 @@ class Session:
             entry = self.manifest.tokenizer(name)
             path = fetch_entry(entry, offline=self.offline, progress=self.show_progress)
             tokenizer = GlideTokenizer.from_file(path, text_ctx=text_ctx)
-            n_vocab = self.manifest.model(model).arch.n_vocab if model else None
+            n_vocab = self._vocabulary_size(model) if model else None
             if n_vocab is not None and tokenizer.max_token >= n_vocab:
                 raise RenderError(
                     f"tokenizer {name!r} makes ids up to {tokenizer.max_token}, but model {model!r} knows"
@@ -232,6 +234,13 @@ class Session:
                 )
             self._tokenizers[(name, text_ctx)] = tokenizer
         return self._tokenizers[(name, text_ctx)]
+
+    def _vocabulary_size(self, model: str) -> int:
+        """n_vocab of `model`'s text encoder; only GLIDE U-Nets and CLIP's text tower read tokens."""
+        arch = self.manifest.model(model).arch
+        if not isinstance(arch, UNetConfig | ClipConfig):
+            raise TypeError(f"model {model!r} ({type(arch).__name__}) has no text vocabulary (n_vocab)")
+        return arch.n_vocab
 
     def clip_tokenizer(self, text_ctx: int) -> ClipTokenizer:
         if text_ctx not in self._clip_tokenizers:

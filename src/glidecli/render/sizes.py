@@ -21,7 +21,9 @@ MIN_FACTOR, MAX_FACTOR = 0.5, 2.0
 
 def side_multiple(arch: UNetConfig) -> int:
     """What every side must be a multiple of: the U-Net halves it at each level but the last."""
-    return 2 ** (len(arch.channel_mult) - 1)
+    # int ** int is typed Any (a negative exponent gives a float); the exponent here is >= 0.
+    multiple: int = 2 ** (len(arch.channel_mult) - 1)
+    return multiple
 
 
 def side_range(arch: UNetConfig) -> tuple[int, int]:
