@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
-from .commands import InpaintRequest, OutpaintRequest, UpsampleRequest
+from ..render.defaults import MAX_CANVAS
+from . import options as o
+from .commands import PROMPT, InpaintRequest, OutpaintRequest, UpsampleRequest
 from .jobs import make_jobs
-from .options import MAX_CANVAS, RequestError
+from .options import RequestError, required
 from .plan import RenderPlan
-from .stages import StageSpec, build_stage, glide_specs, sized_fit, sized_stages, upsampler_stage
+from .stages import StageSpec, build_stage, glide_specs, sized_fit, sized_stages, unet_arch, upsampler_stage
+
+if TYPE_CHECKING:
+    from ..render.jobs import Job, RenderedImage
+    from ..render.region_inpaint import RegionSource
+    from ..render.regions import Extension
+    from ..render.session import Reporter, Session
 
 
 def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..files.images import load_image
-    from ..render.engine import RenderOptions, model_entry, render_upsample
+    from ..render.engine import render_upsample
+    from ..render.jobs import RenderOptions
 
     r = request
     stage = build_stage(manifest, StageSpec(r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
     # GLIDE's upsampler was trained on 4x (64 -> 256).
-    picture = load_image(r.image, max(1, model_entry(manifest, r.model, ModelKind.UPSAMPLE).arch.image_size // 4), r.fit)
-    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
+    picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, r.model, ModelKind.UPSAMPLE).image_size // 4), r.fit)
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
         command="upsample", manifest=manifest, jobs=jobs,
@@ -33,8 +44,8 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
 
 
 def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import RenderOptions, model_entry
     from ..render.inpaint import InpaintSource, render_inpaint
+    from ..render.jobs import RenderOptions
     from ..render.region_inpaint import render_inpaint_region
 
     r = request
@@ -44,12 +55,13 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
     upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
     fit = sized_fit(r.fit, r.width, r.height)
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, r.width, r.height)
-    final = model_entry(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else model_entry(manifest, r.model, ModelKind.BASE_INPAINT)
-    region = inpaint_region(r.image, r.mask, r.invert_mask, fit, r.context, r.feather, final.arch.image_size)
-    source = InpaintSource(r.image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)
-    jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
+    final = unet_arch(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else unet_arch(manifest, r.model, ModelKind.BASE_INPAINT)
+    image = required(o.IMAGE, r.image)
+    region = inpaint_region(image, r.mask, r.invert_mask, fit, r.context, r.feather, final.image_size)
+    source = InpaintSource(image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard)
 
-    def render(session, todo, reporter, meta):
+    def render(session: Session, todo: list[Job], reporter: Reporter, meta: dict[str, Any]) -> Iterator[RenderedImage]:
         options = RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
         if region is not None:
             return render_inpaint_region(session, todo, region, base, upsample, options=options)
@@ -58,7 +70,7 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
     return RenderPlan(command="inpaint", manifest=manifest, jobs=jobs, render=render, warnings=warnings)
 
 
-def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, context: int, feather: int, final_size: int):
+def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, context: int, feather: int, final_size: int) -> RegionSource | None:
     """For inpaint: the RegionSource when the picture is inpainted at its own size (--fit
     region, or auto with a picture larger than final_size), else None. Either way a mask
     that selects nothing or everything is refused here, before any model loads."""
@@ -74,12 +86,13 @@ def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, conte
 
 
 def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import RenderOptions, model_entry
+    from ..render.jobs import RenderOptions
     from ..render.outpaint import OutpaintSource, render_outpaint, window_context
 
     r = request
     warnings: list[str] = []
-    extension = canvas_extension(r.image, r.left, r.right, r.top, r.bottom, r.to)
+    image = required(o.IMAGE, r.image)
+    extension = canvas_extension(image, r.left, r.right, r.top, r.bottom, r.to)
     base_spec, up_spec = glide_specs(r, ModelKind.BASE_INPAINT, scale=r.scale)
     base = build_stage(manifest, base_spec, warnings)
     upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
@@ -87,15 +100,15 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
         width, height = parse_size(r.window, "--window")
         base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, width, height, "--window")
     final = upsample or base
-    window = model_entry(manifest, final.model, ModelKind.UPSAMPLE_INPAINT if upsample else ModelKind.BASE_INPAINT).arch.image_size
-    if final.width or final.height:
+    window: int | tuple[int, int] = unet_arch(manifest, final.model, ModelKind.UPSAMPLE_INPAINT if upsample else ModelKind.BASE_INPAINT).image_size
+    if final.width is not None and final.height is not None:  # sized_stages sets both or neither
         window = (final.width, final.height)
     try:
         window_context(window, r.context)
     except ValueError as error:
         raise RequestError(str(error).replace("--context ", ""), "--context") from None
-    source = OutpaintSource(r.image, extension, r.context)
-    jobs = make_jobs([r.prompt], r.num, r.seed, r.negative, shard=shard)
+    source = OutpaintSource(image, extension, r.context)
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard)
     return RenderPlan(
         command="outpaint", manifest=manifest, jobs=jobs,
         render=lambda session, todo, reporter, meta: render_outpaint(
@@ -116,7 +129,7 @@ def parse_size(text: str, option: str = "--to") -> tuple[int, int]:
     return width, height
 
 
-def canvas_extension(image: Path, left: int, right: int, top: int, bottom: int, to: str | None):
+def canvas_extension(image: Path, left: int, right: int, top: int, bottom: int, to: str | None) -> Extension:
     """How far to grow IMAGE, checked before any model loads."""
     from ..files.images import _open
     from ..render.regions import Extension

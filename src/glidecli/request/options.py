@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
 from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES
@@ -144,13 +144,28 @@ def _number(raw: Any, kind: ValueType) -> int | float | None:
     return value
 
 
+T = TypeVar("T")
+
+
+def _missing(option: Option) -> RequestError:
+    return RequestError(f"missing {option.flag}" if not option.flags else "a value is required", None if not option.flags else option.flag)
+
+
+def required(option: Option, value: T | None) -> T:
+    """The value of a required option. A request made by `build` always holds one (it refuses a
+    missing one with this message), but a request's dataclass defaults it to None."""
+    if value is None:
+        raise _missing(option)
+    return value
+
+
 def check(option: Option, value: Any) -> Any:
     """`value` (of the option's type) if within its limits, else RequestError; a batch size's
     text becomes an int."""
     if value is None:
         if option.optional:
             return None
-        raise RequestError(f"missing {option.flag}" if not option.flags else "a value is required", None if not option.flags else option.flag)
+        raise _missing(option)
     if option.value_type == ValueType.BATCH:
         return _batch_size(option, value)
     if option.value_type == ValueType.FLOAT and not math.isfinite(value):

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..diffusion.vocabulary import SamplerName
+from ..diffusion.vocabulary import MAX_SEED, SamplerName
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
 from .commands import ClipGuideRequest, GenerateRequest
 from .jobs import check_image_count, make_jobs
-from .options import MAX_SEED, RequestError
+from .options import RequestError
 from .plan import RenderPlan
 from .stages import best_of_choice, build_stage, glide_specs, init_image, sized_stages, upsampler_stage
 
+if TYPE_CHECKING:
+    from ..render.jobs import Job
+    from ..render.ranking import BestOf
+
 
 def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import RenderOptions, render_generate
+    from ..render.engine import render_generate
+    from ..render.jobs import RenderOptions
 
     r = request
     warnings: list[str] = []
@@ -45,24 +50,26 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
     )
 
 
-def seed_walks(jobs: list, frames: int, ranking: Any) -> tuple[list, list[tuple[int, ...]]]:
+def seed_walks(jobs: list[Job], frames: int, ranking: BestOf | None) -> tuple[list[Job], list[tuple[int, ...]]]:
     """Each job becomes `frames` frames of a seed walk (their noise turned a full circle),
     numbered on: job i's frame k has index i * frames + k."""
-    from ..render.engine import WalkJob
+    from ..render.jobs import WalkJob
 
     if ranking is not None:
         raise RequestError("--seed-walk keeps one seed pair for the whole walk; --best-of would pick a candidate per frame")
     check_image_count(frames * len(jobs), "--seed-walk")
     if any(job.seed + 1 > MAX_SEED for job in jobs):
         raise RequestError(f"a seed walk turns towards seed + 1: give a seed below {MAX_SEED}", "--seed")
-    walked = [
+    walked: list[Job] = [
         WalkJob(job.prompt, job.seed, i * frames + k, job.negative, 2 * math.pi * k / frames) for i, job in enumerate(jobs) for k in range(frames)
     ]
     return walked, [tuple(range(i * frames, (i + 1) * frames)) for i in range(len(jobs))]
 
 
 def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import ClipSteering, RenderOptions, model_entry, render_generate
+    from ..render.engine import ClipSteering, render_generate
+    from ..render.jobs import RenderOptions
+    from ..render.session import model_entry
 
     r = request
     jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, composable=False, command="clip-guide")

@@ -64,17 +64,17 @@ EMA = _training("--ema", ValueType.FLOAT, "Decay of the weights' moving average 
 WARMUP = _training("--warmup", ValueType.INT, "Steps of linear learning-rate warm-up.  [default: 0]", 0)
 GRAD_CLIP = _training("--grad-clip", ValueType.FLOAT, "Clip the gradient norm (0 = off).  [default: 1]", 0.0)
 CAPTION_DROPOUT = _training(
-    "--caption-dropout", "float", "Share of examples trained without caption (for classifier-free guidance).  [default: 0.2]", 0.0, 1.0
+    "--caption-dropout", ValueType.FLOAT, "Share of examples trained without caption (for classifier-free guidance).  [default: 0.2]", 0.0, 1.0
 )
 CROP_MIN = _training("--crop-min", ValueType.FLOAT, "Random crops keep this much of the short side, or more.  [default: 0.8]", 0.05, 1.0)
 MIN_SNR = _training(
-    "--min-snr", "float",
+    "--min-snr", ValueType.FLOAT,
     "Weight the eps loss by min(SNR, GAMMA)/SNR (Min-SNR-gamma): noisy steps, which decide layout and colour, count relatively more."
     " 0 = GLIDE's plain loss.  [default: 0]",
     0.0,
 )
 NOISY_SHARE = _training(
-    "--noisy-share", "float",
+    "--noisy-share", ValueType.FLOAT,
     "Share of examples whose timestep is drawn from the noisiest 15% (t >= 850 of 1000), where the prompt alone decides colour and layout;"
     " the rest stay uniform. 0 = GLIDE's uniform timesteps.  [default: 0]",
     0.0, 1.0,

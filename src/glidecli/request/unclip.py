@@ -2,44 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
+from ..nets.unclip_config import OpenClipConfig
 from ..render import defaults
+from . import options as o
 from .commands import BlendRequest, UnclipRequest, VaryRequest
 from .jobs import check_image_count, make_jobs
-from .options import RequestError
+from .options import RequestError, required
 from .plan import RenderPlan
-from .stages import StageSpec, best_of_choice, build_stage
+from .stages import StageSpec, best_of_choice, build_stage, diffusion_arch, unet_arch
+
+if TYPE_CHECKING:
+    from ..render.jobs import BlendJob, Job, Stage
+    from ..render.ranking import BestOf
+    from ..render.unclip import ClipModels
+
+# (model, kind, option) of a model that reads a CLIP's embeddings: the prior or the decoder.
+Reader = tuple[str, ModelKind, str]
 
 
-def decoder_stages(manifest: Manifest, request: Any, warnings: list[str]):
+def decoder_stages(manifest: Manifest, request: UnclipRequest | VaryRequest | BlendRequest, warnings: list[str]) -> tuple[Stage, Stage | None]:
     """The decoder stage and the SR stage (None with --size at the decoder's size)."""
-    from ..render.engine import model_entry
-
     r = request
     decoder = build_stage(manifest, StageSpec(r.decoder_model, ModelKind.UNCLIP_DECODER, r.sampler, r.steps, scale=r.scale), warnings)
-    decoder_size = model_entry(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER).arch.image_size
+    decoder_size = unet_arch(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER).image_size
     # A manifest without the default SR (a decoder trained with glide train) stops at the decoder.
     if r.size == decoder_size or (r.size is None and r.sr_model == defaults.UNCLIP_SR.model and r.sr_model not in manifest.models):
         return decoder, None
-    sr_arch = model_entry(manifest, r.sr_model, ModelKind.UNCLIP_SR).arch
+    sr_arch = unet_arch(manifest, r.sr_model, ModelKind.UNCLIP_SR)
     if r.size is not None and r.size != sr_arch.image_size:
         raise RequestError(f"{r.size} is neither {decoder_size} (decoder only) nor {sr_arch.image_size} (with super-resolution)", "--size")
     return decoder, build_stage(manifest, StageSpec(r.sr_model, ModelKind.UNCLIP_SR, r.sr_sampler, r.sr_steps, steps_option="--sr-steps"))
 
 
-def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, readers: tuple = ()):
+def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, readers: Sequence[Reader] = ()) -> ClipModels:
     """The CLIP entries, checked against the `readers` ((name, kind, option) of the prior and
     the decoder): each reads embeddings of the CLIP's width, and the prior its text length."""
-    from ..render.engine import model_entry
+    from ..render.session import model_entry
     from ..render.unclip import ClipModels
 
     clip = model_entry(manifest, clip_model, ModelKind.OPENCLIP).arch
+    if not isinstance(clip, OpenClipConfig):
+        raise RequestError(f"{manifest.path}: model {clip_model!r} of kind {ModelKind.OPENCLIP} is not an OpenCLIP model")
     for name, kind, option in readers:
-        arch = model_entry(manifest, name, kind).arch
+        arch = diffusion_arch(manifest, name, kind)
         if arch.clip_dim != clip.embed_dim:
             raise RequestError(
                 f"{name} reads CLIP embeddings of width {arch.clip_dim}, but --clip-model {clip_model} makes {clip.embed_dim};"
@@ -52,7 +63,7 @@ def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, rea
     return ClipModels(clip_model, clip_stats or ClipModels.stats)
 
 
-def _best_of(count: int, rank_model: str, prompt: str):
+def _best_of(count: int, rank_model: str, prompt: str) -> BestOf | None:
     """The best-of-N settings (None for one candidate); the judge needs text to score against."""
     ranking = best_of_choice(count, rank_model, None)
     if ranking is not None and not prompt.strip():
@@ -68,7 +79,7 @@ def _check_picture(path: Path) -> None:
 
 
 def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import RenderOptions
+    from ..render.jobs import RenderOptions
     from ..render.unclip import render_unclip
 
     r = request
@@ -91,20 +102,21 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
 
 
 def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import RenderOptions
+    from ..render.jobs import RenderOptions
     from ..render.unclip import render_vary
 
     r = request
     warnings: list[str] = []
     clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
-    _check_picture(r.image)
+    image = required(o.IMAGE, r.image)
+    _check_picture(image)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="vary")
     return RenderPlan(
         command="vary", manifest=manifest, jobs=jobs,
         render=lambda session, todo, reporter, meta: render_vary(
-            session, todo, r.image, decoder, sr, clip=clip, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta),
+            session, todo, image, decoder, sr, clip=clip, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta),
             best_of=ranking,
         ),
         warnings=warnings,
@@ -112,7 +124,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
 
 
 def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.engine import BlendJob, RenderOptions
+    from ..render.jobs import BlendJob, RenderOptions
     from ..render.unclip import render_blend
 
     r = request
@@ -121,8 +133,10 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
         raise RequestError("give --mix or --frames, not both")
     clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
-    _check_picture(r.image_a)
-    _check_picture(r.image_b)
+    image_a = required(o.IMAGE_A, r.image_a)
+    _check_picture(image_a)
+    image_b = required(o.IMAGE_B, r.image_b)
+    _check_picture(image_b)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     if ranking is not None and r.frames is not None:
         raise RequestError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
@@ -132,11 +146,12 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
         raise RequestError("--animate makes the frames of a blend into an animation: give --frames N")
     mixes = [k / (r.frames - 1) for k in range(r.frames)] if r.frames is not None else [0.5 if r.mix is None else r.mix]
     seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="blend")
-    jobs = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
+    jobs: list[Job] = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
     return RenderPlan(
         command="blend", manifest=manifest, jobs=jobs,
+        # `todo` holds this plan's jobs, every one a BlendJob (a RenderPlan's list is of Jobs).
         render=lambda session, todo, reporter, meta: render_blend(
-            session, todo, r.image_a, r.image_b, decoder, sr, clip=clip,
+            session, cast("list[BlendJob]", todo), image_a, image_b, decoder, sr, clip=clip,
             options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta), best_of=ranking,
         ),
         warnings=warnings,
