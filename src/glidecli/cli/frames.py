@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
+    from ..diffusion.samplers import StepInfo
+    from ..render.session import Reporter
     from ..request.plan import RenderPlan
+else:
+    Reporter = object  # render.session loads torch, which the CLI leaves until it renders
 
 
-class StepFrames:
+class StepFrames(Reporter):
     """A render.Reporter in front of another: it also keeps every `every`-th step's clean-image
     estimate (and each stage's last) of the picture being sampled, until `take()`. The
     command samples one picture at a time when it asks for them."""
@@ -24,7 +28,7 @@ class StepFrames:
     def warn(self, message: str) -> None:
         self.reporter.warn(message)
 
-    def step(self, stage: str, info: Any) -> None:
+    def step(self, stage: str, info: StepInfo) -> None:
         self.reporter.step(stage, info)
         if info.index % self.every == 0 or info.index == info.total:
             from ..files.images import tensor_to_pil

@@ -35,7 +35,8 @@ def grid(
     if not words or words[0] not in RENDERING:
         raise click_errors.UsageError(f"give the command to put on a grid after its axes: one of {', '.join(RENDERING)}")
     name, rest = words[0], words[1:]
-    command = context.parent.command.get_command(context.parent, name)
+    # grid is always a subcommand of glide's root group (a click Group): that is its parent.
+    command = context.parent.command.get_command(context.parent, name)  # type: ignore[union-attr]
     captured: list[tuple[type, dict[str, Any], RunOptions]] = []
     context.meta[CAPTURE] = captured  # the command builds its request; render_request hands it back
     with command.make_context(name, rest, parent=context) as sub:

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 try:  # recent typer ships its own copy of click, and its commands raise that copy's errors
     from typer._click import exceptions as click_errors
@@ -25,14 +25,19 @@ try:  # recent typer ships its own copy of click, and its commands raise that co
 except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors  # type: ignore[no-redef]
     from click import get_current_context  # type: ignore[no-redef]
-    from click.core import ParameterSource  # type: ignore[no-redef]
+    from click.core import ParameterSource  # type: ignore[no-redef, assignment]
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress, TaskID
 
+    from ..diffusion.samplers import StepInfo
     from ..render.engine import Job, RenderedImage, Session
+    from ..render.session import Reporter
     from ..render.shard import Split
     from ..request.plan import RenderPlan
+else:
+    Reporter = object  # render.session loads torch, which the CLI leaves until it renders
 
 
 class CommandError(Exception):
@@ -210,7 +215,7 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
 
     first_index = 0
     if opts.from_image is not None:
-        values, first_index, opts = _with_recorded(request_type, values, opts)
+        values, first_index, opts = _with_recorded(request_type, values, opts.from_image, opts)
     capture = get_current_context().meta.get(CAPTURE)
     if capture is not None:  # glide grid asked what the command would render, not to render it
         capture.append((request_type, values, opts))
@@ -221,7 +226,7 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
     return render_to_files(plan, opts)
 
 
-def _with_recorded(request_type: type, values: dict[str, Any], opts: RunOptions) -> tuple[dict[str, Any], int, RunOptions]:
+def _with_recorded(request_type: type[Any], values: dict[str, Any], picture: Path, opts: RunOptions) -> tuple[dict[str, Any], int, RunOptions]:
     """`values` with the --from picture's recorded settings where the command line gave none,
     the picture's index, and `opts` with its dtype when the command line and $GLIDE_DTYPE
     leave it to auto and this run is on the picture's device (so the picture comes back bit
@@ -229,7 +234,6 @@ def _with_recorded(request_type: type, values: dict[str, Any], opts: RunOptions)
     from ..files.pngfile import read_png_metadata
     from ..request.replay import recorded_values
 
-    picture = opts.from_image
     record = read_png_metadata(picture)
     recorded, unmapped = recorded_values(record, request_type.command, str(picture))
     context = get_current_context()
@@ -341,12 +345,15 @@ def _finish(split: Split, opts: RunOptions, written: int, skipped: int, started:
 
     if not split.ranks.launched:
         return written
-    counts = gather(split.ranks, (written, skipped, time.perf_counter() - started))
+    # gather hands back each rank's value as an object: here (written, skipped, seconds)
+    counts = [cast(tuple[int, int, float], c) for c in gather(split.ranks, (written, skipped, time.perf_counter() - started))]
     leave_group()
     if split.ranks.is_main:
         total, skips, seconds = sum(c[0] for c in counts), sum(c[1] for c in counts), max(c[2] for c in counts)
-        summary = {"ranks": split.ranks.world, "written": total, "skipped": skips, "seconds": round(seconds, 3),
-                   "images_per_second": round(total / seconds, 3) if seconds > 0 else None}
+        summary: dict[str, int | float | str | None] = {
+            "ranks": split.ranks.world, "written": total, "skipped": skips, "seconds": round(seconds, 3),
+            "images_per_second": round(total / seconds, 3) if seconds > 0 else None,
+        }
         if split.shard:
             summary["shard"] = f"{split.shard[0]}/{split.shard[1]}"
         if opts.json_output:
@@ -379,12 +386,12 @@ def announce(
     sys.stdout.flush()  # a caller reading the pipe sees each file as it lands
 
 
-class ConsoleReporter:
+class ConsoleReporter(Reporter):
     """A render.Reporter: warnings on stderr and, on a terminal unless --quiet, a progress
     bar per stage plus one for the pictures. The bars start with the first sampling step,
     after the models are loaded, so that download bars (download.py) never overlap them."""
 
-    def __init__(self, console, quiet: bool, total: int):
+    def __init__(self, console: Console, quiet: bool, total: int):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -395,7 +402,7 @@ class ConsoleReporter:
 
         self.console = console
         self.total = total
-        self.bars = None
+        self.bars: Progress | None = None
         if console.is_terminal and not quiet:
             self.bars = Progress(
                 TextColumn("{task.description:>16}"),
@@ -409,28 +416,28 @@ class ConsoleReporter:
                 redirect_stdout=sys.stdout.isatty(),
                 redirect_stderr=False,
             )
-        self._tasks: dict[str, Any] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._updated = 0.0
 
     def __enter__(self) -> ConsoleReporter:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        if self._tasks:
+    def __exit__(self, *exc_info: object) -> None:
+        if self._tasks and self.bars is not None:
             self.bars.stop()
 
-    def _task(self, name: str, total: int) -> Any:
+    def _task(self, bars: Progress, name: str, total: int) -> TaskID:
         if not self._tasks:
-            self.bars.start()
-            self._tasks["images"] = self.bars.add_task("images", total=self.total)
+            bars.start()
+            self._tasks["images"] = bars.add_task("images", total=self.total)
         if name not in self._tasks:
-            self._tasks[name] = self.bars.add_task(name, total=total)
+            self._tasks[name] = bars.add_task(name, total=total)
         return self._tasks[name]
 
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", style="yellow", highlight=False, markup=False)
 
-    def step(self, stage: str, info) -> None:
+    def step(self, stage: str, info: StepInfo) -> None:
         if self.bars is None:
             return
         # The bars redraw 4 times a second on their own thread; more updates than that only
@@ -440,8 +447,8 @@ class ConsoleReporter:
         if 1 < info.index < info.total and now - self._updated < 0.05:
             return
         self._updated = now
-        self.bars.update(self._task(stage, info.total), total=info.total, completed=info.index)
+        self.bars.update(self._task(self.bars, stage, info.total), total=info.total, completed=info.index)
 
     def image_done(self) -> None:
         if self.bars is not None:
-            self.bars.advance(self._task("images", self.total))
+            self.bars.advance(self._task(self.bars, "images", self.total))

@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
@@ -19,6 +19,16 @@ from ..request.options import Option, RequestError, ValueType
 from ..request.train import command_options, finish_training, start_training, train_request
 from ..train.vocabulary import TrainKind
 from .run import click_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as Bars
+    from rich.progress import TaskID
+
+    from ..train.loop import Progress, Trainer
+    from ..train.settings import ModelSource
+else:
+    Progress = object  # train.loop loads torch, which the CLI leaves until training starts
 
 
 class Stopped(Exception):
@@ -126,7 +136,7 @@ def train_command(values: Any = FLAGS) -> None:
     typer.echo(str(result.manifest))
 
 
-def _report_start(console: Any, trainer: Any, resume: bool) -> None:
+def _report_start(console: Console, trainer: Trainer, resume: bool) -> None:
     """The data set, the captions cut to the model's context, and what trains where."""
     console.print(trainer.dataset.report(), highlight=False, markup=False)
     if trainer.recipe.truncated():
@@ -143,7 +153,7 @@ def _report_start(console: Any, trainer: Any, resume: bool) -> None:
     )
 
 
-def _try_command(source, cfg, manifest: Path) -> str:
+def _try_command(source: ModelSource, cfg: Any, manifest: Path) -> str:
     """The glide command that uses a freshly trained model."""
     where = f"--weights {manifest} --model {source.name}"
     if source.kind == TrainKind.CLIP:
@@ -162,14 +172,14 @@ def _try_command(source, cfg, manifest: Path) -> str:
     return f'glide inpaint IMAGE MASK "..." --weights {manifest} --upsample-model {source.name} (with a base-inpaint model in that manifest)'
 
 
-class _ConsoleProgress:
+class _ConsoleProgress(Progress):
     """A training.Progress: a bar with loss and pictures per second on a terminal, else a
     log line every `every` steps; nothing with --quiet."""
 
-    def __init__(self, console, quiet: bool, every: int):
+    def __init__(self, console: Console, quiet: bool, every: int):
         self.console, self.quiet, self.every = console, quiet, every
-        self.bar = None
-        self.task = None
+        self.bar: Bars | None = None
+        self.task: TaskID | None = None
         self.total = 0
 
     def start(self, step: int, total: int) -> None:
@@ -185,7 +195,7 @@ class _ConsoleProgress:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(
+        bar = self.bar = Progress(
             TextColumn("train"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -195,11 +205,11 @@ class _ConsoleProgress:
             TimeRemainingColumn(),
             console=self.console,
         )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=step, loss=float("nan"), rate=0.0)
+        bar.start()
+        self.task = bar.add_task("train", total=total, completed=step, loss=float("nan"), rate=0.0)
 
     def update(self, step: int, loss: float, images_per_second: float) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:  # the task is added with the bar
             self.bar.update(self.task, completed=step, loss=loss, rate=images_per_second)
         elif not self.quiet and (step % self.every == 0 or step == self.total):
             self.console.print(f"step {step}/{self.total}  loss (smoothed) {loss:.4f}  {images_per_second:.1f} img/s", highlight=False)

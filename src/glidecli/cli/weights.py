@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 import typer
 
@@ -25,6 +25,17 @@ from ..files.manifest import (
 from .run import CommandError, click_errors
 
 Entry = ModelEntry | TokenizerEntry
+
+
+class WeightRow(TypedDict):
+    """One model or tokenizer as `glide weights list` shows it (each object of --json)."""
+
+    name: str
+    kind: str
+    source: str
+    cached: bool
+    path: str | None
+    size: int | None
 
 weights_app = typer.Typer(
     help="List, download, convert and verify model weights (see the manifest, weights.toml).",
@@ -70,21 +81,21 @@ def list_weights(
 ) -> None:
     """List the manifest's models and tokenizers: kind, on disk or not, size, source."""
     manifest = load_manifest(weights)
-    rows = []
+    rows: list[WeightRow] = []
     for entry in _entries(manifest):
         local = cached_path(entry)
         size = getattr(entry, "size", None)
         if size is None and local is not None:
             size = local.stat().st_size
         rows.append(
-            {
-                "name": entry.name,
-                "kind": entry.kind if isinstance(entry, ModelEntry) else "tokenizer",
-                "source": str(entry.source),
-                "cached": local is not None,
-                "path": str(local) if local else None,
-                "size": size,
-            }
+            WeightRow(
+                name=entry.name,
+                kind=entry.kind if isinstance(entry, ModelEntry) else "tokenizer",
+                source=str(entry.source),
+                cached=local is not None,
+                path=str(local) if local else None,
+                size=size,
+            )
         )
     if json_output:
         typer.echo(json.dumps(rows, indent=2))

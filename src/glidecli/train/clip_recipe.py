@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +87,19 @@ def _rank_contrastive_loss(images: Tensor, texts: Tensor, scale: Tensor, part: r
     return (per_image + per_text) / 2
 
 
-def top1_retrieval(model: nn.Module, dataset: Dataset, tokenizer: ClipTokenizer, cfg: OpenClipConfig, device, limit: int = 256) -> tuple[float, float, int]:
+class OpenClipModel(Protocol):
+    """What this recipe calls on open_clip's CLIP (which mypy sees as an untyped import)."""
+
+    def encode_image(self, image: Tensor, normalize: bool = False) -> Tensor: ...
+
+    def encode_text(self, text: Tensor, normalize: bool = False) -> Tensor: ...
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None: ...
+
+
+def top1_retrieval(
+    model: OpenClipModel, dataset: Dataset, tokenizer: ClipTokenizer, cfg: OpenClipConfig, device: torch.device | str, limit: int = 256
+) -> tuple[float, float, int]:
     """(share of pictures whose own caption scores highest among the data set's distinct
     captions, chance, the number of distinct captions), on the first `limit` pictures."""
     count = min(limit, len(dataset))
@@ -147,7 +159,8 @@ class ClipRecipe:
         from ..nets.checkpoint import build_network
 
         if state is not None:
-            cfg = OpenClipConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
+            arch: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()}
+            cfg = OpenClipConfig(**arch)
             with torch.device("meta"):
                 model = build_network(ModelKind.OPENCLIP, cfg)
         else:
@@ -165,7 +178,7 @@ class ClipRecipe:
     def forward_module(self, model: nn.Module) -> nn.Module:
         return model
 
-    def checkpointing(self, model: nn.Module) -> None:
+    def checkpointing(self, model: OpenClipModel) -> None:
         model.set_grad_checkpointing(True)
 
     def truncated(self) -> int:

@@ -144,7 +144,7 @@ class BatchMaker:
         dropped = torch.stack([d[1] for d in draws])
         t = torch.stack([d[2] for d in draws])
         noise = torch.stack([d[3] for d in draws])
-        keep_mask = torch.stack([inpaint_keep_mask(size, d[4]) for d in draws]) if cfg.inpaint else None
+        keep_mask = torch.stack([inpaint_keep_mask(size, d[4]) for d in draws if d[4] is not None]) if cfg.inpaint else None
         images, lows = [], []
         for j, index in enumerate(indices):
             picture = random_crop(self.dataset.image(index), size, hyper.crop_min, crops[j])

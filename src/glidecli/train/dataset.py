@@ -144,7 +144,7 @@ def scan_dataset(source: str | Path, *, max_side: int | None = None, keep_in_mem
         raise DatasetError(f"no {what} {source}" + (" (expected .png, .jpg, ... with same-name .txt captions)" if source.is_dir() else ""))
 
     examples: list[Example] = []
-    images: list[Image.Image] = []
+    images: list[Image.Image] | None = []
     budget = keep_in_memory_mb * 1024 * 1024
     used = 0
     for path, caption in candidates:
@@ -418,7 +418,7 @@ def build_caption_tokenizer(captions: Sequence[str], path: Path, vocab_size: int
     vocab[END_OF_TEXT] = len(vocab)
     if sorted(vocab.values()) != list(range(len(vocab))):  # pragma: no cover - tokenizers guarantees dense ids
         raise RuntimeError("trained vocabulary ids are not dense")
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    merges = [(first, second) for first, second in (m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"])]
     tokenizer = Tokenizer(models.BPE(vocab, merges))
     tokenizer.pre_tokenizer = byte_level
     tokenizer.decoder = decoders.ByteLevel()

@@ -24,6 +24,7 @@ from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
 from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText
 from ..nets.tokenizer import ClipTokenizer
+from ..nets.unclip_config import OpenClipConfig
 from .dataset import Dataset
 from .start import TrainingError
 
@@ -53,9 +54,7 @@ def clip_entry(manifest: Manifest, name: str) -> ModelEntry:
         entry = manifest.model(name)
     except ManifestError as error:
         raise TrainingError(str(error)) from None
-    if entry.kind != ModelKind.OPENCLIP:
-        raise TrainingError(f"--clip {name}: that model is a {entry.kind}, not a CLIP (openclip); train one with --kind clip")
-    cfg = entry.arch
+    cfg = clip_config(entry, name)
     if cfg.text_width != cfg.embed_dim:
         raise TrainingError(
             f"CLIP {name} has text features of width {cfg.text_width} and embeddings of width {cfg.embed_dim}; unCLIP's"
@@ -64,9 +63,16 @@ def clip_entry(manifest: Manifest, name: str) -> ModelEntry:
     return entry
 
 
-def clip_data(dataset: Dataset, entry: ModelEntry, device: torch.device, offline) -> ClipData:
+def clip_config(entry: ModelEntry, name: str) -> OpenClipConfig:
+    """The architecture of CLIP `entry` (`--clip NAME`), refused when it is no CLIP."""
+    if entry.kind != ModelKind.OPENCLIP or not isinstance(entry.arch, OpenClipConfig):
+        raise TrainingError(f"--clip {name}: that model is a {entry.kind}, not a CLIP (openclip); train one with --kind clip")
+    return entry.arch
+
+
+def clip_data(dataset: Dataset, entry: ModelEntry, device: torch.device, offline: bool | None) -> ClipData:
     """The data set through CLIP `entry`, from the cache or computed (then cached)."""
-    cfg = entry.arch
+    cfg = clip_config(entry, entry.name)
     tokenizer = ClipTokenizer(cfg.text_ctx)
     captions = [example.caption for example in dataset.examples]
     encoded = tokenizer.batch(captions)

@@ -77,9 +77,11 @@ AMP_DTYPES: dict[MixedPrecision, torch.dtype | None] = {"fp32": None, "bf16": to
 SAVE_DTYPES: dict[SaveDtypeName, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def recipe_for(kind: str):
+def recipe_for(kind: str) -> Any:  # Any: the recipes share methods by name, each typed for its own network
     """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or decoder."""
-    recipes = {TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe}
+    recipes: dict[str, type[GlideRecipe | ClipRecipe | PriorRecipe | DecoderRecipe]] = {
+        TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe
+    }
     return recipes.get(kind, GlideRecipe)()
 
 
@@ -151,8 +153,8 @@ class Trainer:
             raise TrainingError(
                 f"batch size {self.hyper.batch_size} is smaller than the {self.ranks.world} processes; give each at least one example"
             )
-        if plan.save_dtype is None:  # a resumed run exports as it was set up to
-            self.plan = dataclasses.replace(plan, save_dtype=(state or {}).get("save_dtype") or "fp32")
+        self.save_dtype: SaveDtypeName = plan.save_dtype or (state or {}).get("save_dtype") or "fp32"  # as RunPlan.save_dtype says
+        self.plan = dataclasses.replace(plan, save_dtype=self.save_dtype)
         self.recipe = recipe_for(self.source.kind)
         self.recipe.check(self)
         entry = fine_tuned_entry(self.source, manifest) if state is None else None
@@ -295,7 +297,7 @@ class Trainer:
         name = self.source.name
         if not self.ranks.is_main:  # rank 0 writes them
             return self.out / f"{name}.safetensors", self.out / "weights.toml"
-        dtype = SAVE_DTYPES[self.plan.save_dtype]
+        dtype = SAVE_DTYPES[self.save_dtype]
         exported = self.recipe.network(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
         weights = save_network(exported, self.out / f"{name}.safetensors", metadata={"glidecli.step": str(self.step)})
         os.chmod(weights, default_mode())  # save_network writes through a private temporary file

@@ -19,6 +19,7 @@ from ..diffusion.losses import hybrid_loss, q_sample
 from ..diffusion.schedule import Schedule
 from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
+from ..nets.unet import Text2ImUNet
 from .data import BatchMaker
 from .parallel import Denoiser
 from .run_manifest import write_model_manifest
@@ -63,11 +64,11 @@ class GlideRecipe:
     def network(self, kind: str, cfg: UNetConfig, weights: dict[str, Tensor], device: torch.device) -> torch.nn.Module:
         return network_from_weights(kind, cfg, weights, device)
 
-    def forward_module(self, model: torch.nn.Module) -> torch.nn.Module:
+    def forward_module(self, model: Text2ImUNet) -> torch.nn.Module:
         """What a training step calls (text encoder included, so DDP sees every parameter)."""
         return Denoiser(model)
 
-    def checkpointing(self, model: torch.nn.Module) -> None:
+    def checkpointing(self, model: Text2ImUNet) -> None:
         enable_gradient_checkpointing(model)
 
     def truncated(self) -> int:

@@ -24,7 +24,7 @@ from ..nets.unet import Text2ImUNet
 from ..render.shard import Ranks
 from .dataset import Dataset, build_caption_tokenizer
 from .settings import PRESETS, Hyper, ModelSource, preset_config
-from .state import RESUMABLE_VERSIONS, STATE_VERSION, init_fresh_, inpainting_weights, network_from_weights
+from .state import RESUMABLE_VERSIONS, STATE_VERSION, init_fresh_, inpainting_weights, network_as, network_from_weights
 from .vocabulary import DEFAULT_PRESET
 
 
@@ -140,7 +140,7 @@ def prepare_model(
     if state is not None:  # the network comes from the checkpoint, the tokenizer from the folder
         cfg = UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
         with torch.device("meta"):
-            return cfg, build_network(source.kind, cfg)
+            return cfg, network_as(Text2ImUNet, build_network(source.kind, cfg))
     if entry is not None:
         from ..files.fetch import fetch_entry
 
@@ -154,7 +154,7 @@ def prepare_model(
         weights = model.state_dict()
         if cfg.inpaint and not entry.arch.inpaint:  # a new inpainting model from a base or upsampler
             weights = inpainting_weights(weights, entry.arch)
-        return cfg, network_from_weights(source.kind, cfg, weights, torch.device("cpu"))
+        return cfg, network_as(Text2ImUNet, network_from_weights(source.kind, cfg, weights, torch.device("cpu")))
     if ranks.is_main:
         build_caption_tokenizer([e.caption for e in dataset.examples], tokenizer_path, source.tokenizer_vocab)
     vocab = GlideTokenizer.from_file(tokenizer_path).max_token + 1
@@ -162,4 +162,4 @@ def prepare_model(
         cfg = preset_config(source.kind, source.preset or DEFAULT_PRESET, n_vocab=vocab, **source.arch_changes)
     except (TypeError, ValueError) as error:
         raise TrainingError(f"invalid model settings: {' '.join(str(error).split())}") from None
-    return cfg, init_fresh_(build_network(source.kind, cfg), seed)
+    return cfg, init_fresh_(network_as(Text2ImUNet, build_network(source.kind, cfg)), seed)

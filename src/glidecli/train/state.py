@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,12 +29,13 @@ from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unclip import materialize_buffers
-from ..nets.unet import Text2ImUNet
+from ..nets.unet import AttentionBlock, ResBlock, Text2ImUNet
 from .data import pil_to_tensor, random_crop
 from .dataset import Dataset, default_mode
 
 STATE_VERSION = 2  # of a checkpoint's state.json; 2: each example draws from its own generator
 RESUMABLE_VERSIONS = (1, 2)  # 1 differs only in the examples' random draws
+NetworkT = TypeVar("NetworkT", bound=nn.Module)
 
 
 # --- the networks ---------------------------------------------------------------------------
@@ -63,14 +64,13 @@ def init_fresh_(model: Text2ImUNet, seed: int) -> Text2ImUNet:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
         zero = [model.out[-1]]
         for module in model.modules():
-            if hasattr(module, "out_layers"):  # ResBlock
+            if isinstance(module, ResBlock):
                 zero.append(module.out_layers[-1])
-            if hasattr(module, "proj_out"):  # AttentionBlock
+            if isinstance(module, AttentionBlock):
                 zero.append(module.proj_out)
         for module in zero:
-            module.weight.zero_()
-            if module.bias is not None:
-                module.bias.zero_()
+            for param in module.parameters(recurse=False):  # its weight and bias (when it has one)
+                param.zero_()
     return model
 
 
@@ -102,6 +102,13 @@ def network_from_weights(kind: str, cfg: Any, weights: dict[str, Tensor], device
     copies = {k: v.detach().to(device=device, dtype=torch.float32, copy=True) for k, v in weights.items()}
     network.load_state_dict(copies, strict=True, assign=True)
     materialize_buffers(kind, network, device)
+    return network
+
+
+def network_as(cls: type[NetworkT], network: nn.Module) -> NetworkT:
+    """`network` as the class its kind builds (build_network's return type names only nn.Module)."""
+    if not isinstance(network, cls):
+        raise TypeError(f"expected a {cls.__name__}, got a {type(network).__name__}")
     return network
 
 

@@ -32,15 +32,16 @@ from ..files.manifest import load_manifest
 from ..nets.checkpoint import build_network
 from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
-from ..nets.prior import ClipText
+from ..nets.prior import ClipText, PriorTransformer
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
+from ..nets.unet import Text2ImUNet
 from .data import DataOrder, pil_to_tensor, random_crop, step_examples
 from .dataset import default_mode
 from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
 from .start import TrainingError
-from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_from_weights, save_tensors, write_json
+from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, network_from_weights, save_tensors, write_json
 from .vocabulary import DEFAULT_PRESET, PresetName
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
@@ -161,7 +162,7 @@ class PriorRecipe(_UnclipRecipe):
             generator = torch.Generator().manual_seed(trainer.hyper.seed)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(trainer.hyper.seed)  # PyTorch's default layer init
-                model = build_network(self.kind, cfg)
+                model = network_as(PriorTransformer, build_network(self.kind, cfg))
             with torch.no_grad():
                 model.positional_embedding.copy_(torch.randn(model.positional_embedding.shape, generator=generator) * 0.01)
                 model.prd_emb.copy_(torch.randn(model.prd_emb.shape, generator=generator) * 0.01)
@@ -230,7 +231,7 @@ class PriorRecipe(_UnclipRecipe):
 class DecoderForward(nn.Module):
     """The decoder's training call: dropped embeddings become its learned "no image" one."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Text2ImUNet):
         super().__init__()
         self.model = model
 
@@ -266,17 +267,17 @@ class DecoderRecipe(_UnclipRecipe):
         else:
             values = {**_preset(DECODER_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
             cfg = _config(karlo_decoder_config, values, trainer.source.arch_changes, self.kind)
-            model = init_fresh_(build_network(self.kind, cfg), trainer.hyper.seed)
+            model = init_fresh_(network_as(Text2ImUNet, build_network(self.kind, cfg)), trainer.hyper.seed)
             with torch.no_grad():
                 model.cf_param.copy_(torch.randn(width, generator=torch.Generator().manual_seed(trainer.hyper.seed)) * 0.02)
             self._keep_used(trainer, [clip, *priors])
         self._ready(trainer, cfg)
         return cfg, model
 
-    def forward_module(self, model: nn.Module) -> nn.Module:
+    def forward_module(self, model: Text2ImUNet) -> nn.Module:
         return DecoderForward(model)
 
-    def checkpointing(self, model: nn.Module) -> None:
+    def checkpointing(self, model: Text2ImUNet) -> None:
         enable_gradient_checkpointing(model)
 
     def batch(self, trainer: Any, step: int):
