@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .run import CAPTURE, ConsoleReporter, RunOptions, announce, check_writable, click_errors, run_session
+from .console import ConsoleReporter, announce
+from .run import CAPTURE, RunOptions, check_writable, click_errors, run_session
 
 RENDERING = ("generate", "clip-guide", "upsample", "inpaint", "outpaint", "unclip", "vary", "blend")
 
