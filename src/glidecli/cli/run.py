@@ -282,12 +282,9 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     planned = plan_outputs(opts, jobs, console, part, label)
     barrier(split.ranks)  # no rank writes before every rank has checked its files
     started = time.perf_counter()
-    if not part:
-        console.print(f"{label}no images for this process: {split.parts} processes share {len(jobs)} images", highlight=False)
-        return _finish(split, opts, 0, 0, started)
-    if not planned:
-        console.print(f"{label}nothing to do: every image exists", highlight=False)
-        return _finish(split, opts, 0, len(part), started)
+    idle = _nothing_to_render(part, bool(planned), label, split.parts, len(jobs), console)
+    if idle is not None:
+        return _finish(split, opts, 0, idle, started)
     session = run_session(plan.manifest, opts, console, rank_device(opts.device, split.ranks), label)
     if split.ranks.is_main:
         _print_seeds(jobs, console)
@@ -324,6 +321,17 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     finally:
         writer.finish()  # after any other failure too, the finished pictures are kept
     return _finish(split, opts, writer.done, len(part) - len(planned), started)
+
+
+def _nothing_to_render(part: range, planned: bool, label: str, parts: int, count: int, console: Console) -> int | None:
+    """When this process has no picture to make, says why and gives the pictures it skipped."""
+    if not part:
+        console.print(f"{label}no images for this process: {parts} processes share {count} images", highlight=False)
+        return 0
+    if not planned:
+        console.print(f"{label}nothing to do: every image exists", highlight=False)
+        return len(part)
+    return None
 
 
 def _print_seeds(jobs: list[Job], console: Console) -> None:
