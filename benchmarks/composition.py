@@ -18,7 +18,7 @@ import torch
 
 import harness
 from glidecli.render.engine import DEFAULT_BASE, Job, RenderOptions, Session, Stage, render_generate
-from glidecli.train.dataset import scene_colours
+from glidecli.train.shapes import scene_colours
 
 # (what is measured, prompt, the object colour wanted or None, the background colour wanted or None)
 ROWS = [

@@ -48,7 +48,7 @@ SCENES = [("red", "circle", "blue"), ("yellow", "square", "green")]  # PROMPTS' 
 
 
 def levels_table(device: str, count: int) -> None:
-    from glidecli.train.dataset import colour_hits
+    from glidecli.train.shapes import colour_hits
 
     reference = pictures("cpu", "fp32", count)
     targets = [SCENES[i % 2] for i in range(count)]

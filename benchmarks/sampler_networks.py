@@ -39,7 +39,7 @@ from sampler_variants import (
 
 def shapes(count: int, size: int, seed: int) -> tuple[Tensor, list[str]]:
     """Pictures of the shapes data set in [-1, 1] and their captions."""
-    from glidecli.train.dataset import shape_scene
+    from glidecli.train.shapes import shape_scene
 
     rng = random.Random(seed)
     scenes = [shape_scene(rng, size) for _ in range(count)]
@@ -269,7 +269,7 @@ def colour_rows(models_dir: Path, seeds: int) -> tuple[list[Row], list[str]]:
     from glidecli.files.manifest import load_manifest
     from glidecli.render.engine import Job, RenderOptions, Stage, render_generate
     from glidecli.render.pipeline import SamplerChoice
-    from glidecli.train.dataset import EVAL_SCENES, colour_hits, shape_caption
+    from glidecli.train.shapes import EVAL_SCENES, colour_hits, shape_caption
 
     manifest = load_manifest(manifest_path)
     session = harness.offline_session(manifest_path)

@@ -60,7 +60,7 @@ colours   Only for a base model trained on `glide dataset shapes` (models/ by de
           fixed EVAL_SCENES prompts ("a red circle on a blue background", ...) times
           --colour-seeds seeds, guidance 3, rendered exactly as `glide generate` renders them;
           the count of pictures whose object and background colours are both the prompted
-          ones (glidecli.train.dataset.scene_colours). A measure of the pictures themselves.
+          ones (glidecli.train.shapes.scene_colours). A measure of the pictures themselves.
 
 Solvers run on the time-uniform grid unless the row says "log-SNR grid" (timesteps nearest
 to evenly spaced lambda between the solver's top timestep and t=0, glide's default for

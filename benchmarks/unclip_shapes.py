@@ -4,7 +4,7 @@ shapes-prior, shapes-decoder; issue 21), measured on the pixels as tests/render/
 measures GLIDE's shapes model: the colours nearest to the centre (the object) and to the border
 (the background) of each picture.
 
-- unclip: the 8 prompts of dataset.EVAL_SCENES x 16 seeds, prior + decoder (guidance 4 and 3),
+- unclip: the 8 prompts of shapes.EVAL_SCENES x 16 seeds, prior + decoder (guidance 4 and 3),
   beside GLIDE's `shapes` model on the same prompts and seeds;
 - vary: each scene drawn, then 16 variations: colours kept, and the object's area overlap;
 - blend: scene A to scene B in 5 frames: the share of frames whose colours are A's, then B's;
@@ -33,7 +33,8 @@ from glidecli.render.engine import Job, RenderOptions, Session, Stage, render_ge
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, BlendJob, ClipModels, render_blend, render_unclip, render_vary
 from glidecli.train.clip_recipe import top1_retrieval
-from glidecli.train.dataset import EVAL_SCENES, draw_scene, scan_dataset, scene_colours, shape_caption, write_shapes
+from glidecli.train.dataset import scan_dataset
+from glidecli.train.shapes import EVAL_SCENES, draw_scene, scene_colours, shape_caption, write_shapes
 
 CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
 PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)

@@ -25,6 +25,7 @@ from glidecli.files import pngfile
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.render import engine as render_engine
 from glidecli.train import dataset as train_dataset
+from glidecli.train import shapes as train_shapes
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
 
@@ -158,7 +159,7 @@ def test_a_closed_stdout_still_writes_the_pictures(glide, files, monkeypatch):
 
 
 def test_outputs_under_something_that_is_not_a_folder(glide, files, no_hang, tmp_path):
-    list(train_dataset.write_shapes(tmp_path / "data", 2, size=16))
+    list(train_shapes.write_shapes(tmp_path / "data", 2, size=16))
     for args in (["generate", "x", *SHAPES], ["dataset", "shapes"], ["train", tmp_path / "data", *TRAIN]):
         for out, blocker in ((files["fifo"], files["fifo"]), (files["file"] / "sub", files["file"])):
             where = ["--out", out] if args[0] != "dataset" else [out, "-n", "2"]
@@ -265,7 +266,7 @@ def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path):
 def test_resuming_from_a_damaged_state_file_is_one_line(glide, tmp_path):
     import shutil
 
-    list(train_dataset.write_shapes(tmp_path / "data", 2, size=16))
+    list(train_shapes.write_shapes(tmp_path / "data", 2, size=16))
     run = tmp_path / "run"
     assert glide("train", tmp_path / "data", *TRAIN, "--out", run).code == 0
     (state_file,) = run.glob("checkpoints/step-1/state.json")
@@ -313,7 +314,7 @@ def test_out_of_memory_is_one_line_and_keeps_the_finished_pictures(glide, files,
 
 @pytest.mark.parametrize("name", ["weights.toml", "m.safetensors"])
 def test_a_fresh_training_run_never_replaces_a_manifest_or_weights_in_its_folder(glide, tmp_path, name):
-    list(train_dataset.write_shapes(tmp_path / "data", 2, size=16))
+    list(train_shapes.write_shapes(tmp_path / "data", 2, size=16))
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / name).write_text("the user's own")
     result = glide("train", tmp_path / "data", *TRAIN, "--out", tmp_path / "run")

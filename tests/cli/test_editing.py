@@ -17,7 +17,7 @@ from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import build_network, random_init_, save_network
 from glidecli.render.defaults import RANK_MODEL as DEFAULT_RANK_MODEL
 from glidecli.render.ranking import candidate_seed
-from glidecli.train.dataset import draw_scene
+from glidecli.train.shapes import draw_scene
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
 from helpers.tiny import TINY_CLIP, tiny_open_clip

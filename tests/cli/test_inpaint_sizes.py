@@ -16,7 +16,7 @@ from test_editing import environment, glide, manifest, pixels  # noqa: F401 - fi
 
 from glidecli.files.images import load_image, load_mask, tensor_to_pil
 from glidecli.files.pngfile import read_png_metadata
-from glidecli.train.dataset import SHAPE_COLOURS, draw_scene, nearest_colour, shape_caption
+from glidecli.train.shapes import SHAPE_COLOURS, draw_scene, nearest_colour, shape_caption
 from helpers.glide_cli import assert_one_error_line
 
 INPAINT = ["--model", "shapes-inpaint", "--size", 32, "--scale", 3, "--quiet"]

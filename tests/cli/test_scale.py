@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from glidecli.cli import main as cli
-from glidecli.train.dataset import write_shapes
+from glidecli.train.shapes import write_shapes
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
 from helpers.torchrun import can_run_ranks, glide_command, glide_env, kill_rank_when, run, torchrun_command

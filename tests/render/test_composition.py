@@ -14,7 +14,7 @@ from glidecli.files.manifest import load_manifest
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.render.composition import MAX_COMPONENTS, Component, CompositionError, parse_prompt
 from glidecli.render.engine import DEFAULT_BASE, Job, RenderOptions, Session, Stage, render_generate
-from glidecli.train.dataset import scene_colours
+from glidecli.train.shapes import scene_colours
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
 

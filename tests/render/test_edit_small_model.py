@@ -19,7 +19,7 @@ from glidecli.render.outpaint import OutpaintSource, render_outpaint
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.region_inpaint import RegionSource, render_inpaint_region
 from glidecli.render.regions import Extension, feather_weights
-from glidecli.train.dataset import SHAPE_COLOURS, draw_scene, nearest_colour, shape_caption
+from glidecli.train.shapes import SHAPE_COLOURS, draw_scene, nearest_colour, shape_caption
 from helpers.paths import MODELS
 
 MANIFEST = MODELS / "weights.toml"

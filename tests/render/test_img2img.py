@@ -15,7 +15,7 @@ from glidecli.files.manifest import load_manifest
 from glidecli.render.engine import DEFAULT_BASE, DEFAULT_UPSAMPLE, Job, RenderOptions, Session, Stage, render_generate
 from glidecli.render.img2img import InitImage
 from glidecli.render.pipeline import SamplerChoice
-from glidecli.train.dataset import EVAL_SCENES, SHAPE_COLOURS, colour_hits, draw_scene, scene_colours, shape_caption
+from glidecli.train.shapes import EVAL_SCENES, SHAPE_COLOURS, colour_hits, draw_scene, scene_colours, shape_caption
 from helpers.paths import MODELS
 
 MANIFEST = MODELS / "weights.toml"

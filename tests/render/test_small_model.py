@@ -34,14 +34,7 @@ from glidecli.render.pipeline import (
     sample_stage,
 )
 from glidecli.train.data import pil_to_tensor
-from glidecli.train.dataset import (
-    EVAL_SCENES,
-    SHAPE_COLOURS,
-    colour_hits,
-    draw_scene,
-    scene_colours,
-    shape_caption,
-)
+from glidecli.train.shapes import EVAL_SCENES, SHAPE_COLOURS, colour_hits, draw_scene, scene_colours, shape_caption
 from helpers.paths import MODELS
 
 MANIFEST = MODELS / "weights.toml"

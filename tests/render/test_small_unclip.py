@@ -19,7 +19,8 @@ from glidecli.nets.tokenizer import ClipTokenizer
 from glidecli.render.engine import Job, RenderOptions, Session, Stage
 from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, ClipModels, render_unclip, render_vary
 from glidecli.train.clip_recipe import top1_retrieval
-from glidecli.train.dataset import EVAL_SCENES, draw_scene, scan_dataset, scene_colours, shape_caption, write_shapes
+from glidecli.train.dataset import scan_dataset
+from glidecli.train.shapes import EVAL_SCENES, draw_scene, scene_colours, shape_caption, write_shapes
 from helpers.paths import MODELS
 
 MANIFEST = MODELS / "weights.toml"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from glidecli.train.dataset import write_shapes
+from glidecli.train.shapes import write_shapes
 
 
 @pytest.fixture(scope="module")

@@ -29,16 +29,10 @@ from glidecli.nets.checkpoint import build_network, save_network
 from glidecli.nets.tokenizer import GlideTokenizer
 from glidecli.render.shard import share
 from glidecli.train.data import BatchMaker, noisy_start
-from glidecli.train.dataset import (
-    SHAPE_COLOURS,
-    DatasetError,
-    build_caption_tokenizer,
-    scan_dataset,
-    shape_scene,
-    write_shapes,
-)
+from glidecli.train.dataset import DatasetError, build_caption_tokenizer, scan_dataset
 from glidecli.train.loop import Progress, Trainer, TrainingStopped
 from glidecli.train.settings import Hyper, ModelSource, RunPlan, preset_config
+from glidecli.train.shapes import SHAPE_COLOURS, shape_scene, write_shapes
 from glidecli.train.start import TrainingError
 from glidecli.train.state import enable_gradient_checkpointing, init_fresh_
 from helpers.glide_cli import assert_one_error_line, invoker

@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 
 from glidecli.diffusion.schedule import Schedule
 from glidecli.nets.prior import ClipText
-from glidecli.train.dataset import write_shapes
 from glidecli.train.loop import Trainer, TrainingStopped
 from glidecli.train.settings import Hyper, ModelSource, RunPlan
+from glidecli.train.shapes import write_shapes
 from glidecli.train.start import TrainingError
 from glidecli.train.unclip_recipes import IMAGE_DROPOUT, DecoderForward, DecoderRecipe, PriorRecipe
 from helpers.glide_cli import assert_one_error_line, invoker

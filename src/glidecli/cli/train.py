@@ -52,7 +52,7 @@ def shapes_command(
 
     For trying `glide train`: a small model learns the colours in minutes.
     """
-    from ..train.dataset import write_shapes
+    from ..train.shapes import write_shapes
 
     count = sum(1 for _ in write_shapes(out, num, size=size, seed=seed, jsonl=jsonl, overwrite=overwrite))
     typer.echo(f"wrote {count} pictures with captions to {out}", err=True)
