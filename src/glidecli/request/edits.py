@@ -15,7 +15,7 @@ from .commands import PROMPT, InpaintRequest, OutpaintRequest, UpsampleRequest
 from .jobs import make_jobs
 from .options import RequestError, required
 from .plan import RenderPlan
-from .stages import StageSpec, build_stage, glide_specs, sized_fit, sized_stages, unet_arch, upsampler_stage
+from .stages import StageSpec, build_stage, glide_stages, sized_fit, sized_stages, unet_arch
 
 if TYPE_CHECKING:
     from ..render.jobs import Job, RenderedImage
@@ -50,9 +50,7 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
 
     r = request
     warnings: list[str] = []
-    base_spec, up_spec = glide_specs(r, ModelKind.BASE_INPAINT, scale=r.scale)
-    base = build_stage(manifest, base_spec, warnings)
-    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
+    base, upsample = glide_stages(manifest, r, ModelKind.BASE_INPAINT, warnings, scale=r.scale)
     fit = sized_fit(r.fit, r.width, r.height)
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, r.width, r.height)
     final = unet_arch(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else unet_arch(manifest, r.model, ModelKind.BASE_INPAINT)
@@ -93,9 +91,7 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
     warnings: list[str] = []
     image = required(o.IMAGE, r.image)
     extension = canvas_extension(image, r.left, r.right, r.top, r.bottom, r.to)
-    base_spec, up_spec = glide_specs(r, ModelKind.BASE_INPAINT, scale=r.scale)
-    base = build_stage(manifest, base_spec, warnings)
-    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
+    base, upsample = glide_stages(manifest, r, ModelKind.BASE_INPAINT, warnings, scale=r.scale)
     if r.window is not None:
         width, height = parse_size(r.window, "--window")
         base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, width, height, "--window")

@@ -77,6 +77,9 @@ class GlideStagesRequest(Protocol):
     @property
     def upsample_temp(self) -> float: ...
 
+    @property
+    def size(self) -> int | None: ...
+
 
 def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0) -> tuple[StageSpec, StageSpec]:
     """The base stage (of `base_kind`) and the upsampler stage a GLIDE request asks for."""
@@ -85,6 +88,13 @@ def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0)
         r.upsample_model, base_kind.upsampler, r.upsample_sampler, r.upsample_steps, temperature=r.upsample_temp, steps_option="--upsample-steps"
     )
     return base, upsampler
+
+
+def glide_stages(manifest: Manifest, r: GlideStagesRequest, base_kind: ModelKind, warnings: list[str], scale: float = 1.0) -> tuple[Stage, Stage | None]:
+    """A GLIDE request's base stage (of `base_kind`) and its upsampler stage, None when --size
+    asks for the base model's pictures alone."""
+    base, upsampler = glide_specs(r, base_kind, scale=scale)
+    return build_stage(manifest, base, warnings), upsampler_stage(manifest, r.size, base, upsampler)
 
 
 def build_stage(manifest: Manifest, spec: StageSpec, warnings: list[str] | None = None) -> Stage:

@@ -12,7 +12,7 @@ from .commands import ClipGuideRequest, GenerateRequest
 from .jobs import check_image_count, make_jobs
 from .options import RequestError
 from .plan import RenderPlan
-from .stages import best_of_choice, build_stage, glide_specs, init_image, sized_stages, upsampler_stage
+from .stages import best_of_choice, glide_stages, init_image, sized_stages
 
 if TYPE_CHECKING:
     from ..render.jobs import Job
@@ -25,9 +25,7 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
 
     r = request
     warnings: list[str] = []
-    base_spec, up_spec = glide_specs(r, ModelKind.BASE, scale=r.scale)
-    base = build_stage(manifest, base_spec, warnings)
-    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
+    base, upsample = glide_stages(manifest, r, ModelKind.BASE, warnings, scale=r.scale)
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE, ModelKind.UPSAMPLE, r.width, r.height)
     init = init_image(r.init_image, r.strength, r.upsample_strength, r.init_fit, upsample is not None)
     ranking = best_of_choice(r.best_of, r.rank_model, init)
@@ -78,9 +76,7 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
     if r.sampler != SamplerName.DDPM:
         raise RequestError("CLIP guidance shifts each step's mean: use --sampler ddpm", "--sampler")
     warnings: list[str] = []
-    base_spec, up_spec = glide_specs(r, ModelKind.BASE)
-    base = build_stage(manifest, base_spec, warnings)
-    upsample = upsampler_stage(manifest, r.size, base_spec, up_spec)
+    base, upsample = glide_stages(manifest, r, ModelKind.BASE, warnings)
     steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
     return RenderPlan(
         command="clip-guide", manifest=manifest, jobs=jobs,
