@@ -73,7 +73,10 @@ def inputs(model: torch.nn.Module, kind: str, n: int, device: str) -> tuple[tupl
     """The same random inputs whatever the model's dtype (drawn in fp32 from a fixed seed)."""
     cfg = model.config
     generator = torch.Generator().manual_seed(0)
-    draw = lambda *shape: torch.randn(*shape, generator=generator).to(device)  # noqa: E731
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device)
+
     x = draw(n, 3, cfg.image_size, cfg.image_size)
     t = torch.full((n,), 500, device=device)
     text = TextEmbedding(draw(n, cfg.time_embed_dim).to(model.dtype), draw(n, cfg.text_ctx, cfg.xf_width).to(model.dtype))

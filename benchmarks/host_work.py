@@ -62,7 +62,10 @@ def noise_draws(stage, noise_schedule: str) -> int:
         return torch.zeros_like(like)
 
     schedule = stage.sampler.schedule(noise_schedule)
-    denoise = lambda x, i: Prediction(torch.zeros_like(x), x, None)  # noqa: E731
+
+    def denoise(x: torch.Tensor, i: int) -> Prediction:
+        return Prediction(torch.zeros_like(x), x, None)
+
     noise = count if stage.sampler.name == "dpmpp_2m_sde" else None
     sample(stage.sampler.name, denoise, torch.zeros(1, 1), schedule, noise=noise)
     return len(draws)

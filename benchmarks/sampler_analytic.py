@@ -134,7 +134,10 @@ CHUNK = 16384  # rows per sampler run: float64 element-wise ops are much faster 
 def run_analytic(model_fn, sampler: str, schedule: Schedule, start: Tensor, seed: int) -> Tensor:
     denoise = denoiser_from_model(model_fn, schedule)
     generator = torch.Generator().manual_seed(seed)
-    noise = lambda like: torch.randn(like.shape, generator=generator, dtype=like.dtype)  # noqa: E731
+
+    def noise(like: Tensor) -> Tensor:
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype)
+
     parts = [
         sample(sampler, denoise, chunk.clone(), schedule, noise=noise if needs_noise(sampler) else None).clamp(-1, 1)
         for chunk in start.split(CHUNK)

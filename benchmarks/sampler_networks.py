@@ -9,6 +9,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,7 +147,10 @@ def random_model_rows(seeds: int) -> tuple[list[Row], list[str]]:
                 prior_std = 0.2
                 guidance = "unguided"
             probe = fn(start, torch.full((seeds,), 500, dtype=torch.long))[:, :3]
-        fixed_t = lambda x, t, fn=fn: fn(x, torch.full_like(t, 500))  # noqa: E731
+
+        def fixed_t(x: Tensor, t: Tensor, fn: Any = fn) -> Tensor:
+            return fn(x, torch.full_like(t, 500))
+
         model_fn = residual_model_fn(fixed_t, cfg.noise_schedule, prior_mean, prior_std, 0.25 / float(probe.std()))
         case = f"tiny random U-Net {kind} ({'cosine' if kind == 'base' else 'linear'}), {guidance}"
         new_rows, new_notes, _ = ode_agreement_rows(case, model_fn, cfg.noise_schedule, start, ODE_VARIANTS)

@@ -41,6 +41,7 @@ import argparse
 import dataclasses
 import statistics
 import time
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -182,14 +183,22 @@ def measure(stage: str, device: str, dtype: torch.dtype, batches, size: str, rep
         kind = stage.split("-", 1)[1]
         nets = bench.build_stage(kind, device, dtype)
         meta = bench.build_stage(kind, "meta", dtype)
-        steps_for = lambda b, graphs=None: bench.make_step(kind, nets, b, device)  # noqa: E731
-        flops_for = lambda b: bench.count_flops(kind, meta, b)[0]  # noqa: E731
+
+        def steps_for(b: int, graphs: Any = None) -> Any:
+            return bench.make_step(kind, nets, b, device)
+
+        def flops_for(b: int) -> Any:
+            return bench.count_flops(kind, meta, b)[0]
     else:
         cfg = configs(size == "reduced", size == "tiny")[KIND[stage]]
         net = build(KIND[stage], cfg, device, dtype)
         meta = build(KIND[stage], cfg, "meta", dtype)
-        steps_for = lambda b, graphs=None: make_step(stage, net, b, device, graphs)  # noqa: E731
-        flops_for = lambda b: flops_of(make_step(stage, meta, b, "meta"))  # noqa: E731
+
+        def steps_for(b: int, graphs: Any = None) -> Any:
+            return make_step(stage, net, b, device, graphs)
+
+        def flops_for(b: int) -> Any:
+            return flops_of(make_step(stage, meta, b, "meta"))
     rows = []
     for index, batch in enumerate(batches):
         flops = flops_for(batch)
