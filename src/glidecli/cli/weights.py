@@ -16,15 +16,13 @@ from ..files.fetch import (
     verify_file,
 )
 from ..files.manifest import (
+    Entry,
     Manifest,
     ManifestError,
     ModelEntry,
-    TokenizerEntry,
     load_manifest,
 )
 from .run import CommandError, click_errors
-
-Entry = ModelEntry | TokenizerEntry
 
 
 class WeightRow(TypedDict):

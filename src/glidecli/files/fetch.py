@@ -26,10 +26,8 @@ from .convert import convert_pt_to_safetensors
 from .download import download_file, download_lock, silent_tqdm
 from .fetch_diffusers import cached_diffusers, fetch_diffusers
 from .file_facts import safetensors_metadata, sha256_file
-from .manifest import HubSource, LocalSource, ModelEntry, TokenizerEntry, UrlSource
+from .manifest import Entry, HubSource, LocalSource, ModelEntry, UrlSource
 from .weights_error import WeightsError, first_line
-
-Entry = ModelEntry | TokenizerEntry
 
 _TRUE = {"1", "true", "yes", "on"}
 # Keys this module writes into the metadata of converted files.

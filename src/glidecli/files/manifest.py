@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from ..nets.config import ClipConfig, UNetConfig
@@ -82,6 +82,7 @@ class LocalSource:
 
 
 Source = HubSource | UrlSource | LocalSource
+EntryT = TypeVar("EntryT")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ class TokenizerEntry:
         return _source_file_name(self.source)
 
 
+Entry = ModelEntry | TokenizerEntry  # what `glide weights` lists and fetches
+
+
 @dataclass
 class Manifest:
     path: Path
@@ -123,22 +127,23 @@ class Manifest:
     tokenizers: dict[str, TokenizerEntry]
 
     def model(self, name: str) -> ModelEntry:
-        try:
-            return self.models[name]
-        except KeyError:
-            known = ", ".join(self.models) or "none"
-            raise ManifestError(f"{self.path}: no model named {name!r}; known models: {known}") from None
+        return _named(self.models, name, "model", self.path)
 
     def tokenizer(self, name: str) -> TokenizerEntry:
-        try:
-            return self.tokenizers[name]
-        except KeyError:
-            known = ", ".join(self.tokenizers) or "none"
-            raise ManifestError(f"{self.path}: no tokenizer named {name!r}; known tokenizers: {known}") from None
+        return _named(self.tokenizers, name, "tokenizer", self.path)
 
     def models_of_kind(self, kind: ModelKind) -> list[ModelEntry]:
         """Entries of one kind, in manifest order."""
         return [entry for entry in self.models.values() if entry.kind == kind]
+
+
+def _named(entries: Mapping[str, EntryT], name: str, what: str, path: Path) -> EntryT:
+    """The entry called `name`, or ManifestError naming the ones there are."""
+    try:
+        return entries[name]
+    except KeyError:
+        known = ", ".join(entries) or "none"
+        raise ManifestError(f"{path}: no {what} named {name!r}; known {what}s: {known}") from None
 
 
 def packaged_manifest_path() -> Path:

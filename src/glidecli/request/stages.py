@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import Manifest
@@ -16,6 +16,7 @@ from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
 from ..nets.unclip_config import PriorConfig
 from ..render.defaults import glide_model
+from .commands import ClipGuideRequest, GenerateRequest, InpaintRequest, OutpaintRequest
 from .options import RequestError
 
 if TYPE_CHECKING:
@@ -46,39 +47,8 @@ class StageSpec:
     steps_option: str = "--steps"
 
 
-class GlideStagesRequest(Protocol):
-    """The fields of a request for a GLIDE base model and its upsampler (read-only: the
-    requests are frozen)."""
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def sampler(self) -> str: ...
-
-    @property
-    def steps(self) -> str: ...
-
-    @property
-    def eta(self) -> float: ...
-
-    @property
-    def threshold(self) -> float | None: ...
-
-    @property
-    def upsample_model(self) -> str: ...
-
-    @property
-    def upsample_sampler(self) -> str: ...
-
-    @property
-    def upsample_steps(self) -> str: ...
-
-    @property
-    def upsample_temp(self) -> float: ...
-
-    @property
-    def size(self) -> int | None: ...
+# The requests for a GLIDE base model and its upsampler.
+GlideStagesRequest = GenerateRequest | ClipGuideRequest | InpaintRequest | OutpaintRequest
 
 
 def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0) -> tuple[StageSpec, StageSpec]:
