@@ -83,7 +83,7 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
         for members in groups.values():
             jobs = [plans[k].jobs[0] for k in members]
             first = plans[members[0]]
-            for k, rendered in zip(members, first.render(session, jobs, reporter, {"command": first.command})):
+            for k, rendered in zip(members, first.run(session, jobs, reporter)):
                 write_png(rendered.image, paths[k], rendered.meta, overwrite=opts.overwrite)
                 pictures[k] = rendered.image
                 reporter.image_done()

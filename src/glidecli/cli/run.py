@@ -309,7 +309,7 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     try:
         with ConsoleReporter(console, opts.quiet, len(planned)) as reporter:
             frames = StepFrames(reporter, plan.show_steps) if plan.show_steps else None
-            for rendered in plan.render(session, [job for job, _ in planned], frames or reporter, {"command": plan.command}):
+            for rendered in plan.run(session, [job for job, _ in planned], frames or reporter):
                 steps = frames.take() if frames is not None else None
                 writer.submit(save, rendered, steps, report=functools.partial(report, rendered, reporter))
             writer.close()

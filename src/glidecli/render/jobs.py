@@ -4,6 +4,7 @@ render/engine.py re-exports these: the Python API lives there."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,10 @@ class RenderOptions:
     batch_size: int | str = 1
     reporter: Reporter | None = None
     extra_meta: Mapping[str, Any] | None = None
+
+    def with_meta(self, more: Mapping[str, Any]) -> RenderOptions:
+        """These options, with `more` settings recorded after the ones they hold."""
+        return dataclasses.replace(self, extra_meta={**(self.extra_meta or {}), **more})
 
 
 DEFAULT_OPTIONS = RenderOptions()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
@@ -21,13 +21,12 @@ if TYPE_CHECKING:
     from ..render.jobs import Job, RenderedImage
     from ..render.region_inpaint import RegionSource
     from ..render.regions import Extension
-    from ..render.session import Reporter, Session
+    from ..render.session import Session
 
 
 def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..files.images import load_image
     from ..render.engine import render_upsample
-    from ..render.jobs import RenderOptions
 
     r = request
     stage = build_stage(manifest, StageSpec(r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
@@ -36,9 +35,9 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
-        command="upsample", manifest=manifest, jobs=jobs,
-        render=lambda session, todo, reporter, meta: render_upsample(
-            session, todo, picture, stage, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta={**meta, **extra})
+        command="upsample", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
+        render=lambda session, todo, options: render_upsample(
+            session, todo, picture, stage, options=options.with_meta(extra)
         ),
     )
 
@@ -59,13 +58,12 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
     source = InpaintSource(image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)
     jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard)
 
-    def render(session: Session, todo: list[Job], reporter: Reporter, meta: dict[str, Any]) -> Iterator[RenderedImage]:
-        options = RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
+    def render(session: Session, todo: list[Job], options: RenderOptions) -> Iterator[RenderedImage]:
         if region is not None:
             return render_inpaint_region(session, todo, region, base, upsample, options=options)
         return render_inpaint(session, todo, source, base, upsample, options=options)
 
-    return RenderPlan(command="inpaint", manifest=manifest, jobs=jobs, render=render, warnings=warnings)
+    return RenderPlan(command="inpaint", manifest=manifest, jobs=jobs, batch_size=r.batch_size, render=render, warnings=warnings)
 
 
 def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, context: int, feather: int, final_size: int) -> RegionSource | None:
@@ -84,7 +82,6 @@ def inpaint_region(image: Path, mask: Path | None, invert: bool, fit: str, conte
 
 
 def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.jobs import RenderOptions
     from ..render.outpaint import OutpaintSource, render_outpaint, window_context
 
     r = request
@@ -106,9 +103,9 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
     source = OutpaintSource(image, extension, r.context)
     jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard)
     return RenderPlan(
-        command="outpaint", manifest=manifest, jobs=jobs,
-        render=lambda session, todo, reporter, meta: render_outpaint(
-            session, todo, source, base, upsample, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
+        command="outpaint", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
+        render=lambda session, todo, options: render_outpaint(
+            session, todo, source, base, upsample, options=options
         ),
         warnings=warnings,
     )

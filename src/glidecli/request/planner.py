@@ -4,7 +4,7 @@ process; the server runs it on a warm Session. Both give the same pictures for t
 request and seed.
 
     plan = plan_request(GenerateRequest(prompts=("a corgi",), seed=1), load_manifest())
-    for done in plan.render(session, plan.jobs, reporter, {"command": plan.command}): ...
+    for done in plan.run(session, plan.jobs, reporter): ...
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.engine import render_generate
-    from ..render.jobs import RenderOptions
 
     r = request
     warnings: list[str] = []
@@ -39,9 +38,9 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
         raise RequestError("--show-steps follows one picture's sampling: it cannot follow --best-of's candidates")
     batch_size = 1 if r.show_steps is not None else r.batch_size  # one picture's steps at a time (the pictures are the same)
     return RenderPlan(
-        command="generate", manifest=manifest, jobs=jobs,
-        render=lambda session, todo, reporter, meta: render_generate(
-            session, todo, base, upsample, options=RenderOptions(batch_size=batch_size, reporter=reporter, extra_meta=meta), init=init,
+        command="generate", manifest=manifest, jobs=jobs, batch_size=batch_size,
+        render=lambda session, todo, options: render_generate(
+            session, todo, base, upsample, options=options, init=init,
             best_of=ranking,
         ),
         warnings=warnings, animate=r.animate or ("gif" if r.show_steps else None), animations=animations, show_steps=r.show_steps,
@@ -66,7 +65,6 @@ def seed_walks(jobs: list[Job], frames: int, ranking: BestOf | None) -> tuple[li
 
 def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     from ..render.engine import ClipSteering, render_generate
-    from ..render.jobs import RenderOptions
     from ..render.session import model_entry
 
     r = request
@@ -79,9 +77,9 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
     base, upsample = glide_stages(manifest, r, ModelKind.BASE, warnings)
     steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
     return RenderPlan(
-        command="clip-guide", manifest=manifest, jobs=jobs,
-        render=lambda session, todo, reporter, meta: render_generate(
-            session, todo, base, upsample, clip=steering, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta)
+        command="clip-guide", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
+        render=lambda session, todo, options: render_generate(
+            session, todo, base, upsample, clip=steering, options=options
         ),
         warnings=warnings,
     )

@@ -13,7 +13,7 @@ from ..render import defaults
 from . import options as o
 from .commands import BlendRequest, UnclipRequest, VaryRequest
 from .jobs import check_image_count, make_jobs
-from .options import RequestError, required
+from .options import Option, RequestError, required
 from .plan import RenderPlan
 from .stages import StageSpec, best_of_choice, build_stage, diffusion_arch, unet_arch
 
@@ -71,15 +71,23 @@ def _best_of(count: int, rank_model: str, prompt: str) -> BestOf | None:
     return ranking
 
 
-def _check_picture(path: Path) -> None:
-    """Refuse a missing or unreadable picture before any model loads."""
+def _picture(option: Option, path: Path | None) -> Path:
+    """The picture `option` gives; a missing or unreadable one is refused before any model loads."""
     from ..files.images import open_rgb
 
-    open_rgb(path)
+    picture: Path = required(option, path)
+    open_rgb(picture)
+    return picture
+
+
+def _from_embeddings(manifest: Manifest, r: VaryRequest | BlendRequest, warnings: list[str]) -> tuple[ClipModels, Stage, Stage | None]:
+    """The CLIP that reads the pictures, and the decoder and SR stages, of vary and blend."""
+    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
+    decoder, sr = decoder_stages(manifest, r, warnings)
+    return clip, decoder, sr
 
 
 def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.jobs import RenderOptions
     from ..render.unclip import render_unclip
 
     r = request
@@ -92,9 +100,9 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
     ranking = best_of_choice(r.best_of, r.rank_model, None)
     jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, composable=False, command="unclip")
     return RenderPlan(
-        command="unclip", manifest=manifest, jobs=jobs,
-        render=lambda session, todo, reporter, meta: render_unclip(
-            session, todo, prior, decoder, sr, clip=clip, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta),
+        command="unclip", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
+        render=lambda session, todo, options: render_unclip(
+            session, todo, prior, decoder, sr, clip=clip, options=options,
             best_of=ranking,
         ),
         warnings=warnings,
@@ -102,21 +110,18 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
 
 
 def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.jobs import RenderOptions
     from ..render.unclip import render_vary
 
     r = request
     warnings: list[str] = []
-    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
-    decoder, sr = decoder_stages(manifest, r, warnings)
-    image = required(o.IMAGE, r.image)
-    _check_picture(image)
+    clip, decoder, sr = _from_embeddings(manifest, r, warnings)
+    image = _picture(o.IMAGE, r.image)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="vary")
     return RenderPlan(
-        command="vary", manifest=manifest, jobs=jobs,
-        render=lambda session, todo, reporter, meta: render_vary(
-            session, todo, image, decoder, sr, clip=clip, options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta),
+        command="vary", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
+        render=lambda session, todo, options: render_vary(
+            session, todo, image, decoder, sr, clip=clip, options=options,
             best_of=ranking,
         ),
         warnings=warnings,
@@ -124,19 +129,15 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
 
 
 def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    from ..render.jobs import BlendJob, RenderOptions
+    from ..render.jobs import BlendJob
     from ..render.unclip import render_blend
 
     r = request
     warnings: list[str] = []
     if r.frames is not None and r.mix is not None:
         raise RequestError("give --mix or --frames, not both")
-    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
-    decoder, sr = decoder_stages(manifest, r, warnings)
-    image_a = required(o.IMAGE_A, r.image_a)
-    _check_picture(image_a)
-    image_b = required(o.IMAGE_B, r.image_b)
-    _check_picture(image_b)
+    clip, decoder, sr = _from_embeddings(manifest, r, warnings)
+    image_a, image_b = _picture(o.IMAGE_A, r.image_a), _picture(o.IMAGE_B, r.image_b)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     if ranking is not None and r.frames is not None:
         raise RequestError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
@@ -148,11 +149,11 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
     seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="blend")
     jobs: list[Job] = [BlendJob(r.prompt, base.seed, i * len(mixes) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
     return RenderPlan(
-        command="blend", manifest=manifest, jobs=jobs,
+        command="blend", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         # `todo` holds this plan's jobs, every one a BlendJob (a RenderPlan's list is of Jobs).
-        render=lambda session, todo, reporter, meta: render_blend(
+        render=lambda session, todo, options: render_blend(
             session, cast("list[BlendJob]", todo), image_a, image_b, decoder, sr, clip=clip,
-            options=RenderOptions(batch_size=r.batch_size, reporter=reporter, extra_meta=meta), best_of=ranking,
+            options=options, best_of=ranking,
         ),
         warnings=warnings,
         animate=r.animate,

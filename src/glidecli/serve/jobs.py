@@ -233,7 +233,7 @@ class JobQueue:
             if session is None:
                 session = self.sessions[worker] = self._session_factory(device)
             reporter = _JobReporter(self, job)
-            pictures = job.plan.render(session, job.plan.jobs, reporter, {"command": job.command})
+            pictures = job.plan.run(session, job.plan.jobs, reporter)
             while True:
                 started = time.perf_counter()
                 rendered = next(pictures, None)
