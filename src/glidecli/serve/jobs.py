@@ -36,6 +36,9 @@ else:
 log = logging.getLogger("glidecli.serve")
 
 
+CLOSE_TIMEOUT = 60.0  # seconds close() waits for a worker to finish its step
+
+
 class JobState(StrEnum):
     """Where a job is; its value is what GET /jobs/{id} and the events report."""
 
@@ -210,6 +213,11 @@ class JobQueue:
             for job in self._jobs.values():
                 job.cancel_requested.set()
             self._lock.notify_all()
+        # A running job stops at its next sampling step: wait for it, so that nothing of this
+        # queue still computes (and holds the cores) once close returns.
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=CLOSE_TIMEOUT)
 
     # --- the workers --------------------------------------------------------------------------------
 
