@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -59,22 +60,47 @@ def _built(kind: str, build: Callable[[], Network]) -> Network:
         raise CheckpointError(f"the arch settings make no {kind} network: {' '.join(str(exc).split())}") from None
 
 
+# The threads building networks on meta right now, and the initializers set aside meanwhile.
+_skipping_threads: set[int] = set()
+_saved_initializers: dict[str, Callable[..., torch.Tensor]] = {}
+_skipping_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _skipping_init() -> Iterator[None]:
     """Modules built on `meta` for loading need no initial values, and PyTorch's meta
     `normal_` (nn.Embedding's init) first imports sympy and some 900 modules: seconds of
-    start-up. The in-place initializers of torch.nn.init do nothing meanwhile."""
+    start-up. The in-place initializers of torch.nn.init do nothing meanwhile, for this
+    thread alone: another thread (a server's worker, a training beside it) that builds a
+    network for real keeps PyTorch's initial values."""
     from torch.nn import init
 
-    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
-    saved = {name: getattr(init, name) for name in names}
+    me = threading.get_ident()
+    with _skipping_lock:
+        if not _skipping_threads:
+            names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+            _saved_initializers.update({name: getattr(init, name) for name in names})
+            for name, original in _saved_initializers.items():
+                setattr(init, name, _unless_skipping(original))
+        _skipping_threads.add(me)
     try:
-        for name in names:
-            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
         yield
     finally:
-        for name, function in saved.items():
-            setattr(init, name, function)
+        with _skipping_lock:
+            _skipping_threads.discard(me)
+            if not _skipping_threads:
+                for name, original in _saved_initializers.items():
+                    setattr(init, name, original)
+                _saved_initializers.clear()
+
+
+def _unless_skipping(initializer: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def initialize(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if threading.get_ident() in _skipping_threads:
+            return tensor
+        return initializer(tensor, *args, **kwargs)
+
+    return initialize
 
 
 def build_on_meta(kind: str, arch: ArchConfig | None) -> Network:
