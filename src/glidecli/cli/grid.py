@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
+from ..request.commands import REQUESTS
 from .console import ConsoleReporter, announce
 from .run import CAPTURE, RunOptions, check_writable, click_errors, run_session
 
-RENDERING = ("generate", "clip-guide", "upsample", "inpaint", "outpaint", "unclip", "vary", "blend")
+RENDERING = tuple(REQUESTS)  # the rendering commands
 
 
 def grid(

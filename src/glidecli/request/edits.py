@@ -32,10 +32,10 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     stage = build_stage(manifest, StageSpec(r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
     # GLIDE's upsampler was trained on 4x (64 -> 256).
     picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, r.model, ModelKind.UPSAMPLE).image_size // 4), r.fit)
-    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, composable=False, command="upsample")
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, composable=False, command=UpsampleRequest.command)
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
-        command="upsample", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
+        command=UpsampleRequest.command, manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         render=lambda session, todo, options: render_upsample(
             session, todo, picture, stage, options=options.with_meta(extra)
         ),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .a1111 import glide_sampler
-from .commands import REQUESTS, build, option_fields
+from .commands import REQUESTS, UpsampleRequest, build, option_fields
 from .options import RequestError, ValueType
 
 # Recorded facts, never options.
@@ -27,7 +27,7 @@ FACTS = {
 }
 # Record key -> request field, where a command records a setting under another name.
 RENAMES: dict[str, dict[str, str]] = {
-    "upsample": {"upsample_model": "model", "upsample_sampler": "sampler", "upsample_steps": "steps", "upsample_temp": "temp"},
+    UpsampleRequest.command: {"upsample_model": "model", "upsample_sampler": "sampler", "upsample_steps": "steps", "upsample_temp": "temp"},
     **{command: {"decoder_sampler": "sampler", "decoder_steps": "steps", "decoder_scale": "scale"} for command in ("unclip", "vary", "blend")},
 }
 PICTURE_FIELDS = ("image", "mask", "init_image", "image_a", "image_b")
@@ -100,7 +100,7 @@ def _size(value: Any, fields: Mapping[str, Any], command: str, record: Mapping[s
     """`size` is the picture's side, or [width, height]; A1111's text 'WxH' is its width and height."""
     if isinstance(value, str) and "x" in value:
         value = [int(part) for part in value.split("x", 1)]
-    if command == "upsample" or "size" not in fields:
+    if command == UpsampleRequest.command or "size" not in fields:
         return
     if isinstance(value, list):
         if "width" in fields:
