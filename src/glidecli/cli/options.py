@@ -13,7 +13,8 @@ import typer
 from ..render import defaults
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
-from ..request.commands import file_pattern, option_fields
+from ..files.roles import PACKAGED_NAMES
+from ..request.commands import field_roles, file_pattern, option_fields
 from ..request.options import RequestError, ValueType
 from .run import RunOptions, click_errors
 
@@ -69,9 +70,13 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
     command's own arguments). Typer only collects each flag's text; `commands.build`
     converts and checks it, as it does the server's JSON, so a rule and its message exist once."""
     parameters = []
+    roles = field_roles(request_type)
     for name, option, default in option_fields(request_type):
         if not option.flags:
             continue
+        text = option.help
+        if name in roles:  # the model the manifest gives this role (files/roles.py)
+            text += f" [default: the manifest's {roles[name]} model; packaged: {PACKAGED_NAMES[roles[name]]}]"
         extra: dict[str, Any] = {}
         if option.value_type == ValueType.BOOL:
             annotation: Any = bool
@@ -80,7 +85,7 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
             extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.value_type]
             if option.choices:  # tab completion offers them (the request checks them)
                 extra["autocompletion"] = _completer(option.choices)
-        info = typer.Option(*option.flags, help=option.help, rich_help_panel=option.panel, show_default=option.show_default, **extra)
+        info = typer.Option(*option.flags, help=text, rich_help_panel=option.panel, show_default=option.show_default, **extra)
         parameters.append(_option(name, Annotated[annotation, info], default))
     return parameters
 

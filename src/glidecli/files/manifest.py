@@ -24,6 +24,7 @@ from ..nets.kinds import MODEL_KINDS, UNET_KINDS, ModelKind
 from ..nets.unclip_config import OpenClipConfig, PriorConfig
 from .arch_settings import ManifestError as ManifestError
 from .arch_settings import build_arch, one_line
+from .roles import DEFAULTS_TABLE, Role, Roles, parse_defaults, resolve_roles
 
 MANIFEST_ENV = "GLIDE_WEIGHTS"
 FORMATS = ("safetensors", "pt", "diffusers")
@@ -41,7 +42,7 @@ _SUFFIX_FORMATS = {
 _SOURCE_KEYS = ("hub", "url", "path")
 _MODEL_KEYS = frozenset({"kind", "hub", "file", "revision", "url", "path", "format", "sha256", "size", "arch", "tokenizer"})
 _TOKENIZER_KEYS = frozenset({"hub", "file", "revision", "url", "path", "sha256"})
-_TOP_LEVEL_KEYS = frozenset({"version", "models", "tokenizers"})
+_TOP_LEVEL_KEYS = frozenset({"version", "models", "tokenizers", DEFAULTS_TABLE})
 _SCHEMA_VERSION = 1
 DEFAULT_TOKENIZER = "gpt2"  # the [tokenizers.NAME] a U-Net's prompts use unless its entry names another
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -125,6 +126,11 @@ class Manifest:
     path: Path
     models: dict[str, ModelEntry]
     tokenizers: dict[str, TokenizerEntry]
+    defaults: dict[Role, str] = field(default_factory=dict)  # its [defaults] table (files/roles.py)
+
+    def roles(self) -> Roles:
+        """The model that plays each role when a command names none (files/roles.py)."""
+        return resolve_roles({name: entry.kind for name, entry in self.models.items()}, self.defaults)
 
     def model(self, name: str) -> ModelEntry:
         return _named(self.models, name, "model", self.path)
@@ -182,7 +188,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
 def _parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
     unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; expected models, tokenizers or version")
+        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; expected models, tokenizers, {DEFAULTS_TABLE} or version")
     version = data.get("version", _SCHEMA_VERSION)
     if version != _SCHEMA_VERSION:
         raise ManifestError(f"{path}: unsupported manifest version {version!r}; this glidecli reads version {_SCHEMA_VERSION}")
@@ -203,7 +209,8 @@ def _parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
                 f"{path}: model {entry.name!r} uses tokenizer {entry.tokenizer!r}, which has no"
                 f" [tokenizers.{entry.tokenizer}] entry; known tokenizers: {known}"
             )
-    return Manifest(path=path, models=models, tokenizers=tokenizers)
+    defaults = parse_defaults(data.get(DEFAULTS_TABLE, {}), {name: entry.kind for name, entry in models.items()}, path)
+    return Manifest(path=path, models=models, tokenizers=tokenizers, defaults=defaults)
 
 
 def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..files.roles import PACKAGED_NAMES, Role, Roles
 from ..files.vocabulary import DEFAULT_PATTERN, FitMode
 from ..render import defaults
 from . import options as o
@@ -26,6 +27,12 @@ PROMPT = Option((), ValueType.STR, "What the picture shows.", name="prompt")
 def uses(option: Option, default: Any) -> Any:
     """A request field declared by `option`, with this command's default."""
     return field(default=default, metadata={"option": option})
+
+
+def uses_role(option: Option, role: Role) -> Any:
+    """A model field declared by `option`: None (not named) takes the manifest's model for
+    `role` when the request is planned (with_roles)."""
+    return field(default=None, metadata={"option": option, "role": role})
 
 
 # --- field groups: the options several commands share, with the defaults they share ---------------
@@ -102,23 +109,23 @@ class BestOfN:
     """Best of N candidates by a CLIP score."""
 
     best_of: int = uses(o.BEST_OF, 1)
-    rank_model: str = uses(o.RANK_MODEL, defaults.RANK_MODEL)
+    rank_model: str | None = uses_role(o.RANK_MODEL, Role.RANK)
 
 
 @dataclass(frozen=True)
 class TextModels:
     """GLIDE's text-to-image base model and upsampler."""
 
-    model: str = uses(o.BASE_MODEL, defaults.GENERATE_BASE.model)
-    upsample_model: str = uses(o.UPSAMPLE_MODEL, defaults.GENERATE_UPSAMPLE.model)
+    model: str | None = uses_role(o.BASE_MODEL, Role.BASE)
+    upsample_model: str | None = uses_role(o.UPSAMPLE_MODEL, Role.UPSAMPLE)
 
 
 @dataclass(frozen=True)
 class InpaintModels:
     """GLIDE's inpainting models."""
 
-    model: str = uses(o.INPAINT_MODEL, defaults.INPAINT_BASE.model)
-    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, defaults.INPAINT_UPSAMPLE.model)
+    model: str | None = uses_role(o.INPAINT_MODEL, Role.INPAINT)
+    upsample_model: str | None = uses_role(o.INPAINT_UPSAMPLE_MODEL, Role.UPSAMPLE_INPAINT)
 
 
 @dataclass(frozen=True)
@@ -137,9 +144,9 @@ class DecoderSampling:
 class DecoderModels:
     """unCLIP's decoder, super-resolution and the CLIP that conditions them."""
 
-    decoder_model: str = uses(o.DECODER_MODEL, defaults.UNCLIP_DECODER.model)
-    sr_model: str = uses(o.SR_MODEL, defaults.UNCLIP_SR.model)
-    clip_model: str = uses(o.CLIP_MODEL, defaults.UNCLIP_CLIP_MODEL)
+    decoder_model: str | None = uses_role(o.DECODER_MODEL, Role.UNCLIP_DECODER)
+    sr_model: str | None = uses_role(o.SR_MODEL, Role.UNCLIP_SR)
+    clip_model: str | None = uses_role(o.CLIP_MODEL, Role.CLIP)
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -182,8 +189,8 @@ class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
     steps: str = uses(o.STEPS, defaults.CLIP_GUIDE_BASE.steps)
     sampler: str = uses(o.SAMPLER, defaults.CLIP_GUIDE_BASE.sampler)
     size: int | None = uses(o.SIZE, None)
-    clip_image_model: str = uses(o.CLIP_IMAGE_MODEL, defaults.CLIP_IMAGE_MODEL)
-    clip_text_model: str = uses(o.CLIP_TEXT_MODEL, defaults.CLIP_TEXT_MODEL)
+    clip_image_model: str | None = uses_role(o.CLIP_IMAGE_MODEL, Role.CLIP_IMAGE)
+    clip_text_model: str | None = uses_role(o.CLIP_TEXT_MODEL, Role.CLIP_TEXT)
 
 
 @dataclass(frozen=True)
@@ -197,7 +204,7 @@ class UpsampleRequest(Output):
     sampler: str = uses(o.UPSAMPLE_ONLY_SAMPLER, defaults.GENERATE_UPSAMPLE.sampler)
     temp: float = uses(o.UPSAMPLE_ONLY_TEMP, defaults.GENERATE_UPSAMPLE.temperature)
     fit: str = uses(o.FIT, FitMode.CROP)
-    model: str = uses(o.UPSAMPLE_ONLY_MODEL, defaults.GENERATE_UPSAMPLE.model)
+    model: str | None = uses_role(o.UPSAMPLE_ONLY_MODEL, Role.UPSAMPLE)
 
 
 @dataclass(frozen=True)
@@ -247,8 +254,8 @@ class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampli
     command: ClassVar[str] = "unclip"
     prompts: tuple[str, ...] = uses(PROMPTS, ())
     negative: str | None = uses(o.NEGATIVE, None)
-    prior_model: str = uses(o.PRIOR_MODEL, defaults.UNCLIP_PRIOR.model)
-    clip_stats: str = uses(o.CLIP_STATS, defaults.UNCLIP_CLIP_STATS)
+    prior_model: str | None = uses_role(o.PRIOR_MODEL, Role.UNCLIP_PRIOR)
+    clip_stats: str | None = uses_role(o.CLIP_STATS, Role.CLIP_STATS)
 
 
 @dataclass(frozen=True)
@@ -305,6 +312,30 @@ def file_pattern(request_type: RequestType) -> str:
 def option_fields(request_type: RequestType) -> list[tuple[str, Option, Any]]:
     """(field name, Option, default) of each field of a request type, in order."""
     return [(f.name, f.metadata["option"], f.default) for f in dataclasses.fields(request_type)]
+
+
+def field_roles(request_type: RequestType) -> dict[str, Role]:
+    """The model fields of a request type (field name -> the role that fills it when None)."""
+    return {f.name: f.metadata["role"] for f in dataclasses.fields(request_type) if "role" in f.metadata}
+
+
+def with_roles(request: Request, roles: Roles) -> Request:
+    """`request` with each model it leaves unnamed set to the manifest's model for that role."""
+    named: dict[str, Any] = {name: roles[role] for name, role in field_roles(type(request)).items() if getattr(request, name) is None}
+    return dataclasses.replace(request, **named)
+
+
+def chosen(model: str | None) -> str:
+    """A model field of a request whose models with_roles chose (every planned request's)."""
+    if model is None:
+        raise TypeError("a request's models are chosen (with_roles) before it is planned")
+    return model
+
+
+def packaged_model(request_type: RequestType, name: str) -> str | None:
+    """The packaged manifest's model for field `name`, None for a field no role fills."""
+    role = field_roles(request_type).get(name)
+    return None if role is None else PACKAGED_NAMES[role]
 
 
 def build(request_type: RequestType, values: Mapping[str, Any]) -> Request:

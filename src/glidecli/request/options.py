@@ -234,10 +234,10 @@ SEED = Option(
     panel=OUTPUT, minimum=0, maximum=MAX_SEED, optional=True, show_default=False,
 )
 FIT = Option(("--fit",), ValueType.STR, "Making the picture square: crop (centre), pad (black borders, kept), stretch.", choices=FIT_MODES)
-BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS)
-UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Upsampler (manifest name).", panel=MODELS)
-INPAINT_MODEL = Option(("--model",), ValueType.STR, "Base inpainting model (manifest name).", panel=MODELS)
-INPAINT_UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Inpainting upsampler (manifest name).", panel=MODELS)
+BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS, optional=True)
+UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Upsampler (manifest name).", panel=MODELS, optional=True)
+INPAINT_MODEL = Option(("--model",), ValueType.STR, "Base inpainting model (manifest name).", panel=MODELS, optional=True)
+INPAINT_UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Inpainting upsampler (manifest name).", panel=MODELS, optional=True)
 
 # --- img2img and best of N (glide generate) ------------------------------------------------------
 
@@ -262,14 +262,14 @@ BEST_OF = Option(
 RANK_MODEL = Option(
     ("--rank-model",), ValueType.STR,
     "Judge for --best-of: an open_clip NAME:PRETRAINED (or NAME:FILE, hf-hub:REPO), or 'noised-clip' (GLIDE's noised CLIP at t=0, no extra download).",
-    panel=MODELS,
+    panel=MODELS, optional=True,
 )
 
 # --- CLIP guidance ---------------------------------------------------------------------------------
 
 CLIP_SCALE = Option(("--clip-scale",), ValueType.FLOAT, "Strength of the CLIP gradient.", minimum=0.0)
-CLIP_IMAGE_MODEL = Option(("--clip-image-model",), ValueType.STR, "Noised CLIP image encoder.", panel=MODELS)
-CLIP_TEXT_MODEL = Option(("--clip-text-model",), ValueType.STR, "Noised CLIP text encoder.", panel=MODELS)
+CLIP_IMAGE_MODEL = Option(("--clip-image-model",), ValueType.STR, "Noised CLIP image encoder.", panel=MODELS, optional=True)
+CLIP_TEXT_MODEL = Option(("--clip-text-model",), ValueType.STR, "Noised CLIP text encoder.", panel=MODELS, optional=True)
 
 # --- pictures in -----------------------------------------------------------------------------------
 
@@ -283,7 +283,7 @@ IMAGE_B = Option((), ValueType.PICTURE, "The picture at --mix 1.", name="image-b
 UPSAMPLE_ONLY_STEPS = Option(("--upsample-steps", "--steps"), ValueType.STR, "Steps: a count, sections, 'ddimN' or 'fast27' (the reference's, with ddim).")
 UPSAMPLE_ONLY_SAMPLER = Option(("--upsample-sampler", "--sampler"), ValueType.STR, "Sampler.", choices=SAMPLER_NAMES)
 UPSAMPLE_ONLY_TEMP = Option(("--upsample-temp", "--temp"), ValueType.FLOAT, "Scales the starting noise.", minimum=0.0)
-UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), ValueType.STR, "Upsampler (manifest name).", panel=MODELS)
+UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), ValueType.STR, "Upsampler (manifest name).", panel=MODELS, optional=True)
 
 # --- glide inpaint -----------------------------------------------------------------------------------
 
@@ -334,11 +334,11 @@ DECODER_SAMPLER = Option(("--sampler",), ValueType.STR, "Decoder sampler.", choi
 SR_STEPS = Option(("--sr-steps",), ValueType.STR, "Super-resolution steps (same forms as --steps); the last always runs the fine-tuned last-step U-Net.")
 SR_SAMPLER = Option(("--sr-sampler",), ValueType.STR, "Super-resolution sampler.", choices=SAMPLER_NAMES)
 UNCLIP_SIZE = Option(("--size",), ValueType.INT, "64: the decoder's pictures; 256 (default): then super-resolution.", panel=OUTPUT, optional=True, show_default=False)
-PRIOR_MODEL = Option(("--prior-model",), ValueType.STR, "unCLIP prior (manifest name).", panel=MODELS)
-DECODER_MODEL = Option(("--decoder-model",), ValueType.STR, "unCLIP decoder (manifest name).", panel=MODELS)
-SR_MODEL = Option(("--sr-model",), ValueType.STR, "unCLIP super-resolution (manifest name).", panel=MODELS)
-CLIP_MODEL = Option(("--clip-model",), ValueType.STR, "CLIP ViT the networks were trained with (manifest name).", panel=MODELS)
-CLIP_STATS = Option(("--clip-stats",), ValueType.STR, "The prior's CLIP embedding statistics (manifest name).", panel=MODELS)
+PRIOR_MODEL = Option(("--prior-model",), ValueType.STR, "unCLIP prior (manifest name).", panel=MODELS, optional=True)
+DECODER_MODEL = Option(("--decoder-model",), ValueType.STR, "unCLIP decoder (manifest name).", panel=MODELS, optional=True)
+SR_MODEL = Option(("--sr-model",), ValueType.STR, "unCLIP super-resolution (manifest name).", panel=MODELS, optional=True)
+CLIP_MODEL = Option(("--clip-model",), ValueType.STR, "CLIP ViT the networks were trained with (manifest name).", panel=MODELS, optional=True)
+CLIP_STATS = Option(("--clip-stats",), ValueType.STR, "The prior's CLIP embedding statistics (manifest name).", panel=MODELS, optional=True)
 DECODER_PROMPT = Option(("--prompt",), ValueType.STR, "Text for the decoder (empty by default, as the reference's variations).")
 MIX = Option(("--mix",), ValueType.FLOAT, "Where between A (0) and B (1); default 0.5.", minimum=0.0, maximum=1.0, optional=True, show_default=False)
 FRAMES = Option(("--frames",), ValueType.INT, "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)

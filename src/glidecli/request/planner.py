@@ -23,12 +23,15 @@ from .commands import (
     UnclipRequest,
     UpsampleRequest,
     VaryRequest,
+    with_roles,
 )
 from .plan import RenderPlan
 
 
 def plan_request(request: Request, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard."""
+    """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard.
+    The models the request leaves unnamed are the manifest's for their roles."""
+    request = with_roles(request, manifest.roles())
     match request:
         case GenerateRequest():
             return text.plan_generate(request, manifest, shard)

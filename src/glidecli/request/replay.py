@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .a1111 import glide_sampler
-from .commands import REQUESTS, UpsampleRequest, build, option_fields
+from .commands import REQUESTS, UpsampleRequest, build, option_fields, packaged_model
 from .options import RequestError, ValueType
 
 # Recorded facts, never options.
@@ -130,7 +130,8 @@ def command_line(record: Mapping[str, Any], source: str = "IMAGE") -> str:
             elif value is not None:
                 words.append(str(value))
             continue
-        if value == default or value is None:
+        # A model the picture names after the packaged manifest's role is that command's default.
+        if value == default or value is None or value == packaged_model(REQUESTS[command], name):
             continue
         flag = next(f for f in option.flags if f.startswith("--"))
         words += [flag] if option.value_type == ValueType.BOOL else [flag, _text(value)]
