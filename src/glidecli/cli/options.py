@@ -10,10 +10,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..files.roles import PACKAGED_NAMES, Role
 from ..render import defaults
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
-from ..files.roles import PACKAGED_NAMES
 from ..request.commands import field_roles, file_pattern, option_fields
 from ..request.options import RequestError, ValueType
 from .run import RunOptions, click_errors
@@ -57,7 +57,10 @@ FromImage = Annotated[
     Path | None,
     typer.Option("--from", metavar="IMAGE", help="Take this picture's recorded command settings (glide's, or A1111's 'parameters') as the defaults; flags given win. Same device and dtype: the same picture.", show_default=False, rich_help_panel=o.SAMPLING),
 ]
-RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, rich_help_panel=MODELS)]
+RankModel = Annotated[
+    str | None,
+    typer.Option("--rank-model", help=f"{o.RANK_MODEL.help} [default: the manifest's rank model; packaged: {PACKAGED_NAMES[Role.RANK]}]", rich_help_panel=MODELS),
+]
 
 
 # --- a request's options as typer parameters ---------------------------------------------------------

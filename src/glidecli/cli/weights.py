@@ -22,6 +22,7 @@ from ..files.manifest import (
     ModelEntry,
     load_manifest,
 )
+from ..files.roles import Role, Roles
 from .run import CommandError, click_errors
 
 
@@ -34,6 +35,7 @@ class WeightRow(TypedDict):
     cached: bool
     path: str | None
     size: int | None
+    roles: list[str]  # the roles it plays when a command names no model (files/roles.py)
 
 weights_app = typer.Typer(
     help="List, download, convert and verify model weights (see the manifest, weights.toml).",
@@ -77,8 +79,11 @@ def list_weights(
     weights: Weights = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
 ) -> None:
-    """List the manifest's models and tokenizers: kind, on disk or not, size, source."""
+    """List the manifest's models and tokenizers: kind, on disk or not, size, source, and the
+    roles each plays when a command names no model (the manifest's [defaults], else its one
+    model of a kind, else the packaged name)."""
     manifest = load_manifest(weights)
+    roles = manifest.roles()
     rows: list[WeightRow] = []
     for entry in _entries(manifest):
         local = cached_path(entry)
@@ -93,6 +98,7 @@ def list_weights(
                 cached=local is not None,
                 path=str(local) if local else None,
                 size=size,
+                roles=[str(role) for role, choice in roles.choices.items() if choice.present and choice.model == entry.name],
             )
         )
     if json_output:
@@ -102,11 +108,23 @@ def list_weights(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("name", "kind", "cached", "size", "source"):
+    for column in ("name", "kind", "cached", "size", "source", "roles"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["kind"], "yes" if row["cached"] else "no", _human_size(row["size"]), row["source"])
-    Console(highlight=False).print(table)
+        table.add_row(row["name"], row["kind"], "yes" if row["cached"] else "no", _human_size(row["size"]), row["source"], ", ".join(row["roles"]))
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(roles_note(roles), markup=False)
+
+
+def roles_note(roles: Roles) -> str:
+    """In one line, the roles no entry of the manifest plays: the names a command would look
+    for (and fail to find), and the judge of --best-of when it is an open_clip model."""
+    missing = [f"{role} = {choice.model}" for role, choice in roles.choices.items() if not choice.present and role != Role.RANK]
+    parts = [f"roles with no model here (a command that needs one says so): {', '.join(missing)}"] if missing else []
+    if not roles.choices[Role.RANK].present:
+        parts.append(f"rank (the judge of --best-of) = open_clip's {roles[Role.RANK]}")
+    return "; ".join(parts)
 
 
 @weights_app.command("download")

@@ -261,7 +261,7 @@ BEST_OF = Option(
 )
 RANK_MODEL = Option(
     ("--rank-model",), ValueType.STR,
-    "Judge for --best-of: an open_clip NAME:PRETRAINED (or NAME:FILE, hf-hub:REPO), or 'noised-clip' (GLIDE's noised CLIP at t=0, no extra download).",
+    "Judge for --best-of: a manifest's OpenCLIP model by name, an open_clip NAME:PRETRAINED (or NAME:FILE, hf-hub:REPO), or 'noised-clip' (GLIDE's noised CLIP at t=0, no extra download).",
     panel=MODELS, optional=True,
 )
 

@@ -8,6 +8,7 @@ present."""
 from __future__ import annotations
 
 from ..files.manifest import Manifest
+from ..files.roles import KIND_ROLES
 from ..nets.kinds import UNET_KINDS, ModelKind
 from ..render.defaults import glide_model
 
@@ -19,13 +20,13 @@ SUFFIXES = {ModelKind.UPSAMPLE: UPSAMPLE_SUFFIX, ModelKind.BASE_INPAINT: INPAINT
 
 
 def default_model(manifest: Manifest, kind: ModelKind) -> str:
-    """The model of `kind` for a client that names none: the default name when the manifest
-    holds it, else the manifest's first model of `kind`, else the default name (which
-    planning refuses with its own message)."""
-    name = glide_model(kind)
-    if name in manifest.models:
-        return name
-    return next((entry.name for entry in manifest.models_of_kind(kind)), name)
+    """The model of `kind` for a client that names none: the manifest's model for the kind's
+    role (files/roles.py) when it holds it, else its first model of `kind`, else the role's
+    packaged name (which planning refuses with its own message)."""
+    choice = manifest.roles().choices[KIND_ROLES[kind]]
+    if choice.present:
+        return choice.model
+    return next((entry.name for entry in manifest.models_of_kind(kind)), choice.model)
 
 
 def companion(manifest: Manifest, name: str, kind: ModelKind) -> str | None:

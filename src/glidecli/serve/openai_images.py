@@ -24,7 +24,6 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ..nets.kinds import ModelKind
-from ..render.defaults import glide_model
 from ..request.commands import GenerateRequest, InpaintRequest, UnclipRequest, VaryRequest
 from .body import read_json, read_multipart
 from .dependencies import ServiceDep
@@ -90,7 +89,7 @@ def _edit(service: Service, fields: dict[str, Any], files: dict[str, bytes], bas
     model = _model(service, fields.get("model"), (ModelKind.BASE_INPAINT, ModelKind.BASE))
     if model is not None and service.manifest.models[model].kind == ModelKind.BASE:
         model = companion(service.manifest, model, ModelKind.BASE_INPAINT)
-    base = model or glide_model(ModelKind.BASE_INPAINT)
+    base = model or default_model(service.manifest, ModelKind.BASE_INPAINT)
     upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE_INPAINT)
     options = {"prompt": _prompt(fields), "model": base, "num": _n(fields)}
     if upsampler:
