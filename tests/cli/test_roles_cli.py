@@ -92,7 +92,8 @@ def test_weights_list_shows_the_roles(glide):
     assert rows["shapes"]["roles"] == ["base"] and rows["shapes-clip"]["roles"] == ["clip", "rank"]
     assert rows["shapes-tokenizer"]["roles"] == []
     table = glide("weights", "list", *SHAPES[:2]).out
-    assert re.search(r"roles with no model here.*upsample-inpaint = upsample-inpaint", " ".join(table.split()))
+    assert re.search(r"^base +shapes +\[defaults\] *$", table, re.M)
+    assert re.search(r"^upsample-inpaint +upsample-inpaint +the packaged name, not in this manifest *$", table, re.M)
 
 
 def test_ambiguous_kinds_fall_back_to_the_packaged_names_and_their_message(glide, tmp_path):

@@ -22,7 +22,7 @@ from ..files.manifest import (
     ModelEntry,
     load_manifest,
 )
-from ..files.roles import Role, Roles
+from ..files.roles import Role, Roles, RoleSource
 from .run import CommandError, click_errors
 
 
@@ -108,23 +108,34 @@ def list_weights(
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("name", "kind", "cached", "size", "source", "roles"):
+    for column in ("name", "kind", "cached", "size", "source"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["kind"], "yes" if row["cached"] else "no", _human_size(row["size"]), row["source"], ", ".join(row["roles"]))
+        table.add_row(row["name"], row["kind"], "yes" if row["cached"] else "no", _human_size(row["size"]), row["source"])
     console = Console(highlight=False)
     console.print(table)
-    console.print(roles_note(roles), markup=False)
+    console.print()
+    console.print(roles_table(roles))
 
 
-def roles_note(roles: Roles) -> str:
-    """In one line, the roles no entry of the manifest plays: the names a command would look
-    for (and fail to find), and the judge of --best-of when it is an open_clip model."""
-    missing = [f"{role} = {choice.model}" for role, choice in roles.choices.items() if not choice.present and role != Role.RANK]
-    parts = [f"roles with no model here (a command that needs one says so): {', '.join(missing)}"] if missing else []
-    if not roles.choices[Role.RANK].present:
-        parts.append(f"rank (the judge of --best-of) = open_clip's {roles[Role.RANK]}")
-    return "; ".join(parts)
+ROLE_SOURCES = {RoleSource.DEFAULTS: "[defaults]", RoleSource.KIND: "its one model of the kind", RoleSource.PACKAGED: "the packaged name"}
+
+
+def roles_table(roles: Roles) -> Any:
+    """The model each role gets when a command names none, and how it was chosen; a packaged
+    name the manifest lacks is marked (a command that needs it says so)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("role", "model", "from"):
+        table.add_column(column, overflow="fold")
+    for role, choice in roles.choices.items():
+        how = ROLE_SOURCES[choice.source]
+        if not choice.present:
+            how += ", an open_clip model" if role == Role.RANK else ", not in this manifest"
+        table.add_row(str(role), Text(choice.model), Text(how))  # Text: "[defaults]" is no markup
+    return table
 
 
 @weights_app.command("download")
