@@ -2,20 +2,17 @@
 OpenAI's `model`): a base model's companions are found by name. For a model NAME, the
 upsampler is NAME-upsample, the inpainting model NAME-inpaint, the inpainting upsampler
 NAME-inpaint-upsample (`shapes` -> `shapes-upsample`, `shapes-inpaint`); failing those, the
-commands' default names (render.defaults: upsample, base-inpaint, upsample-inpaint) when
-present."""
+manifest's model for the kind's role (files/roles.py: its [defaults], its one model of the
+kind, else the packaged name) when present."""
 
 from __future__ import annotations
 
 from ..files.manifest import Manifest
 from ..files.roles import KIND_ROLES
-from ..nets.kinds import UNET_KINDS, ModelKind
-from ..render.defaults import glide_model
+from ..nets.kinds import ModelKind
 
 UPSAMPLE_SUFFIX = "-upsample"
 INPAINT_SUFFIX = "-inpaint"
-# GLIDE's models by the commands' default names; a companion of another kind has none.
-DEFAULT_NAMES = {kind: glide_model(kind) for kind in UNET_KINDS}
 SUFFIXES = {ModelKind.UPSAMPLE: UPSAMPLE_SUFFIX, ModelKind.BASE_INPAINT: INPAINT_SUFFIX, ModelKind.UPSAMPLE_INPAINT: UPSAMPLE_SUFFIX}
 
 
@@ -33,7 +30,7 @@ def companion(manifest: Manifest, name: str, kind: ModelKind) -> str | None:
     """The model of `kind` that goes with `name`, or None when the manifest has none."""
     suffix = SUFFIXES.get(kind, "")
     stem = name.removesuffix(INPAINT_SUFFIX)
-    candidates = [name + suffix, stem + suffix, DEFAULT_NAMES.get(kind, "")]
+    candidates = [name + suffix, stem + suffix, manifest.roles()[KIND_ROLES[kind]]]
     if kind == ModelKind.UPSAMPLE_INPAINT:
         candidates.insert(1, stem + INPAINT_SUFFIX + UPSAMPLE_SUFFIX)
     for candidate in candidates:
