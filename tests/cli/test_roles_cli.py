@@ -4,6 +4,7 @@ whose kinds are ambiguous falls back to the packaged names with the message it g
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -11,9 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from glidecli.files.manifest import toml_value
 from glidecli.files.pngfile import read_png_metadata
+from glidecli.nets.checkpoint import build_network, random_init_, save_network
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
+from helpers.tiny import TINY_CLIP
 
 SHAPES = ["--weights", str(MODELS / "weights.toml"), "--quiet"]
 
@@ -85,6 +89,24 @@ def test_best_of_and_score_are_judged_by_the_manifests_clip(glide):
 def test_clip_guide_says_the_shapes_set_has_no_noised_clip(glide):
     result = glide("clip-guide", "a red circle", "--steps", "2", "--out", "c", *SHAPES)
     assert_one_error_line(result, 1, "no model named 'clip-image'", "shapes-clip")
+
+
+def test_clip_guide_takes_a_noised_clip_pair_by_kind(glide, tmp_path):
+    """The shapes set with a tiny random noised CLIP under names of its own: one model of each
+    kind, so no [defaults] line is needed for them."""
+    text = (MODELS / "weights.toml").read_text().replace('path = "', f'path = "{MODELS}/')
+    for seed, kind in enumerate(("clip-image", "clip-text")):
+        network = random_init_(build_network(kind, dataclasses.replace(TINY_CLIP, n_vocab=49408)), seed=seed)
+        save_network(network, tmp_path / f"{kind}.safetensors")
+        text += f'\n[models.tiny-{kind}]\nkind = "{kind}"\npath = "{tmp_path / kind}.safetensors"\n[models.tiny-{kind}.arch]\n'
+        text += "".join(f"{key} = {toml_value(value)}\n" for key, value in dataclasses.asdict(network.config).items())
+    manifest = tmp_path / "with-clip.toml"
+    manifest.write_text(text)
+    result = glide("clip-guide", "a red circle", "--steps", "2", "--upsample-steps", "2", "--seed", "1", "--weights", manifest, "--quiet", "--out", "g")
+    assert result.code == 0, result.err
+    meta = read_png_metadata(result.paths[0])
+    assert (meta["model"], meta["upsample_model"]) == ("shapes", "shapes-upsample")
+    assert (meta["clip_image_model"], meta["clip_text_model"]) == ("tiny-clip-image", "tiny-clip-text")
 
 
 def test_weights_list_shows_the_roles(glide):
