@@ -96,7 +96,7 @@ def test_clip_guide_takes_a_noised_clip_pair_by_kind(glide, tmp_path):
     kind, so no [defaults] line is needed for them."""
     text = (MODELS / "weights.toml").read_text().replace('path = "', f'path = "{MODELS}/')
     for seed, kind in enumerate(("clip-image", "clip-text")):
-        network = random_init_(build_network(kind, dataclasses.replace(TINY_CLIP, n_vocab=49408)), seed=seed)
+        network = random_init_(build_network(kind, dataclasses.replace(TINY_CLIP, n_vocab=49408, image_size=32)), seed=seed)
         save_network(network, tmp_path / f"{kind}.safetensors")
         text += f'\n[models.tiny-{kind}]\nkind = "{kind}"\npath = "{tmp_path / kind}.safetensors"\n[models.tiny-{kind}.arch]\n'
         text += "".join(f"{key} = {toml_value(value)}\n" for key, value in dataclasses.asdict(network.config).items())
