@@ -52,18 +52,21 @@ def test_generate_takes_the_shapes_set_and_draws_what_the_named_models_draw(glid
     assert "--model shapes --upsample-model shapes-upsample" in glide("info", "--command", unnamed.paths[0]).out
 
 
-def test_inpaint_and_upsample_take_their_roles(glide):
+def test_inpaint_outpaint_and_upsample_take_their_roles(glide):
     inpainted = glide("inpaint", "p.png", "a green square", "--steps", "2", "--seed", "1", "--out", "i", *SHAPES)
     assert inpainted.code == 0, inpainted.err
     meta = read_png_metadata(inpainted.paths[0])
     # no inpainting upsampler in the shapes set: the base model's 32x32, as with --model shapes-inpaint
     assert meta["model"] == "shapes-inpaint" and "upsample_model" not in meta and Image.open(inpainted.paths[0]).size == (32, 32)
+    outpainted = glide("outpaint", "p.png", "a blue sky", "--right", "8", "--steps", "2", "--seed", "1", "--out", "o", *SHAPES)
+    assert outpainted.code == 0, outpainted.err
+    assert read_png_metadata(outpainted.paths[0])["model"] == "shapes-inpaint" and Image.open(outpainted.paths[0]).size == (40, 32)
     upsampled = glide("upsample", "p.png", "a red square", "--steps", "2", "--seed", "1", "--out", "u", *SHAPES)
     assert upsampled.code == 0, upsampled.err
     assert read_png_metadata(upsampled.paths[0])["upsample_model"] == "shapes-upsample"
 
 
-def test_unclip_and_vary_take_the_shapes_unclip_set(glide):
+def test_unclip_vary_and_blend_take_the_shapes_unclip_set(glide):
     made = glide("unclip", "a red circle", "--prior-steps", "2", "--steps", "2", "--seed", "2", "--out", "un", *SHAPES)
     assert made.code == 0, made.err
     meta = read_png_metadata(made.paths[0])
@@ -72,6 +75,9 @@ def test_unclip_and_vary_take_the_shapes_unclip_set(glide):
     varied = glide("vary", "p.png", "--steps", "2", "--seed", "2", "--out", "va", *SHAPES)
     assert varied.code == 0, varied.err
     assert read_png_metadata(varied.paths[0])["decoder_model"] == "shapes-decoder"
+    blended = glide("blend", "p.png", made.paths[0], "--steps", "2", "--seed", "2", "--out", "bl", *SHAPES)
+    assert blended.code == 0, blended.err
+    assert (read_png_metadata(blended.paths[0])["decoder_model"], read_png_metadata(blended.paths[0])["clip_model"]) == ("shapes-decoder", "shapes-clip")
 
 
 def test_best_of_and_score_are_judged_by_the_manifests_clip(glide):
