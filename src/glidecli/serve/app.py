@@ -10,15 +10,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
 from . import a1111, native, openai_images
+from .native_models import JOB_REQUEST
 from .security import Guard
 from .service import ClientError, Service
 
@@ -51,4 +54,18 @@ def create_app(service: Service) -> ASGIApp:
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")}, status_code=422)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return Guard(app, service.config.host, service.config.token)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the native API's job bodies (read by hand, JSON or multipart) in
+    its components."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        job = JOB_REQUEST.json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(job.pop("$defs", {}))
+        components["JobRequest"] = job
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ..request.plan import RenderPlan
 
 NATIVE_API = "/glide/v1"  # the native API's routes (native.py), and the pictures' URLs
+# The pictures the server serves from --out, by suffix, with their media types.
+PICTURE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
 class ClientError(Exception):
@@ -136,34 +138,14 @@ class Service:
             raise ClientError(f"no job {job_id!r}", 404)
         return job
 
-    def status(self, job: Job) -> dict[str, Any]:
-        return {
-            "id": job.id,
-            "command": job.command,
-            "state": job.state,
-            "position": self.queue.position(job),
-            "stage": job.stage,
-            "step": job.step,
-            "total": job.total,
-            "images": len(job.plan.jobs),
-            "images_done": job.images_done,
-            "files": [{**f, "url": image_url(f["name"])} for f in job.files],
-            "warnings": job.plan.warnings,
-            "error": job.error,
-            "worker": job.worker,
-            "created": job.created,
-            "started": job.started_at,
-            "finished": job.finished_at,
-            "seconds": {"render": round(job.render_seconds, 4), "write": round(job.write_seconds, 4)},
-        }
-
     # --- pictures -----------------------------------------------------------------------------------
 
     def image_path(self, name: str) -> Path:
-        """A PNG under --out by its name there; nothing outside it, nothing but a regular .png."""
+        """A picture under --out by its name there; nothing outside it, nothing but a regular
+        picture file (PICTURE_TYPES)."""
         out = self.out.resolve()
         relative = Path(name)
-        if not name or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() != ".png" or "\\" in name:
+        if not name or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in PICTURE_TYPES or "\\" in name:
             raise ClientError(f"no picture {name!r}", 404)
         path = (out / relative).resolve()
         if not path.is_relative_to(out) or not path.is_file():
@@ -211,6 +193,10 @@ class Service:
             "max_queue": self.config.max_queue,
             "loaded": {worker: session.loaded_models() for worker, session in self.queue.sessions.items()},
         }
+
+
+def picture_media_type(path: Path) -> str:
+    return PICTURE_TYPES[path.suffix.lower()]
 
 
 def image_url(name: str) -> str:
