@@ -10,6 +10,7 @@ text to the same conversion that reads JSON and form fields (`value_of`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -358,3 +359,13 @@ SHOW_STEPS = Option(
     ("--show-steps",), ValueType.INT, "Also write each picture's clean-image estimate every N sampling steps, as frames and an animation (--animate, default gif).",
     panel=OUTPUT, minimum=1, optional=True, show_default=False,
 )
+
+
+# The options that say how many sampling steps a stage takes (a server caps their sum).
+STEP_OPTIONS = (STEPS, UPSAMPLE_STEPS, UPSAMPLE_ONLY_STEPS, PRIOR_STEPS, DECODER_STEPS, SR_STEPS)
+
+
+def step_count(spec: str) -> int:
+    """How many steps a steps value asks for: its counts summed ('20' 20, '10,10,5' 25,
+    'ddim50' 50, 'fast27' 27, 'logsnr20' 20)."""
+    return sum(int(number) for number in re.findall(r"\d+", spec))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..request.failures import failure_message
 from ..request.plan import RenderPlan
+from .uploads import hide_uploads
 
 if TYPE_CHECKING:
     from ..diffusion.samplers import StepInfo
@@ -106,10 +107,11 @@ class JobQueue:
     Session, once, when its first job starts."""
 
     def __init__(self, devices: list[str], session_factory: Callable[[str], Session], out: Path, max_queue: int = 16,
-                 keep_finished_jobs: int = 1000) -> None:
+                 keep_finished_jobs: int = 1000, keep_seconds: float = 3600.0) -> None:
         self.out = out
         self.max_queue = max_queue
         self.keep_finished_jobs = keep_finished_jobs
+        self.keep_seconds = keep_seconds
         self._session_factory = session_factory
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []  # queued jobs, oldest first
@@ -271,7 +273,7 @@ class JobQueue:
                 log.exception("job %s failed", job.id)
                 message = f"internal error: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
             with self._lock:
-                job.error = message
+                job.error = hide_uploads(message, job.labels)
                 self._end(job, JobState.FAILED)
         else:
             with self._lock:
@@ -318,9 +320,13 @@ class JobQueue:
         self._publish(job, state, **({"error": job.error} if job.error else {}))
 
     def _forget_old(self) -> None:
+        """Drop finished jobs (and their events) older than keep_seconds, and the oldest
+        beyond keep_finished_jobs: a long-running server's memory stays flat."""
         finished = [job for job in self._jobs.values() if job.finished]
-        for job in finished[: max(0, len(finished) - self.keep_finished_jobs)]:
-            del self._jobs[job.id]
+        expired = time.time() - self.keep_seconds
+        for index, job in enumerate(finished):
+            if index < len(finished) - self.keep_finished_jobs or (job.finished_at or 0) < expired:
+                del self._jobs[job.id]
 
 
 class _JobReporter(Reporter):

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest, load_manifest
-from ..request.commands import REQUESTS, field_names, file_pattern, from_mapping, option_fields
+from ..request.commands import REQUESTS, Request, field_names, file_pattern, from_mapping, option_fields
 from ..request.failures import is_known_failure, one_line
-from ..request.options import RequestError, ValueType
+from ..request.options import STEP_OPTIONS, RequestError, ValueType, step_count
 from .jobs import Job, JobQueue, QueueFull, default_devices
-from .uploads import UploadError, UploadLimits, decode_base64, new_uploads, save_picture
+from .limits import KEEP_JOBS_MINUTES, MAX_IMAGES, MAX_STEPS
+from .uploads import UploadError, UploadLimits, decode_base64, hide_uploads, new_uploads, save_picture
 
 if TYPE_CHECKING:
     from ..render.session import Session
@@ -53,6 +54,9 @@ class ServerConfig:
     token: str | None = None
     max_queue: int = 16
     limits: UploadLimits = field(default_factory=UploadLimits)
+    max_images: int = MAX_IMAGES
+    max_steps: int = MAX_STEPS
+    keep_jobs: float = KEEP_JOBS_MINUTES
 
 
 class Service:
@@ -64,7 +68,8 @@ class Service:
         self.uploads_root = Path(tempfile.mkdtemp(prefix="glide-serve-uploads-"))
         self.devices = default_devices(config.devices, config.device)
         self.checkpoint: str | None = None  # A1111's /options: the base model its clients picked
-        self.queue = JobQueue(self.devices, session_factory or self._new_session, self.out, max_queue=config.max_queue)
+        self.queue = JobQueue(self.devices, session_factory or self._new_session, self.out, max_queue=config.max_queue,
+                              keep_seconds=config.keep_jobs * 60)
 
     def _new_session(self, device: str) -> Session:
         from ..render.session import Session
@@ -104,20 +109,34 @@ class Service:
                 data = raw if isinstance(raw, bytes) else decode_base64(raw, key, self.config.limits)
                 save_picture(uploads, name, data, self.config.limits)
             request = from_mapping(request_type, options, uploads.paths)
+            self._check_steps(request)
             plan = self._plan(request)
+            if len(plan.jobs) > self.config.max_images:
+                raise ClientError(f"the request asks for {len(plan.jobs)} pictures; this server makes at most "
+                                  f"{self.config.max_images} per request (--max-images)")
             return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove)
         except UploadError as error:
             uploads.remove()
             raise ClientError(str(error), error.status) from None
         except RequestError as error:
             uploads.remove()
-            raise ClientError(str(error)) from None
+            raise ClientError(hide_uploads(str(error), uploads.labels)) from None
+        except ClientError as error:
+            uploads.remove()
+            raise ClientError(hide_uploads(str(error), uploads.labels), error.status, error.headers) from None
         except QueueFull as error:
             uploads.remove()
             raise ClientError(str(error), 503, {"Retry-After": "5"}) from None
         except BaseException:
             uploads.remove()
             raise
+
+    def _check_steps(self, request: Request) -> None:
+        for name, option, _ in option_fields(type(request)):
+            value = getattr(request, name)
+            if option in STEP_OPTIONS and isinstance(value, str) and step_count(value) > self.config.max_steps:
+                raise ClientError(f"{option.flag} {value} asks for {step_count(value)} steps; this server takes at most "
+                                  f"{self.config.max_steps} (--max-steps)")
 
     def _plan(self, request: Any) -> RenderPlan:
         from ..request.planner import plan_request

@@ -109,3 +109,11 @@ def check_picture(data: bytes, label: str, limits: UploadLimits) -> str:
     except (OSError, SyntaxError, ValueError) as error:
         raise UploadError(f"picture {label!r} cannot be decoded: {' '.join(str(error).split())[:200]}") from None
     return FORMATS[kind]
+
+
+def hide_uploads(message: str, labels: dict[str, str]) -> str:
+    """`message` with each saved upload's path replaced by what the pictures record for it
+    ("upload:image sha256:..."): a client never learns the server's temporary paths."""
+    for path, label in labels.items():
+        message = message.replace(path, label)
+    return message
