@@ -55,7 +55,7 @@ def test_a1111_batches_sizes_and_random_seeds(server):
     assert len(info["infotexts"]) == 4 and info["infotexts"][0].startswith("a red circle\n")
 
 
-@pytest.mark.parametrize("field, value", [("restore_faces", True), ("enable_hr", True), ("styles", ["cinematic"]), ("tiling", True),
+@pytest.mark.parametrize("field, value", [("restore_faces", True), ("styles", ["cinematic"]), ("tiling", True),
                                            ("subseed_strength", 0.5), ("script_name", "x/y plot"), ("alwayson_scripts", {"controlnet": {}})])
 def test_a1111_fields_that_would_change_the_picture_are_refused(server, field, value):
     answer = server.client.post("/sdapi/v1/txt2img", json={"prompt": "x", field: value})

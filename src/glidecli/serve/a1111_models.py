@@ -109,6 +109,18 @@ class Progress(BaseModel):
     textinfo: str | None = None
 
 
+class OptionsBody(A1111Body):
+    """POST /options: only the checkpoint means something here; other settings are ignored."""
+
+    sd_model_checkpoint: str | None = None
+
+
+class Options(A1111Body):
+    sd_model_checkpoint: str = Field(description="The base model the A1111 routes use.")
+    samples_format: str = "png"
+    outdir_samples: str = Field(description="Where pictures go (--out).")
+
+
 class SdModel(BaseModel):
     title: str
     model_name: str

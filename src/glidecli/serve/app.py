@@ -20,7 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
-from . import a1111, native, openai_images
+from . import a1111, a1111_lists, native, openai_images
+from .body import BodyLimit, body_cap
 from .native_models import JOB_REQUEST
 from .security import Guard
 from .service import ClientError, Service
@@ -34,8 +35,10 @@ def create_app(service: Service) -> ASGIApp:
 
     app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(BodyLimit, cap=body_cap(service.config.limits))
     app.include_router(native.router)
     app.include_router(a1111.router)
+    app.include_router(a1111_lists.router)
     app.include_router(openai_images.router)
     static = resources.files("glidecli.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
