@@ -133,3 +133,21 @@ def parse_parameters_text(text: str) -> dict[str, Any]:
         value = _parse_setting_value(raw.strip())
         meta[key] = str(value) if key in _TEXT_KEYS else value
     return meta
+
+
+def parameters_by_label(text: str) -> dict[str, Any]:
+    """A parameters text by A1111's own labels, as its png-info answers it: "Prompt",
+    "Negative prompt", each setting's label ("Steps", "CFG scale"...), and a size's
+    "Size-1" and "Size-2" (width, height)."""
+    meta = parse_parameters_text(text)
+    labelled: dict[str, Any] = {"Prompt": meta["prompt"]}
+    if "negative_prompt" in meta:
+        labelled["Negative prompt"] = meta["negative_prompt"]
+    settings_line = text.split("\n")[-1] if "\n" in text and _SETTINGS_LINE.match(text.split("\n")[-1]) else ""
+    for label, raw in _SETTING_PAIR.findall(settings_line):
+        label, value = label.strip(), _parse_setting_value(raw.strip())
+        labelled[label] = value
+        size = re.fullmatch(r"(\d+)x(\d+)", str(value)) if label == "Size" else None
+        if size:
+            labelled["Size-1"], labelled["Size-2"] = int(size.group(1)), int(size.group(2))
+    return labelled

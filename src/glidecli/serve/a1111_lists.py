@@ -5,7 +5,6 @@ shape with what is true here: an empty list where nothing applies."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter
 
@@ -14,16 +13,22 @@ from ..nets.kinds import ModelKind
 from ..request.a1111 import A1111_SAMPLERS
 from .a1111 import A1111_API, current_models
 from .a1111_models import (
+    CmdFlags,
     Embeddings,
+    Empty,
+    Lora,
     NamedItem,
     Options,
     OptionsBody,
     Progress,
+    PromptStyle,
     Sampler,
     Scheduler,
+    ScriptInfo,
     ScriptsList,
     SdModel,
     SdModule,
+    SdVae,
     Upscaler,
 )
 from .dependencies import ServiceDep
@@ -51,15 +56,15 @@ def progress(service: ServiceDep) -> Progress:
 
 
 @router.post("/interrupt")
-def interrupt(service: ServiceDep) -> dict[str, Any]:
+def interrupt(service: ServiceDep) -> Empty:
     """Stop the running jobs at their next step; their finished pictures are kept and returned."""
     for job in service.queue.running():
         service.queue.cancel(job, keep_finished=True)
-    return {}
+    return Empty()
 
 
 @router.post("/skip")
-def skip(service: ServiceDep) -> dict[str, Any]:
+def skip(service: ServiceDep) -> Empty:
     return interrupt(service)
 
 
@@ -86,22 +91,22 @@ def get_options(service: ServiceDep) -> Options:
 
 
 @router.post("/options")
-def set_options(body: OptionsBody, service: ServiceDep) -> dict[str, Any]:
+def set_options(body: OptionsBody, service: ServiceDep) -> Empty:
     """Clients switch models through sd_model_checkpoint; other settings mean nothing here."""
     checkpoint = body.sd_model_checkpoint
     if checkpoint is not None:
         current_models(service, str(checkpoint), ModelKind.BASE)  # refuses names that are no base model
         service.checkpoint = str(checkpoint)
-    return {}
+    return Empty()
 
 
 @router.get("/sd-vae")
-def sd_vae() -> list[dict[str, Any]]:
+def sd_vae() -> list[SdVae]:
     return []
 
 
 @router.get("/loras")
-def loras() -> list[dict[str, Any]]:
+def loras() -> list[Lora]:
     return []
 
 
@@ -130,7 +135,7 @@ def scripts() -> ScriptsList:
 
 
 @router.get("/script-info")
-def script_info() -> list[dict[str, Any]]:
+def script_info() -> list[ScriptInfo]:
     return []
 
 
@@ -140,16 +145,15 @@ def embeddings() -> Embeddings:
 
 
 @router.get("/prompt-styles")
-def prompt_styles() -> list[dict[str, Any]]:
+def prompt_styles() -> list[PromptStyle]:
     return []
 
 
 @router.get("/cmd-flags")
-def cmd_flags(service: ServiceDep) -> dict[str, Any]:
-    """The server's own settings (A1111 answers its command line's flags)."""
+def cmd_flags(service: ServiceDep) -> CmdFlags:
     config = service.config
-    return {"host": config.host, "port": config.port, "device": config.device, "devices": config.devices, "dtype": config.dtype,
-            "offload": config.offload, "compile": config.compile, "offline": config.offline, "max_queue": config.max_queue,
-            "max_images": config.max_images, "max_steps": config.max_steps, "keep_jobs": config.keep_jobs,
-            "api_auth": config.token is not None, "weights": str(config.weights) if config.weights else None}
+    return CmdFlags(host=config.host, port=config.port, device=config.device, devices=config.devices, dtype=config.dtype,
+                    offload=config.offload, compile=config.compile, offline=config.offline, max_queue=config.max_queue,
+                    max_images=config.max_images, max_steps=config.max_steps, keep_jobs=config.keep_jobs,
+                    api_auth=config.token is not None, weights=str(config.weights) if config.weights else None)
 

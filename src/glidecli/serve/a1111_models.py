@@ -228,3 +228,51 @@ class InterrogateRequest(BaseModel):
 
 class InterrogateResponse(BaseModel):
     caption: str
+
+
+class Empty(BaseModel):
+    """A1111's answer where there is nothing to say."""
+
+
+class SdVae(BaseModel):
+    model_name: str
+    filename: str
+
+
+class Lora(BaseModel):
+    name: str
+    alias: str
+    path: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScriptInfo(BaseModel):
+    name: str
+    is_alwayson: bool
+    is_img2img: bool
+    args: list[dict[str, Any]]
+
+
+class PromptStyle(BaseModel):
+    name: str
+    prompt: str
+    negative_prompt: str
+
+
+class CmdFlags(BaseModel):
+    """The server's own settings (A1111 answers its command line's flags)."""
+
+    host: str
+    port: int
+    device: str
+    devices: str | None
+    dtype: str
+    offload: str
+    compile: bool
+    offline: bool
+    max_queue: int
+    max_images: int
+    max_steps: int
+    keep_jobs: float = Field(description="Minutes a finished job stays readable.")
+    api_auth: bool = Field(description="Whether a token guards the API.")
+    weights: str | None = Field(description="The manifest (--weights); null: the packaged one.")

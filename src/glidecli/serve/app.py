@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
-from . import a1111, a1111_lists, native, openai_images
+from . import a1111, a1111_extras, a1111_lists, native, openai_images
 from .body import BodyLimit, body_cap
 from .native_models import JOB_REQUEST
 from .security import Guard
@@ -39,6 +39,7 @@ def create_app(service: Service) -> ASGIApp:
     app.include_router(native.router)
     app.include_router(a1111.router)
     app.include_router(a1111_lists.router)
+    app.include_router(a1111_extras.router)
     app.include_router(openai_images.router)
     static = resources.files("glidecli.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

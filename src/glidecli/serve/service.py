@@ -6,7 +6,9 @@ openai_images.py) only translate their format to and from these calls."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +69,8 @@ class Service:
         self.out = config.out
         self.uploads_root = Path(tempfile.mkdtemp(prefix="glide-serve-uploads-"))
         self.devices = default_devices(config.devices, config.device)
+        self._side: Session | None = None
+        self._side_lock = threading.Lock()
         self.checkpoint: str | None = None  # A1111's /options: the base model its clients picked
         self.queue = JobQueue(self.devices, session_factory or self._new_session, self.out, max_queue=config.max_queue,
                               keep_seconds=config.keep_jobs * 60)
@@ -78,6 +82,15 @@ class Service:
             self.manifest, device=device, dtype=self.config.dtype, offline=self.config.offline or None,
             compile=self.config.compile, offload=self.config.offload,
         )
+
+    @contextmanager
+    def side_session(self) -> Iterator[Session]:
+        """A Session beside the workers' (on the first device), one caller at a time: for work
+        that is no render, such as ranking captions by CLIP."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = self._new_session(self.devices[0])
+            yield self._side
 
     def close(self) -> None:
         import shutil
@@ -109,11 +122,9 @@ class Service:
                 data = raw if isinstance(raw, bytes) else decode_base64(raw, key, self.config.limits)
                 save_picture(uploads, name, data, self.config.limits)
             request = from_mapping(request_type, options, uploads.paths)
-            self._check_steps(request)
+            self._check_limits(request, request.num)  # before planning: a huge request is refused at once
             plan = self._plan(request)
-            if len(plan.jobs) > self.config.max_images:
-                raise ClientError(f"the request asks for {len(plan.jobs)} pictures; this server makes at most "
-                                  f"{self.config.max_images} per request (--max-images)")
+            self._check_limits(request, len(plan.jobs))
             return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove)
         except UploadError as error:
             uploads.remove()
@@ -131,7 +142,11 @@ class Service:
             uploads.remove()
             raise
 
-    def _check_steps(self, request: Request) -> None:
+    def _check_limits(self, request: Request, images: int) -> None:
+        """ClientError when a request asks for more than --max-images pictures or --max-steps steps."""
+        if images > self.config.max_images:
+            raise ClientError(f"the request asks for {images} pictures; this server makes at most "
+                              f"{self.config.max_images} per request (--max-images)")
         for name, option, _ in option_fields(type(request)):
             value = getattr(request, name)
             if option in STEP_OPTIONS and isinstance(value, str) and step_count(value) > self.config.max_steps:
