@@ -46,8 +46,9 @@ async def read_json(request: Request, limits: UploadLimits) -> dict[str, Any]:
     return body
 
 
-async def read_multipart(request: Request, limits: UploadLimits) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Form fields (text) and files (their bytes) of a multipart body."""
+async def read_multipart(request: Request, limits: UploadLimits, repeatable: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Form fields (text) and files (their bytes) of a multipart body. A file field of
+    `repeatable` may come several times: 'image[]', 'image[]#2', ..."""
     declared = request.headers.get("content-length")
     cap = body_cap(limits)
     if declared is not None and declared.isdigit() and int(declared) > cap:
@@ -60,6 +61,8 @@ async def read_multipart(request: Request, limits: UploadLimits) -> tuple[dict[s
     files: dict[str, bytes] = {}
     try:
         for key, value in form.multi_items():
+            if key in repeatable and key in files:
+                key = f"{key}#{sum(1 for name in files if name.startswith(key)) + 1}"
             if key in fields or key in files:
                 raise ClientError(f"field {key!r} is given twice")
             if isinstance(value, UploadFile):

@@ -100,7 +100,7 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}) -> Job:
+    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, previews: int = 0) -> Job:
         """Queue `command` with `options` by their CLI names; its pictures (base64 text, or
         the bytes of `pictures`' uploaded files) by their names, among the options or apart.
         ClientError for anything no render could use."""
@@ -125,7 +125,7 @@ class Service:
             self._check_limits(request, request.num)  # before planning: a huge request is refused at once
             plan = self._plan(request)
             self._check_limits(request, len(plan.jobs))
-            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove)
+            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews)
         except UploadError as error:
             uploads.remove()
             raise ClientError(str(error), error.status) from None

@@ -117,3 +117,13 @@ def hide_uploads(message: str, labels: dict[str, str]) -> str:
     for path, label in labels.items():
         message = message.replace(path, label)
     return message
+
+
+def has_transparency(data: bytes) -> bool:
+    """Whether a (checked) picture has an alpha channel with any pixel not fully opaque."""
+    with Image.open(io.BytesIO(data)) as image:
+        if "A" not in image.getbands() and "transparency" not in image.info:
+            return False
+        alpha = image.convert("RGBA").getchannel("A")
+    extrema = alpha.getextrema()  # (lowest, highest) of the one channel
+    return isinstance(extrema[0], (int, float)) and extrema[0] < 255
