@@ -74,8 +74,11 @@ def test_extras_run_the_upsampler_as_the_native_api_does(server):
     assert np.array_equal(pixels(answer.json()["image"]), np.asarray(Image.open(server.out / native["files"][0]["name"]).convert("RGB")))
     batch = server.client.post(f"{A1111}/extra-batch-images", json={"imageList": [{"data": b64(low), "name": "a.png"}] * 2, "prompt": SCENE})
     assert batch.status_code == 200 and len(batch.json()["images"]) == 2
-    refused = server.client.post(f"{A1111}/extra-single-image", json={"image": b64(low), "upscaling_resize": 2})
-    assert refused.status_code == 422 and "scales by 4" in refused.json()["detail"]
+    double = server.client.post(f"{A1111}/extra-single-image", json={"image": b64(low), "upscaling_resize": 2, "prompt": SCENE}).json()
+    upsampled = Image.fromarray(pixels(answer.json()["image"])).resize((32, 32), Image.Resampling.LANCZOS)
+    assert np.array_equal(pixels(double["image"]), np.asarray(upsampled))  # 4x by the upsampler, then down to 2x, as A1111 does
+    refused = server.client.post(f"{A1111}/extra-single-image", json={"image": b64(low), "upscaling_resize": 20})
+    assert refused.status_code == 422 and "upscaling_resize 20 is not from 0 to 8" in refused.json()["detail"]
 
 
 def test_png_info_reads_glides_record_and_a1111s_parameters(server):

@@ -43,7 +43,7 @@ A1111_DEFAULTS = {"steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512, "s
 REFUSED_UNLESS = {
     "restore_faces": (None, False), "tiling": (None, False), "styles": (None, []),
     "subseed_strength": (None, 0, 0.0), "script_name": (None, ""), "alwayson_scripts": (None, {}), "script_args": (None, []),
-    "refiner_checkpoint": (None, ""), "firstpass_image": (None, ""), "image_cfg_scale": (None,), "initial_noise_multiplier": (None, 1, 1.0),
+    "refiner_checkpoint": (None, ""), "firstpass_image": (None, ""), "initial_noise_multiplier": (None, 1, 1.0),
     "latent_mask": (None, ""), "seed_resize_from_h": (None, -1, 0), "seed_resize_from_w": (None, -1, 0),
 }
 # Fields that mean nothing here (saving is always on; no extra networks; no k-diffusion knobs).
@@ -54,9 +54,13 @@ IGNORED = {
     "mask_blur_x", "mask_blur_y", "inpaint_full_res_padding", "refiner_switch_at", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler",
     "hr_prompt", "hr_negative_prompt", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
     "firstphase_width", "firstphase_height", "inpaint_full_res", "send_images", "sampler_index", "override_settings",
+    "image_cfg_scale",  # instruct-pix2pix's image guidance: glide has no such model
 }
 MAPPED = {"prompt", "negative_prompt", "seed", "steps", "cfg_scale", "width", "height", "batch_size", "n_iter", "sampler_name",
           "eta", "init_images", "denoising_strength", "mask", "inpainting_mask_invert", "mask_blur", "resize_mode", "enable_hr"}
+# Stable Diffusion's native squares (1.x, 2.x, XL): what A1111's clients send when nobody chose a
+# size for this model. They mean the model's own size; any other size asks for that size.
+CLIENT_SQUARES = (512, 768, 1024)
 RESIZE_MODES = {0: FitMode.STRETCH, 1: FitMode.CROP, 2: FitMode.PAD}  # A1111: just resize, crop and resize, resize and fill
 # hr_upscaler values that mean "the model's own upsampler": none chosen, A1111's latent ones.
 HIRES_DEFAULT_UPSCALERS = ("None", "none", "")
@@ -209,13 +213,14 @@ def _count(value: Any, name: str) -> int:
 
 
 def _size(service: Service, given: dict[str, Any], base: str, upsampler: str | None, options: dict[str, Any]) -> None:
-    """width/height other than A1111's default 512x512 and the models' own size ask for that size."""
+    """width/height ask for that size, unless they are one of the squares A1111's clients send
+    by default (CLIENT_SQUARES) or the models' own size."""
     width, height = given.get("width"), given.get("height")
     if width is None and height is None:
         return
     own = model_size(service.manifest, base, upsampler)
     width, height = width or own, height or own
-    if (width, height) != (own, own):
+    if (width, height) != (own, own) and not (width == height and width in CLIENT_SQUARES):
         options["width"], options["height"] = width, height
 
 

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from ..files.parameters import build_parameters_text, parameters_by_label
 from ..files.pngfile import GLIDE_KEY, PARAMETERS_KEY
 from ..nets.kinds import ModelKind
+from ..render.defaults import MAX_CANVAS
 from ..request.captions import caption_candidates
 from ..request.commands import UpsampleRequest
 from .a1111 import A1111_API
@@ -30,7 +31,7 @@ from .a1111_models import (
 )
 from .dependencies import ServiceDep
 from .jobs import JobState
-from .models import default_model, upscale_factor, upscaler_rows
+from .models import default_model, upscaler_rows
 from .service import ClientError, Service
 from .uploads import UploadError, decode_base64, new_uploads, save_picture
 from .waiting import wait_for
@@ -40,6 +41,7 @@ INTERROGATE_MODELS = ("clip",)
 # A1111's upscalers are deterministic; glide's upsampler samples, from this seed: the same
 # picture gives the same result.
 EXTRAS_SEED = 0
+MAX_RESIZE = 8  # upscaling_resize A1111's page allows
 
 
 @router.post("/extra-single-image")
@@ -63,14 +65,43 @@ async def _upscale(service: Service, request: Request, body: ExtrasOptions, pict
     made = []
     for picture in pictures:
         data = _decoded(service, picture, "image")
+        size = _target_size(body, data)
         prompt = body.prompt if body.prompt is not None else str(_record(data)[0].get("prompt") or "")
         job = await run_in_threadpool(service.submit, UpsampleRequest.command, {"model": model, "prompt": prompt, "seed": EXTRAS_SEED},
                                      {"image": data})
         await wait_for(service, job, request)
         if job.state != JobState.DONE:
             raise ClientError(job.error or f"the job was {job.state}", 500 if job.state == JobState.FAILED else 409)
-        made.append(base64.b64encode(service.image_path(job.files[0]["name"]).read_bytes()).decode())
+        made.append(base64.b64encode(resized_png(service.image_path(job.files[0]["name"]).read_bytes(), size)).decode())
     return made
+
+
+def _target_size(body: ExtrasOptions, data: bytes) -> tuple[int, int]:
+    """The size A1111 would answer: the picture's times upscaling_resize, or (resize_mode 1)
+    upscaling_resize_w x upscaling_resize_h."""
+    from PIL import Image
+
+    if body.resize_mode == 1:
+        return body.upscaling_resize_w, body.upscaling_resize_h
+    with Image.open(io.BytesIO(data)) as picture:
+        width, height = picture.size
+    return max(1, round(width * body.upscaling_resize)), max(1, round(height * body.upscaling_resize))
+
+
+def resized_png(data: bytes, size: tuple[int, int]) -> bytes:
+    """A PNG resized to `size` (Lanczos) keeping its text chunks (the settings); as it is when
+    it has that size already."""
+    from PIL import Image, PngImagePlugin
+
+    with Image.open(io.BytesIO(data)) as picture:
+        if picture.size == size:
+            return data
+        info = PngImagePlugin.PngInfo()
+        for key, text in dict(getattr(picture, "text", {})).items():
+            info.add_text(key, text)
+        buffer = io.BytesIO()
+        picture.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
 
 
 def _upsampler(service: Service, body: ExtrasOptions) -> str:
@@ -82,9 +113,10 @@ def _upsampler(service: Service, body: ExtrasOptions) -> str:
         raise ClientError(f"upscaler_1 {name!r} is not an upsampler of this server (GET {A1111_API}/upscalers lists them)")
     elif kinds[name] != ModelKind.UPSAMPLE:
         raise ClientError(f"upscaler_1 {name!r} is unCLIP's super-resolution, which only glide unclip runs; name a GLIDE upsampler")
-    factor = upscale_factor(ModelKind.UPSAMPLE)
-    if "upscaling_resize" in body.model_fields_set and body.resize_mode == 0 and body.upscaling_resize not in (0, factor):
-        raise ClientError(f"upscaling_resize {body.upscaling_resize:g}: the upsampler {name} scales by {factor}")
+    if body.resize_mode == 0 and not 0 < body.upscaling_resize <= MAX_RESIZE:
+        raise ClientError(f"upscaling_resize {body.upscaling_resize:g} is not from 0 to {MAX_RESIZE}")
+    if body.resize_mode == 1 and not (0 < body.upscaling_resize_w <= MAX_CANVAS and 0 < body.upscaling_resize_h <= MAX_CANVAS):
+        raise ClientError(f"upscaling_resize_w/h {body.upscaling_resize_w}x{body.upscaling_resize_h} is not from 1 to {MAX_CANVAS}")
     if body.upscaler_2 not in ("None", "", None) and body.extras_upscaler_2_visibility:
         raise ClientError("upscaler_2: glide runs one upsampler")
     return name

@@ -177,7 +177,7 @@ class ExtrasOptions(A1111Body):
     gfpgan_visibility: float = 0
     codeformer_visibility: float = 0
     codeformer_weight: float = 0
-    upscaling_resize: float = Field(2, description="How many times larger; glide's upsampler has one scale, which this must equal (or 0/unset).")
+    upscaling_resize: float = Field(2, description="How many times larger (resize_mode 0): glide's upsampler makes 4x its input, then Lanczos resizes to this.")
     upscaling_resize_w: int = 512
     upscaling_resize_h: int = 512
     upscaling_crop: bool = True

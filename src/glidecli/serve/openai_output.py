@@ -23,7 +23,9 @@ from .service import NATIVE_API, ClientError, Service, image_url
 models_router = APIRouter(prefix="/v1", tags=["openai"])
 
 OPENAI_MODEL_PREFIXES = ("dall-e", "gpt-image", "chatgpt-image")  # OpenAI's own models: the server's default here
-PEER_DEFAULT_SIZES = ("1024x1024", "auto")  # what OpenAI's clients send when nobody chose a size
+# What OpenAI's clients send when nobody chose a size for this model (Open WebUI: 512x512;
+# gpt-image: 1024x1024 or auto): the model's own size.
+PEER_DEFAULT_SIZES = ("512x512", "1024x1024", "auto")
 # The entries a client may name as `model` (generations, edits, variations).
 RENDERABLE_KINDS = (ModelKind.BASE, ModelKind.BASE_INPAINT, ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER)
 
