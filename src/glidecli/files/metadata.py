@@ -145,7 +145,7 @@ def record_xmp(record: str) -> bytes:
         " </rdf:RDF>\n"
         "</x:xmpmeta>\n"
         '<?xpacket end="w"?>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def record_from_xmp(xmp: Any) -> str | None:

@@ -96,6 +96,7 @@ _FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
 def read_picture_texts(source: str | Path | bytes, formats: tuple[str, ...]) -> PictureTexts:
     """The `parameters` text and glide's JSON record in a picture file (a path, or the file's
     bytes: an upload) of one of Pillow's `formats`; ImageError otherwise, one line naming it."""
+    opened: io.BytesIO | Path
     if isinstance(source, bytes):
         name, opened = "the picture", io.BytesIO(source)
     else:
