@@ -138,3 +138,12 @@ def test_a_grid_in_webp(glide, tmp_path):
     single = glide("generate", PROMPT, *SHAPES, "--seed", "4", "--scale", "3", "--out", "single")
     assert np.array_equal(pixels(cells[1]), pixels(single.paths[0]))
     assert read_picture_record(cells[1]) == read_png_metadata(single.paths[0])
+
+
+def test_format_as_a_grid_axis(glide):
+    made = glide("grid", "--x", "format=png,webp,jpeg", "generate", PROMPT, *SHAPES, "--seed", "4", "--quality", "100", "--out", "grid")
+    assert made.code == 0, made.err
+    *cells, sheet = made.paths
+    assert [p.suffix for p in cells] == [".png", ".webp", ".jpg"] and sheet.suffix == ".png"
+    assert np.array_equal(pixels(cells[0]), pixels(cells[1]))
+    assert read_picture_record(cells[2]) == read_png_metadata(cells[0])
