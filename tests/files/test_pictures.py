@@ -223,8 +223,10 @@ def test_an_out_name_of_another_format_is_refused():
         render_output_path("c.gif", index=0, seed=1, prompt="x", count=1)
 
 
-def test_the_format_comes_from_the_choice_then_the_name():
+def test_the_format_comes_from_the_choice_then_the_name(tmp_path):
     assert output_format(None, Path("outputs")) is ImageFormat.PNG
+    (tmp_path / "shots.webp").mkdir()
+    assert output_format(None, tmp_path / "shots.webp") is ImageFormat.PNG  # a folder's name is no file name
     assert output_format(None, Path("x.JPG")) is ImageFormat.JPEG
     assert output_format(None, "x.webp") is ImageFormat.WEBP
     assert output_format("png", "x.webp") is ImageFormat.PNG  # then render_output_path refuses the name

@@ -34,10 +34,12 @@ _JPEG_SEGMENT = 65533 - 64  # less the headers before the data
 
 def output_format(chosen: str | None, out: str | Path) -> ImageFormat:
     """The format pictures are written in: the one chosen (--format), else the one an --out
-    file name's suffix names (`-o corgi.jpg`), else PNG."""
+    file name's suffix names (`-o corgi.jpg`; not a folder's, which render_output_path
+    writes into), else PNG."""
     if chosen is not None:
         return ImageFormat(chosen)
-    return ImageFormat.of_path(out) or ImageFormat.PNG
+    named = ImageFormat.of_path(out)
+    return named if named is not None and not Path(out).is_dir() else ImageFormat.PNG
 
 
 def check_quality(quality: int) -> int:
