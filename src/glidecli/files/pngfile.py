@@ -302,10 +302,9 @@ def _with_suffix(name: str, image_format: ImageFormat) -> str:
 def next_free_index(directory: str | Path) -> int:
     """One past the largest number that starts the name of a picture glide writes (.png, .jpg,
     .jpeg, .webp) in `directory` (0 if none), so numbered outputs continue across runs as in A1111."""
-    folder = Path(directory)
-    numbers = [
-        int(match.group())
-        for entry in (folder.iterdir() if folder.is_dir() else ())
-        if ImageFormat.of_path(entry.name) is not None and (match := re.match(r"\d+", entry.name))
-    ]
+    try:
+        names = [entry.name for entry in Path(directory).iterdir()]
+    except OSError:  # missing or unreadable: nothing numbered yet, as glob would say
+        names = []
+    numbers = [int(match.group()) for name in names if ImageFormat.of_path(name) is not None and (match := re.match(r"\d+", name))]
     return max(numbers, default=-1) + 1
