@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
-from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES
+from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES, IMAGE_FORMATS, LOSSLESS_QUALITY
 from ..render.defaults import MAX_CANVAS, UPSAMPLE_TEMPERATURE
 
 INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)  # glide inpaint's --fit (request/edits.py)
@@ -233,6 +233,16 @@ BATCH_SIZE = Option(
 SEED = Option(
     ("--seed",), ValueType.INT, "Seed of the first image (random when omitted; always printed and recorded).",
     panel=OUTPUT, minimum=0, maximum=MAX_SEED, optional=True, show_default=False,
+)
+FORMAT = Option(
+    ("--format",), ValueType.STR,
+    "File format of the pictures, each with its settings recorded (PNG text chunks; JPEG and WebP EXIF and XMP). Default: the suffix of an --out file name (.jpg, .webp), else png.",
+    panel=OUTPUT, choices=tuple(kind.value for kind in IMAGE_FORMATS), optional=True, show_default=False,
+)
+QUALITY = Option(
+    ("--quality",), ValueType.INT,
+    f"JPEG and WebP quality, 0-{LOSSLESS_QUALITY} (OpenAI's output_compression); WebP at {LOSSLESS_QUALITY} is lossless (the same pixels as the PNG). PNG is always lossless.",
+    panel=OUTPUT, minimum=0, maximum=LOSSLESS_QUALITY,
 )
 FIT = Option(("--fit",), ValueType.STR, "Making the picture square: crop (centre), pad (black borders, kept), stretch.", choices=FIT_MODES)
 BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS)
