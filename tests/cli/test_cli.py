@@ -222,16 +222,16 @@ def test_json_lines_and_overwrite(glide, tmp_path):
 
 
 def test_files_are_announced_in_order_when_later_ones_land_first(glide, tmp_path, monkeypatch):
-    from glidecli.files import pngfile, writer
+    from glidecli.files import pictures, writer
 
-    landed, real_write = [], pngfile.write_png
+    landed, real_write = [], pictures.write_picture
 
-    def slow_for_the_first(image, path, meta, **kwargs):
+    def slow_for_the_first(image, path, meta, *args, **kwargs):
         time.sleep(0.3 if meta["index"] == 0 else 0.0)  # picture 0 lands after picture 1
         landed.append(meta["index"])
-        return real_write(image, path, meta, **kwargs)
+        return real_write(image, path, meta, *args, **kwargs)
 
-    monkeypatch.setattr(pngfile, "write_png", slow_for_the_first)
+    monkeypatch.setattr(pictures, "write_picture", slow_for_the_first)
     monkeypatch.setattr(writer, "default_threads", lambda: 3)  # a pool even on a 1-core machine
     result = glide("generate", "boat", *FAST, "--size", 16, "-n", 3, "--batch-size", 3, "--out", tmp_path, "--json")
     assert result.code == 0, result.err

@@ -55,7 +55,7 @@ def test_a1111_batches_sizes_and_random_seeds(server):
     assert len(info["infotexts"]) == 4 and info["infotexts"][0].startswith("a red circle\n")
 
 
-@pytest.mark.parametrize("field, value", [("restore_faces", True), ("enable_hr", True), ("styles", ["cinematic"]), ("tiling", True),
+@pytest.mark.parametrize("field, value", [("restore_faces", True), ("styles", ["cinematic"]), ("tiling", True),
                                            ("subseed_strength", 0.5), ("script_name", "x/y plot"), ("alwayson_scripts", {"controlnet": {}})])
 def test_a1111_fields_that_would_change_the_picture_are_refused(server, field, value):
     answer = server.client.post("/sdapi/v1/txt2img", json={"prompt": "x", field: value})
@@ -116,12 +116,12 @@ def test_openai_variations_run_vary(server, tmp_path, picture):
 
 @pytest.mark.parametrize("body, fragment", [
     ({"prompt": "x", "output_format": "webp"}, "PNG only"),
-    ({"prompt": "x", "n": 0}, "n must be"),
+    ({"prompt": "x", "n": 0}, "n: Input should be greater than or equal to 1"),
     ({"prompt": "x", "size": "big"}, "not WIDTHxHEIGHT"),
     ({"prompt": "x", "size": "100x100", "model": "shapes"}, "--width"),
     ({"prompt": "x", "model": "shapes-upsample"}, "is not a base or unclip-prior model"),
     ({"prompt": "x", "response_format": "gif"}, "response_format"),
-    ({"n": 1}, "prompt is required"),
+    ({"n": 1}, "prompt: Field required"),
     ({"prompt": "x", "temperature": 1}, "unknown field 'temperature'"),
 ])
 def test_openai_refusals(server, body, fragment):

@@ -27,8 +27,11 @@ PromptsFile = Annotated[
     Path | None,
     typer.Option("--prompts-file", help="One prompt per line ('-' reads stdin); blank lines are skipped. Each prompt gets -n images.", rich_help_panel=OUTPUT),
 ]
-Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
-Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}.", rich_help_panel=OUTPUT)]
+Out = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="A directory, or a file name: .png, .jpg or .webp (its format unless --format says; several images get -1, -2... before the suffix).", rich_help_panel=OUTPUT),
+]
+Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}; the suffix follows --format.", rich_help_panel=OUTPUT)]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists (resume a batch run: give it the same --seed).", rich_help_panel=OUTPUT)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files (default: refuse before any work).", rich_help_panel=OUTPUT)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]

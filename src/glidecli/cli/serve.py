@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..serve.limits import KEEP_JOBS_MINUTES, MAX_IMAGES, MAX_STEPS
 from . import options as opt
 from .run import click_errors
 
@@ -22,6 +23,9 @@ def serve(
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Jobs that may wait; more are answered 503 with Retry-After.", rich_help_panel=SERVER)] = 16,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.01, help="Largest picture upload, in MB.", rich_help_panel=SERVER)] = 32.0,
     max_upload_pixels: Annotated[int, typer.Option("--max-upload-pixels", min=1, help="Largest picture upload, in pixels (width x height).", rich_help_panel=SERVER)] = 4096 * 4096,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="Pictures one request may ask for; more are refused (422).", rich_help_panel=SERVER)] = MAX_IMAGES,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Sampling steps one stage of a request may take; more are refused (422).", rich_help_panel=SERVER)] = MAX_STEPS,
+    keep_jobs: Annotated[float, typer.Option("--keep-jobs", min=0, metavar="MINUTES", help="How long a finished job and its events stay readable (GET /glide/v1/jobs/ID).", rich_help_panel=SERVER)] = KEEP_JOBS_MINUTES,
     out: opt.Out = Path("outputs"),
     weights: opt.Weights = None,
     device: opt.Device = "auto",
@@ -54,7 +58,8 @@ def serve(
     out.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(host=host, port=port, out=out, weights=weights, device=device, devices=devices, dtype=dtype,
                           offload=offload, compile=compile_networks, offline=offline, token=token, max_queue=max_queue,
-                          limits=UploadLimits(int(max_upload_mb * 2**20), max_upload_pixels))
+                          limits=UploadLimits(int(max_upload_mb * 2**20), max_upload_pixels), max_images=max_images,
+                          max_steps=max_steps, keep_jobs=keep_jobs)
     service = Service(config, load_manifest(weights))
     listener = _listen(host, port)
     shown = f"[{host}]" if ":" in host else host

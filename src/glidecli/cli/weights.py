@@ -218,17 +218,17 @@ def _format(value: Any) -> str:
 
 
 def info_command(
-    image: Annotated[Path, typer.Argument(help="A PNG written by glide (or one with A1111 'parameters').", show_default=False)],
+    image: Annotated[Path, typer.Argument(help="A PNG, JPEG or WebP written by glide (or one with A1111's 'parameters').", show_default=False)],
     json_output: Annotated[bool, typer.Option("--json", help="Print the recorded settings as JSON.")] = False,
     command: Annotated[bool, typer.Option("--command", help="Print the glide command line that makes the picture again (give it --weights if the models are not the packaged ones).")] = False,
 ) -> None:
-    """Print the settings recorded in a PNG made by glide (--json: raw; --command: the
-    command line that makes it again)."""
-    from ..files.pngfile import read_png_metadata
+    """Print the settings recorded in a picture made by glide, PNG, JPEG or WebP (--json: raw;
+    --command: the command line that makes it again)."""
+    from ..files.pictures import read_picture_record
     from ..request.options import RequestError
     from ..request.replay import command_line
 
-    meta = read_png_metadata(image)
+    meta = read_picture_record(image)
     if not meta:
         raise CommandError(f"{image} holds no recorded settings")
     if command:

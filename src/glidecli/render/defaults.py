@@ -72,3 +72,7 @@ DEVICES: tuple[str, ...] = get_args(DeviceName)
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(OffloadName)
 MAX_CANVAS = 8192  # pixels per side of an outpainted canvas; a bigger one is refused before any work
+
+# GLIDE's upsamplers (and Karlo's super-resolution) make pictures this many times wider than
+# the ones they are given: 64 -> 256, the shapes set's 16 -> 64.
+UPSAMPLE_FACTOR = 4

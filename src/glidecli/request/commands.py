@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..files.roles import PACKAGED_NAMES, Role, Roles
-from ..files.vocabulary import DEFAULT_PATTERN, FitMode
+from ..files.vocabulary import DEFAULT_PATTERN, DEFAULT_QUALITY, FitMode
 from ..render import defaults
 from . import options as o
 from .options import Option, RequestError, ValueType, value_of
@@ -42,11 +42,13 @@ def uses_role(option: Option, role: Role) -> Any:
 
 @dataclass(frozen=True)
 class Output:
-    """How many pictures, in which batches, from which seed."""
+    """How many pictures, in which batches, from which seed, in which file format."""
 
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
     seed: int | None = uses(o.SEED, None)
+    format: str | None = uses(o.FORMAT, None)  # an ImageFormat; None: the front end's (files/pictures.output_format)
+    quality: int = uses(o.QUALITY, DEFAULT_QUALITY)
 
 
 @dataclass(frozen=True)

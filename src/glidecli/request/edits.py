@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
+from ..render import defaults
 from ..render.defaults import MAX_CANVAS
 from . import options as o
 from .commands import PROMPT, InpaintRequest, OutpaintRequest, UpsampleRequest, chosen
@@ -32,7 +33,7 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     model = chosen(r.model)
     stage = build_stage(manifest, StageSpec(model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
     # GLIDE's upsampler was trained on 4x (64 -> 256).
-    picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, model, ModelKind.UPSAMPLE).image_size // 4), r.fit)
+    picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, model, ModelKind.UPSAMPLE).image_size // defaults.UPSAMPLE_FACTOR), r.fit)
     jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, composable=False, command=UpsampleRequest.command)
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(

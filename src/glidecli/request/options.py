@@ -10,13 +10,14 @@ text to the same conversion that reads JSON and form fields (`value_of`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
-from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES
+from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES, IMAGE_FORMATS, LOSSLESS_QUALITY
 from ..render.defaults import MAX_CANVAS, UPSAMPLE_TEMPERATURE
 
 INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)  # glide inpaint's --fit (request/edits.py)
@@ -233,6 +234,16 @@ SEED = Option(
     ("--seed",), ValueType.INT, "Seed of the first image (random when omitted; always printed and recorded).",
     panel=OUTPUT, minimum=0, maximum=MAX_SEED, optional=True, show_default=False,
 )
+FORMAT = Option(
+    ("--format",), ValueType.STR,
+    "File format of the pictures, each with its settings recorded (PNG text chunks; JPEG and WebP EXIF and XMP). Default: the suffix of an --out file name (.jpg, .webp), else png.",
+    panel=OUTPUT, choices=tuple(kind.value for kind in IMAGE_FORMATS), optional=True, show_default=False,
+)
+QUALITY = Option(
+    ("--quality",), ValueType.INT,
+    f"JPEG and WebP quality, 0-{LOSSLESS_QUALITY} (OpenAI's output_compression); WebP at {LOSSLESS_QUALITY} is lossless (the same pixels as the PNG). PNG is always lossless.",
+    panel=OUTPUT, minimum=0, maximum=LOSSLESS_QUALITY,
+)
 FIT = Option(("--fit",), ValueType.STR, "Making the picture square: crop (centre), pad (black borders, kept), stretch.", choices=FIT_MODES)
 BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS, optional=True)
 UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Upsampler (manifest name).", panel=MODELS, optional=True)
@@ -358,3 +369,13 @@ SHOW_STEPS = Option(
     ("--show-steps",), ValueType.INT, "Also write each picture's clean-image estimate every N sampling steps, as frames and an animation (--animate, default gif).",
     panel=OUTPUT, minimum=1, optional=True, show_default=False,
 )
+
+
+# The options that say how many sampling steps a stage takes (a server caps their sum).
+STEP_OPTIONS = (STEPS, UPSAMPLE_STEPS, UPSAMPLE_ONLY_STEPS, PRIOR_STEPS, DECODER_STEPS, SR_STEPS)
+
+
+def step_count(spec: str) -> int:
+    """How many steps a steps value asks for: its counts summed ('20' 20, '10,10,5' 25,
+    'ddim50' 50, 'fast27' 27, 'logsnr20' 20)."""
+    return sum(int(number) for number in re.findall(r"\d+", spec))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from ..files.manifest import Manifest
+from ..files.vocabulary import ImageFormat
 from . import edits, text, unclip
 from .commands import (
     BlendRequest,
@@ -30,8 +31,16 @@ from .plan import RenderPlan
 
 def plan_request(request: Request, manifest: Manifest, shard: str | None = None) -> RenderPlan:
     """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard.
-    The models the request leaves unnamed are the manifest's for their roles."""
+    The files' format and quality are every request's (commands.Output); the models the
+    request leaves unnamed are the manifest's for their roles."""
     request = with_roles(request, manifest.roles())
+    plan = _plan_command(request, manifest, shard)
+    plan.image_format = None if request.format is None else ImageFormat(request.format)
+    plan.quality = request.quality
+    return plan
+
+
+def _plan_command(request: Request, manifest: Manifest, shard: str | None) -> RenderPlan:
     match request:
         case GenerateRequest():
             return text.plan_generate(request, manifest, shard)

@@ -10,15 +10,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
-from . import a1111, native, openai_images
+from . import a1111, a1111_extras, a1111_lists, native, openai_images, openai_output
+from .body import BodyLimit, body_cap
+from .native_models import JOB_REQUEST
+from .openai_models import EditFields, VariationFields
 from .security import Guard
 from .service import ClientError, Service
 
@@ -31,9 +36,13 @@ def create_app(service: Service) -> ASGIApp:
 
     app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(BodyLimit, cap=body_cap(service.config.limits))
     app.include_router(native.router)
     app.include_router(a1111.router)
+    app.include_router(a1111_lists.router)
+    app.include_router(a1111_extras.router)
     app.include_router(openai_images.router)
+    app.include_router(openai_output.models_router)
     static = resources.files("glidecli.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -49,6 +58,24 @@ def create_app(service: Service) -> ASGIApp:
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        if first.get("type") == "extra_forbidden":
+            return JSONResponse({"detail": f"unknown field {where!r}"}, status_code=422)
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": ")}, status_code=422)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return Guard(app, service.config.host, service.config.token)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the native API's job bodies (read by hand, JSON or multipart) in
+    its components."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        job = JOB_REQUEST.json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(job.pop("$defs", {}))
+        components["JobRequest"] = job
+        for form in (EditFields, VariationFields):  # the multipart bodies' text fields
+            components[form.__name__] = form.model_json_schema(ref_template="#/components/schemas/{model}")
+        app.openapi_schema = schema
+    return app.openapi_schema

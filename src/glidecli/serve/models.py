@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..files.manifest import Manifest
 from ..files.roles import KIND_ROLES
 from ..nets.kinds import ModelKind
+from ..render.defaults import UPSAMPLE_FACTOR
 
 UPSAMPLE_SUFFIX = "-upsample"
 INPAINT_SUFFIX = "-inpaint"
@@ -45,3 +46,20 @@ def model_size(manifest: Manifest, base: str, upsampler: str | None) -> int:
     name = upsampler or base
     entry = manifest.models.get(name)
     return int(getattr(entry.arch, "image_size", 0)) if entry is not None else 0
+
+
+UPSCALER_KINDS = (ModelKind.UPSAMPLE, ModelKind.UNCLIP_SR)  # what A1111's clients see as upscalers
+
+
+def upscaler_rows(manifest: Manifest) -> list[tuple[str, ModelKind, int]]:
+    """(name, kind, picture side) of each upsampler of the manifest: GLIDE's and unCLIP's."""
+    rows = []
+    for kind in UPSCALER_KINDS:
+        for entry in manifest.models_of_kind(kind):
+            rows.append((entry.name, kind, int(getattr(entry.arch, "image_size", 0))))
+    return rows
+
+
+def upscale_factor(kind: ModelKind) -> int:
+    """How many times wider an upsampler of `kind` makes a picture."""
+    return UPSAMPLE_FACTOR
