@@ -14,7 +14,7 @@ from ..files.roles import PACKAGED_NAMES, Role
 from ..render import defaults
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
-from ..request.commands import field_roles, file_pattern, option_fields
+from ..request.commands import file_pattern, option_fields, role_help
 from ..request.options import RequestError, ValueType
 from .run import RunOptions, click_errors
 
@@ -76,13 +76,10 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
     command's own arguments). Typer only collects each flag's text; `commands.build`
     converts and checks it, as it does the server's JSON, so a rule and its message exist once."""
     parameters = []
-    roles = field_roles(request_type)
     for name, option, default in option_fields(request_type):
         if not option.flags:
             continue
-        text = option.help
-        if name in roles:  # the model the manifest gives this role (files/roles.py)
-            text += f" [default: the manifest's {roles[name]} model; packaged: {PACKAGED_NAMES[roles[name]]}]"
+        text = option.help + role_help(request_type, name)  # a model field: the manifest's model for its role
         extra: dict[str, Any] = {}
         if option.value_type == ValueType.BOOL:
             annotation: Any = bool

@@ -327,6 +327,12 @@ def with_roles(request: Request, roles: Roles) -> Request:
     return dataclasses.replace(request, **named)
 
 
+def role_help(request_type: RequestType, name: str) -> str:
+    """What field `name` takes when not given, for its help: its role's model ("" for a field no role fills)."""
+    role = field_roles(request_type).get(name)
+    return "" if role is None else f" [default: the manifest's {role} model; packaged: {PACKAGED_NAMES[role]}]"
+
+
 def chosen(model: str | None) -> str:
     """A model field of a request whose models with_roles chose (every planned request's)."""
     if model is None:
