@@ -289,19 +289,23 @@ class JobQueue:
 
     def _write(self, job: Job, rendered: RenderedImage) -> Path:
         """The picture under a new name in --out (the command's pattern, numbered on from
-        the files already there), whole or not at all, never over another file."""
-        from ..files.pngfile import ImageError, next_free_index, render_output_path, write_png
+        the files already there, in the request's format), whole or not at all, never over
+        another file."""
+        from ..files.pictures import write_picture
+        from ..files.pngfile import ImageError, next_free_index, render_output_path
+        from ..files.vocabulary import ImageFormat
 
         meta = {key: job.labels.get(value, value) if isinstance(value, str) else value for key, value in rendered.meta.items()}
+        image_format = job.plan.image_format or ImageFormat.PNG
         with self._names:
             if self._next_index is None:
                 self._next_index = next_free_index(self.out)
             for _ in range(1000):
                 index, self._next_index = self._next_index, self._next_index + 1
                 path = render_output_path(self.out, index=index, seed=rendered.job.seed, prompt=rendered.job.prompt,
-                                          pattern=job.pattern, count=index + 1)
+                                          pattern=job.pattern, count=index + 1, image_format=image_format)
                 try:
-                    write_png(rendered.image, path, meta)
+                    write_picture(rendered.image, path, meta, image_format, job.plan.quality)
                 except ImageError:
                     if path.exists():  # another program's file: take the next number
                         continue

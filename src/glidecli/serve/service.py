@@ -187,17 +187,19 @@ class Service:
         return path
 
     def gallery(self, limit: int = 60, offset: int = 0) -> list[dict[str, Any]]:
-        """The PNGs under --out, newest first, with their recorded settings."""
-        from ..files.pngfile import ImageError, read_png_metadata
+        """The pictures under --out, newest first, with their recorded settings."""
+        from ..files.pictures import read_picture_record
+        from ..files.pngfile import ImageError
 
         out = self.out.resolve()
         if not out.is_dir():
             return []
-        found = sorted((p for p in out.rglob("*.png") if p.is_file() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+        found = sorted((p for p in out.rglob("*") if p.suffix.lower() in PICTURE_TYPES and p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
         items = []
         for path in found[offset : offset + limit]:
             try:
-                settings = read_png_metadata(path)
+                settings = read_picture_record(path)
             except ImageError:
                 settings = {}
             name = path.relative_to(out).as_posix()
