@@ -7,14 +7,15 @@ guard in front of them (security.py). Routes stay thin; service.py does the work
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from .. import __version__
@@ -23,10 +24,17 @@ from .security import Guard
 from .service import ClientError, Service
 
 
-def create_app(service: Service) -> ASGIApp:
+def create_app(service: Service, routes: Sequence[BaseRoute] = (),
+               lifespans: Sequence[Callable[[], AbstractAsyncContextManager[None]]] = ()) -> ASGIApp:
+    """The app; `routes` are another front end's (the MCP endpoint), each of `lifespans` runs
+    around the app's life (theirs), all behind the same Guard."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with AsyncExitStack() as running:
+            for each in lifespans:
+                await running.enter_async_context(each())
+            yield
         service.close()  # the queue's workers stop; the uploads folder goes
 
     app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
@@ -34,6 +42,7 @@ def create_app(service: Service) -> ASGIApp:
     app.include_router(native.router)
     app.include_router(a1111.router)
     app.include_router(openai_images.router)
+    app.router.routes.extend(routes)
     static = resources.files("glidecli.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 

@@ -80,10 +80,12 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}) -> Job:
+    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, max_images: int | None = None,
+               every_step: bool = False) -> Job:
         """Queue `command` with `options` by their CLI names; its pictures (base64 text, or
         the bytes of `pictures`' uploaded files) by their names, among the options or apart.
-        ClientError for anything no render could use."""
+        ClientError for anything no render could use, or for more than `max_images` pictures.
+        `every_step`: an event at each sampling step (see Job)."""
         request_type = REQUESTS.get(command)
         if request_type is None:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
@@ -103,7 +105,9 @@ class Service:
                 save_picture(uploads, name, data, self.config.limits)
             request = from_mapping(request_type, options, uploads.paths)
             plan = self._plan(request)
-            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove)
+            if max_images is not None and len(plan.jobs) > max_images:
+                raise ClientError(f"{command} would make {len(plan.jobs)} pictures; this server makes at most {max_images} a request (--max-images)")
+            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, every_step=every_step)
         except UploadError as error:
             uploads.remove()
             raise ClientError(str(error), error.status) from None
