@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from . import mcp as mcp_cli
 from . import options as opt
-from .mcp import InputDir, sdk_installed
 from .run import click_errors
 
 SERVER = "Server"
@@ -31,7 +31,7 @@ def serve(
     offload: opt.Offload = "none",
     compile_networks: opt.Compile = False,
     offline: opt.Offline = False,
-    input_dir: InputDir = None,
+    input_dir: mcp_cli.InputDir = None,
 ) -> None:
     """Serve glide over HTTP: models load once and stay warm between requests.
 
@@ -54,7 +54,7 @@ def serve(
         raise click_errors.BadParameter("a token of fewer than 8 characters is too easy to guess", param_hint="'--token'")
     if out.exists() and not out.is_dir():
         raise click_errors.BadParameter(f"{out} exists and is not a directory", param_hint="'--out'")
-    if input_dir is not None and not sdk_installed():
+    if input_dir is not None and not mcp_cli.sdk_installed():
         raise click_errors.UsageError("--input-dir is for the MCP tools at /mcp, which need the MCP SDK: pip install 'glidecli[mcp]'")
     if input_dir is not None and not input_dir.is_dir():
         raise click_errors.BadParameter(f"{input_dir} is not a directory", param_hint="'--input-dir'")
@@ -95,7 +95,7 @@ def _listen(host: str, port: int):
 
 def _mcp_endpoint(service, input_dir: Path | None):
     """The MCP tools at /mcp on the server's own queue, where the MCP SDK is installed."""
-    if not sdk_installed():
+    if not mcp_cli.sdk_installed():
         return [], []
     from ..mcp.server import build_server, http_endpoint
     from ..mcp.tools import McpConfig

@@ -80,22 +80,25 @@ class Renderer:
         )
 
     async def call(self, command: str, request_type: RequestType, arguments: dict[str, Any], context: Context[Any, Any]) -> CallToolResult:
+        queued: list[Job] = []  # holds the job even when a cancel ends the wait for submit
+
+        def submit(options: dict[str, Any], pictures: dict[str, bytes | str]) -> None:
+            queued.append(self.service.submit(command, options, pictures, max_images=self.config.max_images, every_step=True))
+
         try:
-            options, pictures = self._split(request_type, arguments)
-            submit = partial(self.service.submit, command, options, pictures, max_images=self.config.max_images, every_step=True)
-            job = await anyio.to_thread.run_sync(submit)
+            await anyio.to_thread.run_sync(submit, *self._split(request_type, arguments))
+            await self._follow(queued[0], context)
         except (ClientError, PictureError) as error:
             return tool_error(str(error))
-        try:
-            await self._follow(job, context)
         except anyio.get_cancelled_exc_class():
             # The client cancelled the call (or left): the job stops at its next step and
             # removes what it wrote; wait for that, so that no file outlives the call.
-            self.service.queue.cancel(job)
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.service.queue.wait, job, CLOSE_TIMEOUT)
+            for job in queued:
+                self.service.queue.cancel(job)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.service.queue.wait, job, CLOSE_TIMEOUT)
             raise
-        return self._result(job)
+        return self._result(queued[0])
 
     def _split(self, request_type: RequestType, arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes | str]]:
         """The options, and the pictures (bytes read from --input-dir, or base64 text)."""
