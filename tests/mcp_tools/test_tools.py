@@ -189,6 +189,10 @@ def test_bad_input_is_one_tool_error_and_writes_nothing(rig, tmp_path, picture):
         (("inpaint", {"image": "data:image/png;base64,@@@", "prompt": "x"}), "not valid base64"),
         (("inpaint", {"prompt": "x"}), "missing IMAGE"),
         (("picture_info", {"image": "../../secret.png"}), "outside --input-dir"),
+        (("picture_info", {"image": 5}), "Invalid value for 'image': 5 is not text"),
+        (("picture_info", {}), "missing image"),
+        (("score", {"images": "x.png", "prompt": "x"}), "Invalid value for 'images': 'x.png' is not a list"),
+        (("list_models", {"verbose": True}), "list_models has no option 'verbose'"),
     ]
     results = run(rig, *(call for call, _ in calls))
     for (call, fragment), result in zip(calls, results):

@@ -13,23 +13,24 @@ import json
 import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from starlette.routing import BaseRoute
 
 from .. import __version__
 from ..render.defaults import RANK_MODEL
+from ..request import options as o
 from ..request.commands import REQUESTS
 from ..request.failures import failure_message
 from ..serve.service import Service
 from ..serve.uploads import UploadError, decode_base64, new_uploads, save_picture
 from .pictures import PictureError, picture_argument
-from .tools import McpConfig, Renderer, tool_error
+from .tools import McpConfig, Renderer, raw_tool, tool_error
 
 if TYPE_CHECKING:
     from ..render.ranking import Ranker
@@ -46,13 +47,9 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 def build_server(service: Service, config: McpConfig) -> MCPServer[Any]:
     renderer = Renderer(service, config)
-    tools = [renderer.tool(command, request_type) for command, request_type in REQUESTS.items()]
-    server: MCPServer[Any] = MCPServer("glide", version=__version__, instructions=INSTRUCTIONS, tools=tools, log_level="WARNING")
     lookups = Lookups(service, config)
-    server.add_tool(lookups.list_models, annotations=READ_ONLY, structured_output=False)
-    server.add_tool(lookups.picture_info, annotations=READ_ONLY, structured_output=False)
-    server.add_tool(lookups.score, annotations=READ_ONLY, structured_output=False)
-    return server
+    tools = [renderer.tool(command, request_type) for command, request_type in REQUESTS.items()] + lookups.tools()
+    return MCPServer("glide", version=__version__, instructions=INSTRUCTIONS, tools=tools, log_level="WARNING")
 
 
 def http_endpoint(server: MCPServer[Any]) -> tuple[list[BaseRoute], Callable[[], AbstractAsyncContextManager[None]]]:
@@ -73,14 +70,30 @@ class Lookups:
         self._rankers: dict[str, Ranker] = {}
         self._lock = threading.Lock()
 
-    def list_models(self) -> CallToolResult:
-        """The models of the server's weights manifest: name, kind, whether cached, picture size; and those loaded."""
-        loaded = {worker: session.loaded_models() for worker, session in self.service.queue.sessions.items()}
-        text = json.dumps({"models": self.service.models(), "loaded": loaded}, default=str)
-        return CallToolResult(content=[TextContent(type="text", text=text)])
+    def tools(self) -> list[Tool]:
+        picture = {"type": "string", "description": "A path under the server's --input-dir, or the picture's bytes in base64 (plain, or a data: URL)."}
+        return [
+            raw_tool(self.list_models, "list_models", "The models of the server's weights manifest (name, kind, whether cached, picture size), and those loaded.",
+                     arguments_schema({}), READ_ONLY),
+            raw_tool(self.picture_info, "picture_info", "The settings glide recorded in a PNG it made (as `glide info --json`).",
+                     arguments_schema({"image": picture}, "image"), READ_ONLY),
+            raw_tool(self.score, "score", "The CLIP score of each picture for the prompt (as `glide score`): 100 x the cosine similarity of their embeddings.",
+                     arguments_schema({"images": {"type": "array", "items": picture, "minItems": 1}, "prompt": {"type": "string", "description": "The text to score them against."},
+                                       "rank_model": {"type": "string", "default": RANK_MODEL, "description": o.RANK_MODEL.help}}, "images", "prompt"), READ_ONLY),
+        ]
 
-    def picture_info(self, image: str) -> CallToolResult:
-        """The settings glide recorded in a PNG it made (as `glide info --json`). image: a path under --input-dir, or base64."""
+    async def list_models(self, arguments: dict[str, Any], context: Context[Any, Any]) -> CallToolResult:
+        if (refusal := unexpected("list_models", arguments, {})) is not None:
+            return refusal
+        loaded = {worker: session.loaded_models() for worker, session in self.service.queue.sessions.items()}
+        return text_result({"models": self.service.models(), "loaded": loaded})
+
+    async def picture_info(self, arguments: dict[str, Any], context: Context[Any, Any]) -> CallToolResult:
+        if (refusal := unexpected("picture_info", arguments, {"image": str}, "image")) is not None:
+            return refusal
+        return await anyio.to_thread.run_sync(self._picture_info, arguments["image"])
+
+    def _picture_info(self, image: str) -> CallToolResult:
         from ..files.pngfile import ImageError, read_png_metadata
 
         uploads = new_uploads(self.service.uploads_root)
@@ -91,16 +104,14 @@ class Lookups:
             return tool_error(str(error))
         finally:
             uploads.remove()
-        if not settings:
-            return tool_error("the picture holds no recorded settings")
-        return CallToolResult(content=[TextContent(type="text", text=json.dumps(settings, ensure_ascii=False, default=str))])
+        return text_result(settings) if settings else tool_error("the picture holds no recorded settings")
 
-    async def score(self, images: list[str], prompt: str, rank_model: str = RANK_MODEL) -> CallToolResult:
-        """CLIP score of each picture for the prompt (as `glide score`): 100 x the cosine similarity of their embeddings.
-        images: paths under --input-dir, or base64. rank_model: an open_clip NAME:PRETRAINED, or 'noised-clip'."""
-        return await anyio.to_thread.run_sync(self._score, images, prompt, rank_model)
+    async def score(self, arguments: dict[str, Any], context: Context[Any, Any]) -> CallToolResult:
+        if (refusal := unexpected("score", arguments, {"images": list, "prompt": str, "rank_model": str}, "images", "prompt")) is not None:
+            return refusal
+        return await anyio.to_thread.run_sync(self._score, arguments["images"], arguments["prompt"], arguments.get("rank_model", RANK_MODEL))
 
-    def _score(self, images: list[str], prompt: str, rank_model: str) -> CallToolResult:
+    def _score(self, images: list[Any], prompt: str, rank_model: str) -> CallToolResult:
         from ..files.images import load_image
 
         uploads = new_uploads(self.service.uploads_root)
@@ -120,8 +131,7 @@ class Lookups:
             return tool_error(message)
         finally:
             uploads.remove()
-        rows = [{"image": index, "prompt": prompt, "rank_model": rank_model, "score": value} for index, value in enumerate(scores)]
-        return CallToolResult(content=[TextContent(type="text", text=json.dumps(rows, ensure_ascii=False))])
+        return text_result([{"image": index, "prompt": prompt, "rank_model": rank_model, "score": value} for index, value in enumerate(scores)])
 
     def _ranker(self, spec: str) -> Ranker:
         from ..render.ranking import load_ranker
@@ -139,6 +149,21 @@ class Lookups:
         return data if isinstance(data, bytes) else decode_base64(data, label, self.service.config.limits)
 
 
-def input_directory(path: Path | None) -> Path | None:
-    """--input-dir as the server will use it (resolved), or None."""
-    return None if path is None else path.expanduser().resolve()
+def arguments_schema(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+def unexpected(tool: str, arguments: dict[str, Any], kinds: dict[str, type], *required: str) -> CallToolResult | None:
+    """A tool error for an argument the tool does not take, one it needs and lacks, or one of
+    another JSON type; None when the arguments will do."""
+    for key, value in arguments.items():
+        if key not in kinds:
+            return tool_error(f"{tool} has no option {key!r}")
+        if not isinstance(value, kinds[key]):
+            return tool_error(f"Invalid value for '{key}': {value!r} is not {'a list' if kinds[key] is list else 'text'}")
+    missing = [key for key in required if key not in arguments]
+    return tool_error(f"missing {missing[0]}") if missing else None
+
+
+def text_result(value: Any) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=json.dumps(value, ensure_ascii=False, default=str))])

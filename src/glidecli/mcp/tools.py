@@ -48,13 +48,19 @@ class McpConfig:
 ToolFn = Callable[[dict[str, Any], "Context[Any, Any]"], Awaitable[CallToolResult]]
 
 
-class CommandTool(Tool):
-    """A tool whose arguments reach its function as the client sent them: the request layer
-    converts and checks them against the declarations the schema was made from."""
+class RawArgumentsTool(Tool):
+    """A tool whose arguments reach its function as the client sent them, with a schema of
+    our own: the function checks them (the request layer, for the rendering commands, against
+    the declarations the schema was made from), so that every refusal is the CLI's one line."""
 
     async def run(self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False) -> Any:
         result: CallToolResult = await self.fn(arguments, context)
         return result
+
+
+def raw_tool(fn: ToolFn, name: str, description: str, schema: dict[str, Any], annotations: ToolAnnotations, title: str | None = None) -> Tool:
+    return RawArgumentsTool(fn=fn, name=name, title=title, description=description, parameters=schema, annotations=annotations,
+                            fn_metadata=FuncMetadata(arg_model=ArgModelBase), is_async=True, context_kwarg=None)
 
 
 def tool_error(message: str) -> CallToolResult:
@@ -73,11 +79,8 @@ class Renderer:
         summary = (request_type.__doc__ or command).strip().removeprefix(f"glide {command}: ")
         description = (f"{summary[:1].upper()}{summary[1:]} Returns the pictures (PNG), links to their files and their recorded settings;"
                        " reports progress at each sampling step.")
-        return CommandTool(
-            fn=partial(self.call, command, request_type), name=command, title=f"glide {command}", description=description,
-            parameters=input_schema(request_type), fn_metadata=FuncMetadata(arg_model=ArgModelBase), is_async=True, context_kwarg=None,
-            annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
-        )
+        annotations = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+        return raw_tool(partial(self.call, command, request_type), command, description, input_schema(request_type), annotations, f"glide {command}")
 
     async def call(self, command: str, request_type: RequestType, arguments: dict[str, Any], context: Context[Any, Any]) -> CallToolResult:
         queued: list[Job] = []  # holds the job even when a cancel ends the wait for submit
