@@ -10,6 +10,7 @@ Service (its queue, workers and warm sessions).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -49,7 +50,14 @@ def build_server(service: Service, config: McpConfig) -> MCPServer[Any]:
     renderer = Renderer(service, config)
     lookups = Lookups(service, config)
     tools = [renderer.tool(command, request_type) for command, request_type in REQUESTS.items()] + lookups.tools()
-    return MCPServer("glide", version=__version__, instructions=INSTRUCTIONS, tools=tools, log_level="WARNING")
+    # MCPServer configures the root logger (logging.basicConfig with a handler of its own):
+    # the process's logging stays as it was (glide serve's, glide mcp's stderr).
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    server: MCPServer[Any] = MCPServer("glide", version=__version__, instructions=INSTRUCTIONS, tools=tools, log_level="WARNING")
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return server
 
 
 def http_endpoint(server: MCPServer[Any]) -> tuple[list[BaseRoute], Callable[[], AbstractAsyncContextManager[None]]]:
