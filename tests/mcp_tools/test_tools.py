@@ -13,7 +13,9 @@ import time
 import anyio
 import jsonschema
 import numpy as np
+import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from PIL import Image
 
 from glidecli.diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
@@ -31,6 +33,15 @@ def run(rig, *calls, progress=None):
     async def main():
         async with Client(rig.server) as client:
             return [await client.call_tool(name, arguments, progress_callback=progress) for name, arguments in calls]
+
+    return anyio.run(main)
+
+
+def read_resource(rig, uri: str) -> bytes:
+    async def main():
+        async with Client(rig.server) as client:
+            [contents] = (await client.read_resource(uri)).contents
+            return base64.b64decode(contents.blob)
 
     return anyio.run(main)
 
@@ -99,9 +110,11 @@ def test_generate_gives_the_cli_picture_with_progress_in_order(rig, tmp_path, ca
     assert kinds == ["image", "resource_link", "text"]
     [written] = rig.written()
     link = result.content[1]
-    assert link.uri == written.resolve().as_uri() and link.mime_type == "image/png"
+    assert link.uri == f"glide://outputs/{written.name}" and link.mime_type == "image/png"
     assert base64.b64decode(result.content[0].data) == written.read_bytes()
+    assert read_resource(rig, link.uri) == written.read_bytes()
     summary = json.loads(result.content[2].text)
+    assert summary["files"][0]["path"] == str(written.resolve())
     assert summary["files"][0]["seed"] == 11 and summary["files"][0]["settings"]["prompt"] == "a red circle"
     cli = cli_pixels(tmp_path, capsys, monkeypatch, "generate", "a red circle", "--model", "shapes", "--upsample-model", "shapes-upsample",
                      "--steps", "3", "--upsample-steps", "2", "--seed", "11")
@@ -229,3 +242,17 @@ def test_picture_info_and_score(rig, tmp_path, capsys, monkeypatch):
                                        "--weights", MODELS / "weights.toml")
     assert cli.code == 1 and error_text(score) == cli.err.strip().removeprefix("error: ")
     assert not run(rig, ("list_models", {}))[0].is_error
+
+
+def test_the_pictures_resource_reads_pngs_under_out_alone(rig, tmp_path, picture):
+    (tmp_path / "mcp" / "secret.png").write_bytes(png(picture))
+    (rig.out).mkdir(parents=True, exist_ok=True)
+    (rig.out / "notes.txt").write_text("not a picture")
+
+    async def main():
+        async with Client(rig.server) as client:
+            for name in ("..%2Fsecret.png", "notes.txt", "missing.png", "%2Fetc%2Fpasswd"):
+                with pytest.raises(MCPError):
+                    await client.read_resource(f"glide://outputs/{name}")
+
+    anyio.run(main)

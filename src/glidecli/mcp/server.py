@@ -31,7 +31,7 @@ from ..request.failures import failure_message
 from ..serve.service import Service
 from ..serve.uploads import UploadError, decode_base64, new_uploads, save_picture
 from .pictures import PictureError, picture_argument
-from .tools import McpConfig, Renderer, raw_tool, tool_error
+from .tools import PICTURES_URI, McpConfig, Renderer, raw_tool, tool_error
 
 if TYPE_CHECKING:
     from ..render.ranking import Ranker
@@ -57,6 +57,11 @@ def build_server(service: Service, config: McpConfig) -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer("glide", version=__version__, instructions=INSTRUCTIONS, tools=tools, log_level="WARNING")
     root.handlers[:] = handlers
     root.setLevel(level)
+
+    def read_picture(name: str) -> bytes:
+        return service.image_path(name).read_bytes()  # a PNG under --out, nothing else (ClientError)
+
+    server.resource(PICTURES_URI, name="picture", title="A picture glide wrote under --out", mime_type="image/png")(read_picture)
     return server
 
 

@@ -6,7 +6,8 @@ names), so a bad value gets the CLI's one-line message as a tool error. While th
 each sampling step the queue reports becomes a progress notification ("stage step/total");
 a cancelled call cancels its job, which stops at its next step and leaves no file. A
 finished call returns each picture as image content (PNG, base64) and as a link to the file
-written under --out, then the recorded settings as JSON text.
+written under --out (a glide://outputs/NAME resource the server reads back), then the files'
+paths and recorded settings as JSON text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -34,6 +36,7 @@ from .schemas import input_schema, picture_fields
 
 POLL_SECONDS = 0.02  # how often a call looks at its job's new events
 DEFAULT_MAX_IMAGES = 16
+PICTURES_URI = "glide://outputs/{name}"  # the pictures written under --out, as MCP resources (server.py reads them)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ class Renderer:
         for written in job.files:
             path = (self.service.out / written["name"]).resolve()
             content.append(ImageContent(type="image", data=base64.b64encode(path.read_bytes()).decode("ascii"), mime_type="image/png"))
-            content.append(ResourceLink(type="resource_link", uri=path.as_uri(), name=written["name"], mime_type="image/png"))
+            link = PICTURES_URI.format(name=quote(written["name"]))
+            content.append(ResourceLink(type="resource_link", uri=link, name=written["name"], mime_type="image/png", size=path.stat().st_size))
             files.append({"name": written["name"], "path": str(path), "seed": written["seed"], "settings": written["settings"]})
         summary = {"command": job.command, "files": files, "warnings": job.plan.warnings}
         content.append(TextContent(type="text", text=json.dumps(summary, ensure_ascii=False, default=str)))
