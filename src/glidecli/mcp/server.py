@@ -47,6 +47,7 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
 def build_server(service: Service, config: McpConfig) -> MCPServer[Any]:
+    """The MCP server of `service`: its tools, and the pictures under --out as resources."""
     renderer = Renderer(service, config)
     lookups = Lookups(service, config)
     tools = [renderer.tool(command, request_type) for command, request_type in REQUESTS.items()] + lookups.tools()
