@@ -95,6 +95,7 @@ class Job:
     render_seconds: float = 0.0  # inside the render (sampling), the rest of a job's time is the server's
     write_seconds: float = 0.0  # encoding and writing its PNGs
     keep_finished: bool = False  # a cancel that keeps the pictures finished before it (A1111's interrupt)
+    every_step: bool = False  # an event at every sampling step (MCP's progress), not at most one per interval
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     cleanup: Callable[[], None] | None = None  # removes the job's uploads when it ends
@@ -135,11 +136,12 @@ class JobQueue:
     # --- what the routes call ------------------------------------------------------------------
 
     def submit(self, plan: RenderPlan, pattern: str, labels: dict[str, str] | None = None,
-               cleanup: Callable[[], None] | None = None, previews: int = 0) -> Job:
+               cleanup: Callable[[], None] | None = None, previews: int = 0, every_step: bool = False) -> Job:
         with self._lock:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"the queue holds {len(self._waiting)} jobs (--max-queue {self.max_queue}); try again later")
-            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup, previews=previews)
+            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup, previews=previews,
+                      every_step=every_step)
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._publish(job, JobState.QUEUED)
@@ -363,7 +365,7 @@ class _JobReporter(Reporter):
         preview = self._preview(stage, info)
         with self.jobs._lock:
             job.stage, job.step, job.total = stage, info.index, info.total
-            if info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
+            if job.every_step or info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
                 self._published = now
                 self.jobs._publish(job, JobEvent.STEP)
             if preview is not None:

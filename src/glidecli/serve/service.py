@@ -100,10 +100,13 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, previews: int = 0) -> Job:
+    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, previews: int = 0,
+               every_step: bool = False) -> Job:
         """Queue `command` with `options` by their CLI names; its pictures (base64 text, or
         the bytes of `pictures`' uploaded files) by their names, among the options or apart.
-        ClientError for anything no render could use."""
+        ClientError for anything no render could use, or past the server's caps (--max-images,
+        --max-steps). `previews`: how many previews of the first stage to publish (Job).
+        `every_step`: an event at each sampling step (see Job)."""
         request_type = REQUESTS.get(command)
         if request_type is None:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
@@ -125,7 +128,8 @@ class Service:
             self._check_limits(request, request.num)  # before planning: a huge request is refused at once
             plan = self._plan(request)
             self._check_limits(request, len(plan.jobs))
-            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews)
+            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews,
+                                     every_step=every_step)
         except UploadError as error:
             uploads.remove()
             raise ClientError(str(error), error.status) from None
