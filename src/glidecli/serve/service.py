@@ -125,9 +125,9 @@ class Service:
                 data = raw if isinstance(raw, bytes) else decode_base64(raw, key, self.config.limits)
                 save_picture(uploads, name, data, self.config.limits)
             request = from_mapping(request_type, options, uploads.paths)
-            self._check_limits(request, request.num)  # before planning: a huge request is refused at once
+            self._check_steps(request)  # before planning: a long request is refused at once
             plan = self._plan(request)
-            self._check_limits(request, len(plan.jobs))
+            self._check_images(len(plan.jobs))
             return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews,
                                      every_step=every_step)
         except UploadError as error:
@@ -146,11 +146,12 @@ class Service:
             uploads.remove()
             raise
 
-    def _check_limits(self, request: Request, images: int) -> None:
-        """ClientError when a request asks for more than --max-images pictures or --max-steps steps."""
+    def _check_images(self, images: int) -> None:
         if images > self.config.max_images:
             raise ClientError(f"the request asks for {images} pictures; this server makes at most "
                               f"{self.config.max_images} per request (--max-images)")
+
+    def _check_steps(self, request: Request) -> None:
         for name, option, _ in option_fields(type(request)):
             value = getattr(request, name)
             if option in STEP_OPTIONS and isinstance(value, str) and step_count(value) > self.config.max_steps:
