@@ -106,8 +106,8 @@ def test_interrogate_ranks_captions_with_the_manifests_clip(server):
     ("/sdapi/v1/txt2img", {"prompt": "x", "batch_size": 100000}, "100000 pictures; this server makes at most 16 per request (--max-images)"),
     ("/sdapi/v1/txt2img", {"prompt": "x", "steps": 5000}, "--steps 5000 asks for 5000 steps; this server takes at most 1000 (--max-steps)"),
     ("/sdapi/v1/txt2img", {"prompt": "x", "batch_size": "many"}, "batch_size: Input should be a valid integer"),
-    ("/glide/v1/jobs", {"command": "generate", "prompt": "x", "num": 17}, "(--max-images)"),
-    ("/glide/v1/jobs", {"command": "generate", "prompt": "x", "upsample-steps": "ddim2000"}, "(--max-steps)"),
+    ("/glide/v1/jobs", {"command": "generate", "prompt": "x", "model": "shapes", "num": 17}, "(--max-images)"),
+    ("/glide/v1/jobs", {"command": "generate", "prompt": "x", "model": "shapes", "upsample-steps": "ddim2000"}, "(--max-steps)"),
 ])
 def test_one_request_is_capped(server, route, body, fragment):
     answer = server.client.post(route, json=body)

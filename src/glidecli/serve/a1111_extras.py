@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ..files.parameters import build_parameters_text, parameters_by_label
-from ..files.pngfile import GLIDE_KEY, PARAMETERS_KEY
 from ..nets.kinds import ModelKind
 from ..render.defaults import MAX_CANVAS
 from ..request.captions import caption_candidates
@@ -168,17 +166,14 @@ def _decoded(service: Service, text: str, name: str) -> bytes:
 
 
 def _record(data: bytes) -> tuple[dict[str, Any], str | None]:
-    """(glide's record or {}, A1111's parameters text or None) of a picture's bytes."""
-    from PIL import Image, UnidentifiedImageError
+    """(glide's record or {}, A1111's parameters text or None) of a picture's bytes (PNG, JPEG, WebP)."""
+    from ..files.metadata import record_from_texts
+    from ..files.pictures import READABLE
+    from ..files.pngfile import ImageError, read_picture_texts
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            texts = dict(getattr(image, "text", {}) or {})
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ClientError("image is not a picture Pillow can read") from None
-    try:
-        record = json.loads(texts.get(GLIDE_KEY, "null"))
-    except json.JSONDecodeError:
-        record = None
-    parameters = texts.get(PARAMETERS_KEY)
-    return (record if isinstance(record, dict) else {}), (str(parameters) if parameters else None)
+        texts = read_picture_texts(data, READABLE)
+    except ImageError as error:
+        raise ClientError(str(error)) from None
+    record = record_from_texts(type(texts)(record=texts.record)) if texts.record is not None else {}
+    return record, texts.parameters

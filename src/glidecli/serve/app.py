@@ -7,8 +7,8 @@ guard in front of them (security.py). Routes stay thin; service.py does the work
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib import resources
 from typing import Any
 
@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from .. import __version__
@@ -28,10 +29,17 @@ from .security import Guard
 from .service import ClientError, Service
 
 
-def create_app(service: Service) -> ASGIApp:
+def create_app(service: Service, routes: Sequence[BaseRoute] = (),
+               lifespans: Sequence[Callable[[], AbstractAsyncContextManager[None]]] = ()) -> ASGIApp:
+    """The app; `routes` are another front end's (the MCP endpoint), each of `lifespans` runs
+    around the app's life (theirs), all behind the same Guard."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with AsyncExitStack() as running:
+            for each in lifespans:
+                await running.enter_async_context(each())
+            yield
         service.close()  # the queue's workers stop; the uploads folder goes
 
     app = FastAPI(title="glide serve", version=__version__, docs_url="/docs", redoc_url=None, lifespan=lifespan)
@@ -43,6 +51,7 @@ def create_app(service: Service) -> ASGIApp:
     app.include_router(a1111_extras.router)
     app.include_router(openai_images.router)
     app.include_router(openai_output.models_router)
+    app.router.routes.extend(routes)
     static = resources.files("glidecli.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 

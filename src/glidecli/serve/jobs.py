@@ -95,6 +95,7 @@ class Job:
     render_seconds: float = 0.0  # inside the render (sampling), the rest of a job's time is the server's
     write_seconds: float = 0.0  # encoding and writing its PNGs
     keep_finished: bool = False  # a cancel that keeps the pictures finished before it (A1111's interrupt)
+    every_step: bool = False  # an event at every sampling step (MCP's progress), not at most one per interval
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     cleanup: Callable[[], None] | None = None  # removes the job's uploads when it ends
@@ -135,11 +136,12 @@ class JobQueue:
     # --- what the routes call ------------------------------------------------------------------
 
     def submit(self, plan: RenderPlan, pattern: str, labels: dict[str, str] | None = None,
-               cleanup: Callable[[], None] | None = None, previews: int = 0) -> Job:
+               cleanup: Callable[[], None] | None = None, previews: int = 0, every_step: bool = False) -> Job:
         with self._lock:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"the queue holds {len(self._waiting)} jobs (--max-queue {self.max_queue}); try again later")
-            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup, previews=previews)
+            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup, previews=previews,
+                      every_step=every_step)
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._publish(job, JobState.QUEUED)
@@ -289,19 +291,23 @@ class JobQueue:
 
     def _write(self, job: Job, rendered: RenderedImage) -> Path:
         """The picture under a new name in --out (the command's pattern, numbered on from
-        the files already there), whole or not at all, never over another file."""
-        from ..files.pngfile import ImageError, next_free_index, render_output_path, write_png
+        the files already there, in the request's format), whole or not at all, never over
+        another file."""
+        from ..files.pictures import write_picture
+        from ..files.pngfile import ImageError, next_free_index, render_output_path
+        from ..files.vocabulary import ImageFormat
 
         meta = {key: job.labels.get(value, value) if isinstance(value, str) else value for key, value in rendered.meta.items()}
+        image_format = job.plan.image_format or ImageFormat.PNG
         with self._names:
             if self._next_index is None:
                 self._next_index = next_free_index(self.out)
             for _ in range(1000):
                 index, self._next_index = self._next_index, self._next_index + 1
                 path = render_output_path(self.out, index=index, seed=rendered.job.seed, prompt=rendered.job.prompt,
-                                          pattern=job.pattern, count=index + 1)
+                                          pattern=job.pattern, count=index + 1, image_format=image_format)
                 try:
-                    write_png(rendered.image, path, meta)
+                    write_picture(rendered.image, path, meta, image_format, job.plan.quality)
                 except ImageError:
                     if path.exists():  # another program's file: take the next number
                         continue
@@ -359,7 +365,7 @@ class _JobReporter(Reporter):
         preview = self._preview(stage, info)
         with self.jobs._lock:
             job.stage, job.step, job.total = stage, info.index, info.total
-            if info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
+            if job.every_step or info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
                 self._published = now
                 self.jobs._publish(job, JobEvent.STEP)
             if preview is not None:

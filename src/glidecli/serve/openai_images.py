@@ -36,6 +36,7 @@ from .waiting import wait_for
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 
+OPENAI_COMPRESSION = 100  # OpenAI's default output_compression (webp at 100: lossless)
 EDIT_STRENGTH = 0.75  # how much a maskless edit redraws (A1111's default denoising strength)
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or with stream: true, server-sent events."}}
 
@@ -117,8 +118,8 @@ async def _answer(service: Service, request: Request, command: str, options: dic
                   body: ImageOptions) -> ImagesResponse | StreamingResponse:
     if body.background == "transparent":
         raise ClientError("background 'transparent': glide makes opaque pictures only")
-    if body.output_format not in (None, "png"):
-        raise ClientError(f"output_format {body.output_format!r}: glide writes PNG only")
+    if body.output_format is not None:  # the files are written in it; their bytes are the answer's
+        options = {**options, "format": body.output_format, "quality": OPENAI_COMPRESSION if body.output_compression is None else body.output_compression}
     previews = body.partial_images if body.stream else 0
     job = await run_in_threadpool(service.submit, command, options, pictures, previews)
     if body.stream:

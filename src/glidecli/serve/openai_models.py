@@ -24,7 +24,7 @@ class ImageOptions(BaseModel):
     size: str | None = Field(None, description="WIDTHxHEIGHT, or auto (the model's own size); 1024x1024 means auto too.")
     response_format: Literal["b64_json", "url"] | None = Field(None, description="b64_json (default) or url (served by /glide/v1/images).")
     output_format: OutputFormat | None = Field(None, description="png (default), jpeg or webp; the settings travel with the picture in each.")
-    output_compression: int | None = Field(None, ge=0, le=100, description="jpeg and webp quality, 0-100 (webp 100: lossless).")
+    output_compression: int | None = Field(None, ge=0, le=100, description="jpeg and webp quality, 0-100 (default 100; webp 100: lossless).")
     background: Literal["auto", "opaque", "transparent"] | None = Field(None, description="auto or opaque: glide's pictures are opaque.")
     stream: bool = Field(False, description="Server-sent events: partial_images previews, then image_generation.completed.")
     partial_images: int = Field(0, ge=0, le=3, description="Previews (from the sampler's clean-image estimate) while streaming.")

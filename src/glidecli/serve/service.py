@@ -100,10 +100,13 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, previews: int = 0) -> Job:
+    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, previews: int = 0,
+               every_step: bool = False) -> Job:
         """Queue `command` with `options` by their CLI names; its pictures (base64 text, or
         the bytes of `pictures`' uploaded files) by their names, among the options or apart.
-        ClientError for anything no render could use."""
+        ClientError for anything no render could use, or past the server's caps (--max-images,
+        --max-steps). `previews`: how many previews of the first stage to publish (Job).
+        `every_step`: an event at each sampling step (see Job)."""
         request_type = REQUESTS.get(command)
         if request_type is None:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
@@ -122,10 +125,11 @@ class Service:
                 data = raw if isinstance(raw, bytes) else decode_base64(raw, key, self.config.limits)
                 save_picture(uploads, name, data, self.config.limits)
             request = from_mapping(request_type, options, uploads.paths)
-            self._check_limits(request, request.num)  # before planning: a huge request is refused at once
+            self._check_steps(request)  # before planning: a long request is refused at once
             plan = self._plan(request)
-            self._check_limits(request, len(plan.jobs))
-            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews)
+            self._check_images(len(plan.jobs))
+            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews,
+                                     every_step=every_step)
         except UploadError as error:
             uploads.remove()
             raise ClientError(str(error), error.status) from None
@@ -142,11 +146,12 @@ class Service:
             uploads.remove()
             raise
 
-    def _check_limits(self, request: Request, images: int) -> None:
-        """ClientError when a request asks for more than --max-images pictures or --max-steps steps."""
+    def _check_images(self, images: int) -> None:
         if images > self.config.max_images:
             raise ClientError(f"the request asks for {images} pictures; this server makes at most "
                               f"{self.config.max_images} per request (--max-images)")
+
+    def _check_steps(self, request: Request) -> None:
         for name, option, _ in option_fields(type(request)):
             value = getattr(request, name)
             if option in STEP_OPTIONS and isinstance(value, str) and step_count(value) > self.config.max_steps:
@@ -187,17 +192,19 @@ class Service:
         return path
 
     def gallery(self, limit: int = 60, offset: int = 0) -> list[dict[str, Any]]:
-        """The PNGs under --out, newest first, with their recorded settings."""
-        from ..files.pngfile import ImageError, read_png_metadata
+        """The pictures under --out, newest first, with their recorded settings."""
+        from ..files.pictures import read_picture_record
+        from ..files.pngfile import ImageError
 
         out = self.out.resolve()
         if not out.is_dir():
             return []
-        found = sorted((p for p in out.rglob("*.png") if p.is_file() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+        found = sorted((p for p in out.rglob("*") if p.suffix.lower() in PICTURE_TYPES and p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
         items = []
         for path in found[offset : offset + limit]:
             try:
-                settings = read_png_metadata(path)
+                settings = read_picture_record(path)
             except ImageError:
                 settings = {}
             name = path.relative_to(out).as_posix()
