@@ -113,3 +113,16 @@ def test_one_request_is_capped(server, route, body, fragment):
     answer = server.client.post(route, json=body)
     assert answer.status_code == 422 and fragment in answer.json()["detail"], answer.text
     assert server.written() == []
+
+
+def test_the_roles_of_the_manifest_are_shown(server):
+    options = server.client.get(f"{A1111}/options").json()
+    assert options["sd_model_checkpoint"] == "shapes"
+    assert {options["glide_roles"][role] for role in ("base", "upsample", "inpaint", "clip", "unclip-decoder")} == {
+        "shapes", "shapes-upsample", "shapes-inpaint", "shapes-clip", "shapes-decoder"}
+    roles = server.client.get("/glide/v1/models").json()["roles"]
+    assert roles["base"] == {"model": "shapes", "kind": "base", "from": "defaults", "present": True}
+    generate = {o["name"]: o for o in server.client.get("/glide/v1/commands").json()["generate"]["options"]}
+    assert generate["model"]["default"] == "shapes" and generate["upsample-model"]["default"] == "shapes-upsample"
+    made = server.run(command="generate", prompt=SCENE, seed=2, steps="3", **{"upsample-steps": "2"})  # no model named
+    assert made["state"] == "done" and made["files"][0]["settings"]["model"] == "shapes"

@@ -87,7 +87,8 @@ def schedulers() -> list[Scheduler]:
 @router.get("/options")
 def get_options(service: ServiceDep) -> Options:
     model, _ = current_models(service, service.checkpoint, ModelKind.BASE)
-    return Options(sd_model_checkpoint=model, samples_format="png", outdir_samples=str(service.out))
+    roles = {role: row["model"] for role, row in service.manifest.roles().describe().items() if row["present"]}
+    return Options(sd_model_checkpoint=model, samples_format="png", outdir_samples=str(service.out), glide_roles=roles)
 
 
 @router.post("/options")

@@ -117,6 +117,7 @@ class OptionsBody(A1111Body):
 
 class Options(A1111Body):
     sd_model_checkpoint: str = Field(description="The base model the A1111 routes use.")
+    glide_roles: dict[str, str] = Field(default_factory=dict, description="glide's choice of model for each role (base, upsample, inpaint...).")
     samples_format: str = "png"
     outdir_samples: str = Field(description="Where pictures go (--out).")
 

@@ -30,6 +30,7 @@ from .native_models import (
     JobStatus,
     ModelRow,
     Models,
+    RoleRow,
     SamplerRow,
     Samplers,
     job_options,
@@ -101,13 +102,16 @@ def gallery(service: ServiceDep, limit: int = 60, offset: int = 0) -> Gallery:
 
 
 @router.get("/commands")
-def commands() -> dict[str, CommandDescription]:
-    return {command: CommandDescription(**described) for command, described in commands_description().items()}
+def commands(service: ServiceDep) -> dict[str, CommandDescription]:
+    """Each command's options; a model option's default is the model of its role in this server's manifest."""
+    return {command: CommandDescription(**described) for command, described in commands_description(service.manifest.roles()).items()}
 
 
 @router.get("/models")
 def models(service: ServiceDep) -> Models:
-    return Models(models=[ModelRow(**row) for row in service.models()])
+    """The manifest's entries, and the model that plays each role when a request names none."""
+    roles = {role: RoleRow(**row) for role, row in service.manifest.roles().describe().items()}
+    return Models(models=[ModelRow(**row) for row in service.models()], roles=roles)
 
 
 @router.get("/samplers")

@@ -224,8 +224,18 @@ class ModelRow(BaseModel):
     image_size: int | None
 
 
+class RoleRow(BaseModel):
+    model: str = Field(description="The entry that plays the role when a request names no model.")
+    kind: ModelKind
+    source: str = Field(alias="from", description="How it was chosen: the manifest's [defaults], its one entry of the kind, or the packaged name.")
+    present: bool = Field(description="Whether the manifest holds it (a packaged name may be missing).")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
 class Models(BaseModel):
     models: list[ModelRow]
+    roles: dict[str, RoleRow] = Field(description="Role (base, upsample, inpaint, clip, unclip-prior...) -> its model.")
 
 
 class SamplerRow(BaseModel):

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest, load_manifest
-from ..request.commands import REQUESTS, Request, field_names, file_pattern, from_mapping, option_fields
+from ..files.roles import Roles
+from ..request.commands import REQUESTS, Request, field_names, field_roles, file_pattern, from_mapping, option_fields
 from ..request.failures import is_known_failure, one_line
 from ..request.options import STEP_OPTIONS, RequestError, ValueType, step_count
 from .jobs import Job, JobQueue, QueueFull, default_devices
@@ -246,12 +247,16 @@ def image_url(name: str) -> str:
     return f"{NATIVE_API}/images/{quote(name)}"
 
 
-def commands_description() -> dict[str, Any]:
-    """Every rendering command's options: names, type, default, limits and help (GET /commands)."""
+def commands_description(roles: Roles | None = None) -> dict[str, Any]:
+    """Every rendering command's options: names, type, default, limits and help (GET /commands).
+    With a manifest's `roles`, a model option's default is the model that plays its role there."""
     described = {}
     for command, request_type in REQUESTS.items():
         options = []
+        filled = field_roles(request_type)
         for name, option, default in option_fields(request_type):
+            if default is None and roles is not None and name in filled:
+                default = roles[filled[name]]
             options.append({
                 "name": option.keys[0], "aliases": list(option.keys[1:]), "field": name, "type": option.value_type,
                 "default": list(default) if isinstance(default, tuple) else default, "choices": list(option.choices) or None,
