@@ -370,12 +370,10 @@ def field_names(request_type: RequestType) -> dict[str, str]:
     return names
 
 
-def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Request:
-    """A request from JSON by option names (`{"scale": 3, "upsample-steps": "fast27"}`);
-    picture fields come from `pictures` (the server's saved uploads), never from `data`.
-    Unknown names, and one option given under two names, are refused."""
+def by_field(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data`'s values by JSON names (any of an option's names) as {field name: value}; unknown
+    names, and one option given under two names, are refused."""
     names = field_names(request_type)
-    options = {name: option for name, option, _ in option_fields(request_type)}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = names.get(key)
@@ -383,9 +381,20 @@ def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: M
             raise RequestError(f"{request_type.command} has no option {key!r}")
         if name in values:
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
-        if options[name].value_type == ValueType.PICTURE:
-            raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
         values[name] = raw
+    return values
+
+
+def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Request:
+    """A request from JSON by option names (`{"scale": 3, "upsample-steps": "fast27"}`);
+    picture fields come from `pictures` (the server's saved uploads), never from `data`."""
+    names = field_names(request_type)
+    options = {name: option for name, option, _ in option_fields(request_type)}
+    values = by_field(request_type, data)
+    for name in values:
+        if options[name].value_type == ValueType.PICTURE:
+            key = next(key for key in data if names[key] == name)
+            raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
     for name, path in pictures.items():
         if name not in names.values():
             raise RequestError(f"{request_type.command} takes no picture {name!r}")

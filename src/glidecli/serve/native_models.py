@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from ..diffusion.vocabulary import SamplerName
 from ..nets.kinds import ModelKind
-from ..request.commands import REQUESTS, RequestType, field_names, option_fields
+from ..request.commands import REQUESTS, RequestType, by_field, option_fields
 from ..request.options import Option, RequestError, ValueType, value_of
 from .jobs import Job, JobState
 from .service import ClientError, image_url
@@ -52,18 +52,9 @@ class JobRequestBody(BaseModel):
 def checked_options(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, Any]:
     """`data`'s options by field name, each converted and checked (pictures are left as sent:
     the service decodes and checks them); unknown names and one option under two names refused."""
-    names = field_names(request_type)
     options = {name: option for name, option, _ in option_fields(request_type)}
-    checked: dict[str, Any] = {}
-    for key, raw in data.items():
-        name = names.get(key)
-        if name is None:
-            raise RequestError(f"{request_type.command} has no option {key!r}")
-        if name in checked:
-            raise RequestError(f"option {key!r} is given twice (under two of its names)")
-        option = options[name]
-        checked[name] = raw if option.value_type == ValueType.PICTURE else value_of(option, raw)
-    return checked
+    return {name: raw if options[name].value_type == ValueType.PICTURE else value_of(options[name], raw)
+            for name, raw in by_field(request_type, data).items()}
 
 
 def _field(option: Option, default: Any) -> tuple[Any, Any]:
