@@ -24,10 +24,9 @@ import torch
 
 from ..nets.lora import Adapter, AdapterMismatch, adapter_from_state, lora_scaling
 from .file_facts import sha256_file
+from .lora_names import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from .pngfile import ImageError, write_whole
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 META_BASE_MODEL = "glidecli.base_model"
 META_BASE_KIND = "glidecli.base_kind"
 META_BASE_SHA256 = "glidecli.base_sha256"

@@ -142,6 +142,14 @@ class DecoderModels:
     clip_model: str = uses(o.CLIP_MODEL, defaults.UNCLIP_CLIP_MODEL)
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """LoRA adapters on the command's networks (every rendering command; its last options)."""
+
+    lora: tuple[str, ...] = uses(o.LORA, ())
+    force: bool = uses(o.FORCE_LORA, False)
+
+
 # --- the commands ------------------------------------------------------------------------------
 
 
@@ -165,7 +173,7 @@ class Frames:
 
 
 @dataclass(frozen=True)
-class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
+class GenerateRequest(Adapters, TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
     """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
 
     command: ClassVar[str] = "generate"
@@ -173,7 +181,7 @@ class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureS
 
 
 @dataclass(frozen=True)
-class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
+class ClipGuideRequest(Adapters, TextModels, Output, TextUpsampling, SamplerTuning):
     """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
 
     command: ClassVar[str] = "clip-guide"
@@ -187,7 +195,7 @@ class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
 
 
 @dataclass(frozen=True)
-class UpsampleRequest(Output):
+class UpsampleRequest(Adapters, Output):
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
@@ -201,7 +209,7 @@ class UpsampleRequest(Output):
 
 
 @dataclass(frozen=True)
-class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class InpaintRequest(Adapters, InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
@@ -215,7 +223,7 @@ class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, Samp
 
 
 @dataclass(frozen=True)
-class OutpaintRequest(InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class OutpaintRequest(Adapters, InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
@@ -241,7 +249,7 @@ class PriorSampling:
 
 
 @dataclass(frozen=True)
-class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
+class UnclipRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
     """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
 
     command: ClassVar[str] = "unclip"
@@ -252,7 +260,7 @@ class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampli
 
 
 @dataclass(frozen=True)
-class DecoderRequest(DecoderModels, Output, BestOfN, DecoderSampling):
+class DecoderRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling):
     """The unCLIP commands that start from pictures' CLIP image embeddings (vary, blend): the
     decoder's and super-resolution's sampling, the output, the models, and the decoder's text."""
 

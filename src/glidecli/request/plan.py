@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..files.manifest import Manifest
 
 if TYPE_CHECKING:
+    from ..render.adapters import AdapterUse
     from ..render.jobs import Job, RenderedImage, RenderOptions
     from ..render.session import Reporter, Session
 
@@ -32,9 +33,17 @@ class RenderPlan:
     animate: str | None = None
     animations: list[tuple[int, ...]] = field(default_factory=list)
     show_steps: int | None = None
+    adapters: tuple[AdapterUse, ...] = ()  # --lora: what the session's networks wear for this plan
 
     def run(self, session: Session, jobs: list[Job], reporter: Reporter) -> Iterator[RenderedImage]:
-        """The pictures of `jobs`, each recording the command's name; `reporter` hears the progress."""
+        """The pictures of `jobs`, each recording the command's name (and its adapters);
+        `reporter` hears the progress. The session's networks wear this plan's adapters, and
+        only those, from now on."""
+        from ..render.adapters import adapter_records
         from ..render.jobs import RenderOptions
 
-        return self.render(session, jobs, RenderOptions(batch_size=self.batch_size, reporter=reporter, extra_meta={"command": self.command}))
+        session.use_adapters(self.adapters)
+        extra_meta: dict[str, object] = {"command": self.command}
+        if self.adapters:
+            extra_meta["lora"] = adapter_records(self.adapters)
+        return self.render(session, jobs, RenderOptions(batch_size=self.batch_size, reporter=reporter, extra_meta=extra_meta))

@@ -24,11 +24,19 @@ from .commands import (
     UpsampleRequest,
     VaryRequest,
 )
+from .lora import resolve_adapters
 from .plan import RenderPlan
 
 
 def plan_request(request: Request, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard."""
+    """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard.
+    Its `--lora` adapters are found and checked against the models it runs."""
+    plan = _plan(request, manifest, shard)
+    plan.adapters = resolve_adapters(request, manifest)
+    return plan
+
+
+def _plan(request: Request, manifest: Manifest, shard: str | None) -> RenderPlan:
     match request:
         case GenerateRequest():
             return text.plan_generate(request, manifest, shard)
