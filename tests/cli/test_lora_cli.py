@@ -17,6 +17,8 @@ from glidecli.files.manifest import load_manifest
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import load_network, save_network
 from glidecli.nets.lora import merged_delta
+from glidecli.request.lora_tags import take_lora_tags
+from glidecli.request.options import RequestError
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.lora import shapes_adapter, shapes_manifest_with
 from helpers.paths import MODELS
@@ -120,4 +122,26 @@ def test_bad_adapters_are_one_line_and_nothing_is_written(glide, tmp_path):
     write_adapter(tmp_path / "odd", odd, {"r": 4}, base_model="elsewhere", base_kind="base", base_sha256=None)
     wrong_shapes = glide(*BASE, "--weights", "weights.toml", "--lora", "odd", "--force", "--out", "bad")
     assert_one_error_line(wrong_shapes, 1, "does not fit")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_lora_tags_are_taken_out_of_the_prompt_text():
+    assert take_lora_tags("a <lora:strong:0.5> red circle <LORA:other>") == ("a red circle", ("strong:0.5", "other:1"))
+    assert take_lora_tags("no tags <b>here</b>") == ("no tags <b>here</b>", ())
+    with pytest.raises(RequestError, match="is not a number"):
+        take_lora_tags("x <lora:strong:lots>")
+    with pytest.raises(RequestError, match="not a path"):
+        take_lora_tags("x <lora:/etc/thing:1>")
+
+
+def test_a_prompt_tag_is_the_lora_option(glide, tmp_path):
+    tagged = glide(*[w if w != "a red circle on a blue background" else "a red circle <lora:strong:0.6> on a blue background" for w in BASE],
+                   "--weights", "weights.toml", "--out", "tagged")
+    flagged = glide(*BASE, "--weights", "weights.toml", "--lora", "strong:0.6", "--out", "flagged")
+    assert tagged.code == flagged.code == 0, tagged.err
+    assert tagged.paths[0].name == flagged.paths[0].name  # the file name's slug has no tag
+    assert np.array_equal(_pixels(tagged.paths[0]), _pixels(flagged.paths[0]))
+    assert read_png_metadata(tagged.paths[0])["prompt"] == "a red circle on a blue background"
+    unknown = glide(*BASE[:1], "a circle <lora:nowhere:1>", *BASE[2:], "--weights", "weights.toml", "--out", "bad")
+    assert_one_error_line(unknown, 1, "no adapter of that name")
     assert not (tmp_path / "bad").exists()

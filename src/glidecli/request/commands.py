@@ -325,7 +325,21 @@ def build(request_type: RequestType, values: Mapping[str, Any]) -> Request:
     unknown = set(values) - set(typed)
     if unknown:
         raise RequestError(f"{request_type.command} has no option {sorted(unknown)[0]!r}")
-    return request_type(**typed)
+    return request_type(**_lora_tags_taken(typed))
+
+
+def _lora_tags_taken(typed: dict[str, Any]) -> dict[str, Any]:
+    """The values with the prompts' <lora:NAME:WEIGHT> tags moved to `lora` (after --lora's)."""
+    from .lora_tags import take_lora_tags, take_prompts_tags
+
+    specs: tuple[str, ...] = ()
+    if typed.get("prompts"):
+        typed["prompts"], specs = take_prompts_tags(typed["prompts"])
+    elif isinstance(typed.get("prompt"), str):
+        typed["prompt"], specs = take_lora_tags(typed["prompt"])
+    if specs:
+        typed["lora"] = (*typed["lora"], *(spec for spec in specs if spec not in typed["lora"]))
+    return typed
 
 
 def field_names(request_type: RequestType) -> dict[str, str]:

@@ -32,16 +32,17 @@ def request_models(request: Request, manifest: Manifest) -> list[ModelEntry]:
     return entries
 
 
-def resolve_adapters(request: Request, manifest: Manifest) -> tuple[AdapterUse, ...]:
-    """The request's adapters, each read, checked and matched to the model it adapts.
-    RequestError or AdapterError (one line each) for anything that cannot be used."""
+def resolve_adapters(request: Request, manifest: Manifest, allow_paths: bool = True) -> tuple[AdapterUse, ...]:
+    """The request's adapters, each read, checked and matched to the model it adapts;
+    `allow_paths` False (the server) takes manifest adapters only. RequestError or
+    AdapterError (one line each) for anything that cannot be used."""
     from ..render.adapters import AdapterUse
 
     uses = []
     models = request_models(request, manifest) if request.lora else []
     for spec in request.lora:
         name, weight = adapter_weight(spec)
-        found = adapter_file(name, manifest)
+        found = adapter_file(name, manifest, allow_paths)
         target = _target(name, found, models, manifest, request.force)
         # A picture records a folder by its absolute path, so that --from finds it from anywhere.
         recorded = name if name in manifest.models else str(Path(name).expanduser().resolve())
@@ -49,8 +50,9 @@ def resolve_adapters(request: Request, manifest: Manifest) -> tuple[AdapterUse, 
     return tuple(uses)
 
 
-def adapter_file(name: str, manifest: Manifest) -> AdapterFile:
-    """The adapter `name` names: a manifest entry of kind lora (fetched), else a folder or file."""
+def adapter_file(name: str, manifest: Manifest, allow_paths: bool = True) -> AdapterFile:
+    """The adapter `name` names: a manifest entry of kind lora (fetched), else (with
+    `allow_paths`) a folder or file."""
     entry = manifest.models.get(name)
     if entry is not None:
         if entry.kind != ModelKind.LORA:
@@ -59,9 +61,10 @@ def adapter_file(name: str, manifest: Manifest) -> AdapterFile:
 
         return read_adapter(fetch_entry(entry, progress=False))
     path = Path(name).expanduser()
-    if not path.exists() and not path.suffix:
+    if not allow_paths or (not path.exists() and not path.suffix):
         known = ", ".join(e.name for e in manifest.models_of_kind(ModelKind.LORA)) or "none"
-        raise AdapterError(f"--lora {name}: no adapter of that name in {manifest.path} (known adapters: {known}) and no such folder")
+        folder = " and no such folder" if allow_paths else ""
+        raise AdapterError(f"--lora {name}: no adapter of that name in {manifest.path} (known adapters: {known}){folder}")
     return read_adapter(path)
 
 

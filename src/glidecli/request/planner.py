@@ -28,11 +28,12 @@ from .lora import resolve_adapters
 from .plan import RenderPlan
 
 
-def plan_request(request: Request, manifest: Manifest, shard: str | None = None) -> RenderPlan:
+def plan_request(request: Request, manifest: Manifest, shard: str | None = None, *, adapter_paths: bool = True) -> RenderPlan:
     """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard.
-    Its `--lora` adapters are found and checked against the models it runs."""
+    Its `--lora` adapters are found and checked against the models it runs: manifest names,
+    and with `adapter_paths` (the CLI's, not the server's) folders of this machine."""
     plan = _plan(request, manifest, shard)
-    plan.adapters = resolve_adapters(request, manifest)
+    plan.adapters = resolve_adapters(request, manifest, adapter_paths)
     return plan
 
 

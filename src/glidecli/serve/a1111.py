@@ -286,6 +286,7 @@ def sd_vae() -> list[dict[str, Any]]:
 
 
 @router.get("/loras")
-def loras() -> list[dict[str, Any]]:
-    return []
+def loras(service: ServiceDep) -> list[dict[str, Any]]:
+    """The manifest's LoRA adapters, as A1111 lists them; a prompt selects one with <lora:NAME:WEIGHT>."""
+    return [{"name": entry.name, "alias": entry.name, "path": str(entry.source), "metadata": {}} for entry in service.manifest.models_of_kind(ModelKind.LORA)]
 
