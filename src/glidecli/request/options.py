@@ -133,8 +133,11 @@ def convert(option: Option, raw: Any) -> Any:
 
 
 def _adapters(option: Option, raw: Any) -> tuple[str, ...]:
-    """NAME[:WEIGHT] specs: one text, or a list of them (a repeated flag, a JSON list)."""
-    specs = () if raw is None else (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else None
+    """NAME[:WEIGHT] specs: one text (a form field's may hold several, split by commas), or a
+    list of them (a repeated flag, a JSON list)."""
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",")] if "," in raw else [raw]
+    specs = () if raw is None else tuple(raw) if isinstance(raw, (list, tuple)) else None
     if specs is None or not all(isinstance(spec, str) and spec for spec in specs):
         raise RequestError(f"{raw!r} is not NAME[:WEIGHT] or a list of them", option.flag)
     for spec in specs:
