@@ -192,11 +192,24 @@ def write_adapter(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(full_config, indent=2, sort_keys=True) + "\n"
-        for name, data in ((ADAPTER_WEIGHTS, save(tensors, metadata)), (ADAPTER_CONFIG, text.encode("utf-8"))):
+        for name, data in ((ADAPTER_WEIGHTS, sorted_header(save(tensors, metadata))), (ADAPTER_CONFIG, text.encode("utf-8"))):
             write_whole(folder / name, functools.partial(_write_bytes, data), overwrite=overwrite)
     except (ImageError, OSError) as error:
         raise AdapterError(_one_line(error)) from None
     return folder
+
+
+def sorted_header(blob: bytes) -> bytes:
+    """A safetensors file's bytes with its JSON header's keys sorted: the library writes its
+    metadata in a per-process random order, and the same adapter should be the same bytes
+    (an exact resume's result among them). Offsets are into the data after the header, whose
+    length (padded with spaces) stays the same."""
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if len(text) > length:  # not expected (the library writes compact JSON); keep its bytes
+        return blob
+    return blob[:8] + text + b" " * (length - len(text)) + blob[8 + length :]
 
 
 def _write_bytes(data: bytes, file: BinaryIO) -> None:

@@ -25,11 +25,12 @@ from torch import Tensor, nn
 from ..files.file_facts import sha256_file
 from ..files.lora_file import write_adapter
 from ..files.manifest import toml_value
-from ..nets.checkpoint import load_network
+from ..nets.checkpoint import read_safetensors
 from ..nets.kinds import ModelKind
 from ..nets.lora import ATTENTION_TARGETS, PEFT_PREFIX, LoraBranch, LoraLayer, lora_scaling, matching_paths
 from .run_manifest import made_entry, write_run_manifest
 from .start import TrainingError
+from .state import network_from_weights
 
 # --lora-targets' group names: the attention projections (U-Net and text transformer), and the
 # ResBlocks' two 3x3 convolutions.
@@ -123,7 +124,8 @@ class LoraRecipe:
         path = Path(self.settings["base_path"])
         if not path.is_file() or (state is not None and sha256_file(path) != self.settings["base_sha256"]):
             raise TrainingError(f"{path}, the base model of this LoRA run, is gone or has changed; an exact resume needs the same file")
-        base = load_network(trainer.source.kind, cfg, path, trainer.device, torch.float32).requires_grad_(False)
+        # As a full fine-tune holds its network (float32, the default layout), frozen.
+        base = network_from_weights(trainer.source.kind, cfg, read_safetensors(path), trainer.device).requires_grad_(False)
         self.base = base
         self.layers = self._lora_layers(base)
         generator = torch.Generator().manual_seed(trainer.hyper.seed)
