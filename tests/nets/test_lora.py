@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.tiny import tiny_network
 
 from glidecli.files.lora_file import AdapterError, read_adapter, write_adapter
 from glidecli.nets.lora import (
@@ -23,6 +22,7 @@ from glidecli.nets.lora import (
     merged_delta,
     remove_adapters,
 )
+from helpers.tiny import tiny_network
 
 CONVS = ("in_layers.2", "out_layers.3")
 
@@ -198,3 +198,31 @@ def test_bad_adapter_files_are_refused_in_one_line(tmp_path: Path):
             read_adapter(path)
         assert "\n" not in str(caught.value)
     assert read_adapter(good / "adapter_model.safetensors").rank == 2
+
+
+def test_peft_adapters_on_unclips_prior_and_super_resolution_pair(tmp_path: Path):
+    """Linear layers (the prior's transformer) and a network of two U-Nets (unCLIP's SR pair)."""
+    peft = pytest.importorskip("peft")
+    from glidecli.nets.prior import ClipText
+    from helpers.tiny_unclip import CLIP_DIM, TEXT_CTX, tiny_unclip_network
+
+    prior = tiny_unclip_network("unclip-prior")
+    g = torch.Generator().manual_seed(3)
+    text = ClipText(torch.randn(2, CLIP_DIM, generator=g), torch.randn(2, TEXT_CTX, CLIP_DIM, generator=g), torch.ones(2, TEXT_CTX, dtype=torch.bool))
+    x, t = torch.randn(2, CLIP_DIM, generator=g), torch.tensor([3, 700])
+    torch.manual_seed(1)
+    wrapped = peft.get_peft_model(copy.deepcopy(prior), peft.LoraConfig(r=3, lora_alpha=5, target_modules=["c_qkv", "c_proj", "out_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        expected = wrapped.base_model.model(x, t, text)
+    wrapped.save_pretrained(str(tmp_path / "prior"))
+    apply_adapters(prior, [(read_adapter(tmp_path / "prior").load(), 1.0)])
+    with torch.no_grad():
+        assert torch.allclose(prior(x, t, text), expected, atol=1e-6, rtol=0)
+        assert prior.dtype == torch.float32  # read through the adapted out_proj
+    pair = tiny_unclip_network("unclip-sr")
+    adapter = _random_adapter(pair, 2, seed=4, targets=CONVS)
+    assert any(path.startswith("model_last_step.") for path in adapter.pairs)
+    apply_adapters(pair, [(adapter, 1.0)])
+    assert len(list(lora_layers(pair))) == len(adapter.pairs)
+    remove_adapters(pair)
+    assert not list(lora_layers(pair))
