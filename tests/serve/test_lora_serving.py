@@ -25,7 +25,7 @@ def test_tags_and_the_lora_option_select_manifest_adapters(server, tmp_path):
     lora = _server(tmp_path / "lora")
     try:
         listed = lora.client.get("/sdapi/v1/loras").json()
-        assert [entry["name"] for entry in listed] == ["strong"] and listed[0]["path"].endswith("strong")
+        assert [entry["name"] for entry in listed] == ["shapes-zorb", "strong"] and listed[1]["path"].endswith("strong")
         plain = lora.run(command="generate", prompt="a red circle", seed=3, **FAST)
         tagged = lora.run(command="generate", prompt="a red circle <lora:strong:0.7>", seed=3, **FAST)
         option = lora.run(command="generate", prompt="a red circle", lora=["strong:0.7"], seed=3, **FAST)
