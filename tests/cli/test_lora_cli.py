@@ -116,6 +116,8 @@ def test_bad_adapters_are_one_line_and_nothing_is_written(glide, tmp_path):
         assert not (tmp_path / "bad").exists()
     forced = glide(*BASE, "--weights", "weights.toml", "--lora", "other-weights", "--force", "--out", "forced")
     assert forced.code == 0, forced.err
+    assert read_png_metadata(forced.paths[0])["force"] is True
+    assert " --force" in glide("info", "--command", forced.paths[0]).out  # its replay forces it too
     # An adapter of other shapes is refused even with --force.
     torch.manual_seed(0)
     odd = {"base_model.model.middle_block.1.qkv.lora_A.weight": torch.randn(4, 7, 1), "base_model.model.middle_block.1.qkv.lora_B.weight": torch.randn(21, 4, 1)}

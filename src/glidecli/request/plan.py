@@ -34,6 +34,7 @@ class RenderPlan:
     animations: list[tuple[int, ...]] = field(default_factory=list)
     show_steps: int | None = None
     adapters: tuple[AdapterUse, ...] = ()  # --lora: what the session's networks wear for this plan
+    force_adapters: bool = False  # --force put some on a model they were not recorded for (replay needs it too)
 
     def run(self, session: Session, jobs: list[Job], reporter: Reporter) -> Iterator[RenderedImage]:
         """The pictures of `jobs`, each recording the command's name (and its adapters);
@@ -46,4 +47,6 @@ class RenderPlan:
         extra_meta: dict[str, object] = {"command": self.command}
         if self.adapters:
             extra_meta["lora"] = adapter_records(self.adapters)
+        if self.force_adapters:
+            extra_meta["force"] = True
         return self.render(session, jobs, RenderOptions(batch_size=self.batch_size, reporter=reporter, extra_meta=extra_meta))

@@ -34,6 +34,7 @@ def plan_request(request: Request, manifest: Manifest, shard: str | None = None,
     and with `adapter_paths` (the CLI's, not the server's) folders of this machine."""
     plan = _plan(request, manifest, shard)
     plan.adapters = resolve_adapters(request, manifest, adapter_paths)
+    plan.force_adapters = request.force and bool(plan.adapters)
     return plan
 
 
