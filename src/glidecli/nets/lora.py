@@ -203,30 +203,7 @@ def _frozen_branch(base: nn.Module, pair: LoraPair, weight: float, device: torch
     return branch
 
 
-# --- training: one trainable adapter ----------------------------------------------------------------
-
-
-def add_trainable_adapter(
-    network: nn.Module, targets: Sequence[str], rank: int, alpha: float, dropout: float = 0.0, generator: torch.Generator | None = None
-) -> list[str]:
-    """Stand a trainable LoRA branch in each layer of `network` whose module path ends with
-    one of `targets` (by whole names: "qkv" matches "input_blocks.4.1.qkv"); lora_A starts as
-    PEFT's (Kaiming-uniform), lora_B at zero, so the network starts as the base. Returns the
-    adapted paths; AdapterMismatch when none matches."""
-    paths = matching_paths(network, targets)
-    if not paths:
-        raise AdapterMismatch(f"no layer of the network matches --lora-targets {','.join(targets)}")
-    for path in paths:
-        base = network.get_submodule(path)
-        branch = LoraBranch(base, rank, lora_scaling(alpha, rank), dropout).to(layer_weight(base).device)
-        with torch.no_grad():
-            bound = 1 / math.sqrt(branch.lora_A.weight[0].numel())  # kaiming_uniform_(a=sqrt(5))'s bound
-            branch.lora_A.weight.uniform_(-bound, bound, generator=generator)
-            branch.lora_B.weight.zero_()
-        layer = LoraLayer(base)
-        layer.branches.append(branch)
-        network.set_submodule(path, layer)
-    return paths
+# --- which layers, and adapters from PEFT's keys -------------------------------------------------------
 
 
 def matching_paths(network: nn.Module, targets: Sequence[str]) -> list[str]:
@@ -236,16 +213,6 @@ def matching_paths(network: nn.Module, targets: Sequence[str]) -> list[str]:
         for path, module in network.named_modules()
         if isinstance(module, ADAPTABLE) and any(path == t or path.endswith("." + t) for t in targets)
     ]
-
-
-def trainable_state(network: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter of a network made by `add_trainable_adapter`, under PEFT's saved keys."""
-    state: dict[str, torch.Tensor] = {}
-    for path, layer in lora_layers(network):
-        branch = layer.branches[0]
-        for name, tensor in branch.state_dict().items():
-            state[f"{PEFT_PREFIX}{path}.{name}"] = tensor
-    return state
 
 
 def adapter_from_state(state: Mapping[str, torch.Tensor], scaling_of: Callable[[str, int], float]) -> Adapter:
