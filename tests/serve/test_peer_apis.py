@@ -31,7 +31,8 @@ def test_a1111_models_options_and_samplers(server):
     samplers = {s["name"]: s["aliases"] for s in server.client.get("/sdapi/v1/samplers").json()}
     assert "euler a" in samplers["dpmpp_2m_sde"] and "euler" in samplers["ddim"] and "lms" in samplers["plms"]
     assert [s["name"] for s in server.client.get("/sdapi/v1/schedulers").json()] == ["automatic"]
-    assert server.client.get("/sdapi/v1/sd-vae").json() == [] and server.client.get("/sdapi/v1/loras").json() == []
+    assert server.client.get("/sdapi/v1/sd-vae").json() == []
+    assert [lora["name"] for lora in server.client.get("/sdapi/v1/loras").json()] == ["shapes-zorb"]  # models/weights.toml's adapter
     assert server.client.post("/sdapi/v1/skip").json() == {}  # nothing running: nothing to stop
 
 

@@ -83,6 +83,9 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
         extra: dict[str, Any] = {}
         if option.value_type == ValueType.BOOL:
             annotation: Any = bool
+        elif option.value_type == ValueType.ADAPTERS:  # a flag given again adds one
+            annotation, default = Optional[list[str]], None  # noqa: UP045 - a runtime value typer reads
+            extra["metavar"] = f"<{option.metavar}>"
         else:
             annotation = Optional[str] if default is None else str  # noqa: UP045 - a runtime value typer reads
             extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.value_type]

@@ -27,7 +27,9 @@ from .arch_settings import build_arch, one_line
 from .roles import DEFAULTS_TABLE, Role, Roles, parse_defaults, resolve_roles
 
 MANIFEST_ENV = "GLIDE_WEIGHTS"
-FORMATS = ("safetensors", "pt", "diffusers")
+FORMATS = ("safetensors", "pt", "diffusers", "peft")
+# A lora entry's format: PEFT's adapter folder (adapter_config.json + adapter_model.safetensors).
+PEFT_FORMAT = "peft"
 # Kinds a diffusers unCLIP (Karlo) folder holds: files/diffusers_unclip.py's COMPONENTS.
 DIFFUSERS_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR, ModelKind.CLIP_STATS)
 
@@ -225,6 +227,10 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
     file_format = table.get("format")
     if file_format is not None and file_format not in FORMATS:
         raise ManifestError(f"{where}: unknown format {file_format!r}; expected safetensors, pt or diffusers")
+    if kind == ModelKind.LORA:
+        return _parse_lora(name, table, path, where, file_format)
+    if file_format == PEFT_FORMAT:
+        raise ManifestError(f"{where}: format peft holds lora adapters, not {kind}")
     source = _parse_source(table, path, where, folder=file_format == "diffusers")
     if file_format is None:
         file_format = _format_from_name(_source_file_name(source), where)
@@ -252,6 +258,27 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
         arch=build_arch(kind, arch_table, where),
         manifest_path=path,
         tokenizer=tokenizer,
+    )
+
+
+def _parse_lora(name: str, table: Mapping[str, Any], path: Path, where: str, file_format: str | None) -> ModelEntry:
+    """A LoRA adapter: a local folder (or its adapter_model.safetensors) or a hub repository
+    holding one at its root (with optional revision); sha256 pins its safetensors file."""
+    if file_format not in (None, PEFT_FORMAT):
+        raise ManifestError(f"{where}: a lora adapter is in PEFT's format (format = \"peft\"), not {file_format}")
+    for key in ("arch", "tokenizer", "file"):
+        if key in table:
+            raise ManifestError(f"{where}: {key!r} does not apply to a lora adapter (its folder says what it adapts)")
+    if "url" in table:
+        raise ManifestError(f"{where}: a lora adapter comes from a local path or a hub repository, not a url")
+    source = _parse_source(table, path, where, folder=True)
+    if isinstance(source, HubSource):
+        source = HubSource(repo=source.repo, file="adapter_model.safetensors", revision=source.revision)
+    size = table.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ManifestError(f"{where}: size must be a positive whole number of bytes, not {size!r}")
+    return ModelEntry(
+        name=name, kind=ModelKind.LORA, source=source, format=PEFT_FORMAT, sha256=_parse_sha256(table, where), size=size, arch=None, manifest_path=path,
     )
 
 

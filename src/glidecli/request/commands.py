@@ -151,6 +151,14 @@ class DecoderModels:
     clip_model: str | None = uses_role(o.CLIP_MODEL, Role.CLIP)
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """LoRA adapters on the command's networks (every rendering command; its last options)."""
+
+    lora: tuple[str, ...] = uses(o.LORA, ())
+    force: bool = uses(o.FORCE_LORA, False)
+
+
 # --- the commands ------------------------------------------------------------------------------
 
 
@@ -174,7 +182,7 @@ class Frames:
 
 
 @dataclass(frozen=True)
-class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
+class GenerateRequest(Adapters, TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
     """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
 
     command: ClassVar[str] = "generate"
@@ -182,7 +190,7 @@ class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureS
 
 
 @dataclass(frozen=True)
-class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
+class ClipGuideRequest(Adapters, TextModels, Output, TextUpsampling, SamplerTuning):
     """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
 
     command: ClassVar[str] = "clip-guide"
@@ -196,7 +204,7 @@ class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
 
 
 @dataclass(frozen=True)
-class UpsampleRequest(Output):
+class UpsampleRequest(Adapters, Output):
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
@@ -210,7 +218,7 @@ class UpsampleRequest(Output):
 
 
 @dataclass(frozen=True)
-class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class InpaintRequest(Adapters, InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
@@ -224,7 +232,7 @@ class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, Samp
 
 
 @dataclass(frozen=True)
-class OutpaintRequest(InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class OutpaintRequest(Adapters, InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
@@ -250,7 +258,7 @@ class PriorSampling:
 
 
 @dataclass(frozen=True)
-class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
+class UnclipRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
     """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
 
     command: ClassVar[str] = "unclip"
@@ -261,7 +269,7 @@ class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampli
 
 
 @dataclass(frozen=True)
-class DecoderRequest(DecoderModels, Output, BestOfN, DecoderSampling):
+class DecoderRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling):
     """The unCLIP commands that start from pictures' CLIP image embeddings (vary, blend): the
     decoder's and super-resolution's sampling, the output, the models, and the decoder's text."""
 
@@ -356,7 +364,21 @@ def build(request_type: RequestType, values: Mapping[str, Any]) -> Request:
     unknown = set(values) - set(typed)
     if unknown:
         raise RequestError(f"{request_type.command} has no option {sorted(unknown)[0]!r}")
-    return request_type(**typed)
+    return request_type(**_lora_tags_taken(typed))
+
+
+def _lora_tags_taken(typed: dict[str, Any]) -> dict[str, Any]:
+    """The values with the prompts' <lora:NAME:WEIGHT> tags moved to `lora` (after --lora's)."""
+    from .lora_tags import take_lora_tags, take_prompts_tags
+
+    specs: tuple[str, ...] = ()
+    if typed.get("prompts"):
+        typed["prompts"], specs = take_prompts_tags(typed["prompts"])
+    elif isinstance(typed.get("prompt"), str):
+        typed["prompt"], specs = take_lora_tags(typed["prompt"])
+    if specs:
+        typed["lora"] = (*typed["lora"], *(spec for spec in specs if spec not in typed["lora"]))
+    return typed
 
 
 def field_names(request_type: RequestType) -> dict[str, str]:

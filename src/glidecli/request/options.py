@@ -56,6 +56,7 @@ class ValueType(StrEnum):
     PICTURE = "picture"  # a file path on the CLI, an upload over HTTP
     PROMPTS = "prompts"  # one prompt or several
     PATH = "path"  # a file or folder of the machine that runs the command (glide train's)
+    ADAPTERS = "adapters"  # LoRA adapters, NAME[:WEIGHT] each: a flag given again, a JSON list
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,11 @@ def value_of(option: Option, raw: Any) -> Any:
 
 def convert(option: Option, raw: Any) -> Any:
     """`raw` as the option's type: "3" and 3 are both the int 3; anything else is RequestError."""
+    kind = option.value_type
+    if kind == ValueType.ADAPTERS:
+        return _adapters(option, raw)
     if raw is None:
         return None
-    kind = option.value_type
     if kind == ValueType.BOOL:
         if isinstance(raw, bool):
             return raw
@@ -128,6 +131,39 @@ def convert(option: Option, raw: Any) -> Any:
     if not isinstance(raw, str):
         raise RequestError(f"{raw!r} is not text", option.flag)
     return raw
+
+
+def _adapters(option: Option, raw: Any) -> tuple[str, ...]:
+    """NAME[:WEIGHT] specs: one text (a form field's may hold several, split by commas), or a
+    list of them (a repeated flag, a JSON list)."""
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",")] if "," in raw else [raw]
+    specs = () if raw is None else tuple(raw) if isinstance(raw, (list, tuple)) else None
+    if specs is None or not all(isinstance(spec, str) and spec for spec in specs):
+        raise RequestError(f"{raw!r} is not NAME[:WEIGHT] or a list of them", option.flag)
+    for spec in specs:
+        adapter_weight(spec, option.flag)
+    return specs
+
+
+def adapter_weight(spec: str, flag: str = "--lora") -> tuple[str, float | None]:
+    """(name, weight) of a NAME[:WEIGHT] spec; the weight is None when not given. A name may
+    hold colons (a path): only a last part that reads as a number, or that has no slash and
+    is not empty, is taken for the weight."""
+    name, colon, tail = spec.rpartition(":")
+    if not colon:
+        return spec, None
+    try:
+        weight = float(tail)
+    except ValueError:
+        if "/" in tail or "\\" in tail or not name:
+            return spec, None  # a path with a colon in it
+        raise RequestError(f"the weight of {spec!r}, {tail!r}, is not a number", flag) from None
+    if not math.isfinite(weight):
+        raise RequestError(f"the weight of {spec!r} is not a finite number", flag)
+    if not name:
+        raise RequestError(f"{spec!r} names no adapter", flag)
+    return name, weight
 
 
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
@@ -370,6 +406,17 @@ SHOW_STEPS = Option(
     panel=OUTPUT, minimum=1, optional=True, show_default=False,
 )
 
+# --- LoRA adapters (every rendering command) ---------------------------------------------------------
+
+LORA = Option(
+    ("--lora",), ValueType.ADAPTERS,
+    "A LoRA adapter (PEFT's format): a manifest name (kind lora) or a folder, with an optional :WEIGHT (default 1). Repeat to stack adapters.",
+    panel=MODELS, metavar="NAME[:WEIGHT]", show_default=False,
+)
+FORCE_LORA = Option(
+    ("--force", "--lora-force"), ValueType.BOOL,
+    "Apply --lora adapters recorded for another model (a fine-tune of the same architecture); shapes must still fit.", panel=MODELS,
+)
 
 # The options that say how many sampling steps a stage takes (a server caps their sum).
 STEP_OPTIONS = (STEPS, UPSAMPLE_STEPS, UPSAMPLE_ONLY_STEPS, PRIOR_STEPS, DECODER_STEPS, SR_STEPS)

@@ -107,8 +107,9 @@ def sd_vae() -> list[SdVae]:
 
 
 @router.get("/loras")
-def loras() -> list[Lora]:
-    return []
+def loras(service: ServiceDep) -> list[Lora]:
+    """The manifest's LoRA adapters, as A1111 lists them; a prompt selects one with <lora:NAME:WEIGHT>."""
+    return [Lora(name=entry.name, alias=entry.name, path=str(entry.source)) for entry in service.manifest.models_of_kind(ModelKind.LORA)]
 
 
 @router.get("/upscalers")

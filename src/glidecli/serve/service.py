@@ -163,7 +163,7 @@ class Service:
         from ..request.planner import plan_request
 
         try:
-            plan = plan_request(request, self.manifest)
+            plan = plan_request(request, self.manifest, adapter_paths=False)  # clients name manifest adapters, never server paths
         except Exception as error:  # noqa: BLE001 - sorted below
             if isinstance(error, RequestError) or is_known_failure(error):
                 raise ClientError(one_line(str(error))) from None
