@@ -98,7 +98,7 @@ def test_bad_adapters_are_one_line_and_nothing_is_written(glide, tmp_path):
     (corrupt / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
     rank0 = tmp_path / "rank0"
     shapes_adapter(rank0, config={"r": 0})
-    shapes_adapter(tmp_path / "for-upsampler", model="shapes-upsample")
+    shapes_adapter(tmp_path / "for-inpainting", model="shapes-inpaint")
     shapes_adapter(tmp_path / "other-weights", base_sha256="0" * 64)
     cases = [
         (["--lora", "nowhere"], 1, "no adapter of that name"),
@@ -107,7 +107,7 @@ def test_bad_adapters_are_one_line_and_nothing_is_written(glide, tmp_path):
         (["--lora", "rank0"], 1, "rank"),
         (["--lora", "shapes-upsample"], 1, "not a lora adapter"),
         (["--lora", "strong:abc"], 2, "is not a number"),
-        (["--lora", "for-upsampler"], 1, "does not run"),
+        (["--lora", "for-inpainting"], 1, "does not run"),
         (["--lora", "other-weights"], 1, "--force"),
     ]
     for flags, code, words in cases:

@@ -29,6 +29,7 @@ from .service import ClientError, image_url
 VALUE_TYPES: dict[ValueType, Any] = {
     ValueType.INT: int, ValueType.FLOAT: float, ValueType.STR: str, ValueType.BOOL: bool,
     ValueType.BATCH: int | Literal["auto"], ValueType.PICTURE: str, ValueType.PROMPTS: str | list[str], ValueType.PATH: str,
+    ValueType.ADAPTERS: str | list[str],  # NAME[:WEIGHT], several joined by commas, or a list of them
 }
 PICTURE_HELP = " (base64 text or a data: URL in JSON; a file in a multipart body)"
 
