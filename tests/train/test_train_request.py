@@ -53,10 +53,10 @@ def test_resume_alone_is_the_bare_request():
         ({"kind": "clip", "clip": "c"}, "--clip goes with --kind unclip-prior or unclip-decoder"),
         ({"name": "a b"}, "Invalid value for '--name': 'a b': use letters, digits, '-', '_' and '.'"),
         ({"model": "m/x", "name": None}, "Invalid value for '--name': 'm/x': use letters, digits, '-', '_' and '.'"),
-        ({"resume": True, "clip": "c", "kind": None}, "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction and --clip"),
+        ({"resume": True, "clip": "c", "kind": None}, "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip and --decoder"),
         ({"kind": "unclip-decoder"}, "--kind unclip-decoder needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from"),
         ({"lr": 0.0}, "learning rate must be a positive finite number, got 0.0"),
-        ({"kind": "nope"}, "Invalid value for '--kind': 'nope' is not one of 'base', 'upsample', 'base-inpaint', 'upsample-inpaint', 'clip', 'unclip-prior', 'unclip-decoder'"),
+        ({"kind": "nope"}, "Invalid value for '--kind': 'nope' is not one of 'base', 'upsample', 'base-inpaint', 'upsample-inpaint', 'clip', 'unclip-prior', 'unclip-decoder', 'unclip-sr'"),
         ({"colour": "red"}, "glide train has no option 'colour'"),
     ],
 )

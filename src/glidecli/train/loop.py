@@ -71,6 +71,7 @@ from .state import (
     write_checkpoint,
 )
 from .unclip_recipes import DecoderRecipe, PriorRecipe
+from .unclip_sr import SuperResRecipe
 from .vocabulary import MixedPrecision, SaveDtypeName, TrainKind
 
 AMP_DTYPES: dict[MixedPrecision, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,9 +79,10 @@ SAVE_DTYPES: dict[SaveDtypeName, torch.dtype] = {"fp32": torch.float32, "fp16": 
 
 
 def recipe_for(kind: str) -> Any:  # Any: the recipes share methods by name, each typed for its own network
-    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or decoder."""
-    recipes: dict[str, type[GlideRecipe | ClipRecipe | PriorRecipe | DecoderRecipe]] = {
-        TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe
+    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior, decoder or SR."""
+    recipes: dict[str, type[GlideRecipe | ClipRecipe | PriorRecipe | DecoderRecipe | SuperResRecipe]] = {
+        TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe,
+        TrainKind.UNCLIP_SR: SuperResRecipe,
     }
     return recipes.get(kind, GlideRecipe)()
 
@@ -155,7 +157,7 @@ class Trainer:
             )
         self.save_dtype: SaveDtypeName = plan.save_dtype or (state or {}).get("save_dtype") or "fp32"  # as RunPlan.save_dtype says
         self.plan = dataclasses.replace(plan, save_dtype=self.save_dtype)
-        self.recipe = recipe_for(self.source.kind)
+        self.recipe, self.manifest = recipe_for(self.source.kind), manifest  # the manifest: what a fresh run reads (None on --resume)
         self.recipe.check(self)
         entry = fine_tuned_entry(self.source, manifest) if state is None else None
         self.dataset = scan_dataset(data, max_side=2 * self.recipe.image_size(self, state, entry))
