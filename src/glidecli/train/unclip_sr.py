@@ -103,8 +103,8 @@ class SuperResForward(nn.Module):
 class SuperResRecipe(UnclipRecipe):
     kind = ModelKind.UNCLIP_SR
 
-    def _decoder(self, trainer: Any) -> ModelEntry:
-        """The decoder entry (--decoder) whose pictures the SR enlarges."""
+    def _decoder(self, trainer: Any) -> tuple[ModelEntry, UNetConfig]:
+        """The decoder entry (--decoder) whose pictures the SR enlarges, with its settings."""
         name = trainer.source.decoder
         if not name:
             raise TrainingError(f"--kind {self.kind} needs --decoder NAME: the unCLIP decoder (an unclip-decoder entry of --weights) it enlarges")
@@ -116,12 +116,12 @@ class SuperResRecipe(UnclipRecipe):
             raise TrainingError(str(error)) from None
         if entry.kind != ModelKind.UNCLIP_DECODER or not isinstance(entry.arch, UNetConfig):
             raise TrainingError(f"--decoder {name}: that model is a {entry.kind}, not an unCLIP decoder (unclip-decoder)")
-        return entry
+        return entry, entry.arch
 
     def image_size(self, trainer: Any, state, entry) -> int:
         if state is not None:
             return int(state["arch"]["image_size"])
-        return SR_FACTOR * int(self._decoder(trainer).arch.image_size)
+        return SR_FACTOR * self._decoder(trainer)[1].image_size
 
     def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[UNetConfig, nn.Module]:
         if state is not None:
@@ -130,8 +130,8 @@ class SuperResRecipe(UnclipRecipe):
                 model: nn.Module = Text2ImUNet(cfg)
             self.used = list(load_manifest(trainer.out / USED).models.values())
         else:
-            decoder = self._decoder(trainer)
-            values = {**preset_values(SR_PRESETS, trainer.source.preset, self.kind), "image_size": SR_FACTOR * decoder.arch.image_size}
+            decoder, decoder_cfg = self._decoder(trainer)
+            values = {**preset_values(SR_PRESETS, trainer.source.preset, self.kind), "image_size": SR_FACTOR * decoder_cfg.image_size}
             cfg = checked_config(karlo_sr_config, values, trainer.source.arch_changes, self.kind)
             model = init_fresh_(Text2ImUNet(cfg), trainer.hyper.seed)
             self._keep_used(trainer, unclip_around(trainer.manifest, decoder))
