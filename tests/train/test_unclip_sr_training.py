@@ -211,3 +211,24 @@ def test_refusals_are_one_line_and_write_nothing(glide, shapes, unclip_manifest,
     fine_tune = glide("train", shapes, "--kind", "unclip-sr", "--model", "decoder", "--decoder", "decoder", *given, "--out", tmp_path / "f")
     assert_one_error_line(fine_tune, 2, "'decoder' is a unclip-decoder model")
     assert not any((tmp_path / name).exists() for name in "abcdef")
+
+
+def test_a_narrow_sr_normalizes_in_fewer_groups_and_keeps_a_pictures_colour():
+    """With 32 channels in 32 groups, each channel is normalized alone: the network's last
+    GroupNorm gives the same output for a shape in one colour and in another whose channels
+    differ from its background in the same directions; in 8 groups of 4 it does not."""
+    from glidecli.nets.unclip_config import karlo_sr_config
+    from glidecli.nets.unet import Text2ImUNet
+
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(1, 1, 16, 16, generator=g) > 0.5).float()
+    red, blue = mask * torch.tensor([0.8, 0.2, 0.2])[:, None, None], mask * torch.tensor([0.2, 0.8, 0.2])[:, None, None]
+    for groups, differs in ((32, False), (8, True)):
+        net = Text2ImUNet(karlo_sr_config(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), norm_groups=groups))
+        assert {m.num_groups for m in net.modules() if isinstance(m, torch.nn.GroupNorm)} == {groups}
+        final = net.out[0]
+        features = torch.cat([red, blue], dim=0).repeat(1, 11, 1, 1)[:, :32]  # colour in the channels' levels
+        out = final(features * 3 + 1)
+        assert (not torch.allclose(out[0], out[1], atol=1e-4)) == differs, groups
+    with pytest.raises(ValueError, match="norm_groups"):
+        karlo_sr_config(norm_groups=0)

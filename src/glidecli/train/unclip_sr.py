@@ -59,8 +59,9 @@ BLUR_RADIUS = 2  # taps on each side: 2.5 sigma at the largest blur
 # The release's two U-Nets, each a full copy (nets/unclip.ImprovedSuperRes).
 SR_PARTS = ("model_first_steps", "model_last_step")
 
+# micro's 32 channels normalized in 8 groups (UNetConfig.norm_groups): in ADM's 32 it could not keep colours.
 SR_PRESETS: dict[PresetName, dict[str, Any]] = {
-    "micro": dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2)),
+    "micro": dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2), norm_groups=8),
     "tiny": dict(model_channels=64, num_res_blocks=2, channel_mult=(1, 2, 2, 4)),
     "small": dict(model_channels=128, num_res_blocks=2, channel_mult=(1, 2, 3, 4), dropout=0.1),
 }
