@@ -13,6 +13,7 @@ from glidecli.request.train import (
     FAMILIES,
     ClipTrainRequest,
     GlideTrainRequest,
+    SuperResTrainRequest,
     TrainRequest,
     UnclipTrainRequest,
     command_options,
@@ -32,10 +33,10 @@ def flags(**given):
 @pytest.mark.parametrize(
     "kind, family",
     [(None, GlideTrainRequest), ("upsample-inpaint", GlideTrainRequest), ("clip", ClipTrainRequest),
-     ("unclip-prior", UnclipTrainRequest), ("unclip-decoder", UnclipTrainRequest)],
+     ("unclip-prior", UnclipTrainRequest), ("unclip-decoder", UnclipTrainRequest), ("unclip-sr", SuperResTrainRequest)],
 )
 def test_the_kind_picks_the_family(kind, family):
-    extra = {"clip": "c"} if family is UnclipTrainRequest else {}
+    extra = {"clip": "c"} if family is UnclipTrainRequest else {"decoder": "d"} if family is SuperResTrainRequest else {}
     request = train_request(flags(model="m", preset="micro", kind=kind, **extra))
     assert type(request) is family
     assert request.source()[0].kind == (kind or TrainKind.BASE)
@@ -53,10 +54,12 @@ def test_resume_alone_is_the_bare_request():
         ({"kind": "clip", "clip": "c"}, "--clip goes with --kind unclip-prior or unclip-decoder"),
         ({"name": "a b"}, "Invalid value for '--name': 'a b': use letters, digits, '-', '_' and '.'"),
         ({"model": "m/x", "name": None}, "Invalid value for '--name': 'm/x': use letters, digits, '-', '_' and '.'"),
-        ({"resume": True, "clip": "c", "kind": None}, "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction and --clip"),
+        ({"resume": True, "clip": "c", "kind": None}, "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip and --decoder"),
         ({"kind": "unclip-decoder"}, "--kind unclip-decoder needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from"),
+        ({"kind": "unclip-sr"}, "--kind unclip-sr needs --decoder NAME: the unCLIP decoder (an unclip-decoder entry of --weights) it enlarges"),
+        ({"kind": "unclip-prior", "clip": "c", "decoder": "d"}, "--decoder goes with --kind unclip-sr"),
         ({"lr": 0.0}, "learning rate must be a positive finite number, got 0.0"),
-        ({"kind": "nope"}, "Invalid value for '--kind': 'nope' is not one of 'base', 'upsample', 'base-inpaint', 'upsample-inpaint', 'clip', 'unclip-prior', 'unclip-decoder'"),
+        ({"kind": "nope"}, "Invalid value for '--kind': 'nope' is not one of 'base', 'upsample', 'base-inpaint', 'upsample-inpaint', 'clip', 'unclip-prior', 'unclip-decoder', 'unclip-sr'"),
         ({"colour": "red"}, "glide train has no option 'colour'"),
     ],
 )

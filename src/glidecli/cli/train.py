@@ -99,7 +99,8 @@ def _request_flags(command: Callable[..., None]) -> Callable[..., None]:
 def train_command(values: Any = FLAGS) -> None:
     """Train a model on DATA: fine-tune a manifest model (--model NAME) or train a fresh
     network (--preset SIZE --model NEW-NAME). --kind clip trains a CLIP of your own, then
-    --kind unclip-prior and unclip-decoder --clip NAME an unCLIP on it (docs/training.md).
+    --kind unclip-prior and unclip-decoder --clip NAME an unCLIP on it, and --kind unclip-sr
+    --decoder NAME its 4x super-resolution (docs/training.md).
 
     GLIDE's recipe: random crops resized to the model's size, captions dropped for 20% of
     examples (classifier-free guidance), the hybrid loss (eps MSE + variational bound for
@@ -163,6 +164,9 @@ def _try_command(source: ModelSource, cfg: Any, manifest: Path) -> str:
     if source.kind == TrainKind.UNCLIP_DECODER:
         return (f'glide unclip "..." --weights {manifest} --decoder-model {source.name} --clip-model {source.clip}'
                 " --prior-model PRIOR --clip-stats PRIOR-stats")
+    if source.kind == TrainKind.UNCLIP_SR:
+        return (f'glide unclip "..." --weights {manifest} --sr-model {source.name} --decoder-model {source.decoder}'
+                " --clip-model CLIP --prior-model PRIOR --clip-stats PRIOR-stats")
     if source.kind == TrainKind.BASE:
         return f'glide generate "..." {where} --size {cfg.image_size}'
     if source.kind == TrainKind.UPSAMPLE:

@@ -142,3 +142,32 @@ def hybrid_loss(
     vb = torch.where(t.to(kl.device) == 0, nll, kl) * (schedule.num_train_timesteps / 1000.0)
     weighted = mse * min_snr_weight(schedule, t, min_snr_gamma, prediction).to(mse.device) if min_snr_gamma else mse
     return LossTerms(weighted + vb, mse, vb)
+
+
+def fixed_variance_loss(
+    schedule: Schedule,
+    model_output: Tensor,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    *,
+    min_snr_gamma: float = 0.0,
+    prediction: str = "eps",
+) -> LossTerms:
+    """The loss of a network with a fixed variance (output [B, C, H, W], eps or v alone), as
+    Karlo's super-resolution U-Nets are trained (improved DDPM's "simple" MSE objective, no
+    variational bound): the MSE of the prediction per example, optionally Min-SNR weighted.
+    The returned vb is zero."""
+    if len(schedule) != schedule.num_train_timesteps:
+        raise ValueError("training needs the full (not respaced) diffusion schedule")
+    predicted = model_output.float()
+    if predicted.shape[1] != x0.shape[1]:
+        raise ValueError(f"expected {x0.shape[1]} output channels (a fixed variance), got {predicted.shape[1]}")
+    if prediction == "v":
+        alpha_bar = schedule.alphas_cumprod
+        target = _gather(alpha_bar.sqrt(), t, x0) * noise - _gather((1.0 - alpha_bar).sqrt(), t, x0) * x0
+    else:
+        target = noise
+    mse = _mean_per_example((target - predicted) ** 2)
+    weighted = mse * min_snr_weight(schedule, t, min_snr_gamma, prediction).to(mse.device) if min_snr_gamma else mse
+    return LossTerms(weighted, mse, torch.zeros_like(mse))

@@ -79,6 +79,10 @@ class UNetConfig:
     clip_tokens: int = 4
     # ADM's middle attention block; Karlo's super-resolution U-Nets have no attention at all.
     middle_attention: bool = True
+    # Groups of every GroupNorm (ADM's GroupNorm32: 32). A narrow network needs fewer: with 32
+    # channels in 32 groups each channel is normalized alone over the picture, which removes
+    # its mean, so an upsampler without an embedding to add it back cannot say a picture's colour.
+    norm_groups: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", _as_int_tuple(self.channel_mult))
@@ -88,6 +92,8 @@ class UNetConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"channel_mult must be a non-empty list of positive numbers, got {list(self.channel_mult)}")
+        if self.norm_groups < 1:
+            raise ValueError(f"norm_groups must be at least 1, got {self.norm_groups}")
         for name in ("text_ctx", "xf_width", "xf_layers", "xf_heads", "n_vocab", "clip_dim", "clip_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")

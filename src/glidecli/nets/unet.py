@@ -43,12 +43,12 @@ class ResBlock(nn.Module):
         self.resample = resample  # "", "up" or "down"
         self.use_scale_shift_norm = cfg.use_scale_shift_norm
         self.in_layers = nn.Sequential(
-            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+            GroupNorm32(channels, cfg.norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
         emb_out = 2 * out_channels if cfg.use_scale_shift_norm else out_channels
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, emb_out))
         self.out_layers = nn.Sequential(
-            GroupNorm32(out_channels),
+            GroupNorm32(out_channels, cfg.norm_groups),
             nn.SiLU(),
             nn.Dropout(cfg.dropout),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
@@ -106,7 +106,7 @@ class AttentionBlock(nn.Module):
             self.heads = channels // cfg.num_head_channels
         else:
             self.heads = cfg.num_heads
-        self.norm = GroupNorm32(channels)
+        self.norm = GroupNorm32(channels, cfg.norm_groups)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.encoder_kv = nn.Conv1d(cfg.xf_width, 2 * channels, 1) if cfg.xf_width else None
         self.proj_out = nn.Conv1d(channels, channels, 1)
@@ -230,7 +230,7 @@ class Text2ImUNet(nn.Module):
                     factor //= 2
                 self.output_blocks.append(block)
 
-        self.out = nn.Sequential(GroupNorm32(current), nn.SiLU(), nn.Conv2d(first, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm32(current, cfg.norm_groups), nn.SiLU(), nn.Conv2d(first, cfg.out_channels, 3, padding=1))
 
     def _add_text_conditioning(self, cfg: UNetConfig, emb_dim: int) -> None:
         """The layers that read the prompt: GLIDE's own text transformer, or for unCLIP's

@@ -53,7 +53,7 @@ from .session import Reporter, Session
 
 __all__ = [
     "DEFAULT_DECODER", "DEFAULT_PRIOR", "DEFAULT_SR", "BlendJob", "ClipModels", "decoder_conditioning", "render_blend", "render_unclip",
-    "render_vary", "sample_prior", "slerp", "super_resolve",
+    "render_vary", "sample_prior", "slerp", "sr_low_res", "super_resolve",
 ]
 
 DEFAULT_PRIOR = Stage.of(defaults.UNCLIP_PRIOR)
@@ -150,7 +150,7 @@ def super_resolve(
     `networks`, when given, are called in place of (model_first_steps, model_last_step)."""
     cfg = sr.config
     size = cfg.image_size
-    low_res = F.interpolate(images.clamp(-1, 1).float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    low_res = sr_low_res(images, size)
     schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
     first_steps, last_step = networks or (sr.model_first_steps, sr.model_last_step)
     first = denoiser_from_model(_with_low_res(first_steps, low_res), schedule, prediction=cfg.prediction)
@@ -161,6 +161,13 @@ def super_resolve(
 
     x = noise.initial((3, size, size), low_res.device, torch.float32)
     return sample(sampler.name, denoise, x, schedule, noise=noise, eta=sampler.eta, callback=callback).clamp(-1, 1)
+
+
+def sr_low_res(images: Tensor, size: int) -> Tensor:
+    """What the SR U-Nets see of decoder outputs [B, 3, s, s]: clamped to [-1, 1] and resized
+    to size x size bicubic, antialiased (as Karlo's torchvision resize of tensors); training
+    (train/unclip_sr.py) gives its degraded low-resolution pictures the same way."""
+    return F.interpolate(images.clamp(-1, 1).float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
 
 
 def _with_low_res(network: NetworkCall, low_res: Tensor) -> ModelFn:

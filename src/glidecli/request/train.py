@@ -1,5 +1,5 @@
 """`glide train`'s requests: one typed, frozen request per family of kinds (GLIDE's U-Nets, a
-CLIP of one's own, unCLIP's prior and decoder) and the bare TrainRequest that continues a run
+CLIP of one's own, unCLIP's prior and decoder, unCLIP's super-resolution) and the bare TrainRequest that continues a run
 (--resume), each with its checks, whose messages are the one line the CLI shows. The families
 share the fields every run takes (TrainRequest) and those of a run that starts (FreshTrainRequest).
 
@@ -30,6 +30,7 @@ from .train_options import (
     CLIP,
     CROP_MIN,
     DATA,
+    DECODER,
     DEVICE,
     DTYPE,
     EMA,
@@ -71,8 +72,9 @@ if TYPE_CHECKING:
     from ..train.loop import Progress, Trainer, TrainResult
 
 MISSING_MODEL = "missing --model NAME (the model to fine-tune, or with --preset the new model's name)"
-RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction and --clip"
-CLIP_WITHOUT_UNCLIP = "--clip goes with --kind unclip-prior or unclip-decoder"
+RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip and --decoder"
+# What an option that only some families take says to the others.
+ONLY_WITH: dict[str, str] = {"clip": "--clip goes with --kind unclip-prior or unclip-decoder", "decoder": "--decoder goes with --kind unclip-sr"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,10 +287,32 @@ class UnclipTrainRequest(FreshTrainRequest):
         return source, manifest
 
 
+@dataclass(frozen=True, kw_only=True)
+class SuperResTrainRequest(FreshTrainRequest):
+    """unCLIP's super-resolution for the pictures of `decoder` (an unclip-decoder entry of the manifest)."""
+
+    kind: Literal[TrainKind.UNCLIP_SR] = uses(KIND, TrainKind.UNCLIP_SR)
+    decoder: str | None = uses(DECODER, None)
+
+    def check_source(self) -> None:
+        super().check_source()
+        if self.decoder is None:
+            raise RequestError(f"--kind {self.kind} needs --decoder NAME: the unCLIP decoder (an unclip-decoder entry of --weights) it enlarges")
+
+    def fresh_network(self) -> dict[str, Any]:
+        return {"decoder": self.decoder}
+
+    def source(self) -> tuple[ModelSource, Manifest | None]:
+        manifest = load_manifest(self.weights)  # it holds the decoder
+        source, _ = super().source()  # a manifest model is refused by the recipe: it trains a fresh network only
+        return source, manifest
+
+
 # The families in the order their options' defaults are taken for the command line.
-FAMILIES: tuple[type[TrainRequest], ...] = (GlideTrainRequest, UnclipTrainRequest, ClipTrainRequest, TrainRequest)
+FAMILIES: tuple[type[TrainRequest], ...] = (GlideTrainRequest, UnclipTrainRequest, SuperResTrainRequest, ClipTrainRequest, TrainRequest)
 _FAMILY_OF_KIND: dict[TrainKind, type[TrainRequest]] = {
     TrainKind.CLIP: ClipTrainRequest, TrainKind.UNCLIP_PRIOR: UnclipTrainRequest, TrainKind.UNCLIP_DECODER: UnclipTrainRequest,
+    TrainKind.UNCLIP_SR: SuperResTrainRequest,
 }
 
 
@@ -318,8 +342,8 @@ def train_request(flags: Mapping[str, Any]) -> TrainRequest:
     fields = {item.name for item in dataclasses.fields(family)}
     request = family(**{name: value for name, value in {**flags, "kind": kind}.items() if name in fields})
     refused = [name for name, value in flags.items() if name not in fields and value is not None and options[name].optional]
-    if refused:  # a fresh run's family lacks only unCLIP's --clip among those
-        raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else CLIP_WITHOUT_UNCLIP)
+    if refused:  # a fresh run's family lacks only unCLIP's --clip or --decoder among those
+        raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else ONLY_WITH[refused[0]])
     return request
 
 

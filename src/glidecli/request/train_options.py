@@ -30,12 +30,17 @@ PRESET = Option(
 )
 KIND = Option(
     ("--kind",), ValueType.STR,
-    "Kind of a fresh network (--preset; default base). clip: a CLIP of your own; unclip-prior, unclip-decoder: unCLIP's, learning from --clip."
+    "Kind of a fresh network (--preset; default base). clip: a CLIP of your own; unclip-prior, unclip-decoder: unCLIP's, learning from --clip;"
+    " unclip-sr: unCLIP's 4x super-resolution of --decoder's pictures."
     " With a base or upsample --model, base-inpaint or upsample-inpaint starts an inpainting model from it.",
     panel=MODEL_AND_DEVICE, choices=tuple(kind.value for kind in TrainKind), optional=True, show_default=False,
 )
 CLIP = Option(
     ("--clip",), ValueType.STR, "unclip-prior and unclip-decoder: the CLIP (an openclip entry of --weights) whose embeddings they learn.",
+    panel=MODEL_AND_DEVICE, optional=True, show_default=False,
+)
+DECODER = Option(
+    ("--decoder",), ValueType.STR, "unclip-sr: the unCLIP decoder (an unclip-decoder entry of --weights) whose pictures it enlarges 4x.",
     panel=MODEL_AND_DEVICE, optional=True, show_default=False,
 )
 NAME = Option(("--name",), ValueType.STR, "Name of the trained model (default: --model).", panel=MODEL_AND_DEVICE, optional=True)
@@ -128,7 +133,7 @@ OFFLINE = Option(("--offline",), ValueType.BOOL, "Never download; use cached or 
 
 # The order of `glide train --help`: its panels, and the options in each.
 HELP_ORDER = (
-    DATA, OUT, MODEL, PRESET, KIND, CLIP, NAME, PREDICTION, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
+    DATA, OUT, MODEL, PRESET, KIND, CLIP, DECODER, NAME, PREDICTION, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
     STEPS, BATCH_SIZE, LR, WEIGHT_DECAY, EMA, WARMUP, GRAD_CLIP, CAPTION_DROPOUT, CROP_MIN, MIN_SNR, NOISY_SHARE, SEED,
     SAVE_EVERY, KEEP, SAMPLE_EVERY, NO_SAMPLES, LOG_EVERY, RESUME, SAVE_DTYPE,
     DEVICE, DTYPE, GRAD_CHECKPOINTING, WEIGHTS, OFFLINE, QUIET,

@@ -72,6 +72,7 @@ from .state import (
     write_checkpoint,
 )
 from .unclip_recipes import DecoderRecipe, PriorRecipe
+from .unclip_sr import SuperResRecipe
 from .vocabulary import MixedPrecision, SaveDtypeName, TrainKind
 
 AMP_DTYPES: dict[MixedPrecision, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,10 +80,11 @@ SAVE_DTYPES: dict[SaveDtypeName, torch.dtype] = {"fp32": torch.float32, "fp16": 
 
 
 def recipe_for(kind: str, lora: dict[str, Any] | None = None) -> Any:  # Any: the recipes share methods by name, each typed for its own network
-    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or
-    decoder; with `lora` (ModelSource.lora) it trains a LoRA adapter of the model (lora_recipe.py)."""
-    recipes: dict[str, type[GlideRecipe | ClipRecipe | PriorRecipe | DecoderRecipe]] = {
-        TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe
+    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior, decoder or
+    SR; with `lora` (ModelSource.lora) it trains a LoRA adapter of the model (lora_recipe.py)."""
+    recipes: dict[str, type[GlideRecipe | ClipRecipe | PriorRecipe | DecoderRecipe | SuperResRecipe]] = {
+        TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe,
+        TrainKind.UNCLIP_SR: SuperResRecipe,
     }
     recipe = recipes.get(kind, GlideRecipe)()
     return LoraRecipe(recipe, lora) if lora else recipe
@@ -158,7 +160,7 @@ class Trainer:
             )
         self.save_dtype: SaveDtypeName = plan.save_dtype or (state or {}).get("save_dtype") or "fp32"  # as RunPlan.save_dtype says
         self.plan = dataclasses.replace(plan, save_dtype=self.save_dtype)
-        self.recipe = recipe_for(self.source.kind, self.source.lora)
+        self.recipe, self.manifest = recipe_for(self.source.kind, self.source.lora), manifest  # the manifest: what a fresh run reads (None on --resume)
         self.recipe.check(self)
         entry = fine_tuned_entry(self.source, manifest) if state is None else None
         self.dataset = scan_dataset(data, max_side=2 * self.recipe.image_size(self, state, entry))

@@ -114,6 +114,7 @@ class ModelSource:
     clip: str | None = None  # unCLIP's prior and decoder: the CLIP entry they learn from
     # A LoRA run (lora_recipe.py): rank, alpha, dropout, targets; then the base model's file and sha256.
     lora: dict[str, Any] | None = None
+    decoder: str | None = None  # unCLIP's super-resolution: the decoder entry whose pictures it enlarges
 
 
 def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:

@@ -64,21 +64,22 @@ DECODER_PRESETS: dict[PresetName, dict[str, Any]] = {
 }
 
 
-def _preset(presets: dict[PresetName, dict[str, Any]], preset: PresetName | None, kind: str) -> dict[str, Any]:
+def preset_values(presets: dict[PresetName, dict[str, Any]], preset: PresetName | None, kind: str) -> dict[str, Any]:
     if (preset or DEFAULT_PRESET) not in presets:
         raise TrainingError(f"unknown preset {preset!r} for an {kind}; choose one of {', '.join(presets)}")
     return presets[preset or DEFAULT_PRESET]
 
 
-def _config(make, values: dict, changes: dict, kind: str):
+def checked_config(make, values: dict, changes: dict, kind: str):
     try:
         return make(**{**values, **changes})
     except (TypeError, ValueError) as error:
         raise TrainingError(f"invalid {kind} settings: {' '.join(str(error).split())}") from None
 
 
-class _UnclipRecipe:
-    """What the prior and the decoder share: the CLIP and its embeddings, the kept entries."""
+class UnclipRecipe:
+    """What unCLIP's recipes share: the CLIP and its embeddings (prior, decoder), the kept
+    entries, the schedule and the examples' draws (also the SR's, unclip_sr.py)."""
 
     kind = ""
 
@@ -132,7 +133,7 @@ class PriorForward(nn.Module):
         return self.model(x_t, t, ClipText(pooled, tokens, mask))
 
 
-class PriorRecipe(_UnclipRecipe):
+class PriorRecipe(UnclipRecipe):
     kind = ModelKind.UNCLIP_PRIOR
 
     def image_size(self, trainer: Any, state, entry) -> int:
@@ -153,8 +154,8 @@ class PriorRecipe(_UnclipRecipe):
             with torch.device("meta"):
                 model = build_network(self.kind, cfg)
         else:
-            values = {**_preset(PRIOR_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
-            cfg = _config(PriorConfig, values, trainer.source.arch_changes, self.kind)
+            values = {**preset_values(PRIOR_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
+            cfg = checked_config(PriorConfig, values, trainer.source.arch_changes, self.kind)
             self.mean, self.std = self.data.images.mean(0), self.data.images.std(0).clamp(min=1e-6)
             if trainer.ranks.is_main:
                 save_tensors({"0": self.mean, "1": self.std}, self.stats_path)
@@ -241,7 +242,7 @@ class DecoderForward(nn.Module):
         return self.model(x_t, t, self.model.encode_clip(pooled, tokens, mask, image))
 
 
-class DecoderRecipe(_UnclipRecipe):
+class DecoderRecipe(UnclipRecipe):
     kind = ModelKind.UNCLIP_DECODER
 
     def image_size(self, trainer: Any, state, entry) -> int:
@@ -266,8 +267,8 @@ class DecoderRecipe(_UnclipRecipe):
                 model = build_network(self.kind, cfg)
             self.used = [clip, *priors]
         else:
-            values = {**_preset(DECODER_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
-            cfg = _config(karlo_decoder_config, values, trainer.source.arch_changes, self.kind)
+            values = {**preset_values(DECODER_PRESETS, trainer.source.preset, self.kind), "text_ctx": clip.arch.text_ctx, "clip_dim": width}
+            cfg = checked_config(karlo_decoder_config, values, trainer.source.arch_changes, self.kind)
             model = init_fresh_(network_as(Text2ImUNet, build_network(self.kind, cfg)), trainer.hyper.seed)
             with torch.no_grad():
                 model.cf_param.copy_(torch.randn(width, generator=torch.Generator().manual_seed(trainer.hyper.seed)) * 0.02)

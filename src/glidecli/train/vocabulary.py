@@ -21,10 +21,12 @@ class TrainKind(StrEnum):
     CLIP = "clip"
     UNCLIP_PRIOR = ModelKind.UNCLIP_PRIOR.value
     UNCLIP_DECODER = ModelKind.UNCLIP_DECODER.value
+    UNCLIP_SR = ModelKind.UNCLIP_SR.value
 
 
 # The families of kinds, each trained by its own recipe (loop.recipe_for) from its own request
-# (request/train.py): GLIDE's U-Nets, and unCLIP's prior and decoder, which learn from a CLIP.
+# (request/train.py): GLIDE's U-Nets, unCLIP's prior and decoder, which learn from a CLIP, and
+# unCLIP's super-resolution, which enlarges a decoder's pictures (no CLIP: Karlo's SR sees only them).
 GlideKind = Literal[TrainKind.BASE, TrainKind.UPSAMPLE, TrainKind.BASE_INPAINT, TrainKind.UPSAMPLE_INPAINT]
 UnclipKind = Literal[TrainKind.UNCLIP_PRIOR, TrainKind.UNCLIP_DECODER]
 
