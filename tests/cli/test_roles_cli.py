@@ -67,11 +67,11 @@ def test_inpaint_outpaint_and_upsample_take_their_roles(glide):
 
 
 def test_unclip_vary_and_blend_take_the_shapes_unclip_set(glide):
-    made = glide("unclip", "a red circle", "--prior-steps", "2", "--steps", "2", "--seed", "2", "--out", "un", *SHAPES)
+    made = glide("unclip", "a red circle", "--prior-steps", "2", "--steps", "2", "--sr-steps", "2", "--seed", "2", "--out", "un", *SHAPES)
     assert made.code == 0, made.err
     meta = read_png_metadata(made.paths[0])
-    assert (meta["prior_model"], meta["decoder_model"], meta["clip_model"]) == ("shapes-prior", "shapes-decoder", "shapes-clip")
-    assert Image.open(made.paths[0]).size == (32, 32)  # no super-resolution in the shapes set: the decoder's size
+    assert (meta["prior_model"], meta["decoder_model"], meta["clip_model"], meta["sr_model"]) == ("shapes-prior", "shapes-decoder", "shapes-clip", "shapes-sr")
+    assert Image.open(made.paths[0]).size == (128, 128)  # the shapes set's super-resolution: 4x the decoder's
     varied = glide("vary", "p.png", "--steps", "2", "--seed", "2", "--out", "va", *SHAPES)
     assert varied.code == 0, varied.err
     assert read_png_metadata(varied.paths[0])["decoder_model"] == "shapes-decoder"

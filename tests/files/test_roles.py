@@ -94,14 +94,14 @@ def test_the_shapes_manifest_names_its_set_in_defaults():
     expected = {
         Role.BASE: "shapes", Role.UPSAMPLE: "shapes-upsample", Role.INPAINT: "shapes-inpaint", Role.CLIP: "shapes-clip",
         Role.UNCLIP_PRIOR: "shapes-prior", Role.CLIP_STATS: "shapes-prior-stats", Role.UNCLIP_DECODER: "shapes-decoder",
-        Role.RANK: "shapes-clip",
+        Role.UNCLIP_SR: "shapes-sr", Role.RANK: "shapes-clip",
     }
     assert manifest.defaults == expected
     for role, name in expected.items():
         assert roles[role] == name and roles.choices[role].source == RoleSource.DEFAULTS
         assert manifest.model(name).kind == role.kind
     # what the shapes set lacks stays the packaged name, which commands report missing as before
-    for role in (Role.UPSAMPLE_INPAINT, Role.CLIP_IMAGE, Role.CLIP_TEXT, Role.UNCLIP_SR):
+    for role in (Role.UPSAMPLE_INPAINT, Role.CLIP_IMAGE, Role.CLIP_TEXT):
         assert roles[role] == PACKAGED_NAMES[role] and not roles.choices[role].present
     described = roles.describe()
     assert described["base"] == {"model": "shapes", "kind": "base", "from": "defaults", "present": True}
