@@ -70,3 +70,9 @@ DEVICES: tuple[str, ...] = get_args(DeviceName)
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(OffloadName)
 MAX_CANVAS = 8192  # pixels per side of an outpainted canvas; a bigger one is refused before any work
+
+# unCLIP's text diffs (glide vary --toward): the share of the way toward the new caption, the
+# paper's 0.25-0.5; --keep-layout's fixed-point refinements of each inversion step (each one
+# more decoder pass: diffusion/inversion.py).
+TEXT_DIFF_AMOUNT = 0.5
+KEEP_LAYOUT_REFINE = 1
