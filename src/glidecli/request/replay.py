@@ -147,4 +147,6 @@ def _stand_ins(command: str) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, tuple):  # a FLOATS option's numbers (--amount 0,0.5)
+        return ",".join(str(number) for number in value)
     return str(value)
