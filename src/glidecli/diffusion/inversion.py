@@ -49,17 +49,29 @@ def invert_ddim(
     for i in range(total):
         ab = coefficient(schedule.alpha_bar(i), x)
         ab_prev = coefficient(schedule.alpha_bar_prev(i), x)
-        guess = x  # the picture one level down: the usual first guess of x
-        clean = x
-        for k in range(refine + 1):
-            pred = denoise(guess, i)
-            if k == 0 or float(ab) >= 0.5:  # solve through eps (the usual inversion's first step)
-                clean = (x - torch.sqrt(1 - ab_prev) * pred.eps) / torch.sqrt(ab_prev)
-                guess = torch.sqrt(ab) * clean + torch.sqrt(1 - ab) * pred.eps
-            else:  # through x0: x_prev = sqrt(ab_prev) x0 + sqrt((1 - ab_prev) / (1 - ab)) (x - sqrt(ab) x0)
-                clean = pred.x0
-                guess = torch.sqrt((1 - ab) / (1 - ab_prev)) * (x - torch.sqrt(ab_prev) * clean) + torch.sqrt(ab) * clean
-        x = guess
+        x, clean = _invert_step(denoise, x, i, ab, ab_prev, refine)
         if callback is not None:
             callback(StepInfo(i + 1, total, x, clean))
     return x
+
+
+def _invert_step(denoise: Denoiser, x_prev: Tensor, i: int, ab: Tensor, ab_prev: Tensor, refine: int) -> tuple[Tensor, Tensor]:
+    """(x, its clean estimate) one step above `x_prev`. A refinement whose residual (the DDIM
+    step from the current x, minus x_prev) grew switches to the other form: the one that
+    contracts depends on the network (a random one's x0 follows x everywhere)."""
+    through_eps = float(ab) >= 0.5
+    guess, clean = x_prev, x_prev  # the picture one level down: the usual first guess of x
+    previous = float("inf")
+    for k in range(refine + 1):
+        pred = denoise(guess, i)
+        if k > 0:
+            residual = float((torch.sqrt(ab_prev) * pred.x0 + torch.sqrt(1 - ab_prev) * pred.eps - x_prev).abs().max())
+            through_eps = through_eps != (residual > previous)
+            previous = residual
+        if k == 0 or through_eps:  # solve through eps (the usual inversion's first step)
+            clean = (x_prev - torch.sqrt(1 - ab_prev) * pred.eps) / torch.sqrt(ab_prev)
+            guess = torch.sqrt(ab) * clean + torch.sqrt(1 - ab) * pred.eps
+        else:  # through x0: x_prev = sqrt(ab_prev) x0 + sqrt((1 - ab_prev) / (1 - ab)) (x - sqrt(ab) x0)
+            clean = pred.x0
+            guess = torch.sqrt((1 - ab) / (1 - ab_prev)) * (x_prev - torch.sqrt(ab_prev) * clean) + torch.sqrt(ab) * clean
+    return guess, clean

@@ -75,4 +75,4 @@ MAX_CANVAS = 8192  # pixels per side of an outpainted canvas; a bigger one is re
 # paper's 0.25-0.5; --keep-layout's fixed-point refinements of each inversion step (each one
 # more decoder pass: diffusion/inversion.py).
 TEXT_DIFF_AMOUNT = 0.5
-KEEP_LAYOUT_REFINE = 1
+KEEP_LAYOUT_REFINE = 3

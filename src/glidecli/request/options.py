@@ -375,7 +375,7 @@ AMOUNT = Option(
 KEEP_LAYOUT = Option(
     ("--keep-layout",), ValueType.BOOL,
     "Decode from the DDIM inversion of the picture (IMAGE_A for blend) instead of fresh noise, so its layout stays:"
-    " the decoder samples ddim with eta 0, and the inversion costs two more decoder passes.",
+    " the decoder samples ddim with eta 0; the inversion costs 4 decoder passes, once per picture.",
     panel=EDITS,
 )
 FRAMES = Option(("--frames",), ValueType.INT, "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
