@@ -65,15 +65,15 @@ def test_amounts_give_one_picture_each_and_record_the_texts(glide, tmp_path, pic
 
 
 def test_a_picture_replays_with_its_texts_amount_and_layout(glide, tmp_path, pictures):
-    made = glide("vary", pictures["captioned"], "--toward", TOWARD, "--amount", "0.25,0.75", "--keep-layout", "--seed", "2",
+    made = glide("vary", pictures["captioned"], "--toward", TOWARD, "--amount", "0.25,0.75", "--keep-layout", "--layout-refine", "1", "--seed", "2",
                  "--out", tmp_path / "made", *FAST)
     assert made.code == 0, made.err
     meta = read_png_metadata(made.paths[1])
-    assert meta["keep_layout"] is True and meta["decoder_sampler"] == "ddim" and meta["amount"] == 0.75
+    assert meta["keep_layout"] is True and meta["layout_refine"] == 1 and meta["decoder_sampler"] == "ddim" and meta["amount"] == 0.75
     info = glide("info", "--command", made.paths[1])
     assert info.code == 0, info.err
     assert "--toward 'a green cube'" in info.out and "--away 'a red cube'" in info.out
-    assert "--amount 0.75" in info.out and "--keep-layout" in info.out and "--sampler ddim" in info.out
+    assert "--amount 0.75" in info.out and "--keep-layout" in info.out and "--layout-refine 1" in info.out and "--sampler ddim" in info.out
     again = glide("vary", "--from", made.paths[1], "--out", tmp_path / "again", "--quiet")
     assert again.code == 0, again.err
     assert "map onto no option" not in again.err
@@ -119,6 +119,8 @@ def test_keep_layout_decodes_the_same_picture_from_every_seed(glide, tmp_path, p
         (["blend", "{tall}", "{captioned}", "--keep-layout"], 2, "crop it square"),
         (["vary", "{captioned}", "--keep-layout", "--best-of", "2", "--prompt", "x"], 2, "--best-of"),
         (["vary", "{captioned}", "--keep-layout", "--sampler", "plms"], 2, "--sampler"),
+        (["vary", "{captioned}", "--layout-refine", "1"], 2, "give --keep-layout"),
+        (["blend", "{captioned}", "{plain}", "--keep-layout", "--layout-refine", "21"], 2, "--layout-refine"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(glide, tmp_path, pictures, args, code, fragment):

@@ -125,7 +125,7 @@ def test_keep_layout_gives_every_seed_the_same_decoder_picture(session, picture)
     jobs = [Job("", seed, k) for k, seed in enumerate((1, 2))]
     kept = list(render_vary(session, jobs, picture, DECODER, None, keep_layout=True, options=RenderOptions(batch_size=2)))
     assert np.array_equal(pixels(kept[0].image), pixels(kept[1].image))
-    assert kept[0].meta["keep_layout"] is True and kept[0].meta["decoder_sampler"] == "ddim"
+    assert kept[0].meta["keep_layout"] is True and kept[0].meta["layout_refine"] == 3 and kept[0].meta["decoder_sampler"] == "ddim"
     fresh = list(render_vary(session, jobs, picture, DECODER, None))
     assert not np.array_equal(pixels(fresh[0].image), pixels(fresh[1].image))
     # A blend keeping the layout starts every frame from picture A's inversion: at mix 0 it is

@@ -373,5 +373,5 @@ def _layout_keeper(
     `picture`, recorded in `source`; else None: the decoder starts from the noise."""
     if refine is None:
         return None
-    source["keep_layout"] = True
+    source.update(keep_layout=True, layout_refine=refine)
     return partial(renderer.layout, picture, embedding, refine)

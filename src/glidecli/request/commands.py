@@ -270,6 +270,7 @@ class VaryRequest(DecoderRequest):
     away: str | None = uses(o.AWAY, None)
     amount: tuple[float, ...] | None = uses(o.AMOUNT, None)
     keep_layout: bool = uses(o.KEEP_LAYOUT, False)
+    layout_refine: int = uses(o.LAYOUT_REFINE, defaults.KEEP_LAYOUT_REFINE)
     animate: str | None = uses(o.ANIMATE, None)
 
 
@@ -285,6 +286,7 @@ class BlendRequest(DecoderRequest):
     frames: int | None = uses(o.FRAMES, None)
     animate: str | None = uses(o.ANIMATE, None)
     keep_layout: bool = uses(o.KEEP_LAYOUT, False)
+    layout_refine: int = uses(o.LAYOUT_REFINE, defaults.KEEP_LAYOUT_REFINE)
 
 
 # Every rendering request, and the classes they are made from (a function that takes "a

@@ -375,8 +375,13 @@ AMOUNT = Option(
 KEEP_LAYOUT = Option(
     ("--keep-layout",), ValueType.BOOL,
     "Decode from the DDIM inversion of the picture (IMAGE_A for blend) instead of fresh noise, so its layout stays:"
-    " the decoder samples ddim with eta 0; the inversion costs 4 decoder passes, once per picture.",
+    " the decoder samples ddim with eta 0; the inversion costs 1 + --layout-refine decoder passes, once per picture.",
     panel=EDITS,
+)
+LAYOUT_REFINE = Option(
+    ("--layout-refine",), ValueType.INT,
+    "--keep-layout: fixed-point refinements of each inversion step, each one more decoder pass (0: the usual DDIM inversion; more: closer to the picture).",
+    panel=EDITS, minimum=0, maximum=20,
 )
 FRAMES = Option(("--frames",), ValueType.INT, "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
 

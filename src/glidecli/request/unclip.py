@@ -121,8 +121,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
     warnings: list[str] = []
     image = _picture(o.IMAGE, r.image)
     text_diff, amounts = _text_diff(r, image)
-    if r.keep_layout:
-        r = _with_layout(r, image, manifest, warnings)
+    r = _with_layout(r, image, manifest, warnings)
     clip, decoder, sr = _from_embeddings(manifest, r, warnings)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     if r.animate is not None and len(amounts) < 2:
@@ -137,7 +136,7 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
         command="vary", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         render=lambda session, todo, options: render_vary(
             session, todo, image, decoder, sr, clip=clip, options=options,
-            best_of=ranking, text_diff=text_diff, keep_layout=r.keep_layout,
+            best_of=ranking, text_diff=text_diff, keep_layout=r.keep_layout, layout_refine=r.layout_refine,
         ),
         warnings=warnings,
         animate=r.animate,
@@ -175,10 +174,14 @@ def _recorded_prompt(image: Path) -> str | None:
 
 
 def _with_layout(r: R, image: Path, manifest: Manifest, warnings: list[str]) -> R:
-    """The request as --keep-layout runs it: the decoder samples ddim (eta 0, invertible), the
-    picture is a square the decoder's size can take, and one decoder picture per amount or mix."""
+    """The request as it runs: with --keep-layout, the decoder samples ddim (eta 0, invertible),
+    the picture is a square the decoder's size can take, and one decoder picture per amount or mix."""
     from ..render.sizes import layout_picture_problem
 
+    if not r.keep_layout:
+        if r.layout_refine != defaults.KEEP_LAYOUT_REFINE:
+            raise RequestError("refines --keep-layout's inversion: give --keep-layout too", o.LAYOUT_REFINE.flag)
+        return r
     if r.sampler not in (defaults.UNCLIP_DECODER.sampler, SamplerName.DDIM):
         raise RequestError("--keep-layout decodes with ddim (eta 0), the sampler that inverts: leave --sampler out or give ddim", o.DECODER_SAMPLER.flag)
     if r.best_of > 1:
@@ -209,8 +212,7 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
     if r.frames is not None and r.mix is not None:
         raise RequestError("give --mix or --frames, not both")
     image_a, image_b = _picture(o.IMAGE_A, r.image_a), _picture(o.IMAGE_B, r.image_b)
-    if r.keep_layout:
-        r = _with_layout(r, image_a, manifest, warnings)
+    r = _with_layout(r, image_a, manifest, warnings)
     clip, decoder, sr = _from_embeddings(manifest, r, warnings)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     if ranking is not None and r.frames is not None:
@@ -227,7 +229,7 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
         # `todo` holds this plan's jobs, every one a BlendJob (a RenderPlan's list is of Jobs).
         render=lambda session, todo, options: render_blend(
             session, cast("list[BlendJob]", todo), image_a, image_b, decoder, sr, clip=clip,
-            options=options, best_of=ranking, keep_layout=r.keep_layout,
+            options=options, best_of=ranking, keep_layout=r.keep_layout, layout_refine=r.layout_refine,
         ),
         warnings=warnings,
         animate=r.animate,
