@@ -47,6 +47,8 @@ _API = {
     "render_vary": "glidecli.render.unclip",
     "render_blend": "glidecli.render.unclip",
     "BlendJob": "glidecli.render.jobs",
+    "VaryJob": "glidecli.render.jobs",
+    "TextDiff": "glidecli.render.unclip_edits",
     "ClipModels": "glidecli.render.unclip",
     "load_manifest": "glidecli.files.manifest",
     "write_png": "glidecli.files.pngfile",

@@ -50,3 +50,16 @@ def test_a_blend_records_its_mix_last_and_a_repeated_key_keeps_its_place():
     assert list(meta)[-2:] == ["candidate", "mix"] and meta["mix"] == 0.25
     assert list(meta).index("image_a") == 4 and meta["image_a"] == "b.png"
     assert json.loads(json.dumps(meta)) == meta
+
+
+def test_a_text_diff_records_its_amount_last():
+    record = PictureRecord(
+        job=JobRecord(prompt="", seed=1, index=2, amount=0.75),
+        size=64,
+        settings=({"image": "a.png", "toward": "a green circle", "away": "a red circle", "keep_layout": True, "layout_refine": 3},),
+        made_with=MADE,
+        extras={"command": "vary"},
+    )
+    meta = record.as_meta()
+    assert list(meta)[-1] == "amount" and meta["amount"] == 0.75 and "mix" not in meta
+    assert (meta["toward"], meta["away"], meta["keep_layout"]) == ("a green circle", "a red circle", True)

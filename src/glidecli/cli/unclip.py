@@ -46,6 +46,11 @@ def vary(
     -n 4 gives four different variations (seeds S..S+3). The decoder's text is empty unless
     --prompt gives one. The PNGs record the source's path and sha256. --best-of N (with
     --prompt) keeps the decoder picture CLIP scores highest for the prompt.
+
+    --toward TEXT edits the picture toward a new caption (a text diff: the embedding turns
+    toward the captions' CLIP text difference by --amount; --away is the old caption, by default
+    the prompt the PNG records). --keep-layout decodes from the picture's DDIM inversion, so its
+    composition stays.
     """
     render_request(VaryRequest, {**values, "image": image}, opts)
 
@@ -63,6 +68,7 @@ def blend(
     --mix 0.5 (default) gives the halfway picture; --frames N gives N pictures from A (mix 0)
     to B (mix 1), all with the same seed, so only the embedding changes. With -n, sequence
     (or picture) i uses seed + i. --best-of N (with --prompt and --mix) keeps the decoder
-    picture CLIP scores highest for the prompt.
+    picture CLIP scores highest for the prompt. --keep-layout decodes every picture from the
+    DDIM inversion of IMAGE_A, so the frames keep its composition.
     """
     render_request(BlendRequest, {**values, "image_a": image_a, "image_b": image_b}, opts)

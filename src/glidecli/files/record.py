@@ -94,8 +94,8 @@ class WalkRecord:
 @dataclass(frozen=True, kw_only=True)
 class JobRecord:
     """The job a picture answers: its prompt (with its components when composed with AND),
-    negative prompt, seed and output index; a seed walk's frame; a blend's mix (which the
-    record holds last: PictureRecord.as_meta)."""
+    negative prompt, seed and output index; a seed walk's frame; a blend's mix or a text
+    diff's amount (which the record holds last: PictureRecord.as_meta)."""
 
     prompt: str
     components: list[dict[str, Any]] | None = None
@@ -104,9 +104,10 @@ class JobRecord:
     index: int
     walk: WalkRecord | None = None
     mix: float | None = None
+    amount: float | None = None
 
     def fields(self) -> dict[str, Any]:
-        """The job's keys that open the record (all but the mix)."""
+        """The job's keys that open the record (all but the mix and the amount)."""
         record: dict[str, Any] = {"prompt": self.prompt}
         if self.components is not None:
             record["components"] = self.components
@@ -158,4 +159,6 @@ class PictureRecord:
             record.update(self.pick)
         if self.job.mix is not None:
             record["mix"] = self.job.mix
+        if self.job.amount is not None:
+            record["amount"] = self.job.amount
         return record

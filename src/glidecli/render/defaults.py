@@ -76,3 +76,9 @@ MAX_CANVAS = 8192  # pixels per side of an outpainted canvas; a bigger one is re
 # GLIDE's upsamplers (and Karlo's super-resolution) make pictures this many times wider than
 # the ones they are given: 64 -> 256, the shapes set's 16 -> 64.
 UPSAMPLE_FACTOR = 4
+
+# unCLIP's text diffs (glide vary --toward): the share of the way toward the new caption, the
+# paper's 0.25-0.5; --keep-layout's fixed-point refinements of each inversion step (each one
+# more decoder pass: diffusion/inversion.py).
+TEXT_DIFF_AMOUNT = 0.5
+KEEP_LAYOUT_REFINE = 3

@@ -49,6 +49,7 @@ from .jobs import (
     RenderedImage,
     RenderOptions,
     Stage,
+    VaryJob,
     WalkJob,
 )
 from .pipeline import NO_INPUTS, ClipGuidance, SamplerChoice, StageInputs, encode_prompts, job_noise, quantize_to_8bit, sample_stage
@@ -59,7 +60,7 @@ from .session import DTYPES, RenderError, Reporter, Session, dtype_name, model_e
 __all__ = [
     "DEFAULT_BASE", "DEFAULT_INPAINT_BASE", "DEFAULT_INPAINT_UPSAMPLE", "DEFAULT_OPTIONS", "DEFAULT_UPSAMPLE", "DEVICES", "DTYPES",
     "REFERENCE_BASE", "REFERENCE_UPSAMPLE", "BlendJob", "ClipSteering", "Job", "RenderError", "RenderOptions", "RenderedImage",
-    "Renderer", "Reporter", "Session", "Stage", "WalkJob", "batches", "check_sampler", "model_entry",
+    "Renderer", "Reporter", "Session", "Stage", "VaryJob", "WalkJob", "batches", "check_sampler", "model_entry",
     "render_generate", "render_upsample", "resolve_device", "resolve_dtype",
 ]
 
@@ -191,7 +192,8 @@ class Renderer:
 
 def job_record(job: Job) -> JobRecord:
     """What a picture records about its job: the prompt (with its components when composed
-    with AND), the negative prompt, the seed and index, a seed walk's turn, a blend's mix."""
+    with AND), the negative prompt, the seed and index, a seed walk's turn, a blend's mix, a
+    text diff's amount."""
     components = parse_prompt(job.prompt)
     return JobRecord(
         prompt=job.prompt,
@@ -201,6 +203,7 @@ def job_record(job: Job) -> JobRecord:
         index=job.index,
         walk=WalkRecord(seed=job.seed + 1, angle=round(job.angle, 6)) if isinstance(job, WalkJob) else None,
         mix=job.mix if isinstance(job, BlendJob) else None,
+        amount=job.amount if isinstance(job, VaryJob) else None,
     )
 
 

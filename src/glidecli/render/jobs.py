@@ -70,6 +70,14 @@ class BlendJob(Job):
     mix: float = 0.5
 
 
+@dataclass(frozen=True)
+class VaryJob(Job):
+    """A variation moved toward a text diff (render/unclip.py, `TextDiff`): `amount` 0 is the
+    picture's own embedding, 1 the normalised difference of the captions' text embeddings."""
+
+    amount: float = 0.5
+
+
 # --- how to render it -------------------------------------------------------------------
 
 

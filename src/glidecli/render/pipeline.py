@@ -22,6 +22,7 @@ from ..diffusion.guidance import (
     guided_model_fn,
     keep_known_region,
 )
+from ..diffusion.inversion import invert_ddim
 from ..diffusion.noise import ImageNoise
 from ..diffusion.partial import partial_timesteps
 from ..diffusion.samplers import (
@@ -179,6 +180,9 @@ class StageInputs:
     init: Tensor | None = None
     strength: float = 1.0
     size: tuple[int, int] | None = None  # the pictures' (height, width)
+    # The x at the top of the schedule to sample from instead of the noise (an inversion's,
+    # invert_stage); [B or 1, 3, H, W].
+    start: Tensor | None = None
 
     @property
     def partial(self) -> bool:
@@ -216,7 +220,10 @@ def sample_stage(
         raise ValueError(f"{len(noise)} seeds for a batch of {batch} prompts")
     schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps, inputs.strength if inputs.partial else 1.0)
     denoise, mean_shift = _denoiser(network or model, conditioning, schedule, sampler, inputs, scale, cfg.prediction)
-    x = noise.initial((3, *_picture_size(inputs, cfg.image_size)), device, torch.float32) * temperature
+    if inputs.start is not None:
+        x = inputs.start.to(device, torch.float32).expand(batch, -1, -1, -1)
+    else:
+        x = noise.initial((3, *_picture_size(inputs, cfg.image_size)), device, torch.float32) * temperature
     if inputs.init is not None and inputs.partial:
         # The same first draw as plain generation, as the noise of q(x_t | x0) at the top.
         x = schedule.q_sample(inputs.init.to(device, torch.float32), len(schedule) - 1, x)
@@ -230,6 +237,27 @@ def sample_stage(
         # The last x0 estimate already holds the source there; make it exact to the bit.
         result = result * (1 - inpainting.keep_mask) + inpainting.source * inpainting.keep_mask
     return result
+
+
+def invert_stage(
+    model: Text2ImUNet,
+    conditioning: Conditioning,
+    pictures: Tensor,
+    sampler: SamplerChoice,
+    *,
+    scale: float = 1.0,
+    refine: int = 0,
+    callback: Callback | None = None,
+    network: Callable[..., Tensor] | None = None,
+) -> Tensor:
+    """The x at the top of `sampler`'s schedule from which DDIM (eta 0) with the same
+    conditioning and guidance draws `pictures` [B, 3, H, W] (diffusion/inversion.py); give it
+    to sample_stage as `StageInputs(start=...)` with a ddim `sampler`."""
+    cfg = model.config
+    device = next(model.parameters()).device
+    schedule = sampler.schedule(cfg.noise_schedule, cfg.diffusion_steps)
+    denoise, _ = _denoiser(network or model, conditioning, schedule, sampler, NO_INPUTS, scale, cfg.prediction)
+    return invert_ddim(denoise, pictures.to(device, torch.float32), schedule, refine=refine, callback=callback)
 
 
 def _picture_size(inputs: StageInputs, side: int) -> tuple[int, int]:

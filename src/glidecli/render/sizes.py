@@ -70,3 +70,15 @@ def stage_sizes(
             )
         check_side(upsampler, side, f"the {name}")
     return (height // factor, width // factor), (height, width)
+
+
+def layout_picture_problem(width: int, height: int, side: int) -> str | None:
+    """Why a width x height picture cannot be inverted by a decoder of side x side pictures
+    (unCLIP's --keep-layout), or None: it is resized to the decoder's square, so it must be
+    square (stretching would move the layout) and at least MIN_FACTOR of the side (an enlarged
+    picture has no detail left to keep)."""
+    if width != height:
+        return f"--keep-layout inverts the decoder, which draws {side}x{side} squares, but the picture is {width}x{height}: crop it square first"
+    if width < side * MIN_FACTOR:
+        return f"--keep-layout inverts the decoder at {side}x{side}, but the picture is only {width}x{height}: give one of at least {int(side * MIN_FACTOR)}x{int(side * MIN_FACTOR)}"
+    return None

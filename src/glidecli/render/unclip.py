@@ -46,14 +46,15 @@ from . import defaults
 from .accel import NetworkCall
 from .batching import Probe, prior_probe, sr_probe
 from .engine import Renderer, batches
-from .jobs import DEFAULT_OPTIONS, BlendJob, Job, RenderedImage, RenderOptions, Stage
-from .pipeline import Conditioning, SamplerChoice, sample_stage
+from .jobs import DEFAULT_OPTIONS, BlendJob, Job, RenderedImage, RenderOptions, Stage, VaryJob
+from .pipeline import Conditioning, SamplerChoice, StageInputs, invert_stage, sample_stage
 from .ranking import BestOf, StageFn, first_stage_images, load_ranker
 from .session import Reporter, Session
+from .unclip_edits import TextDiff, blended, decoder_picture, diffed, layout_stage, repeated, slerp
 
 __all__ = [
-    "DEFAULT_DECODER", "DEFAULT_PRIOR", "DEFAULT_SR", "BlendJob", "ClipModels", "decoder_conditioning", "render_blend", "render_unclip",
-    "render_vary", "sample_prior", "slerp", "sr_low_res", "super_resolve",
+    "DEFAULT_DECODER", "DEFAULT_PRIOR", "DEFAULT_SR", "BlendJob", "ClipModels", "TextDiff", "VaryJob", "decoder_conditioning", "render_blend",
+    "render_unclip", "render_vary", "sample_prior", "slerp", "sr_low_res", "super_resolve",
 ]
 
 DEFAULT_PRIOR = Stage.of(defaults.UNCLIP_PRIOR)
@@ -70,24 +71,6 @@ class ClipModels:
 
 
 # --- the stages as plain functions ------------------------------------------------------------
-
-
-def slerp(a: Tensor, b: Tensor, mix: float) -> Tensor:
-    """Spherical interpolation of embeddings [D] (or [B, D]), as the paper's Figure 4: the
-    direction moves along the great circle from a's to b's at constant angular speed, the
-    length moves linearly from |a| to |b| (CLIP embeddings are not normalized)."""
-    a64, b64 = a.double(), b.double()
-    norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
-    unit_a, unit_b = a64 / norm_a, b64 / norm_b
-    omega = torch.arccos((unit_a * unit_b).sum(-1, keepdim=True).clamp(-1.0, 1.0))
-    sin = torch.sin(omega)
-    if bool((sin.abs() < 1e-6).any()):  # (anti)parallel: no unique circle; interpolate linearly
-        direction = (1 - mix) * unit_a + mix * unit_b
-        direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    else:
-        direction = (torch.sin((1 - mix) * omega) * unit_a + torch.sin(mix * omega) * unit_b) / sin
-    result: Tensor = (direction * ((1 - mix) * norm_a + mix * norm_b)).to(a.dtype)
-    return result
 
 
 def sample_prior(
@@ -192,6 +175,7 @@ class _UnclipRenderer:
         self.renderer = Renderer(session, options)
         self.session, self.clip_models, self.decoder_stage, self.sr_stage = session, clip, decoder, sr
         self.best_of = best_of
+        self._layouts: dict[tuple[str, str, str | None], Tensor] = {}
         self.ranker = load_ranker(session, best_of.rank_model) if best_of is not None else None
         self._stats_set: set[str] = set()
 
@@ -243,10 +227,12 @@ class _UnclipRenderer:
         return self.text([job.negative or "" for job in jobs]) if guided else None
 
     def decode(
-        self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText, unguided: ClipText | None = None
+        self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText, unguided: ClipText | None = None,
+        start: Tensor | None = None,
     ) -> Tensor:
         """The decoder's pictures [B, 3, 64, 64] (before super-resolution). `unguided`: the
-        jobs' unguided text when the prior already encoded it."""
+        jobs' unguided text when the prior already encoded it; `start`: the x_T to decode from
+        instead of the noise (an inversion's)."""
         stage = self.decoder_stage
         decoder = self.session.network(stage.model, ModelKind.UNCLIP_DECODER)
         guided = stage.scale != 1.0
@@ -254,8 +240,29 @@ class _UnclipRenderer:
         conditioning = decoder_conditioning(decoder, text, uncond, embeddings.to(self.session.device))
         return sample_stage(
             decoder, conditioning, noise, stage.sampler, scale=stage.scale, callback=partial(self.reporter.step, "decoder"),
-            network=self.session.sampling_call(stage.model, ModelKind.UNCLIP_DECODER),
+            network=self.session.sampling_call(stage.model, ModelKind.UNCLIP_DECODER), inputs=StageInputs(start=start),
         )
+
+    def layout(self, picture: Path, embedding: Tensor, refine: int, jobs: list[Job]) -> Tensor:
+        """The x_T [B, 3, s, s] from which the decoder (DDIM, eta 0) draws `picture` with its
+        own `embedding` [1, D], each job's text and the stage's guidance (--keep-layout), with
+        `refine` fixed-point refinements per step; one inversion per distinct text, kept for
+        the render's later batches."""
+        stage = self.decoder_stage
+        decoder = self.session.network(stage.model, ModelKind.UNCLIP_DECODER)
+        starts = []
+        for job in jobs:
+            key = (str(picture), job.prompt, job.negative)
+            if key not in self._layouts:
+                pixels = decoder_picture(picture, decoder.config.image_size)
+                uncond = self.unguided([job], True) if stage.scale != 1.0 else None
+                conditioning = decoder_conditioning(decoder, self.text([job.prompt]), uncond, embedding.to(self.session.device))
+                self._layouts[key] = invert_stage(
+                    decoder, conditioning, pixels, stage.sampler, scale=stage.scale, refine=refine,
+                    callback=partial(self.reporter.step, "inversion"), network=self.session.sampling_call(stage.model, ModelKind.UNCLIP_DECODER),
+                )
+            starts.append(self._layouts[key])
+        return torch.cat(starts)
 
     def decode_prompts(self, prior: Stage, jobs: list[Job], noise: ImageNoise) -> Tensor:
         """The decoder's pictures of the image embeddings the prior gives for the jobs' prompts."""
@@ -267,10 +274,14 @@ class _UnclipRenderer:
         )
         return self.decode(jobs, noise, embeddings, text, uncond)
 
-    def decode_embeddings(self, embeddings_for: Callable[[list[Job]], Tensor], jobs: list[Job], noise: ImageNoise) -> Tensor:
+    def decode_embeddings(
+        self, embeddings_for: Callable[[list[Job]], Tensor], jobs: list[Job], noise: ImageNoise,
+        start_for: Callable[[list[Job]], Tensor] | None = None,
+    ) -> Tensor:
         """The decoder's pictures of the image embeddings [B, D] that `embeddings_for(jobs)`
-        gives, with each job's prompt as the decoder's text."""
-        return self.decode(jobs, noise, embeddings_for(jobs), self.text([job.prompt for job in jobs]))
+        gives, with each job's prompt as the decoder's text, from `start_for(jobs)`'s x_T when given."""
+        start = start_for(jobs) if start_for is not None else None
+        return self.decode(jobs, noise, embeddings_for(jobs), self.text([job.prompt for job in jobs]), start=start)
 
     def super_resolve_batch(self, sr_stage: Stage, images: Tensor, noise: ImageNoise) -> Tensor:
         """The SR stage on a batch of the decoder's pictures, continuing their noise."""
@@ -317,43 +328,57 @@ def render_unclip(
 def render_vary(
     session: Session, jobs: Sequence[Job], image: Path, decoder: Stage = DEFAULT_DECODER, sr: Stage | None = DEFAULT_SR,
     *, clip: ClipModels = ClipModels(), options: RenderOptions = DEFAULT_OPTIONS, best_of: BestOf | None = None,
+    text_diff: TextDiff | None = None, keep_layout: bool = False, layout_refine: int = defaults.KEEP_LAYOUT_REFINE,
 ) -> Iterator[RenderedImage]:
     """Variations of a picture: its CLIP image embedding drives the decoder (with each job's
     prompt as the decoder's text, usually empty), then super-resolution. With `best_of`,
-    the candidates are ranked against the jobs' prompts (give one)."""
+    the candidates are ranked against the jobs' prompts (give one). With `text_diff`, each
+    job (a VaryJob) turns the embedding toward the new caption by its amount. With
+    `keep_layout`, the decoder (DDIM, eta 0) starts from the inversion of the picture instead
+    of the noise, so the pictures keep its layout (`layout_refine`: the inversion's fixed-point
+    refinements per step, each one more decoder pass; diffusion/inversion.py)."""
+    if keep_layout:
+        decoder = layout_stage(decoder)
     renderer = _UnclipRenderer(session, clip, decoder, sr, options, best_of)
     embedding = renderer.picture_embedding(image)
-    source = {"image": str(image), "image_sha256": sha256_file(image)}
-    yield from renderer.render(jobs, partial(renderer.decode_embeddings, partial(_repeated, embedding)), source=source)
+    source: dict[str, object] = {"image": str(image), "image_sha256": sha256_file(image)}
+    embeddings_for = partial(repeated, embedding)
+    if text_diff is not None:
+        away, toward = renderer.text([text_diff.away, text_diff.toward]).pooled
+        embeddings_for = partial(diffed, embedding, away, toward)
+        source.update(text_diff.record())
+    start_for = _layout_keeper(renderer, image, embedding, layout_refine if keep_layout else None, source)
+    yield from renderer.render(jobs, partial(renderer.decode_embeddings, embeddings_for, start_for=start_for), source=source)
 
 
 def render_blend(
     session: Session, jobs: Sequence[BlendJob], image_a: Path, image_b: Path, decoder: Stage = DEFAULT_DECODER, sr: Stage | None = DEFAULT_SR,
     *, clip: ClipModels = ClipModels(), options: RenderOptions = DEFAULT_OPTIONS, best_of: BestOf | None = None,
+    keep_layout: bool = False, layout_refine: int = defaults.KEEP_LAYOUT_REFINE,
 ) -> Iterator[RenderedImage]:
     """Pictures between two others: the slerp of their CLIP image embeddings at each job's
     `mix` drives the decoder, then super-resolution (`best_of` as for render_vary). Each
-    picture records its mix."""
+    picture records its mix. With `keep_layout`, every picture is decoded (DDIM, eta 0) from
+    the inversion of picture A, so the frames keep A's layout (`layout_refine` as for render_vary)."""
+    if keep_layout:
+        decoder = layout_stage(decoder)
     renderer = _UnclipRenderer(session, clip, decoder, sr, options, best_of)
-    first, second = renderer.picture_embedding(image_a)[0], renderer.picture_embedding(image_b)[0]
-    source = {
+    first, second = renderer.picture_embedding(image_a), renderer.picture_embedding(image_b)[0]
+    source: dict[str, object] = {
         "image_a": str(image_a), "image_a_sha256": sha256_file(image_a),
         "image_b": str(image_b), "image_b_sha256": sha256_file(image_b),
     }
-    yield from renderer.render(jobs, partial(renderer.decode_embeddings, partial(_blended, first, second)), source=source)
+    start_for = _layout_keeper(renderer, image_a, first, layout_refine if keep_layout else None, source)
+    embeddings_for = partial(blended, first[0], second)
+    yield from renderer.render(jobs, partial(renderer.decode_embeddings, embeddings_for, start_for=start_for), source=source)
 
 
-def _repeated(embedding: Tensor, jobs: list[Job]) -> Tensor:
-    """One picture's embedding [1, D] for every job."""
-    return embedding.expand(len(jobs), -1)
-
-
-def _blended(first: Tensor, second: Tensor, jobs: list[Job]) -> Tensor:
-    """The embeddings [B, D] between two pictures' at each blend job's mix."""
-    return torch.stack([slerp(first, second, _mix(job)) for job in jobs])
-
-
-def _mix(job: Job) -> float:
-    if not isinstance(job, BlendJob):
-        raise TypeError(f"render_blend takes BlendJobs (each with its mix), got {type(job).__name__}")
-    return job.mix
+def _layout_keeper(
+    renderer: _UnclipRenderer, picture: Path, embedding: Tensor, refine: int | None, source: dict[str, object]
+) -> Callable[[list[Job]], Tensor] | None:
+    """With --keep-layout (`refine` not None), the x_T of each batch: the inversion of
+    `picture`, recorded in `source`; else None: the decoder starts from the noise."""
+    if refine is None:
+        return None
+    source.update(keep_layout=True, layout_refine=refine)
+    return partial(renderer.layout, picture, embedding, refine)

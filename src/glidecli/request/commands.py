@@ -283,6 +283,12 @@ class VaryRequest(DecoderRequest):
     command: ClassVar[str] = "vary"
     pattern: ClassVar[str] = "{index:05d}-{seed}-vary.png"
     image: Path | None = uses(o.IMAGE, None)
+    toward: str | None = uses(o.TOWARD, None)
+    away: str | None = uses(o.AWAY, None)
+    amount: tuple[float, ...] | None = uses(o.AMOUNT, None)
+    keep_layout: bool = uses(o.KEEP_LAYOUT, False)
+    layout_refine: int = uses(o.LAYOUT_REFINE, defaults.KEEP_LAYOUT_REFINE)
+    animate: str | None = uses(o.ANIMATE, None)
 
 
 @dataclass(frozen=True)
@@ -296,6 +302,8 @@ class BlendRequest(DecoderRequest):
     mix: float | None = uses(o.MIX, None)
     frames: int | None = uses(o.FRAMES, None)
     animate: str | None = uses(o.ANIMATE, None)
+    keep_layout: bool = uses(o.KEEP_LAYOUT, False)
+    layout_refine: int = uses(o.LAYOUT_REFINE, defaults.KEEP_LAYOUT_REFINE)
 
 
 # Every rendering request, and the classes they are made from (a function that takes "a

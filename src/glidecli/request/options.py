@@ -50,6 +50,7 @@ class ValueType(StrEnum):
 
     INT = "int"
     FLOAT = "float"
+    FLOATS = "floats"  # one number or several: "0,0.25,0.5" on the CLI, a JSON list or number
     STR = "str"
     BOOL = "bool"
     BATCH = "batch"  # auto or a positive whole number
@@ -110,6 +111,8 @@ def convert(option: Option, raw: Any) -> Any:
         if isinstance(raw, str) and raw.lower() in _BOOLEANS:
             return _BOOLEANS[raw.lower()]
         raise RequestError(f"{raw!r} is not true or false", option.flag)
+    if kind == ValueType.FLOATS:
+        return _numbers(option, raw)
     if kind in (ValueType.INT, ValueType.FLOAT):
         number = _number(raw, kind)
         if number is None:
@@ -181,6 +184,15 @@ def _number(raw: Any, kind: ValueType) -> int | float | None:
     return value
 
 
+def _numbers(option: Option, raw: Any) -> tuple[float, ...]:
+    """A FLOATS value: a number, a list of them, or their text separated by commas."""
+    parts = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    numbers = tuple(_number(part.strip() if isinstance(part, str) else part, ValueType.FLOAT) for part in parts)
+    if not numbers or any(number is None for number in numbers):
+        raise RequestError(f"{raw!r} is not a number or a comma-separated list of numbers", option.flag)
+    return tuple(float(number) for number in numbers if number is not None)
+
+
 T = TypeVar("T")
 
 
@@ -205,6 +217,10 @@ def check(option: Option, value: Any) -> Any:
         raise _missing(option)
     if option.value_type == ValueType.BATCH:
         return _batch_size(option, value)
+    if option.value_type == ValueType.FLOATS:
+        for number in value:
+            check(Option(option.flags, ValueType.FLOAT, option.help, minimum=option.minimum, maximum=option.maximum), number)
+        return value
     if option.value_type == ValueType.FLOAT and not math.isfinite(value):
         raise RequestError(f"{value} is not a finite number", option.flag)
     if option.choices and value not in option.choices:
@@ -388,12 +404,38 @@ CLIP_MODEL = Option(("--clip-model",), ValueType.STR, "CLIP ViT the networks wer
 CLIP_STATS = Option(("--clip-stats",), ValueType.STR, "The prior's CLIP embedding statistics (manifest name).", panel=MODELS, optional=True)
 DECODER_PROMPT = Option(("--prompt",), ValueType.STR, "Text for the decoder (empty by default, as the reference's variations).")
 MIX = Option(("--mix",), ValueType.FLOAT, "Where between A (0) and B (1); default 0.5.", minimum=0.0, maximum=1.0, optional=True, show_default=False)
+EDITS = "Text diffs and layout (unCLIP)"
+TOWARD = Option(
+    ("--toward",), ValueType.STR,
+    "A text diff (the unCLIP paper's section 3.3): turn the picture's CLIP image embedding toward this new caption.",
+    panel=EDITS, optional=True, show_default=False,
+)
+AWAY = Option(
+    ("--away",), ValueType.STR, "The picture's caption, which --toward moves away from (default: the prompt its PNG records).",
+    panel=EDITS, optional=True, show_default=False,
+)
+AMOUNT = Option(
+    ("--amount",), ValueType.FLOATS,
+    "How far toward --toward, 0 to 1 (the paper uses 0.25-0.5; default 0.5); several (0,0.25,0.5) give one picture each.",
+    panel=EDITS, minimum=0.0, maximum=1.0, optional=True, show_default=False, metavar="A[,B...]",
+)
+KEEP_LAYOUT = Option(
+    ("--keep-layout",), ValueType.BOOL,
+    "Decode from the DDIM inversion of the picture (IMAGE_A for blend) instead of fresh noise, so its layout stays:"
+    " the decoder samples ddim with eta 0; the inversion costs 1 + --layout-refine decoder passes, once per picture.",
+    panel=EDITS,
+)
+LAYOUT_REFINE = Option(
+    ("--layout-refine",), ValueType.INT,
+    "--keep-layout: fixed-point refinements of each inversion step, each one more decoder pass (0: the usual DDIM inversion; more: closer to the picture).",
+    panel=EDITS, minimum=0, maximum=20,
+)
 FRAMES = Option(("--frames",), ValueType.INT, "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
 
 # --- animations ------------------------------------------------------------------------------------------
 
 ANIMATE = Option(
-    ("--animate",), ValueType.STR, "Also write the frames (--frames, --seed-walk) as one animated picture beside the first frame.",
+    ("--animate",), ValueType.STR, "Also write the frames (--frames, --seed-walk, several --amount values) as one animated picture beside the first frame.",
     panel=OUTPUT, choices=tuple(ANIMATION_FORMATS), optional=True, show_default=False,
 )
 SEED_WALK = Option(

@@ -23,7 +23,7 @@ from .options import RequestError, ValueType
 FACTS = {
     "command", "index", "device", "dtype", "glidecli_version", "model_hash", "upsample_model_hash", "components",
     "image_sha256", "mask_sha256", "image_a_sha256", "image_b_sha256", "image_size", "windows", "region",
-    "rank_score", "candidate", "candidate_seed", "candidate_scores",
+    "rank_score", "candidate", "candidate_seed", "candidate_scores", "prior_model_hash", "decoder_model_hash", "sr_model_hash",
 }
 # Record key -> request field, where a command records a setting under another name.
 RENAMES: dict[str, dict[str, str]] = {
@@ -159,4 +159,6 @@ def _stand_ins(command: str) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, tuple):  # a FLOATS option's numbers (--amount 0,0.5)
+        return ",".join(str(number) for number in value)
     return str(value)

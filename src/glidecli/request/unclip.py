@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from ..diffusion.vocabulary import SamplerName
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
 from ..nets.unclip_config import OpenClipConfig
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
     from ..render.jobs import BlendJob, Job, Stage
     from ..render.ranking import BestOf
     from ..render.unclip import ClipModels
+    from ..render.unclip_edits import TextDiff
 
+R = TypeVar("R", VaryRequest, BlendRequest)
 # (model, kind, option) of a model that reads a CLIP's embeddings: the prior or the decoder.
 Reader = tuple[str, ModelKind, str]
 
@@ -112,22 +116,93 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
 
 
 def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
+    from ..render.jobs import VaryJob
     from ..render.unclip import render_vary
 
     r = request
     warnings: list[str] = []
-    clip, decoder, sr = _from_embeddings(manifest, r, warnings)
     image = _picture(o.IMAGE, r.image)
+    text_diff, amounts = _text_diff(r, image)
+    r = _with_layout(r, image, manifest, warnings)
+    clip, decoder, sr = _from_embeddings(manifest, r, warnings)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
-    jobs = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="vary")
+    if r.animate is not None and len(amounts) < 2:
+        raise RequestError("--animate makes the pictures of several amounts into an animation: give --toward TEXT --amount A,B,...")
+    check_image_count(max(1, len(amounts)) * r.num, "--amount")
+    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, composable=False, command="vary")
+    jobs: list[Job] = (
+        [VaryJob(r.prompt, base.seed, i * len(amounts) + k, None, value) for i, base in enumerate(seeds) for k, value in enumerate(amounts)]
+        if text_diff is not None else seeds
+    )
     return RenderPlan(
         command="vary", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         render=lambda session, todo, options: render_vary(
             session, todo, image, decoder, sr, clip=clip, options=options,
-            best_of=ranking,
+            best_of=ranking, text_diff=text_diff, keep_layout=r.keep_layout, layout_refine=r.layout_refine,
         ),
         warnings=warnings,
+        animate=r.animate,
+        animations=[tuple(range(i * len(amounts), (i + 1) * len(amounts))) for i in range(len(seeds))] if r.animate else [],
     )
+
+
+def _text_diff(r: VaryRequest, image: Path) -> tuple[TextDiff | None, tuple[float, ...]]:
+    """The text diff of --toward/--away (None without --toward) and its amounts; --away
+    defaults to the prompt the picture records."""
+    from ..render.unclip_edits import TextDiff
+
+    if r.toward is None:
+        for option, value in ((o.AWAY, r.away), (o.AMOUNT, r.amount)):
+            if value is not None:
+                raise RequestError("belongs to a text diff: give --toward TEXT too", option.flag)
+        return None, ()
+    if not r.toward.strip():
+        raise RequestError("is empty: give the new caption", o.TOWARD.flag)
+    away = r.away if r.away is not None else _recorded_prompt(image)
+    if away is None or not away.strip():
+        raise RequestError(f"{image} records no prompt for --toward to move away from: give --away 'its caption'")
+    return TextDiff(r.toward, away), r.amount or (defaults.TEXT_DIFF_AMOUNT,)
+
+
+def _recorded_prompt(image: Path) -> str | None:
+    """The prompt the picture's PNG records (glide's or A1111's), if any."""
+    from ..files.pngfile import ImageError, read_png_metadata
+
+    try:
+        prompt = read_png_metadata(image).get("prompt")
+    except ImageError:  # not a PNG: it records nothing
+        return None
+    return prompt if isinstance(prompt, str) else None
+
+
+def _with_layout(r: R, image: Path, manifest: Manifest, warnings: list[str]) -> R:
+    """The request as it runs: with --keep-layout, the decoder samples ddim (eta 0, invertible),
+    the picture is a square the decoder's size can take, and one decoder picture per amount or mix."""
+    from ..render.sizes import layout_picture_problem
+
+    if not r.keep_layout:
+        if r.layout_refine != defaults.KEEP_LAYOUT_REFINE:
+            raise RequestError("refines --keep-layout's inversion: give --keep-layout too", o.LAYOUT_REFINE.flag)
+        return r
+    if r.sampler not in (defaults.UNCLIP_DECODER.sampler, SamplerName.DDIM):
+        raise RequestError("--keep-layout decodes with ddim (eta 0), the sampler that inverts: leave --sampler out or give ddim", o.DECODER_SAMPLER.flag)
+    if r.best_of > 1:
+        raise RequestError("--keep-layout decodes the same picture from every seed, so --best-of would compare copies: leave one out")
+    side = unet_arch(manifest, chosen(r.decoder_model), ModelKind.UNCLIP_DECODER).image_size
+    problem = layout_picture_problem(*_picture_size(image), side)
+    if problem is not None:
+        raise RequestError(problem)
+    if r.num > 1:
+        what = "differ only in super-resolution's noise" if r.size != side else "are the same picture"
+        warnings.append(f"--keep-layout decodes without noise: the {r.num} pictures of each amount or mix {what}")
+    return dataclasses.replace(r, sampler=SamplerName.DDIM)
+
+
+def _picture_size(image: Path) -> tuple[int, int]:
+    from ..files.images import open_rgb
+
+    width, height = open_rgb(image).size
+    return width, height
 
 
 def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = None) -> RenderPlan:
@@ -138,8 +213,9 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
     warnings: list[str] = []
     if r.frames is not None and r.mix is not None:
         raise RequestError("give --mix or --frames, not both")
-    clip, decoder, sr = _from_embeddings(manifest, r, warnings)
     image_a, image_b = _picture(o.IMAGE_A, r.image_a), _picture(o.IMAGE_B, r.image_b)
+    r = _with_layout(r, image_a, manifest, warnings)
+    clip, decoder, sr = _from_embeddings(manifest, r, warnings)
     ranking = _best_of(r.best_of, r.rank_model, r.prompt)
     if ranking is not None and r.frames is not None:
         raise RequestError("--frames keeps one seed for the whole sequence; --best-of would pick one per frame: use --mix")
@@ -155,7 +231,7 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
         # `todo` holds this plan's jobs, every one a BlendJob (a RenderPlan's list is of Jobs).
         render=lambda session, todo, options: render_blend(
             session, cast("list[BlendJob]", todo), image_a, image_b, decoder, sr, clip=clip,
-            options=options, best_of=ranking,
+            options=options, best_of=ranking, keep_layout=r.keep_layout, layout_refine=r.layout_refine,
         ),
         warnings=warnings,
         animate=r.animate,
