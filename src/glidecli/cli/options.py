@@ -61,7 +61,7 @@ RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, 
 
 # --- a request's options as typer parameters ---------------------------------------------------------
 
-_METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.STR: "<str>", ValueType.BATCH: "<auto|N>", ValueType.PICTURE: "<path>"}  # typer's own style
+_METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.STR: "<str>", ValueType.BATCH: "<auto|N>", ValueType.PICTURE: "<path>", ValueType.PATH: "<path>"}  # typer's own style
 
 
 def request_parameters(request_type: type) -> list[inspect.Parameter]:

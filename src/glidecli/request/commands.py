@@ -34,6 +34,14 @@ def uses(option: Option, default: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class PromptLanguage:
+    """How the prompts are read: A1111's language (emphasis, wildcards), or plain text."""
+
+    literal_prompt: bool = uses(o.LITERAL_PROMPT, False)
+    wildcards: Path | None = uses(o.WILDCARDS, None)
+
+
+@dataclass(frozen=True)
 class Output:
     """How many pictures, in which batches, from which seed."""
 
@@ -165,7 +173,7 @@ class Frames:
 
 
 @dataclass(frozen=True)
-class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
+class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling, PromptLanguage):
     """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
 
     command: ClassVar[str] = "generate"
@@ -173,7 +181,7 @@ class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureS
 
 
 @dataclass(frozen=True)
-class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
+class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning, PromptLanguage):
     """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
 
     command: ClassVar[str] = "clip-guide"
@@ -187,7 +195,7 @@ class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning):
 
 
 @dataclass(frozen=True)
-class UpsampleRequest(Output):
+class UpsampleRequest(Output, PromptLanguage):
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
@@ -201,7 +209,7 @@ class UpsampleRequest(Output):
 
 
 @dataclass(frozen=True)
-class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
@@ -215,7 +223,7 @@ class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, Samp
 
 
 @dataclass(frozen=True)
-class OutpaintRequest(InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class OutpaintRequest(InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
@@ -241,7 +249,7 @@ class PriorSampling:
 
 
 @dataclass(frozen=True)
-class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
+class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling, PromptLanguage):
     """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
 
     command: ClassVar[str] = "unclip"
@@ -252,7 +260,7 @@ class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampli
 
 
 @dataclass(frozen=True)
-class DecoderRequest(DecoderModels, Output, BestOfN, DecoderSampling):
+class DecoderRequest(DecoderModels, Output, BestOfN, DecoderSampling, PromptLanguage):
     """The unCLIP commands that start from pictures' CLIP image embeddings (vary, blend): the
     decoder's and super-resolution's sampling, the output, the models, and the decoder's text."""
 
@@ -346,6 +354,8 @@ def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: M
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
         if options[name].value_type == ValueType.PICTURE:
             raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
+        if options[name].value_type == ValueType.PATH:  # a client names no folder of the server's
+            raise RequestError(f"{key!r} is a folder of the machine that renders: the server sets it where it starts", options[name].flag)
         values[name] = raw
     for name, path in pictures.items():
         if name not in names.values():
