@@ -8,13 +8,12 @@ import base64
 import json
 
 from PIL import Image
+from test_same_pictures import A1111_DEFAULT_BODY  # the body A1111 clients send
 
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.request.wildcards import WILDCARDS_ENV
 from helpers.glide_cli import invoker
 from helpers.paths import MODELS
-
-from .test_same_pictures import A1111_DEFAULT_BODY
 
 PROMPT = "a (red:1.4) {circle|square} on a [[blue]] background"
 
