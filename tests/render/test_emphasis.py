@@ -143,3 +143,19 @@ def test_unclip_pictures_with_weights_one_are_the_plain_prompts_bit_for_bit():
     plain = picture("a red circle on a blue background")
     assert np.array_equal(picture("a (red:1) circle on a [(blue:1.1)] background"), plain)
     assert not np.array_equal(picture("a (red:1.8) circle on a blue background"), plain)
+
+
+@needs_models
+def test_composition_splits_first_and_each_component_is_weighted_on_its_own():
+    from glidecli.render.composition import parse_prompt
+
+    assert [c.text for c in parse_prompt("a (red :1.2) circle AND a blue background :0.5")] == ["a (red :1.2) circle", "a blue background"]
+    assert parse_prompt("a (red :1.2)")[0].weight == 1.0
+    session = Session(load_manifest(MANIFEST), device="cpu", dtype="fp32", offline=True)
+    model = session.unet("shapes", "base")
+    tokenizer = session.tokenizer(model.config.text_ctx, "shapes")
+    plain = encode_prompts(model, tokenizer, ["a red circle AND a blue background"], guided=True, compose=True, syntax=[True])
+    weighted = encode_prompts(model, tokenizer, ["a (red:1.4) circle AND a (blue:1) background"], guided=True, compose=True, syntax=[True])
+    assert weighted.composition is not None and weighted.text.tokens.shape[0] == 2
+    assert not torch.equal(weighted.text.tokens[0], plain.text.tokens[0])
+    assert torch.equal(weighted.text.tokens[1], plain.text.tokens[1]) and torch.equal(weighted.text.pooled, plain.text.pooled)
