@@ -10,10 +10,10 @@ from pathlib import Path
 import glidecli
 
 PACKAGE = Path(glidecli.__file__).parent
-# Highest first: a wing may import the wings after it, never those before it. The two front
-# ends: cli (which starts the server for `glide serve`) and serve; both translate their input
-# into the requests of `request`.
-LAYERS = ("cli", "serve", "request", "train", "render", "files", "diffusion", "nets")
+# Highest first: a wing may import the wings after it, never those before it. The three front
+# ends: cli (which starts the servers), mcp (the MCP tools, on serve's job queue; cli hands
+# its routes to serve's app) and serve; each translates its input into the requests of `request`.
+LAYERS = ("cli", "mcp", "serve", "request", "train", "render", "files", "diffusion", "nets")
 
 
 def module_name(path: Path) -> str:

@@ -7,7 +7,7 @@ The package is built in wings, each importing only the wings below it:
     request    the typed requests of the rendering commands, shared by cli and serve, and their plans
     train      the training loop, its data and run state, the shapes data set
     render     prompt -> picture: the Session that loads models, the sampling of each stage
-    files      the weights manifest, fetching and caching, pictures in, PNGs with metadata out
+    files      the weights manifest, fetching and caching, pictures in, PNG/JPEG/WebP with metadata out
     diffusion  schedules, samplers, guidance, per-image noise, losses (no network in sight)
     nets       the networks, their configs, checkpoints and tokenizers
 
@@ -50,6 +50,10 @@ _API = {
     "ClipModels": "glidecli.render.unclip",
     "load_manifest": "glidecli.files.manifest",
     "write_png": "glidecli.files.pngfile",
+    "write_picture": "glidecli.files.pictures",
+    "encode_picture": "glidecli.files.pictures",
+    "read_picture_record": "glidecli.files.pictures",
+    "ImageFormat": "glidecli.files.vocabulary",
     "ManifestError": "glidecli.files.manifest",
     "WeightsError": "glidecli.files.weights_error",
     "ImageError": "glidecli.files.pngfile",

@@ -116,7 +116,9 @@ USAGE_CASES = [
     (["generate", "x", "--scale", "inf", *SHAPES], "'--scale'"),
     (["generate", "x", "--sampler", "ddim", "--eta", "inf", *SHAPES], "'--eta'"),
     (["generate", "x", "-n", str(10**11), *SHAPES], "--num"),
-    (["generate", "x", *SHAPES, "--size", "17"], "no upsampler 'upsample'"),
+    # the shapes manifest's [defaults] gives it an upsampler; a missing one is named
+    (["generate", "x", *SHAPES, "--upsample-model", "upsample", "--size", "17"], "no upsampler 'upsample'"),
+    (["generate", "x", *SHAPES, "--size", "17"], "17 is neither 32 (base model only) nor 64 (with the upsampler)"),
     (["generate", "caf\udce9", *SHAPES], "not UTF-8"),
     (["generate", "x", "--negative", "\udcff", *SHAPES], "not UTF-8"),
     (["train", "{data}", *TRAIN, "--lr", "inf"], "learning rate"),

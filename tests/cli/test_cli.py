@@ -27,13 +27,14 @@ from glidecli.cli import generate as cli_generate
 from glidecli.diffusion.noise import MAX_SEED
 from glidecli.files.fetch import sha256_file
 from glidecli.files.images import load_image, load_mask, tensor_to_pil
-from glidecli.files.manifest import load_manifest, toml_value
+from glidecli.files.manifest import load_manifest, packaged_manifest_path, toml_value
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import build_network, random_init_, save_network
 from glidecli.nets.unet import Text2ImUNet
 from glidecli.render import engine as render
 from glidecli.render import session
 from glidecli.render.pipeline import SamplerChoice
+from glidecli.request.commands import REQUESTS, with_roles
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny import TINY_CLIP, tiny_network
 
@@ -221,16 +222,16 @@ def test_json_lines_and_overwrite(glide, tmp_path):
 
 
 def test_files_are_announced_in_order_when_later_ones_land_first(glide, tmp_path, monkeypatch):
-    from glidecli.files import pngfile, writer
+    from glidecli.files import pictures, writer
 
-    landed, real_write = [], pngfile.write_png
+    landed, real_write = [], pictures.write_picture
 
-    def slow_for_the_first(image, path, meta, **kwargs):
+    def slow_for_the_first(image, path, meta, *args, **kwargs):
         time.sleep(0.3 if meta["index"] == 0 else 0.0)  # picture 0 lands after picture 1
         landed.append(meta["index"])
-        return real_write(image, path, meta, **kwargs)
+        return real_write(image, path, meta, *args, **kwargs)
 
-    monkeypatch.setattr(pngfile, "write_png", slow_for_the_first)
+    monkeypatch.setattr(pictures, "write_picture", slow_for_the_first)
     monkeypatch.setattr(writer, "default_threads", lambda: 3)  # a pool even on a 1-core machine
     result = glide("generate", "boat", *FAST, "--size", 16, "-n", 3, "--batch-size", 3, "--out", tmp_path, "--json")
     assert result.code == 0, result.err
@@ -513,9 +514,12 @@ def test_help_and_weights_list_do_not_import_torch(world):
 )
 def test_command_defaults_are_the_documented_settings(command, base, upsample):
     default = {name: param.default for name, param in inspect.signature(command).parameters.items()}
-    assert (default["model"], default["sampler"], default["steps"], default["scale"]) == (
+    # the models are the manifest's roles (None on the command line): the packaged manifest's are the documented ones
+    assert default["model"] is default["upsample_model"] is None
+    request = with_roles(REQUESTS[command.__name__](), load_manifest(packaged_manifest_path()).roles())
+    assert (request.model, default["sampler"], default["steps"], default["scale"]) == (
         base.model, base.sampler.name, base.sampler.steps, base.scale)
-    assert (default["upsample_model"], default["upsample_sampler"], default["upsample_steps"], default["upsample_temp"]) == (
+    assert (request.upsample_model, default["upsample_sampler"], default["upsample_steps"], default["upsample_temp"]) == (
         upsample.model, upsample.sampler.name, upsample.sampler.steps, upsample.temperature)
 
 

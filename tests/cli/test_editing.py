@@ -64,7 +64,8 @@ def glide(capsys, monkeypatch):
     return invoker(capsys, monkeypatch)
 
 
-BASE = ["--model", "shapes", "--quiet"]
+# The base model alone: --size at its side (the manifest's [defaults] names an upsampler).
+BASE = ["--model", "shapes", "--size", "32", "--quiet"]
 WITH_UPSAMPLER = ["--model", "shapes", "--upsample-model", "shapes-upsample", "--upsample-steps", "8", "--quiet"]
 
 
@@ -178,9 +179,13 @@ def test_the_default_rank_model_is_the_documented_one():
 
     from glidecli.cli import generate as cli_generate
     from glidecli.cli import score as cli_score
+    from glidecli.files.manifest import load_manifest, packaged_manifest_path
+    from glidecli.files.roles import Role
 
+    # None: the manifest's rank role, which the packaged manifest leaves at the documented judge
     for command in (cli_generate.generate, cli_score.score):
-        assert inspect.signature(command).parameters["rank_model"].default == DEFAULT_RANK_MODEL
+        assert inspect.signature(command).parameters["rank_model"].default is None
+    assert load_manifest(packaged_manifest_path()).roles()[Role.RANK] == DEFAULT_RANK_MODEL
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -136,9 +136,14 @@ def test_bad_best_of_is_one_line_and_writes_nothing(glide, tmp_path, picture, ar
 def test_the_default_rank_model_is_generates():
     import inspect
 
+    from glidecli.cli import generate as cli_generate
     from glidecli.cli import unclip as cli_unclip
+    from glidecli.files.manifest import load_manifest, packaged_manifest_path
+    from glidecli.files.roles import Role
     from glidecli.render.defaults import RANK_MODEL as DEFAULT_RANK_MODEL
 
-    for command in (cli_unclip.unclip, cli_unclip.vary, cli_unclip.blend):
-        assert inspect.signature(command).parameters["rank_model"].default == DEFAULT_RANK_MODEL
+    # the judge is the manifest's rank role (None on the command line), the same for every command
+    for command in (cli_unclip.unclip, cli_unclip.vary, cli_unclip.blend, cli_generate.generate):
+        assert inspect.signature(command).parameters["rank_model"].default is None
         assert inspect.signature(command).parameters["best_of"].default == 1
+    assert load_manifest(packaged_manifest_path()).roles()[Role.RANK] == DEFAULT_RANK_MODEL

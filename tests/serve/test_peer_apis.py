@@ -31,7 +31,8 @@ def test_a1111_models_options_and_samplers(server):
     samplers = {s["name"]: s["aliases"] for s in server.client.get("/sdapi/v1/samplers").json()}
     assert "euler a" in samplers["dpmpp_2m_sde"] and "euler" in samplers["ddim"] and "lms" in samplers["plms"]
     assert [s["name"] for s in server.client.get("/sdapi/v1/schedulers").json()] == ["automatic"]
-    assert server.client.get("/sdapi/v1/sd-vae").json() == [] and server.client.get("/sdapi/v1/loras").json() == []
+    assert server.client.get("/sdapi/v1/sd-vae").json() == []
+    assert [lora["name"] for lora in server.client.get("/sdapi/v1/loras").json()] == ["shapes-zorb"]  # models/weights.toml's adapter
     assert server.client.post("/sdapi/v1/skip").json() == {}  # nothing running: nothing to stop
 
 
@@ -55,7 +56,7 @@ def test_a1111_batches_sizes_and_random_seeds(server):
     assert len(info["infotexts"]) == 4 and info["infotexts"][0].startswith("a red circle\n")
 
 
-@pytest.mark.parametrize("field, value", [("restore_faces", True), ("enable_hr", True), ("styles", ["cinematic"]), ("tiling", True),
+@pytest.mark.parametrize("field, value", [("restore_faces", True), ("styles", ["cinematic"]), ("tiling", True),
                                            ("subseed_strength", 0.5), ("script_name", "x/y plot"), ("alwayson_scripts", {"controlnet": {}})])
 def test_a1111_fields_that_would_change_the_picture_are_refused(server, field, value):
     answer = server.client.post("/sdapi/v1/txt2img", json={"prompt": "x", field: value})
@@ -115,16 +116,44 @@ def test_openai_variations_run_vary(server, tmp_path, picture):
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"prompt": "x", "output_format": "webp"}, "PNG only"),
-    ({"prompt": "x", "n": 0}, "n must be"),
+    ({"prompt": "x", "output_format": "gif"}, "output_format: Input should be 'png', 'jpeg' or 'webp'"),
+    ({"prompt": "x", "output_format": "jpeg", "output_compression": 101}, "output_compression: Input should be less than or equal to 100"),
+    ({"prompt": "x", "n": 0}, "n: Input should be greater than or equal to 1"),
     ({"prompt": "x", "size": "big"}, "not WIDTHxHEIGHT"),
     ({"prompt": "x", "size": "100x100", "model": "shapes"}, "--width"),
     ({"prompt": "x", "model": "shapes-upsample"}, "is not a base or unclip-prior model"),
     ({"prompt": "x", "response_format": "gif"}, "response_format"),
-    ({"n": 1}, "prompt is required"),
+    ({"n": 1}, "prompt: Field required"),
     ({"prompt": "x", "temperature": 1}, "unknown field 'temperature'"),
 ])
 def test_openai_refusals(server, body, fragment):
     answer = server.client.post("/v1/images/generations", json=body)
     assert answer.status_code == 422 and fragment in answer.json()["detail"], answer.text
     assert server.written() == []
+
+
+def test_openai_output_formats_carry_the_settings(server):
+    from glidecli.files.pictures import read_picture_record
+
+    body = {"prompt": "a red circle on a blue background", "model": "shapes", "n": 1}
+    png = server.client.post("/v1/images/generations", json=body).json()
+    seed = read_picture_record(base64.b64decode(png["data"][0]["b64_json"]))["seed"]
+    body["prompt"] = "a red circle on a blue background"
+    answers = {}
+    for output_format, compression in (("webp", 100), ("jpeg", 80)):
+        answer = server.client.post("/v1/images/generations", json={**body, "output_format": output_format, "output_compression": compression})
+        assert answer.status_code == 200 and answer.json()["output_format"] == output_format, answer.text
+        answers[output_format] = base64.b64decode(answer.json()["data"][0]["b64_json"])
+    assert Image.open(io.BytesIO(answers["webp"])).format == "WEBP" and Image.open(io.BytesIO(answers["jpeg"])).format == "JPEG"
+    for data in answers.values():
+        record = read_picture_record(data)
+        assert record["command"] == "generate" and record["prompt"] == body["prompt"]
+    again = server.client.post("/glide/v1/jobs", json={"command": "generate", "prompt": body["prompt"], "model": "shapes", "seed": seed,
+                                                        "upsample-model": "shapes-upsample", "format": "webp", "quality": 100})
+    job = server.service.queue.get(again.json()["id"])
+    assert server.service.queue.wait(job, 120) and job.files[0]["name"].endswith(".webp")
+    same = np.asarray(Image.open(server.out / job.files[0]["name"]).convert("RGB"))
+    first = np.asarray(Image.open(io.BytesIO(base64.b64decode(png["data"][0]["b64_json"]))).convert("RGB"))
+    assert np.array_equal(same, first)  # webp at 100 is lossless
+    names = [item["name"] for item in server.client.get("/glide/v1/gallery").json()["images"]]
+    assert any(name.endswith(".webp") for name in names) and any(name.endswith(".jpg") for name in names)

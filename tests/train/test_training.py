@@ -633,6 +633,7 @@ def test_prediction_v_trains_fresh_networks_and_converts_fine_tuned_ones(glide, 
                       "--steps", 1, "--batch-size", 2, "--no-samples", "--device", "cpu", "--out", tmp_path / "back", "--quiet")
     assert converted.code == 0, converted.err
     assert load_manifest(tmp_path / "back" / "weights.toml").model("m2").arch.prediction == "eps"
+    assert load_manifest(manifest).defaults == {"base": "m"}  # the run's [defaults]: its model in its role
     made = glide("generate", "a red circle", "--weights", manifest, "--model", "m", "--steps", 2, "--quiet", "--out", tmp_path / "p")
     assert made.code == 0, made.err
     again = glide("train", shapes, "--resume", "--prediction", "eps", "--steps", 2, "--out", tmp_path / "fresh")

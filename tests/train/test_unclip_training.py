@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from glidecli.diffusion.schedule import Schedule
+from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.prior import ClipText
 from glidecli.train.loop import Trainer, TrainingStopped
 from glidecli.train.settings import Hyper, ModelSource, RunPlan
@@ -138,6 +139,9 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(shapes, clip_
     assert made.model("c").kind == "openclip" and made.model(kind.split("-")[1]).kind == kind
     if kind == "unclip-prior":
         assert made.model("prior-stats").kind == "clip-stats"
+    # its [defaults] names what the run made and used (the CLIP), so commands need no model named
+    made_roles = {"unclip-prior": {"unclip-prior": "prior", "clip-stats": "prior-stats"}, "unclip-decoder": {"unclip-decoder": "decoder"}}
+    assert made.defaults == {"clip": "c", **made_roles[kind]}
 
 
 def test_prior_then_decoder_make_a_manifest_glide_unclip_and_vary_use(shapes, clip_manifest, tmp_path, capsys, monkeypatch):
@@ -158,6 +162,12 @@ def test_prior_then_decoder_make_a_manifest_glide_unclip_and_vary_use(shapes, cl
     varied = glide("vary", made.paths[0], "--weights", decoder.manifest, "--decoder-model", "decoder", "--clip-model", "c",
                    "--size", "16", "--steps", "3", "-q", "--device", "cpu", "--out", tmp_path / "v")
     assert varied.code == 0, varied.err
+    # the decoder run's [defaults] names the CLIP, the prior (the one of the CLIP's width), its stats and the decoder
+    unnamed = glide("unclip", "a red circle", "--weights", decoder.manifest, "--steps", "3", "--prior-steps", "3", "-q",
+                    "--device", "cpu", "--out", tmp_path / "unnamed")
+    assert unnamed.code == 0, unnamed.err
+    meta = read_png_metadata(unnamed.paths[0])
+    assert (meta["clip_model"], meta["prior_model"], meta["decoder_model"]) == ("c", "prior", "decoder")
 
 
 def test_every_example_draws_its_own_dropouts(shapes, clip_manifest, tmp_path):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..files.vocabulary import ImageFormat
 from ..request.commands import REQUESTS
 from .console import ConsoleReporter, announce
 from .run import CAPTURE, RunOptions, check_writable, click_errors, run_session
@@ -47,7 +48,7 @@ def grid(
     x_axis = parse_axis(x, request_type, "--x")
     y_axis = parse_axis(y, request_type, "--y") if y is not None else None
     cells = grid_cells(request_type, values, x_axis, y_axis)
-    if opts.out.suffix.lower() == ".png":
+    if ImageFormat.of_path(opts.out) is not None:
         raise click_errors.BadParameter("a grid writes several pictures and a sheet: give a folder", param_hint="'--out'")
     render_grid(cells, x_axis, y_axis, opts)
 
@@ -58,7 +59,8 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
     from rich.console import Console
 
     from ..files.manifest import load_manifest
-    from ..files.pngfile import ImageError, next_free_index, slugify, write_png
+    from ..files.pictures import output_format, write_picture
+    from ..files.pngfile import ImageError, next_free_index, slugify
     from ..files.sheet import contact_sheet
     from ..request.grid import stage_key
     from ..request.planner import plan_request
@@ -67,8 +69,11 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
     plans = [plan_request(cell.request, manifest) for cell in cells]
     check_writable(opts.out)
     number = next_free_index(opts.out)
-    paths = [opts.out / f"{number:05d}-grid-{k:03d}-{plan.jobs[0].seed}-{slugify(plan.jobs[0].prompt)}.png" for k, plan in enumerate(plans)]
-    sheet_path = opts.out / f"{number:05d}-grid.png"
+    formats = [output_format(plan.image_format, opts.out) for plan in plans]  # a cell's --format (an axis may vary it)
+    paths = [
+        opts.out / f"{number:05d}-grid-{k:03d}-{plan.jobs[0].seed}-{slugify(plan.jobs[0].prompt)}{formats[k].suffix}" for k, plan in enumerate(plans)
+    ]
+    sheet_path = opts.out / f"{number:05d}-grid{formats[0].suffix}"
     taken = [path for path in (*paths, sheet_path) if path.exists()]
     if taken and not opts.overwrite:
         raise ImageError(f"output file {taken[0]} already exists; use --overwrite to replace it")
@@ -85,7 +90,7 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
             jobs = [plans[k].jobs[0] for k in members]
             first = plans[members[0]]
             for k, rendered in zip(members, first.run(session, jobs, reporter)):
-                write_png(rendered.image, paths[k], rendered.meta, overwrite=opts.overwrite)
+                write_picture(rendered.image, paths[k], rendered.meta, formats[k], plans[k].quality, overwrite=opts.overwrite)
                 pictures[k] = rendered.image
                 reporter.image_done()
                 announce(paths[k], rendered, opts.json_output, peak_memory=session.peak_memory())
@@ -102,7 +107,7 @@ def render_grid(cells: list, x_axis: Any, y_axis: Any, opts: RunOptions) -> None
                   for k, c in enumerate(cells)],
     }
     sheet = contact_sheet(rows, x_labels, y_labels, title=f"glide {base.command}: {prompt}"[:120])
-    write_png(sheet, sheet_path, record, overwrite=opts.overwrite)
+    write_picture(sheet, sheet_path, record, formats[0], plans[0].quality, overwrite=opts.overwrite)
     if sys.stdout is not None:
         sys.stdout.write((json.dumps({"path": str(sheet_path), "grid": record}, ensure_ascii=False) if opts.json_output else str(sheet_path)) + "\n")
         sys.stdout.flush()

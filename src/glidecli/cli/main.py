@@ -23,6 +23,7 @@ try:  # Ctrl-C while the command is still loading its modules: one line too, not
     from .edit import inpaint, outpaint, upsample
     from .generate import clip_guide, generate
     from .grid import grid
+    from .mcp import mcp_command
     from .run import Interrupted, click_errors
     from .score import score
     from .serve import serve
@@ -56,6 +57,7 @@ app.command()(unclip)
 app.command()(vary)
 app.command()(blend)
 app.command()(serve)
+app.command("mcp")(mcp_command)
 app.command()(completion)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(grid)
 

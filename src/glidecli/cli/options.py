@@ -10,10 +10,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..files.roles import PACKAGED_NAMES, Role
 from ..render import defaults
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
-from ..request.commands import file_pattern, option_fields
+from ..request.commands import file_pattern, option_fields, role_help
 from ..request.options import RequestError, ValueType
 from .run import RunOptions, click_errors
 
@@ -26,8 +27,11 @@ PromptsFile = Annotated[
     Path | None,
     typer.Option("--prompts-file", help="One prompt per line ('-' reads stdin); blank lines are skipped. Each prompt gets -n images.", rich_help_panel=OUTPUT),
 ]
-Out = Annotated[Path, typer.Option("--out", "-o", help="A directory, or a .png file name (several images get -1, -2... before .png).", rich_help_panel=OUTPUT)]
-Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}.", rich_help_panel=OUTPUT)]
+Out = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="A directory, or a file name: .png, .jpg or .webp (its format unless --format says; several images get -1, -2... before the suffix).", rich_help_panel=OUTPUT),
+]
+Pattern = Annotated[str, typer.Option("--pattern", help="File names in --out: fields {index}, {seed}, {slug}, {prompt_hash}; the suffix follows --format.", rich_help_panel=OUTPUT)]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists (resume a batch run: give it the same --seed).", rich_help_panel=OUTPUT)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing files (default: refuse before any work).", rich_help_panel=OUTPUT)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per written image instead of its path.", rich_help_panel=OUTPUT)]
@@ -56,7 +60,10 @@ FromImage = Annotated[
     Path | None,
     typer.Option("--from", metavar="IMAGE", help="Take this picture's recorded command settings (glide's, or A1111's 'parameters') as the defaults; flags given win. Same device and dtype: the same picture.", show_default=False, rich_help_panel=o.SAMPLING),
 ]
-RankModel = Annotated[str, typer.Option("--rank-model", help=o.RANK_MODEL.help, rich_help_panel=MODELS)]
+RankModel = Annotated[
+    str | None,
+    typer.Option("--rank-model", help=f"{o.RANK_MODEL.help} [default: the manifest's rank model; packaged: {PACKAGED_NAMES[Role.RANK]}]", rich_help_panel=MODELS),
+]
 
 
 # --- a request's options as typer parameters ---------------------------------------------------------
@@ -72,15 +79,19 @@ def request_parameters(request_type: type) -> list[inspect.Parameter]:
     for name, option, default in option_fields(request_type):
         if not option.flags:
             continue
+        text = option.help + role_help(request_type, name)  # a model field: the manifest's model for its role
         extra: dict[str, Any] = {}
         if option.value_type == ValueType.BOOL:
             annotation: Any = bool
+        elif option.value_type == ValueType.ADAPTERS:  # a flag given again adds one
+            annotation, default = Optional[list[str]], None  # noqa: UP045 - a runtime value typer reads
+            extra["metavar"] = f"<{option.metavar}>"
         else:
             annotation = Optional[str] if default is None else str  # noqa: UP045 - a runtime value typer reads
             extra["metavar"] = f"<{option.metavar}>" if option.metavar else "<" + "|".join(option.choices) + ">" if option.choices else _METAVARS[option.value_type]
             if option.choices:  # tab completion offers them (the request checks them)
                 extra["autocompletion"] = _completer(option.choices)
-        info = typer.Option(*option.flags, help=option.help, rich_help_panel=option.panel, show_default=option.show_default, **extra)
+        info = typer.Option(*option.flags, help=text, rich_help_panel=option.panel, show_default=option.show_default, **extra)
         parameters.append(_option(name, Annotated[annotation, info], default))
     return parameters
 

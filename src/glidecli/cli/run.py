@@ -27,6 +27,7 @@ except ImportError:  # older typer runs on click itself
     from click import get_current_context  # type: ignore[no-redef]
     from click.core import ParameterSource  # type: ignore[no-redef, assignment]
 
+from ..files.vocabulary import ImageFormat
 from .console import ConsoleReporter, announce
 
 if TYPE_CHECKING:
@@ -118,13 +119,16 @@ def _read_stdin() -> str:
 # --- output files ---------------------------------------------------------------------------------
 
 
-def plan_outputs(opts: RunOptions, jobs: list[Job], console, part: range | None = None, label: str = "") -> list[tuple[Job, Path]]:
-    """The jobs still to do with their files; refuses clashes before any work. With `part`
-    (a process's share of a split run), only those jobs' files are checked and kept."""
+def plan_outputs(
+    opts: RunOptions, jobs: list[Job], console, part: range | None = None, label: str = "", image_format: ImageFormat = ImageFormat.PNG,
+) -> list[tuple[Job, Path]]:
+    """The jobs still to do with their files (pictures in `image_format`); refuses clashes
+    before any work. With `part` (a process's share of a split run), only those jobs' files
+    are checked and kept."""
     from ..files.pngfile import ImageError, render_output_path
 
     planned = [
-        (job, render_output_path(opts.out, index=job.index, seed=job.seed, prompt=job.prompt, pattern=opts.pattern, count=len(jobs)))
+        (job, render_output_path(opts.out, index=job.index, seed=job.seed, prompt=job.prompt, pattern=opts.pattern, count=len(jobs), image_format=image_format))
         for job in jobs
     ]
     seen: dict[Path, int] = {}
@@ -140,7 +144,7 @@ def plan_outputs(opts: RunOptions, jobs: list[Job], console, part: range | None 
     existing = [path for _, path in planned if path.exists()]
     if opts.skip_existing and opts.overwrite:
         raise click_errors.UsageError("--skip-existing and --overwrite exclude each other")
-    if opts.skip_existing and not existing and (other := _same_pictures_other_seed(opts, planned, len(jobs))) is not None:
+    if opts.skip_existing and not existing and (other := _same_pictures_other_seed(opts, planned, len(jobs), image_format)) is not None:
         console.print(
             f"{label}note: none of these files exist, but {other} is one of these pictures with another seed;"
             " to resume that run, give its --seed (`glide info` shows it)",
@@ -159,14 +163,16 @@ def plan_outputs(opts: RunOptions, jobs: list[Job], console, part: range | None 
     return planned
 
 
-def _same_pictures_other_seed(opts: RunOptions, planned: list[tuple[Job, Path]], count: int) -> Path | None:
+def _same_pictures_other_seed(opts: RunOptions, planned: list[tuple[Job, Path]], count: int, image_format: ImageFormat) -> Path | None:
     """A file of one of these pictures (same index and prompt) under another seed, if the
     names hold the seed: what `--skip-existing` without the first run's `--seed` misses."""
     from ..files.pngfile import render_output_path
 
     marker = str(10**15 + 7)  # a seed no run uses, turned into a wildcard
     for job, path in planned[:64]:
-        probe = render_output_path(opts.out, index=job.index, seed=int(marker), prompt=job.prompt, pattern=opts.pattern, count=count)
+        probe = render_output_path(
+            opts.out, index=job.index, seed=int(marker), prompt=job.prompt, pattern=opts.pattern, count=count, image_format=image_format,
+        )
         if marker not in probe.name:
             return None
         for other in sorted(probe.parent.glob(glob.escape(probe.name).replace(marker, "*"))):
@@ -228,10 +234,10 @@ def _with_recorded(request_type: type[Any], values: dict[str, Any], picture: Pat
     the picture's index, and `opts` with its dtype when the command line and $GLIDE_DTYPE
     leave it to auto and this run is on the picture's device (so the picture comes back bit
     for bit); one warning line lists what the record holds that maps onto no option."""
-    from ..files.pngfile import read_png_metadata
+    from ..files.pictures import read_picture_record
     from ..request.replay import recorded_values
 
-    record = read_png_metadata(picture)
+    record = read_picture_record(picture)
     recorded, unmapped = recorded_values(record, request_type.command, str(picture))
     context = get_current_context()
     given = {
@@ -267,7 +273,7 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     returns the number written. Ctrl-C raises Interrupted with that number."""
     from rich.console import Console
 
-    from ..files.pngfile import write_png
+    from ..files.pictures import output_format, write_picture
     from ..files.writer import BackgroundWriter
     from ..render.shard import barrier, current_split, rank_device
     from .frames import StepFrames, write_animations, write_step_frames
@@ -279,7 +285,8 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     split = current_split(opts.shard)  # this process's share of the jobs (torchrun, --shard)
     label = f"{split.label()}: " if split.active else ""
     part = split.of(len(jobs))
-    planned = plan_outputs(opts, jobs, console, part, label)
+    image_format = output_format(plan.image_format, opts.out)
+    planned = plan_outputs(opts, jobs, console, part, label, image_format)
     barrier(split.ranks)  # no rank writes before every rank has checked its files
     started = time.perf_counter()
     idle = _nothing_to_render(part, bool(planned), label, split.parts, len(jobs), console)
@@ -289,14 +296,14 @@ def render_to_files(plan: RenderPlan, opts: RunOptions) -> int:
     if split.ranks.is_main:
         _print_seeds(jobs, console)
     paths = {job.index: path for job, path in planned}
-    # PNG encoding and writing run on a few threads of their own, so sampling never waits for
+    # Encoding and writing run on a few threads of their own, so sampling never waits for
     # them; each file is announced in the order rendered, once it is written.
     writer = BackgroundWriter()
 
     written: set[int] = set()
 
     def save(rendered: RenderedImage, steps: list | None) -> Path:
-        path = write_png(rendered.image, paths[rendered.job.index], rendered.meta, overwrite=opts.overwrite)
+        path = write_picture(rendered.image, paths[rendered.job.index], rendered.meta, image_format, plan.quality, overwrite=opts.overwrite)
         if steps:
             write_step_frames(path, rendered.image, steps, plan.animate or "gif", rendered.meta, opts.overwrite)
         return path

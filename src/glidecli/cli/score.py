@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 
 from ..files.manifest import load_manifest
+from ..files.roles import Role
 from . import options as opt
 
 
 def score(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Pictures to score (any size; centre-cropped to a square).", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to score them against.", show_default=False)],
-    rank_model: opt.RankModel = "ViT-B-32:laion2b_s34b_b79k",
+    rank_model: opt.RankModel = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per picture.")] = False,
     device: opt.Device = "auto",
     weights: opt.Weights = None,
@@ -28,8 +29,9 @@ def score(
     from ..render.session import Session
 
     pictures = [load_image(path, None) for path in images]  # every file readable before any model loads
-    session = Session(load_manifest(weights), device=device, dtype="fp32", offline=offline or None)
-    ranker = load_ranker(session, rank_model)
+    manifest = load_manifest(weights)
+    session = Session(manifest, device=device, dtype="fp32", offline=offline or None)
+    ranker = load_ranker(session, rank_model or manifest.roles()[Role.RANK])
     for path, picture in zip(images, pictures):
         value = float(ranker.score(picture, [prompt])[0])
         if json_output:

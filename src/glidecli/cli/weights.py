@@ -22,6 +22,7 @@ from ..files.manifest import (
     ModelEntry,
     load_manifest,
 )
+from ..files.roles import Role, Roles, RoleSource
 from .run import CommandError, click_errors
 
 
@@ -34,6 +35,7 @@ class WeightRow(TypedDict):
     cached: bool
     path: str | None
     size: int | None
+    roles: list[str]  # the roles it plays when a command names no model (files/roles.py)
 
 weights_app = typer.Typer(
     help="List, download, convert and verify model weights (see the manifest, weights.toml).",
@@ -77,8 +79,11 @@ def list_weights(
     weights: Weights = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
 ) -> None:
-    """List the manifest's models and tokenizers: kind, on disk or not, size, source."""
+    """List the manifest's models and tokenizers: kind, on disk or not, size, source, and the
+    roles each plays when a command names no model (the manifest's [defaults], else its one
+    model of a kind, else the packaged name)."""
     manifest = load_manifest(weights)
+    roles = manifest.roles()
     rows: list[WeightRow] = []
     for entry in _entries(manifest):
         local = cached_path(entry)
@@ -93,6 +98,7 @@ def list_weights(
                 cached=local is not None,
                 path=str(local) if local else None,
                 size=size,
+                roles=[str(role) for role, choice in roles.choices.items() if choice.present and choice.model == entry.name],
             )
         )
     if json_output:
@@ -106,7 +112,30 @@ def list_weights(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["name"], row["kind"], "yes" if row["cached"] else "no", _human_size(row["size"]), row["source"])
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.print(table)
+    console.print()
+    console.print(roles_table(roles))
+
+
+ROLE_SOURCES = {RoleSource.DEFAULTS: "[defaults]", RoleSource.KIND: "its one model of the kind", RoleSource.PACKAGED: "the packaged name"}
+
+
+def roles_table(roles: Roles) -> Any:
+    """The model each role gets when a command names none, and how it was chosen; a packaged
+    name the manifest lacks is marked (a command that needs it says so)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("role", "model", "from"):
+        table.add_column(column, overflow="fold")
+    for role, choice in roles.choices.items():
+        how = ROLE_SOURCES[choice.source]
+        if not choice.present:
+            how += ", an open_clip model" if role == Role.RANK else ", not in this manifest"
+        table.add_row(str(role), Text(choice.model), Text(how))  # Text: "[defaults]" is no markup
+    return table
 
 
 @weights_app.command("download")
@@ -189,17 +218,17 @@ def _format(value: Any) -> str:
 
 
 def info_command(
-    image: Annotated[Path, typer.Argument(help="A PNG written by glide (or one with A1111 'parameters').", show_default=False)],
+    image: Annotated[Path, typer.Argument(help="A PNG, JPEG or WebP written by glide (or one with A1111's 'parameters').", show_default=False)],
     json_output: Annotated[bool, typer.Option("--json", help="Print the recorded settings as JSON.")] = False,
     command: Annotated[bool, typer.Option("--command", help="Print the glide command line that makes the picture again (give it --weights if the models are not the packaged ones).")] = False,
 ) -> None:
-    """Print the settings recorded in a PNG made by glide (--json: raw; --command: the
-    command line that makes it again)."""
-    from ..files.pngfile import read_png_metadata
+    """Print the settings recorded in a picture made by glide, PNG, JPEG or WebP (--json: raw;
+    --command: the command line that makes it again)."""
+    from ..files.pictures import read_picture_record
     from ..request.options import RequestError
     from ..request.replay import command_line
 
-    meta = read_png_metadata(image)
+    meta = read_picture_record(image)
     if not meta:
         raise CommandError(f"{image} holds no recorded settings")
     if command:

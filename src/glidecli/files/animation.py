@@ -13,8 +13,10 @@ from .vocabulary import ANIMATION_FORMATS
 
 
 def animation_path(first_frame: Path, kind: str) -> Path:
-    """Beside the first frame: `00000-7-a-corgi.png` -> `00000-7-a-corgi.gif`."""
-    return first_frame.with_suffix(f".{kind}")
+    """Beside the first frame: `00000-7-a-corgi.png` -> `00000-7-a-corgi.gif`; a frame that is
+    itself a .webp picture (--format webp) -> `00000-7-a-corgi-animation.webp`."""
+    path = first_frame.with_suffix(f".{kind}")
+    return path.with_name(f"{first_frame.stem}-animation.{kind}") if path == first_frame else path
 
 
 def write_animation(frames: Sequence[Image.Image], path: str | Path, kind: str, *, frame_ms: int = 200, overwrite: bool = False) -> Path:

@@ -26,7 +26,8 @@ from .convert import convert_pt_to_safetensors
 from .download import download_file, download_lock, silent_tqdm
 from .fetch_diffusers import cached_diffusers, fetch_diffusers
 from .file_facts import safetensors_metadata, sha256_file
-from .manifest import Entry, HubSource, LocalSource, ModelEntry, UrlSource
+from .lora_names import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from .manifest import PEFT_FORMAT, Entry, HubSource, LocalSource, ModelEntry, UrlSource
 from .weights_error import WeightsError, first_line
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -61,6 +62,8 @@ def fetch_entry(
     show_progress = progress and not _env_flag("HF_HUB_DISABLE_PROGRESS_BARS")
     if isinstance(entry, ModelEntry) and entry.format == "diffusers":
         return fetch_diffusers(entry, offline=offline, progress=show_progress, force=force, cache=cache_dir())
+    if isinstance(entry, ModelEntry) and entry.format == PEFT_FORMAT:
+        return _adapter_folder(entry, offline=offline, progress=show_progress, force=force)
     source = entry.source
     if isinstance(entry, ModelEntry) and entry.format == "pt" and not force and not isinstance(source, HubSource):
         # The converted file answers without touching the source or the network. Hub files
@@ -151,11 +154,14 @@ def cached_path(entry: Entry) -> Path | None:
 
 def cached_source(entry: Entry) -> Path | None:
     """The file as distributed (.pt or .safetensors), if it is on disk (None for a diffusers
-    folder, which is many files)."""
+    folder, which is many files; a LoRA adapter's safetensors file)."""
     if isinstance(entry, ModelEntry) and entry.format == "diffusers":
         return None
     source = entry.source
     if isinstance(source, LocalSource):
+        if isinstance(entry, ModelEntry) and entry.format == PEFT_FORMAT and source.path.is_dir():
+            weights = source.path / ADAPTER_WEIGHTS
+            return weights if weights.is_file() else None
         return source.path if source.path.is_file() else None
     if isinstance(source, UrlSource):
         path = _download_path(source)
@@ -174,6 +180,28 @@ def recorded_sha256(path: str | Path) -> str | None:
     if recorded is not None and _META_SHA256 in recorded:
         return recorded[_META_SHA256]
     return _stamped_hash(path)
+
+
+def _adapter_folder(entry: ModelEntry, *, offline: bool, progress: bool, force: bool) -> Path:
+    """The local folder of a LoRA adapter (adapter_config.json + adapter_model.safetensors):
+    a local one as it is, a hub repository's two files downloaded into one snapshot."""
+    source = entry.source
+    if isinstance(source, LocalSource):
+        if not source.path.exists():
+            raise WeightsError(f"{_label(entry)}: {source.path} does not exist; fix its `path` in {_manifest_name(entry)}")
+        folder = source.path if source.path.is_dir() else source.path.parent
+        weights = folder / ADAPTER_WEIGHTS
+    elif isinstance(source, HubSource):
+        config = HubSource(source.repo, ADAPTER_CONFIG, source.revision)
+        _hub_file(entry, config, offline=offline, progress=progress, force=force)
+        weights = _hub_file(entry, source, offline=offline, progress=progress, force=force)
+        folder = weights.parent
+    else:
+        raise WeightsError(f"{_label(entry)}: a lora adapter comes from a local path or a hub repository")
+    if entry.sha256 is not None and weights.is_file():
+        _check_hash(entry, weights, _stamped_hash(weights) or sha256_file(weights))
+        _write_stamp(weights, entry.sha256)
+    return folder
 
 
 # --- sources -----------------------------------------------------------------------------

@@ -24,9 +24,12 @@ from ..nets.kinds import MODEL_KINDS, UNET_KINDS, ModelKind
 from ..nets.unclip_config import OpenClipConfig, PriorConfig
 from .arch_settings import ManifestError as ManifestError
 from .arch_settings import build_arch, one_line
+from .roles import DEFAULTS_TABLE, Role, Roles, parse_defaults, resolve_roles
 
 MANIFEST_ENV = "GLIDE_WEIGHTS"
-FORMATS = ("safetensors", "pt", "diffusers")
+FORMATS = ("safetensors", "pt", "diffusers", "peft")
+# A lora entry's format: PEFT's adapter folder (adapter_config.json + adapter_model.safetensors).
+PEFT_FORMAT = "peft"
 # Kinds a diffusers unCLIP (Karlo) folder holds: files/diffusers_unclip.py's COMPONENTS.
 DIFFUSERS_KINDS = (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR, ModelKind.CLIP_STATS)
 
@@ -41,7 +44,7 @@ _SUFFIX_FORMATS = {
 _SOURCE_KEYS = ("hub", "url", "path")
 _MODEL_KEYS = frozenset({"kind", "hub", "file", "revision", "url", "path", "format", "sha256", "size", "arch", "tokenizer"})
 _TOKENIZER_KEYS = frozenset({"hub", "file", "revision", "url", "path", "sha256"})
-_TOP_LEVEL_KEYS = frozenset({"version", "models", "tokenizers"})
+_TOP_LEVEL_KEYS = frozenset({"version", "models", "tokenizers", DEFAULTS_TABLE})
 _SCHEMA_VERSION = 1
 DEFAULT_TOKENIZER = "gpt2"  # the [tokenizers.NAME] a U-Net's prompts use unless its entry names another
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -125,6 +128,11 @@ class Manifest:
     path: Path
     models: dict[str, ModelEntry]
     tokenizers: dict[str, TokenizerEntry]
+    defaults: dict[Role, str] = field(default_factory=dict)  # its [defaults] table (files/roles.py)
+
+    def roles(self) -> Roles:
+        """The model that plays each role when a command names none (files/roles.py)."""
+        return resolve_roles({name: entry.kind for name, entry in self.models.items()}, self.defaults)
 
     def model(self, name: str) -> ModelEntry:
         return _named(self.models, name, "model", self.path)
@@ -182,7 +190,7 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
 def _parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
     unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; expected models, tokenizers or version")
+        raise ManifestError(f"{path}: unknown top-level key {unknown[0]!r}; expected models, tokenizers, {DEFAULTS_TABLE} or version")
     version = data.get("version", _SCHEMA_VERSION)
     if version != _SCHEMA_VERSION:
         raise ManifestError(f"{path}: unsupported manifest version {version!r}; this glidecli reads version {_SCHEMA_VERSION}")
@@ -203,7 +211,8 @@ def _parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
                 f"{path}: model {entry.name!r} uses tokenizer {entry.tokenizer!r}, which has no"
                 f" [tokenizers.{entry.tokenizer}] entry; known tokenizers: {known}"
             )
-    return Manifest(path=path, models=models, tokenizers=tokenizers)
+    defaults = parse_defaults(data.get(DEFAULTS_TABLE, {}), {name: entry.kind for name, entry in models.items()}, path)
+    return Manifest(path=path, models=models, tokenizers=tokenizers, defaults=defaults)
 
 
 def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
@@ -218,6 +227,10 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
     file_format = table.get("format")
     if file_format is not None and file_format not in FORMATS:
         raise ManifestError(f"{where}: unknown format {file_format!r}; expected safetensors, pt or diffusers")
+    if kind == ModelKind.LORA:
+        return _parse_lora(name, table, path, where, file_format)
+    if file_format == PEFT_FORMAT:
+        raise ManifestError(f"{where}: format peft holds lora adapters, not {kind}")
     source = _parse_source(table, path, where, folder=file_format == "diffusers")
     if file_format is None:
         file_format = _format_from_name(_source_file_name(source), where)
@@ -245,6 +258,27 @@ def _parse_model(name: str, table: Mapping[str, Any], path: Path) -> ModelEntry:
         arch=build_arch(kind, arch_table, where),
         manifest_path=path,
         tokenizer=tokenizer,
+    )
+
+
+def _parse_lora(name: str, table: Mapping[str, Any], path: Path, where: str, file_format: str | None) -> ModelEntry:
+    """A LoRA adapter: a local folder (or its adapter_model.safetensors) or a hub repository
+    holding one at its root (with optional revision); sha256 pins its safetensors file."""
+    if file_format not in (None, PEFT_FORMAT):
+        raise ManifestError(f"{where}: a lora adapter is in PEFT's format (format = \"peft\"), not {file_format}")
+    for key in ("arch", "tokenizer", "file"):
+        if key in table:
+            raise ManifestError(f"{where}: {key!r} does not apply to a lora adapter (its folder says what it adapts)")
+    if "url" in table:
+        raise ManifestError(f"{where}: a lora adapter comes from a local path or a hub repository, not a url")
+    source = _parse_source(table, path, where, folder=True)
+    if isinstance(source, HubSource):
+        source = HubSource(repo=source.repo, file="adapter_model.safetensors", revision=source.revision)
+    size = table.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ManifestError(f"{where}: size must be a positive whole number of bytes, not {size!r}")
+    return ModelEntry(
+        name=name, kind=ModelKind.LORA, source=source, format=PEFT_FORMAT, sha256=_parse_sha256(table, where), size=size, arch=None, manifest_path=path,
     )
 
 

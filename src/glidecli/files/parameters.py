@@ -106,9 +106,8 @@ def _parse_setting_value(raw: str) -> Any:
     return raw
 
 
-def parse_parameters_text(text: str) -> dict[str, Any]:
-    """Best-effort inverse of build_parameters_text (also reads other tools' text):
-    known labels map back to meta keys, others become snake_case keys."""
+def _split_text(text: str) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """(the prompt, the negative prompt or None, each (label, value text) of the settings line)."""
     lines = text.split("\n")
     settings_line = ""
     if len(lines) > 1 and _SETTINGS_LINE.match(lines[-1]):
@@ -122,14 +121,50 @@ def parse_parameters_text(text: str) -> dict[str, Any]:
             negative_lines.append(line)  # a multi-line negative prompt continues
         else:
             prompt_lines.append(line)
+    settings = [(label.strip(), raw.strip()) for label, raw in _SETTING_PAIR.findall(settings_line)]
+    return "\n".join(prompt_lines), "\n".join(negative_lines) if negative_lines else None, settings
 
-    meta: dict[str, Any] = {"prompt": "\n".join(prompt_lines)}
-    if negative_lines:
-        meta["negative_prompt"] = "\n".join(negative_lines)
+
+def parse_parameters_text(text: str) -> dict[str, Any]:
+    """Best-effort inverse of build_parameters_text (also reads other tools' text):
+    known labels map back to meta keys, others become snake_case keys."""
+    prompt, negative, settings = _split_text(text)
+    meta: dict[str, Any] = {"prompt": prompt}
+    if negative is not None:
+        meta["negative_prompt"] = negative
     keys_by_label = {label: keys[0] for keys, label in _PARAMETER_LABELS}
-    for label, raw in _SETTING_PAIR.findall(settings_line):
-        label = label.strip()
+    for label, raw in settings:
         key = keys_by_label.get(label, re.sub(r"\W+", "_", label.lower()).strip("_"))
-        value = _parse_setting_value(raw.strip())
+        value = _parse_setting_value(raw)
         meta[key] = str(value) if key in _TEXT_KEYS else value
     return meta
+
+
+PROMPT_LABEL = "Prompt"
+NEGATIVE_LABEL = "Negative prompt"
+
+
+def parameter_items(text: str) -> dict[str, str]:
+    """A `parameters` text as A1111 shows it, label by label, every value a text: "Prompt",
+    "Negative prompt" when there is one, then each label of the settings line as written
+    ("Steps": "20", "CFG scale": "7"; a quoted value unquoted)."""
+    prompt, negative, settings = _split_text(text)
+    items = {PROMPT_LABEL: prompt}
+    if negative is not None:
+        items[NEGATIVE_LABEL] = negative
+    for label, raw in settings:
+        value = _parse_setting_value(raw) if raw.startswith('"') else raw
+        items[label] = value if isinstance(value, str) else raw
+    return items
+
+
+def parameters_by_label(text: str) -> dict[str, Any]:
+    """parameter_items with A1111's png-info types: numbers as numbers, and a size's
+    "Size-1" and "Size-2" (width, height) besides "Size"."""
+    labelled: dict[str, Any] = {}
+    for label, value in parameter_items(text).items():
+        labelled[label] = value if label in (PROMPT_LABEL, NEGATIVE_LABEL) else _parse_setting_value(value)
+        size = re.fullmatch(r"(\d+)x(\d+)", value) if label == "Size" else None
+        if size:
+            labelled["Size-1"], labelled["Size-2"] = int(size.group(1)), int(size.group(2))
+    return labelled

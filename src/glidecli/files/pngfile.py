@@ -10,7 +10,7 @@ needs no torch, so `glide info` starts quickly.
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import os
 import re
 import secrets
@@ -18,18 +18,19 @@ import stat
 import string
 import unicodedata
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, BinaryIO, cast
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from .parameters import build_parameters_text, parse_parameters_text
+from .metadata import PictureTexts, picture_texts, record_from_texts, record_json
+from .parameters import build_parameters_text
 from .record import PictureRecord
-from .vocabulary import DEFAULT_PATTERN
+from .vocabulary import DEFAULT_PATTERN, ImageFormat
 
 PATTERN_FIELDS = ("index", "seed", "slug", "prompt_hash")
 # Suffixes that mean the user asked for a format we do not write (not a directory name).
-_OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+_OTHER_IMAGE_SUFFIXES = (".gif", ".bmp", ".tif", ".tiff")
 
 # PNG text chunks: A1111's human-readable one, and our full JSON record.
 PARAMETERS_KEY = "parameters"
@@ -56,15 +57,11 @@ def _add_text_chunk(info: PngImagePlugin.PngInfo, key: str, text: str) -> None:
         info.add_text(key, text)
 
 
-def _png_info(meta: Mapping[str, Any]) -> PngImagePlugin.PngInfo:
+def png_info(meta: Mapping[str, Any]) -> PngImagePlugin.PngInfo:
+    """The `parameters` and `glide` text chunks of a record."""
     info = PngImagePlugin.PngInfo()
     _add_text_chunk(info, PARAMETERS_KEY, build_parameters_text(meta))
-    record = json.dumps(dict(meta), ensure_ascii=False, default=str)
-    try:
-        record.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: JSON's escapes read it back exactly
-        record = json.dumps(dict(meta), ensure_ascii=True, default=str)
-    _add_text_chunk(info, GLIDE_KEY, record)
+    _add_text_chunk(info, GLIDE_KEY, record_json(meta))
     return info
 
 
@@ -87,33 +84,41 @@ def check_input_file(path: str | Path, role: str = "image") -> Path:
 
 def read_png_metadata(path: str | Path) -> dict[str, Any]:
     """The settings stored in a PNG: the `glide` JSON when present, else whatever can be
-    parsed from A1111's `parameters`, else {}."""
-    path = check_input_file(path)
+    parsed from A1111's `parameters`, else {}. (pictures.read_picture_record reads JPEG and
+    WebP too.)"""
+    return record_from_texts(read_picture_texts(path, ("PNG",)))
+
+
+# Pillow's formats -> how messages name them.
+_FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+
+
+def read_picture_texts(source: str | Path | bytes, formats: tuple[str, ...]) -> PictureTexts:
+    """The `parameters` text and glide's JSON record in a picture file (a path, or the file's
+    bytes: an upload) of one of Pillow's `formats`; ImageError otherwise, one line naming it."""
+    opened: io.BytesIO | Path
+    if isinstance(source, bytes):
+        name, opened = "the picture", io.BytesIO(source)
+    else:
+        opened = check_input_file(source)
+        name = str(opened)
+    names = list(dict.fromkeys(_FORMAT_NAMES.get(kind, kind) for kind in formats))
+    wanted = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"  # "PNG, JPEG or WebP"
     try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise ImageError(f"{path} is a {image.format} file, not a PNG")
-            texts = dict(cast(PngImagePlugin.PngImageFile, image).text)  # every text chunk, also those after the pixels
+        with Image.open(opened) as image:
+            if image.format not in formats:
+                raise ImageError(f"{name} is a {image.format} file, not a {wanted}")
+            return picture_texts(image)
     except FileNotFoundError:
-        raise ImageError(f"image file not found: {path}") from None
+        raise ImageError(f"image file not found: {name}") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path} is not a PNG image") from None
+        raise ImageError(f"{name} is not a {wanted} image") from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{path} is too large to read: {error}") from None
+        raise ImageError(f"{name} is too large to read: {error}") from None
     except OSError as error:
-        raise ImageError(f"cannot read {path}: {error.strerror or error}") from None
+        raise ImageError(f"cannot read {name}: {error.strerror or error}") from None
     except (SyntaxError, ValueError) as error:
-        raise ImageError(f"cannot read {path}: {error}") from None
-    if GLIDE_KEY in texts:
-        try:
-            record = json.loads(texts[GLIDE_KEY])
-        except json.JSONDecodeError:
-            record = None  # damaged or foreign; fall back to the readable chunk
-        if isinstance(record, dict):  # another tool's "glide" chunk may hold a list, a number...
-            return record
-    if PARAMETERS_KEY in texts:
-        return parse_parameters_text(texts[PARAMETERS_KEY])
-    return {}
+        raise ImageError(f"cannot read {name}: {error}") from None
 
 
 # --------------------------------------------------------------------------- writing
@@ -164,7 +169,7 @@ def write_png(image: Image.Image, path: str | Path, meta: PictureRecord | Mappin
     """Write `image` as a PNG with `parameters` and `glide` metadata, atomically (write_whole):
     a picture's record (files/record.py), or any settings by key."""
     record = meta.as_meta() if isinstance(meta, PictureRecord) else meta
-    return write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=_png_info(record)), overwrite=overwrite)
+    return write_whole(path, lambda file: image.save(file, format="PNG", pnginfo=png_info(record)), overwrite=overwrite)
 
 
 def write_whole(path: str | Path, save: Callable[[BinaryIO], None], *, overwrite: bool = False) -> Path:
@@ -242,19 +247,27 @@ def render_output_path(
     prompt: str,
     pattern: str = DEFAULT_PATTERN,
     count: int,
+    image_format: ImageFormat = ImageFormat.PNG,
 ) -> Path:
-    """Where image `index` of `count` goes.
+    """Where image `index` of `count` goes, a picture in `image_format`.
 
-    A `out` ending in .png names the file itself; with several images each gets
-    "-{index}" before the suffix (zero-padded so they sort). Otherwise `out` is a
-    directory and `pattern` (fields: index, seed, slug, prompt_hash) names the file;
-    ".png" is appended when the pattern lacks it."""
+    A `out` ending in the format's suffix (.png; .jpg or .jpeg; .webp) names the file itself;
+    with several images each gets "-{index}" before the suffix (zero-padded so they sort).
+    Otherwise `out` is a directory and `pattern` (fields: index, seed, slug, prompt_hash)
+    names the file, its suffix the format's: a pattern's .png (the default patterns') becomes
+    .jpg for JPEG, and one without a picture suffix gets it appended."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     out = Path(out)
+    named = ImageFormat.of_path(out)
     if out.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
-        raise ImageError(f"output {out}: glide writes PNG files only; use a .png name or a directory")
-    if out.suffix.lower() == ".png" and not out.is_dir():
+        raise ImageError(f"output {out}: glide writes PNG, JPEG and WebP files only; use a {image_format.suffix} name or a directory")
+    if named is not None and not out.is_dir():
+        if named is not image_format:
+            raise ImageError(
+                f"output {out}: --format {image_format} writes {image_format.pillow} files only; use a {image_format.suffix} name,"
+                f" a directory or --format {named}"
+            )
         if count == 1:
             return out
         return out.with_name(f"{out.stem}-{index:0{len(str(count))}d}{out.suffix}")
@@ -264,8 +277,7 @@ def render_output_path(
         name = pattern.format(**fields)
     except (ValueError, TypeError) as error:
         raise ImageError(f"bad output pattern {pattern!r}: {error}") from None
-    if not name.lower().endswith(".png"):
-        name += ".png"
+    name = _with_suffix(name, image_format)
     longest = max(len(os.fsencode(part)) for part in Path(name).parts)
     if longest > _MAX_NAME_BYTES:
         raise ImageError(f"output pattern {pattern!r} makes a file name of {longest} bytes; file systems take {_MAX_NAME_BYTES} at most")
@@ -277,12 +289,22 @@ def render_output_path(
     return out / name
 
 
+def _with_suffix(name: str, image_format: ImageFormat) -> str:
+    """`name` ending in the format's suffix: another picture format's suffix replaced by it."""
+    named = ImageFormat.of_path(name)
+    if named is image_format:
+        return name
+    if named is not None:
+        name = name[: -len(PurePath(name).suffix)]
+    return name + image_format.suffix
+
+
 def next_free_index(directory: str | Path) -> int:
-    """One past the largest number that starts a .png name in `directory` (0 if none),
-    so numbered outputs continue across runs as in A1111."""
-    numbers = [
-        int(match.group())
-        for entry in Path(directory).glob("*.png")
-        if (match := re.match(r"\d+", entry.name))
-    ]
+    """One past the largest number that starts the name of a picture glide writes (.png, .jpg,
+    .jpeg, .webp) in `directory` (0 if none), so numbered outputs continue across runs as in A1111."""
+    try:
+        names = [entry.name for entry in Path(directory).iterdir()]
+    except OSError:  # missing or unreadable: nothing numbered yet, as glob would say
+        names = []
+    numbers = [int(match.group()) for name in names if ImageFormat.of_path(name) is not None and (match := re.match(r"\d+", name))]
     return max(numbers, default=-1) + 1

@@ -7,7 +7,7 @@ they share the cores. Then `report(result)` (say that the file is there) runs on
 thread of its own, in the order the tasks were given, so what a caller prints comes out in
 a fixed order whatever order the files land in.
 
-Each task writes its file whole or not at all (pngfile.write_png: temporary name, then
+Each task writes its file whole or not at all (pictures.write_picture: temporary name, then
 rename); two tasks must never be given the same path (cli/run.plan_outputs refuses such
 plans). `close()` waits for every task already given, so an interrupted render still keeps
 every picture it finished. The first failure, in the order given, stops the writer: tasks

@@ -24,6 +24,8 @@ class ModelKind(StrEnum):
     UNCLIP_SR = "unclip-sr"
     OPENCLIP = "openclip"
     CLIP_STATS = "clip-stats"
+    # A LoRA adapter (PEFT's format) for one of the networks above: no network of its own.
+    LORA = "lora"
 
     @property
     def upsampler(self) -> ModelKind:
@@ -39,3 +41,5 @@ UPSAMPLER_OF = {ModelKind.BASE: ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT: Mode
 # The stages that read prompts joined with AND (render/composition.py); the upsamplers, which
 # run without guidance and mostly sharpen, read the components drawn.
 COMPOSING_KINDS = (ModelKind.BASE, ModelKind.BASE_INPAINT)
+# The networks a LoRA adapter can adapt (nets/lora.py): those that sample a diffusion.
+ADAPTABLE_KINDS = (*UNET_KINDS, ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER, ModelKind.UNCLIP_SR)

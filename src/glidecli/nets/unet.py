@@ -85,6 +85,16 @@ class ResBlock(nn.Module):
         return h.add_(skip) if inplace else skip + h
 
 
+def pointwise(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """A 1x1 Conv1d of the checkpoint's layout applied to [B, L, C] features. A plain one is
+    a linear map of the last axis (no transposes); a layer standing in for it (a LoRA
+    adapter's, glidecli's or PEFT's) is called as the Conv1d it replaces, on [B, C, L]."""
+    if type(layer) is nn.Conv1d:
+        return F.linear(h, layer.weight[..., 0], layer.bias)
+    out: torch.Tensor = layer(h.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
 class AttentionBlock(nn.Module):
     """Self-attention over the feature map whose keys and values also include the text tokens."""
 
@@ -113,10 +123,10 @@ class AttentionBlock(nn.Module):
     ) -> torch.Tensor:
         batch, channels, height, width = x.shape
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
-        q, k, v = self._heads(F.linear(h, self.qkv.weight[..., 0], self.qkv.bias), 3)
+        q, k, v = self._heads(pointwise(self.qkv, h), 3)
         attn_mask = None
         if self.encoder_kv is not None and text_tokens is not None:
-            text_kv = F.linear(text_tokens.to(h.dtype), self.encoder_kv.weight[..., 0], self.encoder_kv.bias)
+            text_kv = pointwise(self.encoder_kv, text_tokens.to(h.dtype))
             text_k, text_v = self._heads(text_kv, 2)
             # Text tokens come first in the key sequence, as in the reference.
             k = torch.cat([text_k, k], dim=2)
@@ -126,7 +136,7 @@ class AttentionBlock(nn.Module):
                 attn_mask = torch.cat([text_mask.bool(), pixels], dim=1)[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, heads, HW, d]
         out = out.transpose(1, 2).reshape(batch, height * width, channels)
-        out = F.linear(out, self.proj_out.weight[..., 0], self.proj_out.bias)
+        out = pointwise(self.proj_out, out)
         return x + out.transpose(1, 2).reshape(batch, channels, height, width)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from ..diffusion.vocabulary import FAST27, SamplerName
+from ..files.roles import PACKAGED_NAMES, Role
 from ..nets.kinds import ModelKind
 
 
@@ -33,7 +34,8 @@ UPSAMPLE_TEMPERATURE = 0.997
 
 
 def glide_model(kind: ModelKind) -> str:
-    """The packaged manifest names GLIDE's models after their kinds."""
+    """The packaged manifest names GLIDE's models after their kinds. A command that names no
+    model takes its manifest's role (files/roles.py), which is this name in the packaged one."""
     return kind.value
 
 
@@ -52,14 +54,14 @@ CLIP_TEXT_MODEL = glide_model(ModelKind.CLIP_TEXT)
 
 # unCLIP, Karlo's "fast" template (karlo/sampler/template.py): prior 25 steps at guidance 4,
 # decoder 25 at guidance 8, both ancestral over respaced steps; super-resolution 7 steps.
-UNCLIP_PRIOR = StageDefaults("karlo-prior", SamplerName.DDPM, "25", scale=4.0)
-UNCLIP_DECODER = StageDefaults("karlo-decoder", SamplerName.DDPM, "25", scale=8.0)
-UNCLIP_SR = StageDefaults("karlo-sr", SamplerName.DDPM, "7")
-UNCLIP_CLIP_MODEL = "clip-vit-l-14"
-UNCLIP_CLIP_STATS = "karlo-clip-stats"
+UNCLIP_PRIOR = StageDefaults(PACKAGED_NAMES[Role.UNCLIP_PRIOR], SamplerName.DDPM, "25", scale=4.0)
+UNCLIP_DECODER = StageDefaults(PACKAGED_NAMES[Role.UNCLIP_DECODER], SamplerName.DDPM, "25", scale=8.0)
+UNCLIP_SR = StageDefaults(PACKAGED_NAMES[Role.UNCLIP_SR], SamplerName.DDPM, "7")
+UNCLIP_CLIP_MODEL = PACKAGED_NAMES[Role.CLIP]
+UNCLIP_CLIP_STATS = PACKAGED_NAMES[Role.CLIP_STATS]
 
 # Best of N: the open_clip model that judges the candidates, and the most candidates a picture takes.
-RANK_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+RANK_MODEL = PACKAGED_NAMES[Role.RANK]
 MAX_BEST_OF = 64
 
 # --device, --dtype and --offload: the choices, typed for the CLI's flags, and as tuples.
@@ -70,3 +72,7 @@ DEVICES: tuple[str, ...] = get_args(DeviceName)
 DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 OFFLOAD_CHOICES: tuple[str, ...] = get_args(OffloadName)
 MAX_CANVAS = 8192  # pixels per side of an outpainted canvas; a bigger one is refused before any work
+
+# GLIDE's upsamplers (and Karlo's super-resolution) make pictures this many times wider than
+# the ones they are given: 64 -> 256, the shapes set's 16 -> 64.
+UPSAMPLE_FACTOR = 4

@@ -6,6 +6,8 @@ embeddings, from one of:
 - an open_clip model, `NAME:PRETRAINED` (open_clip's pretrained list, e.g. the default
   ViT-B-32:laion2b_s34b_b79k), `NAME:FILE` (a local checkpoint), or `hf-hub:ORG/REPO`;
   weights are fetched once by open_clip's hub download into glidecli's cache;
+- a manifest's OpenCLIP entry by its name (the manifest's `rank` role: a CLIP of one's own,
+  such as the shapes models' shapes-clip);
 - `noised-clip`: GLIDE's own noised CLIP (the manifest's clip-image and clip-text models)
   at timestep 0, which needs no download beyond what CLIP guidance uses, but sees 64x64
   pictures and is a weaker judge.
@@ -35,6 +37,7 @@ from torch import Tensor
 
 from ..diffusion.noise import MAX_SEED, ImageNoise
 from ..files.fetch import cache_dir
+from ..nets.clip_vit import encode_prompts, image_embedding
 from ..nets.kinds import ModelKind
 from .composition import parse_prompt, plain_text
 from .defaults import MAX_BEST_OF, RANK_MODEL
@@ -165,10 +168,34 @@ class NoisedClipRanker:
         return 100.0 * (image_z * text_z).sum(-1).cpu()
 
 
+class ManifestClipRanker:
+    """A manifest's OpenCLIP entry as the judge (a CLIP of one's own, such as the shapes
+    models'), scored as OpenClipRanker scores: centre square, the config's statistics."""
+
+    def __init__(self, session: Session, name: str):
+        self.name = name
+        self.session = session
+        self.model = session.network(name, ModelKind.OPENCLIP)
+        cfg = self.model.config
+        self.size = (cfg.image_size, cfg.image_size)
+        self.tokenizer = session.clip_tokenizer(cfg.text_ctx)
+        self.mean = torch.tensor(cfg.pixel_mean, device=session.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.pixel_std, device=session.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        pixels = (_square(images.to(self.session.device), self.size) + 1) / 2
+        image_z = F.normalize(image_embedding(self.model, (pixels - self.mean) / self.std), dim=-1)
+        text_z = F.normalize(encode_prompts(self.model, self.tokenizer, list(prompts)).pooled, dim=-1)
+        return 100.0 * (image_z * text_z).sum(-1).cpu()
+
+
 def load_ranker(session: Session, spec: str) -> Ranker:
     """The judge `spec` names (see the module's docstring), on the session's device."""
     if spec == NOISED_CLIP:
         return NoisedClipRanker(session)
+    if spec in session.manifest.models:
+        return ManifestClipRanker(session, spec)
     return OpenClipRanker(spec, session.device, session.offline)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ..nets.kinds import ModelKind
 from ..nets.tokenizer import ClipTokenizer, GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from .accel import CudaGraphs, NetworkCall, network_call
+from .adapters import AdapterUse, SessionAdapters
 from .defaults import DEVICES
 from .offload import Offload, OffloadError
 
@@ -165,6 +166,20 @@ class Session:
         self._paths: dict[str, Path] = {}
         self._tokenizers: dict[tuple[str, int], GlideTokenizer] = {}
         self._clip_tokenizers: dict[int, ClipTokenizer] = {}
+        self.adapters = SessionAdapters()
+
+    def use_adapters(self, uses: Sequence[AdapterUse]) -> None:
+        """Wear exactly these LoRA adapters from now on (none: the networks as loaded): on the
+        networks loaded now, and on the others when they load. A network whose adapters
+        change gets new sampling calls (compiled or graphed calls hold its old layers)."""
+        self.adapters.want(uses)
+        for name, network in self._networks.items():
+            self._sync_adapters(name, network)
+
+    def _sync_adapters(self, name: str, network: Any) -> None:
+        if self.adapters.sync(name, network, self.device):
+            for key in [key for key in self._calls if key == name or key.startswith(name + ".")]:
+                del self._calls[key]
 
     def entry(self, name: str, kind: str) -> ModelEntry:
         return model_entry(self.manifest, name, kind)
@@ -176,6 +191,7 @@ class Session:
             self._paths[name] = path
             network = load_network(kind, entry.arch, path, self.offload.load_device, self.dtype)
             self._networks[name] = self.offload.manage(name, network)
+            self._sync_adapters(name, self._networks[name])
         self.offload.activate(name)  # handed out to run: on the device (its calls also bring it)
         return self._networks[name]
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..files.vocabulary import DEFAULT_PATTERN, FitMode
+from ..files.roles import PACKAGED_NAMES, Role, Roles
+from ..files.vocabulary import DEFAULT_PATTERN, DEFAULT_QUALITY, FitMode
 from ..render import defaults
 from . import options as o
 from .options import Option, RequestError, ValueType, value_of
@@ -26,6 +27,12 @@ PROMPT = Option((), ValueType.STR, "What the picture shows.", name="prompt")
 def uses(option: Option, default: Any) -> Any:
     """A request field declared by `option`, with this command's default."""
     return field(default=default, metadata={"option": option})
+
+
+def uses_role(option: Option, role: Role) -> Any:
+    """A model field declared by `option`: None (not named) takes the manifest's model for
+    `role` when the request is planned (with_roles)."""
+    return field(default=None, metadata={"option": option, "role": role})
 
 
 # --- field groups: the options several commands share, with the defaults they share ---------------
@@ -43,11 +50,13 @@ class PromptLanguage:
 
 @dataclass(frozen=True)
 class Output:
-    """How many pictures, in which batches, from which seed."""
+    """How many pictures, in which batches, from which seed, in which file format."""
 
     num: int = uses(o.NUM, 1)
     batch_size: int | str = uses(o.BATCH_SIZE, "auto")
     seed: int | None = uses(o.SEED, None)
+    format: str | None = uses(o.FORMAT, None)  # an ImageFormat; None: the front end's (files/pictures.output_format)
+    quality: int = uses(o.QUALITY, DEFAULT_QUALITY)
 
 
 @dataclass(frozen=True)
@@ -110,23 +119,23 @@ class BestOfN:
     """Best of N candidates by a CLIP score."""
 
     best_of: int = uses(o.BEST_OF, 1)
-    rank_model: str = uses(o.RANK_MODEL, defaults.RANK_MODEL)
+    rank_model: str | None = uses_role(o.RANK_MODEL, Role.RANK)
 
 
 @dataclass(frozen=True)
 class TextModels:
     """GLIDE's text-to-image base model and upsampler."""
 
-    model: str = uses(o.BASE_MODEL, defaults.GENERATE_BASE.model)
-    upsample_model: str = uses(o.UPSAMPLE_MODEL, defaults.GENERATE_UPSAMPLE.model)
+    model: str | None = uses_role(o.BASE_MODEL, Role.BASE)
+    upsample_model: str | None = uses_role(o.UPSAMPLE_MODEL, Role.UPSAMPLE)
 
 
 @dataclass(frozen=True)
 class InpaintModels:
     """GLIDE's inpainting models."""
 
-    model: str = uses(o.INPAINT_MODEL, defaults.INPAINT_BASE.model)
-    upsample_model: str = uses(o.INPAINT_UPSAMPLE_MODEL, defaults.INPAINT_UPSAMPLE.model)
+    model: str | None = uses_role(o.INPAINT_MODEL, Role.INPAINT)
+    upsample_model: str | None = uses_role(o.INPAINT_UPSAMPLE_MODEL, Role.UPSAMPLE_INPAINT)
 
 
 @dataclass(frozen=True)
@@ -145,9 +154,17 @@ class DecoderSampling:
 class DecoderModels:
     """unCLIP's decoder, super-resolution and the CLIP that conditions them."""
 
-    decoder_model: str = uses(o.DECODER_MODEL, defaults.UNCLIP_DECODER.model)
-    sr_model: str = uses(o.SR_MODEL, defaults.UNCLIP_SR.model)
-    clip_model: str = uses(o.CLIP_MODEL, defaults.UNCLIP_CLIP_MODEL)
+    decoder_model: str | None = uses_role(o.DECODER_MODEL, Role.UNCLIP_DECODER)
+    sr_model: str | None = uses_role(o.SR_MODEL, Role.UNCLIP_SR)
+    clip_model: str | None = uses_role(o.CLIP_MODEL, Role.CLIP)
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """LoRA adapters on the command's networks (every rendering command; its last options)."""
+
+    lora: tuple[str, ...] = uses(o.LORA, ())
+    force: bool = uses(o.FORCE_LORA, False)
 
 
 # --- the commands ------------------------------------------------------------------------------
@@ -173,7 +190,7 @@ class Frames:
 
 
 @dataclass(frozen=True)
-class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling, PromptLanguage):
+class GenerateRequest(Adapters, TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling, PromptLanguage):
     """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
 
     command: ClassVar[str] = "generate"
@@ -181,7 +198,7 @@ class GenerateRequest(TextModels, Output, Frames, BestOfN, InitPicture, PictureS
 
 
 @dataclass(frozen=True)
-class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning, PromptLanguage):
+class ClipGuideRequest(Adapters, TextModels, Output, TextUpsampling, SamplerTuning, PromptLanguage):
     """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
 
     command: ClassVar[str] = "clip-guide"
@@ -190,12 +207,12 @@ class ClipGuideRequest(TextModels, Output, TextUpsampling, SamplerTuning, Prompt
     steps: str = uses(o.STEPS, defaults.CLIP_GUIDE_BASE.steps)
     sampler: str = uses(o.SAMPLER, defaults.CLIP_GUIDE_BASE.sampler)
     size: int | None = uses(o.SIZE, None)
-    clip_image_model: str = uses(o.CLIP_IMAGE_MODEL, defaults.CLIP_IMAGE_MODEL)
-    clip_text_model: str = uses(o.CLIP_TEXT_MODEL, defaults.CLIP_TEXT_MODEL)
+    clip_image_model: str | None = uses_role(o.CLIP_IMAGE_MODEL, Role.CLIP_IMAGE)
+    clip_text_model: str | None = uses_role(o.CLIP_TEXT_MODEL, Role.CLIP_TEXT)
 
 
 @dataclass(frozen=True)
-class UpsampleRequest(Output, PromptLanguage):
+class UpsampleRequest(Adapters, Output, PromptLanguage):
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
@@ -205,11 +222,11 @@ class UpsampleRequest(Output, PromptLanguage):
     sampler: str = uses(o.UPSAMPLE_ONLY_SAMPLER, defaults.GENERATE_UPSAMPLE.sampler)
     temp: float = uses(o.UPSAMPLE_ONLY_TEMP, defaults.GENERATE_UPSAMPLE.temperature)
     fit: str = uses(o.FIT, FitMode.CROP)
-    model: str = uses(o.UPSAMPLE_ONLY_MODEL, defaults.GENERATE_UPSAMPLE.model)
+    model: str | None = uses_role(o.UPSAMPLE_ONLY_MODEL, Role.UPSAMPLE)
 
 
 @dataclass(frozen=True)
-class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
+class InpaintRequest(Adapters, InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
@@ -223,7 +240,7 @@ class InpaintRequest(InpaintModels, Output, PictureSize, InpaintUpsampling, Samp
 
 
 @dataclass(frozen=True)
-class OutpaintRequest(InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
+class OutpaintRequest(Adapters, InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
@@ -249,18 +266,18 @@ class PriorSampling:
 
 
 @dataclass(frozen=True)
-class UnclipRequest(DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling, PromptLanguage):
+class UnclipRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling, PromptLanguage):
     """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
 
     command: ClassVar[str] = "unclip"
     prompts: tuple[str, ...] = uses(PROMPTS, ())
     negative: str | None = uses(o.NEGATIVE, None)
-    prior_model: str = uses(o.PRIOR_MODEL, defaults.UNCLIP_PRIOR.model)
-    clip_stats: str = uses(o.CLIP_STATS, defaults.UNCLIP_CLIP_STATS)
+    prior_model: str | None = uses_role(o.PRIOR_MODEL, Role.UNCLIP_PRIOR)
+    clip_stats: str | None = uses_role(o.CLIP_STATS, Role.CLIP_STATS)
 
 
 @dataclass(frozen=True)
-class DecoderRequest(DecoderModels, Output, BestOfN, DecoderSampling, PromptLanguage):
+class DecoderRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PromptLanguage):
     """The unCLIP commands that start from pictures' CLIP image embeddings (vary, blend): the
     decoder's and super-resolution's sampling, the output, the models, and the decoder's text."""
 
@@ -315,6 +332,36 @@ def option_fields(request_type: RequestType) -> list[tuple[str, Option, Any]]:
     return [(f.name, f.metadata["option"], f.default) for f in dataclasses.fields(request_type)]
 
 
+def field_roles(request_type: RequestType) -> dict[str, Role]:
+    """The model fields of a request type (field name -> the role that fills it when None)."""
+    return {f.name: f.metadata["role"] for f in dataclasses.fields(request_type) if "role" in f.metadata}
+
+
+def with_roles(request: Request, roles: Roles) -> Request:
+    """`request` with each model it leaves unnamed set to the manifest's model for that role."""
+    named: dict[str, Any] = {name: roles[role] for name, role in field_roles(type(request)).items() if getattr(request, name) is None}
+    return dataclasses.replace(request, **named)
+
+
+def role_help(request_type: RequestType, name: str) -> str:
+    """What field `name` takes when not given, for its help: its role's model ("" for a field no role fills)."""
+    role = field_roles(request_type).get(name)
+    return "" if role is None else f" [default: the manifest's {role} model; packaged: {PACKAGED_NAMES[role]}]"
+
+
+def chosen(model: str | None) -> str:
+    """A model field of a request whose models with_roles chose (every planned request's)."""
+    if model is None:
+        raise TypeError("a request's models are chosen (with_roles) before it is planned")
+    return model
+
+
+def packaged_model(request_type: RequestType, name: str) -> str | None:
+    """The packaged manifest's model for field `name`, None for a field no role fills."""
+    role = field_roles(request_type).get(name)
+    return None if role is None else PACKAGED_NAMES[role]
+
+
 def build(request_type: RequestType, values: Mapping[str, Any]) -> Request:
     """A request from raw values by field name (CLI text, JSON values, or typed values);
     fields not given keep the command's default (a required picture or prompt is missing).
@@ -325,7 +372,21 @@ def build(request_type: RequestType, values: Mapping[str, Any]) -> Request:
     unknown = set(values) - set(typed)
     if unknown:
         raise RequestError(f"{request_type.command} has no option {sorted(unknown)[0]!r}")
-    return request_type(**typed)
+    return request_type(**_lora_tags_taken(typed))
+
+
+def _lora_tags_taken(typed: dict[str, Any]) -> dict[str, Any]:
+    """The values with the prompts' <lora:NAME:WEIGHT> tags moved to `lora` (after --lora's)."""
+    from .lora_tags import take_lora_tags, take_prompts_tags
+
+    specs: tuple[str, ...] = ()
+    if typed.get("prompts"):
+        typed["prompts"], specs = take_prompts_tags(typed["prompts"])
+    elif isinstance(typed.get("prompt"), str):
+        typed["prompt"], specs = take_lora_tags(typed["prompt"])
+    if specs:
+        typed["lora"] = (*typed["lora"], *(spec for spec in specs if spec not in typed["lora"]))
+    return typed
 
 
 def field_names(request_type: RequestType) -> dict[str, str]:
@@ -339,12 +400,10 @@ def field_names(request_type: RequestType) -> dict[str, str]:
     return names
 
 
-def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Request:
-    """A request from JSON by option names (`{"scale": 3, "upsample-steps": "fast27"}`);
-    picture fields come from `pictures` (the server's saved uploads), never from `data`.
-    Unknown names, and one option given under two names, are refused."""
+def by_field(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data`'s values by JSON names (any of an option's names) as {field name: value}; unknown
+    names, and one option given under two names, are refused."""
     names = field_names(request_type)
-    options = {name: option for name, option, _ in option_fields(request_type)}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = names.get(key)
@@ -352,11 +411,23 @@ def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: M
             raise RequestError(f"{request_type.command} has no option {key!r}")
         if name in values:
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
+        values[name] = raw
+    return values
+
+
+def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: Mapping[str, Path] = {}) -> Request:
+    """A request from JSON by option names (`{"scale": 3, "upsample-steps": "fast27"}`);
+    picture fields come from `pictures` (the server's saved uploads), never from `data`."""
+    names = field_names(request_type)
+    options = {name: option for name, option, _ in option_fields(request_type)}
+    values = by_field(request_type, data)
+    for name in values:
         if options[name].value_type == ValueType.PICTURE:
+            key = next(key for key in data if names[key] == name)
             raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
         if options[name].value_type == ValueType.PATH:  # a client names no folder of the server's
+            key = next(key for key in data if names[key] == name)
             raise RequestError(f"{key!r} is a folder of the machine that renders: the server sets it where it starts", options[name].flag)
-        values[name] = raw
     for name, path in pictures.items():
         if name not in names.values():
             raise RequestError(f"{request_type.command} takes no picture {name!r}")

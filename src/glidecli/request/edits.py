@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
+from ..render import defaults
 from ..render.defaults import MAX_CANVAS
 from . import options as o
-from .commands import PROMPT, InpaintRequest, OutpaintRequest, UpsampleRequest
+from .commands import PROMPT, InpaintRequest, OutpaintRequest, UpsampleRequest, chosen
 from .jobs import make_jobs
 from .options import RequestError, required
 from .plan import RenderPlan
@@ -29,9 +30,10 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     from ..render.engine import render_upsample
 
     r = request
-    stage = build_stage(manifest, StageSpec(r.model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
+    model = chosen(r.model)
+    stage = build_stage(manifest, StageSpec(model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
     # GLIDE's upsampler was trained on 4x (64 -> 256).
-    picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, r.model, ModelKind.UPSAMPLE).image_size // 4), r.fit)
+    picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, model, ModelKind.UPSAMPLE).image_size // defaults.UPSAMPLE_FACTOR), r.fit)
     jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command=UpsampleRequest.command)
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
@@ -52,7 +54,7 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
     base, upsample = glide_stages(manifest, r, ModelKind.BASE_INPAINT, warnings, scale=r.scale)
     fit = sized_fit(r.fit, r.width, r.height)
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, r.width, r.height)
-    final = unet_arch(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else unet_arch(manifest, r.model, ModelKind.BASE_INPAINT)
+    final = unet_arch(manifest, upsample.model, ModelKind.UPSAMPLE_INPAINT) if upsample else unet_arch(manifest, base.model, ModelKind.BASE_INPAINT)
     image = required(o.IMAGE, r.image)
     region = inpaint_region(image, r.mask, r.invert_mask, fit, r.context, r.feather, final.image_size)
     source = InpaintSource(image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)

@@ -14,6 +14,7 @@ KNOWN_FAILURES = (
     ("glidecli.files.weights_error", "WeightsError"),
     ("glidecli.nets.checkpoint", "CheckpointError"),
     ("glidecli.files.pngfile", "ImageError"),
+    ("glidecli.files.lora_file", "AdapterError"),
     ("glidecli.nets.tokenizer", "TokenizerFileError"),
     ("glidecli.render.session", "RenderError"),
     ("glidecli.request.options", "RequestError"),

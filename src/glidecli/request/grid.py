@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..diffusion.vocabulary import MAX_SEED
+from ..files.vocabulary import DEFAULT_QUALITY
 from .commands import MANY_PROMPTS, Request, RequestType, build, field_names, option_fields
 from .options import RequestError, ValueType
 
@@ -99,7 +100,9 @@ def _replace_prompt(request: Request, search: str, replacement: str) -> Request:
 
 def stage_key(request: Request) -> Request:
     """What cells share when their pictures can go through the networks together: the
-    request without its prompts and seed (those differ job by job within one render)."""
+    request without its prompts and seed (those differ job by job within one render), and
+    without its files' format and quality (which change no sampled pixel)."""
+    request = dataclasses.replace(request, format=None, quality=DEFAULT_QUALITY)
     if isinstance(request, MANY_PROMPTS):
         return dataclasses.replace(request, seed=None, prompts=())
     return dataclasses.replace(request, seed=None, prompt="")

@@ -10,13 +10,14 @@ text to the same conversion that reads JSON and form fields (`value_of`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
-from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES
+from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES, IMAGE_FORMATS, LOSSLESS_QUALITY
 from ..render.defaults import MAX_CANVAS, UPSAMPLE_TEMPERATURE
 
 INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)  # glide inpaint's --fit (request/edits.py)
@@ -55,6 +56,7 @@ class ValueType(StrEnum):
     PICTURE = "picture"  # a file path on the CLI, an upload over HTTP
     PROMPTS = "prompts"  # one prompt or several
     PATH = "path"  # a file or folder of the machine that runs the command (glide train's)
+    ADAPTERS = "adapters"  # LoRA adapters, NAME[:WEIGHT] each: a flag given again, a JSON list
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,11 @@ def value_of(option: Option, raw: Any) -> Any:
 
 def convert(option: Option, raw: Any) -> Any:
     """`raw` as the option's type: "3" and 3 are both the int 3; anything else is RequestError."""
+    kind = option.value_type
+    if kind == ValueType.ADAPTERS:
+        return _adapters(option, raw)
     if raw is None:
         return None
-    kind = option.value_type
     if kind == ValueType.BOOL:
         if isinstance(raw, bool):
             return raw
@@ -127,6 +131,39 @@ def convert(option: Option, raw: Any) -> Any:
     if not isinstance(raw, str):
         raise RequestError(f"{raw!r} is not text", option.flag)
     return raw
+
+
+def _adapters(option: Option, raw: Any) -> tuple[str, ...]:
+    """NAME[:WEIGHT] specs: one text (a form field's may hold several, split by commas), or a
+    list of them (a repeated flag, a JSON list)."""
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",")] if "," in raw else [raw]
+    specs = () if raw is None else tuple(raw) if isinstance(raw, (list, tuple)) else None
+    if specs is None or not all(isinstance(spec, str) and spec for spec in specs):
+        raise RequestError(f"{raw!r} is not NAME[:WEIGHT] or a list of them", option.flag)
+    for spec in specs:
+        adapter_weight(spec, option.flag)
+    return specs
+
+
+def adapter_weight(spec: str, flag: str = "--lora") -> tuple[str, float | None]:
+    """(name, weight) of a NAME[:WEIGHT] spec; the weight is None when not given. A name may
+    hold colons (a path): only a last part that reads as a number, or that has no slash and
+    is not empty, is taken for the weight."""
+    name, colon, tail = spec.rpartition(":")
+    if not colon:
+        return spec, None
+    try:
+        weight = float(tail)
+    except ValueError:
+        if "/" in tail or "\\" in tail or not name:
+            return spec, None  # a path with a colon in it
+        raise RequestError(f"the weight of {spec!r}, {tail!r}, is not a number", flag) from None
+    if not math.isfinite(weight):
+        raise RequestError(f"the weight of {spec!r} is not a finite number", flag)
+    if not name:
+        raise RequestError(f"{spec!r} names no adapter", flag)
+    return name, weight
 
 
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
@@ -242,11 +279,21 @@ SEED = Option(
     ("--seed",), ValueType.INT, "Seed of the first image (random when omitted; always printed and recorded).",
     panel=OUTPUT, minimum=0, maximum=MAX_SEED, optional=True, show_default=False,
 )
+FORMAT = Option(
+    ("--format",), ValueType.STR,
+    "File format of the pictures, each with its settings recorded (PNG text chunks; JPEG and WebP EXIF and XMP). Default: the suffix of an --out file name (.jpg, .webp), else png.",
+    panel=OUTPUT, choices=tuple(kind.value for kind in IMAGE_FORMATS), optional=True, show_default=False,
+)
+QUALITY = Option(
+    ("--quality",), ValueType.INT,
+    f"JPEG and WebP quality, 0-{LOSSLESS_QUALITY} (OpenAI's output_compression); WebP at {LOSSLESS_QUALITY} is lossless (the same pixels as the PNG). PNG is always lossless.",
+    panel=OUTPUT, minimum=0, maximum=LOSSLESS_QUALITY,
+)
 FIT = Option(("--fit",), ValueType.STR, "Making the picture square: crop (centre), pad (black borders, kept), stretch.", choices=FIT_MODES)
-BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS)
-UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Upsampler (manifest name).", panel=MODELS)
-INPAINT_MODEL = Option(("--model",), ValueType.STR, "Base inpainting model (manifest name).", panel=MODELS)
-INPAINT_UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Inpainting upsampler (manifest name).", panel=MODELS)
+BASE_MODEL = Option(("--model",), ValueType.STR, "Base model (manifest name).", panel=MODELS, optional=True)
+UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Upsampler (manifest name).", panel=MODELS, optional=True)
+INPAINT_MODEL = Option(("--model",), ValueType.STR, "Base inpainting model (manifest name).", panel=MODELS, optional=True)
+INPAINT_UPSAMPLE_MODEL = Option(("--upsample-model",), ValueType.STR, "Inpainting upsampler (manifest name).", panel=MODELS, optional=True)
 
 # --- img2img and best of N (glide generate) ------------------------------------------------------
 
@@ -270,15 +317,15 @@ BEST_OF = Option(
 )
 RANK_MODEL = Option(
     ("--rank-model",), ValueType.STR,
-    "Judge for --best-of: an open_clip NAME:PRETRAINED (or NAME:FILE, hf-hub:REPO), or 'noised-clip' (GLIDE's noised CLIP at t=0, no extra download).",
-    panel=MODELS,
+    "Judge for --best-of: a manifest's OpenCLIP model by name, an open_clip NAME:PRETRAINED (or NAME:FILE, hf-hub:REPO), or 'noised-clip' (GLIDE's noised CLIP at t=0, no extra download).",
+    panel=MODELS, optional=True,
 )
 
 # --- CLIP guidance ---------------------------------------------------------------------------------
 
 CLIP_SCALE = Option(("--clip-scale",), ValueType.FLOAT, "Strength of the CLIP gradient.", minimum=0.0)
-CLIP_IMAGE_MODEL = Option(("--clip-image-model",), ValueType.STR, "Noised CLIP image encoder.", panel=MODELS)
-CLIP_TEXT_MODEL = Option(("--clip-text-model",), ValueType.STR, "Noised CLIP text encoder.", panel=MODELS)
+CLIP_IMAGE_MODEL = Option(("--clip-image-model",), ValueType.STR, "Noised CLIP image encoder.", panel=MODELS, optional=True)
+CLIP_TEXT_MODEL = Option(("--clip-text-model",), ValueType.STR, "Noised CLIP text encoder.", panel=MODELS, optional=True)
 
 # --- pictures in -----------------------------------------------------------------------------------
 
@@ -292,7 +339,7 @@ IMAGE_B = Option((), ValueType.PICTURE, "The picture at --mix 1.", name="image-b
 UPSAMPLE_ONLY_STEPS = Option(("--upsample-steps", "--steps"), ValueType.STR, "Steps: a count, sections, 'ddimN' or 'fast27' (the reference's, with ddim).")
 UPSAMPLE_ONLY_SAMPLER = Option(("--upsample-sampler", "--sampler"), ValueType.STR, "Sampler.", choices=SAMPLER_NAMES)
 UPSAMPLE_ONLY_TEMP = Option(("--upsample-temp", "--temp"), ValueType.FLOAT, "Scales the starting noise.", minimum=0.0)
-UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), ValueType.STR, "Upsampler (manifest name).", panel=MODELS)
+UPSAMPLE_ONLY_MODEL = Option(("--upsample-model", "--model"), ValueType.STR, "Upsampler (manifest name).", panel=MODELS, optional=True)
 
 # --- glide inpaint -----------------------------------------------------------------------------------
 
@@ -343,11 +390,11 @@ DECODER_SAMPLER = Option(("--sampler",), ValueType.STR, "Decoder sampler.", choi
 SR_STEPS = Option(("--sr-steps",), ValueType.STR, "Super-resolution steps (same forms as --steps); the last always runs the fine-tuned last-step U-Net.")
 SR_SAMPLER = Option(("--sr-sampler",), ValueType.STR, "Super-resolution sampler.", choices=SAMPLER_NAMES)
 UNCLIP_SIZE = Option(("--size",), ValueType.INT, "64: the decoder's pictures; 256 (default): then super-resolution.", panel=OUTPUT, optional=True, show_default=False)
-PRIOR_MODEL = Option(("--prior-model",), ValueType.STR, "unCLIP prior (manifest name).", panel=MODELS)
-DECODER_MODEL = Option(("--decoder-model",), ValueType.STR, "unCLIP decoder (manifest name).", panel=MODELS)
-SR_MODEL = Option(("--sr-model",), ValueType.STR, "unCLIP super-resolution (manifest name).", panel=MODELS)
-CLIP_MODEL = Option(("--clip-model",), ValueType.STR, "CLIP ViT the networks were trained with (manifest name).", panel=MODELS)
-CLIP_STATS = Option(("--clip-stats",), ValueType.STR, "The prior's CLIP embedding statistics (manifest name).", panel=MODELS)
+PRIOR_MODEL = Option(("--prior-model",), ValueType.STR, "unCLIP prior (manifest name).", panel=MODELS, optional=True)
+DECODER_MODEL = Option(("--decoder-model",), ValueType.STR, "unCLIP decoder (manifest name).", panel=MODELS, optional=True)
+SR_MODEL = Option(("--sr-model",), ValueType.STR, "unCLIP super-resolution (manifest name).", panel=MODELS, optional=True)
+CLIP_MODEL = Option(("--clip-model",), ValueType.STR, "CLIP ViT the networks were trained with (manifest name).", panel=MODELS, optional=True)
+CLIP_STATS = Option(("--clip-stats",), ValueType.STR, "The prior's CLIP embedding statistics (manifest name).", panel=MODELS, optional=True)
 DECODER_PROMPT = Option(("--prompt",), ValueType.STR, "Text for the decoder (empty by default, as the reference's variations).")
 MIX = Option(("--mix",), ValueType.FLOAT, "Where between A (0) and B (1); default 0.5.", minimum=0.0, maximum=1.0, optional=True, show_default=False)
 FRAMES = Option(("--frames",), ValueType.INT, "A sequence of N pictures from A to B with one seed (instead of --mix).", minimum=2, optional=True)
@@ -367,3 +414,24 @@ SHOW_STEPS = Option(
     ("--show-steps",), ValueType.INT, "Also write each picture's clean-image estimate every N sampling steps, as frames and an animation (--animate, default gif).",
     panel=OUTPUT, minimum=1, optional=True, show_default=False,
 )
+
+# --- LoRA adapters (every rendering command) ---------------------------------------------------------
+
+LORA = Option(
+    ("--lora",), ValueType.ADAPTERS,
+    "A LoRA adapter (PEFT's format): a manifest name (kind lora) or a folder, with an optional :WEIGHT (default 1). Repeat to stack adapters.",
+    panel=MODELS, metavar="NAME[:WEIGHT]", show_default=False,
+)
+FORCE_LORA = Option(
+    ("--force", "--lora-force"), ValueType.BOOL,
+    "Apply --lora adapters recorded for another model (a fine-tune of the same architecture); shapes must still fit.", panel=MODELS,
+)
+
+# The options that say how many sampling steps a stage takes (a server caps their sum).
+STEP_OPTIONS = (STEPS, UPSAMPLE_STEPS, UPSAMPLE_ONLY_STEPS, PRIOR_STEPS, DECODER_STEPS, SR_STEPS)
+
+
+def step_count(spec: str) -> int:
+    """How many steps a steps value asks for: its counts summed ('20' 20, '10,10,5' 25,
+    'ddim50' 50, 'fast27' 27, 'logsnr20' 20)."""
+    return sum(int(number) for number in re.findall(r"\d+", spec))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from ..files.manifest import Manifest
+from ..files.vocabulary import ImageFormat
 from . import edits, text, unclip
 from .commands import (
     BlendRequest,
@@ -23,12 +24,28 @@ from .commands import (
     UnclipRequest,
     UpsampleRequest,
     VaryRequest,
+    with_roles,
 )
+from .lora import resolve_adapters
 from .plan import RenderPlan
 
 
-def plan_request(request: Request, manifest: Manifest, shard: str | None = None) -> RenderPlan:
-    """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard."""
+def plan_request(request: Request, manifest: Manifest, shard: str | None = None, *, adapter_paths: bool = True) -> RenderPlan:
+    """The plan of any rendering request (commands.REQUESTS); `shard` is the CLI's --shard.
+    The files' format and quality are every request's (commands.Output); the models the
+    request leaves unnamed are the manifest's for their roles. Its `--lora` adapters are found
+    and checked against the models it runs: manifest names, and with `adapter_paths` (the
+    CLI's, not the server's) folders of this machine."""
+    request = with_roles(request, manifest.roles())
+    plan = _plan_command(request, manifest, shard)
+    plan.image_format = None if request.format is None else ImageFormat(request.format)
+    plan.quality = request.quality
+    plan.adapters = resolve_adapters(request, manifest, adapter_paths)
+    plan.force_adapters = request.force and bool(plan.adapters)
+    return plan
+
+
+def _plan_command(request: Request, manifest: Manifest, shard: str | None) -> RenderPlan:
     match request:
         case GenerateRequest():
             return text.plan_generate(request, manifest, shard)

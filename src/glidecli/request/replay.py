@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .a1111 import glide_sampler
-from .commands import REQUESTS, UpsampleRequest, build, option_fields
+from .commands import REQUESTS, UpsampleRequest, build, option_fields, packaged_model
 from .options import RequestError, ValueType
 
 # Recorded facts, never options.
@@ -84,7 +84,15 @@ def _field_value(name: str, key: str, value: Any, foreign: bool) -> Any:
         return f"{value[0]}x{value[1]}"
     if name == "sampler" and foreign:
         return glide_sampler(str(value))
+    if name == "lora" and isinstance(value, list):  # [{"name", "sha256", "weight"}, ...]
+        return tuple(_adapter_spec(used) for used in value)
     return value
+
+
+def _adapter_spec(used: Any) -> str:
+    if not isinstance(used, dict) or not isinstance(used.get("name"), str):
+        raise RequestError(f"the recorded adapter {used!r} has no name")
+    return f"{used['name']}:{used.get('weight', 1.0)}"
 
 
 def _picture(key: str, value: Any) -> Any:
@@ -130,9 +138,13 @@ def command_line(record: Mapping[str, Any], source: str = "IMAGE") -> str:
             elif value is not None:
                 words.append(str(value))
             continue
-        if value == default or value is None:
+        # A model the picture names after the packaged manifest's role is that command's default.
+        if value == default or value is None or value == packaged_model(REQUESTS[command], name):
             continue
         flag = next(f for f in option.flags if f.startswith("--"))
+        if option.value_type == ValueType.ADAPTERS:
+            words += [word for spec in value for word in (flag, spec)]
+            continue
         words += [flag] if option.value_type == ValueType.BOOL else [flag, _text(value)]
     for key in ("device", "dtype"):
         if key in record:

@@ -16,7 +16,7 @@ from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
 from ..nets.unclip_config import PriorConfig
 from ..render.defaults import glide_model
-from .commands import ClipGuideRequest, GenerateRequest, InpaintRequest, OutpaintRequest
+from .commands import ClipGuideRequest, GenerateRequest, InpaintRequest, OutpaintRequest, chosen
 from .options import RequestError
 
 if TYPE_CHECKING:
@@ -53,9 +53,9 @@ GlideStagesRequest = GenerateRequest | ClipGuideRequest | InpaintRequest | Outpa
 
 def glide_specs(r: GlideStagesRequest, base_kind: ModelKind, scale: float = 1.0) -> tuple[StageSpec, StageSpec]:
     """The base stage (of `base_kind`) and the upsampler stage a GLIDE request asks for."""
-    base = StageSpec(r.model, base_kind, r.sampler, r.steps, scale=scale, eta=r.eta, threshold=r.threshold)
+    base = StageSpec(chosen(r.model), base_kind, r.sampler, r.steps, scale=scale, eta=r.eta, threshold=r.threshold)
     upsampler = StageSpec(
-        r.upsample_model, base_kind.upsampler, r.upsample_sampler, r.upsample_steps, temperature=r.upsample_temp, steps_option="--upsample-steps"
+        chosen(r.upsample_model), base_kind.upsampler, r.upsample_sampler, r.upsample_steps, temperature=r.upsample_temp, steps_option="--upsample-steps"
     )
     return base, upsampler
 
@@ -200,7 +200,7 @@ def init_image(
     return InitImage(image, strength, upsample_strength, fit)
 
 
-def best_of_choice(count: int, rank_model: str, init: InitImage | None) -> BestOf | None:
+def best_of_choice(count: int, rank_model: str | None, init: InitImage | None) -> BestOf | None:
     """The best-of-N settings, or None for one candidate (plain generation)."""
     from ..render.defaults import MAX_BEST_OF
     from ..render.ranking import BestOf
@@ -211,4 +211,4 @@ def best_of_choice(count: int, rank_model: str, init: InitImage | None) -> BestO
         return None
     if init is not None and init.skips_base:
         raise RequestError("--best-of compares the base model's pictures: with --init-image give --strength too")
-    return BestOf(count, rank_model)
+    return BestOf(count, chosen(rank_model))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..diffusion.vocabulary import MAX_SEED, SamplerName
 from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
-from .commands import ClipGuideRequest, GenerateRequest
+from .commands import ClipGuideRequest, GenerateRequest, chosen
 from .jobs import check_image_count, make_jobs
 from .options import RequestError
 from .plan import RenderPlan
@@ -69,13 +69,14 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
 
     r = request
     jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command="clip-guide")
-    model_entry(manifest, r.clip_image_model, ModelKind.CLIP_IMAGE)
-    model_entry(manifest, r.clip_text_model, ModelKind.CLIP_TEXT)
+    clip_image, clip_text = chosen(r.clip_image_model), chosen(r.clip_text_model)
+    model_entry(manifest, clip_image, ModelKind.CLIP_IMAGE)
+    model_entry(manifest, clip_text, ModelKind.CLIP_TEXT)
     if r.sampler != SamplerName.DDPM:
         raise RequestError("CLIP guidance shifts each step's mean: use --sampler ddpm", "--sampler")
     warnings: list[str] = []
     base, upsample = glide_stages(manifest, r, ModelKind.BASE, warnings)
-    steering = ClipSteering(r.clip_image_model, r.clip_text_model, r.clip_scale)
+    steering = ClipSteering(clip_image, clip_text, r.clip_scale)
     return RenderPlan(
         command="clip-guide", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         render=lambda session, todo, options: render_generate(

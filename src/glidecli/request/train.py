@@ -39,6 +39,10 @@ from .train_options import (
     KEEP,
     KIND,
     LOG_EVERY,
+    LORA_ALPHA,
+    LORA_DROPOUT,
+    LORA_RANK,
+    LORA_TARGETS,
     LR,
     MIN_SNR,
     MODEL,
@@ -206,9 +210,47 @@ class GlideTrainRequest(FreshTrainRequest):
 
     kind: GlideKind | None = uses(KIND, None)
     tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
+    lora: int | None = uses(LORA_RANK, None)
+    lora_alpha: float | None = uses(LORA_ALPHA, None)
+    lora_dropout: float | None = uses(LORA_DROPOUT, None)
+    lora_targets: str = uses(LORA_TARGETS, "attention")
+
+    def check_source(self) -> None:
+        super().check_source()
+        if self.lora is None:
+            if self.lora_alpha is not None or self.lora_dropout is not None or self.lora_targets != "attention":
+                raise RequestError("--lora-alpha, --lora-dropout and --lora-targets go with --lora RANK")
+            return
+        if self.preset is not None or self.prediction is not None or self.kind is not None:
+            raise RequestError("--lora trains an adapter of a manifest --model as it is: leave out --preset, --kind and --prediction", LORA_RANK.flag)
+        if self.lora < 1:
+            raise RequestError(f"{self.lora} is not a rank (1 or more)", LORA_RANK.flag)
+
+    @property
+    def new_name(self) -> str:
+        """A LoRA run's adapter is named apart from its base model (both are in its manifest)."""
+        if self.lora is not None and self.name is None and self.model:
+            return f"{self.model}-lora"
+        return super().new_name
 
     def fresh_network(self) -> dict[str, Any]:
         return {"tokenizer_vocab": self.tokenizer_vocab}
+
+    def source(self) -> tuple[ModelSource, Manifest | None]:
+        source, manifest = super().source()
+        if self.lora is None:
+            return source, manifest
+        from ..nets.checkpoint import build_on_meta
+        from ..nets.lora import matching_paths
+        from ..train.lora_recipe import target_names
+
+        targets = target_names(self.lora_targets)
+        entry = manifest.model(source.entry or "") if manifest is not None else None
+        if not targets or (entry is not None and not matching_paths(build_on_meta(entry.kind, entry.arch), targets)):
+            raise RequestError(f"{self.lora_targets!r} names no layer of {self.model!r}", LORA_TARGETS.flag)
+        settings = {"rank": self.lora, "alpha": self.lora_alpha if self.lora_alpha is not None else float(self.lora),
+                    "dropout": self.lora_dropout or 0.0, "targets": list(targets)}
+        return dataclasses.replace(source, lora=settings), manifest
 
 
 @dataclass(frozen=True, kw_only=True)

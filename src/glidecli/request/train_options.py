@@ -49,6 +49,21 @@ TOKENIZER_VOCAB = Option(
     ("--tokenizer-vocab",), ValueType.INT, "Vocabulary of the tokenizer a fresh network gets, built from the captions.", panel=MODEL_AND_DEVICE, minimum=260,
 )
 
+# --- LoRA: train an adapter of --model instead of the model itself -------------------------------
+
+LORA = "LoRA adapter (instead of the whole model)"
+LORA_RANK = Option(
+    ("--lora",), ValueType.INT, "Train a LoRA adapter of this rank for --model (its weights frozen) instead of fine-tuning the whole model; written in PEFT's format.",
+    panel=LORA, minimum=1, optional=True, show_default=False, metavar="RANK",
+)
+LORA_ALPHA = Option(("--lora-alpha",), ValueType.FLOAT, "The adapter's alpha: its update is scaled by alpha / rank.  [default: the rank]", panel=LORA, minimum=0.0, optional=True, show_default=False)
+LORA_DROPOUT = Option(("--lora-dropout",), ValueType.FLOAT, "Dropout on the adapter's input while training.  [default: 0]", panel=LORA, minimum=0.0, maximum=0.9, optional=True, show_default=False)
+LORA_TARGETS = Option(
+    ("--lora-targets",), ValueType.STR,
+    "Layers to adapt, by name, comma-separated: attention (the U-Net's and the text transformer's projections), convs (the ResBlocks' convolutions), or layer names such as qkv, proj_out.",
+    panel=LORA, show_default=True,
+)
+
 # --- the optimization (None: the kind's default, as each help says) -----------------------------
 
 
@@ -113,7 +128,7 @@ OFFLINE = Option(("--offline",), ValueType.BOOL, "Never download; use cached or 
 
 # The order of `glide train --help`: its panels, and the options in each.
 HELP_ORDER = (
-    DATA, OUT, MODEL, PRESET, KIND, CLIP, NAME, PREDICTION, TOKENIZER_VOCAB,
+    DATA, OUT, MODEL, PRESET, KIND, CLIP, NAME, PREDICTION, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
     STEPS, BATCH_SIZE, LR, WEIGHT_DECAY, EMA, WARMUP, GRAD_CLIP, CAPTION_DROPOUT, CROP_MIN, MIN_SNR, NOISY_SHARE, SEED,
     SAVE_EVERY, KEEP, SAMPLE_EVERY, NO_SAMPLES, LOG_EVERY, RESUME, SAVE_DTYPE,
     DEVICE, DTYPE, GRAD_CHECKPOINTING, WEIGHTS, OFFLINE, QUIET,

@@ -11,7 +11,7 @@ from ..nets.kinds import ModelKind
 from ..nets.unclip_config import OpenClipConfig
 from ..render import defaults
 from . import options as o
-from .commands import BlendRequest, UnclipRequest, VaryRequest
+from .commands import BlendRequest, UnclipRequest, VaryRequest, chosen
 from .jobs import check_image_count, make_jobs
 from .options import Option, RequestError, required
 from .plan import RenderPlan
@@ -29,15 +29,16 @@ Reader = tuple[str, ModelKind, str]
 def decoder_stages(manifest: Manifest, request: UnclipRequest | VaryRequest | BlendRequest, warnings: list[str]) -> tuple[Stage, Stage | None]:
     """The decoder stage and the SR stage (None with --size at the decoder's size)."""
     r = request
-    decoder = build_stage(manifest, StageSpec(r.decoder_model, ModelKind.UNCLIP_DECODER, r.sampler, r.steps, scale=r.scale), warnings)
-    decoder_size = unet_arch(manifest, r.decoder_model, ModelKind.UNCLIP_DECODER).image_size
+    decoder_model, sr_model = chosen(r.decoder_model), chosen(r.sr_model)
+    decoder = build_stage(manifest, StageSpec(decoder_model, ModelKind.UNCLIP_DECODER, r.sampler, r.steps, scale=r.scale), warnings)
+    decoder_size = unet_arch(manifest, decoder_model, ModelKind.UNCLIP_DECODER).image_size
     # A manifest without the default SR (a decoder trained with glide train) stops at the decoder.
-    if r.size == decoder_size or (r.size is None and r.sr_model == defaults.UNCLIP_SR.model and r.sr_model not in manifest.models):
+    if r.size == decoder_size or (r.size is None and sr_model == defaults.UNCLIP_SR.model and sr_model not in manifest.models):
         return decoder, None
-    sr_arch = unet_arch(manifest, r.sr_model, ModelKind.UNCLIP_SR)
+    sr_arch = unet_arch(manifest, sr_model, ModelKind.UNCLIP_SR)
     if r.size is not None and r.size != sr_arch.image_size:
         raise RequestError(f"{r.size} is neither {decoder_size} (decoder only) nor {sr_arch.image_size} (with super-resolution)", "--size")
-    return decoder, build_stage(manifest, StageSpec(r.sr_model, ModelKind.UNCLIP_SR, r.sr_sampler, r.sr_steps, steps_option="--sr-steps"))
+    return decoder, build_stage(manifest, StageSpec(sr_model, ModelKind.UNCLIP_SR, r.sr_sampler, r.sr_steps, steps_option="--sr-steps"))
 
 
 def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, readers: Sequence[Reader] = ()) -> ClipModels:
@@ -63,7 +64,7 @@ def clip_models(manifest: Manifest, clip_model: str, clip_stats: str | None, rea
     return ClipModels(clip_model, clip_stats or ClipModels.stats)
 
 
-def _best_of(count: int, rank_model: str, prompt: str) -> BestOf | None:
+def _best_of(count: int, rank_model: str | None, prompt: str) -> BestOf | None:
     """The best-of-N settings (None for one candidate); the judge needs text to score against."""
     ranking = best_of_choice(count, rank_model, None)
     if ranking is not None and not prompt.strip():
@@ -82,7 +83,7 @@ def _picture(option: Option, path: Path | None) -> Path:
 
 def _from_embeddings(manifest: Manifest, r: VaryRequest | BlendRequest, warnings: list[str]) -> tuple[ClipModels, Stage, Stage | None]:
     """The CLIP that reads the pictures, and the decoder and SR stages, of vary and blend."""
-    clip = clip_models(manifest, r.clip_model, None, ((r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"),))
+    clip = clip_models(manifest, chosen(r.clip_model), None, ((chosen(r.decoder_model), ModelKind.UNCLIP_DECODER, "--decoder-model"),))
     decoder, sr = decoder_stages(manifest, r, warnings)
     return clip, decoder, sr
 
@@ -92,9 +93,10 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
 
     r = request
     warnings: list[str] = []
-    readers = ((r.prior_model, ModelKind.UNCLIP_PRIOR, "--prior-model"), (r.decoder_model, ModelKind.UNCLIP_DECODER, "--decoder-model"))
-    clip = clip_models(manifest, r.clip_model, r.clip_stats, readers)
-    prior_spec = StageSpec(r.prior_model, ModelKind.UNCLIP_PRIOR, r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps")
+    prior_model = chosen(r.prior_model)
+    readers = ((prior_model, ModelKind.UNCLIP_PRIOR, "--prior-model"), (chosen(r.decoder_model), ModelKind.UNCLIP_DECODER, "--decoder-model"))
+    clip = clip_models(manifest, chosen(r.clip_model), chosen(r.clip_stats), readers)
+    prior_spec = StageSpec(prior_model, ModelKind.UNCLIP_PRIOR, r.prior_sampler, r.prior_steps, scale=r.prior_scale, steps_option="--prior-steps")
     prior = build_stage(manifest, prior_spec, warnings)
     decoder, sr = decoder_stages(manifest, r, warnings)
     ranking = best_of_choice(r.best_of, r.rank_model, None)

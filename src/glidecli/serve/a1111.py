@@ -18,18 +18,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..diffusion.vocabulary import SAMPLER_NAMES, SamplerName
+from ..diffusion.vocabulary import SamplerName
 from ..files.vocabulary import FitMode
 from ..nets.kinds import ModelKind
 from ..render.defaults import glide_model
-from ..request.a1111 import A1111_SAMPLERS, glide_sampler
+from ..request.a1111 import glide_sampler
 from ..request.commands import GenerateRequest, InpaintRequest
-from ..request.options import RequestError
-from .body import read_json
+from ..request.options import RequestError, step_count
+from .a1111_models import GenerationFields, ImagesResponse, Img2ImgRequest, Txt2ImgRequest
 from .dependencies import ServiceDep
 from .jobs import Job, JobState
-from .models import companion, default_model, model_size
+from .models import companion, default_model, model_size, upscale_factor, upscaler_rows
 from .service import ClientError, Service
+from .waiting import wait_for
 
 A1111_API = "/sdapi/v1"
 router = APIRouter(prefix=A1111_API, tags=["automatic1111"])
@@ -40,9 +41,9 @@ A1111_DEFAULTS = {"steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512, "s
                   "mask_blur": 4, "denoising_strength": 0.75, "resize_mode": 0}
 # Fields that would change the picture if honoured, with the values that change nothing.
 REFUSED_UNLESS = {
-    "restore_faces": (None, False), "tiling": (None, False), "enable_hr": (None, False), "styles": (None, []),
+    "restore_faces": (None, False), "tiling": (None, False), "styles": (None, []),
     "subseed_strength": (None, 0, 0.0), "script_name": (None, ""), "alwayson_scripts": (None, {}), "script_args": (None, []),
-    "refiner_checkpoint": (None, ""), "firstpass_image": (None, ""), "image_cfg_scale": (None,), "initial_noise_multiplier": (None, 1, 1.0),
+    "refiner_checkpoint": (None, ""), "firstpass_image": (None, ""), "initial_noise_multiplier": (None, 1, 1.0),
     "latent_mask": (None, ""), "seed_resize_from_h": (None, -1, 0), "seed_resize_from_w": (None, -1, 0),
 }
 # Fields that mean nothing here (saving is always on; no extra networks; no k-diffusion knobs).
@@ -50,43 +51,48 @@ IGNORED = {
     "do_not_save_samples", "do_not_save_grid", "save_images", "override_settings_restore_afterwards", "disable_extra_networks",
     "comments", "force_task_id", "infotext", "scheduler", "s_min_uncond", "s_churn", "s_tmax", "s_tmin", "s_noise", "subseed",
     "token_merging_ratio", "token_merging_ratio_hr", "clip_skip", "include_init_images", "inpainting_fill", "mask_round",
-    "mask_blur_x", "mask_blur_y", "inpaint_full_res_padding", "refiner_switch_at", "hr_scale", "hr_upscaler", "hr_second_pass_steps",
-    "hr_resize_x", "hr_resize_y", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
+    "mask_blur_x", "mask_blur_y", "inpaint_full_res_padding", "refiner_switch_at", "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler",
+    "hr_prompt", "hr_negative_prompt", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
     "firstphase_width", "firstphase_height", "inpaint_full_res", "send_images", "sampler_index", "override_settings",
+    "image_cfg_scale",  # instruct-pix2pix's image guidance: glide has no such model
 }
 MAPPED = {"prompt", "negative_prompt", "seed", "steps", "cfg_scale", "width", "height", "batch_size", "n_iter", "sampler_name",
-          "eta", "init_images", "denoising_strength", "mask", "inpainting_mask_invert", "mask_blur", "resize_mode"}
+          "eta", "init_images", "denoising_strength", "mask", "inpainting_mask_invert", "mask_blur", "resize_mode", "enable_hr"}
+# Stable Diffusion's native squares (1.x, 2.x, XL): what A1111's clients send when nobody chose a
+# size for this model. They mean the model's own size; any other size asks for that size.
+CLIENT_SQUARES = (512, 768, 1024)
 RESIZE_MODES = {0: FitMode.STRETCH, 1: FitMode.CROP, 2: FitMode.PAD}  # A1111: just resize, crop and resize, resize and fill
+# hr_upscaler values that mean "the model's own upsampler": none chosen, A1111's latent ones.
+HIRES_DEFAULT_UPSCALERS = ("None", "none", "")
+LATENT = "Latent"
 CHECKPOINT_KINDS = (ModelKind.BASE, ModelKind.BASE_INPAINT)  # the models A1111's clients pick as checkpoints
 
 
 @router.post("/txt2img")
-async def txt2img(request: Request, service: ServiceDep) -> dict[str, Any]:
-    body = await read_json(request, service.config.limits)
-    return await run_in_threadpool(_render, service, body, False)
+async def txt2img(body: Txt2ImgRequest, request: Request, service: ServiceDep) -> ImagesResponse:
+    return await _render(service, request, body, False)
 
 
 @router.post("/img2img")
-async def img2img(request: Request, service: ServiceDep) -> dict[str, Any]:
-    body = await read_json(request, service.config.limits)
-    return await run_in_threadpool(_render, service, body, True)
+async def img2img(body: Img2ImgRequest, request: Request, service: ServiceDep) -> ImagesResponse:
+    return await _render(service, request, body, True)
 
 
-def _render(service: Service, body: dict[str, Any], from_picture: bool) -> dict[str, Any]:
+async def _render(service: Service, request: Request, typed: GenerationFields, from_picture: bool) -> ImagesResponse:
+    body = typed.model_dump(exclude_unset=True)
     command, options, pictures = translate(service, body, from_picture)
     unknown = sorted(set(body) - MAPPED - IGNORED - set(REFUSED_UNLESS))
-    job = service.submit(command, options, pictures)
-    service.queue.wait(job)
+    job = await run_in_threadpool(service.submit, command, options, pictures)
+    await wait_for(service, job, request)
     if job.state == JobState.FAILED:
         raise ClientError(job.error or "the render failed", 500)
     if job.state == JobState.CANCELLED and not job.files:
         raise ClientError("interrupted before any picture was finished", 409)
     images = [base64.b64encode(service.image_path(f["name"]).read_bytes()).decode() for f in job.files]
-    return {
-        "images": images if body.get("send_images", True) is not False else [],
-        "parameters": body,
-        "info": json.dumps({**_info(job, options), "ignored_fields": unknown}, ensure_ascii=False),
-    }
+    return ImagesResponse(
+        images=images if typed.send_images else [], parameters=body,
+        info=json.dumps({**_info(job, options), "ignored_fields": unknown}, ensure_ascii=False),
+    )
 
 
 def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -103,7 +109,7 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     given = {key: value for key, value in body.items() if key in MAPPED and value is not None and A1111_DEFAULTS.get(key, object()) != value}
     masked = from_picture and bool(given.get("mask"))
     command = InpaintRequest.command if masked else GenerateRequest.command
-    base, upsampler = _models(service, checkpoint, ModelKind.BASE_INPAINT if masked else ModelKind.BASE)
+    base, upsampler = current_models(service, checkpoint, ModelKind.BASE_INPAINT if masked else ModelKind.BASE)
     options: dict[str, Any] = {"model": base}
     if upsampler is not None:
         options["upsample-model"] = upsampler
@@ -123,6 +129,8 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
         options["eta"] = given["eta"]
     options["num"] = _count(body.get("batch_size", 1), "batch_size") * _count(body.get("n_iter", 1), "n_iter")
     _size(service, given, base, upsampler, options)
+    if body.get("enable_hr"):
+        _hires(service, body, upsampler, options)
     pictures: dict[str, Any] = {}
     if from_picture:
         images = body.get("init_images") or []
@@ -148,7 +156,7 @@ def translate(service: Service, body: dict[str, Any], from_picture: bool) -> tup
     return command, options, pictures
 
 
-def _models(service: Service, checkpoint: str | None, kind: ModelKind) -> tuple[str, str | None]:
+def current_models(service: Service, checkpoint: str | None, kind: ModelKind) -> tuple[str, str | None]:
     """The base model of `kind` (base or base-inpaint) for A1111's checkpoint, or the
     manifest's default, and its upsampler."""
     manifest = service.manifest
@@ -160,6 +168,30 @@ def _models(service: Service, checkpoint: str | None, kind: ModelKind) -> tuple[
     else:
         base = default_model(manifest, kind)
     return base, companion(manifest, base, kind.upsampler)
+
+
+def _hires(service: Service, body: dict[str, Any], upsampler: str | None, options: dict[str, Any]) -> None:
+    """A1111's hires fix is glide's upsampler stage (which runs with or without it): at the
+    upsampler's own scale, by the upsampler the client names or the model's own."""
+    named = body.get("hr_upscaler")
+    kinds = {name: kind for name, kind, _ in upscaler_rows(service.manifest)}
+    if named and named in kinds and kinds[named] == ModelKind.UPSAMPLE:
+        upsampler = options["upsample-model"] = named
+    elif named and named not in HIRES_DEFAULT_UPSCALERS and not str(named).startswith(LATENT):
+        raise ClientError(f"hr_upscaler {named!r} is not an upsampler of this server (GET {A1111_API}/upscalers lists them)")
+    if upsampler is None:
+        raise ClientError(f"enable_hr: the model {options['model']} has no upsampler in this server's manifest")
+    factor = upscale_factor(ModelKind.UPSAMPLE)
+    scale = body.get("hr_scale", factor)
+    side = int(getattr(service.manifest.models[upsampler].arch, "image_size", 0))
+    resize = [body.get(key) or 0 for key in ("hr_resize_x", "hr_resize_y")]
+    if any(resize) and set(resize) - {0, side}:
+        raise ClientError(f"hr_resize_x/hr_resize_y {resize[0]}x{resize[1]}: the upsampler {upsampler} makes {side}x{side} pictures")
+    if not any(resize) and scale != factor:
+        raise ClientError(f"hr_scale {scale:g}: the upsampler {upsampler} scales by {factor} (hr_scale {factor}; it runs without enable_hr too)")
+    steps = body.get("hr_second_pass_steps") or 0
+    if steps:
+        options["upsample-steps"] = str(steps)
 
 
 def _sampler(body: dict[str, Any]) -> str | None:
@@ -181,14 +213,20 @@ def _count(value: Any, name: str) -> int:
 
 
 def _size(service: Service, given: dict[str, Any], base: str, upsampler: str | None, options: dict[str, Any]) -> None:
-    """width/height other than A1111's default 512x512 and the models' own size ask for that size."""
+    """width/height ask for that size, unless they are one of the squares A1111's clients send
+    by default (CLIENT_SQUARES) or the models' own size."""
     width, height = given.get("width"), given.get("height")
     if width is None and height is None:
         return
     own = model_size(service.manifest, base, upsampler)
     width, height = width or own, height or own
-    if (width, height) != (own, own):
+    if (width, height) != (own, own) and not (width == height and width in CLIENT_SQUARES):
         options["width"], options["height"] = width, height
+
+
+def _steps(spec: Any) -> int | None:
+    """A1111's steps are a number: a spec's count ('20' 20, 'fast27' 27)."""
+    return step_count(spec) if isinstance(spec, str) else spec if isinstance(spec, int) else None
 
 
 def _info(job: Job, options: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +241,7 @@ def _info(job: Job, options: dict[str, Any]) -> dict[str, Any]:
         "negative_prompt": options.get("negative", ""), "all_negative_prompts": [s.get("negative_prompt", "") for s in settings],
         "seed": first.get("seed"), "all_seeds": [s.get("seed") for s in settings], "subseed": -1, "all_subseeds": [-1] * len(settings),
         "subseed_strength": 0, "width": width, "height": height, "sampler_name": first.get("sampler"), "cfg_scale": first.get("scale"),
-        "steps": first.get("steps"), "batch_size": len(settings), "restore_faces": False, "sd_model_name": first.get("model"),
+        "steps": _steps(first.get("steps")), "batch_size": len(settings), "restore_faces": False, "sd_model_name": first.get("model"),
         "sd_model_hash": (first.get("model_hash") or "")[:10] or None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": first.get("strength"), "extra_generation_params": {}, "index_of_first_image": 0,
         "infotexts": [build_parameters_text(s) for s in settings], "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
@@ -211,81 +249,4 @@ def _info(job: Job, options: dict[str, Any]) -> dict[str, Any]:
         "interrupted": job.state == JobState.CANCELLED, "files": [f["name"] for f in job.files],
     }
 
-
-@router.get("/progress")
-def progress(service: ServiceDep) -> dict[str, Any]:
-    running = service.queue.running()
-    job = running[0] if running else None
-    fraction, eta = 0.0, 0.0
-    if job is not None:
-        count = max(1, len(job.plan.jobs))
-        step = job.step / job.total if job.total else 0.0
-        fraction = min(0.99, (job.images_done + step) / count)
-        elapsed = time.time() - job.created
-        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-    return {
-        "progress": round(fraction, 4), "eta_relative": round(eta, 2),
-        "state": {"skipped": False, "interrupted": bool(job and job.cancel_requested.is_set()), "stopping_generation": False,
-                  "job": job.id if job else "", "job_count": len(running) + service.queue.waiting(),
-                  "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)) if job else "0",
-                  "job_no": job.images_done if job else 0, "sampling_step": job.step if job else 0,
-                  "sampling_steps": job.total if job else 0},
-        "current_image": None, "textinfo": job.stage if job else None,
-    }
-
-
-@router.post("/interrupt")
-def interrupt(service: ServiceDep) -> dict[str, Any]:
-    """Stop the running jobs at their next step; their finished pictures are kept and returned."""
-    for job in service.queue.running():
-        service.queue.cancel(job, keep_finished=True)
-    return {}
-
-
-@router.post("/skip")
-def skip(service: ServiceDep) -> dict[str, Any]:
-    return interrupt(service)
-
-
-@router.get("/sd-models")
-def sd_models(service: ServiceDep) -> list[dict[str, Any]]:
-    return [{"title": entry.name, "model_name": entry.name, "hash": (entry.sha256 or "")[:10] or None, "sha256": entry.sha256,
-             "filename": entry.name, "config": None} for entry in service.manifest.models_of_kind(ModelKind.BASE)]
-
-
-@router.get("/samplers")
-def samplers() -> list[dict[str, Any]]:
-    return [{"name": name, "aliases": sorted(k for k, v in A1111_SAMPLERS.items() if v == name and k != name), "options": {}} for name in SAMPLER_NAMES]
-
-
-@router.get("/schedulers")
-def schedulers() -> list[dict[str, Any]]:
-    return [{"name": "automatic", "label": "Automatic (the model's own schedule)", "aliases": None, "default_rho": None, "need_inner_model": None}]
-
-
-@router.get("/options")
-def get_options(service: ServiceDep) -> dict[str, Any]:
-    model, _ = _models(service, service.checkpoint, ModelKind.BASE)
-    return {"sd_model_checkpoint": model, "samples_format": "png", "outdir_samples": str(service.out)}
-
-
-@router.post("/options")
-async def set_options(request: Request, service: ServiceDep) -> dict[str, Any]:
-    """Clients switch models through sd_model_checkpoint; other settings mean nothing here."""
-    body = await read_json(request, service.config.limits)
-    checkpoint = body.get("sd_model_checkpoint")
-    if checkpoint is not None:
-        _models(service, str(checkpoint), ModelKind.BASE)  # refuses names that are no base model
-        service.checkpoint = str(checkpoint)
-    return {}
-
-
-@router.get("/sd-vae")
-def sd_vae() -> list[dict[str, Any]]:
-    return []
-
-
-@router.get("/loras")
-def loras() -> list[dict[str, Any]]:
-    return []
 

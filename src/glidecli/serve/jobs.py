@@ -11,6 +11,8 @@ CLI's one-line message; the worker goes on with the next one.
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import secrets
 import threading
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..request.failures import failure_message
 from ..request.plan import RenderPlan
+from .uploads import hide_uploads
 
 if TYPE_CHECKING:
     from ..diffusion.samplers import StepInfo
@@ -58,6 +61,7 @@ class JobEvent(StrEnum):
     STEP = "step"
     IMAGE = "image"
     WARNING = "warning"
+    PREVIEW = "preview"  # a PNG of the first picture's clean-image estimate (Job.previews asks for them)
 
 
 class QueueFull(Exception):
@@ -91,9 +95,11 @@ class Job:
     render_seconds: float = 0.0  # inside the render (sampling), the rest of a job's time is the server's
     write_seconds: float = 0.0  # encoding and writing its PNGs
     keep_finished: bool = False  # a cancel that keeps the pictures finished before it (A1111's interrupt)
+    every_step: bool = False  # an event at every sampling step (MCP's progress), not at most one per interval
     events: list[dict[str, Any]] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     cleanup: Callable[[], None] | None = None  # removes the job's uploads when it ends
+    previews: int = 0  # how many previews of its first stage's estimate to publish (OpenAI's partial_images)
 
     @property
     def finished(self) -> bool:
@@ -106,10 +112,11 @@ class JobQueue:
     Session, once, when its first job starts."""
 
     def __init__(self, devices: list[str], session_factory: Callable[[str], Session], out: Path, max_queue: int = 16,
-                 keep_finished_jobs: int = 1000) -> None:
+                 keep_finished_jobs: int = 1000, keep_seconds: float = 3600.0) -> None:
         self.out = out
         self.max_queue = max_queue
         self.keep_finished_jobs = keep_finished_jobs
+        self.keep_seconds = keep_seconds
         self._session_factory = session_factory
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []  # queued jobs, oldest first
@@ -129,11 +136,12 @@ class JobQueue:
     # --- what the routes call ------------------------------------------------------------------
 
     def submit(self, plan: RenderPlan, pattern: str, labels: dict[str, str] | None = None,
-               cleanup: Callable[[], None] | None = None) -> Job:
+               cleanup: Callable[[], None] | None = None, previews: int = 0, every_step: bool = False) -> Job:
         with self._lock:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"the queue holds {len(self._waiting)} jobs (--max-queue {self.max_queue}); try again later")
-            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup)
+            job = Job(secrets.token_hex(8), plan.command, plan, pattern, dict(labels or {}), cleanup=cleanup, previews=previews,
+                      every_step=every_step)
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._publish(job, JobState.QUEUED)
@@ -271,7 +279,7 @@ class JobQueue:
                 log.exception("job %s failed", job.id)
                 message = f"internal error: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
             with self._lock:
-                job.error = message
+                job.error = hide_uploads(message, job.labels)
                 self._end(job, JobState.FAILED)
         else:
             with self._lock:
@@ -283,19 +291,23 @@ class JobQueue:
 
     def _write(self, job: Job, rendered: RenderedImage) -> Path:
         """The picture under a new name in --out (the command's pattern, numbered on from
-        the files already there), whole or not at all, never over another file."""
-        from ..files.pngfile import ImageError, next_free_index, render_output_path, write_png
+        the files already there, in the request's format), whole or not at all, never over
+        another file."""
+        from ..files.pictures import write_picture
+        from ..files.pngfile import ImageError, next_free_index, render_output_path
+        from ..files.vocabulary import ImageFormat
 
         meta = {key: job.labels.get(value, value) if isinstance(value, str) else value for key, value in rendered.meta.items()}
+        image_format = job.plan.image_format or ImageFormat.PNG
         with self._names:
             if self._next_index is None:
                 self._next_index = next_free_index(self.out)
             for _ in range(1000):
                 index, self._next_index = self._next_index, self._next_index + 1
                 path = render_output_path(self.out, index=index, seed=rendered.job.seed, prompt=rendered.job.prompt,
-                                          pattern=job.pattern, count=index + 1)
+                                          pattern=job.pattern, count=index + 1, image_format=image_format)
                 try:
-                    write_png(rendered.image, path, meta)
+                    write_picture(rendered.image, path, meta, image_format, job.plan.quality)
                 except ImageError:
                     if path.exists():  # another program's file: take the next number
                         continue
@@ -318,9 +330,13 @@ class JobQueue:
         self._publish(job, state, **({"error": job.error} if job.error else {}))
 
     def _forget_old(self) -> None:
+        """Drop finished jobs (and their events) older than keep_seconds, and the oldest
+        beyond keep_finished_jobs: a long-running server's memory stays flat."""
         finished = [job for job in self._jobs.values() if job.finished]
-        for job in finished[: max(0, len(finished) - self.keep_finished_jobs)]:
-            del self._jobs[job.id]
+        expired = time.time() - self.keep_seconds
+        for index, job in enumerate(finished):
+            if index < len(finished) - self.keep_finished_jobs or (job.finished_at or 0) < expired:
+                del self._jobs[job.id]
 
 
 class _JobReporter(Reporter):
@@ -334,6 +350,8 @@ class _JobReporter(Reporter):
     def __init__(self, jobs: JobQueue, job: Job) -> None:
         self.jobs, self.job = jobs, job
         self._published = 0.0
+        self._previews_sent = 0
+        self._first_stage: str | None = None
 
     def warn(self, message: str) -> None:
         with self.jobs._lock:
@@ -344,11 +362,31 @@ class _JobReporter(Reporter):
         if job.cancel_requested.is_set():
             raise JobCancelled()
         now = time.monotonic()
+        preview = self._preview(stage, info)
         with self.jobs._lock:
             job.stage, job.step, job.total = stage, info.index, info.total
-            if info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
+            if job.every_step or info.index in (1, info.total) or now - self._published >= self.STEP_EVENT_INTERVAL:
                 self._published = now
                 self.jobs._publish(job, JobEvent.STEP)
+            if preview is not None:
+                self.jobs._publish(job, JobEvent.PREVIEW, b64_json=base64.b64encode(preview).decode(), preview_index=self._previews_sent - 1)
+
+    def _preview(self, stage: str, info: StepInfo) -> bytes | None:
+        """A PNG of the first picture's clean-image estimate at the job's preview steps: the
+        first stage's steps split evenly in previews + 1 (the last is the finished picture)."""
+        job = self.job
+        if self._previews_sent >= job.previews or job.images_done or (self._first_stage or stage) != stage:
+            return None
+        self._first_stage = stage
+        due = info.total * (self._previews_sent + 1) // (job.previews + 1)
+        if info.index < max(1, due):
+            return None
+        from ..files.images import tensor_to_pil
+
+        buffer = io.BytesIO()
+        tensor_to_pil(info.x0[:1]).save(buffer, format="PNG")
+        self._previews_sent += 1
+        return buffer.getvalue()
 
 
 def default_devices(devices: str | None, device: str) -> list[str]:

@@ -1,194 +1,173 @@
-"""OpenAI's images API, /v1/images, for the clients that speak it (Open WebUI's "openai"
-engine with base URL http://HOST:PORT/v1, openai-python's `client.images`):
+"""OpenAI's images API, /v1/images, and its model list, /v1/models, for the clients that speak
+it (openai-python's `client.images`, Open WebUI's "openai" engine, LibreChat's image tools):
 
-- generations (JSON: prompt, n, size, response_format b64_json|url, model) -> generate, or
-  unclip when `model` names an unCLIP prior;
-- edits (multipart: image, mask, prompt, n, size) -> inpaint. OpenAI's mask convention:
-  its transparent pixels are repainted (without a mask, the image's own);
-- variations (multipart: image, n, size) -> vary.
+- generations (JSON) -> generate, or unclip when `model` names an unCLIP prior;
+- edits (multipart: image or image[], mask, prompt) -> inpaint with a mask (OpenAI's
+  convention: its transparent pixels are repainted; without a mask, the picture's own
+  transparent pixels); a picture without transparency and no mask is redrawn from the prompt
+  (generate --init-image, at `strength`, EDIT_STRENGTH unless given);
+- variations (multipart: image) -> vary.
 
-`model` names a manifest entry; OpenAI's own model names (dall-e-2, dall-e-3,
-gpt-image-1...) mean the server's default. quality, style, user, moderation and
-background=auto mean nothing here; output_format other than png is refused.
+`stream: true` answers server-sent events: `partial_images` previews of the first stage's
+clean-image estimate, then one `*.completed` event per picture. docs/serving.md has the table.
 """
 
 from __future__ import annotations
 
-import base64
 import io
-import re
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from ..nets.kinds import ModelKind
-from ..render.defaults import glide_model
 from ..request.commands import GenerateRequest, InpaintRequest, UnclipRequest, VaryRequest
-from .body import read_json, read_multipart
+from .body import read_multipart
 from .dependencies import ServiceDep
-from .jobs import JobState
-from .models import companion, default_model, model_size
-from .service import NATIVE_API, ClientError, Service, image_url
-from .uploads import UploadLimits
+from .jobs import Job, JobState
+from .models import companion, default_model
+from .openai_models import EditFields, GenerationRequest, ImageOptions, ImagesResponse, VariationFields
+from .openai_output import image_data, model_options, openai_size, stream_events
+from .service import ClientError, Service
+from .uploads import UploadError, UploadLimits, check_picture, has_transparency
+from .waiting import wait_for
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 
-OPENAI_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5")
-PEER_DEFAULT_SIZES = ("1024x1024", "auto")  # what OpenAI's clients send when nobody chose a size
-IGNORED = {"quality", "style", "user", "moderation", "partial_images", "stream", "output_compression", "input_fidelity"}
+OPENAI_COMPRESSION = 100  # OpenAI's default output_compression (webp at 100: lossless)
+EDIT_STRENGTH = 0.75  # how much a maskless edit redraws (A1111's default denoising strength)
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or with stream: true, server-sent events."}}
 
 
-@router.post("/generations")
-async def generations(request: Request, service: ServiceDep) -> dict[str, Any]:
-    body = await read_json(request, service.config.limits)
-    return await run_in_threadpool(_generate, service, body, str(request.base_url))
+def _form_body(fields: str) -> dict[str, Any]:
+    """A multipart body: `fields`' text fields and the pictures as files."""
+    pictures = {"image": {"type": "string", "format": "binary"}, "image[]": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                "mask": {"type": "string", "format": "binary"}}
+    schema = {"allOf": [{"$ref": f"#/components/schemas/{fields}"}, {"type": "object", "properties": pictures}]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-@router.post("/edits")
-async def edits(request: Request, service: ServiceDep) -> dict[str, Any]:
+@router.post("/generations", response_model=ImagesResponse, responses=STREAM_RESPONSES)
+async def generations(body: GenerationRequest, request: Request, service: ServiceDep) -> ImagesResponse | StreamingResponse:
+    model = model_options(service, body.model, (ModelKind.BASE, ModelKind.UNCLIP_PRIOR))
+    if model is not None and service.manifest.models[model].kind == ModelKind.UNCLIP_PRIOR:
+        options: dict[str, Any] = {"prompt": body.prompt, "prior-model": model, "num": body.n}
+        return await _answer(service, request, UnclipRequest.command, options, {}, body)
+    base = model or default_model(service.manifest, ModelKind.BASE)
+    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE)
+    options = {"prompt": body.prompt, "model": base, "num": body.n, **({"upsample-model": upsampler} if upsampler else {})}
+    options.update(openai_size(service, body.size, base, upsampler))
+    return await _answer(service, request, GenerateRequest.command, options, {}, body)
+
+
+@router.post("/edits", response_model=ImagesResponse, responses=STREAM_RESPONSES, openapi_extra=_form_body("EditFields"))
+async def edits(request: Request, service: ServiceDep) -> ImagesResponse | StreamingResponse:
     fields, files = await _form(request, service)
-    return await run_in_threadpool(_edit, service, fields, files, str(request.base_url))
+    body = _validated(EditFields, fields)
+    images = [key for key in files if key == "image" or key.startswith("image[]")]
+    if not images:
+        raise ClientError("edits needs the picture as the multipart file 'image' (or 'image[]')")
+    if len(images) > 1:
+        raise ClientError(f"edits got {len(images)} pictures; glide edits one picture (send one 'image')")
+    image = files[images[0]]
+    mask = files.get("mask")
+    if mask or _transparent(image, service.config.limits):
+        return await _answer(service, request, *_inpaint(service, body, image, mask), body)
+    return await _answer(service, request, *_redraw(service, body, image), body)
 
 
-@router.post("/variations")
-async def variations(request: Request, service: ServiceDep) -> dict[str, Any]:
+@router.post("/variations", response_model=ImagesResponse, responses=STREAM_RESPONSES, openapi_extra=_form_body("VariationFields"))
+async def variations(request: Request, service: ServiceDep) -> ImagesResponse | StreamingResponse:
     fields, files = await _form(request, service)
-    return await run_in_threadpool(_vary, service, fields, files, str(request.base_url))
+    body = _validated(VariationFields, fields)
+    if "image" not in files:
+        raise ClientError("variations needs the picture as the multipart file 'image'")
+    model = model_options(service, body.model, (ModelKind.UNCLIP_DECODER,))
+    options: dict[str, Any] = {"num": body.n, **({"decoder-model": model} if model else {})}
+    return await _answer(service, request, VaryRequest.command, options, {"image": files["image"]}, body)
+
+
+def _inpaint(service: Service, body: EditFields, image: bytes, mask: bytes | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    model = model_options(service, body.model, (ModelKind.BASE_INPAINT, ModelKind.BASE))
+    if model is not None and service.manifest.models[model].kind == ModelKind.BASE:
+        model = companion(service.manifest, model, ModelKind.BASE_INPAINT)
+    base = model or default_model(service.manifest, ModelKind.BASE_INPAINT)
+    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE_INPAINT)
+    options = {"prompt": body.prompt, "model": base, "num": body.n, **({"upsample-model": upsampler} if upsampler else {})}
+    options.update(openai_size(service, body.size, base, upsampler))
+    pictures: dict[str, Any] = {"image": image}
+    if mask:
+        pictures["mask"] = repaint_mask_from_alpha(mask, service.config.limits)
+    return InpaintRequest.command, options, pictures
+
+
+def _redraw(service: Service, body: EditFields, image: bytes) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A maskless edit of an opaque picture: img2img from it, following the prompt."""
+    model = model_options(service, body.model, (ModelKind.BASE,))
+    base = model or default_model(service.manifest, ModelKind.BASE)
+    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE)
+    strength = body.strength if body.strength is not None else EDIT_STRENGTH
+    options = {"prompt": body.prompt, "model": base, "num": body.n, "strength": strength, **({"upsample-model": upsampler} if upsampler else {})}
+    options.update(openai_size(service, body.size, base, upsampler))
+    return GenerateRequest.command, options, {"init-image": image}
+
+
+async def _answer(service: Service, request: Request, command: str, options: dict[str, Any], pictures: dict[str, Any],
+                  body: ImageOptions) -> ImagesResponse | StreamingResponse:
+    if body.background == "transparent":
+        raise ClientError("background 'transparent': glide makes opaque pictures only")
+    if body.output_format is not None:  # the files are written in it; their bytes are the answer's
+        options = {**options, "format": body.output_format, "quality": OPENAI_COMPRESSION if body.output_compression is None else body.output_compression}
+    previews = body.partial_images if body.stream else 0
+    job = await run_in_threadpool(service.submit, command, options, pictures, previews)
+    if body.stream:
+        events = stream_events(service, job, body, "image_edit" if request.url.path.endswith("/edits") else "image_generation")
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    await wait_for(service, job, request)
+    return _images(service, job, body, str(request.base_url))
+
+
+def _images(service: Service, job: Job, body: ImageOptions, base_url: str) -> ImagesResponse:
+    if job.state != JobState.DONE:
+        raise ClientError(job.error or f"the job was {job.state}", 500 if job.state == JobState.FAILED else 409)
+    data = [image_data(service, made, body.response_format or "b64_json", base_url) for made in job.files]
+    size = job.files[0]["settings"].get("size") if job.files else None
+    return ImagesResponse(created=int(time.time()), data=data, output_format=body.output_format or "png",
+                          size=f"{size}x{size}" if isinstance(size, int) else None)
 
 
 async def _form(request: Request, service: Service) -> tuple[dict[str, Any], dict[str, bytes]]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ClientError("send multipart/form-data with the picture as a file, as OpenAI's API takes it")
-    fields, files = await read_multipart(request, service.config.limits)
-    if "image[]" in files and "image" not in files:
-        files["image"] = files.pop("image[]")
-    return fields, files
+    return await read_multipart(request, service.config.limits, repeatable=("image[]",))
 
 
-def _generate(service: Service, body: dict[str, Any], base_url: str) -> dict[str, Any]:
-    _check_common(body)
-    model = _model(service, body.get("model"), (ModelKind.BASE, ModelKind.UNCLIP_PRIOR))
-    prompt = _prompt(body)
-    if model is not None and service.manifest.models[model].kind == ModelKind.UNCLIP_PRIOR:
-        options = {"prompt": prompt, "prior-model": model, "num": _n(body)}
-        return _respond(service, UnclipRequest.command, options, {}, body, base_url)
-    base = model or default_model(service.manifest, ModelKind.BASE)
-    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE)
-    options = {"prompt": prompt, "model": base, "num": _n(body)}
-    if upsampler:
-        options["upsample-model"] = upsampler
-    _size(service, body.get("size"), base, upsampler, options)
-    return _respond(service, GenerateRequest.command, options, {}, body, base_url)
+def _validated(model: type[EditFields] | type[VariationFields], fields: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
 
-
-def _edit(service: Service, fields: dict[str, Any], files: dict[str, bytes], base_url: str) -> dict[str, Any]:
-    _check_common(fields)
-    if "image" not in files:
-        raise ClientError("edits needs the picture as the multipart file 'image'")
-    model = _model(service, fields.get("model"), (ModelKind.BASE_INPAINT, ModelKind.BASE))
-    if model is not None and service.manifest.models[model].kind == ModelKind.BASE:
-        model = companion(service.manifest, model, ModelKind.BASE_INPAINT)
-    base = model or glide_model(ModelKind.BASE_INPAINT)
-    upsampler = companion(service.manifest, base, ModelKind.UPSAMPLE_INPAINT)
-    options = {"prompt": _prompt(fields), "model": base, "num": _n(fields)}
-    if upsampler:
-        options["upsample-model"] = upsampler
-    _size(service, fields.get("size"), base, upsampler, options)
-    pictures: dict[str, Any] = {"image": files["image"]}
-    if files.get("mask"):
-        pictures["mask"] = repaint_mask_from_alpha(files["mask"], service.config.limits)
-    return _respond(service, InpaintRequest.command, options, pictures, fields, base_url)
-
-
-def _vary(service: Service, fields: dict[str, Any], files: dict[str, bytes], base_url: str) -> dict[str, Any]:
-    _check_common(fields)
-    if "image" not in files:
-        raise ClientError("variations needs the picture as the multipart file 'image'")
-    model = _model(service, fields.get("model"), (ModelKind.UNCLIP_DECODER,))
-    options: dict[str, Any] = {"num": _n(fields)}
-    if model is not None:
-        options["decoder-model"] = model
-    return _respond(service, VaryRequest.command, options, {"image": files["image"]}, fields, base_url)
-
-
-def _respond(service: Service, command: str, options: dict[str, Any], pictures: dict[str, Any], body: dict[str, Any], base_url: str) -> dict[str, Any]:
-    response_format = body.get("response_format") or "b64_json"
-    if response_format not in ("b64_json", "url"):
-        raise ClientError(f"response_format {response_format!r} is not b64_json or url")
-    job = service.submit(command, options, pictures)
-    service.queue.wait(job)
-    if job.state != JobState.DONE:
-        raise ClientError(job.error or f"the job was {job.state}", 500 if job.state == JobState.FAILED else 409)
-    data = []
-    for made in job.files:
-        if response_format == "url":
-            data.append({"url": base_url.rstrip("/") + image_url(made["name"]), "revised_prompt": made["settings"].get("prompt")})
-        else:
-            encoded = base64.b64encode(service.image_path(made["name"]).read_bytes()).decode()
-            data.append({"b64_json": encoded, "revised_prompt": made["settings"].get("prompt")})
-    return {"created": int(time.time()), "data": data, "output_format": "png"}
-
-
-def _check_common(body: dict[str, Any]) -> None:
-    output_format = body.get("output_format")
-    if output_format not in (None, "png"):
-        raise ClientError(f"output_format {output_format!r}: glide writes PNG only")
-    if body.get("background") not in (None, "auto", "opaque"):
-        raise ClientError(f"background {body.get('background')!r}: glide makes opaque pictures only")
-    known = {"prompt", "n", "size", "response_format", "model", "output_format", "background", *IGNORED}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise ClientError(f"unknown field {unknown[0]!r}")
-
-
-def _prompt(body: dict[str, Any]) -> str:
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise ClientError("prompt is required (text)")
-    return prompt
-
-
-def _n(body: dict[str, Any]) -> int:
-    value = body.get("n", 1)
     try:
-        count = int(value)
-    except (TypeError, ValueError):
-        count = 0
-    if isinstance(value, bool) or count < 1 or count > 10:
-        raise ClientError(f"n must be an integer from 1 to 10, got {value!r}")
-    return count
+        return model.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ClientError(f"unknown field {where!r}") from None
+        raise ClientError(f"{where}: {first['msg']}") from None
 
 
-def _model(service: Service, name: str | None, kinds: tuple[ModelKind, ...]) -> str | None:
-    """A manifest entry of one of `kinds`, or None for OpenAI's names and no name (the default)."""
-    if not name or name in OPENAI_MODELS:
-        return None
-    entry = service.manifest.models.get(name)
-    if entry is None or entry.kind not in kinds:
-        wanted = " or ".join(kinds)
-        raise ClientError(f"model {name!r} is not a {wanted} model of this server (GET {NATIVE_API}/models lists them)")
-    return name
-
-
-def _size(service: Service, size: str | None, base: str, upsampler: str | None, options: dict[str, Any]) -> None:
-    if not size or size in PEER_DEFAULT_SIZES:
-        return
-    match = re.fullmatch(r"(\d+)x(\d+)", str(size))
-    if not match:
-        raise ClientError(f"size {size!r} is not WIDTHxHEIGHT")
-    width, height = int(match.group(1)), int(match.group(2))
-    own = model_size(service.manifest, base, upsampler)
-    if (width, height) != (own, own):
-        options["width"], options["height"] = width, height
+def _transparent(image: bytes, limits: UploadLimits) -> bool:
+    try:
+        check_picture(image, "image", limits)
+    except UploadError as error:
+        raise ClientError(str(error), error.status) from None
+    return has_transparency(image)
 
 
 def repaint_mask_from_alpha(data: bytes, limits: UploadLimits) -> bytes:
     """OpenAI's mask (transparent = repaint) as glide's (white = repaint), a PNG."""
     from PIL import Image
-
-    from .uploads import UploadError, check_picture
 
     try:
         check_picture(data, "mask", limits)

@@ -6,23 +6,29 @@ openai_images.py) only translate their format to and from these calls."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest, load_manifest
-from ..request.commands import REQUESTS, field_names, file_pattern, from_mapping, option_fields
+from ..files.roles import Roles
+from ..request.commands import REQUESTS, Request, field_names, field_roles, file_pattern, from_mapping, option_fields
 from ..request.failures import is_known_failure, one_line
-from ..request.options import RequestError, ValueType
+from ..request.options import STEP_OPTIONS, RequestError, ValueType, step_count
 from .jobs import Job, JobQueue, QueueFull, default_devices
-from .uploads import UploadError, UploadLimits, decode_base64, new_uploads, save_picture
+from .limits import KEEP_JOBS_MINUTES, MAX_IMAGES, MAX_STEPS
+from .uploads import UploadError, UploadLimits, decode_base64, hide_uploads, new_uploads, save_picture
 
 if TYPE_CHECKING:
     from ..render.session import Session
     from ..request.plan import RenderPlan
 
 NATIVE_API = "/glide/v1"  # the native API's routes (native.py), and the pictures' URLs
+# The pictures the server serves from --out, by suffix, with their media types.
+PICTURE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
 class ClientError(Exception):
@@ -51,6 +57,9 @@ class ServerConfig:
     token: str | None = None
     max_queue: int = 16
     limits: UploadLimits = field(default_factory=UploadLimits)
+    max_images: int = MAX_IMAGES
+    max_steps: int = MAX_STEPS
+    keep_jobs: float = KEEP_JOBS_MINUTES
 
 
 class Service:
@@ -61,8 +70,11 @@ class Service:
         self.out = config.out
         self.uploads_root = Path(tempfile.mkdtemp(prefix="glide-serve-uploads-"))
         self.devices = default_devices(config.devices, config.device)
+        self._side: Session | None = None
+        self._side_lock = threading.Lock()
         self.checkpoint: str | None = None  # A1111's /options: the base model its clients picked
-        self.queue = JobQueue(self.devices, session_factory or self._new_session, self.out, max_queue=config.max_queue)
+        self.queue = JobQueue(self.devices, session_factory or self._new_session, self.out, max_queue=config.max_queue,
+                              keep_seconds=config.keep_jobs * 60)
 
     def _new_session(self, device: str) -> Session:
         from ..render.session import Session
@@ -72,6 +84,15 @@ class Service:
             compile=self.config.compile, offload=self.config.offload,
         )
 
+    @contextmanager
+    def side_session(self) -> Iterator[Session]:
+        """A Session beside the workers' (on the first device), one caller at a time: for work
+        that is no render, such as ranking captions by CLIP."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = self._new_session(self.devices[0])
+            yield self._side
+
     def close(self) -> None:
         import shutil
 
@@ -80,10 +101,13 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}) -> Job:
+    def submit(self, command: str, options: Mapping[str, Any], pictures: Mapping[str, Any] = {}, previews: int = 0,
+               every_step: bool = False) -> Job:
         """Queue `command` with `options` by their CLI names; its pictures (base64 text, or
         the bytes of `pictures`' uploaded files) by their names, among the options or apart.
-        ClientError for anything no render could use."""
+        ClientError for anything no render could use, or past the server's caps (--max-images,
+        --max-steps). `previews`: how many previews of the first stage to publish (Job).
+        `every_step`: an event at each sampling step (see Job)."""
         request_type = REQUESTS.get(command)
         if request_type is None:
             raise ClientError(f"unknown command {command!r}; one of {', '.join(REQUESTS)}")
@@ -102,14 +126,20 @@ class Service:
                 data = raw if isinstance(raw, bytes) else decode_base64(raw, key, self.config.limits)
                 save_picture(uploads, name, data, self.config.limits)
             request = from_mapping(request_type, options, uploads.paths)
+            self._check_steps(request)  # before planning: a long request is refused at once
             plan = self._plan(request)
-            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove)
+            self._check_images(len(plan.jobs))
+            return self.queue.submit(plan, file_pattern(request_type), uploads.labels, cleanup=uploads.remove, previews=previews,
+                                     every_step=every_step)
         except UploadError as error:
             uploads.remove()
             raise ClientError(str(error), error.status) from None
         except RequestError as error:
             uploads.remove()
-            raise ClientError(str(error)) from None
+            raise ClientError(hide_uploads(str(error), uploads.labels)) from None
+        except ClientError as error:
+            uploads.remove()
+            raise ClientError(hide_uploads(str(error), uploads.labels), error.status, error.headers) from None
         except QueueFull as error:
             uploads.remove()
             raise ClientError(str(error), 503, {"Retry-After": "5"}) from None
@@ -117,11 +147,23 @@ class Service:
             uploads.remove()
             raise
 
+    def _check_images(self, images: int) -> None:
+        if images > self.config.max_images:
+            raise ClientError(f"the request asks for {images} pictures; this server makes at most "
+                              f"{self.config.max_images} per request (--max-images)")
+
+    def _check_steps(self, request: Request) -> None:
+        for name, option, _ in option_fields(type(request)):
+            value = getattr(request, name)
+            if option in STEP_OPTIONS and isinstance(value, str) and step_count(value) > self.config.max_steps:
+                raise ClientError(f"{option.flag} {value} asks for {step_count(value)} steps; this server takes at most "
+                                  f"{self.config.max_steps} (--max-steps)")
+
     def _plan(self, request: Any) -> RenderPlan:
         from ..request.planner import plan_request
 
         try:
-            plan = plan_request(request, self.manifest)
+            plan = plan_request(request, self.manifest, adapter_paths=False)  # clients name manifest adapters, never server paths
         except Exception as error:  # noqa: BLE001 - sorted below
             if isinstance(error, RequestError) or is_known_failure(error):
                 raise ClientError(one_line(str(error))) from None
@@ -136,34 +178,14 @@ class Service:
             raise ClientError(f"no job {job_id!r}", 404)
         return job
 
-    def status(self, job: Job) -> dict[str, Any]:
-        return {
-            "id": job.id,
-            "command": job.command,
-            "state": job.state,
-            "position": self.queue.position(job),
-            "stage": job.stage,
-            "step": job.step,
-            "total": job.total,
-            "images": len(job.plan.jobs),
-            "images_done": job.images_done,
-            "files": [{**f, "url": image_url(f["name"])} for f in job.files],
-            "warnings": job.plan.warnings,
-            "error": job.error,
-            "worker": job.worker,
-            "created": job.created,
-            "started": job.started_at,
-            "finished": job.finished_at,
-            "seconds": {"render": round(job.render_seconds, 4), "write": round(job.write_seconds, 4)},
-        }
-
     # --- pictures -----------------------------------------------------------------------------------
 
     def image_path(self, name: str) -> Path:
-        """A PNG under --out by its name there; nothing outside it, nothing but a regular .png."""
+        """A picture under --out by its name there; nothing outside it, nothing but a regular
+        picture file (PICTURE_TYPES)."""
         out = self.out.resolve()
         relative = Path(name)
-        if not name or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() != ".png" or "\\" in name:
+        if not name or relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in PICTURE_TYPES or "\\" in name:
             raise ClientError(f"no picture {name!r}", 404)
         path = (out / relative).resolve()
         if not path.is_relative_to(out) or not path.is_file():
@@ -171,17 +193,19 @@ class Service:
         return path
 
     def gallery(self, limit: int = 60, offset: int = 0) -> list[dict[str, Any]]:
-        """The PNGs under --out, newest first, with their recorded settings."""
-        from ..files.pngfile import ImageError, read_png_metadata
+        """The pictures under --out, newest first, with their recorded settings."""
+        from ..files.pictures import read_picture_record
+        from ..files.pngfile import ImageError
 
         out = self.out.resolve()
         if not out.is_dir():
             return []
-        found = sorted((p for p in out.rglob("*.png") if p.is_file() and not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+        found = sorted((p for p in out.rglob("*") if p.suffix.lower() in PICTURE_TYPES and p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
         items = []
         for path in found[offset : offset + limit]:
             try:
-                settings = read_png_metadata(path)
+                settings = read_picture_record(path)
             except ImageError:
                 settings = {}
             name = path.relative_to(out).as_posix()
@@ -213,18 +237,26 @@ class Service:
         }
 
 
+def picture_media_type(path: Path) -> str:
+    return PICTURE_TYPES[path.suffix.lower()]
+
+
 def image_url(name: str) -> str:
     from urllib.parse import quote
 
     return f"{NATIVE_API}/images/{quote(name)}"
 
 
-def commands_description() -> dict[str, Any]:
-    """Every rendering command's options: names, type, default, limits and help (GET /commands)."""
+def commands_description(roles: Roles | None = None) -> dict[str, Any]:
+    """Every rendering command's options: names, type, default, limits and help (GET /commands).
+    With a manifest's `roles`, a model option's default is the model that plays its role there."""
     described = {}
     for command, request_type in REQUESTS.items():
         options = []
+        filled = field_roles(request_type)
         for name, option, default in option_fields(request_type):
+            if default is None and roles is not None and name in filled:
+                default = roles[filled[name]]
             options.append({
                 "name": option.keys[0], "aliases": list(option.keys[1:]), "field": name, "type": option.value_type,
                 "default": list(default) if isinstance(default, tuple) else default, "choices": list(option.choices) or None,

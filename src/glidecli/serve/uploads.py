@@ -109,3 +109,21 @@ def check_picture(data: bytes, label: str, limits: UploadLimits) -> str:
     except (OSError, SyntaxError, ValueError) as error:
         raise UploadError(f"picture {label!r} cannot be decoded: {' '.join(str(error).split())[:200]}") from None
     return FORMATS[kind]
+
+
+def hide_uploads(message: str, labels: dict[str, str]) -> str:
+    """`message` with each saved upload's path replaced by what the pictures record for it
+    ("upload:image sha256:..."): a client never learns the server's temporary paths."""
+    for path, label in labels.items():
+        message = message.replace(path, label)
+    return message
+
+
+def has_transparency(data: bytes) -> bool:
+    """Whether a (checked) picture has an alpha channel with any pixel not fully opaque."""
+    with Image.open(io.BytesIO(data)) as image:
+        if "A" not in image.getbands() and "transparency" not in image.info:
+            return False
+        alpha = image.convert("RGBA").getchannel("A")
+    extrema = alpha.getextrema()  # (lowest, highest) of the one channel
+    return isinstance(extrema[0], (int, float)) and extrema[0] < 255

@@ -27,7 +27,7 @@ from ..nets.unclip_config import OpenClipConfig
 from .data import DataOrder, pil_to_tensor, random_crop, step_examples
 from .dataset import Dataset
 from .recipe import LossTerms
-from .run_manifest import made_entry, write_run_manifest
+from .run_manifest import made_entry, run_roles, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, network_from_weights, write_json
 from .vocabulary import DEFAULT_PRESET, PresetName
@@ -208,4 +208,4 @@ class ClipRecipe:
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         folder = trainer.out
         entry = made_entry(trainer.source.name, ModelKind.OPENCLIP, weights, arch_dict(trainer.cfg), folder)
-        return write_run_manifest(folder / "weights.toml", [entry], comment)
+        return write_run_manifest(folder / "weights.toml", [entry], comment, run_roles([(trainer.source.name, ModelKind.OPENCLIP)]))

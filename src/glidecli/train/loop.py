@@ -56,6 +56,7 @@ from ..render.shard import Ranks, peer_failure
 from .clip_recipe import ClipRecipe
 from .data import derived_generator
 from .dataset import default_mode, make_folder, scan_dataset
+from .lora_recipe import LoraRecipe
 from .parallel import any_rank, batch_part, data_parallel, global_means, main_first, mean_loss
 from .recipe import GlideRecipe
 from .settings import Hyper, ModelSource, RunPlan, ema_decay, learning_rate
@@ -77,12 +78,14 @@ AMP_DTYPES: dict[MixedPrecision, torch.dtype | None] = {"fp32": None, "bf16": to
 SAVE_DTYPES: dict[SaveDtypeName, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def recipe_for(kind: str) -> Any:  # Any: the recipes share methods by name, each typed for its own network
-    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or decoder."""
+def recipe_for(kind: str, lora: dict[str, Any] | None = None) -> Any:  # Any: the recipes share methods by name, each typed for its own network
+    """What trains models of `kind` (recipe.py): GLIDE's U-Nets, a CLIP, unCLIP's prior or
+    decoder; with `lora` (ModelSource.lora) it trains a LoRA adapter of the model (lora_recipe.py)."""
     recipes: dict[str, type[GlideRecipe | ClipRecipe | PriorRecipe | DecoderRecipe]] = {
         TrainKind.CLIP: ClipRecipe, TrainKind.UNCLIP_PRIOR: PriorRecipe, TrainKind.UNCLIP_DECODER: DecoderRecipe
     }
-    return recipes.get(kind, GlideRecipe)()
+    recipe = recipes.get(kind, GlideRecipe)()
+    return LoraRecipe(recipe, lora) if lora else recipe
 
 
 class TrainingStopped(Exception):
@@ -155,7 +158,7 @@ class Trainer:
             )
         self.save_dtype: SaveDtypeName = plan.save_dtype or (state or {}).get("save_dtype") or "fp32"  # as RunPlan.save_dtype says
         self.plan = dataclasses.replace(plan, save_dtype=self.save_dtype)
-        self.recipe = recipe_for(self.source.kind)
+        self.recipe = recipe_for(self.source.kind, self.source.lora)
         self.recipe.check(self)
         entry = fine_tuned_entry(self.source, manifest) if state is None else None
         self.dataset = scan_dataset(data, max_side=2 * self.recipe.image_size(self, state, entry))
@@ -301,7 +304,8 @@ class Trainer:
         exported = self.recipe.network(self.source.kind, self.cfg, self.ema.state_dict(), torch.device("cpu")).to(dtype)
         weights = save_network(exported, self.out / f"{name}.safetensors", metadata={"glidecli.step": str(self.step)})
         os.chmod(weights, default_mode())  # save_network writes through a private temporary file
-        return weights, self.recipe.export(self, weights, self._comment())
+        manifest = self.recipe.export(self, weights, self._comment())
+        return getattr(self.recipe, "adapter_folder", None) or weights, manifest  # a LoRA run's result is its adapter folder
 
     def _comment(self) -> list[str]:
         lines = [f"Written by glide train (glidecli {__version__}) after {self.step} steps on {len(self.dataset)} examples."]

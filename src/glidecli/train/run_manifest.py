@@ -1,18 +1,22 @@
 """The manifest a training run writes: the entries it made and, for unCLIP's kinds, those it
 used (the CLIP, and the prior a decoder run was given), so that `glide generate`, `glide
 unclip/vary/blend --weights RUN/weights.toml` work as they stand. Paths are relative to the
-manifest; entries from elsewhere keep their source."""
+manifest; entries from elsewhere keep their source. Its [defaults] table names the run's
+model of each kind, so that those commands need no model named (files/roles.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..files.file_facts import sha256_file
 from ..files.manifest import HubSource, LocalSource, ModelEntry, toml_value
+from ..files.roles import KIND_ROLES, Role, defaults_table
+from ..nets.kinds import ModelKind
 from .dataset import default_mode
 from .state import arch_dict
 
@@ -32,7 +36,16 @@ def write_model_manifest(path: Path, name: str, kind: str, cfg: Any, weights: Pa
     model = made_entry(name, kind, weights, arch_dict(cfg), path.parent, (f"tokenizer = {toml_value(tokenizer_name)}",))
     tokens = [f"[tokenizers.{json.dumps(tokenizer_name)}]", f"path = {toml_value(os.path.relpath(tokenizer, path.parent))}",
               f"sha256 = {toml_value(sha256_file(tokenizer))}"]
-    return write_run_manifest(path, [model, tokens], comment)
+    return write_run_manifest(path, [model, tokens], comment, run_roles([(name, ModelKind(kind))]))
+
+
+def run_roles(models: Iterable[tuple[str, ModelKind]]) -> dict[Role, str]:
+    """The roles of a run's manifest whose models are (name, kind): each kind it holds once
+    plays its role (a decoder run given several priors names none of them)."""
+    by_kind: dict[ModelKind, list[str]] = {}
+    for name, kind in models:
+        by_kind.setdefault(kind, []).append(name)
+    return {KIND_ROLES[kind]: names[0] for kind, names in by_kind.items() if len(names) == 1}
 
 
 def used_entry(entry: ModelEntry, folder: Path) -> list[str]:
@@ -58,9 +71,9 @@ def _arch(name: str, arch: dict[str, Any] | None) -> list[str]:
     return [f"[models.{json.dumps(name)}.arch]", *(f"{key} = {toml_value(value)}" for key, value in arch.items()), ""]
 
 
-def write_run_manifest(path: Path, blocks: list[list[str]], comment: list[str]) -> Path:
-    """Write the manifest whole (temporary file, then rename)."""
-    lines = [f"# {line}" for line in comment] + ["", "version = 1", ""]
+def write_run_manifest(path: Path, blocks: list[list[str]], comment: list[str], roles: Mapping[Role, str] | None = None) -> Path:
+    """Write the manifest whole (temporary file, then rename), with a [defaults] table of `roles`."""
+    lines = [f"# {line}" for line in comment] + ["", "version = 1", "", *defaults_table(roles or {})]
     for block in blocks:
         lines += block
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -112,6 +112,8 @@ class ModelSource:
     arch_changes: dict[str, Any] = field(default_factory=dict)  # over the preset's (or, only "prediction", the entry's)
     tokenizer_vocab: int = 512  # vocabulary of a fresh tokenizer built from the captions
     clip: str | None = None  # unCLIP's prior and decoder: the CLIP entry they learn from
+    # A LoRA run (lora_recipe.py): rank, alpha, dropout, targets; then the base model's file and sha256.
+    lora: dict[str, Any] | None = None
 
 
 def preset_config(kind: str, preset: str, **changes: Any) -> UNetConfig:

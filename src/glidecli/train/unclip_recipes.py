@@ -39,7 +39,7 @@ from .data import DataOrder, pil_to_tensor, random_crop, step_examples
 from .dataset import default_mode
 from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
-from .run_manifest import made_entry, used_entry, write_run_manifest
+from .run_manifest import made_entry, run_roles, used_entry, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, network_from_weights, save_tensors, write_json
 from .vocabulary import DEFAULT_PRESET, PresetName
@@ -225,7 +225,8 @@ class PriorRecipe(_UnclipRecipe):
         blocks = [used_entry(e, folder) for e in self.used]
         blocks.append(made_entry(name, self.kind, weights, arch_dict(trainer.cfg), folder))
         blocks.append(made_entry(f"{name}-stats", ModelKind.CLIP_STATS, self.stats_path, None, folder))
-        return write_run_manifest(folder / "weights.toml", blocks, comment)
+        made = [(name, ModelKind.UNCLIP_PRIOR), (f"{name}-stats", ModelKind.CLIP_STATS)]
+        return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made))
 
 
 class DecoderForward(nn.Module):
@@ -328,4 +329,5 @@ class DecoderRecipe(_UnclipRecipe):
         folder = trainer.out
         blocks = [used_entry(e, folder) for e in self.used]
         blocks.append(made_entry(trainer.source.name, self.kind, weights, arch_dict(trainer.cfg), folder))
-        return write_run_manifest(folder / "weights.toml", blocks, comment)
+        made = [(trainer.source.name, ModelKind.UNCLIP_DECODER)]
+        return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made))
