@@ -404,6 +404,7 @@ def by_field(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, An
     """`data`'s values by JSON names (any of an option's names) as {field name: value}; unknown
     names, and one option given under two names, are refused."""
     names = field_names(request_type)
+    options = {name: option for name, option, _ in option_fields(request_type)}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = names.get(key)
@@ -411,6 +412,8 @@ def by_field(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, An
             raise RequestError(f"{request_type.command} has no option {key!r}")
         if name in values:
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
+        if options[name].value_type == ValueType.PATH:  # a client names no folder of the server's (--wildcards)
+            raise RequestError(f"{key!r} is a folder of the machine that renders: the server sets it where it starts", options[name].flag)
         values[name] = raw
     return values
 
@@ -425,9 +428,6 @@ def from_mapping(request_type: RequestType, data: Mapping[str, Any], pictures: M
         if options[name].value_type == ValueType.PICTURE:
             key = next(key for key in data if names[key] == name)
             raise RequestError(f"{key!r} is a picture: send it as an upload or base64, not as a value", options[name].flag)
-        if options[name].value_type == ValueType.PATH:  # a client names no folder of the server's
-            key = next(key for key in data if names[key] == name)
-            raise RequestError(f"{key!r} is a folder of the machine that renders: the server sets it where it starts", options[name].flag)
     for name, path in pictures.items():
         if name not in names.values():
             raise RequestError(f"{request_type.command} takes no picture {name!r}")
