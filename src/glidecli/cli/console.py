@@ -91,7 +91,7 @@ class ConsoleReporter(Reporter):
         return self._tasks[name]
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", style="yellow", highlight=False, markup=False)
+        self.console.print(f"warning: {message}", style="yellow", highlight=False, markup=False, emoji=False, soft_wrap=True)  # user text: no :emoji: codes, one line
 
     def step(self, stage: str, info: StepInfo) -> None:
         if self.bars is None:

@@ -68,7 +68,7 @@ RankModel = Annotated[
 
 # --- a request's options as typer parameters ---------------------------------------------------------
 
-_METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.FLOATS: "<floats>", ValueType.STR: "<str>", ValueType.BATCH: "<auto|N>", ValueType.PICTURE: "<path>"}  # typer's own style
+_METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.FLOATS: "<floats>", ValueType.STR: "<str>", ValueType.BATCH: "<auto|N>", ValueType.PICTURE: "<path>", ValueType.PATH: "<path>"}  # typer's own style
 
 
 def request_parameters(request_type: type) -> list[inspect.Parameter]:

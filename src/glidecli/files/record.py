@@ -98,8 +98,10 @@ class JobRecord:
     diff's amount (which the record holds last: PictureRecord.as_meta)."""
 
     prompt: str
+    template: str | None = None  # the prompt with wildcards, when it had some
     components: list[dict[str, Any]] | None = None
     negative_prompt: str | None = None
+    literal: bool = False  # --literal-prompt: the prompt was read without A1111's syntax
     seed: int
     index: int
     walk: WalkRecord | None = None
@@ -109,10 +111,14 @@ class JobRecord:
     def fields(self) -> dict[str, Any]:
         """The job's keys that open the record (all but the mix and the amount)."""
         record: dict[str, Any] = {"prompt": self.prompt}
+        if self.template is not None:
+            record["prompt_template"] = self.template
         if self.components is not None:
             record["components"] = self.components
         if self.negative_prompt:
             record["negative_prompt"] = self.negative_prompt
+        if self.literal:
+            record["literal_prompt"] = True
         record.update(seed=self.seed, index=self.index)
         if self.walk is not None:
             record.update(walk_seed=self.walk.seed, walk_angle=self.walk.angle)

@@ -97,6 +97,11 @@ class GlideTokenizer:
         """Ids of the lowercased prompt, neither truncated nor padded."""
         return self._bpe.encode(prompt.lower(), add_special_tokens=False).ids
 
+    def offsets(self, prompt: str) -> list[tuple[int, int]]:
+        """The (start, end) characters of the lowercased prompt that each id of `encode`
+        stands for (emphasis weighs tokens by the text they came from)."""
+        return [(int(start), int(end)) for start, end in self._bpe.encode(prompt.lower(), add_special_tokens=False).offsets]
+
     def batch(self, prompts: list[str]) -> TokenBatch:
         tokens = torch.full((len(prompts), self.text_ctx), self.pad_token, dtype=torch.long)
         mask = torch.zeros((len(prompts), self.text_ctx), dtype=torch.bool)
@@ -158,12 +163,15 @@ class ClipTokenizer:
         return self._bpe.encode(prompt)
 
     def batch(self, prompts: list[str]) -> ClipTokenBatch:
+        return self.batch_ids([self.encode(prompt) for prompt in prompts])
+
+    def batch_ids(self, rows: list[list[int]]) -> ClipTokenBatch:
+        """The batch of prompts already encoded (`encode`'s ids, one list per prompt)."""
         room = self.text_ctx - 2  # start and end always stay
-        tokens = torch.full((len(prompts), self.text_ctx), CLIP_PAD_TOKEN, dtype=torch.long)
-        lengths = torch.zeros(len(prompts), dtype=torch.long)
+        tokens = torch.full((len(rows), self.text_ctx), CLIP_PAD_TOKEN, dtype=torch.long)
+        lengths = torch.zeros(len(rows), dtype=torch.long)
         truncated = []
-        for row, prompt in enumerate(prompts):
-            ids = self.encode(prompt)
+        for row, ids in enumerate(rows):
             truncated.append(len(ids) > room)
             ids = [CLIP_START_TOKEN, *ids[:room], CLIP_END_TOKEN]
             tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)

@@ -60,6 +60,8 @@ def _weighed(part: str, number: int, composed: bool) -> tuple[str, float, bool]:
     if match is None:
         return part, 1.0, False
     token = match.group(1) or match.group(2)
+    if token.endswith(")"):  # '(red :1.2)': an emphasis's weight (render/prompt_syntax.py), not the component's
+        return part, 1.0, False
     try:
         weight = float(token)
     except ValueError:

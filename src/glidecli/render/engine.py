@@ -53,6 +53,7 @@ from .jobs import (
     WalkJob,
 )
 from .pipeline import NO_INPUTS, ClipGuidance, SamplerChoice, StageInputs, encode_prompts, job_noise, quantize_to_8bit, sample_stage
+from .prompt_syntax import spoken_text
 from .ranking import BestOf, first_stage_images, load_ranker
 from .session import DTYPES, RenderError, Reporter, Session, dtype_name, model_entry, resolve_device, resolve_dtype
 
@@ -110,9 +111,12 @@ class Renderer:
         compose = kind in COMPOSING_KINDS
         prompts = [job.prompt if compose else plain_text(parse_prompt(job.prompt)) for job in jobs]
         negatives = [job.negative or "" for job in jobs]
-        conditioning = encode_prompts(model, tokenizer, prompts, guided=stage.scale != 1.0, negative=negatives, compose=compose)
+        conditioning = encode_prompts(
+            model, tokenizer, prompts, guided=stage.scale != 1.0, negative=negatives, compose=compose, syntax=[not job.literal for job in jobs]
+        )
         for text, cut in zip(conditioning.texts, conditioning.truncated):
             self.warn_truncated(text, cut, tokenizer.text_ctx)
+        self.warn_once(conditioning.ignored)
         if inputs.size is None and (stage.width or stage.height):
             side = model.config.image_size
             inputs = replace(inputs, size=(stage.height or side, stage.width or side))
@@ -157,6 +161,13 @@ class Renderer:
         self.session.note(f"batch size {size} for {count} pictures (measured to fit the GPU's free memory)")
         return size
 
+    def warn_once(self, warnings: Sequence[str]) -> None:
+        """Each of `warnings` once per render call."""
+        for warning in warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                self.reporter.warn(warning)
+
     def warn_truncated(self, prompt: str, truncated: bool, limit: int) -> None:
         if truncated and prompt not in self._warned:
             self._warned.add(prompt)
@@ -197,6 +208,8 @@ def job_record(job: Job) -> JobRecord:
     components = parse_prompt(job.prompt)
     return JobRecord(
         prompt=job.prompt,
+        template=job.template,
+        literal=job.literal,
         components=composition_record(components) if is_composed(components) else None,
         negative_prompt=job.negative,
         seed=job.seed,
@@ -302,7 +315,8 @@ def _clip_guidance(renderer: Renderer, clip: ClipSteering, base: Stage, batch: l
             f"CLIP model {clip.image_model!r} sees {config.image_size}x{config.image_size} images but base model"
             f" {base.model!r} makes {base_size}x{base_size}; they must match"
         )
-    tokens = session.clip_tokenizer(network.text_encoder.config.text_ctx).batch([job.prompt for job in batch])
+    # The noised CLIP pools one embedding per prompt: nothing per token to weigh, so it reads the words.
+    tokens = session.clip_tokenizer(network.text_encoder.config.text_ctx).batch([spoken_text(job.prompt, job.literal) for job in batch])
     for job, cut in zip(batch, tokens.truncated):
         renderer.warn_truncated(job.prompt, cut, network.text_encoder.config.text_ctx - 2)
     with torch.no_grad():

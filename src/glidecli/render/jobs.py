@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -47,12 +47,16 @@ DEFAULT_INPAINT_UPSAMPLE = Stage.of(defaults.INPAINT_UPSAMPLE)
 
 @dataclass(frozen=True)
 class Job:
-    """One picture: its prompt, its own seed and its output index."""
+    """One picture: its prompt, its own seed and its output index. The prompt is read in
+    A1111's language (render/prompt_syntax.py) unless `literal`; `template` is the prompt
+    with wildcards it was resolved from (request/wildcards.py), None when it had none."""
 
     prompt: str
     seed: int
     index: int = 0
     negative: str | None = None
+    literal: bool = field(default=False, kw_only=True)
+    template: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

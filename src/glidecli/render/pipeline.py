@@ -38,9 +38,11 @@ from ..diffusion.samplers import (
 from ..diffusion.schedule import Schedule
 from ..diffusion.vocabulary import SamplerName
 from ..nets.clip import NoisedClip
-from ..nets.tokenizer import GlideTokenizer
+from ..nets.tokenizer import GlideTokenizer, TokenBatch
 from ..nets.unet import Text2ImUNet, TextEmbedding
 from .composition import is_composed, parse_prompt
+from .emphasis import emphasize, glide_batch
+from .prompt_syntax import Segment, WeightedPrompt, read_prompt, removed_warning
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Conditioning:
     truncated: list[bool]  # per text row
     composition: Composition | None = None
     texts: tuple[str, ...] = ()  # the text of each row
+    ignored: tuple[str, ...] = ()  # warnings: what the rows' prompt syntax removed (BREAK, <tags>)
 
     @property
     def batch(self) -> int:
@@ -121,33 +124,57 @@ def encode_prompts(
     guided: bool,
     negative: Sequence[str] | None = None,
     compose: bool = False,
+    syntax: Sequence[bool] | None = None,
 ) -> Conditioning:
     """Tokenize and encode a batch once. The unconditional half uses the empty prompt, or the
     negative prompts when given (one per image). When `compose` and a prompt is composed
     with AND (render/composition.py), every component gets a row, and the batch is guided
-    whatever the scale."""
+    whatever the scale. `syntax` (one per image; None: all False) says whose prompts, and
+    negative prompt, are read in A1111's language: emphasis weighs their token features
+    (render/emphasis.py)."""
     device = next(model.parameters()).device
     parsed = [parse_prompt(prompt) for prompt in prompts] if compose else None
     composition = None
     texts = list(prompts)
+    owners = list(range(len(prompts)))
     if parsed is not None and any(is_composed(components) for components in parsed):
         texts = [component.text for components in parsed for component in components]
-        owner = [b for b, components in enumerate(parsed) for _ in components]
+        owners = [b for b, components in enumerate(parsed) for _ in components]
         weights = [component.weight for components in parsed for component in components]
-        composition = Composition(torch.tensor(owner, device=device), torch.tensor(weights, device=device))
+        composition = Composition(torch.tensor(owners, device=device), torch.tensor(weights, device=device))
         guided = True
     elif parsed is not None:
         texts = [components[0].text for components in parsed]
-    batch = tokenizer.batch(texts)
+    reading = list(syntax) if syntax is not None else [False] * len(prompts)
+    rows = [_read(text, reading[owner]) for text, owner in zip(texts, owners)]
+    batch, emphasis = glide_batch(tokenizer, rows)
     with torch.no_grad():
-        text = model.encode_text(batch.tokens.to(device), batch.mask.to(device))
+        text = _encode(model, batch, emphasis, device)
         uncond = None
         truncated = list(batch.truncated)
+        negatives: list[str] = []
+        negative_rows: list[WeightedPrompt] = []
         if guided:
             negatives = list(negative) if negative is not None else [""] * len(prompts)
-            uncond_batch = tokenizer.batch(negatives)
-            uncond = model.encode_text(uncond_batch.tokens.to(device), uncond_batch.mask.to(device))
-    return Conditioning(text, uncond, truncated, composition, tuple(texts))
+            negative_rows = [_read(text, on) for text, on in zip(negatives, reading)]
+            uncond = _encode(model, *glide_batch(tokenizer, negative_rows), device)
+    read = zip([*texts, *negatives], [*rows, *negative_rows])
+    ignored = tuple(dict.fromkeys(removed_warning(written, row.removed) for written, row in read if row.removed))
+    return Conditioning(text, uncond, truncated, composition, tuple(texts), ignored)
+
+
+def _read(text: str, syntax: bool) -> WeightedPrompt:
+    """A row's prompt: in A1111's language, or its text as it is."""
+    return read_prompt(text) if syntax else WeightedPrompt((Segment(text),))
+
+
+def _encode(model: Text2ImUNet, batch: TokenBatch, emphasis: Tensor | None, device: torch.device) -> TextEmbedding:
+    """The text transformer's embedding of a token batch; with `emphasis` [B, ctx], its
+    token sequence weighted (the pooled embedding is the unweighted sequence's)."""
+    embedding = model.encode_text(batch.tokens.to(device), batch.mask.to(device))
+    if emphasis is None:
+        return embedding
+    return embedding._replace(tokens=emphasize(embedding.tokens, emphasis))
 
 
 class SeededJob(Protocol):

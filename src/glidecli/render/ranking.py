@@ -42,6 +42,7 @@ from ..nets.kinds import ModelKind
 from .composition import parse_prompt, plain_text
 from .defaults import MAX_BEST_OF, RANK_MODEL
 from .pipeline import job_noise, quantize_to_8bit
+from .prompt_syntax import spoken_text
 from .session import RenderError, Session
 
 # The golden-ratio increment (2^32 / phi): candidate seeds of nearby pictures never meet.
@@ -250,7 +251,7 @@ def pick_best(
         noise = ImageNoise([job.seed for _, _, job in part])
         images = run([job for _, _, job in part], noise)
         # Scored as the PNG will hold them (8 bits), so `glide score` on a base-size picture agrees.
-        values = ranker.score(quantize_to_8bit(images), [plain_text(parse_prompt(job.prompt)) for _, _, job in part])
+        values = ranker.score(quantize_to_8bit(images), [spoken_text(plain_text(parse_prompt(job.prompt)), job.literal) for _, _, job in part])
         for row, (j, k, _) in enumerate(part):
             scores[(j, k)] = float(values[row])
             best = max(range(k + 1), key=lambda c: (scores[(j, c)], -c))

@@ -45,9 +45,11 @@ from ..nets.unet import Text2ImUNet
 from . import defaults
 from .accel import NetworkCall
 from .batching import Probe, prior_probe, sr_probe
+from .emphasis import clip_batch, emphasize
 from .engine import Renderer, batches
 from .jobs import DEFAULT_OPTIONS, BlendJob, Job, RenderedImage, RenderOptions, Stage, VaryJob
 from .pipeline import Conditioning, SamplerChoice, StageInputs, invert_stage, sample_stage
+from .prompt_syntax import Segment, WeightedPrompt, read_prompt, removed_warning
 from .ranking import BestOf, StageFn, first_stage_images, load_ranker
 from .session import Reporter, Session
 from .unclip_edits import TextDiff, blended, decoder_picture, diffed, layout_stage, repeated, slerp
@@ -186,15 +188,21 @@ class _UnclipRenderer:
     def clip(self) -> Any:
         return self.session.network(self.clip_models.clip, ModelKind.OPENCLIP)
 
-    def text(self, prompts: Sequence[str]) -> ClipText:
+    def text(self, prompts: Sequence[str], jobs: Sequence[Job]) -> ClipText:
+        """CLIP's text features of the prompts (one per job), read in A1111's language unless
+        the job is literal: emphasis weighs the token features that both the prior and the
+        decoder attend to (render/emphasis.py); the pooled embedding stays the words'."""
         clip = self.clip()
-        batch = self.session.clip_tokenizer(clip.config.text_ctx).batch(list(prompts))
+        rows = [read_prompt(prompt) if not job.literal else WeightedPrompt((Segment(prompt),)) for prompt, job in zip(prompts, jobs)]
+        self.renderer.warn_once([removed_warning(prompt, row.removed) for prompt, row in zip(prompts, rows) if row.removed])
+        batch, weights = clip_batch(self.session.clip_tokenizer(clip.config.text_ctx), rows)
         for prompt, cut in zip(prompts, batch.truncated):
             self.renderer.warn_truncated(prompt, cut, clip.config.text_ctx - 2)
         mask = torch.arange(batch.tokens.shape[1])[None] < batch.lengths[:, None]
         device = self.session.device
         with torch.no_grad():
-            return clip_text(clip, batch.tokens.to(device), mask.to(device))
+            features = clip_text(clip, batch.tokens.to(device), mask.to(device))
+        return features if weights is None else features._replace(tokens=emphasize(features.tokens, weights))
 
     def picture_embedding(self, path: Path) -> Tensor:
         clip = self.clip()
@@ -224,7 +232,7 @@ class _UnclipRenderer:
         return self.renderer.batch_size(requested, count, [(self.decoder_stage, ModelKind.UNCLIP_DECODER)], more_probes=probes, best_of=self.best_of)
 
     def unguided(self, jobs: list[Job], guided: bool) -> ClipText | None:
-        return self.text([job.negative or "" for job in jobs]) if guided else None
+        return self.text([job.negative or "" for job in jobs], jobs) if guided else None
 
     def decode(
         self, jobs: list[Job], noise: ImageNoise, embeddings: Tensor, text: ClipText, unguided: ClipText | None = None,
@@ -256,7 +264,7 @@ class _UnclipRenderer:
             if key not in self._layouts:
                 pixels = decoder_picture(picture, decoder.config.image_size)
                 uncond = self.unguided([job], True) if stage.scale != 1.0 else None
-                conditioning = decoder_conditioning(decoder, self.text([job.prompt]), uncond, embedding.to(self.session.device))
+                conditioning = decoder_conditioning(decoder, self.text([job.prompt], [job]), uncond, embedding.to(self.session.device))
                 self._layouts[key] = invert_stage(
                     decoder, conditioning, pixels, stage.sampler, scale=stage.scale, refine=refine,
                     callback=partial(self.reporter.step, "inversion"), network=self.session.sampling_call(stage.model, ModelKind.UNCLIP_DECODER),
@@ -266,7 +274,7 @@ class _UnclipRenderer:
 
     def decode_prompts(self, prior: Stage, jobs: list[Job], noise: ImageNoise) -> Tensor:
         """The decoder's pictures of the image embeddings the prior gives for the jobs' prompts."""
-        text = self.text([job.prompt for job in jobs])
+        text = self.text([job.prompt for job in jobs], jobs)
         uncond = self.unguided(jobs, prior.scale != 1.0)
         embeddings = sample_prior(
             self.prior(prior.model), text, uncond, noise, prior.sampler, scale=prior.scale, callback=partial(self.reporter.step, "prior"),
@@ -281,7 +289,7 @@ class _UnclipRenderer:
         """The decoder's pictures of the image embeddings [B, D] that `embeddings_for(jobs)`
         gives, with each job's prompt as the decoder's text, from `start_for(jobs)`'s x_T when given."""
         start = start_for(jobs) if start_for is not None else None
-        return self.decode(jobs, noise, embeddings_for(jobs), self.text([job.prompt for job in jobs]), start=start)
+        return self.decode(jobs, noise, embeddings_for(jobs), self.text([job.prompt for job in jobs], jobs), start=start)
 
     def super_resolve_batch(self, sr_stage: Stage, images: Tensor, noise: ImageNoise) -> Tensor:
         """The SR stage on a batch of the decoder's pictures, continuing their noise."""
@@ -344,7 +352,8 @@ def render_vary(
     source: dict[str, object] = {"image": str(image), "image_sha256": sha256_file(image)}
     embeddings_for = partial(repeated, embedding)
     if text_diff is not None:
-        away, toward = renderer.text([text_diff.away, text_diff.toward]).pooled
+        captions = [text_diff.away, text_diff.toward]  # read in the prompt language, as the jobs' prompts are
+        away, toward = renderer.text(captions, [Job(caption, 0) for caption in captions]).pooled
         embeddings_for = partial(diffed, embedding, away, toward)
         source.update(text_diff.record())
     start_for = _layout_keeper(renderer, image, embedding, layout_refine if keep_layout else None, source)

@@ -41,6 +41,14 @@ def uses_role(option: Option, role: Role) -> Any:
 
 
 @dataclass(frozen=True)
+class PromptLanguage:
+    """How the prompts are read: A1111's language (emphasis, wildcards), or plain text."""
+
+    literal_prompt: bool = uses(o.LITERAL_PROMPT, False)
+    wildcards: Path | None = uses(o.WILDCARDS, None)
+
+
+@dataclass(frozen=True)
 class Output:
     """How many pictures, in which batches, from which seed, in which file format."""
 
@@ -182,7 +190,7 @@ class Frames:
 
 
 @dataclass(frozen=True)
-class GenerateRequest(Adapters, TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling):
+class GenerateRequest(Adapters, TextModels, Output, Frames, BestOfN, InitPicture, PictureSize, TextUpsampling, SamplerTuning, TextBaseSampling, PromptLanguage):
     """glide generate: the base model, then the upsampler; img2img, other sizes, best of N."""
 
     command: ClassVar[str] = "generate"
@@ -190,7 +198,7 @@ class GenerateRequest(Adapters, TextModels, Output, Frames, BestOfN, InitPicture
 
 
 @dataclass(frozen=True)
-class ClipGuideRequest(Adapters, TextModels, Output, TextUpsampling, SamplerTuning):
+class ClipGuideRequest(Adapters, TextModels, Output, TextUpsampling, SamplerTuning, PromptLanguage):
     """glide clip-guide: the base model steered by the noised CLIP, then the upsampler."""
 
     command: ClassVar[str] = "clip-guide"
@@ -204,7 +212,7 @@ class ClipGuideRequest(Adapters, TextModels, Output, TextUpsampling, SamplerTuni
 
 
 @dataclass(frozen=True)
-class UpsampleRequest(Adapters, Output):
+class UpsampleRequest(Adapters, Output, PromptLanguage):
     """glide upsample: the text-conditional upsampler on a picture."""
 
     command: ClassVar[str] = "upsample"
@@ -218,7 +226,7 @@ class UpsampleRequest(Adapters, Output):
 
 
 @dataclass(frozen=True)
-class InpaintRequest(Adapters, InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class InpaintRequest(Adapters, InpaintModels, Output, PictureSize, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
     """glide inpaint: repaint the white part of a mask (or a picture's transparent pixels)."""
 
     command: ClassVar[str] = "inpaint"
@@ -232,7 +240,7 @@ class InpaintRequest(Adapters, InpaintModels, Output, PictureSize, InpaintUpsamp
 
 
 @dataclass(frozen=True)
-class OutpaintRequest(Adapters, InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling):
+class OutpaintRequest(Adapters, InpaintModels, Output, InpaintUpsampling, SamplerTuning, InpaintBaseSampling, PromptLanguage):
     """glide outpaint: grow the canvas and paint the new border in windows."""
 
     command: ClassVar[str] = "outpaint"
@@ -258,7 +266,7 @@ class PriorSampling:
 
 
 @dataclass(frozen=True)
-class UnclipRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling):
+class UnclipRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PriorSampling, PromptLanguage):
     """glide unclip: prior -> CLIP image embedding -> decoder -> super-resolution."""
 
     command: ClassVar[str] = "unclip"
@@ -269,7 +277,7 @@ class UnclipRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, P
 
 
 @dataclass(frozen=True)
-class DecoderRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling):
+class DecoderRequest(Adapters, DecoderModels, Output, BestOfN, DecoderSampling, PromptLanguage):
     """The unCLIP commands that start from pictures' CLIP image embeddings (vary, blend): the
     decoder's and super-resolution's sampling, the output, the models, and the decoder's text."""
 
@@ -404,6 +412,7 @@ def by_field(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, An
     """`data`'s values by JSON names (any of an option's names) as {field name: value}; unknown
     names, and one option given under two names, are refused."""
     names = field_names(request_type)
+    options = {name: option for name, option, _ in option_fields(request_type)}
     values: dict[str, Any] = {}
     for key, raw in data.items():
         name = names.get(key)
@@ -411,6 +420,8 @@ def by_field(request_type: RequestType, data: Mapping[str, Any]) -> dict[str, An
             raise RequestError(f"{request_type.command} has no option {key!r}")
         if name in values:
             raise RequestError(f"option {key!r} is given twice (under two of its names)")
+        if options[name].value_type == ValueType.PATH:  # a client names no folder of the server's (--wildcards)
+            raise RequestError(f"{key!r} is a folder of the machine that renders: the server sets it where it starts", options[name].flag)
         values[name] = raw
     return values
 

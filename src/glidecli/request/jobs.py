@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from ..diffusion.vocabulary import MAX_SEED
 from .options import RequestError
+from .wildcards import Wildcards, wildcards_folder
 
 if TYPE_CHECKING:
     from ..render.engine import Job
@@ -32,10 +34,12 @@ def check_text(text: str, what: str) -> None:
         raise RequestError(f"{what} {text!r} holds bytes that are not UTF-8 text") from None
 
 
-def check_prompt(prompt: str, composable: bool = True, command: str = "") -> None:
-    """A prompt's text, and its AND composition (render/composition.py): refused where a
-    command cannot compose (`composable` False)."""
+def check_prompt(prompt: str, composable: bool = True, command: str = "", literal: bool = False) -> None:
+    """A prompt's text, its AND composition (render/composition.py): refused where a
+    command cannot compose (`composable` False), and its weights (render/prompt_syntax.py)
+    unless `literal`."""
     from ..render.composition import CompositionError, is_composed, parse_prompt
+    from ..render.prompt_syntax import read_prompt
 
     check_text(prompt, "the prompt")
     try:
@@ -44,22 +48,29 @@ def check_prompt(prompt: str, composable: bool = True, command: str = "") -> Non
         raise RequestError(str(error)) from None
     if not composable and is_composed(components):
         raise RequestError(f"{command} takes one prompt: AND composition (or a weight) works with generate, inpaint and outpaint; write \\AND for a literal AND")
+    for component in components if not literal else ():
+        try:
+            read_prompt(component.text)
+        except ValueError:
+            raise RequestError(f"a weight in {component.text!r} is not a number (write (word:1.2); \\( is a plain bracket)") from None
 
 
 def make_jobs(
     prompts: Sequence[str], num: int, seed: int | None, negative: str | None, shard: str | None = None, *,
-    composable: bool = True, command: str = "",
+    composable: bool = True, command: str = "", literal: bool = False, wildcards: Path | None = None,
 ) -> list[Job]:
     """`num` pictures per prompt from `seed` on. A random seed is drawn by rank 0 of a
     torchrun launch for all ranks; the tasks of a job array must be given one. Prompts joined
-    with AND are refused unless `composable`."""
+    with AND are refused unless `composable`. Unless `literal`, each picture's prompt is its
+    template with the wildcards resolved from its seed (request/wildcards.py; `wildcards`:
+    the folder of __name__'s files, default $GLIDE_WILDCARDS)."""
     from ..render.engine import Job
     from ..render.shard import current_split, from_main
 
     if not prompts:
         raise RequestError("missing PROMPT (or --prompts-file FILE)")
     for prompt in prompts:
-        check_prompt(prompt, composable, command)
+        check_text(prompt, "the prompt")
     if negative is not None:
         check_text(negative, "--negative")
     check_image_count(num * len(prompts), "--num")
@@ -70,4 +81,12 @@ def make_jobs(
         seed = cast(int, from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))  # rank 0's draw, an int
     elif seed + num - 1 > MAX_SEED:
         raise RequestError(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", "--seed")
-    return [Job(prompt, seed + i, k * num + i, negative) for k, prompt in enumerate(prompts) for i in range(num)]
+    resolver = Wildcards(wildcards_folder(wildcards)) if not literal else None
+    jobs = []
+    for k, template in enumerate(prompts):
+        for i in range(num):
+            prompt = resolver.resolve(template, seed + i) if resolver is not None else template
+            jobs.append(Job(prompt, seed + i, k * num + i, negative, literal=literal, template=template if prompt != template else None))
+    for prompt in {job.prompt for job in jobs}:
+        check_prompt(prompt, composable, command, literal)
+    return jobs

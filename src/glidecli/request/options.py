@@ -254,6 +254,15 @@ def _bound_text(bound: float | None) -> str:
 # --- the options the rendering commands share --------------------------------------------------
 
 PROMPT_HELP = "What to draw."
+LITERAL_PROMPT = Option(
+    ("--literal-prompt",), ValueType.BOOL,
+    "Read the prompts as plain text: no (emphasis:1.2), [less], {wild|cards}, __files__ or <tags> (docs/prompts.md).", panel=None,
+)
+WILDCARDS = Option(
+    ("--wildcards",), ValueType.PATH,
+    "Folder of the __name__ wildcards' name.txt files (default $GLIDE_WILDCARDS); a server reads its own $GLIDE_WILDCARDS.",
+    panel=None, optional=True, metavar="DIR", show_default=False,
+)
 NEGATIVE = Option(("--negative", "--negative-prompt"), ValueType.STR, "Replaces the empty prompt of the unguided half (classifier-free guidance).", optional=True)
 SCALE = Option(("--scale", "--cfg-scale"), ValueType.FLOAT, "Classifier-free guidance scale (1 = off).", minimum=0.0)
 STEPS = Option(

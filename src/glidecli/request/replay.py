@@ -21,7 +21,7 @@ from .options import RequestError, ValueType
 
 # Recorded facts, never options.
 FACTS = {
-    "command", "index", "device", "dtype", "glidecli_version", "model_hash", "upsample_model_hash", "components",
+    "command", "index", "device", "dtype", "glidecli_version", "model_hash", "upsample_model_hash", "components", "prompt_template",
     "image_sha256", "mask_sha256", "image_a_sha256", "image_b_sha256", "image_size", "windows", "region",
     "rank_score", "candidate", "candidate_seed", "candidate_scores", "prior_model_hash", "decoder_model_hash", "sr_model_hash",
 }

@@ -84,7 +84,7 @@ function showCommand() {
   const fields = $("more-fields");
   fields.replaceChildren();
   for (const option of optionsOf(command)) {
-    if ([option.name, ...option.aliases].some((n) => COMMON.includes(n)) || option.type === "picture" || option.type === "prompts") continue;
+    if ([option.name, ...option.aliases].some((n) => COMMON.includes(n)) || option.type === "picture" || option.type === "prompts" || option.type === "path") continue;  // paths: the server's own
     const label = document.createElement("label");
     label.title = option.help;
     label.append(option.name);
