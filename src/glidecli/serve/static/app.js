@@ -366,8 +366,15 @@ function useSettings(settings) {
     const key = input.dataset.option.replaceAll("-", "_");
     if (settings[key] === undefined || !hasOption(command, input.dataset.option)) continue;
     if (input.type === "checkbox") input.checked = Boolean(settings[key]);
-    else input.value = String(settings[key]);
+    else input.value = fieldText(settings[key]);
   }
+}
+
+// A recorded value as a form field's text: lists joined by commas, a recorded adapter
+// ({name, sha256, weight}) as the NAME:WEIGHT that --lora takes.
+function fieldText(value) {
+  if (!Array.isArray(value)) return String(value);
+  return value.map((item) => (item && typeof item === "object" ? `${item.name}:${item.weight}` : String(item))).join(",");
 }
 
 // --- wiring ---------------------------------------------------------------------------------------
