@@ -12,6 +12,14 @@ JSON_TYPES = {ValueType.INT: "integer", ValueType.FLOAT: "number", ValueType.STR
               ValueType.PICTURE: "string", ValueType.PATH: "string"}
 
 
+def minima(schema: dict) -> set[float]:
+    """Every minimum a schema (or any of its parts) declares."""
+    found = {schema["minimum"]} if "minimum" in schema else set()
+    for part in [*schema.get("anyOf", []), *([schema["items"]] if "items" in schema else [])]:
+        found |= minima(part)
+    return found
+
+
 def types_of(schema: dict) -> set[str]:
     found = {schema["type"]} if "type" in schema else set()
     for part in schema.get("anyOf", []):
@@ -42,7 +50,7 @@ def test_the_job_bodies_are_the_option_declarations(schema):
             if option.value_type in JSON_TYPES:
                 assert JSON_TYPES[option.value_type] in types_of(field), (command, option.flag)
             if option.minimum is not None:
-                assert field.get("minimum", field.get("anyOf", [{}])[0].get("minimum")) == option.minimum
+                assert minima(field) == {option.minimum}, (command, option.flag)
             if option.choices:
                 assert set(option.choices) <= {value for part in [field, *field.get("anyOf", [])] for value in part.get("enum", [])}
             expected = list(default) if isinstance(default, tuple) else default

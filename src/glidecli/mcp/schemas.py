@@ -33,6 +33,10 @@ def option_schema(option: Option, default: Any) -> dict[str, Any]:
     schema: dict[str, Any]
     if kind == ValueType.PROMPTS:
         schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    elif kind == ValueType.ADAPTERS:  # NAME[:WEIGHT], several joined by commas, or a list of them
+        schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    elif kind == ValueType.FLOATS:  # one number or several
+        schema = {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}, "minItems": 1}]}
     elif kind == ValueType.BATCH:
         schema = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["auto"]}]}
     else:

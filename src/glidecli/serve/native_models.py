@@ -30,6 +30,7 @@ VALUE_TYPES: dict[ValueType, Any] = {
     ValueType.INT: int, ValueType.FLOAT: float, ValueType.STR: str, ValueType.BOOL: bool,
     ValueType.BATCH: int | Literal["auto"], ValueType.PICTURE: str, ValueType.PROMPTS: str | list[str], ValueType.PATH: str,
     ValueType.ADAPTERS: str | list[str],  # NAME[:WEIGHT], several joined by commas, or a list of them
+    ValueType.FLOATS: float | list[float],  # one number or several
 }
 PICTURE_HELP = " (base64 text or a data: URL in JSON; a file in a multipart body)"
 
@@ -60,6 +61,12 @@ def checked_options(request_type: RequestType, data: Mapping[str, Any]) -> dict[
 
 def _field(option: Option, default: Any) -> tuple[Any, Any]:
     annotation = VALUE_TYPES[option.value_type]
+    low, high = option.minimum, option.maximum
+    if option.value_type == ValueType.FLOATS:  # the limits hold for each number
+        number = Annotated[float, Field(ge=low, le=high)]
+        annotation, low, high = number | list[number], None, None
+    elif option.value_type not in (ValueType.INT, ValueType.FLOAT):
+        low, high = None, None
     if option.choices:
         annotation = Literal[option.choices]
     if option.optional or default is None:
@@ -70,8 +77,7 @@ def _field(option: Option, default: Any) -> tuple[Any, Any]:
         extra["x-aliases"] = [key for key in option.keys if key != name]
     help_text = option.help + (PICTURE_HELP if option.value_type == ValueType.PICTURE else "")
     value = list(default) if isinstance(default, tuple) else default
-    return annotation, Field(value, alias=name, description=help_text,
-                             ge=option.minimum, le=option.maximum, json_schema_extra=extra or None)
+    return annotation, Field(value, alias=name, description=help_text, json_schema_extra=extra or None, ge=low, le=high)
 
 
 def json_name(option: Option) -> str:
