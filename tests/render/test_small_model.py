@@ -105,8 +105,8 @@ def test_the_empty_prompt_is_near_chance(scores):
 
 
 def test_glide_generate_uses_the_small_model(tmp_path, capsys, monkeypatch):
-    """The command the README shows works offline: base model only (the manifest has no
-    upsampler), a 32x32 picture with its settings recorded."""
+    """The command the README shows works offline: the base model, then the upsampler the
+    manifest's [defaults] names, a 64x64 picture with its settings recorded."""
     from glidecli.files.pngfile import read_png_metadata
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -118,8 +118,7 @@ def test_glide_generate_uses_the_small_model(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     [path] = [Path(line) for line in out.splitlines()]
     meta = read_png_metadata(path)
-    assert (meta["size"], meta["model"], meta["scale"]) == (32, MODEL, 3.0)
-    assert "upsample_model" not in meta
+    assert (meta["size"], meta["model"], meta["scale"], meta["upsample_model"]) == (64, MODEL, 3.0, "shapes-upsample")
 
 
 # --- the small inpainting and upsampling models ---------------------------------------------

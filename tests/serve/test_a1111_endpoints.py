@@ -25,7 +25,7 @@ def pixels(text: str) -> np.ndarray:
 
 def test_the_listing_endpoints_answer_a1111s_shapes(server):
     upscalers = server.client.get(f"{A1111}/upscalers").json()
-    assert upscalers[0]["name"] == "None" and [u["name"] for u in upscalers[1:]] == ["shapes-upsample"]
+    assert upscalers[0]["name"] == "None" and [u["name"] for u in upscalers[1:]] == ["shapes-upsample", "shapes-sr"]
     assert set(upscalers[1]) == {"name", "model_name", "model_path", "model_url", "scale"} and upscalers[1]["scale"] == 4
     assert server.client.get(f"{A1111}/latent-upscale-modes").json() == []
     assert server.client.get(f"{A1111}/sd-modules").json() == []
