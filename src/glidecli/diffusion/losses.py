@@ -116,13 +116,11 @@ def hybrid_loss(
         raise ValueError(f"expected {2 * channels} output channels (eps and variance), got {output.shape[1]}")
     predicted, var_interp = output[:, :channels], output[:, channels:]
     alpha_bar = schedule.alphas_cumprod
-    if prediction == "v":
-        signal, noise_level = _gather(alpha_bar.sqrt(), t, x0), _gather((1.0 - alpha_bar).sqrt(), t, x0)
-        mse = _mean_per_example((signal * noise - noise_level * x0 - predicted) ** 2)
-        eps = noise_level * x_t + signal * predicted
+    mse = _mean_per_example((_target(schedule, x0, t, noise, prediction) - predicted) ** 2)
+    if prediction == "v":  # the eps that v means, for the variational bound below
+        eps = _gather((1.0 - alpha_bar).sqrt(), t, x0) * x_t + _gather(alpha_bar.sqrt(), t, x0) * predicted
     else:
         eps = predicted
-        mse = _mean_per_example((noise - eps) ** 2)
 
     # The VB term sees the mean with its gradient stopped: it trains only the variance.
     eps_frozen = eps.detach()
@@ -144,6 +142,14 @@ def hybrid_loss(
     return LossTerms(weighted + vb, mse, vb)
 
 
+def _target(schedule: Schedule, x0: Tensor, t: Tensor, noise: Tensor, prediction: str) -> Tensor:
+    """What the network learns to predict: the noise, or v = sqrt(abar) noise - sqrt(1 - abar) x0."""
+    if prediction != "v":
+        return noise
+    alpha_bar = schedule.alphas_cumprod
+    return _gather(alpha_bar.sqrt(), t, x0) * noise - _gather((1.0 - alpha_bar).sqrt(), t, x0) * x0
+
+
 def fixed_variance_loss(
     schedule: Schedule,
     model_output: Tensor,
@@ -163,11 +169,6 @@ def fixed_variance_loss(
     predicted = model_output.float()
     if predicted.shape[1] != x0.shape[1]:
         raise ValueError(f"expected {x0.shape[1]} output channels (a fixed variance), got {predicted.shape[1]}")
-    if prediction == "v":
-        alpha_bar = schedule.alphas_cumprod
-        target = _gather(alpha_bar.sqrt(), t, x0) * noise - _gather((1.0 - alpha_bar).sqrt(), t, x0) * x0
-    else:
-        target = noise
-    mse = _mean_per_example((target - predicted) ** 2)
+    mse = _mean_per_example((_target(schedule, x0, t, noise, prediction) - predicted) ** 2)
     weighted = mse * min_snr_weight(schedule, t, min_snr_gamma, prediction).to(mse.device) if min_snr_gamma else mse
     return LossTerms(weighted, mse, torch.zeros_like(mse))

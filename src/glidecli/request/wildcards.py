@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +112,9 @@ class Wildcards:
         return lines
 
 
-def _closing_brace(text: str, start: int) -> int | None:
-    """The index of the brace that closes the one at `start`, or None (a lone brace is text)."""
+def _scan(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(position, character, brace depth after it) of each character from `start` that no
+    backslash escapes."""
     depth = 0
     position = start
     while position < len(text):
@@ -120,34 +122,23 @@ def _closing_brace(text: str, start: int) -> int | None:
         if char == "\\":
             position += 2
             continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return position
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        yield position, char, depth
         position += 1
-    return None
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the brace that closes the one at `start`, or None (a lone brace is text)."""
+    return next((position for position, char, depth in _scan(text, start) if char == "}" and depth == 0), None)
 
 
 def _split_options(body: str) -> list[str]:
     """The options of a brace: split at the `|`s outside nested braces."""
     options: list[str] = []
-    depth = 0
     start = 0
-    position = 0
-    while position < len(body):
-        char = body[position]
-        if char == "\\":
-            position += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-        elif char == "|" and depth == 0:
+    for position, char, depth in _scan(body):
+        if char == "|" and depth == 0:
             options.append(body[start:position])
             start = position + 1
-        position += 1
     options.append(body[start:])
     return options
