@@ -21,14 +21,14 @@ from fastapi.concurrency import run_in_threadpool
 from ..diffusion.vocabulary import SamplerName
 from ..files.vocabulary import FitMode
 from ..nets.kinds import ModelKind
-from ..render.defaults import glide_model
+from ..render.defaults import UPSAMPLE_FACTOR, glide_model
 from ..request.a1111 import glide_sampler
 from ..request.commands import GenerateRequest, InpaintRequest
 from ..request.options import RequestError, step_count
 from .a1111_models import GenerationFields, ImagesResponse, Img2ImgRequest, Txt2ImgRequest
 from .dependencies import ServiceDep
 from .jobs import Job, JobState
-from .models import companion, default_model, model_size, upscale_factor, upscaler_rows
+from .models import companion, default_model, model_size, upscaler_rows
 from .service import ClientError, Service
 from .waiting import wait_for
 
@@ -181,7 +181,7 @@ def _hires(service: Service, body: dict[str, Any], upsampler: str | None, option
         raise ClientError(f"hr_upscaler {named!r} is not an upsampler of this server (GET {A1111_API}/upscalers lists them)")
     if upsampler is None:
         raise ClientError(f"enable_hr: the model {options['model']} has no upsampler in this server's manifest")
-    factor = upscale_factor(ModelKind.UPSAMPLE)
+    factor = UPSAMPLE_FACTOR
     scale = body.get("hr_scale", factor)
     side = int(getattr(service.manifest.models[upsampler].arch, "image_size", 0))
     resize = [body.get(key) or 0 for key in ("hr_resize_x", "hr_resize_y")]

@@ -167,7 +167,7 @@ def _decoded(service: Service, text: str, name: str) -> bytes:
 
 def _record(data: bytes) -> tuple[dict[str, Any], str | None]:
     """(glide's record or {}, A1111's parameters text or None) of a picture's bytes (PNG, JPEG, WebP)."""
-    from ..files.metadata import record_from_texts
+    from ..files.metadata import PictureTexts, record_from_texts
     from ..files.pictures import READABLE
     from ..files.pngfile import ImageError, read_picture_texts
 
@@ -175,5 +175,5 @@ def _record(data: bytes) -> tuple[dict[str, Any], str | None]:
         texts = read_picture_texts(data, READABLE)
     except ImageError as error:
         raise ClientError(str(error)) from None
-    record = record_from_texts(type(texts)(record=texts.record)) if texts.record is not None else {}
+    record = record_from_texts(PictureTexts(record=texts.record))  # glide's record alone: {} without one
     return record, texts.parameters

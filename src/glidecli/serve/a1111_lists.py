@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from ..diffusion.vocabulary import SAMPLER_NAMES
 from ..nets.kinds import ModelKind
+from ..render.defaults import UPSAMPLE_FACTOR
 from ..request.a1111 import A1111_SAMPLERS
 from .a1111 import A1111_API, current_models
 from .a1111_models import (
@@ -32,7 +33,7 @@ from .a1111_models import (
     Upscaler,
 )
 from .dependencies import ServiceDep
-from .models import upscale_factor, upscaler_rows
+from .models import upscaler_rows
 
 router = APIRouter(prefix=A1111_API, tags=["automatic1111"])
 
@@ -116,8 +117,8 @@ def loras(service: ServiceDep) -> list[Lora]:
 def upscalers(service: ServiceDep) -> list[Upscaler]:
     """"None" first, as A1111 lists it, then the manifest's upsamplers (GLIDE's, unCLIP's SR)."""
     rows = [Upscaler(name="None", model_name=None, model_path=None, model_url=None, scale=None)]
-    for name, kind, _ in upscaler_rows(service.manifest):
-        rows.append(Upscaler(name=name, model_name=name, model_path=None, model_url=None, scale=upscale_factor(kind)))
+    for name, _, _ in upscaler_rows(service.manifest):  # GLIDE's upsamplers and Karlo's SR alike: 4x
+        rows.append(Upscaler(name=name, model_name=name, model_path=None, model_url=None, scale=UPSAMPLE_FACTOR))
     return rows
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from ..files.manifest import Manifest
 from ..files.roles import KIND_ROLES
 from ..nets.kinds import ModelKind
-from ..render.defaults import UPSAMPLE_FACTOR
 
 UPSAMPLE_SUFFIX = "-upsample"
 INPAINT_SUFFIX = "-inpaint"
@@ -58,8 +57,3 @@ def upscaler_rows(manifest: Manifest) -> list[tuple[str, ModelKind, int]]:
         for entry in manifest.models_of_kind(kind):
             rows.append((entry.name, kind, int(getattr(entry.arch, "image_size", 0))))
     return rows
-
-
-def upscale_factor(kind: ModelKind) -> int:
-    """How many times wider an upsampler of `kind` makes a picture."""
-    return UPSAMPLE_FACTOR
