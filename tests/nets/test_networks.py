@@ -286,3 +286,32 @@ def test_loading_runs_no_initializer(tmp_path, monkeypatch):
     loaded = load_network("base", model.config, path)
     assert torch.equal(loaded.token_embedding.weight, model.token_embedding.weight)
     assert torch.nn.init.normal_ is refuse  # put back as it was
+
+
+def test_without_the_pooled_path_the_text_reaches_the_unet_only_through_attention(tmp_path):
+    """xf_pooled = False (UNetConfig): no transformer_proj; the U-Net computes what the pooled
+    model computes with that projection zeroed (weights and bias), and it saves and loads."""
+    pooled = tiny_network("base", seed=5)
+    sequence_only = build_network("base", tiny_unet_config("base", xf_pooled=False))
+    weights = {key: value for key, value in pooled.state_dict().items() if not key.startswith("transformer_proj.")}
+    sequence_only.load_state_dict(weights, strict=True)
+    assert not hasattr(sequence_only, "transformer_proj") or sequence_only.transformer_proj is None
+    with torch.no_grad():
+        pooled.transformer_proj.weight.zero_()
+        pooled.transformer_proj.bias.zero_()
+    tokens, mask = tokens_and_mask()
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 900])
+    with torch.no_grad():
+        text = sequence_only.eval().encode_text(tokens, mask)
+        assert torch.count_nonzero(text.pooled) == 0
+        torch.testing.assert_close(text.tokens, pooled.encode_text(tokens, mask).tokens, rtol=0, atol=0)
+        out = sequence_only(x, t, text)
+        torch.testing.assert_close(out, pooled(x, t, pooled.encode_text(tokens, mask)), rtol=0, atol=0)
+        changed = tokens.clone()
+        changed[0, 0] = (tokens[0, 0] + 1) % 63
+        assert not torch.allclose(sequence_only(x, t, sequence_only.encode_text(changed, mask))[0], out[0])  # the words still matter
+    path = save_network(sequence_only, tmp_path / "seq.safetensors")
+    loaded = load_network("base", sequence_only.config, path)
+    assert set(loaded.state_dict()) == set(weights)
+    for key, value in sequence_only.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)

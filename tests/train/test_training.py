@@ -643,6 +643,34 @@ def test_prediction_v_trains_fresh_networks_and_converts_fine_tuned_ones(glide, 
     assert_one_error_line(bad, 1, "prediction", "'x0'")
 
 
+def test_no_pooled_text_trains_without_the_pooled_projection_and_drops_a_fine_tuned_models(glide, shapes, tmp_path):
+    """--no-pooled-text: the manifest records xf_pooled = false and the weights hold no
+    transformer_proj, for a fresh network and for a fine-tuned one (its other weights kept);
+    glide generate reads it; --resume and the other families refuse the switch in one line."""
+    fresh = glide("train", shapes, *TRAIN, "--no-pooled-text", "--steps", 1, "--out", tmp_path / "fresh", "--quiet")
+    assert fresh.code == 0, fresh.err
+    assert load_manifest(tmp_path / "fresh" / "weights.toml").model("m").arch.xf_pooled is False
+    assert not any(key.startswith("transformer_proj.") for key in load_file(tmp_path / "fresh" / "m.safetensors"))
+    plain = glide("train", shapes, *TRAIN, "--steps", 1, "--out", tmp_path / "plain", "--quiet")
+    assert plain.code == 0, plain.err
+    manifest = tmp_path / "plain" / "weights.toml"
+    assert load_manifest(manifest).model("m").arch.xf_pooled is True
+    pooled_keys = set(load_file(tmp_path / "plain" / "m.safetensors"))
+    assert {"transformer_proj.weight", "transformer_proj.bias"} <= pooled_keys
+    tuned = glide("train", shapes, "--model", "m", "--weights", manifest, "--name", "m2", "--no-pooled-text", "--steps", 1,
+                  "--batch-size", 2, "--no-samples", "--device", "cpu", "--out", tmp_path / "seq", "--quiet")
+    assert tuned.code == 0, tuned.err
+    assert load_manifest(tmp_path / "seq" / "weights.toml").model("m2").arch.xf_pooled is False
+    assert set(load_file(tmp_path / "seq" / "m2.safetensors")) == pooled_keys - {"transformer_proj.weight", "transformer_proj.bias"}
+    made = glide("generate", "a red circle", "--weights", tmp_path / "seq" / "weights.toml", "--model", "m2", "--steps", 2,
+                 "--size", 16, "--quiet", "--out", tmp_path / "p")
+    assert made.code == 0, made.err
+    again = glide("train", shapes, "--resume", "--no-pooled-text", "--steps", 2, "--out", tmp_path / "fresh")
+    assert_one_error_line(again, 2, "--resume", "--no-pooled-text")
+    clip = glide("train", shapes, "--preset", "micro", "--model", "c", "--kind", "clip", "--no-pooled-text", "--out", tmp_path / "c")
+    assert_one_error_line(clip, 2, "--no-pooled-text goes with GLIDE's U-Nets")
+
+
 def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):
     assert glide("train", shapes, *TRAIN, "--steps", 4, "--out", tmp_path / "whole", "--quiet").code == 0
     first = glide("train", shapes, *TRAIN, "--steps", 2, "--out", tmp_path / "split", "--quiet")

@@ -60,6 +60,10 @@ class UNetConfig:
     xf_heads: int = 8
     xf_final_ln: bool = True
     xf_padding: bool = True
+    # GLIDE's: the transformer's last position, projected, is added to the timestep embedding
+    # (the pooled embedding). False: no such projection; the prompt reaches the U-Net only
+    # through the token sequence its attention blocks read, as in Stable Diffusion.
+    xf_pooled: bool = True
     n_vocab: int = 50257
     # Conditioning variants.
     super_res: bool = False

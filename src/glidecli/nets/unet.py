@@ -251,7 +251,7 @@ class Text2ImUNet(nn.Module):
             )
             self.transformer = TextTransformer(cfg.xf_width, cfg.xf_layers, cfg.xf_heads)
             self.final_ln = LayerNorm32(cfg.xf_width) if cfg.xf_final_ln else None
-            self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim)
+            self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim) if cfg.xf_pooled else None
 
     @staticmethod
     def _resampler(channels: int, direction: str, cfg: UNetConfig) -> nn.Module:
@@ -286,8 +286,12 @@ class Text2ImUNet(nn.Module):
         x = self.transformer(x.to(self.dtype))
         if self.final_ln is not None:
             x = self.final_ln(x)
-        # The last position (a padding slot for any prompt shorter than the context) is pooled.
-        pooled = self.transformer_proj(x[:, -1])
+        # The last position (a padding slot for any prompt shorter than the context) is pooled;
+        # a model without the pooled path adds nothing to its timestep embedding.
+        if self.transformer_proj is None:
+            pooled = x.new_zeros(x.shape[0], cfg.time_embed_dim)
+        else:
+            pooled = self.transformer_proj(x[:, -1])
         return TextEmbedding(pooled=pooled, tokens=x)
 
     def encode_clip(

@@ -48,6 +48,7 @@ from .train_options import (
     MIN_SNR,
     MODEL,
     NAME,
+    NO_POOLED_TEXT,
     NO_SAMPLES,
     NOISY_SHARE,
     OFFLINE,
@@ -72,9 +73,13 @@ if TYPE_CHECKING:
     from ..train.loop import Progress, Trainer, TrainResult
 
 MISSING_MODEL = "missing --model NAME (the model to fine-tune, or with --preset the new model's name)"
-RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip and --decoder"
+RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --no-pooled-text, --clip and --decoder"
 # What an option that only some families take says to the others.
-ONLY_WITH: dict[str, str] = {"clip": "--clip goes with --kind unclip-prior or unclip-decoder", "decoder": "--decoder goes with --kind unclip-sr"}
+ONLY_WITH: dict[str, str] = {
+    "clip": "--clip goes with --kind unclip-prior or unclip-decoder",
+    "decoder": "--decoder goes with --kind unclip-sr",
+    "no_pooled_text": "--no-pooled-text goes with GLIDE's U-Nets (--kind base, upsample and their inpainting kinds)",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,9 +221,12 @@ class GlideTrainRequest(FreshTrainRequest):
     lora_alpha: float | None = uses(LORA_ALPHA, None)
     lora_dropout: float | None = uses(LORA_DROPOUT, None)
     lora_targets: str = uses(LORA_TARGETS, "attention")
+    no_pooled_text: bool = uses(NO_POOLED_TEXT, False)
 
     def check_source(self) -> None:
         super().check_source()
+        if self.lora is not None and self.no_pooled_text:
+            raise RequestError("--lora adapts a model as it is: leave out --no-pooled-text", LORA_RANK.flag)
         if self.lora is None:
             if self.lora_alpha is not None or self.lora_dropout is not None or self.lora_targets != "attention":
                 raise RequestError("--lora-alpha, --lora-dropout and --lora-targets go with --lora RANK")
@@ -234,6 +242,10 @@ class GlideTrainRequest(FreshTrainRequest):
         if self.lora is not None and self.name is None and self.model:
             return f"{self.model}-lora"
         return super().new_name
+
+    def arch_changes(self) -> dict[str, Any]:
+        """--prediction's change, and without the pooled path UNetConfig.xf_pooled off."""
+        return {**super().arch_changes(), **({"xf_pooled": False} if self.no_pooled_text else {})}
 
     def fresh_network(self) -> dict[str, Any]:
         return {"tokenizer_vocab": self.tokenizer_vocab}
@@ -341,7 +353,8 @@ def train_request(flags: Mapping[str, Any]) -> TrainRequest:
         family = TrainRequest
     fields = {item.name for item in dataclasses.fields(family)}
     request = family(**{name: value for name, value in {**flags, "kind": kind}.items() if name in fields})
-    refused = [name for name, value in flags.items() if name not in fields and value is not None and options[name].optional]
+    # A switch (a bool that is always given) is refused only when on.
+    refused = [name for name, value in flags.items() if name not in fields and value is not None and (options[name].optional or value is True)]
     if refused:  # a fresh run's family lacks only unCLIP's --clip or --decoder among those
         raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else ONLY_WITH[refused[0]])
     return request

@@ -50,6 +50,13 @@ PREDICTION = Option(
     " pure noise. Given with --model, the model is converted and learns the new target. [default: the model's own; eps for --preset]",
     panel=MODEL_AND_DEVICE, choices=PREDICTIONS, optional=True, show_default=False,
 )
+NO_POOLED_TEXT = Option(
+    ("--no-pooled-text",), ValueType.BOOL,
+    "GLIDE's U-Nets: no pooled text embedding (the projection of the text transformer's last position that GLIDE adds to the timestep"
+    " embedding); the prompt reaches the U-Net only through the token sequence its attention reads, as in Stable Diffusion. With"
+    " --model, the model's projection is dropped and it learns without it.",
+    panel=MODEL_AND_DEVICE,
+)
 TOKENIZER_VOCAB = Option(
     ("--tokenizer-vocab",), ValueType.INT, "Vocabulary of the tokenizer a fresh network gets, built from the captions.", panel=MODEL_AND_DEVICE, minimum=260,
 )
@@ -133,7 +140,7 @@ OFFLINE = Option(("--offline",), ValueType.BOOL, "Never download; use cached or 
 
 # The order of `glide train --help`: its panels, and the options in each.
 HELP_ORDER = (
-    DATA, OUT, MODEL, PRESET, KIND, CLIP, DECODER, NAME, PREDICTION, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
+    DATA, OUT, MODEL, PRESET, KIND, CLIP, DECODER, NAME, PREDICTION, NO_POOLED_TEXT, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
     STEPS, BATCH_SIZE, LR, WEIGHT_DECAY, EMA, WARMUP, GRAD_CLIP, CAPTION_DROPOUT, CROP_MIN, MIN_SNR, NOISY_SHARE, SEED,
     SAVE_EVERY, KEEP, SAMPLE_EVERY, NO_SAMPLES, LOG_EVERY, RESUME, SAVE_DTYPE,
     DEVICE, DTYPE, GRAD_CHECKPOINTING, WEIGHTS, OFFLINE, QUIET,

@@ -103,6 +103,12 @@ def _resumed_hyper(given: Hyper, stored: Hyper, names: set[str] | None) -> Hyper
     return stored
 
 
+# What a fine-tuned model's architecture may change: what it predicts, and (xf_pooled off)
+# dropping the pooled text projection; every other weight keeps its shape.
+FINE_TUNE_CHANGES = frozenset({"prediction", "xf_pooled"})
+POOLED_PROJECTION = "transformer_proj."  # the pooled text path's layer in a U-Net's weights
+
+
 def fine_tuned_entry(source: ModelSource, manifest: Manifest | None) -> ModelEntry | None:
     """The manifest entry a fresh run fine-tunes (None: it starts from a preset), checked
     against what the run would make of it."""
@@ -111,8 +117,8 @@ def fine_tuned_entry(source: ModelSource, manifest: Manifest | None) -> ModelEnt
     if manifest is None:
         raise TrainingError("fine-tuning a manifest model needs the manifest")
     entry = manifest.model(source.entry)
-    if set(source.arch_changes) - {"prediction"}:
-        raise TrainingError("a fine-tuned model keeps its architecture; only its prediction (eps or v) can change")
+    if set(source.arch_changes) - FINE_TUNE_CHANGES:
+        raise TrainingError("a fine-tuned model keeps its architecture; only its prediction (eps or v) can change, and its pooled text path go")
     if source.kind not in (entry.kind, f"{entry.kind}-inpaint"):
         raise TrainingError(
             f"model {source.entry!r} is of kind {entry.kind}; it can be fine-tuned as {entry.kind}"
@@ -149,9 +155,11 @@ def prepare_model(
         tokenizer_file = fetch_entry(manifest.tokenizer(entry.tokenizer), offline=offline)
         if ranks.is_main:
             shutil.copyfile(tokenizer_file, tokenizer_path)
-        # arch_changes may only say what the outputs predict; the weights keep their shapes.
+        # arch_changes may only say what the outputs predict, or drop the pooled text path.
         cfg = dataclasses.replace(entry.arch, inpaint=source.kind.endswith("-inpaint"), **source.arch_changes)
         weights = model.state_dict()
+        if not cfg.xf_pooled:
+            weights = {key: value for key, value in weights.items() if not key.startswith(POOLED_PROJECTION)}
         if cfg.inpaint and not entry.arch.inpaint:  # a new inpainting model from a base or upsampler
             weights = inpainting_weights(weights, entry.arch)
         return cfg, network_as(Text2ImUNet, network_from_weights(source.kind, cfg, weights, torch.device("cpu")))
