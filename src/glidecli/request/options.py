@@ -80,6 +80,11 @@ class Option:
     envvar: str | None = None  # the CLI reads the value from this environment variable when the flag is not given
 
     @property
+    def must_be_given(self) -> bool:
+        """The CLI's required arguments (a prompt, pictures): a body or a tool call must hold them."""
+        return not self.flags and not self.optional
+
+    @property
     def flag(self) -> str:
         """The name messages use: the first long flag ('--num' of -n/--num), or the
         positional's name in capitals (PROMPT)."""
