@@ -18,7 +18,7 @@ from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import load_network, save_network
 from glidecli.nets.lora import merged_delta
 from glidecli.request.lora_tags import take_lora_tags
-from glidecli.request.options import RequestError
+from glidecli.request.values import RequestError
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.lora import shapes_adapter, shapes_manifest_with
 from helpers.paths import MODELS

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from glidecli.files.pngfile import read_png_metadata
-from glidecli.request.options import RequestError
 from glidecli.request.replay import recorded_values
+from glidecli.request.values import RequestError
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
 from helpers.tiny_unclip import write_tiny_unclip_manifest

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from glidecli.request.commands import REQUESTS, option_fields
-from glidecli.request.options import ValueType
+from glidecli.request.values import ValueType
 
 JSON_TYPES = {ValueType.INT: "integer", ValueType.FLOAT: "number", ValueType.STR: "string", ValueType.BOOL: "boolean",
               ValueType.PICTURE: "string", ValueType.PATH: "string"}

@@ -225,8 +225,8 @@ def info_command(
     """Print the settings recorded in a picture made by glide, PNG, JPEG or WebP (--json: raw;
     --command: the command line that makes it again)."""
     from ..files.pictures import read_picture_record
-    from ..request.options import RequestError
     from ..request.replay import command_line
+    from ..request.values import RequestError
 
     meta = read_picture_record(image)
     if not meta:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..request.commands import RequestType, option_fields
 from ..request.json_schema import json_default, value_schema
-from ..request.options import Option, ValueType
+from ..request.values import Option, ValueType
 
 # Options that write files beside the pictures: the server refuses them (serve/service.py),
 # so its tools do not offer them.

@@ -18,7 +18,7 @@ from ..files.roles import PACKAGED_NAMES, Role, Roles
 from ..files.vocabulary import DEFAULT_PATTERN, DEFAULT_QUALITY, FitMode
 from ..render import defaults
 from . import options as o
-from .options import Option, RequestError, ValueType, value_of
+from .values import Option, RequestError, ValueType, value_of
 
 PROMPTS = Option((), ValueType.PROMPTS, "What to draw: one prompt, or several (each gets -n images).", name="prompt")
 PROMPT = Option((), ValueType.STR, "What the picture shows.", name="prompt")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from .options import Option, ValueType
+from .values import Option, ValueType
 
 # The JSON type of each single value (a picture is base64 text, a data: URL or a path in JSON).
 _SINGLE_TYPES = {ValueType.INT: "integer", ValueType.FLOAT: "number", ValueType.STR: "string", ValueType.BOOL: "boolean",

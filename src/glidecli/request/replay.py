@@ -17,7 +17,7 @@ from typing import Any
 
 from .a1111 import glide_sampler
 from .commands import REQUESTS, UpsampleRequest, build, option_fields, packaged_model
-from .options import RequestError, ValueType
+from .values import RequestError, ValueType
 
 # Recorded facts, never options.
 FACTS = {

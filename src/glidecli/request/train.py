@@ -23,7 +23,6 @@ from ..render.defaults import DeviceName
 from ..train.settings import Hyper, ModelSource, RunPlan
 from ..train.vocabulary import AmpName, GlideKind, MixedPrecision, PresetName, SaveDtypeName, TrainKind, UnclipKind
 from .commands import uses
-from .options import Option, RequestError
 from .train_options import (
     BATCH_SIZE,
     CAPTION_DROPOUT,
@@ -66,6 +65,7 @@ from .train_options import (
     WEIGHT_DECAY,
     WEIGHTS,
 )
+from .values import Option, RequestError
 
 if TYPE_CHECKING:
     from ..render.shard import Ranks

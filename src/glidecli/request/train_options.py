@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..nets.config import PREDICTIONS
 from ..render.defaults import DEVICES
 from ..train.vocabulary import AMP_NAMES, PRESET_NAMES, SAVE_DTYPE_NAMES, TrainKind
-from .options import Option, ValueType
+from .values import Option, ValueType
 
 # Help panels of `glide train --help` (None: typer's Options, or Arguments).
 TRAINING = "Training"

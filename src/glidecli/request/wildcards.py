@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .options import RequestError
+from .values import RequestError
 
 WILDCARDS_ENV = "GLIDE_WILDCARDS"
 MAX_DEPTH = 16  # deeper is a wildcard file that names itself

@@ -21,7 +21,7 @@ from ..diffusion.vocabulary import SamplerName
 from ..nets.kinds import ModelKind
 from ..request.commands import REQUESTS, RequestType, by_field, option_fields
 from ..request.json_schema import json_default, value_schema
-from ..request.options import Option, RequestError, ValueType, value_of
+from ..request.values import Option, RequestError, ValueType, value_of
 from .jobs import Job, JobState
 from .service import ClientError, image_url
 
