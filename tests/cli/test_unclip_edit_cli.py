@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from glidecli.files.pngfile import read_png_metadata, write_png
-from glidecli.request.commands import VaryRequest, from_mapping
+from glidecli.request.building import from_mapping
+from glidecli.request.commands import VaryRequest
 from glidecli.request.values import RequestError
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny_unclip import write_tiny_unclip_manifest

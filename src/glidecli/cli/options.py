@@ -74,7 +74,7 @@ _METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.FLOAT
 
 def request_parameters(request_type: type) -> list[inspect.Parameter]:
     """One typer option per flagged field of a request type (positional fields are the
-    command's own arguments). Typer only collects each flag's text; `commands.build`
+    command's own arguments). Typer only collects each flag's text; `building.build`
     converts and checks it, as it does the server's JSON, so a rule and its message exist once."""
     parameters = []
     for name, option, default in option_fields(request_type):

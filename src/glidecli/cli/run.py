@@ -213,7 +213,7 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
     picture's recorded settings fill what the command line leaves out), plan it against the
     manifest, and render it to files."""
     from ..files.manifest import load_manifest
-    from ..request.commands import build
+    from ..request.building import build
     from ..request.planner import plan_request
 
     first_index = 0

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .a1111 import glide_sampler
-from .commands import REQUESTS, UpsampleRequest, build, option_fields, packaged_model
+from .building import build
+from .commands import REQUESTS, UpsampleRequest, option_fields, packaged_model
 from .values import RequestError, ValueType
 
 # Recorded facts, never options.

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from ..diffusion.vocabulary import SamplerName
 from ..nets.kinds import ModelKind
-from ..request.commands import REQUESTS, RequestType, by_field, option_fields
+from ..request.building import by_field
+from ..request.commands import REQUESTS, RequestType, option_fields
 from ..request.json_schema import json_default, value_schema
 from ..request.values import Option, RequestError, ValueType, value_of
 from .jobs import Job, JobState

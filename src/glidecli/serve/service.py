@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest, load_manifest
 from ..files.roles import Roles
-from ..request.commands import REQUESTS, Request, field_names, field_roles, file_pattern, from_mapping, option_fields
+from ..request.building import field_names, from_mapping
+from ..request.commands import REQUESTS, Request, field_roles, file_pattern, option_fields
 from ..request.failures import is_known_failure, one_line
 from ..request.options import STEP_OPTIONS, step_count
 from ..request.values import RequestError, ValueType
