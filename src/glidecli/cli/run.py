@@ -27,6 +27,7 @@ except ImportError:  # older typer runs on click itself
     from click import get_current_context  # type: ignore[no-redef]
     from click.core import ParameterSource  # type: ignore[no-redef, assignment]
 
+from ..files.text_file import TextFileError, read_text_file
 from ..files.vocabulary import ImageFormat
 from .console import ConsoleReporter, announce
 
@@ -86,13 +87,9 @@ def collect_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
         text = _read_stdin()
     else:
         try:
-            text = prompts_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CommandError(f"prompts file not found: {prompts_file}") from None
-        except UnicodeDecodeError:
-            raise CommandError(f"prompts file {prompts_file} is not UTF-8 text") from None
-        except OSError as error:
-            raise CommandError(f"cannot read prompts file {prompts_file}: {error.strerror or error}") from None
+            text = read_text_file(prompts_file, "prompts file")
+        except TextFileError as error:
+            raise CommandError(str(error)) from None
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise CommandError(f"no prompts in {'stdin' if str(prompts_file) == '-' else prompts_file}")
