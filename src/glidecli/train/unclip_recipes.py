@@ -11,6 +11,11 @@ set (embeddings.py), with the loop every kind shares (loop.py).
   dropped (the learned "no image" embedding) for 10% of examples and the caption for
   `--caption-dropout` of them (the paper's 50% by default).
 
+Both train fresh networks of a preset, or (`--lora RANK`, lora_recipe.py) an adapter of a
+manifest prior or decoder with the same losses and draws: then the network's settings are the
+entry's, the prior keeps the entry's embedding statistics, and the entry's network is the
+adapter run's frozen base, which lora_recipe.py loads itself.
+
 Every random choice of example k comes from (seed, k) alone, as for GLIDE, so a resumed run
 and a torchrun of any number of ranks take the steps of an uninterrupted single process.
 """
@@ -28,8 +33,9 @@ from torch import Tensor, nn
 from ..diffusion.losses import hybrid_loss, q_sample
 from ..diffusion.schedule import Schedule
 from ..diffusion.vocabulary import SamplerName
-from ..files.manifest import load_manifest
-from ..nets.checkpoint import build_network
+from ..files.manifest import Manifest, ModelEntry, load_manifest
+from ..files.roles import Role
+from ..nets.checkpoint import build_network, read_clip_stats
 from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText, PriorTransformer
@@ -85,8 +91,11 @@ class UnclipRecipe:
 
     def check(self, trainer: Any) -> None:
         source = trainer.source
-        if source.entry is not None:
-            raise TrainingError(f"--kind {self.kind} trains a fresh network: give --preset micro, tiny or small, not --model of the manifest")
+        if source.entry is not None and source.lora is None:
+            raise TrainingError(
+                f"--kind {self.kind} trains a fresh network: give --preset micro, tiny or small, not --model of the manifest"
+                " (or --lora RANK to train an adapter of it)"
+            )
         if trainer.hyper.amp == "fp16" and trainer.device.type == "cpu":
             raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
 
@@ -109,6 +118,35 @@ class UnclipRecipe:
 
     def network(self, kind: str, cfg, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
         return network_from_weights(kind, cfg, weights, device)
+
+    def _adapted(self, entry: ModelEntry | None, state, clip: ModelEntry) -> Any:
+        """A LoRA run's network settings: the entry's (fresh) or the checkpoint's (resume),
+        checked against the CLIP it learns from."""
+        cfg = entry.arch if entry is not None else self._config_of_state(state)
+        width, text_ctx = clip.arch.embed_dim, clip.arch.text_ctx
+        if cfg.clip_dim != width:
+            raise TrainingError(f"the {self.kind} reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
+        if self.kind == ModelKind.UNCLIP_PRIOR and cfg.text_ctx != text_ctx:
+            raise TrainingError(f"the {self.kind} reads {cfg.text_ctx} text tokens; CLIP {clip.name} gives {text_ctx}")
+        return cfg
+
+    def _config_of_state(self, state) -> Any:
+        raise NotImplementedError
+
+    def _readers(self, kind: ModelKind, width: int) -> list[ModelEntry]:
+        """The manifest's models of `kind` that read this CLIP's embeddings, with their stats
+        (a prior's `NAME-stats` entry): a run's manifest holds them for a whole unCLIP."""
+        models = self.manifest.models
+        found = [e for e in models.values() if e.kind == kind and e.arch.clip_dim == width]
+        return found + [models[f"{e.name}-stats"] for e in list(found) if models.get(f"{e.name}-stats", e).kind == ModelKind.CLIP_STATS]
+
+    def adapter_entries(self, trainer: Any, base_name: str, base_path: Path) -> tuple[list[list[str]], dict[Role, str]]:
+        """A LoRA run's manifest but for its adapter: what the run used (the CLIP, the stats,
+        the other half of unCLIP) and the base model, with their roles."""
+        folder = trainer.out
+        blocks = [used_entry(e, folder) for e in self.used]
+        blocks.append(made_entry(base_name, self.kind, base_path, arch_dict(trainer.cfg), folder))
+        return blocks, run_roles([(e.name, e.kind) for e in self.used] + [(base_name, ModelKind(self.kind))])
 
     def truncated(self) -> int:
         return 0  # long captions are refused (embeddings.py)
@@ -142,6 +180,8 @@ class PriorRecipe(UnclipRecipe):
     def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[PriorConfig, nn.Module]:
         clip, self.data = self._clip(trainer, manifest, state, offline)
         width = clip.arch.embed_dim
+        if trainer.source.lora is not None:
+            return self._prepare_adapted(trainer, entry, state, clip, offline)
         self.stats_path = trainer.out / f"{trainer.source.name}-stats.safetensors"
         if state is not None:
             cfg = PriorConfig(**state["arch"])
@@ -172,6 +212,29 @@ class PriorRecipe(UnclipRecipe):
             self.used = [clip]
         self._ready(trainer, cfg)
         return cfg, model
+
+    def _config_of_state(self, state) -> PriorConfig:
+        return PriorConfig(**state["arch"])
+
+    def _prepare_adapted(self, trainer: Any, entry: ModelEntry | None, state, clip: ModelEntry, offline) -> tuple[PriorConfig, nn.Module]:
+        """A LoRA run of a manifest prior: its settings, and the embedding statistics it was
+        trained with (its `NAME-stats` entry, else the manifest's clip-stats role), which the
+        run keeps among the entries it used (with the decoders of this CLIP)."""
+        from ..files.fetch import fetch_entry
+
+        cfg: PriorConfig = self._adapted(entry, state, clip)
+        if state is not None:
+            stats = next((e for e in self.manifest.models.values() if e.kind == ModelKind.CLIP_STATS), None)
+            self.used = list(self.manifest.models.values())
+        else:
+            stats = _stats_entry(self.manifest, trainer.source.entry)
+            self._keep_used(trainer, [clip, stats, *self._readers(ModelKind.UNCLIP_DECODER, cfg.clip_dim)])
+        if stats is None:
+            raise TrainingError(f"{trainer.out / USED} names no clip-stats entry; an exact resume needs the one the run started with")
+        self.mean, self.std = read_clip_stats(fetch_entry(stats, offline=offline, progress=False))
+        self._ready(trainer, cfg)
+        with torch.device("meta"):
+            return cfg, build_network(self.kind, cfg)
 
     def forward_module(self, model: nn.Module) -> nn.Module:
         return PriorForward(model)
@@ -248,6 +311,8 @@ class DecoderRecipe(UnclipRecipe):
     def image_size(self, trainer: Any, state, entry) -> int:
         if state is not None:
             return int(state["arch"]["image_size"])
+        if entry is not None:
+            return int(entry.arch.image_size)
         preset = DECODER_PRESETS.get(trainer.source.preset or DEFAULT_PRESET, {})
         return int(trainer.source.arch_changes.get("image_size", preset.get("image_size", 32)))
 
@@ -256,11 +321,17 @@ class DecoderRecipe(UnclipRecipe):
         width = clip.arch.embed_dim
         # Priors of this CLIP's width in the manifest, with their stats, go into the run's
         # manifest too, so that it holds a whole unCLIP (no super-resolution).
-        models = self.manifest.models
-        priors = [e for e in models.values() if e.kind == ModelKind.UNCLIP_PRIOR and e.arch.clip_dim == width]
-        priors += [models[f"{e.name}-stats"] for e in list(priors) if models.get(f"{e.name}-stats", e).kind == ModelKind.CLIP_STATS]
+        priors = self._readers(ModelKind.UNCLIP_PRIOR, width)
+        if trainer.source.lora is not None:  # an adapter of a manifest decoder: its settings, its network the base's
+            cfg = self._adapted(entry, state, clip)
+            if state is None:
+                self._keep_used(trainer, [clip, *priors])
+            self.used = [clip, *priors]
+            self._ready(trainer, cfg)
+            with torch.device("meta"):
+                return cfg, build_network(self.kind, cfg)
         if state is not None:
-            cfg = UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
+            cfg = self._config_of_state(state)
             if cfg.clip_dim != width:
                 raise TrainingError(f"the run's decoder reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
             with torch.device("meta"):
@@ -275,6 +346,9 @@ class DecoderRecipe(UnclipRecipe):
             self._keep_used(trainer, [clip, *priors])
         self._ready(trainer, cfg)
         return cfg, model
+
+    def _config_of_state(self, state) -> UNetConfig:
+        return UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
 
     def forward_module(self, model: Text2ImUNet) -> nn.Module:
         return DecoderForward(model)
@@ -332,3 +406,16 @@ class DecoderRecipe(UnclipRecipe):
         blocks.append(made_entry(trainer.source.name, self.kind, weights, arch_dict(trainer.cfg), folder))
         made = [(trainer.source.name, ModelKind.UNCLIP_DECODER)]
         return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made))
+
+
+def _stats_entry(manifest: Manifest, prior: str | None) -> ModelEntry:
+    """The embedding statistics of manifest prior `prior`: its `NAME-stats` entry, else the
+    manifest's clip-stats role; TrainingError when it has neither."""
+    models = manifest.models
+    paired = models.get(f"{prior}-stats")
+    if paired is not None and paired.kind == ModelKind.CLIP_STATS:
+        return paired
+    role = manifest.roles().choices[Role.CLIP_STATS]
+    if role.present:
+        return models[role.model]
+    raise TrainingError(f"{manifest.path} holds no embedding statistics for prior {prior!r} (an entry {prior}-stats of kind clip-stats, or a clip-stats role)")
