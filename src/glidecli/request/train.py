@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..files.manifest import Manifest, load_manifest
 from ..files.roles import Role
 from ..nets.config import PredictionName
+from ..nets.kinds import ModelKind
 from ..render.defaults import DeviceName
 from ..train.settings import Hyper, ModelSource, RunPlan
 from ..train.vocabulary import AmpName, GlideKind, MixedPrecision, PresetName, SaveDtypeName, TrainKind, UnclipKind
@@ -247,11 +248,14 @@ class LoraTrainRequest(FreshTrainRequest):
         from ..nets.lora import matching_paths
         from ..train.lora_recipe import target_names
 
+        rank = self.lora
+        if rank is None:
+            return source
         targets = target_names(self.lora_targets)
         entry = manifest.model(source.entry or "") if manifest is not None else None
         if not targets or (entry is not None and not matching_paths(build_on_meta(entry.kind, entry.arch), targets)):
             raise RequestError(f"{self.lora_targets!r} names no layer of {self.model!r}", LORA_TARGETS.flag)
-        settings = {"rank": self.lora, "alpha": self.lora_alpha if self.lora_alpha is not None else float(self.lora),
+        settings = {"rank": rank, "alpha": self.lora_alpha if self.lora_alpha is not None else float(rank),
                     "dropout": self.lora_dropout or 0.0, "targets": list(targets)}
         return dataclasses.replace(source, lora=settings)
 
@@ -312,7 +316,7 @@ class UnclipTrainRequest(LoraTrainRequest):
             source, _ = super().source()  # a manifest model is refused by the recipe: these train fresh networks only
             return source, manifest
         entry = manifest.model(self.model or "")
-        if entry.kind != self.kind:
+        if entry.kind != ModelKind(self.kind):
             raise RequestError(f"{entry.name!r} is a {entry.kind} model; --lora trains an adapter of it as it is", KIND.flag)
         role = manifest.roles().choices[Role.CLIP]
         clip = self.clip or (role.model if role.present else None)
@@ -394,7 +398,7 @@ def _adapted_kind(flags: Mapping[str, Any]) -> TrainKind | None:
         entry = load_manifest(flags.get("weights")).models.get(flags["model"])
     except ManifestError:
         return None
-    return TrainKind(entry.kind) if entry is not None and entry.kind in (TrainKind.UNCLIP_PRIOR, TrainKind.UNCLIP_DECODER) else None
+    return TrainKind(entry.kind) if entry is not None and entry.kind in (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER) else None
 
 
 def _kind(value: Any) -> TrainKind | None:

@@ -31,29 +31,26 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion.losses import hybrid_loss, q_sample
-from ..diffusion.schedule import Schedule
 from ..diffusion.vocabulary import SamplerName
-from ..files.manifest import Manifest, ModelEntry, load_manifest
-from ..files.roles import Role
+from ..files.manifest import ModelEntry
 from ..nets.checkpoint import build_network, read_clip_stats
 from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText, PriorTransformer
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
 from ..nets.unet import Text2ImUNet
-from .data import DataOrder, pil_to_tensor, random_crop, step_examples
+from .data import pil_to_tensor, random_crop
 from .dataset import default_mode
-from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, run_roles, used_entry, write_run_manifest
 from .start import TrainingError
-from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, network_from_weights, save_tensors, write_json
+from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, save_tensors, write_json
+from .unclip_common import USED, UnclipRecipe, checked_config, preset_values, stats_entry
 from .vocabulary import DEFAULT_PRESET, PresetName
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
 IMAGE_DROPOUT = 0.1  # decoder: share of examples without their image embedding (the paper's)
-USED = "used-models.toml"  # the entries a run reads, kept in its folder for --resume
 
 PRIOR_PRESETS: dict[PresetName, dict[str, Any]] = {
     "micro": dict(xf_width=128, xf_layers=2, xf_heads=4),
@@ -68,98 +65,6 @@ DECODER_PRESETS: dict[PresetName, dict[str, Any]] = {
     "small": dict(image_size=64, model_channels=128, num_res_blocks=2, channel_mult=(1, 2, 3, 4), attention_resolutions=(32, 16, 8),
                   num_head_channels=64, xf_width=256, dropout=0.1),
 }
-
-
-def preset_values(presets: dict[PresetName, dict[str, Any]], preset: PresetName | None, kind: str) -> dict[str, Any]:
-    if (preset or DEFAULT_PRESET) not in presets:
-        raise TrainingError(f"unknown preset {preset!r} for an {kind}; choose one of {', '.join(presets)}")
-    return presets[preset or DEFAULT_PRESET]
-
-
-def checked_config(make, values: dict, changes: dict, kind: str):
-    try:
-        return make(**{**values, **changes})
-    except (TypeError, ValueError) as error:
-        raise TrainingError(f"invalid {kind} settings: {' '.join(str(error).split())}") from None
-
-
-class UnclipRecipe:
-    """What unCLIP's recipes share: the CLIP and its embeddings (prior, decoder), the kept
-    entries, the schedule and the examples' draws (also the SR's, unclip_sr.py)."""
-
-    kind = ""
-
-    def check(self, trainer: Any) -> None:
-        source = trainer.source
-        if source.entry is not None and source.lora is None:
-            raise TrainingError(
-                f"--kind {self.kind} trains a fresh network: give --preset micro, tiny or small, not --model of the manifest"
-                " (or --lora RANK to train an adapter of it)"
-            )
-        if trainer.hyper.amp == "fp16" and trainer.device.type == "cpu":
-            raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
-
-    def _clip(self, trainer: Any, manifest, state, offline) -> tuple[Any, ClipData]:
-        source = trainer.source
-        if state is not None:
-            manifest = load_manifest(trainer.out / USED)
-        if not source.clip:
-            raise TrainingError(f"--kind {self.kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
-        if manifest is None:
-            raise TrainingError(f"--kind {self.kind} needs the manifest holding CLIP {source.clip} (--weights)")
-        self.manifest = manifest
-        entry = clip_entry(manifest, source.clip)
-        return entry, clip_data(trainer.dataset, entry, trainer.device, offline)
-
-    def _keep_used(self, trainer: Any, entries: list) -> None:
-        self.used = entries
-        if trainer.ranks.is_main:
-            write_run_manifest(trainer.out / USED, [used_entry(e, trainer.out) for e in entries], ["What this run reads; kept for --resume."])
-
-    def network(self, kind: str, cfg, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
-        return network_from_weights(kind, cfg, weights, device)
-
-    def _adapted(self, entry: ModelEntry | None, state, clip: ModelEntry) -> Any:
-        """A LoRA run's network settings: the entry's (fresh) or the checkpoint's (resume),
-        checked against the CLIP it learns from."""
-        cfg = entry.arch if entry is not None else self._config_of_state(state)
-        width, text_ctx = clip.arch.embed_dim, clip.arch.text_ctx
-        if cfg.clip_dim != width:
-            raise TrainingError(f"the {self.kind} reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
-        if self.kind == ModelKind.UNCLIP_PRIOR and cfg.text_ctx != text_ctx:
-            raise TrainingError(f"the {self.kind} reads {cfg.text_ctx} text tokens; CLIP {clip.name} gives {text_ctx}")
-        return cfg
-
-    def _config_of_state(self, state) -> Any:
-        raise NotImplementedError
-
-    def _readers(self, kind: ModelKind, width: int) -> list[ModelEntry]:
-        """The manifest's models of `kind` that read this CLIP's embeddings, with their stats
-        (a prior's `NAME-stats` entry): a run's manifest holds them for a whole unCLIP."""
-        models = self.manifest.models
-        found = [e for e in models.values() if e.kind == kind and e.arch.clip_dim == width]
-        return found + [models[f"{e.name}-stats"] for e in list(found) if models.get(f"{e.name}-stats", e).kind == ModelKind.CLIP_STATS]
-
-    def adapter_entries(self, trainer: Any, base_name: str, base_path: Path) -> tuple[list[list[str]], dict[Role, str]]:
-        """A LoRA run's manifest but for its adapter: what the run used (the CLIP, the stats,
-        the other half of unCLIP) and the base model, with their roles."""
-        folder = trainer.out
-        blocks = [used_entry(e, folder) for e in self.used]
-        blocks.append(made_entry(base_name, self.kind, base_path, arch_dict(trainer.cfg), folder))
-        return blocks, run_roles([(e.name, e.kind) for e in self.used] + [(base_name, ModelKind(self.kind))])
-
-    def truncated(self) -> int:
-        return 0  # long captions are refused (embeddings.py)
-
-    def _ready(self, trainer: Any, cfg) -> None:
-        """The diffusion schedule and the data order, once the network's settings are known."""
-        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
-        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
-
-    def _draws(self, trainer: Any, step: int) -> tuple[list[int], list[torch.Generator]]:
-        """This rank's examples of `step`: their indices and their own generators."""
-        examples = step_examples(self.order, trainer.hyper.seed, trainer.hyper.batch_size, step, trainer.part)
-        return [index for index, _ in examples], [generator for _, generator in examples]
 
 
 class PriorForward(nn.Module):
@@ -227,7 +132,7 @@ class PriorRecipe(UnclipRecipe):
             stats = next((e for e in self.manifest.models.values() if e.kind == ModelKind.CLIP_STATS), None)
             self.used = list(self.manifest.models.values())
         else:
-            stats = _stats_entry(self.manifest, trainer.source.entry)
+            stats = stats_entry(self.manifest, trainer.source.entry)
             self._keep_used(trainer, [clip, stats, *self._readers(ModelKind.UNCLIP_DECODER, cfg.clip_dim)])
         if stats is None:
             raise TrainingError(f"{trainer.out / USED} names no clip-stats entry; an exact resume needs the one the run started with")
@@ -406,16 +311,3 @@ class DecoderRecipe(UnclipRecipe):
         blocks.append(made_entry(trainer.source.name, self.kind, weights, arch_dict(trainer.cfg), folder))
         made = [(trainer.source.name, ModelKind.UNCLIP_DECODER)]
         return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made))
-
-
-def _stats_entry(manifest: Manifest, prior: str | None) -> ModelEntry:
-    """The embedding statistics of manifest prior `prior`: its `NAME-stats` entry, else the
-    manifest's clip-stats role; TrainingError when it has neither."""
-    models = manifest.models
-    paired = models.get(f"{prior}-stats")
-    if paired is not None and paired.kind == ModelKind.CLIP_STATS:
-        return paired
-    role = manifest.roles().choices[Role.CLIP_STATS]
-    if role.present:
-        return models[role.model]
-    raise TrainingError(f"{manifest.path} holds no embedding statistics for prior {prior!r} (an entry {prior}-stats of kind clip-stats, or a clip-stats role)")
