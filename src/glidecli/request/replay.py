@@ -100,8 +100,8 @@ def changed_adapters(record: Mapping[str, Any], manifest: Manifest, source: str 
     """One warning per adapter the record names whose file under that name now has another
     sha256 than the picture recorded (the replay goes on with the one found now). An adapter
     that cannot be found or read is left to the request's own one-line error."""
-    from ..files.fetch import WeightsError
     from ..files.lora_file import AdapterError
+    from ..files.weights_error import WeightsError
     from .lora import adapter_file
 
     warnings = []
