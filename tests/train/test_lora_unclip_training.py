@@ -141,6 +141,8 @@ def test_bad_unclip_lora_runs_are_one_line_and_write_nothing(shapes, tmp_path, c
         (["--model", "shapes-prior", "--lora", "2", "--kind", "unclip-decoder", *weights], 2, "is a unclip-prior model"),
         (["--model", "shapes-prior", "--lora", "2", "--prediction", "eps", *weights], 2, "leave out --preset, --kind and --prediction"),
         (["--model", "shapes-prior", *weights], 1, "or --lora RANK to train an adapter of it"),
+        (["--kind", "clip", "--preset", "micro", "--model", "c", "--lora", "2"], 2, "--lora does not go with --kind clip"),
+        (["--kind", "unclip-sr", "--decoder", "shapes-decoder", "--model", "s", "--lora", "2", *weights], 2, "--lora does not go with --kind unclip-sr"),
     ):
         result = glide("train", shapes, *flags, "--out", tmp_path / "bad", "--steps", "1", "--quiet", "--device", "cpu")
         assert_one_error_line(result, code, words)

@@ -382,7 +382,9 @@ def train_request(flags: Mapping[str, Any]) -> TrainRequest:
     request = family(**{name: value for name, value in {**flags, "kind": kind}.items() if name in fields})
     refused = [name for name, value in flags.items() if name not in fields and value is not None and options[name].optional]
     if refused:  # a fresh run's family lacks only unCLIP's --clip or --decoder among those
-        raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else ONLY_WITH[refused[0]])
+        if family is TrainRequest:
+            raise RequestError(RESUME_LEAVES_OUT)
+        raise RequestError(ONLY_WITH.get(refused[0]) or f"{options[refused[0]].flag} does not go with --kind {kind}")
     return request
 
 
