@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from glidecli.files.lora_file import read_adapter
 from glidecli.files.manifest import load_manifest
+from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import load_network
 from glidecli.nets.lora import apply_adapters
 from glidecli.nets.prior import ClipText
@@ -122,6 +123,22 @@ def test_the_run_manifest_renders_with_the_adapter_and_names_the_whole_unclip(sh
     from PIL import Image
 
     assert Image.open(zero.paths[0]).tobytes() == Image.open(plain.paths[0]).tobytes()  # weight 0: the base's pixels
+
+
+def test_a_decoder_adapter_goes_on_glide_vary(shapes, tmp_path, capsys, monkeypatch):
+    result = _trainer(shapes, tmp_path / "run", "unclip-decoder").run()
+    glide = invoker(capsys, monkeypatch)
+    picture = next(shapes.glob("*.png"))
+    common = ["vary", picture, "--weights", result.manifest, "--size", "32", "--steps", "3", "--seed", "2", "-q", "--device", "cpu"]
+    adapted = glide(*common, "--lora", "adapter", "--out", tmp_path / "a")
+    zero = glide(*common, "--lora", "adapter:0", "--out", tmp_path / "z")
+    plain = glide(*common[:3], MODELS / "weights.toml", *common[4:], "--out", tmp_path / "p")
+    assert adapted.code == zero.code == plain.code == 0, (adapted.err, zero.err, plain.err)
+    assert read_png_metadata(adapted.paths[0])["decoder_model"] == "shapes-decoder"
+    from PIL import Image
+
+    pixels = [Image.open(made.paths[0]).tobytes() for made in (adapted, zero, plain)]
+    assert pixels[1] == pixels[2] and pixels[0] != pixels[2]
 
 
 def test_bad_unclip_lora_runs_are_one_line_and_write_nothing(shapes, tmp_path, capsys, monkeypatch):
