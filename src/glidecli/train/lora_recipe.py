@@ -114,7 +114,8 @@ class LoraRecipe:
         self.inner.check(trainer)
 
     def prepare(self, trainer: Any, manifest: Any, entry: Any, state: Any, offline: Any) -> tuple[Any, nn.Module]:
-        """The kind's config and tokenizer; the base network (the entry's, or on --resume the
+        """The kind's config and what it reads (GLIDE's tokenizer; unCLIP's CLIP view of the data,
+        the prior's stats); the base network (the entry's, or on --resume the
         recorded file's), frozen, on the run's device, with LoRA layers at the targets; the
         starting trainee (lora_A seeded by --seed, lora_B zero)."""
         if entry is not None and (entry.kind != trainer.source.kind or trainer.source.arch_changes):

@@ -89,7 +89,7 @@ class PriorRecipe(UnclipRecipe):
             return self._prepare_adapted(trainer, entry, state, clip, offline)
         self.stats_path = trainer.out / f"{trainer.source.name}-stats.safetensors"
         if state is not None:
-            cfg = PriorConfig(**state["arch"])
+            cfg = self._config_of_state(state)
             if cfg.clip_dim != width:
                 raise TrainingError(f"the run's prior reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
             from safetensors.torch import load_file
