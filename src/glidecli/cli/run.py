@@ -251,7 +251,23 @@ def _with_recorded(request_type: type[Any], values: dict[str, Any], picture: Pat
         if resolve_device(opts.device).type == record.get("device"):
             opts = dataclasses.replace(opts, dtype=record["dtype"])
     merged = {**values, **{name: value for name, value in recorded.items() if name not in given}}
+    if "lora" in recorded and "lora" not in given:
+        _warn_changed_adapters(record, opts, str(picture))
     return merged, index if isinstance(index, int) and index >= 0 else 0, opts
+
+
+def _warn_changed_adapters(record: dict[str, Any], opts: RunOptions, picture: str) -> None:
+    """A warning line for each replayed adapter whose file changed since the picture was made;
+    a manifest that cannot be read is left to the render's own error."""
+    from ..files.manifest import ManifestError, load_manifest
+    from ..request.replay import changed_adapters
+
+    try:
+        manifest = load_manifest(opts.weights)
+    except ManifestError:
+        return
+    for warning in changed_adapters(record, manifest, picture):
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = None, label: str = "") -> Session:

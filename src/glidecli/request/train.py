@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..files.manifest import Manifest, load_manifest
+from ..files.roles import Role
 from ..nets.config import PredictionName
+from ..nets.kinds import ModelKind
 from ..render.defaults import DeviceName
 from ..train.settings import Hyper, ModelSource, RunPlan
 from ..train.vocabulary import AmpName, GlideKind, MixedPrecision, PresetName, SaveDtypeName, TrainKind, UnclipKind
@@ -206,16 +208,20 @@ class FreshTrainRequest(TrainRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GlideTrainRequest(FreshTrainRequest):
-    """GLIDE's U-Nets (kind None: base for a preset, the manifest model's own kind to fine-tune);
-    a fresh one gets a tokenizer of its own, built from the captions."""
+class LoraTrainRequest(FreshTrainRequest):
+    """A family whose manifest models can also get a LoRA adapter (`lora`, its rank, with
+    alpha, dropout and the layers it adapts) instead of a full fine-tune: GLIDE's U-Nets and
+    unCLIP's prior and decoder."""
 
-    kind: GlideKind | None = uses(KIND, None)
-    tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
     lora: int | None = uses(LORA_RANK, None)
     lora_alpha: float | None = uses(LORA_ALPHA, None)
     lora_dropout: float | None = uses(LORA_DROPOUT, None)
     lora_targets: str = uses(LORA_TARGETS, "attention")
+
+    @property
+    def kind_given(self) -> bool:
+        """Whether the request names a kind of its own (a LoRA run keeps the model's)."""
+        return self.kind is not None
 
     def check_source(self) -> None:
         super().check_source()
@@ -223,7 +229,7 @@ class GlideTrainRequest(FreshTrainRequest):
             if self.lora_alpha is not None or self.lora_dropout is not None or self.lora_targets != "attention":
                 raise RequestError("--lora-alpha, --lora-dropout and --lora-targets go with --lora RANK")
             return
-        if self.preset is not None or self.prediction is not None or self.kind is not None:
+        if self.preset is not None or self.prediction is not None or self.kind_given:
             raise RequestError("--lora trains an adapter of a manifest --model as it is: leave out --preset, --kind and --prediction", LORA_RANK.flag)
         if self.lora < 1:
             raise RequestError(f"{self.lora} is not a rank (1 or more)", LORA_RANK.flag)
@@ -235,6 +241,33 @@ class GlideTrainRequest(FreshTrainRequest):
             return f"{self.model}-lora"
         return super().new_name
 
+    def adapter_source(self, source: ModelSource, manifest: Manifest | None) -> ModelSource:
+        """`source` training a LoRA adapter of its entry: the layers --lora-targets names,
+        which must be in the model, and the adapter's settings."""
+        from ..nets.checkpoint import build_on_meta
+        from ..nets.lora import matching_paths
+        from ..train.lora_recipe import target_names
+
+        rank = self.lora
+        if rank is None:
+            return source
+        targets = target_names(self.lora_targets)
+        entry = manifest.model(source.entry or "") if manifest is not None else None
+        if not targets or (entry is not None and not matching_paths(build_on_meta(entry.kind, entry.arch), targets)):
+            raise RequestError(f"{self.lora_targets!r} names no layer of {self.model!r}", LORA_TARGETS.flag)
+        settings = {"rank": rank, "alpha": self.lora_alpha if self.lora_alpha is not None else float(rank),
+                    "dropout": self.lora_dropout or 0.0, "targets": list(targets)}
+        return dataclasses.replace(source, lora=settings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlideTrainRequest(LoraTrainRequest):
+    """GLIDE's U-Nets (kind None: base for a preset, the manifest model's own kind to fine-tune);
+    a fresh one gets a tokenizer of its own, built from the captions."""
+
+    kind: GlideKind | None = uses(KIND, None)
+    tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
+
     def fresh_network(self) -> dict[str, Any]:
         return {"tokenizer_vocab": self.tokenizer_vocab}
 
@@ -242,17 +275,7 @@ class GlideTrainRequest(FreshTrainRequest):
         source, manifest = super().source()
         if self.lora is None:
             return source, manifest
-        from ..nets.checkpoint import build_on_meta
-        from ..nets.lora import matching_paths
-        from ..train.lora_recipe import target_names
-
-        targets = target_names(self.lora_targets)
-        entry = manifest.model(source.entry or "") if manifest is not None else None
-        if not targets or (entry is not None and not matching_paths(build_on_meta(entry.kind, entry.arch), targets)):
-            raise RequestError(f"{self.lora_targets!r} names no layer of {self.model!r}", LORA_TARGETS.flag)
-        settings = {"rank": self.lora, "alpha": self.lora_alpha if self.lora_alpha is not None else float(self.lora),
-                    "dropout": self.lora_dropout or 0.0, "targets": list(targets)}
-        return dataclasses.replace(source, lora=settings), manifest
+        return self.adapter_source(source, manifest), manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,15 +286,21 @@ class ClipTrainRequest(FreshTrainRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UnclipTrainRequest(FreshTrainRequest):
-    """unCLIP's prior or decoder, learning from `clip` (an openclip entry of the manifest)."""
+class UnclipTrainRequest(LoraTrainRequest):
+    """unCLIP's prior or decoder, learning from `clip` (an openclip entry of the manifest); with
+    `lora`, an adapter of a manifest prior or decoder (the CLIP: `clip`, else the manifest's
+    clip role)."""
 
     kind: UnclipKind = uses(KIND, MISSING)
     clip: str | None = uses(CLIP, None)
 
+    @property
+    def kind_given(self) -> bool:
+        return False  # the family's kind: --kind's, or the --lora model's own (train_request)
+
     def check_source(self) -> None:
         super().check_source()
-        if self.clip is None:
+        if self.clip is None and self.lora is None:
             raise RequestError(f"--kind {self.kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
 
     def hyper_defaults(self) -> dict[str, Any]:
@@ -283,8 +312,18 @@ class UnclipTrainRequest(FreshTrainRequest):
 
     def source(self) -> tuple[ModelSource, Manifest | None]:
         manifest = load_manifest(self.weights)  # it holds the CLIP
-        source, _ = super().source()  # a manifest model is refused by the recipe: these train fresh networks only
-        return source, manifest
+        if self.lora is None:
+            source, _ = super().source()  # a manifest model is refused by the recipe: these train fresh networks only
+            return source, manifest
+        entry = manifest.model(self.model or "")
+        if entry.kind != ModelKind(self.kind):
+            raise RequestError(f"{entry.name!r} is a {entry.kind} model; --lora trains an adapter of it as it is", KIND.flag)
+        role = manifest.roles().choices[Role.CLIP]
+        clip = self.clip or (role.model if role.present else None)
+        if clip is None:
+            raise RequestError(f"--lora of {self.kind} {entry.name!r} needs the CLIP it learns from: --clip NAME, or a clip role in {manifest.path}")
+        source = ModelSource(name=self.new_name, kind=entry.kind, entry=entry.name, clip=clip)
+        return self.adapter_source(source, manifest), manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,7 +374,7 @@ def train_request(flags: Mapping[str, Any]) -> TrainRequest:
     unknown = sorted(set(flags) - set(options))
     if unknown:
         raise RequestError(f"glide train has no option {unknown[0]!r}")
-    kind = _kind(flags.get("kind"))
+    kind = _kind(flags.get("kind")) or _adapted_kind(flags)
     family: type[TrainRequest] = GlideTrainRequest if kind is None else _FAMILY_OF_KIND.get(kind, GlideTrainRequest)
     if flags.get("resume"):
         family = TrainRequest
@@ -343,8 +382,25 @@ def train_request(flags: Mapping[str, Any]) -> TrainRequest:
     request = family(**{name: value for name, value in {**flags, "kind": kind}.items() if name in fields})
     refused = [name for name, value in flags.items() if name not in fields and value is not None and options[name].optional]
     if refused:  # a fresh run's family lacks only unCLIP's --clip or --decoder among those
-        raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else ONLY_WITH[refused[0]])
+        if family is TrainRequest:
+            raise RequestError(RESUME_LEAVES_OUT)
+        raise RequestError(ONLY_WITH.get(refused[0]) or f"{options[refused[0]].flag} does not go with --kind {kind}")
     return request
+
+
+def _adapted_kind(flags: Mapping[str, Any]) -> TrainKind | None:
+    """The kind of the model a fresh `--lora` run without --kind adapts, where it picks the
+    family (unCLIP's prior and decoder); None for the others, or a model the family's own
+    checks will report on."""
+    from ..files.manifest import ManifestError
+
+    if flags.get("lora") is None or flags.get("resume") or not isinstance(flags.get("model"), str):
+        return None
+    try:
+        entry = load_manifest(flags.get("weights")).models.get(flags["model"])
+    except ManifestError:
+        return None
+    return TrainKind(entry.kind) if entry is not None and entry.kind in (ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER) else None
 
 
 def _kind(value: Any) -> TrainKind | None:
