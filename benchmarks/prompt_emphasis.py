@@ -15,7 +15,7 @@ or the token sequence, and which positions of it: the conditional embedding of "
 on a black background" with parts taken from "a green circle on a black background"'s), and
 emphasis with and without A1111's restoring of the sequence's mean.
 
-    python benchmarks/prompt_emphasis.py              # 32 seeds, 10 steps, one thread
+    python benchmarks/prompt_emphasis.py              # 32 seeds, 10 steps, one thread: about 12 minutes on a shared CPU
     python benchmarks/prompt_emphasis.py --networks shapes,shapes-seq --seeds 16
 """
 
