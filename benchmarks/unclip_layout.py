@@ -173,13 +173,14 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=0.25, help="drawn sources: draw_scene's spread")
     ap.add_argument("--min-offset", type=float, default=0.12, help="sources' object centre at least this far from the centre (share of the side)")
     ap.add_argument("--amounts", default=",".join(f"{a:g}" for a in AMOUNTS), help="the text diff's amounts, comma-separated")
+    ap.add_argument("--scale", type=float, default=3.0, help="the decoder's guidance scale")
     ap.add_argument("--no-blend", action="store_true")
     harness.add_threads_option(ap)
     args = ap.parse_args()
     amounts = tuple(float(a) for a in args.amounts.split(","))
     harness.set_threads(args.threads)
     session = harness.offline_session(Path(args.weights))
-    decoder = Stage(args.decoder, DEFAULT_DECODER.sampler, scale=3.0)
+    decoder = Stage(args.decoder, DEFAULT_DECODER.sampler, scale=args.scale)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -191,7 +192,7 @@ def main() -> None:
         offsets = [offset(read_scene(pixels_of(p))[0]) for p in paths]
         print(f"## --keep-layout on {args.decoder} ({args.weights}), {n} {args.sources} sources, CPU fp32\n")
         print(f"Sources: {SOURCE!r}, object centre {min(offsets):.2f}-{max(offsets):.2f} of the side from the centre (mean {np.mean(offsets):.2f}).")
-        print(f"Text diff toward {TOWARD!r}; decoder guidance 3, 25 steps; fresh noise: ddpm, seed 100 + k.\n")
+        print(f"Text diff toward {TOWARD!r}; decoder guidance {args.scale:g}, 25 steps; fresh noise: ddpm, seed 100 + k.\n")
         harness.print_header(["amount", "--keep-layout", f"IoU >= 0.5 (of {n})", "mean IoU", "object green", "object red",
                               "background blue", "error to source (levels)"], flush=True)
         for keep in (False, True):
