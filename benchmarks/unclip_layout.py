@@ -12,8 +12,8 @@ variations landed where the original was anyway: benchmarks/unclip_text_diff.py)
   0 (the picture's own embedding: plain `glide vary`), 0.25, 0.5 and 0.75, from fresh noise
   (seed 100 + k; ddpm as `glide vary`) and with --keep-layout: how many pictures keep the
   source's object in place (mask IoU >= 0.5), the mean IoU, and the object's colour;
-- blend: each source to an off-centre green square on yellow, 4 frames, with and without
-  --keep-layout: mean mask IoU of neighbouring frames, and of each frame with the source.
+- blend: each source to an off-centre green square on blue, and on yellow, 4 frames, with and
+  without --keep-layout: mean mask IoU of neighbouring frames, and of each frame with the source.
 
 The object's mask is read from the pixels without assuming where it is: the background is the
 commonest colour of the 8 (nearest to each pixel), the object the commonest of the others, and
@@ -56,6 +56,8 @@ PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)
 SOURCE = "a red circle on a blue background"
 TOWARD = "a green circle on a blue background"
 AMOUNTS = (0.0, 0.25, 0.5, 0.75)
+# Blends' other pictures: the object's colour and shape change (the background stays), or all three.
+BLEND_TARGETS = (("green", "square", "blue"), ("green", "square", "yellow"))
 SIDE = 32  # the shapes decoders' size
 NAMES = list(SHAPE_COLOURS)
 PALETTE = np.array([SHAPE_COLOURS[name] for name in NAMES], dtype=np.float64)
@@ -146,14 +148,17 @@ def vary_rows(session: Session, decoder: Stage, paths: list[Path], keep: bool, a
     return rows
 
 
-def blend_figures(session: Session, decoder: Stage, paths: list[Path], folder: Path, keep: bool, frames: int = 4) -> tuple[float, list[float]]:
-    """Mean mask IoU of neighbouring frames, and per frame the mean IoU with the source's mask,
-    blending each source to an off-centre green square on yellow."""
+def blend_figures(
+    session: Session, decoder: Stage, paths: list[Path], folder: Path, target: tuple[str, str, str], keep: bool, frames: int = 4
+) -> tuple[float, list[float], list[float]]:
+    """Blending each source to an off-centre `target` scene (colour, shape, background): the
+    mean mask IoU of neighbouring frames, and per frame the mean IoU with the source's mask and
+    the mean share of the picture that the mask covers (the source's object: about a fifth)."""
     neighbours: list[float] = []
-    with_source = np.zeros(frames)
+    with_source, share = np.zeros(frames), np.zeros(frames)
     for k, path in enumerate(paths):
-        other = folder / f"other-{k}.png"
-        draw_scene("green", "square", "yellow", SIDE, random.Random(5000 + k), 0.25).save(other)
+        other = folder / f"other-{'-'.join(target)}-{k}.png"
+        draw_scene(*target, SIDE, random.Random(5000 + k), 0.25).save(other)
         jobs = [BlendJob("", 100 + k, i, mix=i / (frames - 1)) for i in range(frames)]
         with torch.no_grad():
             done = list(render_blend(session, jobs, path, other, decoder, None, clip=CLIP, keep_layout=keep, options=RenderOptions(batch_size=frames)))
@@ -161,7 +166,8 @@ def blend_figures(session: Session, decoder: Stage, paths: list[Path], folder: P
         neighbours += [iou(a, b) for a, b in zip(masks, masks[1:])]
         reference = read_scene(pixels_of(path))[0]
         with_source += np.array([iou(m, reference) for m in masks]) / len(paths)
-    return float(np.mean(neighbours)), [float(v) for v in with_source]
+        share += np.array([m.mean() for m in masks]) / len(paths)
+    return float(np.mean(neighbours)), [float(v) for v in with_source], [float(v) for v in share]
 
 
 def main() -> None:
@@ -200,11 +206,13 @@ def main() -> None:
                 print(f"| {amount:g} | {'yes' if keep else 'no'} | {row['kept']:.0f} | {row['iou']:.2f} | {row['green']:.0f} | {row['red']:.0f}"
                       f" | {row['blue']:.0f} | {row['error']:.1f} |", flush=True)
         if not args.no_blend:
-            print("\nBlend to an off-centre green square on yellow, 4 frames (mix 0, 1/3, 2/3, 1), one seed per source:\n")
-            harness.print_header(["--keep-layout", "neighbouring frames' IoU", "IoU with the source, frame 1..4"], flush=True)
-            for keep in (False, True):
-                neighbours, with_source = blend_figures(session, decoder, paths, folder, keep)
-                print(f"| {'yes' if keep else 'no'} | {neighbours:.2f} | {' / '.join(f'{v:.2f}' for v in with_source)} |", flush=True)
+            print("\nBlend to an off-centre scene (its own place, seed 5000 + k), 4 frames (mix 0, 1/3, 2/3, 1), one seed per source:\n")
+            harness.print_header(["to", "--keep-layout", "neighbouring frames' IoU", "IoU with the source, frame 1..4", "mask's share of the picture, frame 1..4"], flush=True)
+            for target in BLEND_TARGETS:
+                for keep in (False, True):
+                    neighbours, with_source, share = blend_figures(session, decoder, paths, folder, target, keep)
+                    print(f"| {' '.join(target)} | {'yes' if keep else 'no'} | {neighbours:.2f} | {' / '.join(f'{v:.2f}' for v in with_source)}"
+                          f" | {' / '.join(f'{v:.2f}' for v in share)} |", flush=True)
     print(f"\n# {time.perf_counter() - began:.0f} s, load average {harness.load_average()}")
 
 
