@@ -124,16 +124,18 @@ def decoded_sources(session: Session, decoder: Stage, count: int, min_offset: fl
     return paths
 
 
-def vary_rows(session: Session, decoder: Stage, paths: list[Path], keep: bool, amounts: tuple[float, ...] = AMOUNTS) -> list[dict[str, float]]:
+def vary_rows(
+    session: Session, decoder: Stage, paths: list[Path], keep: bool, amounts: tuple[float, ...] = AMOUNTS, toward: str = TOWARD
+) -> list[dict[str, float]]:
     """Per amount: IoU >= 0.5 with the source's mask (count), mean IoU, green and red objects,
-    blue backgrounds, and the mean absolute error to the source (8-bit levels)."""
-    rows = [dict(kept=0.0, iou=0.0, green=0.0, red=0.0, blue=0.0, error=0.0) for _ in amounts]
+    blue and yellow backgrounds, and the mean absolute error to the source (8-bit levels)."""
+    rows = [dict(kept=0.0, iou=0.0, green=0.0, red=0.0, blue=0.0, yellow=0.0, error=0.0) for _ in amounts]
     for k, path in enumerate(paths):
         source = pixels_of(path)
         reference = read_scene(source)[0]
         jobs = [VaryJob("", 100 + k, i, amount=a) for i, a in enumerate(amounts)]
         with torch.no_grad():
-            done = list(render_vary(session, jobs, path, decoder, None, clip=CLIP, text_diff=TextDiff(TOWARD, SOURCE), keep_layout=keep,
+            done = list(render_vary(session, jobs, path, decoder, None, clip=CLIP, text_diff=TextDiff(toward, SOURCE), keep_layout=keep,
                                     options=RenderOptions(batch_size=len(jobs))))
         for row, picture in zip(rows, done):
             pixels = harness.rgb_pixels(picture.image)
@@ -144,6 +146,7 @@ def vary_rows(session: Session, decoder: Stage, paths: list[Path], keep: bool, a
             row["green"] += colour == "green"
             row["red"] += colour == "red"
             row["blue"] += background == "blue"
+            row["yellow"] += background == "yellow"
             row["error"] += float(np.abs(pixels - source).mean()) / len(paths)
     return rows
 
@@ -179,6 +182,7 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=0.25, help="drawn sources: draw_scene's spread")
     ap.add_argument("--min-offset", type=float, default=0.12, help="sources' object centre at least this far from the centre (share of the side)")
     ap.add_argument("--amounts", default=",".join(f"{a:g}" for a in AMOUNTS), help="the text diff's amounts, comma-separated")
+    ap.add_argument("--toward", default=TOWARD, help="the text diff's new caption")
     ap.add_argument("--scale", type=float, default=3.0, help="the decoder's guidance scale")
     ap.add_argument("--no-blend", action="store_true")
     harness.add_threads_option(ap)
@@ -198,13 +202,13 @@ def main() -> None:
         offsets = [offset(read_scene(pixels_of(p))[0]) for p in paths]
         print(f"## --keep-layout on {args.decoder} ({args.weights}), {n} {args.sources} sources, CPU fp32\n")
         print(f"Sources: {SOURCE!r}, object centre {min(offsets):.2f}-{max(offsets):.2f} of the side from the centre (mean {np.mean(offsets):.2f}).")
-        print(f"Text diff toward {TOWARD!r}; decoder guidance {args.scale:g}, 25 steps; fresh noise: ddpm, seed 100 + k.\n")
+        print(f"Text diff toward {args.toward!r}; decoder guidance {args.scale:g}, 25 steps; fresh noise: ddpm, seed 100 + k.\n")
         harness.print_header(["amount", "--keep-layout", f"IoU >= 0.5 (of {n})", "mean IoU", "object green", "object red",
-                              "background blue", "error to source (levels)"], flush=True)
+                              "background blue", "background yellow", "error to source (levels)"], flush=True)
         for keep in (False, True):
-            for amount, row in zip(amounts, vary_rows(session, decoder, paths, keep, amounts)):
+            for amount, row in zip(amounts, vary_rows(session, decoder, paths, keep, amounts, args.toward)):
                 print(f"| {amount:g} | {'yes' if keep else 'no'} | {row['kept']:.0f} | {row['iou']:.2f} | {row['green']:.0f} | {row['red']:.0f}"
-                      f" | {row['blue']:.0f} | {row['error']:.1f} |", flush=True)
+                      f" | {row['blue']:.0f} | {row['yellow']:.0f} | {row['error']:.1f} |", flush=True)
         if not args.no_blend:
             print("\nBlend to an off-centre scene (its own place, seed 5000 + k), 4 frames (mix 0, 1/3, 2/3, 1), one seed per source:\n")
             harness.print_header(["to", "--keep-layout", "neighbouring frames' IoU", "IoU with the source, frame 1..4", "mask's share of the picture, frame 1..4"], flush=True)
