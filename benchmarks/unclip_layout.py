@@ -127,9 +127,10 @@ def decoded_sources(session: Session, decoder: Stage, count: int, min_offset: fl
 def vary_rows(
     session: Session, decoder: Stage, paths: list[Path], keep: bool, amounts: tuple[float, ...] = AMOUNTS, toward: str = TOWARD
 ) -> list[dict[str, float]]:
-    """Per amount: IoU >= 0.5 with the source's mask (count), mean IoU, green and red objects,
+    """Per amount: IoU >= 0.5 with the source's mask (count), mean IoU (with the source's object,
+    and with its background: a figure-ground swap), green and red objects,
     blue and yellow backgrounds, and the mean absolute error to the source (8-bit levels)."""
-    rows = [dict(kept=0.0, iou=0.0, green=0.0, red=0.0, blue=0.0, yellow=0.0, error=0.0) for _ in amounts]
+    rows = [dict(kept=0.0, iou=0.0, swapped=0.0, green=0.0, red=0.0, blue=0.0, yellow=0.0, error=0.0) for _ in amounts]
     for k, path in enumerate(paths):
         source = pixels_of(path)
         reference = read_scene(source)[0]
@@ -143,6 +144,7 @@ def vary_rows(
             overlap = iou(mask, reference)
             row["kept"] += overlap >= 0.5
             row["iou"] += overlap / len(paths)
+            row["swapped"] += iou(mask, ~reference) / len(paths)  # the object drawn where the source's background was
             row["green"] += colour == "green"
             row["red"] += colour == "red"
             row["blue"] += background == "blue"
@@ -203,11 +205,11 @@ def main() -> None:
         print(f"## --keep-layout on {args.decoder} ({args.weights}), {n} {args.sources} sources, CPU fp32\n")
         print(f"Sources: {SOURCE!r}, object centre {min(offsets):.2f}-{max(offsets):.2f} of the side from the centre (mean {np.mean(offsets):.2f}).")
         print(f"Text diff toward {args.toward!r}; decoder guidance {args.scale:g}, 25 steps; fresh noise: ddpm, seed 100 + k.\n")
-        harness.print_header(["amount", "--keep-layout", f"IoU >= 0.5 (of {n})", "mean IoU", "object green", "object red",
+        harness.print_header(["amount", "--keep-layout", f"IoU >= 0.5 (of {n})", "mean IoU", "IoU with the source's background", "object green", "object red",
                               "background blue", "background yellow", "error to source (levels)"], flush=True)
         for keep in (False, True):
             for amount, row in zip(amounts, vary_rows(session, decoder, paths, keep, amounts, args.toward)):
-                print(f"| {amount:g} | {'yes' if keep else 'no'} | {row['kept']:.0f} | {row['iou']:.2f} | {row['green']:.0f} | {row['red']:.0f}"
+                print(f"| {amount:g} | {'yes' if keep else 'no'} | {row['kept']:.0f} | {row['iou']:.2f} | {row['swapped']:.2f} | {row['green']:.0f} | {row['red']:.0f}"
                       f" | {row['blue']:.0f} | {row['yellow']:.0f} | {row['error']:.1f} |", flush=True)
         if not args.no_blend:
             print("\nBlend to an off-centre scene (its own place, seed 5000 + k), 4 frames (mix 0, 1/3, 2/3, 1), one seed per source:\n")
