@@ -1,8 +1,8 @@
 """--keep-layout where the object's place is free: models/shapes-decoder-spread (trained on
 `glide dataset shapes --spread 0.25`) puts a variation's object where the noise says, so an
-off-centre picture's fresh-noise variations land in other places, while --keep-layout keeps the
-picture's place through a text diff (the counts over 16 seeds: benchmarks/unclip_layout.py,
-models/README.md)."""
+off-centre picture's fresh-noise variations land in other places, while --keep-layout gives the
+picture back, place included, and its text diff recolours the object (the counts over 16 seeds,
+the place at each amount included: benchmarks/unclip_layout.py, models/README.md)."""
 
 from __future__ import annotations
 
