@@ -8,10 +8,11 @@ variations landed where the original was anyway: benchmarks/unclip_text_diff.py)
 - sources: "a red circle on a blue background", its centre at least --min-offset of the side
   from the picture's (drawn by draw_scene with --spread, or with `--sources decoded` drawn by
   the spread decoder itself from the prior's embedding, seeds 0.. kept while off-centre);
-- vary: each source's embedding turned toward "a green circle on a blue background" at amounts
-  0 (the picture's own embedding: plain `glide vary`), 0.25, 0.5 and 0.75, from fresh noise
-  (seed 100 + k; ddpm as `glide vary`) and with --keep-layout: how many pictures keep the
-  source's object in place (mask IoU >= 0.5), the mean IoU, and the object's colour;
+- vary: each source's embedding turned toward "a green circle on a blue background" (or
+  --toward) at amounts 0 (the picture's own embedding: plain `glide vary`), 0.25, 0.5 and 0.75,
+  from fresh noise (seed 100 + k; ddpm as `glide vary`) and with --keep-layout: how many
+  pictures keep the source's object in place (mask IoU >= 0.5), the mean IoU with the source's
+  object and with its background (a figure-ground swap), the colours, the error to the source;
 - blend: each source to an off-centre green square on blue, and on yellow, 4 frames, with and
   without --keep-layout: mean mask IoU of neighbouring frames, and of each frame with the source.
 
@@ -19,8 +20,9 @@ The object's mask is read from the pixels without assuming where it is: the back
 commonest colour of the 8 (nearest to each pixel), the object the commonest of the others, and
 the mask the pixels nearer the object's mean colour than the background's.
 
-    python benchmarks/unclip_layout.py                       # models/weights.toml, 16 seeds
-    python benchmarks/unclip_layout.py --sources decoded --seeds 16
+    python benchmarks/unclip_layout.py                       # models/weights.toml, 16 seeds: ~6 minutes on 2 busy cores
+    python benchmarks/unclip_layout.py --sources decoded
+    python benchmarks/unclip_layout.py --no-blend --toward "a red circle on a yellow background"
 """
 
 from __future__ import annotations
