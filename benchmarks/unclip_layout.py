@@ -39,6 +39,8 @@ import torch
 from PIL import Image
 
 import harness
+from glidecli.nets.clip_vit import image_embedding, preprocess_image
+from glidecli.nets.kinds import ModelKind
 from glidecli.render.engine import Job, RenderOptions, Session, Stage
 from glidecli.render.unclip import (
     DEFAULT_DECODER,
@@ -126,6 +128,21 @@ def decoded_sources(session: Session, decoder: Stage, count: int, min_offset: fl
     return paths
 
 
+def place_cosines(session: Session, spread: float, count: int = 16) -> tuple[float, float, float]:
+    """How much the CLIP image embedding says about the place: the cosine of a centred red circle
+    on blue to red circles at `count` random places and sizes (min, max), and to a centred green one."""
+    clip = session.network(CLIP.clip, ModelKind.OPENCLIP)
+
+    def unit(picture: Image.Image) -> torch.Tensor:
+        with torch.no_grad():
+            embedding = image_embedding(clip, preprocess_image(picture, clip.config)[None])[0]
+        return embedding / embedding.norm()
+
+    centred = unit(draw_scene("red", "circle", "blue", SIDE))
+    moved = [float(centred @ unit(draw_scene("red", "circle", "blue", SIDE, random.Random(7000 + k), spread))) for k in range(count)]
+    return min(moved), max(moved), float(centred @ unit(draw_scene("green", "circle", "blue", SIDE)))
+
+
 def vary_rows(
     session: Session, decoder: Stage, paths: list[Path], keep: bool, amounts: tuple[float, ...] = AMOUNTS, toward: str = TOWARD
 ) -> list[dict[str, float]]:
@@ -206,6 +223,9 @@ def main() -> None:
         offsets = [offset(read_scene(pixels_of(p))[0]) for p in paths]
         print(f"## --keep-layout on {args.decoder} ({args.weights}), {n} {args.sources} sources, CPU fp32\n")
         print(f"Sources: {SOURCE!r}, object centre {min(offsets):.2f}-{max(offsets):.2f} of the side from the centre (mean {np.mean(offsets):.2f}).")
+        low, high, green = place_cosines(session, args.spread)
+        print(f"CLIP ({CLIP.clip}): a centred red circle's image embedding has a cosine of {low:.2f}-{high:.2f} to red circles at 16"
+              f" random places and sizes (spread {args.spread:g}), {green:.2f} to a green one.")
         print(f"Text diff toward {args.toward!r}; decoder guidance {args.scale:g}, 25 steps; fresh noise: ddpm, seed 100 + k.\n")
         harness.print_header(["amount", "--keep-layout", f"IoU >= 0.5 (of {n})", "mean IoU", "IoU with the source's background", "object green", "object red",
                               "background blue", "background yellow", "error to source (levels)"], flush=True)
