@@ -25,3 +25,12 @@ def one_torch_thread():
 os.environ["GLIDE_DEVICE"] = "cpu"
 # And fp32: on a CPU with native bf16, `--dtype auto` picks bf16 (render/cpu.py).
 os.environ["GLIDE_DTYPE"] = "fp32"
+
+
+@pytest.fixture(scope="session")
+def tiny_unclip_manifest(tmp_path_factory):
+    """A manifest of tiny random unCLIP networks (helpers/tiny_unclip.py), built once for the
+    suite; tests read it and write their pictures elsewhere."""
+    from helpers.tiny_unclip import write_tiny_unclip_manifest
+
+    return write_tiny_unclip_manifest(tmp_path_factory.mktemp("unclip-weights"))

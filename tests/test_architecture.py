@@ -109,3 +109,16 @@ def test_public_api_is_listed_and_documented():
         value = getattr(glidecli, name)
         if name != "__version__":
             assert (value.__doc__ or "").strip(), f"glidecli.{name} has no docstring"
+
+
+def test_the_known_failures_name_real_exception_classes():
+    """request/failures.py names exception classes by module and name (so that --help imports
+    no torch); a module split or a rename must not leave a name that matches nothing."""
+    import importlib
+
+    from glidecli.request.failures import KNOWN_FAILURES
+
+    for module_name, class_name in KNOWN_FAILURES:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+        assert isinstance(found, type) and issubclass(found, Exception), (module_name, class_name)
+        assert found.__module__ == module_name, (module_name, class_name, found.__module__)

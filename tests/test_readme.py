@@ -19,8 +19,9 @@ from PIL import Image
 from glidecli.cli.main import app
 from glidecli.cli.run import click_errors
 from glidecli.files.pngfile import read_png_metadata
-from glidecli.request.commands import REQUESTS, build, option_fields
-from glidecli.request.options import RequestError
+from glidecli.request.building import build
+from glidecli.request.commands import REQUESTS, option_fields
+from glidecli.request.values import RequestError
 from helpers.paths import MODELS, REPO_ROOT
 
 DOCS = tuple(sorted(str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "docs").glob("*.md")))

@@ -15,7 +15,6 @@ from glidecli.diffusion.noise import ImageNoise
 from glidecli.files.pngfile import read_png_metadata
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
-from helpers.tiny_unclip import write_tiny_unclip_manifest
 
 SHAPES = ["--weights", str(MODELS / "weights.toml"), "--model", "shapes", "--size", "32", "--steps", "4", "--quiet"]
 TWO_STAGES = ["--weights", str(MODELS / "weights.toml"), "--model", "shapes", "--upsample-model", "shapes-upsample", "--steps", "6",
@@ -62,11 +61,10 @@ def test_a_seed_walk_without_animate_writes_the_frames_alone(glide):
     assert [p.suffix for p in made.paths] == [".png"] * 3 and sorted(p.name for p in made.paths[0].parent.iterdir()) == sorted(p.name for p in made.paths)
 
 
-def test_blend_frames_become_an_animation(glide, tmp_path):
+def test_blend_frames_become_an_animation(glide, tmp_path, tiny_unclip_manifest):
     for name, colour in (("a.png", (220, 30, 30)), ("b.png", (30, 60, 220))):
         Image.new("RGB", (32, 32), colour).save(name)
-    write_tiny_unclip_manifest(tmp_path / "tiny")
-    made = glide("blend", "a.png", "b.png", "--frames", "3", "--animate", "gif", "--weights", "tiny/weights.toml", "--steps", "2",
+    made = glide("blend", "a.png", "b.png", "--frames", "3", "--animate", "gif", "--weights", tiny_unclip_manifest, "--steps", "2",
                  "--size", "16", "--seed", "1", "--quiet", "--out", "b")
     assert made.code == 0, made.err
     *pictures, animation = made.paths

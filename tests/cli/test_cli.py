@@ -250,6 +250,19 @@ def test_info_prints_the_recorded_settings(glide, tmp_path):
     assert_one_error_line(glide("info", tmp_path / "plain.png"), 1, "no recorded settings")
 
 
+
+def test_info_reads_several_pictures(glide, tmp_path):
+    paths = glide("generate", "owl", *FAST, "--size", 16, "--seed", 9, "-n", 2, "--out", tmp_path).paths
+    human = glide("info", *paths)
+    assert human.code == 0 and [line for line in human.out.splitlines() if line.startswith("==> ")] == [f"==> {p} <==" for p in paths]
+    lines = glide("info", *paths, "--json").out.splitlines()  # one object per line, each with its file
+    assert [json.loads(line) for line in lines] == [{"file": str(p), **read_png_metadata(p)} for p in paths]
+    commands = glide("info", *paths, "--command").out.splitlines()
+    assert len(commands) == 2 and all(c.startswith("glide generate") for c in commands) and "--seed 10" in commands[1]
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    mixed = glide("info", paths[0], tmp_path / "plain.png")  # the one without settings is named; the other still printed
+    assert mixed.code == 1 and "owl" in mixed.out and mixed.err.strip() == f"error: {tmp_path / 'plain.png'} holds no recorded settings"
+
 def test_long_prompt_warns_and_continues(glide, tmp_path):
     result = glide("generate", "a very long prompt indeed", *FAST, "--size", 16, "--out", tmp_path)
     assert result.code == 0 and "warning:" in result.err and "cut" in result.err

@@ -70,3 +70,20 @@ def test_what_grid_needs(glide, tmp_path):
     assert_one_error_line(glide("grid", "--x", "scale=1,2", "generate", "x", *SHAPES, "-n", "2", "--out", "g"), 2, "a grid cell is one picture")
     assert_one_error_line(glide("grid", "--x", "scale=1,2", "generate", "x", *SHAPES, "--out", "g.png"), 2, "give a folder")
     assert not (tmp_path / "g").exists()
+
+
+def test_a_lora_axis_is_its_single_runs(glide):
+    """--lora is an option like the others: each cell is the render with that adapter's weight."""
+    prompt = "a zorb"
+    made = glide("grid", "--x", "lora=shapes-zorb:0,shapes-zorb:1", "generate", prompt, *SHAPES, "--seed", "2", "--steps", "4", "--out", "g")
+    assert made.code == 0, made.err
+    *cells, sheet = made.paths
+    assert len(cells) == 2 and [c["x"] for c in read_png_metadata(sheet)["cells"]] == ["shapes-zorb:0", "shapes-zorb:1"]
+    for k, weight in enumerate(("0", "1")):
+        single = glide("generate", prompt, *SHAPES, "--seed", "2", "--steps", "4", "--lora", f"shapes-zorb:{weight}", "--out", f"single{k}")
+        assert single.code == 0, single.err
+        assert cells[k].read_bytes() == single.paths[0].read_bytes(), weight
+        assert read_png_metadata(cells[k])["lora"][0]["weight"] == float(weight)
+    plain = glide("generate", prompt, *SHAPES, "--seed", "2", "--steps", "4", "--out", "plain")
+    pixels = [Image.open(path).tobytes() for path in (cells[0], cells[1], plain.paths[0])]
+    assert pixels[0] == pixels[2] and pixels[1] != pixels[2]  # weight 0 is the base model's picture; weight 1 is not

@@ -18,7 +18,7 @@ from glidecli.files.pngfile import read_png_metadata
 from glidecli.nets.checkpoint import load_network, save_network
 from glidecli.nets.lora import merged_delta
 from glidecli.request.lora_tags import take_lora_tags
-from glidecli.request.options import RequestError
+from glidecli.request.values import RequestError
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.lora import shapes_adapter, shapes_manifest_with
 from helpers.paths import MODELS
@@ -147,3 +147,24 @@ def test_a_prompt_tag_is_the_lora_option(glide, tmp_path):
     unknown = glide(*BASE[:1], "a circle <lora:nowhere:1>", *BASE[2:], "--weights", "weights.toml", "--out", "bad")
     assert_one_error_line(unknown, 1, "no adapter of that name")
     assert not (tmp_path / "bad").exists()
+
+
+def test_from_warns_once_when_the_adapter_under_a_recorded_name_changed(glide, tmp_path):
+    """--from replays the adapter by its name; another file under that name is one warning
+    line (the name and both short hashes), and the render goes on with the adapter found now."""
+    made = glide(*BASE, "--weights", "weights.toml", "--lora", "strong:0.7", "--out", "made")
+    assert made.code == 0, made.err
+    before = read_adapter(tmp_path / "strong").sha256
+    same = glide("generate", "--from", made.paths[0], "--weights", "weights.toml", "--quiet", "--out", "same")
+    assert same.code == 0 and "warning" not in same.err
+    shapes_adapter(tmp_path / "strong", seed=9)  # another adapter now under the name
+    after = read_adapter(tmp_path / "strong").sha256
+    assert after != before
+    again = glide("generate", "--from", made.paths[0], "--weights", "weights.toml", "--quiet", "--out", "again")
+    assert again.code == 0, again.err
+    warnings = [line for line in again.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "adapter strong" in warnings[0] and before[:12] in warnings[0] and after[:12] in warnings[0]
+    assert read_png_metadata(again.paths[0])["lora"] == [{"name": "strong", "sha256": after, "weight": 0.7}]
+    assert not np.array_equal(_pixels(again.paths[0]), _pixels(made.paths[0]))
+    given = glide("generate", "--from", made.paths[0], "--weights", "weights.toml", "--lora", "other", "--quiet", "--out", "given")
+    assert given.code == 0 and "warning" not in given.err  # the command line's adapters replace the recorded ones

@@ -14,7 +14,7 @@ from PIL import Image
 
 from glidecli.files.pngfile import read_png_metadata
 from glidecli.request.jobs import make_jobs
-from glidecli.request.options import RequestError
+from glidecli.request.values import RequestError
 from glidecli.request.wildcards import WILDCARDS_ENV, Wildcards
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS

@@ -11,17 +11,16 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from glidecli.files.pngfile import read_png_metadata
-from glidecli.request.options import RequestError
 from glidecli.request.replay import recorded_values
+from glidecli.request.values import RequestError
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.paths import MODELS
-from helpers.tiny_unclip import write_tiny_unclip_manifest
 
 SHAPES = ["--weights", str(MODELS / "weights.toml"), "--quiet"]
 
 
 @pytest.fixture
-def glide(tmp_path, capsys, monkeypatch):
+def glide(tmp_path, capsys, monkeypatch, tiny_unclip_manifest):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
     array = np.zeros((32, 32, 3), np.uint8)
@@ -37,7 +36,7 @@ def glide(tmp_path, capsys, monkeypatch):
     big_mask = np.zeros((80, 80), np.uint8)
     big_mask[30:50, 30:50] = 255
     Image.fromarray(big_mask).save("bm.png")
-    write_tiny_unclip_manifest(tmp_path / "tiny")
+    (tmp_path / "tiny").symlink_to(tiny_unclip_manifest.parent)
     return invoker(capsys, monkeypatch)
 
 

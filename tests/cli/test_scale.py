@@ -216,19 +216,20 @@ def test_torchrun_unclip_training_matches_one_process(tmp_path, kind):
 
 
 @needs_ranks
-def test_torchrun_lora_training_matches_one_process(tmp_path):
-    """A LoRA adapter of the shapes model (train/lora_recipe.py) on two ranks: the global
-    batches of one process; DDP sees the adapter's parameters alone."""
+@pytest.mark.parametrize("model", ["shapes", "shapes-prior"])
+def test_torchrun_lora_training_matches_one_process(tmp_path, model):
+    """A LoRA adapter of the shapes model, or of the shapes unCLIP's prior (train/lora_recipe.py),
+    on two ranks: the global batches of one process; DDP sees the adapter's parameters alone."""
     data = tmp_path / "data"
     list(write_shapes(data, 12, size=20, seed=3))
-    command = ["train", data, "--model", "shapes", "--weights", MANIFEST, "--lora", "2", "--steps", "4", "--batch-size", "4", "--lr", "1e-3",
+    command = ["train", data, "--model", model, "--weights", MANIFEST, "--lora", "2", "--steps", "4", "--batch-size", "4", "--lr", "1e-3",
                "--no-samples", "--log-every", "1", "--device", "cpu", "-q"]
     env = glide_env(GLIDE_CACHE=str(tmp_path / "cache"))
     one = subprocess.run(glide_command([*command, "--out", tmp_path / "one"]), env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(torchrun_command([*command, "--out", tmp_path / "two"]), env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
-    assert two.stdout.splitlines() == [str(tmp_path / "two" / "shapes-lora"), str(tmp_path / "two" / "weights.toml")]  # rank 0 alone
+    assert two.stdout.splitlines() == [str(tmp_path / "two" / f"{model}-lora"), str(tmp_path / "two" / "weights.toml")]  # rank 0 alone
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
     first, second = checkpoint(tmp_path / "one", 4), checkpoint(tmp_path / "two", 4)
     assert first["model"].keys() == second["model"].keys()

@@ -15,7 +15,6 @@ from glidecli.files.pngfile import read_png_metadata
 from glidecli.render.ranking import candidate_seed
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.tiny import tiny_open_clip
-from helpers.tiny_unclip import write_tiny_unclip_manifest
 
 PROMPT = "a red cube"
 FAST = ["--prior-steps", "3", "--steps", "3", "--quiet"]
@@ -24,19 +23,14 @@ DECODER_ONLY = ["--size", "16"]  # the tiny decoder's size: no super-resolution
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_tiny_unclip_manifest(tmp_path_factory.mktemp("unclip-weights"))
-
-
-@pytest.fixture(scope="module")
 def judge(tmp_path_factory) -> str:
     return tiny_open_clip(tmp_path_factory.mktemp("open_clip"), "GlidecliTestUnclipJudge", seed=1)[0]
 
 
 @pytest.fixture
-def glide(capsys, monkeypatch, tmp_path, manifest):
+def glide(capsys, monkeypatch, tmp_path, tiny_unclip_manifest):
     monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GLIDE_WEIGHTS", str(manifest))
+    monkeypatch.setenv("GLIDE_WEIGHTS", str(tiny_unclip_manifest))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return invoker(capsys, monkeypatch)
 

@@ -11,24 +11,16 @@ import pytest
 from PIL import Image
 
 from glidecli.files.pngfile import read_png_metadata
-from helpers.glide_cli import assert_one_error_line, invoker
+from helpers.glide_cli import assert_one_error_line, invoker_with_weights
 from helpers.paths import MODELS
-from helpers.tiny_unclip import write_tiny_unclip_manifest
 
 FAST = ["--prior-steps", "3", "--steps", "3", "--quiet"]
 FAST_DECODE = ["--steps", "3", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_tiny_unclip_manifest(tmp_path_factory.mktemp("unclip-weights"))
-
-
 @pytest.fixture
-def glide(capsys, monkeypatch, tmp_path, manifest):
-    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GLIDE_WEIGHTS", str(manifest))
-    return invoker(capsys, monkeypatch)
+def glide(capsys, monkeypatch, tmp_path, tiny_unclip_manifest):
+    return invoker_with_weights(capsys, monkeypatch, tmp_path, tiny_unclip_manifest)
 
 
 @pytest.fixture

@@ -12,25 +12,18 @@ import pytest
 from PIL import Image
 
 from glidecli.files.pngfile import read_png_metadata, write_png
-from glidecli.request.commands import VaryRequest, from_mapping
-from glidecli.request.options import RequestError
-from helpers.glide_cli import assert_one_error_line, invoker
-from helpers.tiny_unclip import write_tiny_unclip_manifest
+from glidecli.request.building import from_mapping
+from glidecli.request.commands import VaryRequest
+from glidecli.request.values import RequestError
+from helpers.glide_cli import assert_one_error_line, invoker_with_weights
 
 FAST = ["--steps", "3", "--size", "16", "--quiet"]
 TOWARD = "a green cube"
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_tiny_unclip_manifest(tmp_path_factory.mktemp("unclip-weights"))
-
-
 @pytest.fixture
-def glide(capsys, monkeypatch, tmp_path, manifest):
-    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GLIDE_WEIGHTS", str(manifest))
-    return invoker(capsys, monkeypatch)
+def glide(capsys, monkeypatch, tmp_path, tiny_unclip_manifest):
+    return invoker_with_weights(capsys, monkeypatch, tmp_path, tiny_unclip_manifest)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 
 from glidecli.files.manifest import ManifestError, load_manifest
 from glidecli.files.roles import PACKAGED_NAMES, Role, RoleSource, defaults_table
-from glidecli.request.commands import REQUESTS, build, field_roles, with_roles
+from glidecli.request.building import build
+from glidecli.request.commands import REQUESTS, field_roles, with_roles
 from glidecli.train.run_manifest import made_entry, run_roles, write_run_manifest
 from helpers.paths import MODELS
 

@@ -34,6 +34,13 @@ def invoker(capsys, monkeypatch):
     return invoke
 
 
+def invoker_with_weights(capsys, monkeypatch, tmp_path, weights):
+    """`invoker` with GLIDE_WEIGHTS set to the manifest `weights` and a cache of the test's own."""
+    monkeypatch.setenv("GLIDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLIDE_WEIGHTS", str(weights))
+    return invoker(capsys, monkeypatch)
+
+
 def assert_one_error_line(result: Result, code: int, *fragments: str) -> None:
     """Exit `code`, no traceback, and exactly one 'error: ' line holding every fragment."""
     assert result.code == code, result

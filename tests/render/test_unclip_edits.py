@@ -28,7 +28,7 @@ from glidecli.render.unclip import TextDiff, VaryJob, decoder_conditioning, rend
 from glidecli.render.unclip_edits import decoder_picture, layout_stage, slerp, text_diff_embedding
 from glidecli.train.shapes import draw_scene
 from helpers.paths import MODELS
-from helpers.tiny_unclip import CLIP_DIM, write_tiny_unclip_manifest
+from helpers.tiny_unclip import CLIP_DIM
 
 DDIM25 = SamplerChoice("ddim", "25")
 SHAPES = MODELS / "weights.toml"
@@ -90,8 +90,8 @@ def test_keep_layout_decodes_with_ddim_and_refuses_pictures_that_are_not_square(
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory) -> Session:
-    return Session(load_manifest(write_tiny_unclip_manifest(tmp_path_factory.mktemp("tiny-unclip"))), device="cpu", dtype="fp32", offline=True)
+def session(tiny_unclip_manifest) -> Session:
+    return Session(load_manifest(tiny_unclip_manifest), device="cpu", dtype="fp32", offline=True)
 
 
 @pytest.fixture

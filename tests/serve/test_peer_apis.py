@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from helpers.serving import b64, png_bytes, wait_until
-from helpers.tiny_unclip import write_tiny_unclip_manifest
 
 LONG = {"prompt": "x", "steps": 400, "sampler_name": "DDPM", "override_settings": {"sd_model_checkpoint": "shapes"}}
 
@@ -107,8 +106,8 @@ def test_openai_edits_repaint_the_transparent_part_of_the_mask(server, picture, 
     assert "must have transparency" in server.client.post("/v1/images/edits", data={"prompt": "x"}, files=opaque).json()["detail"]
 
 
-def test_openai_variations_run_vary(server, tmp_path, picture):
-    unclip = server.make(manifest=write_tiny_unclip_manifest(tmp_path / "tiny"))
+def test_openai_variations_run_vary(server, picture, tiny_unclip_manifest):
+    unclip = server.make(manifest=tiny_unclip_manifest)
     answer = unclip.client.post("/v1/images/variations", data={"n": "2", "size": "32x32"}, files={"image": ("p.png", png_bytes(picture))})
     assert answer.status_code == 200, answer.text
     made = [decoded(item["b64_json"]) for item in answer.json()["data"]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from glidecli.request.commands import REQUESTS, option_fields
-from glidecli.request.options import ValueType
+from glidecli.request.values import ValueType
 
 JSON_TYPES = {ValueType.INT: "integer", ValueType.FLOAT: "number", ValueType.STR: "string", ValueType.BOOL: "boolean",
               ValueType.PICTURE: "string", ValueType.PATH: "string"}
@@ -79,3 +79,25 @@ def test_a1111_bodies_list_a1111s_fields(schema):
                        "hr_scale": "number", "seed": "integer", "width": "integer"}.items():
         assert kind in types_of(txt2img[name]), name
     assert {"init_images", "mask", "denoising_strength", "inpainting_mask_invert"} <= set(components["Img2ImgRequest"]["properties"])
+
+
+def test_the_native_api_and_the_mcp_tools_publish_one_value_schema(schema):
+    """Both front ends take each option's type, limits and choices from one declaration
+    (request/json_schema.py), and both ask only for the CLI's required arguments."""
+    from glidecli.mcp.schemas import input_schema
+
+    components = schema["components"]["schemas"]
+    drop = {"default", "description", "title", "x-aliases"}
+    for command, request_type in REQUESTS.items():
+        body = components["".join(part.capitalize() for part in command.split("-")) + "Job"]
+        tool = input_schema(request_type)
+        for name, option, _ in option_fields(request_type):
+            if name not in tool["properties"]:
+                continue  # the options that write files beside the pictures are not tools' options
+            native = {k: v for k, v in body["properties"][option.flag.lstrip("-") if option.flags else option.name].items() if k not in drop}
+            if {"type": "null"} in native.get("anyOf", []):  # a value the user may leave out (None)
+                native = next(part for part in native["anyOf"] if part != {"type": "null"})
+            assert native == {k: v for k, v in tool["properties"][name].items() if k not in drop}, (command, name)
+        assert sorted(body["required"]) == sorted(["command", *(option.name or option.flag.lstrip("-") for option in
+                                                                 (o for _, o, _ in option_fields(request_type)) if option.must_be_given)])
+        assert "lora" not in body["required"] and len(tool["required"]) == len(body["required"]) - 1

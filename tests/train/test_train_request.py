@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from glidecli.request.options import RequestError
 from glidecli.request.train import (
     FAMILIES,
     ClipTrainRequest,
@@ -16,9 +15,9 @@ from glidecli.request.train import (
     SuperResTrainRequest,
     TrainRequest,
     UnclipTrainRequest,
-    command_options,
-    train_request,
 )
+from glidecli.request.train_start import command_options, train_request
+from glidecli.request.values import RequestError
 from glidecli.train.vocabulary import TrainKind
 from helpers.glide_cli import assert_one_error_line, invoker
 

@@ -28,6 +28,7 @@ from glidecli.files.manifest import load_manifest
 from glidecli.train.loop import Trainer, TrainingStopped
 from glidecli.train.settings import Hyper, ModelSource, RunPlan
 from glidecli.train.unclip_sr import SR_PARTS, SuperResRecipe, degraded_low_res, gaussian_blur
+from helpers.fixed_net import FixedNet
 from helpers.glide_cli import assert_one_error_line, invoker
 from helpers.torchrun import can_run_ranks, glide_command, glide_env, torchrun_command
 
@@ -35,17 +36,6 @@ ORACLE = Path(__file__).parent / "data" / "unclip_sr_losses.pt"
 QUICK = RunPlan(steps=4, save_every=0, samples=False, log_every=1)
 HYPER = Hyper(batch_size=3, lr=1e-3, warmup=2, ema=0.9)
 needs_ranks = pytest.mark.skipif(can_run_ranks() is not None, reason=str(can_run_ranks()))
-
-
-class FixedNet:
-    """Stands in for the network: returns the oracle's fixed output, keeps what it was given."""
-
-    def __init__(self, output):
-        self.output, self.inputs = output, None
-
-    def __call__(self, *inputs):
-        self.inputs = inputs
-        return self.output
 
 
 def test_the_sr_loss_equals_improved_diffusions():

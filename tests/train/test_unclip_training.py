@@ -29,6 +29,7 @@ from glidecli.train.settings import Hyper, ModelSource, RunPlan
 from glidecli.train.shapes import write_shapes
 from glidecli.train.start import TrainingError
 from glidecli.train.unclip_recipes import IMAGE_DROPOUT, DecoderForward, DecoderRecipe, PriorRecipe
+from helpers.fixed_net import FixedNet
 from helpers.glide_cli import assert_one_error_line, invoker
 
 ORACLE = Path(__file__).parent / "data" / "unclip_losses.pt"
@@ -39,17 +40,6 @@ HYPER = Hyper(batch_size=4, lr=1e-3, warmup=2, ema=0.9)
 @pytest.fixture(scope="module")
 def oracle():
     return torch.load(ORACLE, weights_only=True)
-
-
-class FixedNet:
-    """Stands in for the network: returns the oracle's fixed output, keeps what it was given."""
-
-    def __init__(self, output):
-        self.output, self.inputs = output, None
-
-    def __call__(self, *inputs):
-        self.inputs = inputs
-        return self.output
 
 
 def _trainer(net, prediction: str = "eps") -> SimpleNamespace:

@@ -18,7 +18,7 @@ try:  # Ctrl-C while the command is still loading its modules: one line too, not
 
     from .. import __version__
     from ..request.failures import failure_message, is_known_failure
-    from ..request.options import RequestError
+    from ..request.values import RequestError
     from .completion import completion
     from .edit import inpaint, outpaint, upsample
     from .generate import clip_guide, generate

@@ -14,12 +14,13 @@ from ..files.roles import PACKAGED_NAMES, Role
 from ..render import defaults
 from ..render.defaults import DeviceName, DtypeName, OffloadName
 from ..request import options as o
+from ..request import values
 from ..request.commands import file_pattern, option_fields, role_help
-from ..request.options import RequestError, ValueType
+from ..request.values import RequestError, ValueType
 from .run import RunOptions, click_errors
 
-OUTPUT = o.OUTPUT
-MODELS = o.MODELS
+OUTPUT = values.OUTPUT
+MODELS = values.MODELS
 
 # --- the options of every rendering command that are not part of its request ----------------------
 
@@ -58,7 +59,7 @@ Offline = Annotated[bool, typer.Option("--offline", help="Never download; use ca
 Prompt = Annotated[str | None, typer.Argument(metavar="PROMPT", help="What to draw (optional with --prompts-file or --from).", show_default=False)]
 FromImage = Annotated[
     Path | None,
-    typer.Option("--from", metavar="IMAGE", help="Take this picture's recorded command settings (glide's, or A1111's 'parameters') as the defaults; flags given win. Same device and dtype: the same picture.", show_default=False, rich_help_panel=o.SAMPLING),
+    typer.Option("--from", metavar="IMAGE", help="Take this picture's recorded command settings (glide's, or A1111's 'parameters') as the defaults; flags given win. Same device and dtype: the same picture.", show_default=False, rich_help_panel=values.SAMPLING),
 ]
 RankModel = Annotated[
     str | None,
@@ -73,7 +74,7 @@ _METAVARS = {ValueType.INT: "<int>", ValueType.FLOAT: "<float>", ValueType.FLOAT
 
 def request_parameters(request_type: type) -> list[inspect.Parameter]:
     """One typer option per flagged field of a request type (positional fields are the
-    command's own arguments). Typer only collects each flag's text; `commands.build`
+    command's own arguments). Typer only collects each flag's text; `building.build`
     converts and checks it, as it does the server's JSON, so a rule and its message exist once."""
     parameters = []
     for name, option, default in option_fields(request_type):

@@ -27,6 +27,7 @@ except ImportError:  # older typer runs on click itself
     from click import get_current_context  # type: ignore[no-redef]
     from click.core import ParameterSource  # type: ignore[no-redef, assignment]
 
+from ..files.text_file import TextFileError, read_text_file
 from ..files.vocabulary import ImageFormat
 from .console import ConsoleReporter, announce
 
@@ -86,13 +87,9 @@ def collect_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
         text = _read_stdin()
     else:
         try:
-            text = prompts_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CommandError(f"prompts file not found: {prompts_file}") from None
-        except UnicodeDecodeError:
-            raise CommandError(f"prompts file {prompts_file} is not UTF-8 text") from None
-        except OSError as error:
-            raise CommandError(f"cannot read prompts file {prompts_file}: {error.strerror or error}") from None
+            text = read_text_file(prompts_file, "prompts file")
+        except TextFileError as error:
+            raise CommandError(str(error)) from None
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise CommandError(f"no prompts in {'stdin' if str(prompts_file) == '-' else prompts_file}")
@@ -213,7 +210,7 @@ def render_request(request_type: type, values: dict[str, Any], opts: RunOptions)
     picture's recorded settings fill what the command line leaves out), plan it against the
     manifest, and render it to files."""
     from ..files.manifest import load_manifest
-    from ..request.commands import build
+    from ..request.building import build
     from ..request.planner import plan_request
 
     first_index = 0
@@ -254,7 +251,23 @@ def _with_recorded(request_type: type[Any], values: dict[str, Any], picture: Pat
         if resolve_device(opts.device).type == record.get("device"):
             opts = dataclasses.replace(opts, dtype=record["dtype"])
     merged = {**values, **{name: value for name, value in recorded.items() if name not in given}}
+    if "lora" in recorded and "lora" not in given:
+        _warn_changed_adapters(record, opts, str(picture))
     return merged, index if isinstance(index, int) and index >= 0 else 0, opts
+
+
+def _warn_changed_adapters(record: dict[str, Any], opts: RunOptions, picture: str) -> None:
+    """A warning line for each replayed adapter whose file changed since the picture was made;
+    a manifest that cannot be read is left to the render's own error."""
+    from ..files.manifest import ManifestError, load_manifest
+    from ..request.replay import changed_adapters
+
+    try:
+        manifest = load_manifest(opts.weights)
+    except ManifestError:
+        return
+    for warning in changed_adapters(record, manifest, picture):
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 def run_session(manifest: Any, opts: RunOptions, console: Any, device: Any = None, label: str = "") -> Session:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from ..request.options import Option, RequestError, ValueType
-from ..request.train import command_options, finish_training, start_training, train_request
 from ..request.train_options import SHAPES_SPREAD
+from ..request.train_start import command_options, finish_training, start_training, train_request
+from ..request.values import Option, RequestError, ValueType
 from ..train.vocabulary import SHAPE_SPREAD, TrainKind
 from .run import click_errors
 

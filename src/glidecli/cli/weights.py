@@ -213,34 +213,51 @@ _INFO_ORDER = (
 )
 
 
-def _format(value: Any) -> str:
+def _format(key: str, value: Any) -> str:
+    if key == "lora" and isinstance(value, list):  # each adapter: NAME:WEIGHT (its sha256's first 12)
+        return ", ".join(f"{a.get('name')}:{a.get('weight')} ({str(a.get('sha256', ''))[:12]})" if isinstance(a, dict) else _format("", a)
+                         for a in value)
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def info_command(
-    image: Annotated[Path, typer.Argument(help="A PNG, JPEG or WebP written by glide (or one with A1111's 'parameters').", show_default=False)],
-    json_output: Annotated[bool, typer.Option("--json", help="Print the recorded settings as JSON.")] = False,
+    images: Annotated[list[Path], typer.Argument(help="PNG, JPEG or WebP pictures written by glide (or with A1111's 'parameters').", show_default=False)],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the recorded settings as JSON (several pictures: one object per line, with its \"file\").")] = False,
     command: Annotated[bool, typer.Option("--command", help="Print the glide command line that makes the picture again (give it --weights if the models are not the packaged ones).")] = False,
 ) -> None:
-    """Print the settings recorded in a picture made by glide, PNG, JPEG or WebP (--json: raw;
-    --command: the command line that makes it again)."""
+    """Print the settings recorded in pictures made by glide, PNG, JPEG or WebP (--json: raw;
+    --command: the command line that makes each again). A picture that holds none is named on
+    stderr and the others are still printed (exit 1)."""
     from ..files.pictures import read_picture_record
-    from ..request.options import RequestError
-    from ..request.replay import command_line
 
-    meta = read_picture_record(image)
-    if not meta:
-        raise CommandError(f"{image} holds no recorded settings")
+    several = len(images) > 1
+    missing = []
+    for number, image in enumerate(images):
+        meta = read_picture_record(image)
+        if not meta:
+            missing.append(image)
+            typer.echo(f"error: {image} holds no recorded settings", err=True)
+            continue
+        if several and not json_output and not command:
+            typer.echo(f"{'' if number == 0 else chr(10)}==> {image} <==")
+        _print_record(image, meta, json_output=json_output, command=command, several=several)
+    if missing:
+        raise typer.Exit(1)
+
+
+def _print_record(image: Path, meta: dict[str, Any], *, json_output: bool, command: bool, several: bool) -> None:
+    from ..request.replay import command_line
+    from ..request.values import RequestError
+
     if command:
         try:
             typer.echo(command_line(meta, str(image)))
         except RequestError as error:
-            raise CommandError(str(error)) from None
-        return
-    if json_output:
-        typer.echo(json.dumps(meta, indent=2, ensure_ascii=False))
-        return
-    keys = [key for key in _INFO_ORDER if key in meta] + sorted(key for key in meta if key not in _INFO_ORDER)
-    width = max(len(key) for key in keys)
-    for key in keys:
-        typer.echo(f"{key.replace('_', ' '):<{width}}  {_format(meta[key])}")
+            raise CommandError(f"{image}: {error}" if several else str(error)) from None
+    elif json_output:
+        typer.echo(json.dumps({"file": str(image), **meta}, ensure_ascii=False) if several else json.dumps(meta, indent=2, ensure_ascii=False))
+    else:
+        keys = [key for key in _INFO_ORDER if key in meta] + sorted(key for key in meta if key not in _INFO_ORDER)
+        width = max(len(key) for key in keys)
+        for key in keys:
+            typer.echo(f"{key.replace('_', ' '):<{width}}  {_format(key, meta[key])}")

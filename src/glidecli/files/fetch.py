@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from .convert import convert_pt_to_safetensors
 from .download import download_file, download_lock, silent_tqdm
 from .fetch_diffusers import cached_diffusers, fetch_diffusers
 from .file_facts import safetensors_metadata, sha256_file
+from .hash_stamps import stamped_hash, write_stamp
 from .lora_names import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from .manifest import PEFT_FORMAT, Entry, HubSource, LocalSource, ModelEntry, UrlSource
 from .weights_error import WeightsError, first_line
@@ -80,17 +80,17 @@ def fetch_entry(
     else:
         original, fresh_hash = _url_file(entry, source, offline=offline, progress=show_progress, force=force)
     if entry.sha256 is not None:
-        _check_hash(entry, original, fresh_hash or _stamped_hash(original) or sha256_file(original))
-        _write_stamp(original, entry.sha256)
+        _check_hash(entry, original, fresh_hash or stamped_hash(original, cache_dir()) or sha256_file(original))
+        write_stamp(original, entry.sha256, cache_dir())
     if not isinstance(entry, ModelEntry) or entry.format == "safetensors":
         return original
     converted = _converted_path(entry, original)
     if not force and _matches_source(converted, original, entry.sha256):
         return converted
-    source_hash = entry.sha256 or fresh_hash or _stamped_hash(original)
+    source_hash = entry.sha256 or fresh_hash or stamped_hash(original, cache_dir())
     if source_hash is None:
         source_hash = sha256_file(original)
-        _write_stamp(original, source_hash)
+        write_stamp(original, source_hash, cache_dir())
     if show_progress:
         _status(f"Converting {original.name} to safetensors (once) ...")
     stat = original.stat()
@@ -136,7 +136,7 @@ def verify_file(entry: Entry, path: str | Path | None = None) -> str:
             )
     actual = sha256_file(path)
     _check_hash(entry, path, actual)
-    _write_stamp(path, actual)
+    write_stamp(path, actual, cache_dir())
     return actual
 
 
@@ -179,7 +179,7 @@ def recorded_sha256(path: str | Path) -> str | None:
     recorded = _conversion_metadata(path)
     if recorded is not None and _META_SHA256 in recorded:
         return recorded[_META_SHA256]
-    return _stamped_hash(path)
+    return stamped_hash(path, cache_dir())
 
 
 def _adapter_folder(entry: ModelEntry, *, offline: bool, progress: bool, force: bool) -> Path:
@@ -199,8 +199,8 @@ def _adapter_folder(entry: ModelEntry, *, offline: bool, progress: bool, force: 
     else:
         raise WeightsError(f"{_label(entry)}: a lora adapter comes from a local path or a hub repository")
     if entry.sha256 is not None and weights.is_file():
-        _check_hash(entry, weights, _stamped_hash(weights) or sha256_file(weights))
-        _write_stamp(weights, entry.sha256)
+        _check_hash(entry, weights, stamped_hash(weights, cache_dir()) or sha256_file(weights))
+        write_stamp(weights, entry.sha256, cache_dir())
     return folder
 
 
@@ -327,40 +327,6 @@ def _conversion_metadata(path: Path) -> dict[str, str] | None:
     """The metadata of a safetensors file written by this module, read from its header only."""
     metadata = safetensors_metadata(path)
     return metadata if metadata is not None and _META_SHA256 in metadata else None
-
-
-# Hashing a multi-gigabyte file on every run is slow, so a successful check leaves a small
-# record keyed by the file's path, size and modification time; any change forces a re-hash.
-
-
-def _stamp_path(path: Path) -> Path:
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-    return cache_dir() / "verified" / f"{key}.json"
-
-
-def _stamped_hash(path: Path) -> str | None:
-    try:
-        stamp = json.loads(_stamp_path(path).read_text())
-        stat = path.stat()
-    except (OSError, ValueError):
-        return None
-    digest = stamp.get("sha256")
-    if stamp.get("size") == stat.st_size and stamp.get("mtime_ns") == stat.st_mtime_ns and isinstance(digest, str):
-        return digest
-    return None
-
-
-def _write_stamp(path: Path, sha256: str) -> None:
-    try:
-        stat = path.stat()
-        stamp = _stamp_path(path)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        record = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
-        temporary = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(record))
-        os.replace(temporary, stamp)
-    except OSError:
-        pass  # only an optimisation: a read-only cache means hashing again next time
 
 
 # --- checks and messages -----------------------------------------------------------------

@@ -8,11 +8,11 @@ write as identifiers. The request layer reads those names as it reads the flags'
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 from ..request.commands import RequestType, option_fields
-from ..request.options import Option, ValueType
+from ..request.json_schema import json_default, value_schema
+from ..request.values import Option, ValueType
 
 # Options that write files beside the pictures: the server refuses them (serve/service.py),
 # so its tools do not offer them.
@@ -23,35 +23,14 @@ PICTURE_HELP = (
     " bytes in base64 (plain, or a data: URL)."
 )
 
-_JSON_TYPES = {ValueType.INT: "integer", ValueType.FLOAT: "number", ValueType.STR: "string", ValueType.BOOL: "boolean",
-               ValueType.PICTURE: "string", ValueType.PATH: "string"}
-
 
 def option_schema(option: Option, default: Any) -> dict[str, Any]:
-    """One property: the option's type with its limits, choices, default and help."""
-    kind = option.value_type
-    schema: dict[str, Any]
-    if kind == ValueType.PROMPTS:
-        schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
-    elif kind == ValueType.ADAPTERS:  # NAME[:WEIGHT], several joined by commas, or a list of them
-        schema = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-    elif kind == ValueType.FLOATS:  # one number or several
-        schema = {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}, "minItems": 1}]}
-    elif kind == ValueType.BATCH:
-        schema = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["auto"]}]}
-    else:
-        schema = {"type": _JSON_TYPES[kind]}
-    if option.choices:
-        schema["enum"] = list(option.choices)
-    if kind in (ValueType.INT, ValueType.FLOAT):
-        if option.minimum is not None:
-            schema["minimum"] = option.minimum
-        if option.maximum is not None:
-            schema["maximum"] = option.maximum
-    default_value = _json_value(default)
+    """One property: the option's value (request/json_schema.py) with its default and help."""
+    schema = value_schema(option)
+    default_value = json_default(default)
     if default_value is not None and default_value != []:
         schema["default"] = default_value
-    help_text = option.help + (PICTURE_HELP if kind == ValueType.PICTURE else "")
+    help_text = option.help + (PICTURE_HELP if option.value_type == ValueType.PICTURE else "")
     flag = f" (the CLI's {option.flag})" if option.flags else ""
     schema["description"] = help_text + flag
     return schema
@@ -65,7 +44,7 @@ def input_schema(request_type: RequestType) -> dict[str, Any]:
         if name in FILE_WRITING_FIELDS:
             continue
         properties[name] = option_schema(option, default)
-        if not option.flags and not option.optional:  # the CLI's required arguments: prompt, pictures
+        if option.must_be_given:
             required.append(name)
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
@@ -73,10 +52,3 @@ def input_schema(request_type: RequestType) -> dict[str, Any]:
 def picture_fields(request_type: RequestType) -> frozenset[str]:
     return frozenset(name for name, option, _ in option_fields(request_type) if option.value_type == ValueType.PICTURE)
 
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [_json_value(item) for item in value]
-    return value

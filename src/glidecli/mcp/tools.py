@@ -28,7 +28,8 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 
-from ..request.commands import RequestType, field_names
+from ..request.building import field_names
+from ..request.commands import RequestType
 from ..serve.jobs import CLOSE_TIMEOUT, Job, JobEvent, JobState
 from ..serve.service import ClientError, Service
 from .pictures import PictureError, picture_argument

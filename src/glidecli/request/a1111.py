@@ -4,7 +4,7 @@ and `--from` on a picture A1111 made."""
 from __future__ import annotations
 
 from ..diffusion.vocabulary import SamplerName
-from .options import RequestError
+from .values import RequestError
 
 # A1111's sampler names -> the nearest glidecli sampler. Ancestral and SDE samplers inject
 # fresh noise every step, as SDE-DPM-Solver++ does; first-order ODE ones are DDIM; the

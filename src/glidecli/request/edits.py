@@ -14,9 +14,9 @@ from ..render.defaults import MAX_CANVAS
 from . import options as o
 from .commands import PROMPT, InpaintRequest, OutpaintRequest, UpsampleRequest, chosen
 from .jobs import make_jobs
-from .options import RequestError, required
 from .plan import RenderPlan
 from .stages import StageSpec, build_stage, glide_stages, sized_fit, sized_stages, unet_arch
+from .values import RequestError, required
 
 if TYPE_CHECKING:
     from ..render.jobs import Job, RenderedImage

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 # Exceptions whose message is a complete one-line explanation, by module; a module that was
 # never imported cannot have raised its error, so none is imported here (no torch at --help).
 KNOWN_FAILURES = (
-    ("glidecli.files.manifest", "ManifestError"),
+    ("glidecli.files.arch_settings", "ManifestError"),
     ("glidecli.files.weights_error", "WeightsError"),
     ("glidecli.nets.checkpoint", "CheckpointError"),
     ("glidecli.files.pngfile", "ImageError"),
     ("glidecli.files.lora_file", "AdapterError"),
     ("glidecli.nets.tokenizer", "TokenizerFileError"),
     ("glidecli.render.session", "RenderError"),
-    ("glidecli.request.options", "RequestError"),
+    ("glidecli.request.values", "RequestError"),
 )
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from ..diffusion.vocabulary import MAX_SEED
 from ..files.vocabulary import DEFAULT_QUALITY
-from .commands import MANY_PROMPTS, Request, RequestType, build, field_names, option_fields
-from .options import RequestError, ValueType
+from .building import build, field_names
+from .commands import MANY_PROMPTS, Request, RequestType, option_fields
+from .values import RequestError, ValueType
 
 MAX_CELLS = 256  # a sheet of 16 x 16 pictures; more is a typo rather than a plan
 PROMPT_SR = "prompt-sr"

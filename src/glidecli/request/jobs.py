@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from ..diffusion.vocabulary import MAX_SEED
-from .options import RequestError
+from .values import RequestError
 from .wildcards import Wildcards, wildcards_folder
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from ..files.lora_file import AdapterError, AdapterFile, read_adapter
 from ..files.manifest import Manifest, ModelEntry
 from ..nets.kinds import ADAPTABLE_KINDS, ModelKind
 from .commands import Request
-from .options import adapter_weight
+from .values import adapter_weight
 
 if TYPE_CHECKING:
     from ..render.adapters import AdapterUse

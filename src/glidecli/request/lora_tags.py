@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .options import RequestError
+from .values import RequestError
 
 # <lora:NAME> or <lora:NAME:WEIGHT>; the name holds no colon, angle bracket or path separator.
 LORA_TAG = re.compile(r"<lora:([^:<>]*)(?::([^<>]*))?>", re.IGNORECASE)

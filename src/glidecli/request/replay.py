@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..files.manifest import Manifest
 from .a1111 import glide_sampler
-from .commands import REQUESTS, UpsampleRequest, build, option_fields, packaged_model
-from .options import RequestError, ValueType
+from .building import build
+from .commands import REQUESTS, UpsampleRequest, option_fields, packaged_model
+from .values import RequestError, ValueType
 
 # Recorded facts, never options.
 FACTS = {
@@ -93,6 +95,31 @@ def _adapter_spec(used: Any) -> str:
     if not isinstance(used, dict) or not isinstance(used.get("name"), str):
         raise RequestError(f"the recorded adapter {used!r} has no name")
     return f"{used['name']}:{used.get('weight', 1.0)}"
+
+
+def changed_adapters(record: Mapping[str, Any], manifest: Manifest, source: str = "IMAGE") -> list[str]:
+    """One warning per adapter the record names whose file under that name now has another
+    sha256 than the picture recorded (the replay goes on with the one found now). An adapter
+    that cannot be found or read is left to the request's own one-line error."""
+    from ..files.lora_file import AdapterError
+    from ..files.weights_error import WeightsError
+    from .lora import adapter_file
+
+    warnings = []
+    recorded = record.get("lora")
+    for used in recorded if isinstance(recorded, list) else []:
+        if not isinstance(used, dict) or not isinstance(used.get("name"), str) or not isinstance(used.get("sha256"), str):
+            continue
+        try:
+            now = adapter_file(used["name"], manifest).sha256
+        except (AdapterError, WeightsError):
+            continue
+        if now != used["sha256"]:
+            warnings.append(
+                f"{source} was made with adapter {used['name']} of sha256 {used['sha256'][:12]}..., but {used['name']} is now"
+                f" {now[:12]}...; going on with the adapter found now, so the picture may differ"
+            )
+    return warnings
 
 
 def _picture(key: str, value: Any) -> Any:

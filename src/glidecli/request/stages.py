@@ -17,7 +17,7 @@ from ..nets.kinds import ModelKind
 from ..nets.unclip_config import PriorConfig
 from ..render.defaults import glide_model
 from .commands import ClipGuideRequest, GenerateRequest, InpaintRequest, OutpaintRequest, chosen
-from .options import RequestError
+from .values import RequestError
 
 if TYPE_CHECKING:
     from ..render.engine import Stage

@@ -10,9 +10,9 @@ from ..files.manifest import Manifest
 from ..nets.kinds import ModelKind
 from .commands import ClipGuideRequest, GenerateRequest, chosen
 from .jobs import check_image_count, make_jobs
-from .options import RequestError
 from .plan import RenderPlan
 from .stages import best_of_choice, glide_stages, init_image, sized_stages
+from .values import RequestError
 
 if TYPE_CHECKING:
     from ..render.jobs import Job

@@ -3,27 +3,27 @@ CLIP of one's own, unCLIP's prior and decoder, unCLIP's super-resolution) and th
 (--resume), each with its checks, whose messages are the one line the CLI shows. The families
 share the fields every run takes (TrainRequest) and those of a run that starts (FreshTrainRequest).
 
-`train_request` makes one from the command line's flags, `start_training` the Trainer that runs
-it (train/loop.py). The CLI builds its flags from these Options with their types and limits
-(`command_options`), so that the flags are parsed and range-checked as typer always did; the
-rules between options, and Hyper's, are checked here.
+train_start.py makes one from the command line's flags and the Trainer that runs it
+(train/loop.py). The CLI builds its flags from these Options with their types and limits, so
+that the flags are parsed and range-checked as typer always did; the rules between options,
+and Hyper's, are checked here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..files.manifest import Manifest, load_manifest
+from ..files.roles import Role
 from ..nets.config import PredictionName
+from ..nets.kinds import ModelKind
 from ..render.defaults import DeviceName
 from ..train.settings import Hyper, ModelSource, RunPlan
 from ..train.vocabulary import AmpName, GlideKind, MixedPrecision, PresetName, SaveDtypeName, TrainKind, UnclipKind
 from .commands import uses
-from .options import Option, RequestError
 from .train_options import (
     BATCH_SIZE,
     CAPTION_DROPOUT,
@@ -36,7 +36,6 @@ from .train_options import (
     EMA,
     GRAD_CHECKPOINTING,
     GRAD_CLIP,
-    HELP_ORDER,
     KEEP,
     KIND,
     LOG_EVERY,
@@ -66,10 +65,10 @@ from .train_options import (
     WEIGHT_DECAY,
     WEIGHTS,
 )
+from .values import RequestError
 
 if TYPE_CHECKING:
-    from ..render.shard import Ranks
-    from ..train.loop import Progress, Trainer, TrainResult
+    pass
 
 MISSING_MODEL = "missing --model NAME (the model to fine-tune, or with --preset the new model's name)"
 RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip and --decoder"
@@ -206,16 +205,20 @@ class FreshTrainRequest(TrainRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GlideTrainRequest(FreshTrainRequest):
-    """GLIDE's U-Nets (kind None: base for a preset, the manifest model's own kind to fine-tune);
-    a fresh one gets a tokenizer of its own, built from the captions."""
+class LoraTrainRequest(FreshTrainRequest):
+    """A family whose manifest models can also get a LoRA adapter (`lora`, its rank, with
+    alpha, dropout and the layers it adapts) instead of a full fine-tune: GLIDE's U-Nets and
+    unCLIP's prior and decoder."""
 
-    kind: GlideKind | None = uses(KIND, None)
-    tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
     lora: int | None = uses(LORA_RANK, None)
     lora_alpha: float | None = uses(LORA_ALPHA, None)
     lora_dropout: float | None = uses(LORA_DROPOUT, None)
     lora_targets: str = uses(LORA_TARGETS, "attention")
+
+    @property
+    def kind_given(self) -> bool:
+        """Whether the request names a kind of its own (a LoRA run keeps the model's)."""
+        return self.kind is not None
 
     def check_source(self) -> None:
         super().check_source()
@@ -223,7 +226,7 @@ class GlideTrainRequest(FreshTrainRequest):
             if self.lora_alpha is not None or self.lora_dropout is not None or self.lora_targets != "attention":
                 raise RequestError("--lora-alpha, --lora-dropout and --lora-targets go with --lora RANK")
             return
-        if self.preset is not None or self.prediction is not None or self.kind is not None:
+        if self.preset is not None or self.prediction is not None or self.kind_given:
             raise RequestError("--lora trains an adapter of a manifest --model as it is: leave out --preset, --kind and --prediction", LORA_RANK.flag)
         if self.lora < 1:
             raise RequestError(f"{self.lora} is not a rank (1 or more)", LORA_RANK.flag)
@@ -235,6 +238,33 @@ class GlideTrainRequest(FreshTrainRequest):
             return f"{self.model}-lora"
         return super().new_name
 
+    def adapter_source(self, source: ModelSource, manifest: Manifest | None) -> ModelSource:
+        """`source` training a LoRA adapter of its entry: the layers --lora-targets names,
+        which must be in the model, and the adapter's settings."""
+        from ..nets.checkpoint import build_on_meta
+        from ..nets.lora import matching_paths
+        from ..train.lora_recipe import target_names
+
+        rank = self.lora
+        if rank is None:
+            return source
+        targets = target_names(self.lora_targets)
+        entry = manifest.model(source.entry or "") if manifest is not None else None
+        if not targets or (entry is not None and not matching_paths(build_on_meta(entry.kind, entry.arch), targets)):
+            raise RequestError(f"{self.lora_targets!r} names no layer of {self.model!r}", LORA_TARGETS.flag)
+        settings = {"rank": rank, "alpha": self.lora_alpha if self.lora_alpha is not None else float(rank),
+                    "dropout": self.lora_dropout or 0.0, "targets": list(targets)}
+        return dataclasses.replace(source, lora=settings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlideTrainRequest(LoraTrainRequest):
+    """GLIDE's U-Nets (kind None: base for a preset, the manifest model's own kind to fine-tune);
+    a fresh one gets a tokenizer of its own, built from the captions."""
+
+    kind: GlideKind | None = uses(KIND, None)
+    tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
+
     def fresh_network(self) -> dict[str, Any]:
         return {"tokenizer_vocab": self.tokenizer_vocab}
 
@@ -242,17 +272,7 @@ class GlideTrainRequest(FreshTrainRequest):
         source, manifest = super().source()
         if self.lora is None:
             return source, manifest
-        from ..nets.checkpoint import build_on_meta
-        from ..nets.lora import matching_paths
-        from ..train.lora_recipe import target_names
-
-        targets = target_names(self.lora_targets)
-        entry = manifest.model(source.entry or "") if manifest is not None else None
-        if not targets or (entry is not None and not matching_paths(build_on_meta(entry.kind, entry.arch), targets)):
-            raise RequestError(f"{self.lora_targets!r} names no layer of {self.model!r}", LORA_TARGETS.flag)
-        settings = {"rank": self.lora, "alpha": self.lora_alpha if self.lora_alpha is not None else float(self.lora),
-                    "dropout": self.lora_dropout or 0.0, "targets": list(targets)}
-        return dataclasses.replace(source, lora=settings), manifest
+        return self.adapter_source(source, manifest), manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,15 +283,21 @@ class ClipTrainRequest(FreshTrainRequest):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UnclipTrainRequest(FreshTrainRequest):
-    """unCLIP's prior or decoder, learning from `clip` (an openclip entry of the manifest)."""
+class UnclipTrainRequest(LoraTrainRequest):
+    """unCLIP's prior or decoder, learning from `clip` (an openclip entry of the manifest); with
+    `lora`, an adapter of a manifest prior or decoder (the CLIP: `clip`, else the manifest's
+    clip role)."""
 
     kind: UnclipKind = uses(KIND, MISSING)
     clip: str | None = uses(CLIP, None)
 
+    @property
+    def kind_given(self) -> bool:
+        return False  # the family's kind: --kind's, or the --lora model's own (train_request)
+
     def check_source(self) -> None:
         super().check_source()
-        if self.clip is None:
+        if self.clip is None and self.lora is None:
             raise RequestError(f"--kind {self.kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
 
     def hyper_defaults(self) -> dict[str, Any]:
@@ -283,8 +309,18 @@ class UnclipTrainRequest(FreshTrainRequest):
 
     def source(self) -> tuple[ModelSource, Manifest | None]:
         manifest = load_manifest(self.weights)  # it holds the CLIP
-        source, _ = super().source()  # a manifest model is refused by the recipe: these train fresh networks only
-        return source, manifest
+        if self.lora is None:
+            source, _ = super().source()  # a manifest model is refused by the recipe: these train fresh networks only
+            return source, manifest
+        entry = manifest.model(self.model or "")
+        if entry.kind != ModelKind(self.kind):
+            raise RequestError(f"{entry.name!r} is a {entry.kind} model; --lora trains an adapter of it as it is", KIND.flag)
+        role = manifest.roles().choices[Role.CLIP]
+        clip = self.clip or (role.model if role.present else None)
+        if clip is None:
+            raise RequestError(f"--lora of {self.kind} {entry.name!r} needs the CLIP it learns from: --clip NAME, or a clip role in {manifest.path}")
+        source = ModelSource(name=self.new_name, kind=entry.kind, entry=entry.name, clip=clip)
+        return self.adapter_source(source, manifest), manifest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,85 +346,7 @@ class SuperResTrainRequest(FreshTrainRequest):
 
 # The families in the order their options' defaults are taken for the command line.
 FAMILIES: tuple[type[TrainRequest], ...] = (GlideTrainRequest, UnclipTrainRequest, SuperResTrainRequest, ClipTrainRequest, TrainRequest)
-_FAMILY_OF_KIND: dict[TrainKind, type[TrainRequest]] = {
+FAMILY_OF_KIND: dict[TrainKind, type[TrainRequest]] = {
     TrainKind.CLIP: ClipTrainRequest, TrainKind.UNCLIP_PRIOR: UnclipTrainRequest, TrainKind.UNCLIP_DECODER: UnclipTrainRequest,
     TrainKind.UNCLIP_SR: SuperResTrainRequest,
 }
-
-
-def command_options() -> list[tuple[str, Option, Any]]:
-    """Every option of `glide train` once, in the order its --help lists them, as (field name,
-    Option, default on the command line): the first family's that has it, MISSING if required."""
-    declared: dict[Option, tuple[str, Any]] = {}
-    for family in FAMILIES:
-        for item in dataclasses.fields(family):
-            declared.setdefault(item.metadata["option"], (item.name, item.default))
-    return [(declared[option][0], option, declared[option][1]) for option in HELP_ORDER]
-
-
-def train_request(flags: Mapping[str, Any]) -> TrainRequest:
-    """The request for `glide train`'s flags (field name -> value; None: not given): with
-    --resume the bare TrainRequest, else the family of --kind (none: GLIDE's). An option its
-    family has no field for must not be given, except one that always has a value
-    (--tokenizer-vocab), which means nothing to the other families."""
-    options = {name: option for name, option, _ in command_options()}
-    unknown = sorted(set(flags) - set(options))
-    if unknown:
-        raise RequestError(f"glide train has no option {unknown[0]!r}")
-    kind = _kind(flags.get("kind"))
-    family: type[TrainRequest] = GlideTrainRequest if kind is None else _FAMILY_OF_KIND.get(kind, GlideTrainRequest)
-    if flags.get("resume"):
-        family = TrainRequest
-    fields = {item.name for item in dataclasses.fields(family)}
-    request = family(**{name: value for name, value in {**flags, "kind": kind}.items() if name in fields})
-    refused = [name for name, value in flags.items() if name not in fields and value is not None and options[name].optional]
-    if refused:  # a fresh run's family lacks only unCLIP's --clip or --decoder among those
-        raise RequestError(RESUME_LEAVES_OUT if family is TrainRequest else ONLY_WITH[refused[0]])
-    return request
-
-
-def _kind(value: Any) -> TrainKind | None:
-    try:
-        return None if value is None else TrainKind(value)
-    except ValueError:
-        raise RequestError(f"{value!r} is not one of {', '.join(map(repr, KIND.choices))}", KIND.flag) from None
-
-
-def start_training(request: TrainRequest, ranks: Ranks, progress: Progress, command_line: str = "") -> Trainer:
-    """The Trainer of `request` on this rank's device, with the process group of a torchrun
-    launch joined: what it trains is settled here (a manifest model must be of a kind it can
-    become: RequestError), the data set, the folder and the network by the Trainer."""
-    import torch
-
-    from ..render.shard import join_group, rank_device
-    from ..train.loop import Trainer
-
-    device = rank_device(request.device, ranks)
-    amp: MixedPrecision = "fp32" if request.dtype == "auto" else request.dtype
-    if request.dtype == "auto" and device.type == "cuda":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    hyper = request.hyper(amp)
-    source, manifest = request.source()
-    join_group(ranks, "nccl" if device.type == "cuda" else "gloo")
-    return Trainer(
-        request.data, request.out, source, hyper, request.plan(), manifest=manifest, resume=request.resume, device=device,
-        offline=request.offline or None, progress=progress, command_line=command_line, hyper_given=set(request.hyper_given()), ranks=ranks,
-    )
-
-
-def finish_training(trainer: Trainer) -> TrainResult | None:
-    """Run `trainer` to its last step and leave the process group: the result on rank 0, None on
-    the others. Stopped by Ctrl-C (after a checkpoint), rank 0 raises TrainingStopped, whose
-    message says how to resume, and the others return None."""
-    from ..render.shard import leave_group
-    from ..train.loop import TrainingStopped
-
-    try:
-        result = trainer.run()
-    except TrainingStopped:
-        leave_group()
-        if trainer.ranks.is_main:
-            raise
-        return None
-    leave_group()
-    return result if trainer.ranks.is_main else None

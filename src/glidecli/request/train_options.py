@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..nets.config import PREDICTIONS
 from ..render.defaults import DEVICES
 from ..train.vocabulary import AMP_NAMES, MAX_SHAPE_SPREAD, PRESET_NAMES, SAVE_DTYPE_NAMES, TrainKind
-from .options import Option, ValueType
+from .values import Option, ValueType
 
 # Help panels of `glide train --help` (None: typer's Options, or Arguments).
 TRAINING = "Training"
@@ -36,7 +36,7 @@ KIND = Option(
     panel=MODEL_AND_DEVICE, choices=tuple(kind.value for kind in TrainKind), optional=True, show_default=False,
 )
 CLIP = Option(
-    ("--clip",), ValueType.STR, "unclip-prior and unclip-decoder: the CLIP (an openclip entry of --weights) whose embeddings they learn.",
+    ("--clip",), ValueType.STR, "unclip-prior and unclip-decoder: the CLIP (an openclip entry of --weights) whose embeddings they learn (with --lora, default: the manifest's clip role).",
     panel=MODEL_AND_DEVICE, optional=True, show_default=False,
 )
 DECODER = Option(
@@ -58,14 +58,14 @@ TOKENIZER_VOCAB = Option(
 
 LORA = "LoRA adapter (instead of the whole model)"
 LORA_RANK = Option(
-    ("--lora",), ValueType.INT, "Train a LoRA adapter of this rank for --model (its weights frozen) instead of fine-tuning the whole model; written in PEFT's format.",
+    ("--lora",), ValueType.INT, "Train a LoRA adapter of this rank for --model (its weights frozen; GLIDE's U-Nets, unCLIP's prior and decoder) instead of fine-tuning the whole model; written in PEFT's format.",
     panel=LORA, minimum=1, optional=True, show_default=False, metavar="RANK",
 )
 LORA_ALPHA = Option(("--lora-alpha",), ValueType.FLOAT, "The adapter's alpha: its update is scaled by alpha / rank.  [default: the rank]", panel=LORA, minimum=0.0, optional=True, show_default=False)
 LORA_DROPOUT = Option(("--lora-dropout",), ValueType.FLOAT, "Dropout on the adapter's input while training.  [default: 0]", panel=LORA, minimum=0.0, maximum=0.9, optional=True, show_default=False)
 LORA_TARGETS = Option(
     ("--lora-targets",), ValueType.STR,
-    "Layers to adapt, by name, comma-separated: attention (the U-Net's and the text transformer's projections), convs (the ResBlocks' convolutions), or layer names such as qkv, proj_out.",
+    "Layers to adapt, by name, comma-separated: attention (the U-Net's and the text transformers' projections, the prior's), convs (the ResBlocks' convolutions), or layer names such as qkv, proj_out.",
     panel=LORA, show_default=True,
 )
 

@@ -15,9 +15,9 @@ from ..render import defaults
 from . import options as o
 from .commands import BlendRequest, UnclipRequest, VaryRequest, chosen
 from .jobs import check_image_count, make_jobs
-from .options import Option, RequestError, required
 from .plan import RenderPlan
 from .stages import StageSpec, best_of_choice, build_stage, diffusion_arch, unet_arch
+from .values import Option, RequestError, required
 
 if TYPE_CHECKING:
     from ..render.jobs import BlendJob, Job, Stage

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .options import RequestError
+from ..files.text_file import TextFileError, read_text_file
+from .values import RequestError
 
 WILDCARDS_ENV = "GLIDE_WILDCARDS"
 MAX_DEPTH = 16  # deeper is a wildcard file that names itself
@@ -99,13 +100,9 @@ class Wildcards:
             raise RequestError(f"__{name}__ reads {name}.txt from a wildcards folder: give --wildcards DIR or set ${WILDCARDS_ENV}")
         path = self.folder / f"{name}.txt"
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RequestError(f"wildcard file not found: {path}") from None
-        except UnicodeDecodeError:
-            raise RequestError(f"wildcard file {path} is not UTF-8 text") from None
-        except OSError as error:
-            raise RequestError(f"cannot read wildcard file {path}: {error.strerror or error}") from None
+            text = read_text_file(path, "wildcard file")
+        except TextFileError as error:
+            raise RequestError(str(error)) from None
         lines = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
         if not lines:
             raise RequestError(f"wildcard file {path} has no lines to pick from")

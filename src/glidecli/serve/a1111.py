@@ -24,7 +24,8 @@ from ..nets.kinds import ModelKind
 from ..render.defaults import UPSAMPLE_FACTOR, glide_model
 from ..request.a1111 import glide_sampler
 from ..request.commands import GenerateRequest, InpaintRequest
-from ..request.options import RequestError, step_count
+from ..request.options import step_count
+from ..request.values import RequestError
 from .a1111_models import GenerationFields, ImagesResponse, Img2ImgRequest, Txt2ImgRequest
 from .dependencies import ServiceDep
 from .jobs import Job, JobState

@@ -15,23 +15,17 @@ import operator
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema, create_model, model_validator
 
 from ..diffusion.vocabulary import SamplerName
 from ..nets.kinds import ModelKind
-from ..request.commands import REQUESTS, RequestType, by_field, option_fields
-from ..request.options import Option, RequestError, ValueType, value_of
+from ..request.building import by_field
+from ..request.commands import REQUESTS, RequestType, option_fields
+from ..request.json_schema import json_default, value_schema
+from ..request.values import Option, RequestError, ValueType, value_of
 from .jobs import Job, JobState
 from .service import ClientError, image_url
 
-# The JSON type of each kind of value (a picture is base64 text or a data: URL in JSON, a file
-# in a multipart body).
-VALUE_TYPES: dict[ValueType, Any] = {
-    ValueType.INT: int, ValueType.FLOAT: float, ValueType.STR: str, ValueType.BOOL: bool,
-    ValueType.BATCH: int | Literal["auto"], ValueType.PICTURE: str, ValueType.PROMPTS: str | list[str], ValueType.PATH: str,
-    ValueType.ADAPTERS: str | list[str],  # NAME[:WEIGHT], several joined by commas, or a list of them
-    ValueType.FLOATS: float | list[float],  # one number or several
-}
 PICTURE_HELP = " (base64 text or a data: URL in JSON; a file in a multipart body)"
 
 
@@ -60,24 +54,18 @@ def checked_options(request_type: RequestType, data: Mapping[str, Any]) -> dict[
 
 
 def _field(option: Option, default: Any) -> tuple[Any, Any]:
-    annotation = VALUE_TYPES[option.value_type]
-    low, high = option.minimum, option.maximum
-    if option.value_type == ValueType.FLOATS:  # the limits hold for each number
-        number = Annotated[float, Field(ge=low, le=high)]
-        annotation, low, high = number | list[number], None, None
-    elif option.value_type not in (ValueType.INT, ValueType.FLOAT):
-        low, high = None, None
-    if option.choices:
-        annotation = Literal[option.choices]
+    """A body's field: any value (the request layer's `value_of` has converted and checked it
+    in `_checked`), published with the option's value schema (request/json_schema.py)."""
+    schema = value_schema(option)
     if option.optional or default is None:
-        annotation = annotation | None
+        schema = {"anyOf": [schema, {"type": "null"}]}
     name = json_name(option)
     extra: dict[str, Any] = {}
     if len(option.keys) > 1:
         extra["x-aliases"] = [key for key in option.keys if key != name]
     help_text = option.help + (PICTURE_HELP if option.value_type == ValueType.PICTURE else "")
-    value = list(default) if isinstance(default, tuple) else default
-    return annotation, Field(value, alias=name, description=help_text, json_schema_extra=extra or None, ge=low, le=high)
+    annotation = Annotated[Any, WithJsonSchema(schema)]
+    return annotation, Field(json_default(default), alias=name, description=help_text, json_schema_extra=extra or None)
 
 
 def json_name(option: Option) -> str:
@@ -87,8 +75,7 @@ def json_name(option: Option) -> str:
 
 def _required(request_type: RequestType) -> list[str]:
     """The options a body must hold (a picture, a prompt); the request layer refuses their absence."""
-    return [json_name(option) for _, option, default in option_fields(request_type)
-            if default in (None, ()) and not option.optional]
+    return [json_name(option) for _, option, _ in option_fields(request_type) if option.must_be_given]
 
 
 def _command_model(command: str, request_type: RequestType) -> type[JobRequestBody]:

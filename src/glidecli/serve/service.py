@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..files.manifest import Manifest, load_manifest
 from ..files.roles import Roles
-from ..request.commands import REQUESTS, Request, field_names, field_roles, file_pattern, from_mapping, option_fields
+from ..request.building import field_names, from_mapping
+from ..request.commands import REQUESTS, Request, field_roles, file_pattern, option_fields
 from ..request.failures import is_known_failure, one_line
-from ..request.options import STEP_OPTIONS, RequestError, ValueType, step_count
+from ..request.options import STEP_OPTIONS, step_count
+from ..request.values import RequestError, ValueType
 from .jobs import Job, JobQueue, QueueFull, default_devices
 from .limits import KEEP_JOBS_MINUTES, MAX_IMAGES, MAX_STEPS
 from .uploads import UploadError, UploadLimits, decode_base64, hide_uploads, new_uploads, save_picture

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..files.text_file import TextFileError, read_text_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 class DatasetError(Exception):
@@ -194,11 +196,9 @@ def _folder_candidates(folder: Path, skipped: Skipped) -> list[tuple[Path, str]]
 
 def _jsonl_candidates(path: Path, skipped: Skipped) -> list[tuple[Path, str]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path} is not UTF-8 text") from None
-    except OSError as error:
-        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from None
+        text = read_text_file(path, "data set")
+    except TextFileError as error:
+        raise DatasetError(str(error)) from None
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -9,7 +9,11 @@ layers while it runs. So the optimizer state, the EMA and the checkpoints hold t
 only, and one copy of the base network is in memory. A checkpoint's state records the base
 model's file and sha256; --resume reads that file again (the same one: its hash is checked).
 The result is an adapter folder in PEFT's format (files/lora_file.py) and a manifest naming
-it and its base model.
+it, its base model and what the kind's recipe says the base runs with (`adapter_entries`: GLIDE's
+tokenizer; unCLIP's CLIP, embedding statistics and other half).
+
+What differs by kind is the kind's recipe's: GLIDE's U-Nets (recipe.py) and unCLIP's prior and
+decoder (unclip_recipes.py, which then take the entry's settings and, for the prior, its stats).
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ from ..files.manifest import toml_value
 from ..nets.checkpoint import read_safetensors
 from ..nets.kinds import ModelKind
 from ..nets.lora import ATTENTION_TARGETS, PEFT_PREFIX, LoraBranch, LoraLayer, lora_scaling, matching_paths
-from .run_manifest import made_entry, write_run_manifest
+from .run_manifest import write_run_manifest
 from .start import TrainingError
 from .state import network_from_weights
 
 # --lora-targets' group names: the attention projections (U-Net and text transformer), and the
 # ResBlocks' two 3x3 convolutions.
 TARGET_GROUPS: dict[str, tuple[str, ...]] = {"attention": ATTENTION_TARGETS, "convs": ("in_layers.2", "out_layers.3")}
-LORA_KINDS = (ModelKind.BASE, ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT)
+LORA_KINDS = (ModelKind.BASE, ModelKind.UPSAMPLE, ModelKind.BASE_INPAINT, ModelKind.UPSAMPLE_INPAINT, ModelKind.UNCLIP_PRIOR, ModelKind.UNCLIP_DECODER)
 
 
 def target_names(text: str) -> tuple[str, ...]:
@@ -106,11 +110,12 @@ class LoraRecipe:
 
     def check(self, trainer: Any) -> None:
         if trainer.source.kind not in LORA_KINDS:
-            raise TrainingError(f"--lora trains adapters for GLIDE's U-Nets ({', '.join(LORA_KINDS)}), not {trainer.source.kind}")
+            raise TrainingError(f"--lora trains adapters of {', '.join(LORA_KINDS)} models, not {trainer.source.kind}")
         self.inner.check(trainer)
 
     def prepare(self, trainer: Any, manifest: Any, entry: Any, state: Any, offline: Any) -> tuple[Any, nn.Module]:
-        """The kind's config and tokenizer; the base network (the entry's, or on --resume the
+        """The kind's config and what it reads (GLIDE's tokenizer; unCLIP's CLIP view of the data,
+        the prior's stats); the base network (the entry's, or on --resume the
         recorded file's), frozen, on the run's device, with LoRA layers at the targets; the
         starting trainee (lora_A seeded by --seed, lora_B zero)."""
         if entry is not None and (entry.kind != trainer.source.kind or trainer.source.arch_changes):
@@ -176,7 +181,7 @@ class LoraRecipe:
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         """The EMA's adapter as a PEFT folder DIR/NAME/ (replacing the loop's flat file of the
-        trainee's tensors), and DIR/weights.toml naming it, its base model and tokenizer."""
+        trainee's tensors), and DIR/weights.toml naming it, its base model and what that runs with."""
         name, kind = trainer.source.name, trainer.source.kind
         dtype = weights_dtype(weights)
         state = {key: tensor.to(dtype) for key, tensor in trainer.ema.peft_state().items()}
@@ -186,13 +191,10 @@ class LoraRecipe:
                                base_sha256=self.settings["base_sha256"], overwrite=True)
         weights.unlink()
         self.adapter_folder = folder
-        base_name, tokenizer = self.settings["base_model"], self.inner.tokenizer_path
-        blocks = [
-            made_entry(base_name, kind, Path(self.settings["base_path"]), _arch(trainer.cfg), trainer.out, (f"tokenizer = {toml_value(base_name + '-tokenizer')}",)),
-            [f'[tokenizers."{base_name}-tokenizer"]', f"path = {toml_value(tokenizer.name)}", f"sha256 = {toml_value(sha256_file(tokenizer))}", ""],
-            [f'[models."{name}"]', 'kind = "lora"', f"path = {toml_value(name)}", f"sha256 = {toml_value(sha256_file(folder / 'adapter_model.safetensors'))}", ""],
-        ]
-        return write_run_manifest(trainer.out / "weights.toml", blocks, comment)
+        blocks, roles = self.inner.adapter_entries(trainer, self.settings["base_model"], Path(self.settings["base_path"]))
+        blocks.append([f'[models."{name}"]', 'kind = "lora"', f"path = {toml_value(name)}",
+                       f"sha256 = {toml_value(sha256_file(folder / 'adapter_model.safetensors'))}", ""])
+        return write_run_manifest(trainer.out / "weights.toml", blocks, comment, roles)
 
 
 def weights_dtype(weights: Path) -> torch.dtype:
@@ -203,10 +205,4 @@ def weights_dtype(weights: Path) -> torch.dtype:
         first = next(iter(file.keys()))  # noqa: SIM118 - safe_open has no iteration
         dtype: torch.dtype = file.get_tensor(first).dtype
         return dtype
-
-
-def _arch(cfg: Any) -> dict[str, Any]:
-    from .state import arch_dict
-
-    return arch_dict(cfg)
 

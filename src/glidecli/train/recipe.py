@@ -17,14 +17,17 @@ from torch import Tensor
 
 from ..diffusion.losses import hybrid_loss, q_sample
 from ..diffusion.schedule import Schedule
+from ..files.file_facts import sha256_file
+from ..files.manifest import toml_value
+from ..files.roles import Role
 from ..nets.config import UNetConfig
 from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet
 from .data import BatchMaker
 from .parallel import Denoiser
-from .run_manifest import write_model_manifest
+from .run_manifest import made_entry, write_model_manifest
 from .start import TrainingError, check_kind_and_dtype, prepare_model, run_image_size
-from .state import enable_gradient_checkpointing, network_from_weights, write_samples
+from .state import arch_dict, enable_gradient_checkpointing, network_from_weights, write_samples
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
@@ -94,6 +97,14 @@ class GlideRecipe:
 
     def samples(self, trainer: Any, path: Path, count: int = 4) -> Path:
         return write_samples(path, trainer.ema, self.tokenizer, trainer.dataset, trainer.cfg, trainer.device, count)
+
+    def adapter_entries(self, trainer: Any, base_name: str, base_path: Path) -> tuple[list[list[str]], dict[Role, str]]:
+        """A LoRA run's manifest but for its adapter (lora_recipe.py): the base model and its tokenizer."""
+        tokenizer, tokenizer_name = self.tokenizer_path, f"{base_name}-tokenizer"
+        arch = arch_dict(trainer.cfg)
+        base = made_entry(base_name, trainer.source.kind, base_path, arch, trainer.out, (f"tokenizer = {toml_value(tokenizer_name)}",))
+        tokens = [f'[tokenizers."{tokenizer_name}"]', f"path = {toml_value(tokenizer.name)}", f"sha256 = {toml_value(sha256_file(tokenizer))}", ""]
+        return [base, tokens], {}
 
     def export(self, trainer: Any, weights: Path, comment: list[str]) -> Path:
         source = trainer.source

@@ -11,6 +11,11 @@ set (embeddings.py), with the loop every kind shares (loop.py).
   dropped (the learned "no image" embedding) for 10% of examples and the caption for
   `--caption-dropout` of them (the paper's 50% by default).
 
+Both train fresh networks of a preset, or (`--lora RANK`, lora_recipe.py) an adapter of a
+manifest prior or decoder with the same losses and draws: then the network's settings are the
+entry's, the prior keeps the entry's embedding statistics, and the entry's network is the
+adapter run's frozen base, which lora_recipe.py loads itself.
+
 Every random choice of example k comes from (seed, k) alone, as for GLIDE, so a resumed run
 and a torchrun of any number of ranks take the steps of an uninterrupted single process.
 """
@@ -26,28 +31,26 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion.losses import hybrid_loss, q_sample
-from ..diffusion.schedule import Schedule
 from ..diffusion.vocabulary import SamplerName
-from ..files.manifest import load_manifest
-from ..nets.checkpoint import build_network
+from ..files.manifest import ModelEntry
+from ..nets.checkpoint import build_network, read_clip_stats
 from ..nets.config import UNetConfig
 from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText, PriorTransformer
 from ..nets.unclip_config import PriorConfig, karlo_decoder_config
 from ..nets.unet import Text2ImUNet
-from .data import DataOrder, pil_to_tensor, random_crop, step_examples
+from .data import pil_to_tensor, random_crop
 from .dataset import default_mode
-from .embeddings import ClipData, clip_data, clip_entry
 from .recipe import LossTerms
 from .run_manifest import made_entry, run_roles, used_entry, write_run_manifest
 from .start import TrainingError
-from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, network_from_weights, save_tensors, write_json
+from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, save_tensors, write_json
+from .unclip_common import USED, UnclipRecipe, checked_config, preset_values, stats_entry
 from .vocabulary import DEFAULT_PRESET, PresetName
 
 # A recipe's methods take the Trainer (loop.py, which imports this module) as `trainer: Any`.
 
 IMAGE_DROPOUT = 0.1  # decoder: share of examples without their image embedding (the paper's)
-USED = "used-models.toml"  # the entries a run reads, kept in its folder for --resume
 
 PRIOR_PRESETS: dict[PresetName, dict[str, Any]] = {
     "micro": dict(xf_width=128, xf_layers=2, xf_heads=4),
@@ -62,66 +65,6 @@ DECODER_PRESETS: dict[PresetName, dict[str, Any]] = {
     "small": dict(image_size=64, model_channels=128, num_res_blocks=2, channel_mult=(1, 2, 3, 4), attention_resolutions=(32, 16, 8),
                   num_head_channels=64, xf_width=256, dropout=0.1),
 }
-
-
-def preset_values(presets: dict[PresetName, dict[str, Any]], preset: PresetName | None, kind: str) -> dict[str, Any]:
-    if (preset or DEFAULT_PRESET) not in presets:
-        raise TrainingError(f"unknown preset {preset!r} for an {kind}; choose one of {', '.join(presets)}")
-    return presets[preset or DEFAULT_PRESET]
-
-
-def checked_config(make, values: dict, changes: dict, kind: str):
-    try:
-        return make(**{**values, **changes})
-    except (TypeError, ValueError) as error:
-        raise TrainingError(f"invalid {kind} settings: {' '.join(str(error).split())}") from None
-
-
-class UnclipRecipe:
-    """What unCLIP's recipes share: the CLIP and its embeddings (prior, decoder), the kept
-    entries, the schedule and the examples' draws (also the SR's, unclip_sr.py)."""
-
-    kind = ""
-
-    def check(self, trainer: Any) -> None:
-        source = trainer.source
-        if source.entry is not None:
-            raise TrainingError(f"--kind {self.kind} trains a fresh network: give --preset micro, tiny or small, not --model of the manifest")
-        if trainer.hyper.amp == "fp16" and trainer.device.type == "cpu":
-            raise TrainingError("fp16 mixed precision needs a GPU; use --dtype fp32 or bf16 on the CPU")
-
-    def _clip(self, trainer: Any, manifest, state, offline) -> tuple[Any, ClipData]:
-        source = trainer.source
-        if state is not None:
-            manifest = load_manifest(trainer.out / USED)
-        if not source.clip:
-            raise TrainingError(f"--kind {self.kind} needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from")
-        if manifest is None:
-            raise TrainingError(f"--kind {self.kind} needs the manifest holding CLIP {source.clip} (--weights)")
-        self.manifest = manifest
-        entry = clip_entry(manifest, source.clip)
-        return entry, clip_data(trainer.dataset, entry, trainer.device, offline)
-
-    def _keep_used(self, trainer: Any, entries: list) -> None:
-        self.used = entries
-        if trainer.ranks.is_main:
-            write_run_manifest(trainer.out / USED, [used_entry(e, trainer.out) for e in entries], ["What this run reads; kept for --resume."])
-
-    def network(self, kind: str, cfg, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
-        return network_from_weights(kind, cfg, weights, device)
-
-    def truncated(self) -> int:
-        return 0  # long captions are refused (embeddings.py)
-
-    def _ready(self, trainer: Any, cfg) -> None:
-        """The diffusion schedule and the data order, once the network's settings are known."""
-        self.schedule = Schedule.create(cfg.noise_schedule, cfg.diffusion_steps)
-        self.order = DataOrder(len(trainer.dataset), trainer.hyper.seed)
-
-    def _draws(self, trainer: Any, step: int) -> tuple[list[int], list[torch.Generator]]:
-        """This rank's examples of `step`: their indices and their own generators."""
-        examples = step_examples(self.order, trainer.hyper.seed, trainer.hyper.batch_size, step, trainer.part)
-        return [index for index, _ in examples], [generator for _, generator in examples]
 
 
 class PriorForward(nn.Module):
@@ -142,9 +85,11 @@ class PriorRecipe(UnclipRecipe):
     def prepare(self, trainer: Any, manifest, entry, state, offline) -> tuple[PriorConfig, nn.Module]:
         clip, self.data = self._clip(trainer, manifest, state, offline)
         width = clip.arch.embed_dim
+        if trainer.source.lora is not None:
+            return self._prepare_adapted(trainer, entry, state, clip, offline)
         self.stats_path = trainer.out / f"{trainer.source.name}-stats.safetensors"
         if state is not None:
-            cfg = PriorConfig(**state["arch"])
+            cfg = self._config_of_state(state)
             if cfg.clip_dim != width:
                 raise TrainingError(f"the run's prior reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
             from safetensors.torch import load_file
@@ -172,6 +117,29 @@ class PriorRecipe(UnclipRecipe):
             self.used = [clip]
         self._ready(trainer, cfg)
         return cfg, model
+
+    def _config_of_state(self, state) -> PriorConfig:
+        return PriorConfig(**state["arch"])
+
+    def _prepare_adapted(self, trainer: Any, entry: ModelEntry | None, state, clip: ModelEntry, offline) -> tuple[PriorConfig, nn.Module]:
+        """A LoRA run of a manifest prior: its settings, and the embedding statistics it was
+        trained with (its `NAME-stats` entry, else the manifest's clip-stats role), which the
+        run keeps among the entries it used (with the decoders of this CLIP)."""
+        from ..files.fetch import fetch_entry
+
+        cfg: PriorConfig = self._adapted(entry, state, clip)
+        if state is not None:
+            stats = next((e for e in self.manifest.models.values() if e.kind == ModelKind.CLIP_STATS), None)
+            self.used = list(self.manifest.models.values())
+        else:
+            stats = stats_entry(self.manifest, trainer.source.entry)
+            self._keep_used(trainer, [clip, stats, *self._readers(ModelKind.UNCLIP_DECODER, cfg.clip_dim)])
+        if stats is None:
+            raise TrainingError(f"{trainer.out / USED} names no clip-stats entry; an exact resume needs the one the run started with")
+        self.mean, self.std = read_clip_stats(fetch_entry(stats, offline=offline, progress=False))
+        self._ready(trainer, cfg)
+        with torch.device("meta"):
+            return cfg, build_network(self.kind, cfg)
 
     def forward_module(self, model: nn.Module) -> nn.Module:
         return PriorForward(model)
@@ -248,6 +216,8 @@ class DecoderRecipe(UnclipRecipe):
     def image_size(self, trainer: Any, state, entry) -> int:
         if state is not None:
             return int(state["arch"]["image_size"])
+        if entry is not None:
+            return int(entry.arch.image_size)
         preset = DECODER_PRESETS.get(trainer.source.preset or DEFAULT_PRESET, {})
         return int(trainer.source.arch_changes.get("image_size", preset.get("image_size", 32)))
 
@@ -256,11 +226,17 @@ class DecoderRecipe(UnclipRecipe):
         width = clip.arch.embed_dim
         # Priors of this CLIP's width in the manifest, with their stats, go into the run's
         # manifest too, so that it holds a whole unCLIP (no super-resolution).
-        models = self.manifest.models
-        priors = [e for e in models.values() if e.kind == ModelKind.UNCLIP_PRIOR and e.arch.clip_dim == width]
-        priors += [models[f"{e.name}-stats"] for e in list(priors) if models.get(f"{e.name}-stats", e).kind == ModelKind.CLIP_STATS]
+        priors = self._readers(ModelKind.UNCLIP_PRIOR, width)
+        if trainer.source.lora is not None:  # an adapter of a manifest decoder: its settings, its network the base's
+            cfg = self._adapted(entry, state, clip)
+            if state is None:
+                self._keep_used(trainer, [clip, *priors])
+            self.used = [clip, *priors]
+            self._ready(trainer, cfg)
+            with torch.device("meta"):
+                return cfg, build_network(self.kind, cfg)
         if state is not None:
-            cfg = UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
+            cfg = self._config_of_state(state)
             if cfg.clip_dim != width:
                 raise TrainingError(f"the run's decoder reads CLIP embeddings of width {cfg.clip_dim}; CLIP {clip.name} makes {width}")
             with torch.device("meta"):
@@ -275,6 +251,9 @@ class DecoderRecipe(UnclipRecipe):
             self._keep_used(trainer, [clip, *priors])
         self._ready(trainer, cfg)
         return cfg, model
+
+    def _config_of_state(self, state) -> UNetConfig:
+        return UNetConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
 
     def forward_module(self, model: Text2ImUNet) -> nn.Module:
         return DecoderForward(model)

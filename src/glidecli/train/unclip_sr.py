@@ -49,7 +49,7 @@ from .recipe import LossTerms
 from .run_manifest import made_entry, used_entry, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, network_from_weights
-from .unclip_recipes import USED, UnclipRecipe, checked_config, preset_values
+from .unclip_common import USED, UnclipRecipe, checked_config, preset_values
 from .vocabulary import PresetName
 
 SR_FACTOR = 4  # Karlo's and DALL-E 2's first upsampler: 64 -> 256
