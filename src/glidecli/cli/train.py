@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
+from ..request.train_options import SHAPES_SPREAD
 from ..request.train_start import command_options, finish_training, start_training, train_request
 from ..request.values import Option, RequestError, ValueType
-from ..train.vocabulary import TrainKind
+from ..train.vocabulary import SHAPE_SPREAD, TrainKind
 from .run import click_errors
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ def shapes_command(
     seed: Annotated[int, typer.Option("--seed", min=0, help="The same seed gives the same data set.")] = 0,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Write captions to one captions.jsonl instead of .txt files.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a folder that already holds pictures.")] = False,
+    spread: Annotated[
+        float, typer.Option(*SHAPES_SPREAD.flags, help=SHAPES_SPREAD.help, min=SHAPES_SPREAD.minimum, max=SHAPES_SPREAD.maximum)
+    ] = SHAPE_SPREAD,
 ) -> None:
     """Write N pictures of a coloured circle, square or triangle on a coloured background,
     each with its caption ("a red circle on a blue background") in a same-name .txt file.
@@ -54,7 +58,7 @@ def shapes_command(
     """
     from ..train.shapes import write_shapes
 
-    count = sum(1 for _ in write_shapes(out, num, size=size, seed=seed, jsonl=jsonl, overwrite=overwrite))
+    count = sum(1 for _ in write_shapes(out, num, size=size, seed=seed, jsonl=jsonl, overwrite=overwrite, spread=spread))
     typer.echo(f"wrote {count} pictures with captions to {out}", err=True)
     typer.echo(str(out / "captions.jsonl") if jsonl else str(out))
 

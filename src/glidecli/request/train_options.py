@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..nets.config import PREDICTIONS
 from ..render.defaults import DEVICES
-from ..train.vocabulary import AMP_NAMES, PRESET_NAMES, SAVE_DTYPE_NAMES, TrainKind
+from ..train.vocabulary import AMP_NAMES, MAX_SHAPE_SPREAD, PRESET_NAMES, SAVE_DTYPE_NAMES, TrainKind
 from .values import Option, ValueType
 
 # Help panels of `glide train --help` (None: typer's Options, or Arguments).
@@ -144,4 +144,14 @@ HELP_ORDER = (
     STEPS, BATCH_SIZE, LR, WEIGHT_DECAY, EMA, WARMUP, GRAD_CLIP, CAPTION_DROPOUT, CROP_MIN, MIN_SNR, NOISY_SHARE, SEED,
     SAVE_EVERY, KEEP, SAMPLE_EVERY, NO_SAMPLES, LOG_EVERY, RESUME, SAVE_DTYPE,
     DEVICE, DTYPE, GRAD_CHECKPOINTING, WEIGHTS, OFFLINE, QUIET,
+)
+
+# --- `glide dataset shapes` ---------------------------------------------------------------------------
+
+SHAPES_SPREAD = Option(
+    ("--spread",), ValueType.FLOAT,
+    "How far from the centre a shape may sit, in each axis, as a share of the side (0: always centred). The default keeps every"
+    " shape near the middle, as the models of models/ were trained; a wider spread gives pictures whose layout the CLIP embedding"
+    " does not fix.",
+    panel=None, minimum=0.0, maximum=MAX_SHAPE_SPREAD,
 )

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .dataset import IMAGE_SUFFIXES, DatasetError, atomic_write, make_folder
+from .vocabulary import MAX_SHAPE_SPREAD, SHAPE_SPREAD
 
 # Well-separated colours (8-bit RGB) for the shapes data set and for tests that read them back.
 SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -29,22 +30,27 @@ SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 
 
-def shape_scene(rng: random.Random, size: int = 64) -> tuple[Image.Image, str]:
+def shape_scene(rng: random.Random, size: int = 64, spread: float = SHAPE_SPREAD) -> tuple[Image.Image, str]:
     """One picture of a random coloured shape on a coloured background, and its caption."""
     colour, background = rng.sample(list(SHAPE_COLOURS), 2)
     shape = rng.choice(SHAPES)
-    return draw_scene(colour, shape, background, size, rng), shape_caption(colour, shape, background)
+    return draw_scene(colour, shape, background, size, rng, spread), shape_caption(colour, shape, background)
 
 
-def draw_scene(colour: str, shape: str, background: str, size: int = 64, rng: random.Random | None = None) -> Image.Image:
+def draw_scene(
+    colour: str, shape: str, background: str, size: int = 64, rng: random.Random | None = None, spread: float = SHAPE_SPREAD
+) -> Image.Image:
     """A `colour` `shape` on a `background`: without `rng` centred, 29% of the side from centre
-    to edge; with it of random size (24-34%) and place (within 8% of the side from the centre)."""
+    to edge; with it of random size (24-34%) and place (its centre within `spread` of the side
+    from the picture's, in each axis)."""
+    if not 0.0 <= spread <= MAX_SHAPE_SPREAD:
+        raise ValueError(f"spread must be within 0..{MAX_SHAPE_SPREAD}, got {spread}")
     factor = 4  # drawn large, then shrunk: smooth edges
     big = size * factor
     image = Image.new("RGB", (big, big), SHAPE_COLOURS[background])
     draw = ImageDraw.Draw(image)
     radius = (rng.uniform(0.24, 0.34) if rng else 0.29) * big  # half the shape's extent
-    jitter = 0.08 * big
+    jitter = spread * big
     cx = big / 2 + (rng.uniform(-jitter, jitter) if rng else 0.0)
     cy = big / 2 + (rng.uniform(-jitter, jitter) if rng else 0.0)
     fill = SHAPE_COLOURS[colour]
@@ -116,9 +122,14 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def write_shapes(out: Path, count: int, *, size: int = 64, seed: int = 0, jsonl: bool = False, overwrite: bool = False) -> Iterator[Path]:
+def write_shapes(
+    out: Path, count: int, *, size: int = 64, seed: int = 0, jsonl: bool = False, overwrite: bool = False, spread: float = SHAPE_SPREAD
+) -> Iterator[Path]:
     """Write `count` shape scenes as NNNNN.png with NNNNN.txt captions (or one captions.jsonl);
-    yields each picture's path. The same seed gives the same files."""
+    yields each picture's path. The same seed gives the same files. `spread`: how far from the
+    centre the shapes may sit (draw_scene)."""
+    if not 0.0 <= spread <= MAX_SHAPE_SPREAD:  # before anything is written
+        raise DatasetError(f"the spread must be within 0..{MAX_SHAPE_SPREAD} of the side, got {spread}")
     make_folder(out)
     if not overwrite:
         clash = next((p for p in sorted(out.iterdir()) if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt", ".jsonl")), None)
@@ -128,7 +139,7 @@ def write_shapes(out: Path, count: int, *, size: int = 64, seed: int = 0, jsonl:
     width = max(5, len(str(count - 1)))
     lines = []
     for index in range(count):
-        image, caption = shape_scene(rng, size)
+        image, caption = shape_scene(rng, size, spread)
         path = out / f"{index:0{width}d}.png"
         atomic_write(path, functools.partial(image.save, format="PNG"))
         if jsonl:

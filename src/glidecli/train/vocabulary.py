@@ -45,3 +45,9 @@ AMP_NAMES: tuple[str, ...] = get_args(AmpName)
 # The dtype of the exported weights (--save-dtype).
 SaveDtypeName = Literal["fp32", "fp16", "bf16"]
 SAVE_DTYPE_NAMES: tuple[SaveDtypeName, ...] = get_args(SaveDtypeName)
+
+# How far from the centre a shapes scene's shape may sit (each axis), as a share of the side
+# (shapes.draw_scene, `glide dataset shapes --spread`): the default keeps every shape near the
+# middle, as models/ was trained; at most half the side, a centre on the edge.
+SHAPE_SPREAD = 0.08
+MAX_SHAPE_SPREAD = 0.5
