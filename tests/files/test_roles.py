@@ -175,6 +175,10 @@ def test_run_roles_name_each_kind_held_once():
     }
     # a decoder run given two priors names neither (their kind falls back as without [defaults])
     assert run_roles([("c", "openclip"), ("p1", "unclip-prior"), ("p2", "unclip-prior")]) == {Role.CLIP: "c"}
+    # unless the manifest the run read gives the role to one of them (models/weights.toml's two decoders)
+    held = [("c", "openclip"), ("d1", "unclip-decoder"), ("d2", "unclip-decoder")]
+    assert run_roles(held, {Role.UNCLIP_DECODER: "d2", Role.UNCLIP_PRIOR: "elsewhere"}) == {Role.CLIP: "c", Role.UNCLIP_DECODER: "d2"}
+    assert run_roles(held, {Role.UNCLIP_DECODER: "not-held"}) == {Role.CLIP: "c"}
 
 
 def test_a_run_manifest_with_defaults_loads_back(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files.file_facts import sha256_file
-from ..files.manifest import HubSource, LocalSource, ModelEntry, toml_value
+from ..files.manifest import HubSource, LocalSource, Manifest, ModelEntry, toml_value
 from ..files.roles import KIND_ROLES, Role, defaults_table
 from ..nets.kinds import ModelKind
 from .dataset import default_mode
@@ -39,13 +39,27 @@ def write_model_manifest(path: Path, name: str, kind: str, cfg: Any, weights: Pa
     return write_run_manifest(path, [model, tokens], comment, run_roles([(name, ModelKind(kind))]))
 
 
-def run_roles(models: Iterable[tuple[str, ModelKind]]) -> dict[Role, str]:
+def run_roles(models: Iterable[tuple[str, ModelKind]], preferred: Mapping[Role, str] | None = None) -> dict[Role, str]:
     """The roles of a run's manifest whose models are (name, kind): each kind it holds once
-    plays its role (a decoder run given several priors names none of them)."""
+    plays its role; a kind held several times plays it by the model `preferred` (the roles of
+    the manifest the run read) names, else none (a decoder run given several priors names none)."""
     by_kind: dict[ModelKind, list[str]] = {}
     for name, kind in models:
         by_kind.setdefault(kind, []).append(name)
-    return {KIND_ROLES[kind]: names[0] for kind, names in by_kind.items() if len(names) == 1}
+    roles = {}
+    for kind, names in by_kind.items():
+        role = KIND_ROLES[kind]
+        chosen = names[0] if len(names) == 1 else (preferred or {}).get(role)
+        if chosen in names:
+            roles[role] = chosen
+    return roles
+
+
+def manifest_roles(manifest: Manifest | None) -> dict[Role, str]:
+    """The models a manifest's roles name (its [defaults], or its one entry of a kind); none without one."""
+    if manifest is None:
+        return {}
+    return {role: choice.model for role, choice in manifest.roles().choices.items() if choice.present}
 
 
 def used_entry(entry: ModelEntry, folder: Path) -> list[str]:

@@ -18,7 +18,7 @@ from ..files.roles import Role
 from ..nets.kinds import ModelKind
 from .data import DataOrder, step_examples
 from .embeddings import ClipData, clip_config, clip_data, clip_entry
-from .run_manifest import made_entry, run_roles, used_entry, write_run_manifest
+from .run_manifest import made_entry, manifest_roles, run_roles, used_entry, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, network_from_weights
 from .vocabulary import DEFAULT_PRESET, PresetName
@@ -46,6 +46,7 @@ class UnclipRecipe:
     entries, the schedule and the examples' draws (also the SR's, unclip_sr.py)."""
 
     kind = ""
+    manifest: Any = None  # the Manifest the run reads (on --resume, the one it kept); set by _clip
 
     def check(self, trainer: Any) -> None:
         source = trainer.source
@@ -70,9 +71,12 @@ class UnclipRecipe:
         return entry, clip_data(trainer.dataset, entry, trainer.device, offline)
 
     def _keep_used(self, trainer: Any, entries: list) -> None:
+        """Keeps the entries the run reads, with the roles the manifest read gave them, so that
+        a resumed run names the same models in its manifest as an uninterrupted one."""
         self.used = entries
         if trainer.ranks.is_main:
-            write_run_manifest(trainer.out / USED, [used_entry(e, trainer.out) for e in entries], ["What this run reads; kept for --resume."])
+            roles = run_roles([(e.name, e.kind) for e in entries], manifest_roles(self.manifest))
+            write_run_manifest(trainer.out / USED, [used_entry(e, trainer.out) for e in entries], ["What this run reads; kept for --resume."], roles)
 
     def network(self, kind: str, cfg, weights: dict[str, Tensor], device: torch.device) -> nn.Module:
         return network_from_weights(kind, cfg, weights, device)
@@ -105,7 +109,7 @@ class UnclipRecipe:
         folder = trainer.out
         blocks = [used_entry(e, folder) for e in self.used]
         blocks.append(made_entry(base_name, self.kind, base_path, arch_dict(trainer.cfg), folder))
-        return blocks, run_roles([(e.name, e.kind) for e in self.used] + [(base_name, ModelKind(self.kind))])
+        return blocks, run_roles([(e.name, e.kind) for e in self.used] + [(base_name, ModelKind(self.kind))], manifest_roles(self.manifest))
 
     def truncated(self) -> int:
         return 0  # long captions are refused (embeddings.py)

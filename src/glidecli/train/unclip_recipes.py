@@ -42,7 +42,7 @@ from ..nets.unet import Text2ImUNet
 from .data import pil_to_tensor, random_crop
 from .dataset import default_mode
 from .recipe import LossTerms
-from .run_manifest import made_entry, run_roles, used_entry, write_run_manifest
+from .run_manifest import made_entry, manifest_roles, run_roles, used_entry, write_run_manifest
 from .start import TrainingError
 from .state import arch_dict, enable_gradient_checkpointing, init_fresh_, network_as, save_tensors, write_json
 from .unclip_common import USED, UnclipRecipe, checked_config, preset_values, stats_entry
@@ -195,7 +195,7 @@ class PriorRecipe(UnclipRecipe):
         blocks.append(made_entry(name, self.kind, weights, arch_dict(trainer.cfg), folder))
         blocks.append(made_entry(f"{name}-stats", ModelKind.CLIP_STATS, self.stats_path, None, folder))
         made = [(name, ModelKind.UNCLIP_PRIOR), (f"{name}-stats", ModelKind.CLIP_STATS)]
-        return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made))
+        return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made, manifest_roles(self.manifest)))
 
 
 class DecoderForward(nn.Module):
@@ -310,4 +310,4 @@ class DecoderRecipe(UnclipRecipe):
         blocks = [used_entry(e, folder) for e in self.used]
         blocks.append(made_entry(trainer.source.name, self.kind, weights, arch_dict(trainer.cfg), folder))
         made = [(trainer.source.name, ModelKind.UNCLIP_DECODER)]
-        return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made))
+        return write_run_manifest(folder / "weights.toml", blocks, comment, run_roles([(e.name, e.kind) for e in self.used] + made, manifest_roles(self.manifest)))
