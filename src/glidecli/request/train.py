@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ..files.manifest import Manifest, load_manifest
 from ..files.roles import Role
@@ -67,9 +67,6 @@ from .train_options import (
     WEIGHTS,
 )
 from .values import RequestError
-
-if TYPE_CHECKING:
-    pass
 
 MISSING_MODEL = "missing --model NAME (the model to fine-tune, or with --preset the new model's name)"
 RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --no-pooled-text, --clip and --decoder"
