@@ -56,6 +56,8 @@ REFUSED = [
     ({"command": "upsample", "prompt": "x", "image": "/etc/passwd"}, 422, "not valid base64"),
     ({"command": "upsample", "prompt": "x", "image": "../../x.png"}, 422, "not valid base64"),
     ({"command": "upsample", "prompt": "x", "model": "shapes-upsample"}, 422, "missing IMAGE"),
+    ({"command": "upsample", "prompt": "x", "image": 5}, 422, "must be base64 text or a data: URL"),
+    ({"command": "upsample", "prompt": "x", "image": ["a"]}, 422, "must be base64 text"),
     ({"command": "upsample", "prompt": "x", "image": b64(b"just some text, not a picture")}, 422, "not a picture Pillow can read"),
     ({"command": "generate", "prompt": "x", "mask": b64(b"x")}, 422, "generate has no option 'mask'"),
     ({"command": "generate", "prompt": "x", "model": "shapes", "seed-walk": 3, "animate": "gif"}, 422, "use the command line"),
