@@ -54,6 +54,7 @@ from glidecli.render.unclip import (
     render_vary,
 )
 from glidecli.train.shapes import SHAPE_COLOURS, draw_scene
+from unclip_shapes import iou
 
 CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
 PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)
@@ -80,10 +81,6 @@ def read_scene(picture: np.ndarray) -> tuple[np.ndarray, str, str]:
     inside, outside = picture[labels == colour].mean(axis=0), picture[labels == background].mean(axis=0)
     mask = np.linalg.norm(picture - inside, axis=2) < np.linalg.norm(picture - outside, axis=2)
     return mask, NAMES[colour], NAMES[background]
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 def offset(mask: np.ndarray) -> float:

@@ -52,6 +52,11 @@ def object_mask(picture: np.ndarray) -> np.ndarray:
     return np.linalg.norm(picture - centre, axis=2) < np.linalg.norm(picture - border, axis=2)
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two masks (0 for two empty ones)."""
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
 def prompt_jobs(seeds: int) -> list[Job]:
     """The 8 scenes' captions, `seeds` seeds each; job index // seeds is the scene."""
     return [Job(shape_caption(*scene), seed, i) for i, (scene, seed) in enumerate((s, k) for s in EVAL_SCENES for k in range(seeds))]

@@ -44,7 +44,7 @@ from glidecli.render.unclip import (
     render_vary,
 )
 from glidecli.train.shapes import draw_scene, scene_colours
-from unclip_shapes import object_mask
+from unclip_shapes import iou, object_mask
 
 CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
 PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)
@@ -57,10 +57,6 @@ EDITS = (
     ("shape", "a red square on a blue background", (None, "square", None)),
     ("background", "a red circle on a yellow background", (None, None, "yellow")),
 )
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 def shape_of(mask: np.ndarray) -> str:
