@@ -315,3 +315,56 @@ def test_without_the_pooled_path_the_text_reaches_the_unet_only_through_attentio
     assert set(loaded.state_dict()) == set(weights)
     for key, value in sequence_only.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_causal_text_transformer_reads_each_position_from_its_prefix():
+    """xf_causal = True: with one layer, the output at position i is what the plain (two-way)
+    layer makes of the first i + 1 positions alone; with two, no word changes what comes before it."""
+    tokens, mask = tokens_and_mask(lengths=(8, 5))
+    one_layer = tiny_network("base", seed=3, xf_causal=True, xf_layers=1)
+    both_ways = tiny_network("base", seed=3, xf_layers=1)
+    with torch.no_grad():
+        text = one_layer.encode_text(tokens, mask).tokens
+        x = both_ways.token_embedding(tokens) + both_ways.positional_embedding
+        x = torch.where(mask[..., None], x, both_ways.padding_embedding)
+        for i in range(tokens.shape[1]):
+            prefix = both_ways.final_ln(both_ways.transformer(x[:, : i + 1]))
+            torch.testing.assert_close(text[:, i], prefix[:, i], rtol=1e-5, atol=1e-5)
+    causal, both_ways = tiny_network("base", seed=3, xf_causal=True), tiny_network("base", seed=3)
+    with torch.no_grad():
+        text = causal.encode_text(tokens, mask).tokens
+        changed = tokens.clone()
+        changed[0, 4] = (tokens[0, 4] + 1) % 63
+        after = causal.encode_text(changed, mask).tokens
+        assert torch.equal(after[0, :4], text[0, :4]) and not torch.allclose(after[0, 4:], text[0, 4:])
+        assert not torch.allclose(both_ways.encode_text(changed, mask).tokens[0, :4], both_ways.encode_text(tokens, mask).tokens[0, :4])
+
+
+def test_without_text_layers_each_position_holds_its_own_word():
+    """xf_layers = 0: the sequence is the final LayerNorm of each position's token and position
+    embeddings (the padding's own embedding where the prompt has ended), nothing mixed."""
+    words = tiny_network("base", seed=4, xf_layers=0)
+    assert not any(key.startswith("transformer.resblocks.") for key in words.state_dict())
+    tokens, mask = tokens_and_mask()
+    with torch.no_grad():
+        text = words.encode_text(tokens, mask).tokens
+        by_hand = torch.where(mask[..., None], words.token_embedding(tokens) + words.positional_embedding, words.padding_embedding)
+        torch.testing.assert_close(text, words.final_ln(by_hand), rtol=0, atol=0)
+
+
+def test_hidden_padding_is_not_read_by_the_unet():
+    """xf_attend_padding = False: encode_text hands the U-Net the prompt's mask, and what the
+    padding positions hold changes nothing; GLIDE's (True) attends to them."""
+    tokens, mask = tokens_and_mask()
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)), torch.tensor([10, 900])
+    noise = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(3))
+    outputs = {}
+    for attend in (True, False):
+        model = tiny_network("base", seed=6, xf_attend_padding=attend)
+        with torch.no_grad():
+            text = model.encode_text(tokens, mask)
+            assert (text.mask is None) == attend and (attend or torch.equal(text.mask, mask))
+            padding_changed = text._replace(tokens=torch.where(mask[..., None], text.tokens, noise))
+            outputs[attend] = model(x, t, text), model(x, t, padding_changed)
+    assert torch.equal(*outputs[False])
+    assert not torch.allclose(*outputs[True])

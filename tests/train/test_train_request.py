@@ -53,7 +53,8 @@ def test_resume_alone_is_the_bare_request():
         ({"kind": "clip", "clip": "c"}, "--clip goes with --kind unclip-prior or unclip-decoder"),
         ({"name": "a b"}, "Invalid value for '--name': 'a b': use letters, digits, '-', '_' and '.'"),
         ({"model": "m/x", "name": None}, "Invalid value for '--name': 'm/x': use letters, digits, '-', '_' and '.'"),
-        ({"resume": True, "clip": "c", "kind": None}, "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --no-pooled-text, --clip and --decoder"),
+        ({"resume": True, "clip": "c", "kind": None}, "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip, --decoder"
+         " and the text options (--no-pooled-text, --text-layers, --causal-text, --hide-text-padding)"),
         ({"kind": "unclip-decoder"}, "--kind unclip-decoder needs --clip NAME: the CLIP (an openclip entry of --weights) it learns from"),
         ({"kind": "unclip-sr"}, "--kind unclip-sr needs --decoder NAME: the unCLIP decoder (an unclip-decoder entry of --weights) it enlarges"),
         ({"kind": "unclip-prior", "clip": "c", "decoder": "d"}, "--decoder goes with --kind unclip-sr"),

@@ -671,6 +671,39 @@ def test_no_pooled_text_trains_without_the_pooled_projection_and_drops_a_fine_tu
     assert_one_error_line(clip, 2, "--no-pooled-text goes with GLIDE's U-Nets")
 
 
+def test_the_text_options_set_how_the_unet_reads_the_prompt(glide, shapes, tmp_path):
+    """--text-layers, --causal-text and --hide-text-padding: a fresh network's manifest records
+    them and its weights hold no text layers; a fine-tuned model takes the two masks and keeps
+    every weight's name; --text-layers with --model, --lora or --resume is one line."""
+    fresh = glide("train", shapes, *TRAIN, "--text-layers", 0, "--hide-text-padding", "--steps", 1, "--out", tmp_path / "words", "--quiet")
+    assert fresh.code == 0, fresh.err
+    arch = load_manifest(tmp_path / "words" / "weights.toml").model("m").arch
+    assert (arch.xf_layers, arch.xf_causal, arch.xf_attend_padding) == (0, False, False)
+    assert not any(key.startswith("transformer.resblocks.") for key in load_file(tmp_path / "words" / "m.safetensors"))
+    plain = glide("train", shapes, *TRAIN, "--steps", 1, "--out", tmp_path / "plain", "--quiet")
+    assert plain.code == 0, plain.err
+    manifest = tmp_path / "plain" / "weights.toml"
+    tuned = glide("train", shapes, "--model", "m", "--weights", manifest, "--name", "m2", "--causal-text", "--hide-text-padding", "--steps", 1,
+                  "--batch-size", 2, "--no-samples", "--device", "cpu", "--out", tmp_path / "causal", "--quiet")
+    assert tuned.code == 0, tuned.err
+    arch = load_manifest(tmp_path / "causal" / "weights.toml").model("m2").arch
+    assert (arch.xf_layers, arch.xf_causal, arch.xf_attend_padding) == (1, True, False)
+    assert set(load_file(tmp_path / "causal" / "m2.safetensors")) == set(load_file(tmp_path / "plain" / "m.safetensors"))
+    for made in ("words", "causal"):
+        model = "m" if made == "words" else "m2"
+        drawn = glide("generate", "a red circle", "--weights", tmp_path / made / "weights.toml", "--model", model, "--steps", 2,
+                      "--size", 16, "--quiet", "--out", tmp_path / f"p-{made}")
+        assert drawn.code == 0, drawn.err
+    layers = glide("train", shapes, "--model", "m", "--weights", manifest, "--text-layers", 0, "--out", tmp_path / "x")
+    assert_one_error_line(layers, 2, "--text-layers sets a fresh network's text transformer")
+    adapter = glide("train", shapes, "--model", "m", "--weights", manifest, "--lora", 2, "--causal-text", "--out", tmp_path / "y")
+    assert_one_error_line(adapter, 2, "leave out --causal-text")
+    again = glide("train", shapes, "--resume", "--hide-text-padding", "--steps", 2, "--out", tmp_path / "words")
+    assert_one_error_line(again, 2, "--resume", "--hide-text-padding")
+    clip = glide("train", shapes, "--preset", "micro", "--model", "c", "--kind", "clip", "--text-layers", 0, "--out", tmp_path / "c")
+    assert_one_error_line(clip, 2, "--text-layers goes with GLIDE's U-Nets")
+
+
 def test_train_resume_through_the_cli_is_exact(glide, shapes, tmp_path):
     assert glide("train", shapes, *TRAIN, "--steps", 4, "--out", tmp_path / "whole", "--quiet").code == 0
     first = glide("train", shapes, *TRAIN, "--steps", 2, "--out", tmp_path / "split", "--quiet")

@@ -64,6 +64,14 @@ class UNetConfig:
     # (the pooled embedding). False: no such projection; the prompt reaches the U-Net only
     # through the token sequence its attention blocks read, as in Stable Diffusion.
     xf_pooled: bool = True
+    # GLIDE's text transformer attends both ways, so after its layers every position (the
+    # padding included) carries the whole prompt. True: each position attends only to itself
+    # and those before it, as in CLIP's text encoder, so a word's own position holds it alone.
+    xf_causal: bool = False
+    # GLIDE's U-Net attends to all text_ctx positions, padding included. False: the padding
+    # positions are hidden from its attention (as unCLIP's decoder hides CLIP's), so it reads
+    # the prompt from the words' positions alone.
+    xf_attend_padding: bool = True
     n_vocab: int = 50257
     # Conditioning variants.
     super_res: bool = False

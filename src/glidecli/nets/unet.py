@@ -283,7 +283,10 @@ class Text2ImUNet(nn.Module):
         if self.padding_embedding is not None:
             # Padded positions get a learned embedding instead of the pad token's.
             x = torch.where(mask[..., None], x, self.padding_embedding)
-        x = self.transformer(x.to(self.dtype))
+        causal = None
+        if cfg.xf_causal:
+            causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()[None, None]
+        x = self.transformer(x.to(self.dtype), causal)
         if self.final_ln is not None:
             x = self.final_ln(x)
         # The last position (a padding slot for any prompt shorter than the context) is pooled;
@@ -292,7 +295,7 @@ class Text2ImUNet(nn.Module):
             pooled = x.new_zeros(x.shape[0], cfg.time_embed_dim)
         else:
             pooled = self.transformer_proj(x[:, -1])
-        return TextEmbedding(pooled=pooled, tokens=x)
+        return TextEmbedding(pooled=pooled, tokens=x, mask=None if cfg.xf_attend_padding else mask.bool())
 
     def encode_clip(
         self,

@@ -93,7 +93,8 @@ def unet_probe(
             mask = torch.ones(batch, cfg.text_ctx, dtype=torch.bool, device=device)
             text = model.encode_clip(zeros(cfg.clip_dim), zeros(cfg.text_ctx, cfg.clip_dim), mask, zeros(cfg.clip_dim))
         elif cfg.xf_width:
-            text = TextEmbedding(zeros(cfg.time_embed_dim, dtype=model.dtype), zeros(cfg.text_ctx, cfg.xf_width, dtype=model.dtype))
+            words = None if cfg.xf_attend_padding else torch.ones(batch, cfg.text_ctx, dtype=torch.bool, device=device)
+            text = TextEmbedding(zeros(cfg.time_embed_dim, dtype=model.dtype), zeros(cfg.text_ctx, cfg.xf_width, dtype=model.dtype), words)
         images = {}
         if cfg.super_res:
             images["low_res"] = zeros(3, height // low_res_factor, width // low_res_factor)

@@ -27,6 +27,7 @@ from .commands import uses
 from .train_options import (
     BATCH_SIZE,
     CAPTION_DROPOUT,
+    CAUSAL_TEXT,
     CLIP,
     CROP_MIN,
     DATA,
@@ -36,6 +37,7 @@ from .train_options import (
     EMA,
     GRAD_CHECKPOINTING,
     GRAD_CLIP,
+    HIDE_TEXT_PADDING,
     KEEP,
     KIND,
     LOG_EVERY,
@@ -61,6 +63,7 @@ from .train_options import (
     SAVE_EVERY,
     SEED,
     STEPS,
+    TEXT_LAYERS,
     TOKENIZER_VOCAB,
     WARMUP,
     WEIGHT_DECAY,
@@ -69,12 +72,17 @@ from .train_options import (
 from .values import RequestError
 
 MISSING_MODEL = "missing --model NAME (the model to fine-tune, or with --preset the new model's name)"
-RESUME_LEAVES_OUT = "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --no-pooled-text, --clip and --decoder"
+RESUME_LEAVES_OUT = (
+    "--resume continues the run in --out; leave out --model, --preset, --name, --kind, --prediction, --clip, --decoder"
+    " and the text options (--no-pooled-text, --text-layers, --causal-text, --hide-text-padding)"
+)
+GLIDE_ONLY = "goes with GLIDE's U-Nets (--kind base, upsample and their inpainting kinds)"
 # What an option that only some families take says to the others.
 ONLY_WITH: dict[str, str] = {
     "clip": "--clip goes with --kind unclip-prior or unclip-decoder",
     "decoder": "--decoder goes with --kind unclip-sr",
-    "no_pooled_text": "--no-pooled-text goes with GLIDE's U-Nets (--kind base, upsample and their inpainting kinds)",
+    **{name: f"{option.flag} {GLIDE_ONLY}" for name, option in
+       (("no_pooled_text", NO_POOLED_TEXT), ("text_layers", TEXT_LAYERS), ("causal_text", CAUSAL_TEXT), ("hide_text_padding", HIDE_TEXT_PADDING))},
 }
 
 
@@ -266,16 +274,34 @@ class GlideTrainRequest(LoraTrainRequest):
 
     kind: GlideKind | None = uses(KIND, None)
     tokenizer_vocab: int = uses(TOKENIZER_VOCAB, 512)
+    # How the text reaches the U-Net (UNetConfig's xf_pooled, xf_layers, xf_causal, xf_attend_padding).
     no_pooled_text: bool = uses(NO_POOLED_TEXT, False)
+    text_layers: int | None = uses(TEXT_LAYERS, None)
+    causal_text: bool = uses(CAUSAL_TEXT, False)
+    hide_text_padding: bool = uses(HIDE_TEXT_PADDING, False)
 
     def check_source(self) -> None:
         super().check_source()
-        if self.lora is not None and self.no_pooled_text:
-            raise RequestError("--lora adapts a model as it is: leave out --no-pooled-text", LORA_RANK.flag)
+        text_options = {NO_POOLED_TEXT: self.no_pooled_text, TEXT_LAYERS: self.text_layers is not None,
+                        CAUSAL_TEXT: self.causal_text, HIDE_TEXT_PADDING: self.hide_text_padding}
+        given = [option for option, on in text_options.items() if on]
+        if self.lora is not None and given:
+            raise RequestError(f"--lora adapts a model as it is: leave out {given[0].flag}", LORA_RANK.flag)
+        if self.text_layers is not None and self.preset is None:
+            raise RequestError("--text-layers sets a fresh network's text transformer: give --preset (a model's layers are its own)", TEXT_LAYERS.flag)
 
     def arch_changes(self) -> dict[str, Any]:
-        """--prediction's change, and without the pooled path UNetConfig.xf_pooled off."""
-        return {**super().arch_changes(), **({"xf_pooled": False} if self.no_pooled_text else {})}
+        """--prediction's change, and the text options' UNetConfig settings."""
+        changes = super().arch_changes()
+        if self.no_pooled_text:
+            changes["xf_pooled"] = False
+        if self.text_layers is not None:
+            changes["xf_layers"] = self.text_layers
+        if self.causal_text:
+            changes["xf_causal"] = True
+        if self.hide_text_padding:
+            changes["xf_attend_padding"] = False
+        return changes
 
     def fresh_network(self) -> dict[str, Any]:
         return {"tokenizer_vocab": self.tokenizer_vocab}

@@ -57,6 +57,24 @@ NO_POOLED_TEXT = Option(
     " --model, the model's projection is dropped and it learns without it.",
     panel=MODEL_AND_DEVICE,
 )
+TEXT_LAYERS = Option(
+    ("--text-layers",), ValueType.INT,
+    "GLIDE's U-Nets, a fresh network (--preset): layers of its text transformer. 0: none, so each position of the sequence the"
+    " U-Net reads holds its own word alone (what emphasis, `(word:1.5)`, weighs; docs/prompts.md). [default: the preset's]",
+    panel=MODEL_AND_DEVICE, minimum=0, optional=True, show_default=False,
+)
+CAUSAL_TEXT = Option(
+    ("--causal-text",), ValueType.BOOL,
+    "GLIDE's U-Nets: each position of the text transformer attends only to itself and those before it, as CLIP's text encoder"
+    " does (GLIDE's attends both ways). With --model, the model learns with the mask.",
+    panel=MODEL_AND_DEVICE,
+)
+HIDE_TEXT_PADDING = Option(
+    ("--hide-text-padding",), ValueType.BOOL,
+    "GLIDE's U-Nets: the U-Net's attention reads the prompt's positions only, not the padding after it (GLIDE's reads all of"
+    " them). With --model, the model learns with them hidden.",
+    panel=MODEL_AND_DEVICE,
+)
 TOKENIZER_VOCAB = Option(
     ("--tokenizer-vocab",), ValueType.INT, "Vocabulary of the tokenizer a fresh network gets, built from the captions.", panel=MODEL_AND_DEVICE, minimum=260,
 )
@@ -140,7 +158,7 @@ OFFLINE = Option(("--offline",), ValueType.BOOL, "Never download; use cached or 
 
 # The order of `glide train --help`: its panels, and the options in each.
 HELP_ORDER = (
-    DATA, OUT, MODEL, PRESET, KIND, CLIP, DECODER, NAME, PREDICTION, NO_POOLED_TEXT, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
+    DATA, OUT, MODEL, PRESET, KIND, CLIP, DECODER, NAME, PREDICTION, NO_POOLED_TEXT, TEXT_LAYERS, CAUSAL_TEXT, HIDE_TEXT_PADDING, TOKENIZER_VOCAB, LORA_RANK, LORA_ALPHA, LORA_DROPOUT, LORA_TARGETS,
     STEPS, BATCH_SIZE, LR, WEIGHT_DECAY, EMA, WARMUP, GRAD_CLIP, CAPTION_DROPOUT, CROP_MIN, MIN_SNR, NOISY_SHARE, SEED,
     SAVE_EVERY, KEEP, SAMPLE_EVERY, NO_SAMPLES, LOG_EVERY, RESUME, SAVE_DTYPE,
     DEVICE, DTYPE, GRAD_CHECKPOINTING, WEIGHTS, OFFLINE, QUIET,

@@ -103,9 +103,9 @@ def _resumed_hyper(given: Hyper, stored: Hyper, names: set[str] | None) -> Hyper
     return stored
 
 
-# What a fine-tuned model's architecture may change: what it predicts, and (xf_pooled off)
-# dropping the pooled text projection; every other weight keeps its shape.
-FINE_TUNE_CHANGES = frozenset({"prediction", "xf_pooled"})
+# What a fine-tuned model's architecture may change: what it predicts, (xf_pooled off) dropping
+# the pooled text projection, and the masks of its text's attention; every other weight keeps its shape.
+FINE_TUNE_CHANGES = frozenset({"prediction", "xf_pooled", "xf_causal", "xf_attend_padding"})
 POOLED_PROJECTION = "transformer_proj."  # the pooled text path's layer in a U-Net's weights
 
 
@@ -118,7 +118,9 @@ def fine_tuned_entry(source: ModelSource, manifest: Manifest | None) -> ModelEnt
         raise TrainingError("fine-tuning a manifest model needs the manifest")
     entry = manifest.model(source.entry)
     if set(source.arch_changes) - FINE_TUNE_CHANGES:
-        raise TrainingError("a fine-tuned model keeps its architecture; only its prediction (eps or v) can change, and its pooled text path go")
+        raise TrainingError(
+            "a fine-tuned model keeps its architecture; only its prediction (eps or v) and its text's masks can change, and its pooled text path go"
+        )
     if source.kind not in (entry.kind, f"{entry.kind}-inpaint"):
         raise TrainingError(
             f"model {source.entry!r} is of kind {entry.kind}; it can be fine-tuned as {entry.kind}"
@@ -155,7 +157,7 @@ def prepare_model(
         tokenizer_file = fetch_entry(manifest.tokenizer(entry.tokenizer), offline=offline)
         if ranks.is_main:
             shutil.copyfile(tokenizer_file, tokenizer_path)
-        # arch_changes may only say what the outputs predict, or drop the pooled text path.
+        # arch_changes may only say what the outputs predict, drop the pooled text path or mask the text's attention.
         cfg = dataclasses.replace(entry.arch, inpaint=source.kind.endswith("-inpaint"), **source.arch_changes)
         weights = model.state_dict()
         if not cfg.xf_pooled:
