@@ -1,22 +1,24 @@
 #!/usr/bin/env python
 """Does emphasis move the pictures the way it should? On the shapes models in models/ (CPU),
-a prompt whose colour the model is unsure of leaves it to choose; weighing the word `red`
-up, `(red:1.5)`, should raise the share of pictures whose object is red, and weighing it
-down, `(red:0.5)`, lower it. Measured for GLIDE's shapes base model (emphasis on its text
-transformer's sequence), for `shapes-seq` (the same model fine-tuned without the pooled text
-embedding: its text reaches the U-Net only through the sequence, as in Stable Diffusion) and
-for the small unCLIP (emphasis on CLIP's token features, read by the prior and the decoder).
-Colours are read from the pixels (object = centre), as the shapes tests read them; the last
-column is how far the pictures moved from the plain prompt's, seed for seed (mean |difference|
-of the 0-255 pixel values), so "no change in colour" and "no change at all" tell apart.
+weighing the word `red` up, `(red:1.5)`, should raise the share of pictures whose object is
+red, and weighing it down, `(red:0.5)`, lower it. Measured for GLIDE's shapes base model
+(emphasis on its text transformer's sequence), for `shapes-seq` (the same model fine-tuned
+without the pooled text embedding: its text reaches the U-Net only through the sequence, as in
+Stable Diffusion), for `shapes-words` (no pooled embedding and no text layers: each position
+holds its own word alone) and for the small unCLIP (emphasis on CLIP's token features, read by
+the prior and the decoder). Colours are read from the pixels (object = centre), as the shapes
+tests read them; the last column is how far the pictures moved from the plain prompt's, seed
+for seed (mean |difference| of the 0-255 pixel values), so "no change in colour" and "no
+change at all" tell apart.
 
 Two more tables, for the GLIDE models: where they read the colour from (the pooled embedding
 or the token sequence, and which positions of it: the conditional embedding of "a red circle
 on a black background" with parts taken from "a green circle on a black background"'s), and
 emphasis with and without A1111's restoring of the sequence's mean.
 
-    python benchmarks/prompt_emphasis.py              # 32 seeds, 10 steps, one thread: about 12 minutes on a shared CPU
-    python benchmarks/prompt_emphasis.py --networks shapes,shapes-seq --seeds 16
+    python benchmarks/prompt_emphasis.py              # 32 seeds, 10 steps, one thread: about 20 minutes on a shared CPU
+    python benchmarks/prompt_emphasis.py --networks shapes-words --seeds 16
+    python benchmarks/prompt_emphasis.py --weights run/weights.toml --networks my-model --no-diagnosis
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,9 +41,14 @@ from glidecli.render.prompt_syntax import read_prompt
 from glidecli.render.unclip import DEFAULT_PRIOR, ClipModels, render_unclip
 from glidecli.train.shapes import scene_colours
 
-TEMPLATES = ("a {red} green circle on a black background", "a green {red} circle on a black background", "a {red}")
-WEIGHTS = [("(red:0)", "weighed x0"), ("(red:0.5)", "de-emphasised x0.5"), ("red", "plain"), ("(red:1.5)", "emphasised x1.5"), ("(red:3)", "emphasised x3")]
-GLIDE_MODELS = ("shapes", "shapes-seq")
+TEMPLATES = (
+    "a {red} circle on a black background", "a {red} green circle on a black background", "a green {red} circle on a black background", "a {red}",
+)
+WEIGHTS = [
+    ("(red:0)", "weighed x0"), ("(red:0.5)", "de-emphasised x0.5"), ("(red:0.8)", "de-emphasised x0.8"), ("red", "plain"),
+    ("(red:1.5)", "emphasised x1.5"), ("(red:2)", "emphasised x2"), ("(red:3)", "emphasised x3"),
+]
+UNCLIP = "unclip"
 RED, GREEN = "a red circle on a black background", "a green circle on a black background"
 
 
@@ -122,13 +130,13 @@ SWAPS: list[tuple[str, Callable[[TextEmbedding, TextEmbedding], TextEmbedding]]]
 ]
 
 
-def where_colour_is_read(session: Session, draw: Callable[[str, str], list[np.ndarray]], seeds: int) -> None:
-    harness.print_header(["conditional embedding of `a red circle on a black background`", *(f"{m}: red / green objects" for m in GLIDE_MODELS)])
+def where_colour_is_read(session: Session, models: list[str], draw: Callable[[str, str], list[np.ndarray]], seeds: int) -> None:
+    harness.print_header(["conditional embedding of `a red circle on a black background`", *(f"{m}: red / green objects" for m in models)])
     for what, change in SWAPS:
         cells = []
-        for model in GLIDE_MODELS:
+        for model in models:
             harness.log(f"{model}: {what}")
-            if model == "shapes-seq" and "pooled" in what:
+            if not session.unet(model, "base").config.xf_pooled and "pooled" in what:
                 cells.append("(no pooled path)")
                 continue
             with text_replaced(session, model, change):
@@ -142,12 +150,12 @@ def scale_only(sequence: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return sequence * weights.to(sequence.device, sequence.dtype)[..., None]
 
 
-def restore_table(session: Session, draw: Callable[[str, str], list[np.ndarray]], seeds: int) -> None:
+def restore_table(session: Session, models: list[str], draw: Callable[[str, str], list[np.ndarray]], seeds: int) -> None:
     """Red objects with emphasis as glide applies it (A1111's, mean restored) and with the
     weights alone, and the factor the restoring multiplies the whole sequence by."""
     template = "a {red}"
     harness.print_header(["model", "red written as", "A1111's (mean restored)", "weights alone", "factor of the restoring"])
-    for model in GLIDE_MODELS:
+    for model in models:
         network = session.unet(model, "base")
         tokenizer = session.tokenizer(network.config.text_ctx, model)
         for written, _ in WEIGHTS:
@@ -169,12 +177,16 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=32, help="seeds per prompt")
     ap.add_argument("--steps", default="10", help="sampling steps (dpmpp_2m) of the base model or decoder, and of the prior")
     ap.add_argument("--scale", type=float, default=3.0, help="guidance of the base model or decoder")
-    ap.add_argument("--networks", default="shapes,shapes-seq,unclip", help="which of shapes, shapes-seq, unclip")
+    ap.add_argument("--networks", default="shapes,shapes-seq,shapes-words,unclip",
+                    help="GLIDE base models of --weights, and `unclip` (shapes-prior and shapes-decoder)")
+    ap.add_argument("--weights", type=Path, default=harness.MODELS, help="the manifest (default: models/weights.toml)")
     ap.add_argument("--no-diagnosis", action="store_true", help="only the weights table (not where colour is read, nor the restoring)")
     harness.add_threads_option(ap, default=1, help_text="torch.set_num_threads (default 1: more threads on shared cores only wait for each other)")
     args = ap.parse_args()
     harness.set_threads(args.threads)
-    session = harness.offline_session()
+    session = harness.offline_session(args.weights)
+    networks = args.networks.split(",")
+    glide_models = [network for network in networks if network != UNCLIP]
     sampler = SamplerChoice("dpmpp_2m", args.steps)
     seeds = range(args.seeds)
 
@@ -183,15 +195,15 @@ def main() -> int:
 
     settings = f"of {args.seeds} (seeds 0..{args.seeds - 1}), dpmpp_2m {args.steps} steps, scale {args.scale:g}"
     with torch.no_grad():
-        for network in args.networks.split(","):
+        for network in networks:
             print(f"\n{network}: pictures whose object is red, {settings}\n")
-            draw: Draw = (lambda p: unclip_pictures(session, p, seeds, sampler, args.scale)) if network == "unclip" else (lambda p, m=network: glide_draw(m, p))
+            draw: Draw = (lambda p: unclip_pictures(session, p, seeds, sampler, args.scale)) if network == UNCLIP else (lambda p, m=network: glide_draw(m, p))
             weight_table(network, draw, args.seeds)
-        if not args.no_diagnosis:
+        if glide_models and not args.no_diagnosis:
             print(f"\nWhere the GLIDE models read the colour: objects drawn, {settings}\n")
-            where_colour_is_read(session, glide_draw, args.seeds)
+            where_colour_is_read(session, glide_models, glide_draw, args.seeds)
             print(f"\nEmphasis with and without restoring the mean, `a red`: red objects, {settings}\n")
-            restore_table(session, glide_draw, args.seeds)
+            restore_table(session, glide_models, glide_draw, args.seeds)
     return 0
 
 

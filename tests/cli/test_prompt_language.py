@@ -135,6 +135,17 @@ def test_ignored_syntax_is_one_warning_line(glide):
     assert len(warnings) == 1 and "BREAK" in warnings[0] and "<hypernet:x:1>" in warnings[0]
 
 
+def test_a1111_prompt_editing_is_read_as_text_with_one_warning_line(glide):
+    """[from:to:when] and [a|b] change A1111's prompt between steps; glide draws one text, so it
+    reads them as brackets and text and says so once, naming them; --literal-prompt is silent."""
+    made = glide("generate", "a [red:green:0.5] circle on a [black|white] background", "--seed", "3", *SHAPES, "--out", "e")
+    assert made.code == 0, made.err
+    warnings = [line for line in made.err.splitlines() if "as brackets and text" in line]
+    assert len(warnings) == 1 and "[red:green:0.5], [black|white]" in warnings[0] and "docs/prompts.md" in warnings[0]
+    literal = glide("generate", "a [red:green:0.5] circle", "--literal-prompt", "--seed", "3", *SHAPES, "--out", "l")
+    assert literal.code == 0 and "as brackets and text" not in literal.err
+
+
 def test_bad_prompts_are_one_line_errors(glide, folder):
     assert_one_error_line(glide("generate", "a __animal__", "--wildcards", folder, *SHAPES), 2, "wildcard file not found", "animal.txt")
     assert_one_error_line(glide("generate", "a __animal__", *SHAPES), 2, "__animal__", "--wildcards DIR")

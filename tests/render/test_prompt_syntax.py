@@ -89,3 +89,21 @@ def test_spoken_text_drops_the_syntax_unless_literal():
 def test_the_parser_needs_no_torch():
     code = "import sys, glidecli.render.prompt_syntax, glidecli.request.wildcards; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "prompt, edits",
+    [
+        ("a [cat:dog:0.5] on a mat", ("[cat:dog:0.5]",)),  # from:to:when, a fraction of the steps
+        ("[cat:10] hat", ("[cat:10]",)),  # to:when, a step
+        ("a [cat::0.3]", ("[cat::0.3]",)),  # from::when
+        ("a [ cat : dog : 4 ] and [x|y|z]", ("[ cat : dog : 4 ]", "[x|y|z]")),
+        ("a [cat|]", ("[cat|]",)),
+        ("a [red] hat", ()),  # de-emphasis
+        ("a (red:1.2) hat", ()),  # emphasis
+        ("a \\[x:1\\] y", ()),  # escaped brackets are text
+        ("a [cat:dog]", ()),  # no step: de-emphasised text, in A1111 too
+    ],
+)
+def test_a1111_prompt_editing_is_found(prompt, edits):
+    assert read_prompt(prompt).prompt_edits == edits

@@ -42,7 +42,7 @@ from ..nets.tokenizer import GlideTokenizer, TokenBatch
 from ..nets.unet import Text2ImUNet, TextEmbedding
 from .composition import is_composed, parse_prompt
 from .emphasis import emphasize, glide_batch
-from .prompt_syntax import Segment, WeightedPrompt, read_prompt, removed_warning
+from .prompt_syntax import Segment, WeightedPrompt, prompt_warning, read_prompt
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def encode_prompts(
             negative_rows = [_read(text, on) for text, on in zip(negatives, reading)]
             uncond = _encode(model, *glide_batch(tokenizer, negative_rows), device)
     read = zip([*texts, *negatives], [*rows, *negative_rows])
-    ignored = tuple(dict.fromkeys(removed_warning(written, row.removed) for written, row in read if row.removed))
+    ignored = tuple(dict.fromkeys(line for written, row in read if (line := prompt_warning(written, row))))
     return Conditioning(text, uncond, truncated, composition, tuple(texts), ignored)
 
 

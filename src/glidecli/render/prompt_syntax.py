@@ -26,6 +26,12 @@ _EXPLICIT_WEIGHT = re.compile(r":([+-]?[.\d]+)\)")  # ':1.3)' closing a round br
 _STOPS = frozenset("\\()[]:")  # characters that end a run of plain text
 _ESCAPABLE = frozenset("()[]\\")
 _TAG = re.compile(r"<([^<>:\s]+)(?::([^<>]*))?>")  # <kind:args>, extra networks (LoRA, hypernetworks...)
+# A1111's prompt editing, which it reads before emphasis: `[from:to:when]`, `[to:when]` and
+# `[from::when]` change the text at a step, `[a|b]` alternates it every step. glide draws with
+# one text for all steps, so it reads these as brackets and text, and says so.
+_PROMPT_EDITS = re.compile(
+    r"(?<!\\)\[[^\[\]]*(?::\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*|(?<!\\)\|[^\[\]]*)(?<!\\)\]"
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class WeightedPrompt:
 
     segments: tuple[Segment, ...]
     removed: tuple[str, ...] = ()
+    prompt_edits: tuple[str, ...] = ()  # A1111's [from:to:when] and [a|b], read here as brackets and text
 
     @property
     def text(self) -> str:
@@ -165,7 +172,8 @@ def read_prompt(text: str) -> WeightedPrompt:
     runs = _weighted_runs(untagged)
     merged = _merged([(" ", 1.0) if run.is_break else (run.text, run.weight) for run in runs])
     removed = tuple(tag.text for tag in tags) + ((BREAK,) if any(run.is_break for run in runs) else ())
-    return WeightedPrompt(tuple(Segment(part, weight) for part, weight in merged), removed)
+    edits = tuple(match.group(0) for match in _PROMPT_EDITS.finditer(untagged))
+    return WeightedPrompt(tuple(Segment(part, weight) for part, weight in merged), removed, edits)
 
 
 def spoken_text(text: str, literal: bool = False) -> str:
@@ -174,7 +182,15 @@ def spoken_text(text: str, literal: bool = False) -> str:
     return text if literal else read_prompt(text).text
 
 
-def removed_warning(prompt: str, removed: tuple[str, ...]) -> str:
-    """The one line that says what a prompt lost."""
+def prompt_warning(prompt: str, row: WeightedPrompt) -> str | None:
+    """The one line that says what a prompt lost, and what glide reads otherwise than A1111
+    does; None when neither."""
     shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
-    return f"ignored {', '.join(removed)} in {shown!r} (glide reads no extra networks and one token context; docs/prompts.md)"
+    said = []
+    if row.removed:
+        said.append(f"ignored {', '.join(row.removed)} in {shown!r}: glide reads no extra networks and one token context")
+    if row.prompt_edits:
+        where = "" if row.removed else f" in {shown!r}"
+        said.append(f"read {', '.join(row.prompt_edits)}{where} as brackets and text: glide does not change the prompt between"
+                    " steps as A1111's [from:to:when] and [a|b] do")
+    return "; ".join(said) + " (docs/prompts.md)" if said else None

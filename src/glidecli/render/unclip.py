@@ -49,7 +49,7 @@ from .emphasis import clip_batch, emphasize
 from .engine import Renderer, batches
 from .jobs import DEFAULT_OPTIONS, BlendJob, Job, RenderedImage, RenderOptions, Stage, VaryJob
 from .pipeline import Conditioning, SamplerChoice, StageInputs, invert_stage, sample_stage
-from .prompt_syntax import Segment, WeightedPrompt, read_prompt, removed_warning
+from .prompt_syntax import Segment, WeightedPrompt, prompt_warning, read_prompt
 from .ranking import BestOf, StageFn, first_stage_images, load_ranker
 from .session import Reporter, Session
 from .unclip_edits import TextDiff, blended, decoder_picture, diffed, layout_stage, repeated, slerp
@@ -194,7 +194,7 @@ class _UnclipRenderer:
         decoder attend to (render/emphasis.py); the pooled embedding stays the words'."""
         clip = self.clip()
         rows = [read_prompt(prompt) if not job.literal else WeightedPrompt((Segment(prompt),)) for prompt, job in zip(prompts, jobs)]
-        self.renderer.warn_once([removed_warning(prompt, row.removed) for prompt, row in zip(prompts, rows) if row.removed])
+        self.renderer.warn_once([line for prompt, row in zip(prompts, rows) if (line := prompt_warning(prompt, row))])
         batch, weights = clip_batch(self.session.clip_tokenizer(clip.config.text_ctx), rows)
         for prompt, cut in zip(prompts, batch.truncated):
             self.renderer.warn_truncated(prompt, cut, clip.config.text_ctx - 2)
