@@ -97,7 +97,8 @@ def test_the_parser_needs_no_torch():
         ("a [cat:dog:0.5] on a mat", ("[cat:dog:0.5]",)),  # from:to:when, a fraction of the steps
         ("[cat:10] hat", ("[cat:10]",)),  # to:when, a step
         ("a [cat::0.3]", ("[cat::0.3]",)),  # from::when
-        ("a [ cat : dog : 4 ] and [x|y|z]", ("[ cat : dog : 4 ]", "[x|y|z]")),
+        ("a [ cat : dog : 4] and [x|y|z]", ("[ cat : dog : 4]", "[x|y|z]")),
+        ("a [cat:dog:4 ]", ()),  # A1111's grammar takes no space after the step
         ("a [cat|]", ("[cat|]",)),
         ("a [red] hat", ()),  # de-emphasis
         ("a (red:1.2) hat", ()),  # emphasis

@@ -28,9 +28,10 @@ _ESCAPABLE = frozenset("()[]\\")
 _TAG = re.compile(r"<([^<>:\s]+)(?::([^<>]*))?>")  # <kind:args>, extra networks (LoRA, hypernetworks...)
 # A1111's prompt editing, which it reads before emphasis: `[from:to:when]`, `[to:when]` and
 # `[from::when]` change the text at a step, `[a|b]` alternates it every step. glide draws with
-# one text for all steps, so it reads these as brackets and text, and says so.
+# one text for all steps, so it reads these as brackets and text, and says so. (As A1111's
+# grammar: optional spaces before the step, none after it.)
 _PROMPT_EDITS = re.compile(
-    r"(?<!\\)\[[^\[\]]*(?::\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*|(?<!\\)\|[^\[\]]*)(?<!\\)\]"
+    r"(?<!\\)\[[^\[\]]*(?::\s*[+-]?(?:\d+\.?\d*|\.\d+)|(?<!\\)\|[^\[\]]*)(?<!\\)\]"
 )
 
 
