@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from glidecli.files.pngfile import read_png_metadata
+from glidecli.request.commands import PromptLanguage
 from glidecli.request.jobs import make_jobs
 from glidecli.request.values import RequestError
 from glidecli.request.wildcards import WILDCARDS_ENV, Wildcards
@@ -76,7 +77,7 @@ def test_jobs_carry_the_resolved_prompt_and_the_template(folder, monkeypatch):
     assert [job.template for job in jobs] == ["a __colour__ hat"] * 3 + [None] * 3
     assert all(job.prompt.split()[1] in ("red", "green", "blue") for job in jobs[:3])
     assert [job.prompt for job in jobs] == [job.prompt for job in make_jobs(["a __colour__ hat", "plain"], 3, 10, None)]
-    literal = make_jobs(["a __colour__ (hat:2)"], 1, 10, None, literal=True)
+    literal = make_jobs(["a __colour__ (hat:2)"], 1, 10, None, language=PromptLanguage(literal_prompt=True))
     assert literal[0].prompt == "a __colour__ (hat:2)" and literal[0].literal and literal[0].template is None
     with pytest.raises(RequestError, match="is not a number"):
         make_jobs(["a (hat:1.2.3)"], 1, 10, None)

@@ -11,10 +11,10 @@ import torch
 
 from glidecli.files.manifest import load_manifest
 from glidecli.nets.tokenizer import GlideTokenizer
-from glidecli.render.emphasis import clip_batch, emphasize, glide_batch, glide_token_weights
+from glidecli.render.emphasis import clip_batch, emphasize, emphasize_from_empty, glide_batch, glide_token_weights, weigh
 from glidecli.render.engine import Job, RenderOptions, Session, Stage, render_generate
 from glidecli.render.pipeline import SamplerChoice, encode_prompts
-from glidecli.render.prompt_syntax import read_prompt
+from glidecli.render.prompt_syntax import Emphasis, read_prompt
 from helpers.paths import MODELS
 
 MANIFEST = MODELS / "weights.toml"
@@ -58,6 +58,40 @@ def test_a_zero_mean_leaves_no_nan():
     assert torch.isfinite(out).all() and (out == 0).all()
 
 
+def test_comfy_moves_each_weighted_position_from_the_empty_prompts_and_leaves_the_rest():
+    """ComfyUI's emphasis, in float64 by hand: empty + w (z - empty) where w != 1; the other
+    positions and rows keep their values exactly (nothing is rescaled)."""
+    generator = torch.Generator().manual_seed(1)
+    sequence, empty = torch.randn(2, 5, 4, generator=generator), torch.randn(1, 5, 4, generator=generator)
+    weights = torch.ones(2, 5)
+    weights[0, 1], weights[0, 3] = 0.0, 2.5
+    out = emphasize_from_empty(sequence, weights, empty)
+    expected = empty.double() + weights.double()[..., None] * (sequence.double() - empty.double())
+    np.testing.assert_allclose(out[0].double().numpy(), expected[0].numpy(), rtol=1e-6, atol=1e-6)
+    assert torch.equal(out[0, 1], empty[0, 1])  # weight 0: the empty prompt's feature there
+    for position in (0, 2, 4):
+        assert torch.equal(out[0, position], sequence[0, position])
+    assert torch.equal(out[1], sequence[1])
+
+
+def test_each_row_is_weighed_its_own_way_and_the_empty_prompt_is_asked_for_only_when_needed():
+    generator = torch.Generator().manual_seed(2)
+    sequence, empty = torch.randn(3, 4, 2, generator=generator) + 0.3, torch.randn(1, 4, 2, generator=generator)
+    weights = torch.ones(3, 4)
+    weights[:, 1] = 1.7
+    asked: list[int] = []
+
+    def blank() -> torch.Tensor:
+        asked.append(1)
+        return empty
+
+    mixed = weigh(sequence, weights, [Emphasis.A1111, Emphasis.COMFY, Emphasis.A1111], blank)
+    assert torch.equal(mixed[[0, 2]], emphasize(sequence, weights)[[0, 2]])
+    assert torch.equal(mixed[1], emphasize_from_empty(sequence, weights, empty)[1])
+    assert asked == [1]
+    assert torch.equal(weigh(sequence, weights, [Emphasis.A1111] * 3, blank), emphasize(sequence, weights)) and asked == [1]
+
+
 @needs_models
 def test_glide_weights_follow_the_tokenizers_tokens():
     tokenizer = GlideTokenizer.from_file(MODELS / "shapes.tokenizer.json", text_ctx=16)
@@ -89,6 +123,28 @@ def test_glide_emphasis_weighs_the_sequence_not_the_pooled_embedding():
     assert torch.equal(strong.text.pooled, plain.text.pooled)
     assert not torch.equal(strong.text.tokens, plain.text.tokens)
     assert strong.text.tokens.mean().item() == pytest.approx(plain.text.tokens.mean().item(), rel=1e-5, abs=1e-6)
+
+
+@needs_models
+def test_glide_comfy_emphasis_moves_the_weighted_tokens_from_the_empty_prompts():
+    """--emphasis comfy through encode_prompts: the weighted positions are the empty prompt's
+    sequence moved by the weight, every other position is the plain prompt's; all weights 1
+    give the plain prompt's embedding bit for bit."""
+    session = Session(load_manifest(MANIFEST), device="cpu", dtype="fp32", offline=True)
+    model = session.unet("shapes", "base")
+    tokenizer = session.tokenizer(model.config.text_ctx, "shapes")
+    comfy = [Emphasis.COMFY]
+    plain = encode_prompts(model, tokenizer, ["a red circle"], guided=False, syntax=[True], emphasis=comfy).text
+    ones = encode_prompts(model, tokenizer, ["a (red:1) circle"], guided=False, syntax=[True], emphasis=comfy).text
+    strong = encode_prompts(model, tokenizer, ["a (red:2) circle"], guided=False, syntax=[True], emphasis=comfy).text
+    assert torch.equal(ones.tokens, plain.tokens) and torch.equal(strong.pooled, plain.pooled)
+    blank = tokenizer.batch([""])
+    with torch.no_grad():
+        empty = model.encode_text(blank.tokens, blank.mask).tokens
+    red = 1  # "a", "red", "circle": one token each in the small tokenizer
+    torch.testing.assert_close(strong.tokens[0, red], empty[0, red] + 2 * (plain.tokens[0, red] - empty[0, red]), rtol=1e-6, atol=1e-6)
+    others = [i for i in range(strong.tokens.shape[1]) if i != red]
+    assert torch.equal(strong.tokens[0, others], plain.tokens[0, others])
 
 
 @needs_models
@@ -136,13 +192,15 @@ def test_unclip_pictures_with_weights_one_are_the_plain_prompts_bit_for_bit():
     decoder = Stage("shapes-decoder", SamplerChoice("dpmpp_2m", "4"), scale=3.0)
     clip = ClipModels("shapes-clip", "shapes-prior-stats")
 
-    def picture(prompt: str) -> np.ndarray:
-        jobs = [Job(prompt, seed=2, negative="(green:1)")]
+    def picture(prompt: str, emphasis: Emphasis = Emphasis.A1111) -> np.ndarray:
+        jobs = [Job(prompt, seed=2, negative="(green:1)", emphasis=emphasis)]
         return np.asarray(next(iter(render_unclip(session, jobs, prior, decoder, None, clip=clip))).image)
 
     plain = picture("a red circle on a blue background")
     assert np.array_equal(picture("a (red:1) circle on a [(blue:1.1)] background"), plain)
-    assert not np.array_equal(picture("a (red:1.8) circle on a blue background"), plain)
+    assert np.array_equal(picture("a (red:1) circle on a [(blue:1.1)] background", Emphasis.COMFY), plain)
+    a1111, comfy = picture("a (red:1.8) circle on a blue background"), picture("a (red:1.8) circle on a blue background", Emphasis.COMFY)
+    assert not np.array_equal(a1111, plain) and not np.array_equal(comfy, plain) and not np.array_equal(comfy, a1111)
 
 
 @needs_models

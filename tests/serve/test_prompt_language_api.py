@@ -48,3 +48,22 @@ def test_literal_prompt_is_a_field_and_wildcards_come_from_the_servers_folder(se
     assert json.loads(picture.text["glide"])["prompt"] == "a ((red)) circle"
     refused = server.client.post("/glide/v1/jobs", json={"command": "generate", "prompt": "x", "wildcards": "/etc"})
     assert refused.status_code == 422 and "the server sets it" in refused.json()["detail"] and "\n" not in refused.json()["detail"]
+
+
+def test_the_emphasis_method_is_a_field_that_gives_the_clis_picture(server, tmp_path, capsys, monkeypatch):
+    """`"emphasis": "comfy"` over the native API gives the picture `--emphasis comfy` gives, and
+    records it; a method that is none is a 422 with one line."""
+    monkeypatch.chdir(tmp_path)
+    prompt = "a (red:1.8) circle on a [blue] background"
+    cli = invoker(capsys, monkeypatch)("generate", prompt, "--emphasis", "comfy", "--model", "shapes", "--size", "32", "--steps", "3", "--seed", "4",
+                                       "--weights", MODELS / "weights.toml", "--out", tmp_path / "cli", "--quiet")
+    assert cli.code == 0, cli.err
+    [path] = cli.paths
+    assert read_png_metadata(path)["emphasis"] == "comfy"
+    native = server.run(command="generate", prompt=prompt, emphasis="comfy", model="shapes", size=32, steps=3, seed=4)
+    assert (server.out / native["files"][0]["name"]).read_bytes() == path.read_bytes()
+    a1111 = server.run(command="generate", prompt=prompt, model="shapes", size=32, steps=3, seed=4)
+    assert "emphasis" not in a1111["files"][0]["settings"]
+    assert (server.out / a1111["files"][0]["name"]).read_bytes() != path.read_bytes()
+    refused = server.client.post("/glide/v1/jobs", json={"command": "generate", "prompt": "x", "emphasis": "loud"})
+    assert refused.status_code == 422 and "emphasis" in refused.json()["detail"] and "\n" not in refused.json()["detail"]

@@ -204,7 +204,7 @@ def verify(
 
 # Shown first, in this order; anything else follows alphabetically.
 _INFO_ORDER = (
-    "prompt", "prompt_template", "literal_prompt", "negative_prompt", "command", "seed", "index", "size", "model", "model_hash", "scale", "clip_scale",
+    "prompt", "prompt_template", "literal_prompt", "emphasis", "negative_prompt", "command", "seed", "index", "size", "model", "model_hash", "scale", "clip_scale",
     "sampler", "steps", "eta", "threshold", "upsample_model", "upsample_model_hash", "upsample_sampler",
     "upsample_steps", "upsample_temp", "init_image", "init_fit", "strength", "upsample_strength", "best_of", "rank_model",
     "rank_score", "candidate", "candidate_seed", "candidate_scores",

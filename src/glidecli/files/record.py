@@ -102,6 +102,7 @@ class JobRecord:
     components: list[dict[str, Any]] | None = None
     negative_prompt: str | None = None
     literal: bool = False  # --literal-prompt: the prompt was read without A1111's syntax
+    emphasis: str | None = None  # --emphasis, when not A1111's: how the prompt's weights acted
     seed: int
     index: int
     walk: WalkRecord | None = None
@@ -119,6 +120,8 @@ class JobRecord:
             record["negative_prompt"] = self.negative_prompt
         if self.literal:
             record["literal_prompt"] = True
+        if self.emphasis is not None:
+            record["emphasis"] = self.emphasis
         record.update(seed=self.seed, index=self.index)
         if self.walk is not None:
             record.update(walk_seed=self.walk.seed, walk_angle=self.walk.angle)

@@ -1,24 +1,28 @@
-"""Emphasis in the networks (A1111's method): the text encoder's output sequence, the
-per-token features a U-Net or prior attends to, has each token's feature multiplied by the
-weight of the prompt segment it came from (render/prompt_syntax.py), then the whole
-sequence rescaled so that its mean is the unweighted sequence's again. The pooled
-embedding is computed before, from the unweighted sequence, and is left as it is.
+"""Emphasis in the networks: the text encoder's output sequence, the per-token features a
+U-Net or prior attends to, has each token's feature weighed by the weight of the prompt
+segment it came from (render/prompt_syntax.py), in one of two ways (Emphasis):
 
-A1111 restores the mean of the whole batch at once; here each prompt's own sequence is
-restored, so a picture does not depend on the prompts batched with it (the seed contract).
+- A1111's: each feature multiplied by its weight, then the whole sequence rescaled so that its
+  mean is the unweighted sequence's again. A1111 restores the mean of the whole batch at once;
+  here each prompt's own sequence is restored, so a picture does not depend on the prompts
+  batched with it (the seed contract).
+- ComfyUI's: each feature moved from the empty prompt's feature at its position, empty +
+  weight x (feature - empty): weight 0 is the empty prompt there, and nothing is rescaled.
+
+The pooled embedding is computed before, from the unweighted sequence, and is left as it is.
 A row whose weights are all 1 is returned untouched: a prompt without emphasis gives the
 plain prompt's pictures, bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..nets.tokenizer import ClipTokenBatch, ClipTokenizer, GlideTokenizer, TokenBatch
-from .prompt_syntax import WeightedPrompt
+from .prompt_syntax import Emphasis, WeightedPrompt
 
 
 def emphasize(sequence: Tensor, weights: Tensor) -> Tensor:
@@ -37,6 +41,27 @@ def emphasize(sequence: Tensor, weights: Tensor) -> Tensor:
     ratio = torch.where(new != 0, original / torch.where(new != 0, new, torch.ones_like(new)), torch.ones_like(new))
     restored = (scaled * ratio).to(sequence.dtype)
     return torch.where(changed[:, None, None], restored, sequence)
+
+
+def emphasize_from_empty(sequence: Tensor, weights: Tensor, empty: Tensor) -> Tensor:
+    """ComfyUI's emphasis: `sequence` [B, L, D] with position l of row b moved from `empty`'s
+    position l ([1, L, D], the empty prompt's sequence) by weights[b, l]: empty + w (z - empty).
+    Positions of weight 1 keep their values exactly. Computed in float32, returned in the
+    sequence's dtype."""
+    weights = weights.to(sequence.device)
+    blank = empty.to(sequence.device).float()
+    moved = (blank + weights.float()[..., None] * (sequence.float() - blank)).to(sequence.dtype)
+    return torch.where((weights != 1.0)[..., None], moved, sequence)
+
+
+def weigh(sequence: Tensor, weights: Tensor, methods: Sequence[Emphasis], empty: Callable[[], Tensor]) -> Tensor:
+    """Each row of `sequence` weighed by its row of `weights` in its own row's way; `empty`
+    gives the empty prompt's sequence [1, L, D], asked for only when a row is ComfyUI's."""
+    comfy = torch.tensor([method == Emphasis.COMFY for method in methods], device=sequence.device)
+    weighed = emphasize(sequence, weights) if not bool(comfy.all()) else sequence
+    if bool(comfy.any()):
+        weighed = torch.where(comfy[:, None, None], emphasize_from_empty(sequence, weights, empty()), weighed)
+    return weighed
 
 
 def glide_token_weights(tokenizer: GlideTokenizer, prompt: WeightedPrompt) -> list[float]:

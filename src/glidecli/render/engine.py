@@ -53,7 +53,7 @@ from .jobs import (
     WalkJob,
 )
 from .pipeline import NO_INPUTS, ClipGuidance, SamplerChoice, StageInputs, encode_prompts, job_noise, quantize_to_8bit, sample_stage
-from .prompt_syntax import spoken_text
+from .prompt_syntax import Emphasis, spoken_text
 from .ranking import BestOf, first_stage_images, load_ranker
 from .session import DTYPES, RenderError, Reporter, Session, dtype_name, model_entry, resolve_device, resolve_dtype
 
@@ -112,7 +112,8 @@ class Renderer:
         prompts = [job.prompt if compose else plain_text(parse_prompt(job.prompt)) for job in jobs]
         negatives = [job.negative or "" for job in jobs]
         conditioning = encode_prompts(
-            model, tokenizer, prompts, guided=stage.scale != 1.0, negative=negatives, compose=compose, syntax=[not job.literal for job in jobs]
+            model, tokenizer, prompts, guided=stage.scale != 1.0, negative=negatives, compose=compose, syntax=[not job.literal for job in jobs],
+            emphasis=[job.emphasis for job in jobs],
         )
         for text, cut in zip(conditioning.texts, conditioning.truncated):
             self.warn_truncated(text, cut, tokenizer.text_ctx)
@@ -210,6 +211,7 @@ def job_record(job: Job) -> JobRecord:
         prompt=job.prompt,
         template=job.template,
         literal=job.literal,
+        emphasis=None if job.emphasis == Emphasis.A1111 else str(job.emphasis),
         components=composition_record(components) if is_composed(components) else None,
         negative_prompt=job.negative,
         seed=job.seed,

@@ -14,6 +14,7 @@ from PIL import Image
 from ..files.record import PictureRecord
 from . import defaults
 from .pipeline import SamplerChoice
+from .prompt_syntax import Emphasis
 from .session import Reporter
 
 # --- what to render ---------------------------------------------------------------------
@@ -48,7 +49,8 @@ DEFAULT_INPAINT_UPSAMPLE = Stage.of(defaults.INPAINT_UPSAMPLE)
 @dataclass(frozen=True)
 class Job:
     """One picture: its prompt, its own seed and its output index. The prompt is read in
-    A1111's language (render/prompt_syntax.py) unless `literal`; `template` is the prompt
+    A1111's language (render/prompt_syntax.py) unless `literal`, its emphasis weighed in the
+    `emphasis` way; `template` is the prompt
     with wildcards it was resolved from (request/wildcards.py), None when it had none."""
 
     prompt: str
@@ -57,6 +59,11 @@ class Job:
     negative: str | None = None
     literal: bool = field(default=False, kw_only=True)
     template: str | None = field(default=None, kw_only=True)
+    emphasis: Emphasis = field(default=Emphasis.A1111, kw_only=True)  # how its weights act (render/emphasis.py)
+
+    def prompt_reading(self) -> dict[str, Any]:
+        """How its prompt is read, as keywords for a job made from it (a walk's frame, a variation)."""
+        return {"literal": self.literal, "template": self.template, "emphasis": self.emphasis}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -38,11 +38,11 @@ from ..diffusion.samplers import (
 from ..diffusion.schedule import Schedule
 from ..diffusion.vocabulary import SamplerName
 from ..nets.clip import NoisedClip
-from ..nets.tokenizer import GlideTokenizer, TokenBatch
+from ..nets.tokenizer import GlideTokenizer
 from ..nets.unet import Text2ImUNet, TextEmbedding
 from .composition import is_composed, parse_prompt
-from .emphasis import emphasize, glide_batch
-from .prompt_syntax import Segment, WeightedPrompt, prompt_warning, read_prompt
+from .emphasis import glide_batch, weigh
+from .prompt_syntax import Emphasis, Segment, WeightedPrompt, prompt_warning, read_prompt
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,14 @@ def encode_prompts(
     negative: Sequence[str] | None = None,
     compose: bool = False,
     syntax: Sequence[bool] | None = None,
+    emphasis: Sequence[Emphasis] | None = None,
 ) -> Conditioning:
     """Tokenize and encode a batch once. The unconditional half uses the empty prompt, or the
     negative prompts when given (one per image). When `compose` and a prompt is composed
     with AND (render/composition.py), every component gets a row, and the batch is guided
     whatever the scale. `syntax` (one per image; None: all False) says whose prompts, and
     negative prompt, are read in A1111's language: emphasis weighs their token features
-    (render/emphasis.py)."""
+    (render/emphasis.py), in the way `emphasis` gives for each image (None: A1111's)."""
     device = next(model.parameters()).device
     parsed = [parse_prompt(prompt) for prompt in prompts] if compose else None
     composition = None
@@ -146,21 +147,21 @@ def encode_prompts(
     elif parsed is not None:
         texts = [components[0].text for components in parsed]
     reading = list(syntax) if syntax is not None else [False] * len(prompts)
+    methods = list(emphasis) if emphasis is not None else [Emphasis.A1111] * len(prompts)
     rows = [_read(text, reading[owner]) for text, owner in zip(texts, owners)]
-    batch, emphasis = glide_batch(tokenizer, rows)
     with torch.no_grad():
-        text = _encode(model, batch, emphasis, device)
+        text = _encode(model, tokenizer, rows, [methods[owner] for owner in owners], device)
         uncond = None
-        truncated = list(batch.truncated)
+        truncated = list(text.truncated)
         negatives: list[str] = []
         negative_rows: list[WeightedPrompt] = []
         if guided:
             negatives = list(negative) if negative is not None else [""] * len(prompts)
             negative_rows = [_read(text, on) for text, on in zip(negatives, reading)]
-            uncond = _encode(model, *glide_batch(tokenizer, negative_rows), device)
+            uncond = _encode(model, tokenizer, negative_rows, methods, device).embedding
     read = zip([*texts, *negatives], [*rows, *negative_rows])
     ignored = tuple(dict.fromkeys(line for written, row in read if (line := prompt_warning(written, row))))
-    return Conditioning(text, uncond, truncated, composition, tuple(texts), ignored)
+    return Conditioning(text.embedding, uncond, truncated, composition, tuple(texts), ignored)
 
 
 def _read(text: str, syntax: bool) -> WeightedPrompt:
@@ -168,13 +169,24 @@ def _read(text: str, syntax: bool) -> WeightedPrompt:
     return read_prompt(text) if syntax else WeightedPrompt((Segment(text),))
 
 
-def _encode(model: Text2ImUNet, batch: TokenBatch, emphasis: Tensor | None, device: torch.device) -> TextEmbedding:
-    """The text transformer's embedding of a token batch; with `emphasis` [B, ctx], its
-    token sequence weighted (the pooled embedding is the unweighted sequence's)."""
+class _Encoded(NamedTuple):
+    embedding: TextEmbedding
+    truncated: list[bool]
+
+
+def _encode(model: Text2ImUNet, tokenizer: GlideTokenizer, rows: Sequence[WeightedPrompt], methods: Sequence[Emphasis], device: torch.device) -> _Encoded:
+    """The text transformer's embedding of the rows; where a row has weights, its token
+    sequence weighed in its method's way (the pooled embedding is the unweighted sequence's)."""
+    batch, weights = glide_batch(tokenizer, rows)
     embedding = model.encode_text(batch.tokens.to(device), batch.mask.to(device))
-    if emphasis is None:
-        return embedding
-    return embedding._replace(tokens=emphasize(embedding.tokens, emphasis))
+    if weights is None:
+        return _Encoded(embedding, list(batch.truncated))
+
+    def empty() -> Tensor:
+        blank = tokenizer.batch([""])
+        return model.encode_text(blank.tokens.to(device), blank.mask.to(device)).tokens
+
+    return _Encoded(embedding._replace(tokens=weigh(embedding.tokens, weights, methods, empty)), list(batch.truncated))
 
 
 class SeededJob(Protocol):

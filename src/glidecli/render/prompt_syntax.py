@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
@@ -33,6 +34,13 @@ _TAG = re.compile(r"<([^<>:\s]+)(?::([^<>]*))?>")  # <kind:args>, extra networks
 _PROMPT_EDITS = re.compile(
     r"(?<!\\)\[[^\[\]]*(?::\s*[+-]?(?:\d+\.?\d*|\.\d+)|(?<!\\)\|[^\[\]]*)(?<!\\)\]"
 )
+
+
+class Emphasis(StrEnum):
+    """How a segment's weight acts on its tokens' features (render/emphasis.py, docs/prompts.md)."""
+
+    A1111 = "a1111"  # multiplied by the weight, then the sequence's mean restored (A1111's)
+    COMFY = "comfy"  # moved from the empty prompt's feature at its position: empty + w (z - empty) (ComfyUI's)
 
 
 @dataclass(frozen=True)

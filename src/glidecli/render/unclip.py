@@ -38,6 +38,7 @@ from ..files.images import open_rgb
 from ..files.record import Settings, StageRecord, StageRole
 from ..nets.checkpoint import read_clip_stats
 from ..nets.clip_vit import clip_text, image_embedding, preprocess_image
+from ..nets.clip_vit import encode_prompts as encode_clip_prompts
 from ..nets.kinds import ModelKind
 from ..nets.prior import ClipText, PriorTransformer
 from ..nets.unclip import ImprovedSuperRes
@@ -45,7 +46,7 @@ from ..nets.unet import Text2ImUNet
 from . import defaults
 from .accel import NetworkCall
 from .batching import Probe, prior_probe, sr_probe
-from .emphasis import clip_batch, emphasize
+from .emphasis import clip_batch, weigh
 from .engine import Renderer, batches
 from .jobs import DEFAULT_OPTIONS, BlendJob, Job, RenderedImage, RenderOptions, Stage, VaryJob
 from .pipeline import Conditioning, SamplerChoice, StageInputs, invert_stage, sample_stage
@@ -202,7 +203,13 @@ class _UnclipRenderer:
         device = self.session.device
         with torch.no_grad():
             features = clip_text(clip, batch.tokens.to(device), mask.to(device))
-        return features if weights is None else features._replace(tokens=emphasize(features.tokens, weights))
+            if weights is None:
+                return features
+
+            def empty() -> Tensor:
+                return encode_clip_prompts(clip, self.session.clip_tokenizer(clip.config.text_ctx), [""]).tokens
+
+            return features._replace(tokens=weigh(features.tokens, weights, [job.emphasis for job in jobs], empty))
 
     def picture_embedding(self, path: Path) -> Tensor:
         clip = self.clip()

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from ..files.roles import PACKAGED_NAMES, Role, Roles
 from ..files.vocabulary import DEFAULT_PATTERN, DEFAULT_QUALITY, FitMode
 from ..render import defaults
+from ..render.prompt_syntax import Emphasis
 from . import options as o
 from .values import Option, ValueType
 
@@ -41,10 +42,12 @@ def uses_role(option: Option, role: Role) -> Any:
 
 @dataclass(frozen=True)
 class PromptLanguage:
-    """How the prompts are read: A1111's language (emphasis, wildcards), or plain text."""
+    """How the prompts are read: A1111's language (emphasis, weighed in the `emphasis` way,
+    and wildcards), or plain text."""
 
     literal_prompt: bool = uses(o.LITERAL_PROMPT, False)
     wildcards: Path | None = uses(o.WILDCARDS, None)
+    emphasis: Emphasis = uses(o.EMPHASIS, Emphasis.A1111)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def plan_upsample(request: UpsampleRequest, manifest: Manifest, shard: str | Non
     stage = build_stage(manifest, StageSpec(model, ModelKind.UPSAMPLE, r.sampler, r.steps, temperature=r.temp, steps_option="--upsample-steps"))
     # GLIDE's upsampler was trained on 4x (64 -> 256).
     picture = load_image(required(o.IMAGE, r.image), max(1, unet_arch(manifest, model, ModelKind.UPSAMPLE).image_size // defaults.UPSAMPLE_FACTOR), r.fit)
-    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command=UpsampleRequest.command)
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, None, shard=shard, language=r, composable=False, command=UpsampleRequest.command)
     extra = {"image": str(r.image), "fit": r.fit}
     return RenderPlan(
         command=UpsampleRequest.command, manifest=manifest, jobs=jobs, batch_size=r.batch_size,
@@ -58,7 +58,7 @@ def plan_inpaint(request: InpaintRequest, manifest: Manifest, shard: str | None 
     image = required(o.IMAGE, r.image)
     region = inpaint_region(image, r.mask, r.invert_mask, fit, r.context, r.feather, final.image_size)
     source = InpaintSource(image, r.mask, "crop" if fit in ("auto", "region") else fit, r.invert_mask)
-    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards)
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard, language=r)
 
     def render(session: Session, todo: list[Job], options: RenderOptions) -> Iterator[RenderedImage]:
         if region is not None:
@@ -103,7 +103,7 @@ def plan_outpaint(request: OutpaintRequest, manifest: Manifest, shard: str | Non
     except ValueError as error:
         raise RequestError(str(error).replace("--context ", ""), "--context") from None
     source = OutpaintSource(image, extension, r.context)
-    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards)
+    jobs = make_jobs([required(PROMPT, r.prompt)], r.num, r.seed, r.negative, shard=shard, language=r)
     return RenderPlan(
         command="outpaint", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         render=lambda session, todo, options: render_outpaint(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from ..diffusion.vocabulary import MAX_SEED
+from .commands import PromptLanguage
 from .values import RequestError
 from .wildcards import Wildcards, wildcards_folder
 
@@ -55,15 +55,18 @@ def check_prompt(prompt: str, composable: bool = True, command: str = "", litera
             raise RequestError(f"a weight in {component.text!r} is not a number (write (word:1.2); \\( is a plain bracket)") from None
 
 
+A1111_LANGUAGE = PromptLanguage()  # A1111's language and emphasis, wildcards from $GLIDE_WILDCARDS
+
+
 def make_jobs(
     prompts: Sequence[str], num: int, seed: int | None, negative: str | None, shard: str | None = None, *,
-    composable: bool = True, command: str = "", literal: bool = False, wildcards: Path | None = None,
+    composable: bool = True, command: str = "", language: PromptLanguage = A1111_LANGUAGE,
 ) -> list[Job]:
     """`num` pictures per prompt from `seed` on. A random seed is drawn by rank 0 of a
     torchrun launch for all ranks; the tasks of a job array must be given one. Prompts joined
-    with AND are refused unless `composable`. Unless `literal`, each picture's prompt is its
-    template with the wildcards resolved from its seed (request/wildcards.py; `wildcards`:
-    the folder of __name__'s files, default $GLIDE_WILDCARDS)."""
+    with AND are refused unless `composable`. Unless the `language` is literal, each picture's
+    prompt is its template with the wildcards resolved from its seed (request/wildcards.py;
+    `language.wildcards`: the folder of __name__'s files, default $GLIDE_WILDCARDS)."""
     from ..render.engine import Job
     from ..render.shard import current_split, from_main
 
@@ -81,12 +84,14 @@ def make_jobs(
         seed = cast(int, from_main(split.ranks, secrets.randbelow(MAX_SEED - num + 2)))  # rank 0's draw, an int
     elif seed + num - 1 > MAX_SEED:
         raise RequestError(f"{seed} + {num} images would pass the largest seed, {MAX_SEED}", "--seed")
-    resolver = Wildcards(wildcards_folder(wildcards)) if not literal else None
+    literal = language.literal_prompt
+    resolver = Wildcards(wildcards_folder(language.wildcards)) if not literal else None
     jobs = []
     for k, template in enumerate(prompts):
         for i in range(num):
             prompt = resolver.resolve(template, seed + i) if resolver is not None else template
-            jobs.append(Job(prompt, seed + i, k * num + i, negative, literal=literal, template=template if prompt != template else None))
+            changed = template if prompt != template else None
+            jobs.append(Job(prompt, seed + i, k * num + i, negative, literal=literal, template=changed, emphasis=language.emphasis))
     for prompt in {job.prompt for job in jobs}:
         check_prompt(prompt, composable, command, literal)
     return jobs

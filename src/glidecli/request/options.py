@@ -11,6 +11,7 @@ import re
 from ..diffusion.vocabulary import MAX_SEED, SAMPLER_NAMES
 from ..files.vocabulary import ANIMATION_FORMATS, FIT_MODES, IMAGE_FORMATS, LOSSLESS_QUALITY
 from ..render.defaults import MAX_CANVAS, UPSAMPLE_TEMPERATURE
+from ..render.prompt_syntax import Emphasis
 from .values import CANVAS, IMG2IMG, MODELS, OUTPUT, PRIOR, UPSAMPLING, Option, ValueType
 
 INPAINT_FIT_MODES = ("auto", "region", *FIT_MODES)  # glide inpaint's --fit (request/edits.py)
@@ -22,6 +23,12 @@ PROMPT_HELP = "What to draw."
 LITERAL_PROMPT = Option(
     ("--literal-prompt",), ValueType.BOOL,
     "Read the prompts as plain text: no (emphasis:1.2), [less], {wild|cards}, __files__ or <tags> (docs/prompts.md).", panel=None,
+)
+EMPHASIS = Option(
+    ("--emphasis",), ValueType.STR,
+    "How a weight, (word:1.3), acts on its words' features: a1111 multiplies them and restores the sequence's mean (A1111's);"
+    " comfy moves them from the empty prompt's (ComfyUI's), which keeps the rest of the prompt as it was (docs/prompts.md).",
+    panel=None, choices=tuple(method.value for method in Emphasis),
 )
 WILDCARDS = Option(
     ("--wildcards",), ValueType.PATH,

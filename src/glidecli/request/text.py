@@ -28,7 +28,7 @@ def plan_generate(request: GenerateRequest, manifest: Manifest, shard: str | Non
     base, upsample = sized_stages(manifest, base, upsample, ModelKind.BASE, ModelKind.UPSAMPLE, r.width, r.height)
     init = init_image(r.init_image, r.strength, r.upsample_strength, r.init_fit, upsample is not None)
     ranking = best_of_choice(r.best_of, r.rank_model, init)
-    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards)
+    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, language=r)
     animations: list[tuple[int, ...]] = []
     if r.seed_walk is not None:
         jobs, animations = seed_walks(jobs, r.seed_walk, ranking)
@@ -58,7 +58,7 @@ def seed_walks(jobs: list[Job], frames: int, ranking: BestOf | None) -> tuple[li
     if any(job.seed + 1 > MAX_SEED for job in jobs):
         raise RequestError(f"a seed walk turns towards seed + 1: give a seed below {MAX_SEED}", "--seed")
     walked: list[Job] = [
-        WalkJob(job.prompt, job.seed, i * frames + k, job.negative, 2 * math.pi * k / frames, literal=job.literal, template=job.template) for i, job in enumerate(jobs) for k in range(frames)
+        WalkJob(job.prompt, job.seed, i * frames + k, job.negative, 2 * math.pi * k / frames, **job.prompt_reading()) for i, job in enumerate(jobs) for k in range(frames)
     ]
     return walked, [tuple(range(i * frames, (i + 1) * frames)) for i in range(len(jobs))]
 
@@ -68,7 +68,7 @@ def plan_clip_guide(request: ClipGuideRequest, manifest: Manifest, shard: str | 
     from ..render.session import model_entry
 
     r = request
-    jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command="clip-guide")
+    jobs = make_jobs(r.prompts, r.num, r.seed, None, shard=shard, language=r, composable=False, command="clip-guide")
     clip_image, clip_text = chosen(r.clip_image_model), chosen(r.clip_text_model)
     model_entry(manifest, clip_image, ModelKind.CLIP_IMAGE)
     model_entry(manifest, clip_text, ModelKind.CLIP_TEXT)

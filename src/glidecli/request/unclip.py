@@ -104,7 +104,7 @@ def plan_unclip(request: UnclipRequest, manifest: Manifest, shard: str | None = 
     prior = build_stage(manifest, prior_spec, warnings)
     decoder, sr = decoder_stages(manifest, r, warnings)
     ranking = best_of_choice(r.best_of, r.rank_model, None)
-    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command="unclip")
+    jobs = make_jobs(r.prompts, r.num, r.seed, r.negative, shard=shard, language=r, composable=False, command="unclip")
     return RenderPlan(
         command="unclip", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         render=lambda session, todo, options: render_unclip(
@@ -129,9 +129,9 @@ def plan_vary(request: VaryRequest, manifest: Manifest, shard: str | None = None
     if r.animate is not None and len(amounts) < 2:
         raise RequestError("--animate makes the pictures of several amounts into an animation: give --toward TEXT --amount A,B,...")
     check_image_count(max(1, len(amounts)) * r.num, "--amount")
-    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command="vary")
+    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, language=r, composable=False, command="vary")
     jobs: list[Job] = (
-        [VaryJob(base.prompt, base.seed, i * len(amounts) + k, None, value, literal=base.literal, template=base.template) for i, base in enumerate(seeds) for k, value in enumerate(amounts)]
+        [VaryJob(base.prompt, base.seed, i * len(amounts) + k, None, value, **base.prompt_reading()) for i, base in enumerate(seeds) for k, value in enumerate(amounts)]
         if text_diff is not None else seeds
     )
     return RenderPlan(
@@ -224,8 +224,8 @@ def plan_blend(request: BlendRequest, manifest: Manifest, shard: str | None = No
     if r.animate is not None and r.frames is None:
         raise RequestError("--animate makes the frames of a blend into an animation: give --frames N")
     mixes = [k / (r.frames - 1) for k in range(r.frames)] if r.frames is not None else [0.5 if r.mix is None else r.mix]
-    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, literal=r.literal_prompt, wildcards=r.wildcards, composable=False, command="blend")
-    jobs: list[Job] = [BlendJob(base.prompt, base.seed, i * len(mixes) + k, None, value, literal=base.literal, template=base.template) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
+    seeds = make_jobs([r.prompt], r.num, r.seed, None, shard=shard, language=r, composable=False, command="blend")
+    jobs: list[Job] = [BlendJob(base.prompt, base.seed, i * len(mixes) + k, None, value, **base.prompt_reading()) for i, base in enumerate(seeds) for k, value in enumerate(mixes)]
     return RenderPlan(
         command="blend", manifest=manifest, jobs=jobs, batch_size=r.batch_size,
         # `todo` holds this plan's jobs, every one a BlendJob (a RenderPlan's list is of Jobs).
