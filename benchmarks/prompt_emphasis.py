@@ -33,11 +33,10 @@ import torch
 
 import harness
 from glidecli.nets.unet import TextEmbedding
-from glidecli.render import pipeline
-from glidecli.render.emphasis import glide_batch
+from glidecli.render import emphasis
 from glidecli.render.engine import Job, RenderOptions, Session, Stage, render_generate
 from glidecli.render.pipeline import SamplerChoice
-from glidecli.render.prompt_syntax import read_prompt
+from glidecli.render.prompt_syntax import Emphasis, read_prompt
 from glidecli.render.unclip import DEFAULT_PRIOR, ClipModels, render_unclip
 from glidecli.train.shapes import scene_colours
 
@@ -52,16 +51,20 @@ UNCLIP = "unclip"
 RED, GREEN = "a red circle on a black background", "a green circle on a black background"
 
 
-def glide_pictures(session: Session, model: str, prompt: str, seeds: range, sampler: SamplerChoice, scale: float) -> list[np.ndarray]:
+def glide_pictures(
+    session: Session, model: str, prompt: str, seeds: range, sampler: SamplerChoice, scale: float, emphasis: Emphasis = Emphasis.A1111
+) -> list[np.ndarray]:
     stage = Stage(model, sampler, scale=scale)
-    jobs = [Job(prompt, seed, index) for index, seed in enumerate(seeds)]
+    jobs = [Job(prompt, seed, index, emphasis=emphasis) for index, seed in enumerate(seeds)]
     return [harness.rgb_pixels(done.image) for done in render_generate(session, jobs, stage, None, options=RenderOptions(batch_size=len(jobs)))]
 
 
-def unclip_pictures(session: Session, prompt: str, seeds: range, sampler: SamplerChoice, scale: float) -> list[np.ndarray]:
+def unclip_pictures(
+    session: Session, prompt: str, seeds: range, sampler: SamplerChoice, scale: float, emphasis: Emphasis = Emphasis.A1111
+) -> list[np.ndarray]:
     prior = Stage("shapes-prior", SamplerChoice(DEFAULT_PRIOR.sampler.name, sampler.steps), scale=4.0)
     decoder = Stage("shapes-decoder", sampler, scale=scale)
-    jobs = [Job(prompt, seed, index) for index, seed in enumerate(seeds)]
+    jobs = [Job(prompt, seed, index, emphasis=emphasis) for index, seed in enumerate(seeds)]
     done = render_unclip(session, jobs, prior, decoder, None, clip=ClipModels("shapes-clip", "shapes-prior-stats"), options=RenderOptions(batch_size=len(jobs)))
     return [harness.rgb_pixels(d.image) for d in done]
 
@@ -151,25 +154,25 @@ def scale_only(sequence: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def restore_table(session: Session, models: list[str], draw: Callable[[str, str], list[np.ndarray]], seeds: int) -> None:
-    """Red objects with emphasis as glide applies it (A1111's, mean restored) and with the
+    """Red objects with A1111's emphasis as glide applies it (mean restored) and with the
     weights alone, and the factor the restoring multiplies the whole sequence by."""
-    template = "a {red}"
-    harness.print_header(["model", "red written as", "A1111's (mean restored)", "weights alone", "factor of the restoring"])
+    harness.print_header(["model", "prompt", "A1111's (mean restored)", "weights alone", "factor of the restoring"])
     for model in models:
         network = session.unet(model, "base")
         tokenizer = session.tokenizer(network.config.text_ctx, model)
-        for written, _ in WEIGHTS:
-            prompt = template.format(red=written)
-            restored = red_objects(draw(model, prompt))
-            with contextlib.ExitStack() as stack:
-                stack.callback(setattr, pipeline, "emphasize", pipeline.emphasize)
-                pipeline.emphasize = scale_only
-                alone = red_objects(draw(model, prompt))
-            batch, weights = glide_batch(tokenizer, [read_prompt(prompt)])
-            with torch.no_grad():
-                sequence = network.encode_text(batch.tokens, batch.mask).tokens
-            factor = 1.0 if weights is None else float(sequence.mean() / scale_only(sequence, weights).mean())
-            print(f"| {model} | `{written}` | {restored}/{seeds} | {alone}/{seeds} | {factor:.2f} |", flush=True)
+        for template in ("a {red}", "a {red} circle on a black background"):
+            for written, _ in WEIGHTS:
+                prompt = template.format(red=written)
+                restored = red_objects(draw(model, prompt))
+                with contextlib.ExitStack() as stack:
+                    stack.callback(setattr, emphasis, "emphasize", emphasis.emphasize)
+                    emphasis.emphasize = scale_only
+                    alone = red_objects(draw(model, prompt))
+                batch, weights = emphasis.glide_batch(tokenizer, [read_prompt(prompt)])
+                with torch.no_grad():
+                    sequence = network.encode_text(batch.tokens, batch.mask).tokens
+                factor = 1.0 if weights is None else float(sequence.mean() / scale_only(sequence, weights).mean())
+                print(f"| {model} | `{prompt}` | {restored}/{seeds} | {alone}/{seeds} | {factor:.2f} |", flush=True)
 
 
 def main() -> int:
@@ -180,6 +183,7 @@ def main() -> int:
     ap.add_argument("--networks", default="shapes,shapes-seq,shapes-words,unclip",
                     help="GLIDE base models of --weights, and `unclip` (shapes-prior and shapes-decoder)")
     ap.add_argument("--weights", type=Path, default=harness.MODELS, help="the manifest (default: models/weights.toml)")
+    ap.add_argument("--emphasis", default="a1111,comfy", help="the ways weights act (--emphasis), a weights table for each")
     ap.add_argument("--no-diagnosis", action="store_true", help="only the weights table (not where colour is read, nor the restoring)")
     harness.add_threads_option(ap, default=1, help_text="torch.set_num_threads (default 1: more threads on shared cores only wait for each other)")
     args = ap.parse_args()
@@ -196,13 +200,17 @@ def main() -> int:
     settings = f"of {args.seeds} (seeds 0..{args.seeds - 1}), dpmpp_2m {args.steps} steps, scale {args.scale:g}"
     with torch.no_grad():
         for network in networks:
-            print(f"\n{network}: pictures whose object is red, {settings}\n")
-            draw: Draw = (lambda p: unclip_pictures(session, p, seeds, sampler, args.scale)) if network == UNCLIP else (lambda p, m=network: glide_draw(m, p))
-            weight_table(network, draw, args.seeds)
+            for method in map(Emphasis, args.emphasis.split(",")):
+                print(f"\n{network}, --emphasis {method}: pictures whose object is red, {settings}\n")
+                draw: Draw = (
+                    (lambda p, e=method: unclip_pictures(session, p, seeds, sampler, args.scale, e)) if network == UNCLIP
+                    else (lambda p, m=network, e=method: glide_pictures(session, m, p, seeds, sampler, args.scale, e))
+                )
+                weight_table(network, draw, args.seeds)
         if glide_models and not args.no_diagnosis:
             print(f"\nWhere the GLIDE models read the colour: objects drawn, {settings}\n")
             where_colour_is_read(session, glide_models, glide_draw, args.seeds)
-            print(f"\nEmphasis with and without restoring the mean, `a red`: red objects, {settings}\n")
+            print(f"\nA1111's emphasis with and without restoring the mean: red objects, {settings}\n")
             restore_table(session, glide_models, glide_draw, args.seeds)
     return 0
 
