@@ -49,9 +49,9 @@ DEFAULT_INPAINT_UPSAMPLE = Stage.of(defaults.INPAINT_UPSAMPLE)
 @dataclass(frozen=True)
 class Job:
     """One picture: its prompt, its own seed and its output index. The prompt is read in
-    A1111's language (render/prompt_syntax.py) unless `literal`, its emphasis weighed in the
-    `emphasis` way; `template` is the prompt
-    with wildcards it was resolved from (request/wildcards.py), None when it had none."""
+    A1111's language (render/prompt_syntax.py) unless `literal`, its weights acting in the
+    `emphasis` way; `template` is the prompt with wildcards it was resolved from
+    (request/wildcards.py), None when it had none."""
 
     prompt: str
     seed: int

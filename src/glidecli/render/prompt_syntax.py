@@ -3,7 +3,8 @@ by 1.21, `[word]` by 1/1.1, `(word:1.3)` by 1.3; `\\(` `\\)` `\\[` `\\]` `\\\\` 
 characters themselves. Brackets left open weigh everything after them, as A1111's do; a
 closing bracket with nothing open is text. `BREAK` (A1111's start of a new 75-token chunk;
 GLIDE reads one context) and extra-network tags such as `<hypernet:name:1>` are removed with
-a warning.
+a warning; A1111's prompt editing, `[from:to:when]` and `[a|b]`, is read as brackets and text,
+with a warning. How a weight acts on the features is an Emphasis (A1111's or ComfyUI's).
 
 Plain text only, no torch (like composition.py, which splits `AND` first): the request
 layer checks prompts with it before any model loads, and every stage of the render layer
