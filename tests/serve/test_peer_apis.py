@@ -21,7 +21,7 @@ def decoded(data: str) -> Image.Image:
 
 
 def test_a1111_models_options_and_samplers(server):
-    assert [m["model_name"] for m in server.client.get("/sdapi/v1/sd-models").json()] == ["shapes", "shapes-seq"]  # the base models of models/weights.toml
+    assert [m["model_name"] for m in server.client.get("/sdapi/v1/sd-models").json()] == ["shapes", "shapes-seq", "shapes-words"]  # the base models of models/weights.toml
     assert server.client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "shapes"  # no 'base' here: the first base model
     assert server.client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "shapes", "CLIP_stop_at_last_layers": 2}).status_code == 200
     assert server.client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "shapes"
