@@ -27,6 +27,7 @@ _API = {
     "Session": "glidecli.render.session",
     "Reporter": "glidecli.render.session",
     "Job": "glidecli.render.jobs",
+    "Emphasis": "glidecli.render.prompt_syntax",
     "Stage": "glidecli.render.jobs",
     "ClipSteering": "glidecli.render.engine",
     "InpaintSource": "glidecli.render.inpaint",
