@@ -16,7 +16,7 @@ or the token sequence, and which positions of it: the conditional embedding of "
 on a black background" with parts taken from "a green circle on a black background"'s), and
 emphasis with and without A1111's restoring of the sequence's mean.
 
-    python benchmarks/prompt_emphasis.py              # 32 seeds, 10 steps, one thread: about 20 minutes on a shared CPU
+    python benchmarks/prompt_emphasis.py              # 32 seeds, 10 steps, one thread: about 40 minutes on a shared CPU
     python benchmarks/prompt_emphasis.py --networks shapes-words --seeds 16
     python benchmarks/prompt_emphasis.py --weights run/weights.toml --networks my-model --no-diagnosis
 """
@@ -52,19 +52,19 @@ RED, GREEN = "a red circle on a black background", "a green circle on a black ba
 
 
 def glide_pictures(
-    session: Session, model: str, prompt: str, seeds: range, sampler: SamplerChoice, scale: float, emphasis: Emphasis = Emphasis.A1111
+    session: Session, model: str, prompt: str, seeds: range, sampler: SamplerChoice, scale: float, method: Emphasis = Emphasis.A1111
 ) -> list[np.ndarray]:
     stage = Stage(model, sampler, scale=scale)
-    jobs = [Job(prompt, seed, index, emphasis=emphasis) for index, seed in enumerate(seeds)]
+    jobs = [Job(prompt, seed, index, emphasis=method) for index, seed in enumerate(seeds)]
     return [harness.rgb_pixels(done.image) for done in render_generate(session, jobs, stage, None, options=RenderOptions(batch_size=len(jobs)))]
 
 
 def unclip_pictures(
-    session: Session, prompt: str, seeds: range, sampler: SamplerChoice, scale: float, emphasis: Emphasis = Emphasis.A1111
+    session: Session, prompt: str, seeds: range, sampler: SamplerChoice, scale: float, method: Emphasis = Emphasis.A1111
 ) -> list[np.ndarray]:
     prior = Stage("shapes-prior", SamplerChoice(DEFAULT_PRIOR.sampler.name, sampler.steps), scale=4.0)
     decoder = Stage("shapes-decoder", sampler, scale=scale)
-    jobs = [Job(prompt, seed, index, emphasis=emphasis) for index, seed in enumerate(seeds)]
+    jobs = [Job(prompt, seed, index, emphasis=method) for index, seed in enumerate(seeds)]
     done = render_unclip(session, jobs, prior, decoder, None, clip=ClipModels("shapes-clip", "shapes-prior-stats"), options=RenderOptions(batch_size=len(jobs)))
     return [harness.rgb_pixels(d.image) for d in done]
 
