@@ -37,8 +37,9 @@ from glidecli.render import emphasis
 from glidecli.render.engine import Job, RenderOptions, Session, Stage, render_generate
 from glidecli.render.pipeline import SamplerChoice
 from glidecli.render.prompt_syntax import Emphasis, read_prompt
-from glidecli.render.unclip import DEFAULT_PRIOR, ClipModels, render_unclip
+from glidecli.render.unclip import DEFAULT_PRIOR, render_unclip
 from glidecli.train.shapes import scene_colours
+from unclip_shapes import CLIP as SHAPES_CLIP
 
 TEMPLATES = (
     "a {red} circle on a black background", "a {red} green circle on a black background", "a green {red} circle on a black background", "a {red}",
@@ -65,7 +66,7 @@ def unclip_pictures(
     prior = Stage("shapes-prior", SamplerChoice(DEFAULT_PRIOR.sampler.name, sampler.steps), scale=4.0)
     decoder = Stage("shapes-decoder", sampler, scale=scale)
     jobs = [Job(prompt, seed, index, emphasis=method) for index, seed in enumerate(seeds)]
-    done = render_unclip(session, jobs, prior, decoder, None, clip=ClipModels("shapes-clip", "shapes-prior-stats"), options=RenderOptions(batch_size=len(jobs)))
+    done = render_unclip(session, jobs, prior, decoder, None, clip=SHAPES_CLIP, options=RenderOptions(batch_size=len(jobs)))
     return [harness.rgb_pixels(d.image) for d in done]
 
 

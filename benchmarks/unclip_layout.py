@@ -44,9 +44,7 @@ from glidecli.nets.kinds import ModelKind
 from glidecli.render.engine import Job, RenderOptions, Session, Stage
 from glidecli.render.unclip import (
     DEFAULT_DECODER,
-    DEFAULT_PRIOR,
     BlendJob,
-    ClipModels,
     TextDiff,
     VaryJob,
     render_blend,
@@ -54,10 +52,8 @@ from glidecli.render.unclip import (
     render_vary,
 )
 from glidecli.train.shapes import SHAPE_COLOURS, draw_scene
-from unclip_shapes import iou
+from unclip_shapes import CLIP, PRIOR, iou
 
-CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
-PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)
 SOURCE = "a red circle on a blue background"
 TOWARD = "a green circle on a blue background"
 AMOUNTS = (0.0, 0.25, 0.5, 0.75)

@@ -31,10 +31,10 @@ from glidecli.files.manifest import load_manifest
 from glidecli.nets.checkpoint import load_network
 from glidecli.nets.unclip import ImprovedSuperRes
 from glidecli.render.engine import Job, RenderOptions, Session
-from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR, ClipModels, render_unclip, sr_low_res, super_resolve
+from glidecli.render.unclip import DEFAULT_DECODER, DEFAULT_PRIOR, DEFAULT_SR, render_unclip, sr_low_res, super_resolve
 from glidecli.train.shapes import EVAL_SCENES, draw_scene, scene_colours, shape_caption
+from unclip_shapes import CLIP
 
-CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
 PRIOR = dataclasses.replace(DEFAULT_PRIOR, model="shapes-prior", scale=4.0)
 DECODER = dataclasses.replace(DEFAULT_DECODER, model="shapes-decoder", scale=3.0)
 SR = dataclasses.replace(DEFAULT_SR, model="shapes-sr")  # glide unclip's SR sampler: ddpm, 7 steps

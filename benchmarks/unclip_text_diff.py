@@ -31,12 +31,9 @@ import torch
 from PIL import Image
 
 import harness
-from glidecli.render.engine import Job, RenderOptions, Session, Stage
+from glidecli.render.engine import Job, RenderOptions, Session
 from glidecli.render.unclip import (
-    DEFAULT_DECODER,
-    DEFAULT_PRIOR,
     BlendJob,
-    ClipModels,
     TextDiff,
     VaryJob,
     render_blend,
@@ -44,11 +41,8 @@ from glidecli.render.unclip import (
     render_vary,
 )
 from glidecli.train.shapes import draw_scene, scene_colours
-from unclip_shapes import iou, object_mask
+from unclip_shapes import CLIP, DECODER, PRIOR, iou, object_mask
 
-CLIP = ClipModels("shapes-clip", "shapes-prior-stats")
-PRIOR = Stage("shapes-prior", DEFAULT_PRIOR.sampler, scale=4.0)
-DECODER = Stage("shapes-decoder", DEFAULT_DECODER.sampler, scale=3.0)
 SOURCE = "a red circle on a blue background"
 AMOUNTS = (0.25, 0.5, 0.75)
 # (name, new caption, what the edit should give: (object colour, shape, background), None = unchanged)
